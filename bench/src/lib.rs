@@ -1,0 +1,1 @@
+//! Criterion benches for g4q; see `benches/` and README.md.

@@ -1,0 +1,9 @@
+//! `convert`: reads Gemma 4 checkpoints (Hugging Face safetensors, sharded, mmap) into a typed
+//! config and a lazily loaded tensor source, and (later) writes releases: GGUF, AWQ
+//! safetensors, ONNX. It knows file formats and tensor names; it does no model math.
+
+pub mod config;
+pub mod error;
+
+pub use config::{Gemma4Config, LayerType, RopeParams, Variant};
+pub use error::{ConvertError, Result};

@@ -1,0 +1,10 @@
+//! `kernels`: ggml's block formats in Rust. Each format has its exact byte layout, a scalar
+//! reference quantizer that reproduces ggml byte for byte (with and without an importance
+//! matrix), a scalar dequantizer, and SIMD dequantize / dot-product kernels (AVX2, AVX-512,
+//! NEON) checked against the scalar twin. Knows nothing of files, models or the CLI.
+
+pub mod blocks;
+pub mod fp;
+pub mod types;
+
+pub use types::GgmlType;
