@@ -1,5 +1,44 @@
 //! The `g4q` command line: Gemma 4 checkpoints to verified, quantized releases.
+//!
+//! Each subcommand lives in `cmd/`; this file parses flags and maps failures to the documented
+//! exit codes (0 ok, 1 gate failed, 2 usage or input error, 3 internal error).
 
-fn main() {
-    println!("g4q");
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Gemma 4 checkpoints to verified, quantized releases.
+#[derive(Parser)]
+#[command(name = "g4q", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Describe a checkpoint: variant, parameter counts, layer plan, tensors, memory estimate.
+    Inspect(cmd::inspect::Args),
+    /// Run the f32 reference forward pass and write the logits as safetensors.
+    Forward(cmd::forward::Args),
+    /// Write a random checkpoint with a variant's real names and widths but only N layers.
+    Synth(cmd::synth::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(args) => cmd::inspect::run(args),
+        Command::Forward(args) => cmd::forward::run(args),
+        Command::Synth(args) => cmd::synth::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("g4q: error: {}", cmd::one_line(&err));
+            ExitCode::from(cmd::exit_code(&err))
+        }
+    }
 }

@@ -8,3 +8,5 @@ pub mod fp;
 pub mod types;
 
 pub use types::GgmlType;
+pub mod quants;
+pub mod simd;

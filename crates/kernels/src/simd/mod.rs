@@ -1,0 +1,1 @@
+//! SIMD backends and runtime dispatch (being written).
