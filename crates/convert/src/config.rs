@@ -406,6 +406,9 @@ impl Gemma4Config {
                 }
             }
         }
+        if self.has_per_layer_inputs() && self.vocab_size_per_layer_input == 0 {
+            return bad("hidden_size_per_layer_input is set but vocab_size_per_layer_input is 0".into());
+        }
         if self.enable_moe_block
             && (self.top_k_experts == 0 || self.top_k_experts > self.num_experts)
         {
@@ -467,6 +470,12 @@ impl Gemma4Config {
             .find(|&s| self.layer_types[s] == kind)
     }
 
+    /// Whether layer `l` computes K/V that a later KV-shared layer reads (the "store" layers).
+    pub fn is_kv_store(&self, l: usize) -> bool {
+        (self.first_kv_shared_layer()..self.num_hidden_layers)
+            .any(|s| self.kv_source_layer(s) == Some(l))
+    }
+
     /// Width of the dense MLP of layer `l` (doubled on KV-shared layers with `use_double_wide_mlp`).
     pub fn intermediate_size_of(&self, l: usize) -> usize {
         if self.use_double_wide_mlp && self.is_kv_shared(l) {
@@ -494,12 +503,19 @@ impl Gemma4Config {
         if self.enable_moe_block {
             Variant::A26B
         } else if self.has_per_layer_inputs() {
-            // E2B repeats 4 sliding + 1 full; E4B 5 + 1.
-            let first_full = self.layer_types.iter().position(|t| *t == LayerType::Full);
-            if first_full == Some(4) {
-                Variant::E2B
-            } else {
-                Variant::E4B
+            // E2B repeats 4 sliding + 1 full, E4B 5 + 1. A model too shallow to show the
+            // period (a synthetic one whose only full layer is the forced last one) is told
+            // apart by width: E2B is 1536 wide, E4B 2560.
+            let first_full = self
+                .layer_types
+                .iter()
+                .position(|t| *t == LayerType::Full)
+                .filter(|&f| f + 1 < self.num_hidden_layers);
+            match first_full {
+                Some(4) => Variant::E2B,
+                Some(5) => Variant::E4B,
+                _ if self.hidden_size < 2048 => Variant::E2B,
+                _ => Variant::E4B,
             }
         } else {
             Variant::B31

@@ -2,8 +2,18 @@
 //! config and a lazily loaded tensor source, and (later) writes releases: GGUF, AWQ
 //! safetensors, ONNX. It knows file formats and tensor names; it does no model math.
 
+pub mod catalogue;
+pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod gguf;
+pub mod output;
+pub mod synth;
+mod stfile;
+pub mod tensor;
 
+pub use catalogue::{Need, TensorSpec};
+pub use checkpoint::{Checkpoint, SkippedKind, SkippedTensor};
 pub use config::{Gemma4Config, LayerType, RopeParams, Variant};
 pub use error::{ConvertError, Result};
+pub use tensor::{DType, TensorView};

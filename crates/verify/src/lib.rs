@@ -1,1 +1,24 @@
 //! `verify`: the f32 reference forward pass of Gemma 4, accuracy metrics, reports and gates.
+//!
+//! The forward pass ([`model`]) follows `../shared/spec/gemma4.md` §2 in float32 and reads its
+//! weights through the [`weights::Weights`] trait, so the safetensors checkpoint and (later)
+//! quantized candidates run through the same code. Calibration hangs on [`observer::Observer`].
+
+pub mod attention;
+pub mod checkpoint;
+pub mod error;
+pub mod layer;
+pub mod linear;
+pub mod model;
+pub mod moe;
+pub mod observer;
+pub mod ops;
+pub mod rope;
+pub mod tokenizer;
+pub mod weights;
+
+pub use error::{Result, VerifyError};
+pub use model::{forward_streaming, ForwardOptions, ForwardOutput, Model};
+pub use observer::{LinearSite, NoObserver, Observer};
+pub use tokenizer::Tokenizer;
+pub use weights::{Matrix, RowSource, Weights};

@@ -1,0 +1,397 @@
+//! Synthetic full-width checkpoints: a released variant's real config, names and tensor widths,
+//! but only N layers of random bf16 weights, for memory and speed measurements at real sizes.
+//!
+//! The file is written tensor by tensor, chunk by chunk, to a temporary name and renamed at the
+//! end, so even a 31B-wide checkpoint needs only a few tens of MB of memory to write. No
+//! tokenizer is written (there is none to copy): run the forward pass with explicit token ids.
+//!
+//! Values are deterministic for a seed whatever the thread count: every chunk of every tensor
+//! draws from its own ChaCha8 stream position (stream = tensor index, word = element offset).
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use rand::RngCore;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde_json::{json, Value};
+
+use crate::catalogue::{self, Need, TensorSpec};
+use crate::checkpoint::SINGLE_FILE;
+use crate::config::{Gemma4Config, Variant};
+use crate::error::{ConvertError, Result};
+
+/// Standard deviation of matrix weights (the usual Gemma initializer range).
+const WEIGHT_STD: f32 = 0.02;
+/// Elements generated per chunk (one ChaCha stream segment, 2 MB of bf16).
+const CHUNK: usize = 1 << 20;
+/// Chunks generated in parallel before they are written in order.
+const CHUNKS_PER_BATCH: usize = 8;
+
+/// The real text hyperparameters of a released variant (gemma4.md §1.2).
+struct RealShape {
+    hidden: usize,
+    intermediate: usize,
+    heads: usize,
+    kv_heads: usize,
+    global_kv_heads: Option<usize>,
+    k_eq_v: bool,
+    window: usize,
+    /// One full layer every `period` layers.
+    period: usize,
+    max_positions: usize,
+    per_layer_input: usize,
+    real_layers: usize,
+    real_kv_shared: usize,
+    double_wide: bool,
+    /// (experts, top k, expert width).
+    moe: Option<(usize, usize, usize)>,
+}
+
+fn real_shape(v: Variant) -> RealShape {
+    match v {
+        Variant::E2B => RealShape {
+            hidden: 1536,
+            intermediate: 6144,
+            heads: 8,
+            kv_heads: 1,
+            global_kv_heads: None,
+            k_eq_v: false,
+            window: 512,
+            period: 5,
+            max_positions: 131_072,
+            per_layer_input: 256,
+            real_layers: 35,
+            real_kv_shared: 20,
+            double_wide: true,
+            moe: None,
+        },
+        Variant::E4B => RealShape {
+            hidden: 2560,
+            intermediate: 10240,
+            heads: 8,
+            kv_heads: 2,
+            global_kv_heads: None,
+            k_eq_v: false,
+            window: 512,
+            period: 6,
+            max_positions: 131_072,
+            per_layer_input: 256,
+            real_layers: 42,
+            real_kv_shared: 18,
+            double_wide: false,
+            moe: None,
+        },
+        Variant::A26B => RealShape {
+            hidden: 2816,
+            intermediate: 2112,
+            heads: 16,
+            kv_heads: 8,
+            global_kv_heads: Some(2),
+            k_eq_v: true,
+            window: 1024,
+            period: 6,
+            max_positions: 262_144,
+            per_layer_input: 0,
+            real_layers: 30,
+            real_kv_shared: 0,
+            double_wide: false,
+            moe: Some((128, 8, 704)),
+        },
+        Variant::B31 => RealShape {
+            hidden: 5376,
+            intermediate: 21504,
+            heads: 32,
+            kv_heads: 16,
+            global_kv_heads: Some(4),
+            k_eq_v: true,
+            window: 1024,
+            period: 6,
+            max_positions: 262_144,
+            per_layer_input: 0,
+            real_layers: 60,
+            real_kv_shared: 0,
+            double_wide: false,
+            moe: None,
+        },
+    }
+}
+
+/// Layer types for `n` layers: the variant's sliding/full period, and always full last (as in
+/// every released config).
+fn layer_types(period: usize, n: usize) -> Vec<&'static str> {
+    (0..n)
+        .map(|i| {
+            if (i + 1) % period == 0 || i + 1 == n {
+                "full_attention"
+            } else {
+                "sliding_attention"
+            }
+        })
+        .collect()
+}
+
+/// KV-shared layers scaled from the real count to `n` layers, reduced until every shared layer
+/// has an earlier non-shared layer of its type to read from.
+fn kv_shared(types: &[&str], real: usize, real_layers: usize) -> usize {
+    let n = types.len();
+    let mut shared = n * real / real_layers;
+    while shared > 0 {
+        let first = n - shared;
+        if (first..n).all(|l| types[..first].contains(&types[l])) {
+            break;
+        }
+        shared -= 1;
+    }
+    shared
+}
+
+/// The released-layout `config.json` of a synthetic `variant` checkpoint with `layers` layers.
+pub fn synth_config(variant: Variant, layers: usize, seed: u64) -> Value {
+    let s = real_shape(variant);
+    let types = layer_types(s.period, layers);
+    let shared = kv_shared(&types, s.real_kv_shared, s.real_layers);
+    let (experts, top_k, expert_width) = match s.moe {
+        Some((e, k, w)) => (json!(e), json!(k), json!(w)),
+        None => (Value::Null, Value::Null, Value::Null),
+    };
+    json!({
+        "architectures": ["Gemma4ForConditionalGeneration"],
+        "model_type": "gemma4",
+        "dtype": "bfloat16",
+        "tie_word_embeddings": true,
+        "g4q_synth": {
+            "variant": variant.cli_name(),
+            "layers": layers,
+            "seed": seed,
+            "note": "random weights, no tokenizer: run the forward pass with --tokens",
+        },
+        "text_config": {
+            "model_type": "gemma4_text",
+            "dtype": "bfloat16",
+            "vocab_size": 262_144,
+            "hidden_size": s.hidden,
+            "intermediate_size": s.intermediate,
+            "num_hidden_layers": layers,
+            "num_attention_heads": s.heads,
+            "num_key_value_heads": s.kv_heads,
+            "num_global_key_value_heads": s.global_kv_heads,
+            "head_dim": 256,
+            "global_head_dim": 512,
+            "attention_k_eq_v": s.k_eq_v,
+            "attention_bias": false,
+            "attention_dropout": 0.0,
+            "sliding_window": s.window,
+            "layer_types": types,
+            "max_position_embeddings": s.max_positions,
+            "rope_parameters": {
+                "full_attention": {
+                    "rope_type": "proportional",
+                    "partial_rotary_factor": 0.25,
+                    "rope_theta": 1_000_000.0,
+                },
+                "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+            },
+            "rms_norm_eps": 1e-6,
+            "final_logit_softcapping": 30.0,
+            "hidden_activation": "gelu_pytorch_tanh",
+            "tie_word_embeddings": true,
+            "hidden_size_per_layer_input": s.per_layer_input,
+            "vocab_size_per_layer_input": 262_144,
+            "num_kv_shared_layers": shared,
+            "use_double_wide_mlp": s.double_wide,
+            "enable_moe_block": s.moe.is_some(),
+            "num_experts": experts,
+            "top_k_experts": top_k,
+            "moe_intermediate_size": expert_width,
+            "pad_token_id": 0,
+            "bos_token_id": 2,
+            "eos_token_id": [1, 106],
+        },
+    })
+}
+
+/// What `write_synth` produced.
+#[derive(Clone, Debug)]
+pub struct SynthSummary {
+    pub weights: PathBuf,
+    pub config: Gemma4Config,
+    pub tensors: usize,
+    pub bytes: u64,
+}
+
+/// Writes `config.json` and `model.safetensors` of a synthetic checkpoint into `dir` (created if
+/// needed). `progress(done, total)` is called with bytes of tensor data written so far.
+pub fn write_synth(
+    dir: &Path,
+    variant: Variant,
+    layers: usize,
+    seed: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<SynthSummary> {
+    if layers == 0 {
+        return Err(ConvertError::config("--layers", "a checkpoint needs at least 1 layer"));
+    }
+    let config_json = synth_config(variant, layers, seed);
+    let config_text = serde_json::to_string_pretty(&config_json).expect("JSON value serialises");
+    let config = Gemma4Config::from_json_str(&config_text, "synthetic config.json")?;
+    let specs: Vec<TensorSpec> = catalogue::text_catalogue(&config)?
+        .into_iter()
+        .filter(|s| s.need == Need::Required)
+        .collect();
+
+    std::fs::create_dir_all(dir).map_err(|e| ConvertError::io(dir, e))?;
+    let weights = dir.join(SINGLE_FILE);
+    let partial = dir.join(format!("{SINGLE_FILE}.partial"));
+    let written = write_weights(&partial, &specs, seed, progress);
+    let bytes = match written {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+    std::fs::rename(&partial, &weights).map_err(|e| ConvertError::io(&weights, e))?;
+    let config_path = dir.join("config.json");
+    let config_partial = dir.join("config.json.partial");
+    std::fs::write(&config_partial, config_text + "\n")
+        .map_err(|e| ConvertError::io(&config_partial, e))?;
+    std::fs::rename(&config_partial, &config_path).map_err(|e| ConvertError::io(&config_path, e))?;
+    Ok(SynthSummary {
+        weights,
+        config,
+        tensors: specs.len(),
+        bytes,
+    })
+}
+
+/// Streams the safetensors file: header, then each tensor's bf16 values in order.
+fn write_weights(
+    path: &Path,
+    specs: &[TensorSpec],
+    seed: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<u64> {
+    let io = |e| ConvertError::io(path, e);
+    let prefix = catalogue::RELEASED_PREFIX;
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), json!({"format": "pt"}));
+    let mut offset = 0u64;
+    for spec in specs {
+        let numel = spec
+            .shape
+            .iter()
+            .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
+            .and_then(|n| n.checked_mul(2))
+            .ok_or_else(|| ConvertError::config("synthetic config", "tensor size overflows"))?;
+        header.insert(
+            format!("{prefix}{}", spec.name),
+            json!({"dtype": "BF16", "shape": spec.shape, "data_offsets": [offset, offset + numel]}),
+        );
+        offset += numel;
+    }
+    let total = offset;
+    let mut header = serde_json::to_vec(&Value::Object(header)).expect("JSON value serialises");
+    // safetensors pads the header with spaces so the data starts 8-byte aligned.
+    while header.len() % 8 != 0 {
+        header.push(b' ');
+    }
+
+    let file = File::create(path).map_err(io)?;
+    let mut out = BufWriter::with_capacity(8 << 20, file);
+    out.write_all(&(header.len() as u64).to_le_bytes())
+        .map_err(io)?;
+    out.write_all(&header).map_err(io)?;
+    let mut done = 0u64;
+    for (index, spec) in specs.iter().enumerate() {
+        let numel: usize = spec.shape.iter().product();
+        // Norm weights, scales and the layer scalar sit around 1; matrices around 0.
+        let mean = if spec.shape.len() <= 1 { 1.0 } else { 0.0 };
+        let chunks = numel.div_ceil(CHUNK);
+        let mut first = 0;
+        while first < chunks {
+            let last = (first + CHUNKS_PER_BATCH).min(chunks);
+            let batch: Vec<Vec<u8>> = (first..last)
+                .into_par_iter()
+                .map(|c| {
+                    let start = c * CHUNK;
+                    let len = CHUNK.min(numel - start);
+                    gaussian_bf16(seed, index as u64, start, len, mean)
+                })
+                .collect();
+            for bytes in &batch {
+                out.write_all(bytes).map_err(io)?;
+                done += bytes.len() as u64;
+            }
+            progress(done, total);
+            first = last;
+        }
+    }
+    out.flush().map_err(io)?;
+    let file = out.into_inner().map_err(|e| io(e.into_error()))?;
+    file.sync_all().map_err(io)?;
+    debug_assert_eq!(done, total);
+    Ok(total)
+}
+
+/// `len` bf16 values of N(mean, 0.02²) (Box–Muller), little-endian, for elements
+/// `start .. start + len` of tensor number `stream`.
+fn gaussian_bf16(seed: u64, stream: u64, start: usize, len: usize, mean: f32) -> Vec<u8> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(stream);
+    // Two 32-bit words per pair of values: one word per element.
+    rng.set_word_pos(start as u128);
+    let mut out = Vec::with_capacity(len * 2);
+    let mut push = |v: f32| out.extend_from_slice(&half::bf16::from_f32(v).to_le_bytes());
+    let mut i = 0;
+    while i < len {
+        let u1 = ((rng.next_u32() >> 8) + 1) as f32 * (1.0 / 16_777_216.0);
+        let u2 = (rng.next_u32() >> 8) as f32 * (1.0 / 16_777_216.0);
+        let r = (-2.0 * u1.ln()).sqrt() * WEIGHT_STD;
+        let (sin, cos) = (std::f32::consts::TAU * u2).sin_cos();
+        push(mean + r * cos);
+        if i + 1 < len {
+            push(mean + r * sin);
+        }
+        i += 2;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_plans_are_valid_for_any_depth() {
+        for v in [Variant::E2B, Variant::E4B, Variant::A26B, Variant::B31] {
+            for n in 1..=12 {
+                let text = synth_config(v, n, 0).to_string();
+                let cfg = Gemma4Config::from_json_str(&text, "synth").unwrap();
+                assert_eq!(cfg.num_hidden_layers, n);
+                assert_eq!(cfg.layer_types.last(), Some(&crate::LayerType::Full));
+                assert_eq!(cfg.variant(), v, "{v:?} with {n} layers");
+            }
+        }
+        let full = synth_config(Variant::E2B, 35, 0).to_string();
+        let cfg = Gemma4Config::from_json_str(&full, "synth").unwrap();
+        assert_eq!(cfg.num_kv_shared_layers, 20);
+    }
+
+    #[test]
+    fn chunks_are_seekable_and_seeded() {
+        let whole = gaussian_bf16(7, 3, 0, 64, 0.0);
+        let tail = gaussian_bf16(7, 3, 32, 32, 0.0);
+        assert_eq!(&whole[64..], &tail[..]);
+        assert_ne!(whole, gaussian_bf16(8, 3, 0, 64, 0.0));
+        let vals: Vec<f32> = gaussian_bf16(1, 0, 0, 100_000, 0.0)
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect();
+        let mean = vals.iter().sum::<f32>() / vals.len() as f32;
+        let std = (vals.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / vals.len() as f32).sqrt();
+        assert!(mean.abs() < 5e-4 && (std - WEIGHT_STD).abs() < 5e-4, "{mean} {std}");
+    }
+}

@@ -1,0 +1,153 @@
+//! Q3_K: 3-bit symmetric quants in 16 sub-blocks of 16 with 6-bit scales; two low bits in `qs`,
+//! the third in `hmask` (`quantize_row_q3_K_ref`, `quantize_row_q3_K_impl`,
+//! `dequantize_row_q3_K` in ggml-quants.c).
+
+use super::kquants::{
+    check_dequant, for_each_super_block, pack_2bit, pack_scales_q3, q3_scale, Super,
+};
+use super::search::{make_q3_quants, make_qx_quants};
+use crate::blocks::{BlockQ3K, QK_K};
+use crate::fp::{f16_to_f32, f32_to_f16, nearest_int};
+
+/// Quantizes `x` (`y.len()` super-blocks of 256) to Q3_K exactly as ggml's `quantize_q3_K`:
+/// `quantize_row_q3_K_ref` without an importance matrix, `quantize_row_q3_K_impl` with one (one
+/// weight per column; `x` may hold several rows of `imatrix.len()` values).
+///
+/// # Panics
+/// On inconsistent lengths (see [`super::kquants`]).
+pub fn quantize_row_q3_k(x: &[f32], y: &mut [BlockQ3K], imatrix: Option<&[f32]>) {
+    for_each_super_block("q3_K", x, y, imatrix, |xb, yb, qw| match qw {
+        None => quantize_block_ref(xb, yb),
+        Some(qw) => quantize_block_impl(xb, yb, qw),
+    });
+}
+
+fn quantize_block_ref(x: &Super, y: &mut BlockQ3K) {
+    let mut l = [0i8; QK_K];
+    let mut scales = [0f32; QK_K / 16];
+
+    let mut max_scale = 0.0f32;
+    let mut amax = 0.0f32;
+    for j in 0..QK_K / 16 {
+        scales[j] = make_q3_quants(
+            16,
+            4,
+            &x[16 * j..16 * j + 16],
+            &mut l[16 * j..16 * j + 16],
+            true,
+        );
+        let scale = scales[j].abs();
+        if scale > amax {
+            amax = scale;
+            max_scale = scales[j];
+        }
+    }
+
+    if max_scale != 0.0 {
+        let iscale = -32.0 / max_scale;
+        let mut l6 = [0i32; 16];
+        for j in 0..QK_K / 16 {
+            // ggml stores the rounded value in an int8_t before clamping.
+            let v = nearest_int(iscale * scales[j]) as i8 as i32;
+            l6[j] = v.clamp(-32, 31) + 32;
+        }
+        pack_scales_q3(&l6, &mut y.scales);
+        y.d = f32_to_f16(1.0 / iscale);
+    } else {
+        y.scales = [0; 12];
+        y.d = f32_to_f16(0.0);
+    }
+    finish_block(x, y, &mut l);
+}
+
+fn quantize_block_impl(x: &Super, y: &mut BlockQ3K, qw: &Super) {
+    let mut l = [0i8; QK_K];
+    let mut scales = [0f32; QK_K / 16];
+    let mut weight = [0f32; 16];
+    let mut sw = [0f32; QK_K / 16];
+    let mut ls = [0i8; QK_K / 16];
+
+    let mut sumx2 = 0.0f32;
+    for &v in x.iter() {
+        sumx2 += v * v;
+    }
+    let sigma2 = 2.0 * sumx2 / QK_K as f32;
+    for j in 0..QK_K / 16 {
+        let xs = &x[16 * j..16 * j + 16];
+        for i in 0..16 {
+            weight[i] = qw[16 * j + i] * (sigma2 + xs[i] * xs[i]).sqrt();
+        }
+        let mut sumw = 0.0f32;
+        for &w in &weight {
+            sumw += w;
+        }
+        sw[j] = sumw;
+        scales[j] = make_qx_quants(16, 4, xs, &mut l[16 * j..16 * j + 16], 1, Some(&weight));
+    }
+
+    let d_block = make_qx_quants(QK_K / 16, 32, &scales, &mut ls, 1, Some(&sw));
+    let l6: [i32; 16] = std::array::from_fn(|j| ls[j] as i32);
+    pack_scales_q3(&l6, &mut y.scales);
+    y.d = f32_to_f16(d_block);
+    finish_block(x, y, &mut l);
+}
+
+/// The common tail of both paths: re-round against the stored scales (sub-blocks with a zero
+/// scale keep the search's levels), split off the high bit into `hmask`, pack the low two bits.
+#[inline(always)]
+pub(crate) fn finish_block(x: &Super, y: &mut BlockQ3K, l: &mut [i8; QK_K]) {
+    let dd = f16_to_f32(y.d);
+    for j in 0..QK_K / 16 {
+        let d = dd * q3_scale(&y.scales, j) as f32;
+        if d == 0.0 {
+            continue;
+        }
+        for ii in 0..16 {
+            let v = nearest_int(x[16 * j + ii] / d).clamp(-4, 3);
+            l[16 * j + ii] = (v + 4) as i8;
+        }
+    }
+
+    // High bit of the first 32 quants into bit 0 of hmask[0..32], the next 32 into bit 1, ...
+    y.hmask = [0; QK_K / 8];
+    let mut lu = [0u8; QK_K];
+    for j in 0..QK_K {
+        let mut v = l[j];
+        if v > 3 {
+            y.hmask[j % 32] |= 1 << (j / 32);
+            v -= 4;
+        }
+        lu[j] = v as u8;
+    }
+    pack_2bit(&lu, &mut y.qs);
+}
+
+/// ggml's `dequantize_row_q3_K`: `y = d*(s-32)*(q2 - (hbit ? 0 : 4))`.
+///
+/// # Panics
+/// When `y.len() != x.len() * 256`.
+pub fn dequantize_row_q3_k(x: &[BlockQ3K], y: &mut [f32]) {
+    check_dequant("q3_K", x.len(), y);
+    for (b, out) in x.iter().zip(y.chunks_exact_mut(QK_K)) {
+        let d_all = f16_to_f32(b.d);
+        let mut o = 0;
+        let mut is = 0;
+        let mut m = 1u8;
+        for h in 0..2 {
+            let q = &b.qs[32 * h..32 * h + 32];
+            for shift in [0u32, 2, 4, 6] {
+                for half in 0..2 {
+                    let dl = d_all * q3_scale(&b.scales, is) as f32;
+                    is += 1;
+                    for i in 16 * half..16 * half + 16 {
+                        let lo = ((q[i] >> shift) & 3) as i32;
+                        let hi = if b.hmask[i] & m != 0 { 0 } else { 4 };
+                        out[o] = dl * (lo - hi) as f32;
+                        o += 1;
+                    }
+                }
+                m <<= 1;
+            }
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! Q4_K: 4-bit asymmetric quants in 8 sub-blocks of 32 with 6-bit scales and mins
+//! (`quantize_row_q4_K_ref`, `quantize_row_q4_K_impl`, `dequantize_row_q4_K` in ggml-quants.c).
+
+use super::kquants::{
+    check_dequant, for_each_super_block, get_scale_min_k4, pack_nibbles, pack_scale_min_k4, Super,
+};
+use super::search::{make_qkx2_quants, make_qkx3_quants, make_qp_quants};
+use crate::blocks::{BlockQ4K, QK_K};
+use crate::fp::{f16_to_f32, f32_to_f16, nearest_int};
+
+/// Quantizes `x` (`y.len()` super-blocks of 256) to Q4_K exactly as ggml's `quantize_q4_K`:
+/// `quantize_row_q4_K_ref` without an importance matrix, `quantize_row_q4_K_impl` with one (one
+/// weight per column; `x` may hold several rows of `imatrix.len()` values).
+///
+/// # Panics
+/// On inconsistent lengths (see [`super::kquants`]).
+pub fn quantize_row_q4_k(x: &[f32], y: &mut [BlockQ4K], imatrix: Option<&[f32]>) {
+    for_each_super_block("q4_K", x, y, imatrix, |xb, yb, qw| {
+        let mut l = [0u8; QK_K];
+        match qw {
+            None => {
+                let (ls, lm, d, dmin) = search_ref(xb, 15, -1.0, 0.1, 20, &mut l);
+                pack_scale_min_k4(&ls, &lm, &mut yb.scales);
+                yb.d = d;
+                yb.dmin = dmin;
+            }
+            Some(qw) => {
+                let (ls, lm, d, dmin) = search_impl(xb, qw, 15, false, &mut l);
+                pack_scale_min_k4(&ls, &lm, &mut yb.scales);
+                yb.d = d;
+                yb.dmin = dmin;
+            }
+        }
+        requantize(
+            xb,
+            &yb.scales,
+            f16_to_f32(yb.d),
+            f16_to_f32(yb.dmin),
+            15,
+            &mut l,
+        );
+        pack_nibbles(&l, &mut yb.qs);
+    });
+}
+
+/// The reference search shared by Q4_K and Q5_K (`nmax` 15 or 31 and their search grids):
+/// per sub-block weights `av_x + |x|`, `make_qkx2_quants`, then the 6-bit quantization of the
+/// eight scales and mins against their maxima. Returns (scales, mins, fp16 d, fp16 dmin) and
+/// leaves the search's levels in `l`.
+#[inline(always)]
+pub(crate) fn search_ref(
+    x: &Super,
+    nmax: i32,
+    rmin: f32,
+    rdelta: f32,
+    nstep: i32,
+    l: &mut [u8; QK_K],
+) -> ([u8; 8], [u8; 8], u16, u16) {
+    let mut laux = [0u8; 32];
+    let mut weights = [0f32; 32];
+    let mut mins = [0f32; QK_K / 32];
+    let mut scales = [0f32; QK_K / 32];
+    let mut max_scale = 0.0f32;
+    let mut max_min = 0.0f32;
+    for j in 0..QK_K / 32 {
+        let xs = &x[32 * j..32 * j + 32];
+        let mut sum_x2 = 0.0f32;
+        for &v in xs {
+            sum_x2 += v * v;
+        }
+        let av_x = (sum_x2 / 32.0).sqrt();
+        for (w, &v) in weights.iter_mut().zip(xs) {
+            *w = av_x + v.abs();
+        }
+        scales[j] = make_qkx2_quants(
+            32,
+            nmax,
+            xs,
+            &weights,
+            &mut l[32 * j..32 * j + 32],
+            &mut mins[j],
+            &mut laux,
+            rmin,
+            rdelta,
+            nstep,
+            false,
+        );
+        if scales[j] > max_scale {
+            max_scale = scales[j];
+        }
+        if mins[j] > max_min {
+            max_min = mins[j];
+        }
+    }
+    let inv_scale = if max_scale > 0.0 {
+        63.0 / max_scale
+    } else {
+        0.0
+    };
+    let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
+    let mut ls = [0u8; 8];
+    let mut lm = [0u8; 8];
+    for j in 0..QK_K / 32 {
+        ls[j] = (nearest_int(inv_scale * scales[j]) as u8).min(63);
+        lm[j] = (nearest_int(inv_min * mins[j]) as u8).min(63);
+    }
+    (
+        ls,
+        lm,
+        f32_to_f16(max_scale / 63.0),
+        f32_to_f16(max_min / 63.0),
+    )
+}
+
+/// The importance-weighted search shared by Q4_K and Q5_K: weights `qw*sqrt(sigma2 + x²)` with
+/// `sigma2 = 2*Σx²/256`, `make_qkx3_quants(…, -0.9, 0.05, 36)` per sub-block, then
+/// `make_qp_quants` for the scales and mins (`cap_63`: Q5_K's extra clamp). Returns (scales, mins, fp16 d, fp16 dmin).
+#[inline(always)]
+pub(crate) fn search_impl(
+    x: &Super,
+    qw: &Super,
+    nmax: i32,
+    cap_63: bool,
+    l: &mut [u8; QK_K],
+) -> ([u8; 8], [u8; 8], u16, u16) {
+    let mut laux = [0u8; 32];
+    let mut weights = [0f32; 32];
+    let mut sw = [0f32; QK_K / 32];
+    let mut mins = [0f32; QK_K / 32];
+    let mut scales = [0f32; QK_K / 32];
+    let mut ls = [0u8; 8];
+    let mut lm = [0u8; 8];
+    let mut sum_x2 = 0.0f32;
+    for &v in x.iter() {
+        sum_x2 += v * v;
+    }
+    let sigma2 = 2.0 * sum_x2 / QK_K as f32;
+    for j in 0..QK_K / 32 {
+        let xs = &x[32 * j..32 * j + 32];
+        for i in 0..32 {
+            weights[i] = qw[32 * j + i] * (sigma2 + xs[i] * xs[i]).sqrt();
+        }
+        let mut sumw = 0.0f32;
+        for &w in &weights {
+            sumw += w;
+        }
+        sw[j] = sumw;
+        scales[j] = make_qkx3_quants(
+            32,
+            nmax,
+            xs,
+            Some(&weights),
+            &mut l[32 * j..32 * j + 32],
+            &mut mins[j],
+            &mut laux,
+            -0.9,
+            0.05,
+            36,
+            false,
+        );
+    }
+    let d_block = make_qp_quants(QK_K / 32, 63, &scales, &mut ls, &sw);
+    let m_block = make_qp_quants(QK_K / 32, 63, &mins, &mut lm, &sw);
+    if cap_63 {
+        // Q5_K's impl applies MIN(63, ·) to the u8 levels, Q4_K's does not; they differ only
+        // if make_qp_quants wrapped a negative level into the u8 range.
+        for j in 0..QK_K / 32 {
+            ls[j] = ls[j].min(63);
+            lm[j] = lm[j].min(63);
+        }
+    }
+    (ls, lm, f32_to_f16(d_block), f32_to_f16(m_block))
+}
+
+/// Re-rounds each sub-block against its stored 6-bit scale/min and fp16 d/dmin, clamping to
+/// `[0, nmax]`; sub-blocks whose scale is 0 keep the search's levels.
+#[inline(always)]
+pub(crate) fn requantize(
+    x: &Super,
+    scales: &[u8; 12],
+    dd: f32,
+    dmin: f32,
+    nmax: i32,
+    l: &mut [u8; QK_K],
+) {
+    for j in 0..QK_K / 32 {
+        let (sc, m) = get_scale_min_k4(j, scales);
+        let d = dd * sc as f32;
+        if d == 0.0 {
+            continue;
+        }
+        let dm = dmin * m as f32;
+        for ii in 0..32 {
+            l[32 * j + ii] = nearest_int((x[32 * j + ii] + dm) / d).clamp(0, nmax) as u8;
+        }
+    }
+}
+
+/// ggml's `dequantize_row_q4_K`: `y = d*sc*q - dmin*m` per sub-block of 32.
+///
+/// # Panics
+/// When `y.len() != x.len() * 256`.
+pub fn dequantize_row_q4_k(x: &[BlockQ4K], y: &mut [f32]) {
+    check_dequant("q4_K", x.len(), y);
+    for (b, out) in x.iter().zip(y.chunks_exact_mut(QK_K)) {
+        let d = f16_to_f32(b.d);
+        let min = f16_to_f32(b.dmin);
+        for c in 0..4 {
+            let q = &b.qs[32 * c..32 * c + 32];
+            let (sc, m) = get_scale_min_k4(2 * c, &b.scales);
+            let (d1, m1) = (d * sc as f32, min * m as f32);
+            let (sc, m) = get_scale_min_k4(2 * c + 1, &b.scales);
+            let (d2, m2) = (d * sc as f32, min * m as f32);
+            let o = &mut out[64 * c..64 * c + 64];
+            for i in 0..32 {
+                o[i] = d1 * (q[i] & 0xF) as f32 - m1;
+                o[32 + i] = d2 * (q[i] >> 4) as f32 - m2;
+            }
+        }
+    }
+}

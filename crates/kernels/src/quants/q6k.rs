@@ -1,0 +1,108 @@
+//! Q6_K: 6-bit symmetric quants in 16 sub-blocks of 16 with 8-bit scales; low nibbles in `ql`,
+//! high two bits in `qh` (`quantize_row_q6_K_ref`, `quantize_row_q6_K_impl`,
+//! `dequantize_row_q6_K` in ggml-quants.c).
+
+use super::kquants::{check_dequant, for_each_super_block, Super};
+use super::search::{make_qx_quants, GROUP_MAX_EPS};
+use crate::blocks::{BlockQ6K, QK_K};
+use crate::fp::{f16_to_f32, f32_to_f16, nearest_int};
+
+/// Quantizes `x` (`y.len()` super-blocks of 256) to Q6_K exactly as ggml's `quantize_q6_K`:
+/// `quantize_row_q6_K_ref` without an importance matrix, `quantize_row_q6_K_impl` with one. The
+/// impl passes the raw importance weights to `make_qx_quants` (no sigma2 term), as ggml does.
+///
+/// # Panics
+/// On inconsistent lengths (see [`super::kquants`]).
+pub fn quantize_row_q6_k(x: &[f32], y: &mut [BlockQ6K], imatrix: Option<&[f32]>) {
+    for_each_super_block("q6_K", x, y, imatrix, |xb, yb, qw| {
+        let mut l = [0i8; QK_K];
+        let mut scales = [0f32; QK_K / 16];
+        for ib in 0..QK_K / 16 {
+            let w = qw.map(|qw| &qw[16 * ib..16 * ib + 16]);
+            scales[ib] = make_qx_quants(
+                16,
+                32,
+                &xb[16 * ib..16 * ib + 16],
+                &mut l[16 * ib..16 * ib + 16],
+                1,
+                w,
+            );
+        }
+        finish_block(xb, yb, &scales, &mut l);
+    });
+}
+
+/// Everything after the per-sub-block search: pick the scale with the largest magnitude (an
+/// all-zero super-block becomes an all-zero block), quantize the 16 scales to i8, re-round
+/// against them (zero scales keep the search's levels) and pack.
+#[inline(always)]
+pub(crate) fn finish_block(x: &Super, y: &mut BlockQ6K, scales: &[f32; 16], l: &mut [i8; QK_K]) {
+    let mut max_scale = 0.0f32;
+    let mut max_abs_scale = 0.0f32;
+    for &scale in scales {
+        let abs_scale = scale.abs();
+        if abs_scale > max_abs_scale {
+            max_abs_scale = abs_scale;
+            max_scale = scale;
+        }
+    }
+    if max_abs_scale < GROUP_MAX_EPS {
+        *y = bytemuck::Zeroable::zeroed();
+        y.d = f32_to_f16(0.0);
+        return;
+    }
+    let iscale = -128.0 / max_scale;
+    y.d = f32_to_f16(1.0 / iscale);
+    for ib in 0..QK_K / 16 {
+        y.scales[ib] = nearest_int(iscale * scales[ib]).min(127) as i8;
+    }
+    let dd = f16_to_f32(y.d);
+    for j in 0..QK_K / 16 {
+        let d = dd * y.scales[j] as f32;
+        if d == 0.0 {
+            continue;
+        }
+        for ii in 0..16 {
+            let v = nearest_int(x[16 * j + ii] / d).clamp(-32, 31);
+            l[16 * j + ii] = (v + 32) as i8;
+        }
+    }
+    for h in 0..2 {
+        let j = 128 * h;
+        for i in 0..32 {
+            let q = |k: usize| l[j + i + 32 * k] as i32;
+            y.ql[64 * h + i] = ((q(0) & 0xF) | ((q(2) & 0xF) << 4)) as u8;
+            y.ql[64 * h + 32 + i] = ((q(1) & 0xF) | ((q(3) & 0xF) << 4)) as u8;
+            y.qh[32 * h + i] =
+                ((q(0) >> 4) | ((q(1) >> 4) << 2) | ((q(2) >> 4) << 4) | ((q(3) >> 4) << 6)) as u8;
+        }
+    }
+}
+
+/// ggml's `dequantize_row_q6_K`: `y = d*sc*(q-32)`.
+///
+/// # Panics
+/// When `y.len() != x.len() * 256`.
+pub fn dequantize_row_q6_k(x: &[BlockQ6K], y: &mut [f32]) {
+    check_dequant("q6_K", x.len(), y);
+    for (b, out) in x.iter().zip(y.chunks_exact_mut(QK_K)) {
+        let d = f16_to_f32(b.d);
+        for h in 0..2 {
+            let ql = &b.ql[64 * h..64 * h + 64];
+            let qh = &b.qh[32 * h..32 * h + 32];
+            let sc = &b.scales[8 * h..8 * h + 8];
+            let o = &mut out[128 * h..128 * h + 128];
+            for i in 0..32 {
+                let is = i / 16;
+                let q1 = ((ql[i] & 0xF) | ((qh[i] & 3) << 4)) as i32 - 32;
+                let q2 = ((ql[i + 32] & 0xF) | (((qh[i] >> 2) & 3) << 4)) as i32 - 32;
+                let q3 = ((ql[i] >> 4) | (((qh[i] >> 4) & 3) << 4)) as i32 - 32;
+                let q4 = ((ql[i + 32] >> 4) | (((qh[i] >> 6) & 3) << 4)) as i32 - 32;
+                o[i] = d * sc[is] as f32 * q1 as f32;
+                o[i + 32] = d * sc[is + 2] as f32 * q2 as f32;
+                o[i + 64] = d * sc[is + 4] as f32 * q3 as f32;
+                o[i + 96] = d * sc[is + 6] as f32 * q4 as f32;
+            }
+        }
+    }
+}

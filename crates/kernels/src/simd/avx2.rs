@@ -1,0 +1,757 @@
+//! The AVX2 path (avx2 + fma + f16c), following ggml-cpu's `arch/x86/quants.c` algorithms:
+//! nibble/bit unpacking into bytes, `maddubs` (u8 × i8 → i16 pairs) then `madd` (→ i32) with
+//! the sub-block scale, one `fmadd` per block or super-block. The kernel bodies are written once
+//! in [`x86_kernels!`] and instantiated here and in `avx512.rs` (which swaps `maddubs+madd` for
+//! VNNI `dpbusd`, exactly where ggml does), so the two paths share their logic and tests.
+//!
+//! Integer partial sums are exact, so these kernels differ from the scalar path only in the order
+//! of the f32 additions across blocks; dequantization uses plain `mul`/`add` (no FMA) so its
+//! output is bit-identical to the scalar dequantizers.
+
+/// Emits the x86 kernels for one target-feature set. `$feat` is the `target_feature` string;
+/// the invoking module must define `mul_sum_us8_pairs(acc, ax, sy)` (adds the u8 × i8 products
+/// of `ax` and `sy`, four per i32 lane, to `acc`) for that feature set.
+macro_rules! x86_kernels {
+    ($feat:literal) => {
+        use std::arch::x86_64::*;
+
+        use crate::blocks::KVALUES_IQ4NL;
+        use crate::simd::layout::*;
+        use crate::simd::scalar;
+        use crate::GgmlType;
+
+        /// Dequantizes whole blocks of `ty` (lengths checked by the dispatcher).
+        ///
+        /// # Safety
+        /// The CPU must support the features in this module's `target_feature` string.
+        #[target_feature(enable = $feat)]
+        pub unsafe fn dequantize(ty: GgmlType, x: &[u8], out: &mut [f32]) {
+            use GgmlType::*;
+            let ts = ty.type_size();
+            let bs = ty.block_size();
+            match ty {
+                F16 => deq_f16(x, out),
+                BF16 => deq_bf16(x, out),
+                Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | IQ4NL | Q2K | Q3K | Q4K | Q5K | Q6K
+                | IQ4XS => {
+                    for (b, y) in x.chunks_exact(ts).zip(out.chunks_exact_mut(bs)) {
+                        let y = y.as_mut_ptr();
+                        match ty {
+                            Q4_0 => deq_q4_0(b, y),
+                            Q4_1 => deq_q4_1(b, y),
+                            Q5_0 => deq_q5_0(b, y),
+                            Q5_1 => deq_q5_1(b, y),
+                            Q8_0 => deq_q8_0(b, y),
+                            IQ4NL => deq_iq4_nl(b, y),
+                            Q2K => deq_q2_k(b, y),
+                            Q3K => deq_q3_k(b, y),
+                            Q4K => deq_q4_k(b, y),
+                            Q5K => deq_q5_k(b, y),
+                            Q6K => deq_q6_k(b, y),
+                            _ => deq_iq4_xs(b, y),
+                        }
+                    }
+                }
+                F32 | Q8_1 | Q8K => scalar::dequantize(ty, x, out),
+            }
+        }
+
+        /// Dot product of the weight blocks `x` with activation blocks `y` in the type's
+        /// `vec_dot_type` (lengths checked by the dispatcher).
+        ///
+        /// # Safety
+        /// The CPU must support the features in this module's `target_feature` string.
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot(ty: GgmlType, x: &[u8], y: &[u8]) -> f32 {
+            use GgmlType::*;
+            match ty {
+                F32 => dot_f32(x, y),
+                F16 => dot_f16(x, y),
+                BF16 => dot_bf16(x, y),
+                Q4_0 => dot_q4_0(x, y),
+                Q4_1 => dot_q4_1(x, y),
+                Q5_0 => dot_q5_0(x, y),
+                Q5_1 => dot_q5_1(x, y),
+                Q8_0 => dot_q8_0(x, y),
+                IQ4NL => dot_iq4_nl(x, y),
+                Q2K => dot_q2_k(x, y),
+                Q3K => dot_q3_k(x, y),
+                Q4K => dot_q4_k(x, y),
+                Q5K => dot_q5_k(x, y),
+                Q6K => dot_q6_k(x, y),
+                IQ4XS => dot_iq4_xs(x, y),
+                Q8_1 | Q8K => scalar::vec_dot(ty, x, y),
+            }
+        }
+
+        // ---------------------------------------------------------------- helpers
+
+        #[target_feature(enable = $feat)]
+        #[inline]
+        unsafe fn load256(b: &[u8], off: usize) -> __m256i {
+            debug_assert!(off + 32 <= b.len());
+            _mm256_loadu_si256(b.as_ptr().add(off) as *const __m256i)
+        }
+
+        #[target_feature(enable = $feat)]
+        #[inline]
+        unsafe fn load128(b: &[u8], off: usize) -> __m128i {
+            debug_assert!(off + 16 <= b.len());
+            _mm_loadu_si128(b.as_ptr().add(off) as *const __m128i)
+        }
+
+        #[target_feature(enable = $feat)]
+        #[inline]
+        unsafe fn hsum_f32x8(x: __m256) -> f32 {
+            let r = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps::<1>(x));
+            let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+            let r = _mm_add_ss(r, _mm_movehdup_ps(r));
+            _mm_cvtss_f32(r)
+        }
+
+        /// 16 packed bytes → 32 nibbles: low nibbles in bytes 0..16, high in 16..32, which is
+        /// the element order of the legacy formats.
+        #[target_feature(enable = $feat)]
+        #[inline]
+        unsafe fn nibbles32(b: &[u8], off: usize) -> __m256i {
+            let t = load128(b, off);
+            let v = _mm256_set_m128i(_mm_srli_epi16::<4>(t), t);
+            _mm256_and_si256(v, _mm256_set1_epi8(0x0f))
+        }
+
+        /// The 32 bits of the u32 at `off` as 32 bytes, 0xFF where the bit is set.
+        #[target_feature(enable = $feat)]
+        #[inline]
+        unsafe fn bits32(b: &[u8], off: usize) -> __m256i {
+            let x = u32_at(b, off) as i32;
+            let shuf = _mm256_set_epi64x(
+                0x0303_0303_0303_0303,
+                0x0202_0202_0202_0202,
+                0x0101_0101_0101_0101,
+                0,
+            );
+            let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x), shuf);
+            let bit_mask = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe_u64 as i64);
+            _mm256_cmpeq_epi8(_mm256_or_si256(bytes, bit_mask), _mm256_set1_epi64x(-1))
+        }
+
+        /// Σ of the i8 × i8 products of `x` and `y` into 8 f32 lanes, by the sign trick
+        /// (|x| × sign(y, x)) so the unsigned × signed multiply applies. `y` must not hold -128.
+        #[target_feature(enable = $feat)]
+        #[inline]
+        unsafe fn mul_sum_i8_pairs_float(x: __m256i, y: __m256i) -> __m256 {
+            let ax = _mm256_sign_epi8(x, x);
+            let sy = _mm256_sign_epi8(y, x);
+            _mm256_cvtepi32_ps(mul_sum_us8_pairs(_mm256_setzero_si256(), ax, sy))
+        }
+
+        /// Per-pair i16 sums of the i8 × i8 products (sign trick, no saturation for |x| ≤ 127).
+        #[target_feature(enable = $feat)]
+        #[inline]
+        unsafe fn mul_add_epi8(x: __m256i, y: __m256i) -> __m256i {
+            _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
+        }
+
+        /// 16 i16 lanes: the first 8 hold `sc[a]`, the last 8 `sc[a + 1]` (i8 scales widened),
+        /// matching the two 16-value sub-blocks that one 32-byte `maddubs` covers.
+        #[target_feature(enable = $feat)]
+        #[inline]
+        unsafe fn scale_pair(sc: __m128i, a: usize) -> __m256i {
+            const K: u64 = 0x0101_0101_0101_0101;
+            let shuf = _mm_set_epi64x((K * (a as u64 + 1)) as i64, (K * a as u64) as i64);
+            _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc, shuf))
+        }
+
+        /// 16 i8 values → 16 floats `q * d` at `out`.
+        #[target_feature(enable = $feat)]
+        #[inline]
+        unsafe fn store16_mul(out: *mut f32, q: __m128i, d: __m256) {
+            let lo = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+            let hi = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128::<8>(q)));
+            _mm256_storeu_ps(out, _mm256_mul_ps(lo, d));
+            _mm256_storeu_ps(out.add(8), _mm256_mul_ps(hi, d));
+        }
+
+        /// 16 i8 values → 16 floats `q * d + m` at `out` (a separate add, as ggml rounds).
+        #[target_feature(enable = $feat)]
+        #[inline]
+        unsafe fn store16_mul_add(out: *mut f32, q: __m128i, d: __m256, m: __m256) {
+            let lo = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+            let hi = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128::<8>(q)));
+            _mm256_storeu_ps(out, _mm256_add_ps(_mm256_mul_ps(lo, d), m));
+            _mm256_storeu_ps(out.add(8), _mm256_add_ps(_mm256_mul_ps(hi, d), m));
+        }
+
+        /// 32 i8 values → 32 floats `q * d`.
+        #[target_feature(enable = $feat)]
+        #[inline]
+        unsafe fn store32_mul(out: *mut f32, q: __m256i, d: f32) {
+            let d = _mm256_set1_ps(d);
+            store16_mul(out, _mm256_castsi256_si128(q), d);
+            store16_mul(out.add(16), _mm256_extracti128_si256::<1>(q), d);
+        }
+
+        /// 32 i8 values → 32 floats `q * d + m`.
+        #[target_feature(enable = $feat)]
+        #[inline]
+        unsafe fn store32_mul_add(out: *mut f32, q: __m256i, d: f32, m: f32) {
+            let (d, m) = (_mm256_set1_ps(d), _mm256_set1_ps(m));
+            store16_mul_add(out, _mm256_castsi256_si128(q), d, m);
+            store16_mul_add(out.add(16), _mm256_extracti128_si256::<1>(q), d, m);
+        }
+
+        /// Looks the 32 nibbles of 16 packed bytes up in the IQ4_NL code book (low nibbles
+        /// first), giving signed bytes.
+        #[target_feature(enable = $feat)]
+        #[inline]
+        unsafe fn iq4_lookup(b: &[u8], off: usize) -> __m256i {
+            let values = _mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i);
+            let m4 = _mm_set1_epi8(0x0f);
+            let t = load128(b, off);
+            let lo = _mm_shuffle_epi8(values, _mm_and_si128(t, m4));
+            let hi = _mm_shuffle_epi8(values, _mm_and_si128(_mm_srli_epi16::<4>(t), m4));
+            _mm256_set_m128i(hi, lo)
+        }
+
+        /// Q8_K quants at 32-byte chunk `k` of activation block `yb`.
+        #[target_feature(enable = $feat)]
+        #[inline]
+        unsafe fn q8k(yb: &[u8], k: usize) -> __m256i {
+            load256(yb, Q8K_QS + 32 * k)
+        }
+
+        // ------------------------------------------------------------ dequantize
+
+        #[target_feature(enable = $feat)]
+        unsafe fn deq_f16(x: &[u8], out: &mut [f32]) {
+            let mut xc = x.chunks_exact(16);
+            let mut oc = out.chunks_exact_mut(8);
+            for (b, y) in (&mut xc).zip(&mut oc) {
+                _mm256_storeu_ps(y.as_mut_ptr(), _mm256_cvtph_ps(load128(b, 0)));
+            }
+            scalar::dequantize(GgmlType::F16, xc.remainder(), oc.into_remainder());
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn deq_bf16(x: &[u8], out: &mut [f32]) {
+            let mut xc = x.chunks_exact(16);
+            let mut oc = out.chunks_exact_mut(8);
+            for (b, y) in (&mut xc).zip(&mut oc) {
+                let w = _mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(load128(b, 0)));
+                _mm256_storeu_ps(y.as_mut_ptr(), _mm256_castsi256_ps(w));
+            }
+            scalar::dequantize(GgmlType::BF16, xc.remainder(), oc.into_remainder());
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn deq_q4_0(b: &[u8], y: *mut f32) {
+            let q = _mm256_sub_epi8(nibbles32(b, Q4_0_QS), _mm256_set1_epi8(8));
+            store32_mul(y, q, f16_at(b, 0));
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn deq_q4_1(b: &[u8], y: *mut f32) {
+            store32_mul_add(y, nibbles32(b, Q4_1_QS), f16_at(b, 0), f16_at(b, Q4_1_M));
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn deq_q5_0(b: &[u8], y: *mut f32) {
+            let hi = _mm256_andnot_si256(bits32(b, Q5_0_QH), _mm256_set1_epi8(0xf0u8 as i8));
+            let q = _mm256_or_si256(nibbles32(b, Q5_0_QS), hi);
+            store32_mul(y, q, f16_at(b, 0));
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn deq_q5_1(b: &[u8], y: *mut f32) {
+            let hi = _mm256_and_si256(bits32(b, Q5_1_QH), _mm256_set1_epi8(0x10));
+            let q = _mm256_or_si256(nibbles32(b, Q5_1_QS), hi);
+            store32_mul_add(y, q, f16_at(b, 0), f16_at(b, Q5_1_M));
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn deq_q8_0(b: &[u8], y: *mut f32) {
+            store32_mul(y, load256(b, Q8_0_QS), f16_at(b, 0));
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn deq_iq4_nl(b: &[u8], y: *mut f32) {
+            store32_mul(y, iq4_lookup(b, Q4_0_QS), f16_at(b, 0));
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn deq_iq4_xs(b: &[u8], y: *mut f32) {
+            let d = f16_at(b, 0);
+            for ib in 0..8 {
+                let dl = d * iq4xs_scale(b, ib) as f32;
+                store32_mul(y.add(32 * ib), iq4_lookup(b, IQ4XS_QS + 16 * ib), dl);
+            }
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn deq_q2_k(b: &[u8], y: *mut f32) {
+            let d = f16_at(b, Q2K_D);
+            let min = f16_at(b, Q2K_DMIN);
+            let m3 = _mm256_set1_epi8(3);
+            for half in 0..2 {
+                let bits = load256(b, Q2K_QS + 32 * half);
+                for j in 0..4 {
+                    let q = _mm256_and_si256(
+                        _mm256_srl_epi16(bits, _mm_cvtsi32_si128(2 * j as i32)),
+                        m3,
+                    );
+                    let is = 8 * half + 2 * j;
+                    let base = y.add(128 * half + 32 * j);
+                    for (p, qp) in [
+                        (0, _mm256_castsi256_si128(q)),
+                        (1, _mm256_extracti128_si256::<1>(q)),
+                    ] {
+                        let sc = b[Q2K_SCALES + is + p];
+                        let dl = _mm256_set1_ps(d * (sc & 0xf) as f32);
+                        let ml = _mm256_set1_ps(-(min * (sc >> 4) as f32));
+                        store16_mul_add(base.add(16 * p), qp, dl, ml);
+                    }
+                }
+            }
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn deq_q3_k(b: &[u8], y: *mut f32) {
+            let d_all = f16_at(b, Q3K_D);
+            let scales = q3k_scales(&b[Q3K_SCALES..Q3K_SCALES + 12]);
+            let hbits = load256(b, Q3K_HMASK);
+            let m3 = _mm256_set1_epi8(3);
+            let four = _mm256_set1_epi8(4);
+            for half in 0..2 {
+                let bits = load256(b, Q3K_QS + 32 * half);
+                for j in 0..4 {
+                    let low = _mm256_and_si256(
+                        _mm256_srl_epi16(bits, _mm_cvtsi32_si128(2 * j as i32)),
+                        m3,
+                    );
+                    let mask = _mm256_set1_epi8((1u8 << (4 * half + j)) as i8);
+                    let set = _mm256_cmpeq_epi8(_mm256_and_si256(hbits, mask), mask);
+                    let q = _mm256_sub_epi8(low, _mm256_andnot_si256(set, four));
+                    let is = 8 * half + 2 * j;
+                    let base = y.add(128 * half + 32 * j);
+                    let d0 = _mm256_set1_ps(d_all * scales[is] as f32);
+                    let d1 = _mm256_set1_ps(d_all * scales[is + 1] as f32);
+                    store16_mul(base, _mm256_castsi256_si128(q), d0);
+                    store16_mul(base.add(16), _mm256_extracti128_si256::<1>(q), d1);
+                }
+            }
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn deq_q4_k(b: &[u8], y: *mut f32) {
+            let d = f16_at(b, 0);
+            let min = f16_at(b, Q4K_DMIN);
+            let sm = k4_scales_mins(&b[Q4K_SCALES..Q4K_SCALES + 12]);
+            let m4 = _mm256_set1_epi8(0x0f);
+            for c in 0..4 {
+                let bits = load256(b, Q4K_QS + 32 * c);
+                let lo = _mm256_and_si256(bits, m4);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4);
+                let (s1, s2) = (sm[2 * c] as f32, sm[2 * c + 1] as f32);
+                let (m1, m2) = (sm[8 + 2 * c] as f32, sm[9 + 2 * c] as f32);
+                store32_mul_add(y.add(64 * c), lo, d * s1, -(min * m1));
+                store32_mul_add(y.add(64 * c + 32), hi, d * s2, -(min * m2));
+            }
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn deq_q5_k(b: &[u8], y: *mut f32) {
+            let d = f16_at(b, 0);
+            let min = f16_at(b, Q5K_DMIN);
+            let sm = k4_scales_mins(&b[Q5K_SCALES..Q5K_SCALES + 12]);
+            let m4 = _mm256_set1_epi8(0x0f);
+            let sixteen = _mm256_set1_epi8(16);
+            let hbits = load256(b, Q5K_QH);
+            for c in 0..4 {
+                let bits = load256(b, Q5K_QS + 32 * c);
+                let u1 = _mm256_set1_epi8((1u8 << (2 * c)) as i8);
+                let u2 = _mm256_set1_epi8((2u8 << (2 * c)) as i8);
+                let h1 = _mm256_and_si256(
+                    _mm256_cmpeq_epi8(_mm256_and_si256(hbits, u1), u1),
+                    sixteen,
+                );
+                let h2 = _mm256_and_si256(
+                    _mm256_cmpeq_epi8(_mm256_and_si256(hbits, u2), u2),
+                    sixteen,
+                );
+                let lo = _mm256_or_si256(_mm256_and_si256(bits, m4), h1);
+                let hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4), h2);
+                let (s1, s2) = (sm[2 * c] as f32, sm[2 * c + 1] as f32);
+                let (m1, m2) = (sm[8 + 2 * c] as f32, sm[9 + 2 * c] as f32);
+                store32_mul_add(y.add(64 * c), lo, d * s1, -(min * m1));
+                store32_mul_add(y.add(64 * c + 32), hi, d * s2, -(min * m2));
+            }
+        }
+
+        /// The four 32-value groups (elements 0-31, 32-63, 64-95, 96-127 of a 128 half) of a
+        /// Q6_K block as unsigned 6-bit bytes (0..63).
+        #[target_feature(enable = $feat)]
+        #[inline]
+        unsafe fn q6_groups(b: &[u8], half: usize) -> [__m256i; 4] {
+            let m4 = _mm256_set1_epi8(0x0f);
+            let m2 = _mm256_set1_epi8(3);
+            let l1 = load256(b, Q6K_QL + 64 * half);
+            let l2 = load256(b, Q6K_QL + 64 * half + 32);
+            let h = load256(b, Q6K_QH + 32 * half);
+            let h0 = _mm256_slli_epi16::<4>(_mm256_and_si256(h, m2));
+            let h1 = _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<2>(h), m2));
+            let h2 = _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<4>(h), m2));
+            let h3 = _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<6>(h), m2));
+            [
+                _mm256_or_si256(_mm256_and_si256(l1, m4), h0),
+                _mm256_or_si256(_mm256_and_si256(l2, m4), h1),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(l1), m4), h2),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(l2), m4), h3),
+            ]
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn deq_q6_k(b: &[u8], y: *mut f32) {
+            let d = f16_at(b, Q6K_D);
+            let m32 = _mm256_set1_epi8(32);
+            for half in 0..2 {
+                let groups = q6_groups(b, half);
+                for (g, q) in groups.iter().enumerate() {
+                    let q = _mm256_sub_epi8(*q, m32);
+                    let is = 8 * half + 2 * g;
+                    let d0 = _mm256_set1_ps(d * b[Q6K_SCALES + is] as i8 as f32);
+                    let d1 = _mm256_set1_ps(d * b[Q6K_SCALES + is + 1] as i8 as f32);
+                    let base = y.add(128 * half + 32 * g);
+                    store16_mul(base, _mm256_castsi256_si128(q), d0);
+                    store16_mul(base.add(16), _mm256_extracti128_si256::<1>(q), d1);
+                }
+            }
+        }
+
+        // ------------------------------------------------------------ dot products
+
+        #[target_feature(enable = $feat)]
+        unsafe fn dot_f32(x: &[u8], y: &[u8]) -> f32 {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut xc = x.chunks_exact(128);
+            let mut yc = y.chunks_exact(128);
+            for (a, b) in (&mut xc).zip(&mut yc) {
+                for (k, s) in acc.iter_mut().enumerate() {
+                    let va = _mm256_loadu_ps(a.as_ptr().add(32 * k) as *const f32);
+                    let vb = _mm256_loadu_ps(b.as_ptr().add(32 * k) as *const f32);
+                    *s = _mm256_fmadd_ps(va, vb, *s);
+                }
+            }
+            let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+            hsum_f32x8(s) + scalar::vec_dot(GgmlType::F32, xc.remainder(), yc.remainder())
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn dot_f16(x: &[u8], y: &[u8]) -> f32 {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut xc = x.chunks_exact(64);
+            let mut yc = y.chunks_exact(64);
+            for (a, b) in (&mut xc).zip(&mut yc) {
+                for (k, s) in acc.iter_mut().enumerate() {
+                    let va = _mm256_cvtph_ps(load128(a, 16 * k));
+                    let vb = _mm256_cvtph_ps(load128(b, 16 * k));
+                    *s = _mm256_fmadd_ps(va, vb, *s);
+                }
+            }
+            let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+            hsum_f32x8(s) + scalar::vec_dot(GgmlType::F16, xc.remainder(), yc.remainder())
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn dot_bf16(x: &[u8], y: &[u8]) -> f32 {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut xc = x.chunks_exact(64);
+            let mut yc = y.chunks_exact(64);
+            for (a, b) in (&mut xc).zip(&mut yc) {
+                for (k, s) in acc.iter_mut().enumerate() {
+                    let wa = _mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(load128(a, 16 * k)));
+                    let wb = _mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(load128(b, 16 * k)));
+                    *s = _mm256_fmadd_ps(_mm256_castsi256_ps(wa), _mm256_castsi256_ps(wb), *s);
+                }
+            }
+            let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+            hsum_f32x8(s) + scalar::vec_dot(GgmlType::BF16, xc.remainder(), yc.remainder())
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn dot_q4_0(x: &[u8], y: &[u8]) -> f32 {
+            let mut acc = _mm256_setzero_ps();
+            for (xb, yb) in x.chunks_exact(18).zip(y.chunks_exact(34)) {
+                let d = _mm256_set1_ps(f16_at(xb, 0) * f16_at(yb, 0));
+                let qx = _mm256_sub_epi8(nibbles32(xb, Q4_0_QS), _mm256_set1_epi8(8));
+                let q = mul_sum_i8_pairs_float(qx, load256(yb, Q8_0_QS));
+                acc = _mm256_fmadd_ps(d, q, acc);
+            }
+            hsum_f32x8(acc)
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn dot_q4_1(x: &[u8], y: &[u8]) -> f32 {
+            let mut acc = _mm256_setzero_ps();
+            let mut summs = 0f32;
+            for (xb, yb) in x.chunks_exact(20).zip(y.chunks_exact(36)) {
+                summs += f16_at(xb, Q4_1_M) * f16_at(yb, Q8_1_S);
+                let d = _mm256_set1_ps(f16_at(xb, 0) * f16_at(yb, 0));
+                let p = mul_sum_us8_pairs(
+                    _mm256_setzero_si256(),
+                    nibbles32(xb, Q4_1_QS),
+                    load256(yb, Q8_1_QS),
+                );
+                acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+            }
+            hsum_f32x8(acc) + summs
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn dot_q5_0(x: &[u8], y: &[u8]) -> f32 {
+            let mut acc = _mm256_setzero_ps();
+            for (xb, yb) in x.chunks_exact(22).zip(y.chunks_exact(34)) {
+                let d = _mm256_set1_ps(f16_at(xb, 0) * f16_at(yb, 0));
+                let hi = _mm256_andnot_si256(bits32(xb, Q5_0_QH), _mm256_set1_epi8(0xf0u8 as i8));
+                let qx = _mm256_or_si256(nibbles32(xb, Q5_0_QS), hi);
+                let q = mul_sum_i8_pairs_float(qx, load256(yb, Q8_0_QS));
+                acc = _mm256_fmadd_ps(d, q, acc);
+            }
+            hsum_f32x8(acc)
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn dot_q5_1(x: &[u8], y: &[u8]) -> f32 {
+            let mut acc = _mm256_setzero_ps();
+            let mut summs = 0f32;
+            for (xb, yb) in x.chunks_exact(24).zip(y.chunks_exact(36)) {
+                summs += f16_at(xb, Q5_1_M) * f16_at(yb, Q8_1_S);
+                let d = _mm256_set1_ps(f16_at(xb, 0) * f16_at(yb, 0));
+                let hi = _mm256_and_si256(bits32(xb, Q5_1_QH), _mm256_set1_epi8(0x10));
+                let qx = _mm256_or_si256(nibbles32(xb, Q5_1_QS), hi);
+                let p = mul_sum_us8_pairs(_mm256_setzero_si256(), qx, load256(yb, Q8_1_QS));
+                acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+            }
+            hsum_f32x8(acc) + summs
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn dot_q8_0(x: &[u8], y: &[u8]) -> f32 {
+            let mut acc = _mm256_setzero_ps();
+            for (xb, yb) in x.chunks_exact(34).zip(y.chunks_exact(34)) {
+                let d = _mm256_set1_ps(f16_at(xb, 0) * f16_at(yb, 0));
+                let q = mul_sum_i8_pairs_float(load256(xb, Q8_0_QS), load256(yb, Q8_0_QS));
+                acc = _mm256_fmadd_ps(d, q, acc);
+            }
+            hsum_f32x8(acc)
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn dot_iq4_nl(x: &[u8], y: &[u8]) -> f32 {
+            let mut acc = _mm256_setzero_ps();
+            for (xb, yb) in x.chunks_exact(18).zip(y.chunks_exact(34)) {
+                let d = _mm256_set1_ps(f16_at(yb, 0) * f16_at(xb, 0));
+                let q = mul_sum_i8_pairs_float(iq4_lookup(xb, Q4_0_QS), load256(yb, Q8_0_QS));
+                acc = _mm256_fmadd_ps(d, q, acc);
+            }
+            hsum_f32x8(acc)
+        }
+
+        /// Σ over the 16 bsums of `bsums[j] * mins[j / 2]` (K-quant mins correction).
+        #[inline]
+        fn bsum_mins(yb: &[u8], mins: &[u8]) -> i32 {
+            (0..16)
+                .map(|j| i16_at(yb, Q8K_BSUMS + 2 * j) as i32 * mins[j / 2] as i32)
+                .sum()
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn dot_q2_k(x: &[u8], y: &[u8]) -> f32 {
+            let mut acc = _mm256_setzero_ps();
+            let mut summs = 0f32;
+            let m3 = _mm256_set1_epi8(3);
+            for (xb, yb) in x.chunks_exact(84).zip(y.chunks_exact(292)) {
+                let dy = f32_at(yb, 0);
+                let dall = dy * f16_at(xb, Q2K_D);
+                let dmin = dy * f16_at(xb, Q2K_DMIN);
+                let raw = load128(xb, Q2K_SCALES);
+                let sc = _mm_and_si128(raw, _mm_set1_epi8(0x0f));
+                let mut m = 0i32;
+                for j in 0..16 {
+                    m += i16_at(yb, Q8K_BSUMS + 2 * j) as i32 * (xb[Q2K_SCALES + j] >> 4) as i32;
+                }
+                summs += dmin * m as f32;
+                let mut sumi = _mm256_setzero_si256();
+                for half in 0..2 {
+                    let bits = load256(xb, Q2K_QS + 32 * half);
+                    for j in 0..4 {
+                        let q2 = _mm256_and_si256(
+                            _mm256_srl_epi16(bits, _mm_cvtsi32_si128(2 * j as i32)),
+                            m3,
+                        );
+                        let p = _mm256_maddubs_epi16(q2, q8k(yb, 4 * half + j));
+                        let s = scale_pair(sc, 8 * half + 2 * j);
+                        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s, p));
+                    }
+                }
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(dall), _mm256_cvtepi32_ps(sumi), acc);
+            }
+            hsum_f32x8(acc) - summs
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn dot_q3_k(x: &[u8], y: &[u8]) -> f32 {
+            let mut acc = _mm256_setzero_ps();
+            let m3 = _mm256_set1_epi8(3);
+            let four = _mm256_set1_epi8(4);
+            for (xb, yb) in x.chunks_exact(110).zip(y.chunks_exact(292)) {
+                let d = f16_at(xb, Q3K_D) * f32_at(yb, 0);
+                let scales = q3k_scales(&xb[Q3K_SCALES..Q3K_SCALES + 12]);
+                let sc = _mm_loadu_si128(scales.as_ptr() as *const __m128i);
+                let hbits = load256(xb, Q3K_HMASK);
+                let mut sumi = _mm256_setzero_si256();
+                for half in 0..2 {
+                    let bits = load256(xb, Q3K_QS + 32 * half);
+                    for j in 0..4 {
+                        let low = _mm256_and_si256(
+                            _mm256_srl_epi16(bits, _mm_cvtsi32_si128(2 * j as i32)),
+                            m3,
+                        );
+                        let mask = _mm256_set1_epi8((1u8 << (4 * half + j)) as i8);
+                        let set = _mm256_cmpeq_epi8(_mm256_and_si256(hbits, mask), mask);
+                        let sub = _mm256_andnot_si256(set, four);
+                        let q8 = q8k(yb, 4 * half + j);
+                        let p = _mm256_sub_epi16(
+                            _mm256_maddubs_epi16(low, q8),
+                            _mm256_maddubs_epi16(sub, q8),
+                        );
+                        let s = scale_pair(sc, 8 * half + 2 * j);
+                        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s, p));
+                    }
+                }
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+            }
+            hsum_f32x8(acc)
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn dot_q4_k(x: &[u8], y: &[u8]) -> f32 {
+            let mut acc = _mm256_setzero_ps();
+            let mut summs = 0f32;
+            let m4 = _mm256_set1_epi8(0x0f);
+            for (xb, yb) in x.chunks_exact(144).zip(y.chunks_exact(292)) {
+                let dy = f32_at(yb, 0);
+                let d = dy * f16_at(xb, 0);
+                let dmin = dy * f16_at(xb, Q4K_DMIN);
+                let sm = k4_scales_mins(&xb[Q4K_SCALES..Q4K_SCALES + 12]);
+                summs += dmin * bsum_mins(yb, &sm[8..]) as f32;
+                let mut sumi = _mm256_setzero_si256();
+                for c in 0..4 {
+                    let bits = load256(xb, Q4K_QS + 32 * c);
+                    let lo = _mm256_and_si256(bits, m4);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4);
+                    let pl = _mm256_maddubs_epi16(lo, q8k(yb, 2 * c));
+                    let ph = _mm256_maddubs_epi16(hi, q8k(yb, 2 * c + 1));
+                    let pl = _mm256_madd_epi16(_mm256_set1_epi16(sm[2 * c] as i16), pl);
+                    let ph = _mm256_madd_epi16(_mm256_set1_epi16(sm[2 * c + 1] as i16), ph);
+                    sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+                }
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+            }
+            hsum_f32x8(acc) - summs
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn dot_q5_k(x: &[u8], y: &[u8]) -> f32 {
+            let mut acc = _mm256_setzero_ps();
+            let mut summs = 0f32;
+            let m4 = _mm256_set1_epi8(0x0f);
+            let sixteen = _mm256_set1_epi8(16);
+            for (xb, yb) in x.chunks_exact(176).zip(y.chunks_exact(292)) {
+                let dy = f32_at(yb, 0);
+                let d = dy * f16_at(xb, 0);
+                let dmin = dy * f16_at(xb, Q5K_DMIN);
+                let sm = k4_scales_mins(&xb[Q5K_SCALES..Q5K_SCALES + 12]);
+                summs += dmin * bsum_mins(yb, &sm[8..]) as f32;
+                let hbits = load256(xb, Q5K_QH);
+                let mut sumi = _mm256_setzero_si256();
+                for c in 0..4 {
+                    let bits = load256(xb, Q5K_QS + 32 * c);
+                    let u1 = _mm256_set1_epi8((1u8 << (2 * c)) as i8);
+                    let u2 = _mm256_set1_epi8((2u8 << (2 * c)) as i8);
+                    let h1 = _mm256_and_si256(
+                        _mm256_cmpeq_epi8(_mm256_and_si256(hbits, u1), u1),
+                        sixteen,
+                    );
+                    let h2 = _mm256_and_si256(
+                        _mm256_cmpeq_epi8(_mm256_and_si256(hbits, u2), u2),
+                        sixteen,
+                    );
+                    let lo = _mm256_or_si256(_mm256_and_si256(bits, m4), h1);
+                    let hi =
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4), h2);
+                    let pl = _mm256_maddubs_epi16(lo, q8k(yb, 2 * c));
+                    let ph = _mm256_maddubs_epi16(hi, q8k(yb, 2 * c + 1));
+                    let pl = _mm256_madd_epi16(_mm256_set1_epi16(sm[2 * c] as i16), pl);
+                    let ph = _mm256_madd_epi16(_mm256_set1_epi16(sm[2 * c + 1] as i16), ph);
+                    sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+                }
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+            }
+            hsum_f32x8(acc) - summs
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn dot_q6_k(x: &[u8], y: &[u8]) -> f32 {
+            let mut acc = _mm256_setzero_ps();
+            let m32 = _mm256_set1_epi8(32);
+            for (xb, yb) in x.chunks_exact(210).zip(y.chunks_exact(292)) {
+                let d = f32_at(yb, 0) * f16_at(xb, Q6K_D);
+                let sc = load128(xb, Q6K_SCALES);
+                let mut sumi = _mm256_setzero_si256();
+                for half in 0..2 {
+                    let groups = q6_groups(xb, half);
+                    for (g, q6) in groups.iter().enumerate() {
+                        let q8 = q8k(yb, 4 * half + g);
+                        // maddubs needs an unsigned operand: use q6 (0..63) and subtract 32·q8.
+                        let p = _mm256_sub_epi16(
+                            _mm256_maddubs_epi16(*q6, q8),
+                            _mm256_maddubs_epi16(m32, q8),
+                        );
+                        let s = scale_pair(sc, 8 * half + 2 * g);
+                        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s, p));
+                    }
+                }
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+            }
+            hsum_f32x8(acc)
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn dot_iq4_xs(x: &[u8], y: &[u8]) -> f32 {
+            let mut acc = _mm256_setzero_ps();
+            for (xb, yb) in x.chunks_exact(136).zip(y.chunks_exact(292)) {
+                let mut sumi = _mm256_setzero_si256();
+                for ib in 0..8 {
+                    let q4 = iq4_lookup(xb, IQ4XS_QS + 16 * ib);
+                    let p16 = mul_add_epi8(q4, q8k(yb, ib));
+                    let ls = _mm256_set1_epi16(iq4xs_scale(xb, ib) as i16);
+                    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p16, ls));
+                }
+                let d = _mm256_set1_ps(f16_at(xb, 0) * f32_at(yb, 0));
+                acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
+            }
+            hsum_f32x8(acc)
+        }
+    };
+}
+
+x86_kernels!("avx2,fma,f16c");
+
+/// u8 × i8 products summed four to an i32 lane, added to `acc`: `maddubs` to i16 pairs, then
+/// `madd` with ones (ggml's non-VNNI `mul_sum_us8_pairs_float`).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn mul_sum_us8_pairs(acc: __m256i, ax: __m256i, sy: __m256i) -> __m256i {
+    let dot = _mm256_maddubs_epi16(ax, sy);
+    _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_set1_epi16(1), dot))
+}

@@ -1,0 +1,34 @@
+//! The one error type of the `verify` crate. Every variant says which tensor or input was at
+//! fault so the binary can print one clear line.
+
+/// Anything that can go wrong running the reference forward pass or the tokenizer.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// Reading the checkpoint failed (missing tensor, bad file, NaN, ...).
+    #[error(transparent)]
+    Convert(#[from] convert::ConvertError),
+    /// A weight has a shape the config does not predict.
+    #[error("tensor '{tensor}': {message}")]
+    Shape { tensor: String, message: String },
+    /// A weight holds NaN or infinity.
+    #[error("tensor '{tensor}': non-finite value at element {index}")]
+    NonFinite { tensor: String, index: usize },
+    /// The caller's input (token ids, text, options) cannot be run.
+    #[error("{0}")]
+    Input(String),
+    /// The tokenizer file could not be read or used.
+    #[error("tokenizer {file}: {message}")]
+    Tokenizer { file: String, message: String },
+}
+
+impl VerifyError {
+    pub(crate) fn shape(tensor: &str, message: impl Into<String>) -> Self {
+        VerifyError::Shape {
+            tensor: tensor.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Result alias of the crate.
+pub type Result<T, E = VerifyError> = std::result::Result<T, E>;

@@ -1,0 +1,302 @@
+//! The whole text model: embedding and per-layer inputs (spec §2.3), the decoder layers, final
+//! norm, tied head and softcap (§2.5), in two modes with byte-identical results:
+//! - [`Model`] resolves every weight once and can run many sequences;
+//! - [`forward_streaming`] loads one layer, runs it, drops and releases it, so memory is one
+//!   layer plus activations whatever the model size.
+//!
+//! Both modes run the same functions in the same order; the tied head reads the embedding in
+//! fixed row chunks ([`HEAD_CHUNK`]) and releases it after each, in both modes.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ndarray::Array2;
+
+use convert::Gemma4Config;
+
+use crate::error::{Result, VerifyError};
+use crate::layer::{observe, run_layer, LayerCtx, LayerWeights};
+use crate::linear::{linear, linear_rows, PANEL};
+use crate::observer::Observer;
+use crate::ops::{add_assign, rms_norm_rows, scale, softcap};
+use crate::rope::RopeTable;
+use crate::weights::{matrix_of, vector_of, Matrix, Weights};
+
+/// Embedding rows per head chunk: a multiple of [`PANEL`], so chunking never changes a result,
+/// and small enough (8192 x 5376 bf16 = 88 MB on 31B) to bound the head's resident pages.
+pub const HEAD_CHUNK: usize = 128 * PANEL;
+
+/// Model-level weights.
+pub struct GlobalWeights<'w> {
+    /// `[vocab, B]`, also the tied output head.
+    pub embed: Matrix<'w>,
+    pub final_norm: Vec<f32>,
+    pub ple: Option<PleGlobalWeights<'w>>,
+}
+
+/// Model-level PLE weights (E2B / E4B).
+pub struct PleGlobalWeights<'w> {
+    /// `[vocab_ple, L*P]`.
+    pub embed: Matrix<'w>,
+    /// `[L*P, B]`.
+    pub proj: Matrix<'w>,
+    /// `[P]`.
+    pub norm: Vec<f32>,
+}
+
+impl<'w> GlobalWeights<'w> {
+    /// Resolves and shape-checks the model-level weights.
+    pub fn load(src: &'w dyn Weights) -> Result<Self> {
+        let cfg = src.config();
+        let b = cfg.hidden_size;
+        let ple = if cfg.has_per_layer_inputs() {
+            let lp = cfg.num_hidden_layers * cfg.hidden_size_per_layer_input;
+            let embed = src.matrix("embed_tokens_per_layer.weight")?;
+            if embed.cols() != lp {
+                return Err(VerifyError::shape(
+                    "embed_tokens_per_layer.weight",
+                    format!("{} columns but layers x per-layer width is {lp}", embed.cols()),
+                ));
+            }
+            Some(PleGlobalWeights {
+                embed,
+                proj: matrix_of(src, "per_layer_model_projection.weight", lp, b)?,
+                norm: vector_of(
+                    src,
+                    "per_layer_projection_norm.weight",
+                    cfg.hidden_size_per_layer_input,
+                )?,
+            })
+        } else {
+            None
+        };
+        Ok(GlobalWeights {
+            embed: matrix_of(src, "embed_tokens.weight", cfg.vocab_size, b)?,
+            final_norm: vector_of(src, "norm.weight", b)?,
+            ple,
+        })
+    }
+}
+
+/// What to return besides the logits.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ForwardOptions {
+    /// Keep the residual stream after the embedding and after every layer.
+    pub hidden_states: bool,
+}
+
+/// Result of one forward pass over a sequence.
+#[derive(Clone, Debug)]
+pub struct ForwardOutput {
+    /// `[T, vocab]` f32, after the final softcap.
+    pub logits: Array2<f32>,
+    /// `[0]` the scaled embedding, `[i + 1]` the output of layer `i`, each `[T, B]`
+    /// (transformers' `hidden_states`), when requested.
+    pub hidden_states: Option<Vec<Array2<f32>>>,
+}
+
+/// Called after each layer with `(layers done, total layers)`; for progress bars.
+pub type Progress<'a> = &'a mut dyn FnMut(usize, usize);
+
+/// Every weight resolved once, for repeated runs.
+pub struct Model<'w> {
+    src: &'w dyn Weights,
+    globals: GlobalWeights<'w>,
+    layers: Vec<LayerWeights<'w>>,
+}
+
+impl<'w> Model<'w> {
+    /// Resolves and checks every text weight of `src`.
+    pub fn load(src: &'w dyn Weights) -> Result<Self> {
+        let globals = GlobalWeights::load(src)?;
+        let layers = (0..src.config().num_hidden_layers)
+            .map(|l| LayerWeights::load(src, l))
+            .collect::<Result<_>>()?;
+        Ok(Model {
+            src,
+            globals,
+            layers,
+        })
+    }
+
+    /// Runs the model on `ids`.
+    pub fn forward(
+        &self,
+        ids: &[u32],
+        opts: ForwardOptions,
+        observer: &mut dyn Observer,
+        progress: Progress<'_>,
+    ) -> Result<ForwardOutput> {
+        run(
+            self.src,
+            &self.globals,
+            Layers::Loaded(&self.layers),
+            ids,
+            opts,
+            observer,
+            progress,
+        )
+    }
+}
+
+/// Runs the model on `ids` holding one layer's weights at a time; releases each layer's tensors
+/// (and the embedding chunks of the head) from `src` after use.
+pub fn forward_streaming(
+    src: &dyn Weights,
+    ids: &[u32],
+    opts: ForwardOptions,
+    observer: &mut dyn Observer,
+    progress: Progress<'_>,
+) -> Result<ForwardOutput> {
+    let globals = GlobalWeights::load(src)?;
+    run(src, &globals, Layers::Stream, ids, opts, observer, progress)
+}
+
+enum Layers<'a, 'w> {
+    Loaded(&'a [LayerWeights<'w>]),
+    Stream,
+}
+
+fn run(
+    src: &dyn Weights,
+    g: &GlobalWeights<'_>,
+    layers: Layers<'_, '_>,
+    ids: &[u32],
+    opts: ForwardOptions,
+    observer: &mut dyn Observer,
+    progress: Progress<'_>,
+) -> Result<ForwardOutput> {
+    let cfg = src.config();
+    let t = ids.len();
+    let b = cfg.hidden_size;
+    let nl = cfg.num_hidden_layers;
+    if t == 0 {
+        return Err(VerifyError::Input("no tokens to run".into()));
+    }
+    if let Some(&bad) = ids.iter().find(|&&id| id as usize >= cfg.vocab_size) {
+        return Err(VerifyError::Input(format!(
+            "token id {bad} is outside the vocabulary of {}",
+            cfg.vocab_size
+        )));
+    }
+
+    let mut h = embed(g, cfg, ids)?;
+    let ple = match &g.ple {
+        Some(p) => Some(per_layer_inputs(p, cfg, ids, &h, observer)?),
+        None => None,
+    };
+    src.release("embed_tokens_per_layer.weight");
+    let mut hidden = opts.hidden_states.then(|| vec![to_array(&h, t, b)]);
+
+    let rope_sliding = RopeTable::new(&cfg.rope_sliding, cfg.head_dim, t)?;
+    let rope_full = RopeTable::new(&cfg.rope_full, cfg.global_head_dim, t)?;
+    let sources: BTreeSet<usize> = (0..nl).filter_map(|l| cfg.kv_source_layer(l)).collect();
+    let mut kv_stash = BTreeMap::new();
+    for l in 0..nl {
+        let mut ctx = LayerCtx {
+            cfg,
+            t,
+            rope_sliding: &rope_sliding,
+            rope_full: &rope_full,
+            ple: ple.as_deref(),
+            kv_stash: &mut kv_stash,
+            stash_kv: sources.contains(&l),
+            observer: &mut *observer,
+        };
+        match layers {
+            Layers::Loaded(ws) => run_layer(&ws[l], &mut h, &mut ctx)?,
+            Layers::Stream => {
+                let w = LayerWeights::load(src, l)?;
+                run_layer(&w, &mut h, &mut ctx)?;
+                drop(w);
+                for name in LayerWeights::tensor_names(cfg, l) {
+                    src.release(&name);
+                }
+            }
+        }
+        // A stashed K/V is no longer needed once no later layer reads it.
+        kv_stash.retain(|&s, _| (l + 1..nl).any(|m| cfg.kv_source_layer(m) == Some(s)));
+        if let Some(hs) = hidden.as_mut() {
+            hs.push(to_array(&h, t, b));
+        }
+        progress(l + 1, nl);
+    }
+
+    rms_norm_rows(&mut h, b, Some(&g.final_norm), cfg.rms_norm_eps as f32);
+    let logits = head(src, g, cfg, &h, t, observer)?;
+    Ok(ForwardOutput {
+        logits: Array2::from_shape_vec((t, cfg.vocab_size), logits)
+            .map_err(|e| VerifyError::Input(format!("logits shape: {e}")))?,
+        hidden_states: hidden,
+    })
+}
+
+fn to_array(h: &[f32], t: usize, b: usize) -> Array2<f32> {
+    Array2::from_shape_vec((t, b), h.to_vec()).expect("residual stream is [T, B]")
+}
+
+/// `E[ids] * sqrt(B)` (the f32 scale, as transformers computes in float32).
+fn embed(g: &GlobalWeights<'_>, cfg: &Gemma4Config, ids: &[u32]) -> Result<Vec<f32>> {
+    let b = cfg.hidden_size;
+    let mut h = vec![0f32; ids.len() * b];
+    for (row, &id) in h.chunks_mut(b).zip(ids) {
+        g.embed.rows_to_f32(id as usize, 1, row)?;
+    }
+    scale(&mut h, (b as f64).sqrt() as f32);
+    Ok(h)
+}
+
+/// PLE inputs `[T, L, P]`: `(rmsnorm(h0 W_plmp^T * B^-0.5) + E_ple[ids] * sqrt(P)) * 2^-0.5`.
+fn per_layer_inputs(
+    p: &PleGlobalWeights<'_>,
+    cfg: &Gemma4Config,
+    ids: &[u32],
+    h0: &[f32],
+    observer: &mut dyn Observer,
+) -> Result<Vec<f32>> {
+    let t = ids.len();
+    let width = p.embed.cols();
+    let pd = cfg.hidden_size_per_layer_input;
+    let mut tok = vec![0f32; t * width];
+    for (row, &id) in tok.chunks_mut(width).zip(ids) {
+        // transformers maps ids outside the per-layer vocabulary to 0.
+        let id = if (id as usize) < p.embed.rows() { id } else { 0 };
+        p.embed.rows_to_f32(id as usize, 1, row)?;
+    }
+    scale(&mut tok, (pd as f64).sqrt() as f32);
+    observe(observer, None, p.proj.name(), h0, t);
+    let mut proj = linear(h0, t, p.proj.as_ref())?;
+    scale(&mut proj, (cfg.hidden_size as f64).powf(-0.5) as f32);
+    rms_norm_rows(&mut proj, pd, Some(&p.norm), cfg.rms_norm_eps as f32);
+    add_assign(&mut proj, &tok);
+    scale(&mut proj, 0.5f64.sqrt() as f32);
+    Ok(proj)
+}
+
+/// Tied head over the final hidden `[T, B]` in embedding row chunks, then the softcap.
+fn head(
+    src: &dyn Weights,
+    g: &GlobalWeights<'_>,
+    cfg: &Gemma4Config,
+    h: &[f32],
+    t: usize,
+    observer: &mut dyn Observer,
+) -> Result<Vec<f32>> {
+    let v = cfg.vocab_size;
+    observe(observer, None, g.embed.name(), h, t);
+    let mut logits = vec![0f32; t * v];
+    let mut r0 = 0;
+    while r0 < v {
+        let r1 = (r0 + HEAD_CHUNK).min(v);
+        let part = linear_rows(h, t, g.embed.as_ref(), r0..r1)?;
+        let w = r1 - r0;
+        for i in 0..t {
+            logits[i * v + r0..i * v + r1].copy_from_slice(&part[i * w..(i + 1) * w]);
+        }
+        src.release("embed_tokens.weight");
+        r0 = r1;
+    }
+    if let Some(cap) = cfg.final_logit_softcapping {
+        softcap(&mut logits, cap as f32);
+    }
+    Ok(logits)
+}

@@ -1,0 +1,127 @@
+//! Rotary position tables (spec §2.2), computed the way transformers does in float32.
+//!
+//! Sliding layers use the default RoPE over the whole head; full layers use "proportional" RoPE:
+//! only the first `partial_rotary_factor * hd / 2` frequency pairs rotate, their exponent
+//! denominator is the full head dim, and the remaining pairs get frequency 0 (cos 1, sin 0,
+//! which passes values through bit-exactly). Pairing is half-split (`i` with `i + hd/2`).
+
+use convert::RopeParams;
+
+use crate::error::{Result, VerifyError};
+
+/// cos/sin per position and frequency pair: `[T, hd/2]` each.
+pub struct RopeTable {
+    half: usize,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+impl RopeTable {
+    /// Builds the table for positions `0..t` of a layer with head dim `hd`.
+    pub fn new(params: &RopeParams, hd: usize, t: usize) -> Result<Self> {
+        if hd % 2 != 0 {
+            return Err(VerifyError::Input(format!("head dim {hd} is odd")));
+        }
+        let half = hd / 2;
+        let rotated = match params.rope_type.as_str() {
+            "proportional" => (params.partial_rotary_factor * hd as f64 / 2.0).floor() as usize,
+            "default" if params.partial_rotary_factor == 1.0 => half,
+            other => {
+                return Err(VerifyError::Input(format!(
+                    "RoPE type '{other}' with partial factor {} is not supported",
+                    params.partial_rotary_factor
+                )))
+            }
+        }
+        .min(half);
+        // inv_freq[i] = 1 / base ** (f32(2i) / f32(hd)): the exponent is an f32 division and
+        // the power is rounded to f32, as torch computes it.
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| {
+                if i < rotated {
+                    let e = (2 * i) as f32 / hd as f32;
+                    1.0f32 / (params.theta.powf(e as f64) as f32)
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let mut cos = Vec::with_capacity(t * half);
+        let mut sin = Vec::with_capacity(t * half);
+        for pos in 0..t {
+            for &f in &inv_freq {
+                let angle = (pos as f32 * f) as f64;
+                cos.push(angle.cos() as f32);
+                sin.push(angle.sin() as f32);
+            }
+        }
+        Ok(RopeTable { half, cos, sin })
+    }
+
+    /// Rotates `x` laid out `[T, heads, hd]` in place: `x*cos + rotate_half(x)*sin`, each
+    /// product rounded to f32 before the sum, like torch.
+    pub fn apply(&self, x: &mut [f32], heads: usize) {
+        let hd = 2 * self.half;
+        for (pos, row) in x.chunks_mut(heads * hd).enumerate() {
+            let cos = &self.cos[pos * self.half..(pos + 1) * self.half];
+            let sin = &self.sin[pos * self.half..(pos + 1) * self.half];
+            for head in row.chunks_mut(hd) {
+                let (a, b) = head.split_at_mut(self.half);
+                for i in 0..self.half {
+                    let (x1, x2) = (a[i], b[i]);
+                    let c1 = x1 * cos[i];
+                    let s1 = x2 * sin[i];
+                    let c2 = x2 * cos[i];
+                    let s2 = x1 * sin[i];
+                    a[i] = c1 - s1;
+                    b[i] = c2 + s2;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(kind: &str, theta: f64, partial: f64) -> RopeParams {
+        RopeParams {
+            theta,
+            partial_rotary_factor: partial,
+            rope_type: kind.into(),
+        }
+    }
+
+    #[test]
+    fn position_zero_is_identity_and_norm_is_kept() {
+        let t = RopeTable::new(&params("default", 1e4, 1.0), 8, 3).unwrap();
+        let orig: Vec<f32> = (0..24).map(|i| i as f32 * 0.1 - 1.0).collect();
+        let mut x = orig.clone();
+        t.apply(&mut x, 1);
+        assert_eq!(&x[..8], &orig[..8]);
+        for p in 1..3 {
+            let n0: f32 = orig[p * 8..p * 8 + 8].iter().map(|v| v * v).sum();
+            let n1: f32 = x[p * 8..p * 8 + 8].iter().map(|v| v * v).sum();
+            assert!((n0 - n1).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn proportional_rotates_only_leading_pairs() {
+        // hd 16, factor 0.25 -> 2 rotated pairs of 8: dims 0,1 with 8,9.
+        let t = RopeTable::new(&params("proportional", 1e6, 0.25), 16, 5).unwrap();
+        let orig: Vec<f32> = (0..16).map(|i| i as f32 + 1.0).collect();
+        let mut x = orig.repeat(5);
+        t.apply(&mut x, 1);
+        let last = &x[64..80];
+        for d in [2usize, 3, 4, 5, 6, 7, 10, 11, 12, 13, 14, 15] {
+            assert_eq!(last[d], orig[d], "dim {d} must pass through");
+        }
+        assert_ne!(last[0], orig[0]);
+        assert_ne!(last[9], orig[9]);
+        // pair 0 at position 4 has angle 4 (inv_freq 1)
+        let (c, s) = (4f32.cos(), 4f32.sin());
+        assert!((last[0] - (orig[0] * c - orig[8] * s)).abs() < 1e-5);
+    }
+}
