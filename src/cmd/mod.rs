@@ -9,6 +9,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
         if cause.downcast_ref::<convert::ConvertError>().is_some()
             || cause.downcast_ref::<std::io::Error>().is_some()
+            || cause.downcast_ref::<verify::VerifyError>().is_some()
         {
             return 2;
         }

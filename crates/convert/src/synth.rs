@@ -222,8 +222,9 @@ pub struct SynthSummary {
     pub bytes: u64,
 }
 
-/// Writes `config.json` and `model.safetensors` of a synthetic checkpoint into `dir` (created if
-/// needed). `progress(done, total)` is called with bytes of tensor data written so far.
+/// Writes `config.json` and `model.safetensors` of a synthetic `variant` checkpoint with
+/// `layers` layers into `dir` (created if needed). `progress(done, total)` is called with bytes
+/// of tensor data written so far.
 pub fn write_synth(
     dir: &Path,
     variant: Variant,
@@ -234,8 +235,19 @@ pub fn write_synth(
     if layers == 0 {
         return Err(ConvertError::config("--layers", "a checkpoint needs at least 1 layer"));
     }
-    let config_json = synth_config(variant, layers, seed);
-    let config_text = serde_json::to_string_pretty(&config_json).expect("JSON value serialises");
+    write_random_checkpoint(dir, &synth_config(variant, layers, seed), seed, progress)
+}
+
+/// Writes a random bf16 checkpoint for any Gemma 4 `config.json` value (released or causal
+/// form; tensors are named in the released layout): every required text tensor of its
+/// catalogue, matrices ~N(0, 0.02²), vectors (norms, scales) ~N(1, 0.02²).
+pub fn write_random_checkpoint(
+    dir: &Path,
+    config_json: &Value,
+    seed: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<SynthSummary> {
+    let config_text = serde_json::to_string_pretty(config_json).expect("JSON value serialises");
     let config = Gemma4Config::from_json_str(&config_text, "synthetic config.json")?;
     let specs: Vec<TensorSpec> = catalogue::text_catalogue(&config)?
         .into_iter()
@@ -245,8 +257,7 @@ pub fn write_synth(
     std::fs::create_dir_all(dir).map_err(|e| ConvertError::io(dir, e))?;
     let weights = dir.join(SINGLE_FILE);
     let partial = dir.join(format!("{SINGLE_FILE}.partial"));
-    let written = write_weights(&partial, &specs, seed, progress);
-    let bytes = match written {
+    let bytes = match write_weights(&partial, &specs, seed, progress) {
         Ok(b) => b,
         Err(e) => {
             let _ = std::fs::remove_file(&partial);

@@ -9,7 +9,11 @@ use crate::types::GgmlType;
 pub enum KernelError {
     /// A row length that is zero or not a multiple of the type's block size.
     #[error("{ty}: row of {n} values is not a non-zero multiple of the block size {block}")]
-    RowLength { ty: GgmlType, n: usize, block: usize },
+    RowLength {
+        ty: GgmlType,
+        n: usize,
+        block: usize,
+    },
     /// The input does not split into whole rows of `n_per_row` values.
     #[error("{ty}: input of {len} values is not a whole number of rows of {n_per_row}")]
     InputLength {
@@ -26,7 +30,11 @@ pub enum KernelError {
     },
     /// An importance weight is NaN or infinite.
     #[error("{ty}: importance matrix value at column {col} is not finite ({value})")]
-    ImatrixNotFinite { ty: GgmlType, col: usize, value: f32 },
+    ImatrixNotFinite {
+        ty: GgmlType,
+        col: usize,
+        value: f32,
+    },
     /// An input value is NaN or infinite; ggml would write a block that fails validation.
     #[error("{ty}: input row {row}, column {col} is not finite ({value})")]
     NotFinite {
@@ -53,4 +61,7 @@ pub enum KernelError {
     /// A size computation overflowed `usize` (only reachable with absurd lengths).
     #[error("{ty}: size of {what} overflows")]
     Overflow { ty: GgmlType, what: &'static str },
+    /// A kernel path (from `G4Q_SIMD` or a caller) that this build or CPU cannot run.
+    #[error("SIMD path '{requested}' is not available: {reason}")]
+    SimdPath { requested: String, reason: String },
 }

@@ -13,3 +13,5 @@ pub use quants::{dequantize_row_ref, quantize_row, quantize_rows};
 pub use types::GgmlType;
 pub mod quants;
 pub mod simd;
+pub mod dot;
+pub mod matmul;

@@ -82,7 +82,10 @@ pub fn attend(q: &[f32], k: &[f32], v: &[f32], s: AttnShape) -> Vec<f32> {
 /// Softmax over `row[lo..hi]` in f32 (sum in f64); every other entry becomes exactly 0, which is
 /// what adding a `finfo.min` mask and exponentiating gives.
 fn softmax_range(row: &mut [f32], lo: usize, hi: usize) {
-    let max = row[lo..hi].iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let max = row[lo..hi]
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0f64;
     for v in &mut row[lo..hi] {
         *v = ((*v - max) as f64).exp() as f32;
@@ -108,13 +111,15 @@ mod tests {
             let g = h / (s.hq / s.hkv);
             for i in 0..s.t {
                 let vis: Vec<usize> = (0..=i)
-                    .filter(|&j| s.window.is_none_or(|w| i - j < w))
+                    .filter(|&j| s.window.map_or(true, |w| i - j < w))
                     .collect();
                 let sc: Vec<f64> = vis
                     .iter()
                     .map(|&j| {
                         (0..s.hd)
-                            .map(|d| q[i * qs + h * s.hd + d] as f64 * k[j * ks + g * s.hd + d] as f64)
+                            .map(|d| {
+                                q[i * qs + h * s.hd + d] as f64 * k[j * ks + g * s.hd + d] as f64
+                            })
                             .sum()
                     })
                     .collect();
@@ -140,7 +145,7 @@ mod tests {
             hd: 6,
             window: Some(3),
         };
-        let gen = |n: usize, m: f32| -> Vec<f32> { (0..n).map(|i| ((i as f32 * m).sin())).collect() };
+        let gen = |n: usize, m: f32| -> Vec<f32> { (0..n).map(|i| (i as f32 * m).sin()).collect() };
         let q = gen(s.t * s.hq * s.hd, 0.37);
         let k = gen(s.t * s.hkv * s.hd, 0.71);
         let v = gen(s.t * s.hkv * s.hd, 1.13);

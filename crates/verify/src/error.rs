@@ -16,6 +16,13 @@ pub enum VerifyError {
     /// The caller's input (token ids, text, options) cannot be run.
     #[error("{0}")]
     Input(String),
+    /// Writing an output file failed.
+    #[error("writing {file}")]
+    Io {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// The tokenizer file could not be read or used.
     #[error("tokenizer {file}: {message}")]
     Tokenizer { file: String, message: String },

@@ -179,7 +179,13 @@ pub struct LayerCtx<'a> {
 }
 
 /// Tells the observer about the input of a linear layer that sees every token.
-pub(crate) fn observe(obs: &mut dyn Observer, layer: Option<usize>, weight: &str, x: &[f32], t: usize) {
+pub(crate) fn observe(
+    obs: &mut dyn Observer,
+    layer: Option<usize>,
+    weight: &str,
+    x: &[f32],
+    t: usize,
+) {
     let cols = x.len().checked_div(t).unwrap_or(0);
     obs.linear_input(
         &LinearSite {

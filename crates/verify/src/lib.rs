@@ -13,6 +13,7 @@ pub mod model;
 pub mod moe;
 pub mod observer;
 pub mod ops;
+pub mod output;
 pub mod rope;
 pub mod tokenizer;
 pub mod weights;

@@ -48,9 +48,18 @@ pub fn gemm_f32(
         return;
     }
     let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
-    assert!(last(m, k, a_rs, a_cs) < a.len(), "gemm_f32: A out of bounds");
-    assert!(last(k, n, b_rs, b_cs) < b.len(), "gemm_f32: B out of bounds");
-    assert!(last(m, n, c_rs, c_cs) < c.len(), "gemm_f32: C out of bounds");
+    assert!(
+        last(m, k, a_rs, a_cs) < a.len(),
+        "gemm_f32: A out of bounds"
+    );
+    assert!(
+        last(k, n, b_rs, b_cs) < b.len(),
+        "gemm_f32: B out of bounds"
+    );
+    assert!(
+        last(m, n, c_rs, c_cs) < c.len(),
+        "gemm_f32: C out of bounds"
+    );
     // SAFETY: the asserts above prove every element index the strides can form lies inside its
     // slice; `c` is borrowed mutably, so it aliases neither `a` nor `b`.
     unsafe {

@@ -54,7 +54,10 @@ impl<'w> GlobalWeights<'w> {
             if embed.cols() != lp {
                 return Err(VerifyError::shape(
                     "embed_tokens_per_layer.weight",
-                    format!("{} columns but layers x per-layer width is {lp}", embed.cols()),
+                    format!(
+                        "{} columns but layers x per-layer width is {lp}",
+                        embed.cols()
+                    ),
                 ));
             }
             Some(PleGlobalWeights {
@@ -259,7 +262,11 @@ fn per_layer_inputs(
     let mut tok = vec![0f32; t * width];
     for (row, &id) in tok.chunks_mut(width).zip(ids) {
         // transformers maps ids outside the per-layer vocabulary to 0.
-        let id = if (id as usize) < p.embed.rows() { id } else { 0 };
+        let id = if (id as usize) < p.embed.rows() {
+            id
+        } else {
+            0
+        };
         p.embed.rows_to_f32(id as usize, 1, row)?;
     }
     scale(&mut tok, (pd as f64).sqrt() as f32);

@@ -48,11 +48,7 @@ impl<'w> MoeWeights<'w> {
     /// Resolves and shape-checks the MoE tensors of layer `l`.
     pub fn load(src: &'w dyn Weights, l: usize) -> Result<Self> {
         let cfg = src.config();
-        let (b, e, i) = (
-            cfg.hidden_size,
-            cfg.num_experts,
-            cfg.moe_intermediate_size,
-        );
+        let (b, e, i) = (cfg.hidden_size, cfg.num_experts, cfg.moe_intermediate_size);
         let n = |s: &str| lname(l, s);
         Ok(MoeWeights {
             router: matrix_of(src, &n("router.proj.weight"), e, b)?,
@@ -143,7 +139,8 @@ impl<'w> MoeWeights<'w> {
         rms_norm_rows(&mut xe, b, Some(&self.pre_norm_2), eps);
 
         // Tokens (and their weights) per expert, in token order.
-        let mut routed: Vec<(Vec<usize>, Vec<f32>)> = vec![(Vec::new(), Vec::new()); cfg.num_experts];
+        let mut routed: Vec<(Vec<usize>, Vec<f32>)> =
+            vec![(Vec::new(), Vec::new()); cfg.num_experts];
         for tok in 0..t {
             for s in 0..routing.top_k {
                 let e = routing.index[tok * routing.top_k + s];
@@ -181,7 +178,12 @@ impl<'w> MoeWeights<'w> {
                 if n == 0 {
                     return Ok(Vec::new());
                 }
-                let gu = linear_rows(&inputs[e], n, self.gate_up.as_ref(), e * 2 * i..(e + 1) * 2 * i)?;
+                let gu = linear_rows(
+                    &inputs[e],
+                    n,
+                    self.gate_up.as_ref(),
+                    e * 2 * i..(e + 1) * 2 * i,
+                )?;
                 let mut act = vec![0f32; n * i];
                 for (row, out) in gu.chunks(2 * i).zip(act.chunks_mut(i)) {
                     for j in 0..i {
@@ -233,7 +235,10 @@ impl<'w> MoeWeights<'w> {
 /// Softmax of one row in f32 with an f64 sum.
 fn softmax(row: &[f32]) -> Vec<f32> {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let ex: Vec<f32> = row.iter().map(|&v| ((v - max) as f64).exp() as f32).collect();
+    let ex: Vec<f32> = row
+        .iter()
+        .map(|&v| ((v - max) as f64).exp() as f32)
+        .collect();
     let sum = ex.iter().map(|&v| v as f64).sum::<f64>() as f32;
     ex.into_iter().map(|v| v / sum).collect()
 }

@@ -13,7 +13,8 @@ pub fn rms_norm_rows(x: &mut [f32], d: usize, w: Option<&[f32]>, eps: f32) {
     if d == 0 {
         return;
     }
-    x.par_chunks_mut(d).for_each(|row| rms_norm_row(row, w, eps));
+    x.par_chunks_mut(d)
+        .for_each(|row| rms_norm_row(row, w, eps));
 }
 
 /// RMSNorm of one row (see [`rms_norm_rows`]).
@@ -56,7 +57,8 @@ pub fn softcap(x: &mut [f32], cap: f32) {
 
 /// Multiplies every element by `s` (f32), in parallel chunks.
 pub fn scale(x: &mut [f32], s: f32) {
-    x.par_chunks_mut(4096).for_each(|c| c.iter_mut().for_each(|v| *v *= s));
+    x.par_chunks_mut(4096)
+        .for_each(|c| c.iter_mut().for_each(|v| *v *= s));
 }
 
 /// `a += b` elementwise.
@@ -83,14 +85,15 @@ mod tests {
 
     #[test]
     fn rms_norm_unit_rows_and_plain_weight() {
-        let mut x = vec![3.0f32, 4.0, 0.0, 0.0];
+        let mut x = vec![3.0f32, 4.0];
         rms_norm_rows(&mut x, 2, Some(&[1.0, 2.0]), 0.0);
         // rms of (3,4) = sqrt(12.5)
         let r = 12.5f32.sqrt();
         assert!((x[0] - 3.0 / r).abs() < 1e-6 && (x[1] - 8.0 / r).abs() < 1e-6);
         // an all-zero row with eps stays zero, no NaN
-        rms_norm_rows(&mut x[2..], 2, None, 1e-6);
-        assert_eq!(&x[2..], &[0.0, 0.0]);
+        let mut z = vec![0.0f32; 2];
+        rms_norm_rows(&mut z, 2, None, 1e-6);
+        assert_eq!(z, vec![0.0, 0.0]);
     }
 
     #[test]

@@ -124,7 +124,11 @@ fn check_lengths(x: &[f32], per_block: usize, blocks: usize, imatrix: Option<&[f
         x.len() / per_block
     );
     if let Some(qw) = imatrix {
-        assert_eq!(qw.len(), x.len(), "imatrix length must equal the row length");
+        assert_eq!(
+            qw.len(),
+            x.len(),
+            "imatrix length must equal the row length"
+        );
     }
 }
 
@@ -256,7 +260,9 @@ mod tests {
 
     #[test]
     fn nl_round_trip_is_close() {
-        let x: Vec<f32> = (0..64).map(|i| ((i * 13 % 64) as f32 - 32.0) * 0.01).collect();
+        let x: Vec<f32> = (0..64)
+            .map(|i| ((i * 13 % 64) as f32 - 32.0) * 0.01)
+            .collect();
         let mut y = [BlockIQ4NL::default(); 2];
         quantize_row_iq4_nl(&x, &mut y, None);
         let mut back = vec![0.0f32; 64];

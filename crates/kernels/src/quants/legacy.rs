@@ -24,7 +24,11 @@ fn check_lengths(x: &[f32], blocks: usize, imatrix: Option<&[f32]>) {
         x.len() / QK
     );
     if let Some(qw) = imatrix {
-        assert_eq!(qw.len(), x.len(), "imatrix length must equal the row length");
+        assert_eq!(
+            qw.len(),
+            x.len(),
+            "imatrix length must equal the row length"
+        );
     }
 }
 
@@ -109,7 +113,11 @@ pub fn quantize_row_q4_0(x: &[f32], y: &mut [BlockQ4_0], imatrix: Option<&[f32]>
             let sigma2 = row_sigma2(x);
             let mut weight = [0.0f32; QK];
             let mut l = [0i8; QK];
-            for ((xb, qb), b) in x.chunks_exact(QK).zip(qw.chunks_exact(QK)).zip(y.iter_mut()) {
+            for ((xb, qb), b) in x
+                .chunks_exact(QK)
+                .zip(qw.chunks_exact(QK))
+                .zip(y.iter_mut())
+            {
                 block_weights(xb, qb, sigma2, &mut weight);
                 let d = make_qx_quants(QK, 8, xb, &mut l, 1, Some(&weight));
                 b.d = f32_to_f16(d);
@@ -146,7 +154,11 @@ pub fn quantize_row_q4_1(x: &[f32], y: &mut [BlockQ4_1], imatrix: Option<&[f32]>
             let mut weight = [0.0f32; QK];
             let mut l = [0u8; QK];
             let mut laux = [0u8; QK];
-            for ((xb, qb), b) in x.chunks_exact(QK).zip(qw.chunks_exact(QK)).zip(y.iter_mut()) {
+            for ((xb, qb), b) in x
+                .chunks_exact(QK)
+                .zip(qw.chunks_exact(QK))
+                .zip(y.iter_mut())
+            {
                 block_weights(xb, qb, sigma2, &mut weight);
                 let mut min = 0.0f32;
                 let d = make_qkx3_quants(
@@ -193,7 +205,11 @@ pub fn quantize_row_q5_0(x: &[f32], y: &mut [BlockQ5_0], imatrix: Option<&[f32]>
             let sigma2 = row_sigma2(x);
             let mut weight = [0.0f32; QK];
             let mut li = [0i8; QK];
-            for ((xb, qb), b) in x.chunks_exact(QK).zip(qw.chunks_exact(QK)).zip(y.iter_mut()) {
+            for ((xb, qb), b) in x
+                .chunks_exact(QK)
+                .zip(qw.chunks_exact(QK))
+                .zip(y.iter_mut())
+            {
                 block_weights(xb, qb, sigma2, &mut weight);
                 let d = make_qx_quants(QK, 16, xb, &mut li, 1, Some(&weight));
                 b.d = f32_to_f16(d);
@@ -229,7 +245,11 @@ pub fn quantize_row_q5_1(x: &[f32], y: &mut [BlockQ5_1], imatrix: Option<&[f32]>
             let sigma2 = row_sigma2(x);
             let mut weight = [0.0f32; QK];
             let mut laux = [0u8; QK];
-            for ((xb, qb), b) in x.chunks_exact(QK).zip(qw.chunks_exact(QK)).zip(y.iter_mut()) {
+            for ((xb, qb), b) in x
+                .chunks_exact(QK)
+                .zip(qw.chunks_exact(QK))
+                .zip(y.iter_mut())
+            {
                 block_weights(xb, qb, sigma2, &mut weight);
                 let mut min = 0.0f32;
                 let d = make_qkx3_quants(
@@ -309,10 +329,7 @@ pub fn dequantize_row_q4_1(x: &[BlockQ4_1], y: &mut [f32]) {
 fn q5_levels(qs: &[u8; QK / 2], qh: u32, j: usize) -> (i32, i32) {
     let xh0 = (((qh >> j) << 4) & 0x10) as u8;
     let xh1 = ((qh >> (j + 12)) & 0x10) as u8;
-    (
-        ((qs[j] & 0x0f) | xh0) as i32,
-        ((qs[j] >> 4) | xh1) as i32,
-    )
+    (((qs[j] & 0x0f) | xh0) as i32, ((qs[j] >> 4) | xh1) as i32)
 }
 
 /// ggml's `dequantize_row_q5_0`: `(level - 16) * d`.
@@ -395,7 +412,9 @@ mod tests {
 
     #[test]
     fn q5_round_trip_is_close() {
-        let x: Vec<f32> = (0..64).map(|i| ((i * 37 % 64) as f32 - 31.5) * 0.1).collect();
+        let x: Vec<f32> = (0..64)
+            .map(|i| ((i * 37 % 64) as f32 - 31.5) * 0.1)
+            .collect();
         let mut a = [BlockQ5_0::default(); 2];
         let mut b = [BlockQ5_1::default(); 2];
         quantize_row_q5_0(&x, &mut a, None);
@@ -405,8 +424,18 @@ mod tests {
         dequantize_row_q5_0(&a, &mut ya);
         dequantize_row_q5_1(&b, &mut yb);
         for i in 0..64 {
-            assert!((ya[i] - x[i]).abs() <= 0.11, "q5_0 {i}: {} vs {}", ya[i], x[i]);
-            assert!((yb[i] - x[i]).abs() <= 0.06, "q5_1 {i}: {} vs {}", yb[i], x[i]);
+            assert!(
+                (ya[i] - x[i]).abs() <= 0.11,
+                "q5_0 {i}: {} vs {}",
+                ya[i],
+                x[i]
+            );
+            assert!(
+                (yb[i] - x[i]).abs() <= 0.06,
+                "q5_1 {i}: {} vs {}",
+                yb[i],
+                x[i]
+            );
         }
     }
 }

@@ -10,6 +10,7 @@
 pub mod activation;
 pub mod iq4;
 pub mod kquants;
+mod lanes;
 pub mod legacy;
 pub mod q2k;
 pub mod q3k;
@@ -77,12 +78,13 @@ pub fn dequantize_row_ref(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result
             type_size: ts,
         });
     }
-    let expected = (bytes.len() / ts)
-        .checked_mul(ty.block_size())
-        .ok_or(KernelError::Overflow {
-            ty,
-            what: "the dequantized row",
-        })?;
+    let expected =
+        (bytes.len() / ts)
+            .checked_mul(ty.block_size())
+            .ok_or(KernelError::Overflow {
+                ty,
+                what: "the dequantized row",
+            })?;
     if out.len() != expected {
         return Err(KernelError::OutputLength {
             ty,
@@ -166,9 +168,7 @@ fn check_shapes(
         what: "the quantized rows",
     };
     let row_bytes = ty.row_bytes(n_per_row).ok_or(overflow.clone())?;
-    let expected = (len / n_per_row)
-        .checked_mul(row_bytes)
-        .ok_or(overflow)?;
+    let expected = (len / n_per_row).checked_mul(row_bytes).ok_or(overflow)?;
     if out_len != expected {
         return Err(KernelError::OutputLength {
             ty,
@@ -274,7 +274,9 @@ mod tests {
 
     #[test]
     fn unaligned_buffers_give_the_same_bytes() {
-        let x: Vec<f32> = (0..512).map(|i| ((i * 7919) % 1000) as f32 * 0.001 - 0.5).collect();
+        let x: Vec<f32> = (0..512)
+            .map(|i| ((i * 7919) % 1000) as f32 * 0.001 - 0.5)
+            .collect();
         for ty in GgmlType::ALL {
             let n = ty.row_bytes(512).unwrap();
             let mut aligned = vec![0u8; n];

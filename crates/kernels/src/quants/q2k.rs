@@ -2,6 +2,7 @@
 //! (`quantize_row_q2_K_ref`, `quantize_row_q2_K_impl`, `dequantize_row_q2_K` in ggml-quants.c).
 
 use super::kquants::{check_dequant, for_each_super_block, pack_2bit, Super};
+use super::lanes::{qkx, transpose, with_simd};
 use super::search::{make_qkx2_quants, make_qkx3_quants, make_qp_quants};
 use crate::blocks::{BlockQ2K, QK_K};
 use crate::fp::{f16_to_f32, f32_to_f16, nearest_int};
@@ -25,10 +26,6 @@ fn quantize_block_ref(x: &Super, y: &mut BlockQ2K) {
     let mut weights = [0f32; 16];
     let mut mins = [0f32; QK_K / 16];
     let mut scales = [0f32; QK_K / 16];
-    let q4scale = 15.0f32;
-
-    let mut max_scale = 0.0f32;
-    let mut max_min = 0.0f32;
     for j in 0..QK_K / 16 {
         let xs = &x[16 * j..16 * j + 16];
         for (w, &v) in weights.iter_mut().zip(xs) {
@@ -47,6 +44,24 @@ fn quantize_block_ref(x: &Super, y: &mut BlockQ2K) {
             15,
             true,
         );
+    }
+    finish_ref(x, y, &scales, &mins, &mut l);
+}
+
+/// The reference path after the sub-block searches: 4-bit scales and mins against their maxima,
+/// fp16 d/dmin, re-rounding and packing.
+#[inline(always)]
+fn finish_ref(
+    x: &Super,
+    y: &mut BlockQ2K,
+    scales: &[f32; 16],
+    mins: &[f32; 16],
+    l: &mut [u8; QK_K],
+) {
+    let q4scale = 15.0f32;
+    let mut max_scale = 0.0f32;
+    let mut max_min = 0.0f32;
+    for j in 0..QK_K / 16 {
         if scales[j] > max_scale {
             max_scale = scales[j];
         }
@@ -74,8 +89,8 @@ fn quantize_block_ref(x: &Super, y: &mut BlockQ2K) {
     } else {
         y.dmin = f32_to_f16(0.0);
     }
-    requantize(x, y, f16_to_f32(y.d), f16_to_f32(y.dmin), &mut l);
-    pack_2bit(&l, &mut y.qs);
+    requantize(x, y, f16_to_f32(y.d), f16_to_f32(y.dmin), l);
+    pack_2bit(l, &mut y.qs);
 }
 
 fn quantize_block_impl(x: &Super, y: &mut BlockQ2K, qw: &Super) {
@@ -85,8 +100,6 @@ fn quantize_block_impl(x: &Super, y: &mut BlockQ2K, qw: &Super) {
     let mut scales = [0f32; QK_K / 16];
     let mut sw = [0f32; QK_K / 16];
     let mut weight = [0f32; 16];
-    let mut ls = [0u8; QK_K / 16];
-    let mut lm = [0u8; QK_K / 16];
 
     let mut sumx2 = 0.0f32;
     for &v in x.iter() {
@@ -115,16 +128,112 @@ fn quantize_block_impl(x: &Super, y: &mut BlockQ2K, qw: &Super) {
             false,
         );
     }
+    finish_impl(x, y, &scales, &mins, &sw, &mut l);
+}
 
-    let dm = make_qp_quants(QK_K / 16, 15, &scales, &mut ls, &sw);
-    let mm = make_qp_quants(QK_K / 16, 15, &mins, &mut lm, &sw);
+/// The importance-weighted path after the sub-block searches: `make_qp_quants` for the scales
+/// and mins, fp16 d/dmin, re-rounding and packing.
+#[inline(always)]
+fn finish_impl(
+    x: &Super,
+    y: &mut BlockQ2K,
+    scales: &[f32; 16],
+    mins: &[f32; 16],
+    sw: &[f32; 16],
+    l: &mut [u8; QK_K],
+) {
+    let mut ls = [0u8; QK_K / 16];
+    let mut lm = [0u8; QK_K / 16];
+    let dm = make_qp_quants(QK_K / 16, 15, scales, &mut ls, sw);
+    let mm = make_qp_quants(QK_K / 16, 15, mins, &mut lm, sw);
     y.d = f32_to_f16(dm);
     y.dmin = f32_to_f16(mm);
     for j in 0..QK_K / 16 {
         y.scales[j] = ls[j] | (lm[j] << 4);
     }
-    requantize(x, y, f16_to_f32(y.d), f16_to_f32(y.dmin), &mut l);
-    pack_2bit(&l, &mut y.qs);
+    requantize(x, y, f16_to_f32(y.d), f16_to_f32(y.dmin), l);
+    pack_2bit(l, &mut y.qs);
+}
+
+/// The same bytes as [`quantize_row_q2_k`], with the sixteen sub-block searches of a
+/// super-block run side by side in SIMD lanes ([`super::lanes`]).
+///
+/// # Panics
+/// On inconsistent lengths (see [`super::kquants`]).
+pub fn quantize_row_q2_k_fast(x: &[f32], y: &mut [BlockQ2K], imatrix: Option<&[f32]>) {
+    with_simd(|| {
+        for_each_super_block("q2_K", x, y, imatrix, |xb, yb, qw| {
+            let xt = transpose::<16, 16>(xb);
+            let mut wt = [[0f32; 16]; 16];
+            let (mut scales, mut mins, mut lt) = ([0f32; 16], [0f32; 16], [[0u8; 16]; 16]);
+            match qw {
+                None => {
+                    for i in 0..16 {
+                        for j in 0..16 {
+                            wt[i][j] = xt[i][j].abs();
+                        }
+                    }
+                    qkx(
+                        &xt,
+                        &wt,
+                        3,
+                        -0.5,
+                        0.1,
+                        15,
+                        true,
+                        true,
+                        &mut scales,
+                        &mut mins,
+                        &mut lt,
+                    );
+                    let mut l = untranspose(&lt);
+                    finish_ref(xb, yb, &scales, &mins, &mut l);
+                }
+                Some(qw) => {
+                    let mut sumx2 = 0.0f32;
+                    for &v in xb.iter() {
+                        sumx2 += v * v;
+                    }
+                    let sigma2 = sumx2 / QK_K as f32;
+                    let qwt = transpose::<16, 16>(qw);
+                    let mut sw = [0f32; 16];
+                    for i in 0..16 {
+                        for j in 0..16 {
+                            wt[i][j] = qwt[i][j] * (sigma2 + xt[i][j] * xt[i][j]).sqrt();
+                            sw[j] += wt[i][j];
+                        }
+                    }
+                    qkx(
+                        &xt,
+                        &wt,
+                        3,
+                        -0.9,
+                        0.05,
+                        36,
+                        false,
+                        false,
+                        &mut scales,
+                        &mut mins,
+                        &mut lt,
+                    );
+                    let mut l = untranspose(&lt);
+                    finish_impl(xb, yb, &scales, &mins, &sw, &mut l);
+                }
+            }
+        })
+    });
+}
+
+/// Levels from lane order (`lt[i][j]` = element i of sub-block j) back to element order.
+#[inline(always)]
+fn untranspose(lt: &[[u8; 16]; 16]) -> [u8; QK_K] {
+    let mut l = [0u8; QK_K];
+    for j in 0..16 {
+        for i in 0..16 {
+            l[16 * j + i] = lt[i][j];
+        }
+    }
+    l
 }
 
 /// Re-rounds every sub-block against its stored (fp16-rounded, 4-bit-quantized) scale and min;

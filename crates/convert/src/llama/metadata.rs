@@ -1,0 +1,215 @@
+//! The metadata llama.cpp's converter writes for `gemma4` (gemma4.md §4.1), in its key order:
+//! `general.*` first (sampling defaults from `generation_config.json`, the name from the folder,
+//! the size label from the parameter count), then the `gemma4.*` hyperparameters interleaved as
+//! `Gemma4Model.set_gguf_parameters` sets them.
+
+use std::path::Path;
+
+use serde_json::Value as Json;
+
+use super::super::gguf::{Array, Metadata, TensorInfo, Value};
+use crate::config::{Gemma4Config, LayerType};
+use crate::error::{ConvertError, Result};
+
+/// `GGML_QNT_VERSION`.
+pub const QUANTIZATION_VERSION: u32 = 2;
+
+/// Everything the metadata needs besides the config.
+pub struct MetadataInputs<'a> {
+    pub config: &'a Gemma4Config,
+    /// The checkpoint folder: its name gives `general.name`, and it holds
+    /// `generation_config.json` and the tokenizer.
+    pub dir: &'a Path,
+    /// The tensors that will be written (for `general.size_label`).
+    pub tensors: &'a [TensorInfo],
+    /// `general.file_type` (llama_ftype).
+    pub file_type: u32,
+}
+
+/// Builds the full metadata, tokenizer included.
+pub fn gemma4_metadata(inp: &MetadataInputs<'_>) -> Result<Metadata> {
+    let c = inp.config;
+    let mut md = Metadata::new();
+    md.set("general.architecture", Value::String("gemma4".into()));
+    md.set("general.type", Value::String("model".into()));
+    add_sampling(&mut md, inp.dir)?;
+    let folder = inp.dir.canonicalize().unwrap_or_else(|_| inp.dir.to_path_buf());
+    if let Some(name) = folder.file_name().and_then(|n| n.to_str()) {
+        md.set("general.name", Value::String(id_to_title(name)));
+    }
+    md.set("general.size_label", Value::String(size_label(inp.tensors)));
+
+    let u32v = |v: usize| Value::U32(v as u32);
+    let n = c.num_hidden_layers;
+    md.set("gemma4.block_count", u32v(n));
+    md.set("gemma4.context_length", u32v(c.max_position_embeddings));
+    md.set("gemma4.embedding_length", u32v(c.hidden_size));
+    if c.use_double_wide_mlp {
+        let ff = (0..n).map(|l| c.intermediate_size_of(l) as i32).collect();
+        md.set("gemma4.feed_forward_length", Value::Array(Array::I32(ff)));
+    } else {
+        md.set("gemma4.feed_forward_length", u32v(c.intermediate_size));
+    }
+    md.set("gemma4.attention.head_count", u32v(c.num_attention_heads));
+    if c.num_global_key_value_heads.is_some() {
+        let kv = (0..n).map(|l| c.num_kv_heads(l) as i32).collect();
+        md.set("gemma4.attention.head_count_kv", Value::Array(Array::I32(kv)));
+    } else {
+        md.set("gemma4.attention.head_count_kv", u32v(c.num_key_value_heads));
+    }
+    md.set("gemma4.rope.freq_base", Value::F32(c.rope_full.theta as f32));
+    md.set("gemma4.rope.freq_base_swa", Value::F32(c.rope_sliding.theta as f32));
+    md.set("gemma4.attention.layer_norm_rms_epsilon", Value::F32(c.rms_norm_eps as f32));
+    if c.enable_moe_block {
+        md.set("gemma4.expert_count", u32v(c.num_experts));
+        md.set("gemma4.expert_used_count", u32v(c.top_k_experts));
+    }
+    md.set("gemma4.attention.key_length", u32v(c.global_head_dim));
+    md.set("gemma4.attention.value_length", u32v(c.global_head_dim));
+    md.set("general.file_type", Value::U32(inp.file_type));
+    if let Some(cap) = c.final_logit_softcapping {
+        md.set("gemma4.final_logit_softcapping", Value::F32(cap as f32));
+    }
+    md.set("gemma4.attention.sliding_window", u32v(c.sliding_window));
+    md.set("gemma4.attention.shared_kv_layers", u32v(c.num_kv_shared_layers));
+    md.set("gemma4.embedding_length_per_layer_input", u32v(c.hidden_size_per_layer_input));
+    let pattern = c.layer_types.iter().map(|t| *t == LayerType::Sliding).collect();
+    md.set("gemma4.attention.sliding_window_pattern", Value::Array(Array::Bool(pattern)));
+    md.set("gemma4.attention.key_length_swa", u32v(c.head_dim));
+    md.set("gemma4.attention.value_length_swa", u32v(c.head_dim));
+    if c.enable_moe_block {
+        md.set("gemma4.expert_feed_forward_length", u32v(c.moe_intermediate_size));
+    }
+    md.set("gemma4.rope.dimension_count", u32v(c.global_head_dim));
+    let swa_rot = (c.head_dim as f64 * c.rope_sliding.partial_rotary_factor) as usize;
+    md.set("gemma4.rope.dimension_count_swa", u32v(swa_rot));
+    md.set("general.quantization_version", Value::U32(QUANTIZATION_VERSION));
+    super::vocab::add_tokenizer(&mut md, inp.dir, c.vocab_size)?;
+    Ok(md)
+}
+
+/// `general.sampling.*` from `generation_config.json`, when present.
+fn add_sampling(md: &mut Metadata, dir: &Path) -> Result<()> {
+    let path = dir.join("generation_config.json");
+    if !path.exists() {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| ConvertError::io(&path, e))?;
+    let gen: Json =
+        serde_json::from_str(&text).map_err(|e| ConvertError::format(&path, format!("not valid JSON: {e}")))?;
+    if let Some(k) = gen["top_k"].as_i64() {
+        md.set("general.sampling.top_k", Value::I32(k as i32));
+    }
+    if let Some(p) = gen["top_p"].as_f64() {
+        md.set("general.sampling.top_p", Value::F32(p as f32));
+    }
+    if let Some(t) = gen["temperature"].as_f64() {
+        md.set("general.sampling.temp", Value::F32(t as f32));
+    }
+    Ok(())
+}
+
+/// gguf-py's `Metadata.id_to_title`: words split on '-' and spaces; lowercase words that are not
+/// versions or numbers get title case.
+pub fn id_to_title(id: &str) -> String {
+    id.trim()
+        .replace('-', " ")
+        .split_whitespace()
+        .map(|w| {
+            let is_lower = w.chars().any(char::is_alphabetic) && !w.chars().any(char::is_uppercase);
+            let starts_digit = w.chars().next().is_some_and(|c| c.is_ascii_digit());
+            let is_version = w.len() > 1
+                && w.starts_with('v')
+                && w[1..].split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+            if is_lower && !starts_digit && !is_version {
+                title_case(w)
+            } else {
+                w.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Python's `str.title()`: upper-case a letter that follows a non-letter, lower-case the rest.
+fn title_case(w: &str) -> String {
+    let mut out = String::with_capacity(w.len());
+    let mut prev_alpha = false;
+    for ch in w.chars() {
+        if ch.is_alphabetic() {
+            if prev_alpha {
+                out.extend(ch.to_lowercase());
+            } else {
+                out.extend(ch.to_uppercase());
+            }
+            prev_alpha = true;
+        } else {
+            out.push(ch);
+            prev_alpha = false;
+        }
+    }
+    out
+}
+
+/// gguf-py's size label: `8x619K` for expert models (shared + one expert's parameters),
+/// `1.1M` otherwise, counted over the tensors written.
+pub fn size_label(tensors: &[TensorInfo]) -> String {
+    let (mut total, mut shared, mut expert, mut expert_sum, mut n_expert_tensors) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    for t in tensors {
+        let size = t.checked_numel().unwrap_or(0);
+        if t.name.contains("_exps.") && t.dims.len() >= 3 {
+            // ggml order: the expert count is the outermost of the 3 dims.
+            let n_expert = t.dims[2].max(1);
+            expert += size / n_expert;
+            expert_sum += n_expert;
+            n_expert_tensors += 1;
+        } else {
+            shared += size;
+        }
+        total += size;
+    }
+    if n_expert_tensors > 0 {
+        let count = expert_sum / n_expert_tensors;
+        format!("{count}x{}", rounded_notation(shared + expert))
+    } else {
+        rounded_notation(total)
+    }
+}
+
+/// gguf-py's `model_weight_count_rounded_notation(n, min_digits=2)`.
+fn rounded_notation(n: u64) -> String {
+    let x = n as f64;
+    let (scaled, suffix) = if x > 1e12 {
+        (x * 1e-12, "T")
+    } else if x > 1e9 {
+        (x * 1e-9, "B")
+    } else if x > 1e6 {
+        (x * 1e-6, "M")
+    } else {
+        (x * 1e-3, "K")
+    };
+    let rounded = format!("{}", scaled.round_ties_even() as i64);
+    let digits = rounded.trim_start_matches('0').len();
+    let fix = 2usize.saturating_sub(digits);
+    format!("{scaled:.fix$}{suffix}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn titles_like_gguf_py() {
+        assert_eq!(id_to_title("released-bf16"), "Released Bf16");
+        assert_eq!(id_to_title("causal-f32"), "Causal F32");
+        assert_eq!(id_to_title("gemma-4-E2B-it"), "Gemma 4 E2B It");
+    }
+
+    #[test]
+    fn rounded_like_gguf_py() {
+        assert_eq!(rounded_notation(1_130_000), "1.1M");
+        assert_eq!(rounded_notation(619_000), "619K");
+        assert_eq!(rounded_notation(9_100_000), "9.1M");
+        assert_eq!(rounded_notation(4_650_000_000), "4.7B");
+    }
+}

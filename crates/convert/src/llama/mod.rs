@@ -1,0 +1,145 @@
+//! What llama.cpp's converter (`convert_hf_to_gguf.py`, `Gemma4Model`) writes for a Gemma 4
+//! checkpoint: the tensor list (names, order, shapes, the generated `rope_freqs`), the metadata
+//! and the tokenizer. The quantizing pipeline reuses the plan; [`write_unquantized`] writes the
+//! F32/F16/BF16 file directly.
+
+mod metadata;
+mod names;
+mod vocab;
+
+use std::path::Path;
+
+use kernels::fp::{f32_to_bf16, f32_to_f16};
+use kernels::GgmlType;
+
+pub use metadata::{gemma4_metadata, id_to_title, size_label, MetadataInputs, QUANTIZATION_VERSION};
+pub use names::{canonical_name, gguf_name};
+
+use crate::checkpoint::Checkpoint;
+use crate::error::{ConvertError, Result};
+use crate::gguf::{GgufWriter, TensorInfo};
+
+/// Where a planned tensor's values come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A checkpoint tensor, by canonical name.
+    Checkpoint(String),
+    /// The generated proportional-RoPE frequency factors.
+    RopeFreqs,
+}
+
+/// One tensor of the GGUF file, before a type is chosen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedTensor {
+    pub gguf_name: String,
+    pub source: Source,
+    /// Shape in PyTorch order (outermost first).
+    pub shape: Vec<usize>,
+}
+
+impl PlannedTensor {
+    /// Number of dimensions.
+    pub fn n_dims(&self) -> usize {
+        self.shape.len()
+    }
+
+    /// The row length (`ne[0]` in ggml order).
+    pub fn row_len(&self) -> usize {
+        self.shape.last().copied().unwrap_or(1)
+    }
+}
+
+/// The tensors llama.cpp's converter writes, in its order: `rope_freqs` first, then every text
+/// tensor in the lexicographic order of the checkpoint names (how the safetensors files list
+/// them), including the unused K/V of KV-shared layers when the files carry them.
+pub fn tensor_plan(ckpt: &Checkpoint) -> Result<Vec<PlannedTensor>> {
+    let cfg = ckpt.config();
+    let mut names: Vec<String> = ckpt.text_tensors().into_iter().map(str::to_string).collect();
+    names.extend(ckpt.unused_shared_kv().map(str::to_string));
+    names.sort();
+    let mut plan = vec![PlannedTensor {
+        gguf_name: "rope_freqs.weight".into(),
+        source: Source::RopeFreqs,
+        shape: vec![cfg.global_head_dim / 2],
+    }];
+    for name in names {
+        let Some(gguf) = gguf_name(&name) else {
+            // lm_head is tied to the embedding; llama.cpp writes no output.weight for Gemma 4.
+            continue;
+        };
+        let view = ckpt.any_tensor(&name)?;
+        let mut shape = view.shape.clone();
+        if shape.is_empty() {
+            shape.push(1);
+        }
+        plan.push(PlannedTensor { gguf_name: gguf, source: Source::Checkpoint(name), shape });
+    }
+    Ok(plan)
+}
+
+/// `rope_freqs`: 1 for the rotated pairs of the full-attention head, 1e30 (no rotation) for the
+/// rest, which makes ggml's NEOX RoPE reproduce proportional RoPE.
+pub fn rope_freqs(ckpt: &Checkpoint) -> Vec<f32> {
+    let cfg = ckpt.config();
+    let half = cfg.global_head_dim / 2;
+    let n_rot = (cfg.global_head_dim as f64 * cfg.rope_full.partial_rotary_factor / 2.0) as usize;
+    (0..half).map(|i| if i < n_rot { 1.0 } else { 1e30 }).collect()
+}
+
+/// The values of a planned tensor as f32 (NaN/Inf rejected with the tensor's name).
+pub fn source_f32(ckpt: &Checkpoint, t: &PlannedTensor) -> Result<Vec<f32>> {
+    match &t.source {
+        Source::RopeFreqs => Ok(rope_freqs(ckpt)),
+        Source::Checkpoint(name) => ckpt.any_tensor(name)?.to_f32(),
+    }
+}
+
+/// The type llama.cpp's converter gives a tensor for `--outtype` `out`: 1-D tensors and norms
+/// stay F32.
+pub fn unquantized_type(t: &PlannedTensor, out: GgmlType) -> GgmlType {
+    if t.n_dims() <= 1 || t.gguf_name.ends_with("_norm.weight") {
+        GgmlType::F32
+    } else {
+        out
+    }
+}
+
+/// llama_ftype of an unquantized output type.
+fn unquantized_file_type(ty: GgmlType) -> Result<u32> {
+    match ty {
+        GgmlType::F32 => Ok(0),
+        GgmlType::F16 => Ok(1),
+        GgmlType::BF16 => Ok(32),
+        other => Err(ConvertError::config("--type", format!("{other} is a quantized type"))),
+    }
+}
+
+/// Encodes f32 values as `ty` (F32, F16 or BF16), little-endian.
+pub fn encode_unquantized(values: &[f32], ty: GgmlType) -> Vec<u8> {
+    match ty {
+        GgmlType::F16 => values.iter().flat_map(|&v| f32_to_f16(v).to_le_bytes()).collect(),
+        GgmlType::BF16 => values.iter().flat_map(|&v| f32_to_bf16(v).to_le_bytes()).collect(),
+        _ => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    }
+}
+
+/// Converts a checkpoint to an unquantized GGUF file (`out_type` F32, F16 or BF16) in one
+/// streaming pass: one tensor in memory at a time, temp file renamed at the end.
+pub fn write_unquantized(ckpt: &Checkpoint, out: &Path, out_type: GgmlType) -> Result<()> {
+    let file_type = unquantized_file_type(out_type)?;
+    let plan = tensor_plan(ckpt)?;
+    let infos: Vec<TensorInfo> = plan
+        .iter()
+        .map(|t| TensorInfo::from_torch_shape(&t.gguf_name, &t.shape, unquantized_type(t, out_type)))
+        .collect();
+    let md = gemma4_metadata(&MetadataInputs { config: ckpt.config(), dir: ckpt.dir(), tensors: &infos, file_type })?;
+    let mut writer = GgufWriter::create(out, &md, infos.clone())?;
+    for (t, info) in plan.iter().zip(&infos) {
+        let values = source_f32(ckpt, t)?;
+        writer.write_tensor(&info.name, &encode_unquantized(&values, info.ty))?;
+        if let Source::Checkpoint(name) = &t.source {
+            ckpt.release(name);
+        }
+    }
+    writer.finish()
+}

@@ -1,0 +1,163 @@
+//! `convert::llama::write_unquantized` against llama.cpp's own converter: for every fixture, the
+//! F32 GGUF g4q writes has the keys, value types, values, tensor names, shapes, types, offsets and
+//! bytes that `llamacpp/manifest.json` records for llama.cpp's `f32.gguf`.
+
+use std::path::{Path, PathBuf};
+
+use convert::gguf::{Array, GgufFile, Value};
+use convert::Checkpoint;
+use kernels::GgmlType;
+use serde_json::Value as Json;
+use sha2::{Digest, Sha256};
+
+fn fixtures_dir() -> PathBuf {
+    match std::env::var_os("G4Q_FIXTURES") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"),
+    }
+}
+
+/// Python's `repr(float)`, which `json.dumps` uses: shortest round-trip digits, scientific
+/// notation outside 1e-4 ≤ |x| < 1e16, and a trailing `.0` on integral values.
+fn py_float(x: f64) -> String {
+    if x == 0.0 {
+        return if x.is_sign_negative() { "-0.0".into() } else { "0.0".into() };
+    }
+    let sci = format!("{x:e}");
+    let (mant, exp) = sci.split_once('e').unwrap();
+    let exp: i32 = exp.parse().unwrap();
+    let neg = mant.starts_with('-');
+    let digits: String = mant.chars().filter(|c| c.is_ascii_digit()).collect();
+    let sign = if neg { "-" } else { "" };
+    if (-4..16).contains(&exp) {
+        let point = exp + 1;
+        let s = if point <= 0 {
+            format!("0.{}{}", "0".repeat((-point) as usize), digits)
+        } else if point as usize >= digits.len() {
+            format!("{}{}.0", digits, "0".repeat(point as usize - digits.len()))
+        } else {
+            format!("{}.{}", &digits[..point as usize], &digits[point as usize..])
+        };
+        format!("{sign}{s}")
+    } else {
+        let m = if digits.len() == 1 { digits.clone() } else { format!("{}.{}", &digits[..1], &digits[1..]) };
+        format!("{sign}{m}e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs())
+    }
+}
+
+/// `json.dumps(s, ensure_ascii=False)` for a string.
+fn py_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for ch in s.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The array as Python's `json.dumps(list, ensure_ascii=False)` prints it, and as JSON values.
+fn py_array(a: &Array) -> (String, Vec<Json>) {
+    let (items, json): (Vec<String>, Vec<Json>) = match a {
+        Array::String(v) => v.iter().map(|s| (py_string(s), Json::from(s.clone()))).unzip(),
+        Array::F32(v) => v.iter().map(|&x| (py_float(f64::from(x)), Json::from(f64::from(x)))).unzip(),
+        Array::I32(v) => v.iter().map(|x| (x.to_string(), Json::from(*x))).unzip(),
+        Array::U32(v) => v.iter().map(|x| (x.to_string(), Json::from(*x))).unzip(),
+        Array::Bool(v) => v.iter().map(|x| (x.to_string(), Json::from(*x))).unzip(),
+        other => panic!("unexpected array type {:?}", other.elem_type()),
+    };
+    (format!("[{}]", items.join(", ")), json)
+}
+
+fn scalar_json(v: &Value) -> Json {
+    match v {
+        Value::U32(x) => Json::from(*x),
+        Value::I32(x) => Json::from(*x),
+        Value::F32(x) => Json::from(f64::from(*x)),
+        Value::Bool(x) => Json::from(*x),
+        Value::String(x) => Json::from(x.clone()),
+        Value::U64(x) => Json::from(*x),
+        other => panic!("unexpected scalar {other:?}"),
+    }
+}
+
+#[test]
+fn f32_conversion_matches_llamacpp() {
+    let root = fixtures_dir();
+    let mut dirs: Vec<_> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("llamacpp/manifest.json").exists())
+        .collect();
+    dirs.sort();
+    assert!(!dirs.is_empty(), "no fixtures with llama.cpp manifests under {}", root.display());
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut n_keys, mut n_tensors) = (0, 0);
+    for dir in &dirs {
+        let manifest: Json = serde_json::from_slice(&std::fs::read(dir.join("llamacpp/manifest.json")).unwrap()).unwrap();
+        let from = manifest["converted_from"].as_str().unwrap().trim_end_matches(" (config patched)");
+        let want = &manifest["files"]["f32.gguf"]["gguf"];
+        let ckpt = Checkpoint::open(&dir.join(from)).unwrap();
+        let out = tmp.path().join(format!("{}.gguf", dir.file_name().unwrap().to_string_lossy()));
+        convert::llama::write_unquantized(&ckpt, &out, GgmlType::F32).unwrap();
+        let f = GgufFile::open(&out).unwrap();
+        let ctx = dir.display();
+        let want_md = want["metadata"].as_object().unwrap();
+        let got_keys: Vec<&str> = f.metadata().iter().map(|(k, _)| k).collect();
+        let want_keys: Vec<&str> = want_md.keys().map(String::as_str).collect();
+        assert_eq!(got_keys, want_keys, "{ctx}: metadata keys and their order");
+        for (key, value) in f.metadata().iter() {
+            let w = &want_md[key];
+            assert_eq!(value.type_name(), w["type"].as_str().unwrap(), "{ctx}: type of {key}");
+            match value {
+                Value::Array(a) => {
+                    let (text, items) = py_array(a);
+                    match w["value"].as_array() {
+                        Some(list) => assert_eq!(&items, list, "{ctx}: {key}"),
+                        None => {
+                            assert_eq!(items.len() as u64, w["value"]["len"].as_u64().unwrap(), "{ctx}: {key}");
+                            let head = w["value"]["head"].as_array().unwrap();
+                            assert_eq!(&items[..head.len()], &head[..], "{ctx}: {key}");
+                            let sha = hex::encode(Sha256::digest(text.as_bytes()));
+                            assert_eq!(sha, w["value"]["sha256_of_json"].as_str().unwrap(), "{ctx}: {key}");
+                        }
+                    }
+                }
+                v => assert_eq!(scalar_json(v), w["value"], "{ctx}: {key}"),
+            }
+            n_keys += 1;
+        }
+        let want_t = want["tensors"].as_array().unwrap();
+        let got_names: Vec<&str> = f.tensors().iter().map(|t| t.name.as_str()).collect();
+        let want_names: Vec<&str> = want_t.iter().map(|t| t["name"].as_str().unwrap()).collect();
+        assert_eq!(got_names, want_names, "{ctx}: tensor names and order");
+        for (t, w) in f.tensors().iter().zip(want_t) {
+            assert_eq!(t.ty.name().to_uppercase(), w["type"].as_str().unwrap().to_uppercase(), "{ctx}: {}", t.name);
+            let shape: Vec<u64> = w["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).collect();
+            assert_eq!(t.dims, shape, "{ctx}: {}", t.name);
+            assert_eq!(t.offset, w["offset"].as_u64().unwrap(), "{ctx}: {}", t.name);
+            let sha = hex::encode(Sha256::digest(f.tensor_data(&t.name).unwrap()));
+            assert_eq!(sha, w["sha256"].as_str().unwrap(), "{ctx}: bytes of {}", t.name);
+            n_tensors += 1;
+        }
+    }
+    println!("llama gguf: checked {} fixtures, {n_keys} keys, {n_tensors} tensors against llama.cpp's f32.gguf", dirs.len());
+}
+
+#[test]
+fn python_float_repr() {
+    assert_eq!(py_float(-1000.0), "-1000.0");
+    assert_eq!(py_float(0.949999988079071), "0.949999988079071");
+    assert_eq!(py_float(9.999999974752427e-07), "9.999999974752427e-07");
+    assert_eq!(py_float(1e16), "1e+16");
+    assert_eq!(py_float(0.0001), "0.0001");
+}

@@ -1,0 +1,452 @@
+//! The scale searches of [`super::search`] run on `N` independent groups at once, for the fast
+//! K-quant quantizers.
+//!
+//! ggml's searches are long chains of dependent f32 additions (each sum runs over a sub-block in
+//! index order, and `make_qkx2_quants` even feeds each accepted candidate's minimum into the next
+//! candidate), so a single search is latency-bound and cannot be reordered without changing the
+//! bits. The sub-blocks of a super-block, however, are independent. Here the values are stored
+//! transposed (`x[i][j]` = element `i` of group `j`) and every step is a loop over the `N` groups
+//! that the compiler turns into SIMD lanes: each lane performs exactly the scalar search's
+//! operations in exactly its order, so the results are bit-identical, while the lanes fill the
+//! vector units. Branches become per-lane selects; a lane's "degenerate" or "all-zero" early
+//! return is applied at the end (the work done meanwhile on that lane is discarded).
+//!
+//! [`with_simd`] runs a kernel compiled for AVX2 when the CPU has it (plain SSE2 is the x86-64
+//! baseline). AVX2 changes only the vector width: Rust never contracts `a*b+c` into an FMA, and
+//! every lane operation is an IEEE-exact equivalent of the scalar one.
+
+#![allow(clippy::needless_range_loop)]
+
+use super::search::GROUP_MAX_EPS;
+use crate::fp::nearest_int;
+
+/// Runs `f` in a function compiled with AVX2 enabled when the CPU supports it, so that the lane
+/// loops inlined into `f` use 256-bit vectors; otherwise runs it as is.
+#[inline(always)]
+pub(crate) fn with_simd<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { run_avx2(f) };
+        }
+    }
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn run_avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+/// Transposes `N` consecutive groups of `M` values into lane order: `out[i][j] = x[M*j + i]`.
+#[inline(always)]
+pub(crate) fn transpose<const N: usize, const M: usize>(x: &[f32]) -> [[f32; N]; M] {
+    let mut out = [[0f32; N]; M];
+    for j in 0..N {
+        for i in 0..M {
+            out[i][j] = x[M * j + i];
+        }
+    }
+    out
+}
+
+/// `nearest_int` then `clamp(lo, hi)`, as ggml's `MAX(lo, MIN(hi, nearest_int(v)))`.
+#[inline(always)]
+fn round_clamp(v: f32, lo: i32, hi: i32) -> i32 {
+    nearest_int(v).clamp(lo, hi)
+}
+
+/// `make_qkx2_quants` (`strict_degenerate`) / `make_qkx3_quants` with explicit weights on `N`
+/// groups of `M` values. Writes each group's scale, `the_min` and levels (`l[i][j]`).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) fn qkx<const N: usize, const M: usize>(
+    x: &[[f32; N]; M],
+    w: &[[f32; N]; M],
+    nmax: i32,
+    rmin: f32,
+    rdelta: f32,
+    nstep: i32,
+    use_mad: bool,
+    strict_degenerate: bool,
+    scale_out: &mut [f32; N],
+    the_min: &mut [f32; N],
+    l_out: &mut [[u8; N]; M],
+) {
+    let mut min = x[0];
+    let mut max = x[0];
+    let mut sum_w = w[0];
+    let mut sum_x = [0f32; N];
+    for j in 0..N {
+        sum_x[j] = sum_w[j] * x[0][j];
+    }
+    for i in 1..M {
+        for j in 0..N {
+            let v = x[i][j];
+            if v < min[j] {
+                min[j] = v;
+            }
+            if v > max[j] {
+                max[j] = v;
+            }
+            sum_w[j] += w[i][j];
+            sum_x[j] += w[i][j] * v;
+        }
+    }
+    let mut degenerate = [false; N];
+    let mut iscale = [0f32; N];
+    let mut scale = [0f32; N];
+    for j in 0..N {
+        if min[j] > 0.0 {
+            min[j] = 0.0;
+        }
+    }
+    // What a degenerate group reports as `the_min` (the search on its lane is discarded).
+    let min0 = min;
+    for j in 0..N {
+        degenerate[j] = if strict_degenerate {
+            max[j] == min[j]
+        } else {
+            max[j] <= min[j]
+        };
+        iscale[j] = nmax as f32 / (max[j] - min[j]);
+        scale[j] = 1.0 / iscale[j];
+    }
+    let err = |d: f32| if use_mad { d.abs() } else { d * d };
+    let mut best_error = [0f32; N];
+    for i in 0..M {
+        for j in 0..N {
+            let l = round_clamp(iscale[j] * (x[i][j] - min[j]), 0, nmax) as f32;
+            let diff = scale[j] * l + min[j] - x[i][j];
+            best_error[j] += w[i][j] * err(diff);
+        }
+    }
+    // The levels are not carried along: the winning candidate's (iscale, min) reproduce them.
+    let mut best_iscale = iscale;
+    let mut best_min = min;
+    if nstep >= 1 {
+        let mut lf = [[0f32; N]; M];
+        for is in 0..=nstep {
+            let num = rmin + rdelta * is as f32 + nmax as f32;
+            for j in 0..N {
+                iscale[j] = num / (max[j] - min[j]);
+            }
+            let mut sum_l = [0f32; N];
+            let mut sum_l2 = [0f32; N];
+            let mut sum_xl = [0f32; N];
+            for i in 0..M {
+                for j in 0..N {
+                    let l = round_clamp(iscale[j] * (x[i][j] - min[j]), 0, nmax) as f32;
+                    lf[i][j] = l;
+                    let wv = w[i][j];
+                    sum_l[j] += wv * l;
+                    sum_l2[j] += wv * l * l;
+                    sum_xl[j] += wv * l * x[i][j];
+                }
+            }
+            let mut this_scale = [0f32; N];
+            let mut this_min = [0f32; N];
+            let mut valid = [false; N];
+            for j in 0..N {
+                let d = sum_w[j] * sum_l2[j] - sum_l[j] * sum_l[j];
+                valid[j] = d > 0.0;
+                let ts = (sum_w[j] * sum_xl[j] - sum_x[j] * sum_l[j]) / d;
+                let tm = (sum_l2[j] * sum_x[j] - sum_l[j] * sum_xl[j]) / d;
+                let clip = tm > 0.0;
+                this_min[j] = if clip { 0.0 } else { tm };
+                this_scale[j] = if clip { sum_xl[j] / sum_l2[j] } else { ts };
+            }
+            let mut cur_error = [0f32; N];
+            for i in 0..M {
+                for j in 0..N {
+                    let diff = this_scale[j] * lf[i][j] + this_min[j] - x[i][j];
+                    cur_error[j] += w[i][j] * err(diff);
+                }
+            }
+            for j in 0..N {
+                if valid[j] && cur_error[j] < best_error[j] {
+                    best_error[j] = cur_error[j];
+                    scale[j] = this_scale[j];
+                    best_iscale[j] = iscale[j];
+                    best_min[j] = min[j];
+                    min[j] = this_min[j];
+                }
+            }
+        }
+    }
+    for i in 0..M {
+        for j in 0..N {
+            let l = round_clamp(best_iscale[j] * (x[i][j] - best_min[j]), 0, nmax);
+            l_out[i][j] = if degenerate[j] { 0 } else { l as u8 };
+        }
+    }
+    for j in 0..N {
+        scale_out[j] = if degenerate[j] { 0.0 } else { scale[j] };
+        the_min[j] = if degenerate[j] { -min0[j] } else { -min[j] };
+    }
+}
+
+/// Largest |x| per group and the signed value holding it (first one wins), as ggml computes
+/// `max`/`amax` in `make_qx_quants` and `make_q3_quants`.
+#[inline(always)]
+fn signed_absmax<const N: usize, const M: usize>(x: &[[f32; N]; M]) -> ([f32; N], [f32; N]) {
+    let mut max = [0f32; N];
+    let mut amax = [0f32; N];
+    for i in 0..M {
+        for j in 0..N {
+            let ax = x[i][j].abs();
+            if ax > amax[j] {
+                amax[j] = ax;
+                max[j] = x[i][j];
+            }
+        }
+    }
+    (max, amax)
+}
+
+/// `make_qx_quants(M, nmax, x, L, 1, w)` on `N` groups (weights given explicitly: x² for ggml's
+/// built-in type-1 weights). Writes the scales and the levels (offset by `nmax`).
+#[inline(always)]
+pub(crate) fn qx<const N: usize, const M: usize>(
+    x: &[[f32; N]; M],
+    w: &[[f32; N]; M],
+    nmax: i32,
+    scale_out: &mut [f32; N],
+    l_out: &mut [[i8; N]; M],
+) {
+    let (max, amax) = signed_absmax(x);
+    let sums = |iscale: &[f32; N]| {
+        let mut sumlx = [0f32; N];
+        let mut suml2 = [0f32; N];
+        for i in 0..M {
+            for j in 0..N {
+                let l = round_clamp(iscale[j] * x[i][j], -nmax, nmax - 1) as f32;
+                sumlx[j] += w[i][j] * x[i][j] * l;
+                suml2[j] += w[i][j] * l * l;
+            }
+        }
+        (sumlx, suml2)
+    };
+    let mut iscale = [0f32; N];
+    for j in 0..N {
+        iscale[j] = -(nmax as f32) / max[j];
+    }
+    let (sumlx, suml2) = sums(&iscale);
+    let mut scale = [0f32; N];
+    let mut best = [0f32; N];
+    for j in 0..N {
+        scale[j] = if suml2[j] != 0.0 {
+            sumlx[j] / suml2[j]
+        } else {
+            0.0
+        };
+        best[j] = scale[j] * sumlx[j];
+    }
+    let mut best_iscale = iscale;
+    for is in -9i32..=9 {
+        if is == 0 {
+            continue;
+        }
+        let num = nmax as f32 + 0.1 * is as f32;
+        for j in 0..N {
+            iscale[j] = -num / max[j];
+        }
+        let (sumlx, suml2) = sums(&iscale);
+        for j in 0..N {
+            if suml2[j] > 0.0 && sumlx[j] * sumlx[j] > best[j] * suml2[j] {
+                scale[j] = sumlx[j] / suml2[j];
+                best[j] = scale[j] * sumlx[j];
+                best_iscale[j] = iscale[j];
+            }
+        }
+    }
+    for i in 0..M {
+        for j in 0..N {
+            let l = nmax + round_clamp(best_iscale[j] * x[i][j], -nmax, nmax - 1);
+            l_out[i][j] = if amax[j] < GROUP_MAX_EPS { 0 } else { l as i8 };
+        }
+    }
+    for j in 0..N {
+        scale_out[j] = if amax[j] < GROUP_MAX_EPS {
+            0.0
+        } else {
+            scale[j]
+        };
+    }
+}
+
+/// `make_q3_quants(M, nmax, x, L, true)` on `N` groups: the x²-weighted fit refined by up to five
+/// coordinate-descent passes. A pass that changes nothing leaves the state as it found it, so
+/// running further passes on a lane that ggml would already have stopped is a no-op; the loop
+/// stops when no lane changed. Writes the scales and the levels (offset by `nmax`).
+#[inline(always)]
+pub(crate) fn q3<const N: usize, const M: usize>(
+    x: &[[f32; N]; M],
+    nmax: i32,
+    scale_out: &mut [f32; N],
+    l_out: &mut [[i8; N]; M],
+) {
+    let (max, amax) = signed_absmax(x);
+    let mut w = [[0f32; N]; M];
+    let mut l = [[0f32; N]; M];
+    let mut sumlx = [0f32; N];
+    let mut suml2 = [0f32; N];
+    let mut iscale = [0f32; N];
+    for j in 0..N {
+        iscale[j] = -(nmax as f32) / max[j];
+    }
+    for i in 0..M {
+        for j in 0..N {
+            let li = round_clamp(iscale[j] * x[i][j], -nmax, nmax - 1) as f32;
+            l[i][j] = li;
+            let wv = x[i][j] * x[i][j];
+            w[i][j] = wv;
+            sumlx[j] += wv * x[i][j] * li;
+            suml2[j] += wv * li * li;
+        }
+    }
+    for _itry in 0..5 {
+        let mut changed = [false; N];
+        for i in 0..M {
+            for j in 0..N {
+                let (wv, xv, li) = (w[i][j], x[i][j], l[i][j]);
+                let slx0 = sumlx[j] - wv * xv * li;
+                let sl20 = suml2[j] - wv * li * li;
+                let new_l = round_clamp(xv * sl20 / slx0, -nmax, nmax - 1) as f32;
+                let slx = slx0 + wv * xv * new_l;
+                let sl2 = sl20 + wv * new_l * new_l;
+                let accept = slx0 > 0.0
+                    && new_l != li
+                    && sl2 > 0.0
+                    && slx * slx * suml2[j] > sumlx[j] * sumlx[j] * sl2;
+                if accept {
+                    l[i][j] = new_l;
+                    sumlx[j] = slx;
+                    suml2[j] = sl2;
+                }
+                changed[j] |= accept;
+            }
+        }
+        if !changed.iter().any(|&c| c) {
+            break;
+        }
+    }
+    for i in 0..M {
+        for j in 0..N {
+            l_out[i][j] = if amax[j] < GROUP_MAX_EPS {
+                0
+            } else {
+                (l[i][j] as i32 + nmax) as i8
+            };
+        }
+    }
+    for j in 0..N {
+        // `amax` is never NaN, so `>= EPS` is exactly "not all zero"; a NaN `suml2` gives 0
+        // as in ggml's `suml2 > 0 ? sumlx/suml2 : 0`.
+        scale_out[j] = if amax[j] >= GROUP_MAX_EPS && suml2[j] > 0.0 {
+            sumlx[j] / suml2[j]
+        } else {
+            0.0
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::search;
+    use super::*;
+
+    fn data(seed: u32, n: usize) -> Vec<f32> {
+        // A small deterministic generator with sign changes, zeros, ties and outliers.
+        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..n)
+            .map(|i| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                let u = (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5;
+                match i % 37 {
+                    0 => 0.0,
+                    5 => u * 40.0,
+                    _ => u,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn qkx_lanes_match_scalar_search() {
+        for seed in 0..20 {
+            let x = data(seed, 256);
+            let w: Vec<f32> = x.iter().map(|v| v.abs() + 0.1).collect();
+            let xt = transpose::<8, 32>(&x);
+            let wt = transpose::<8, 32>(&w);
+            for (strict, nstep) in [(true, 20), (false, 36), (true, 0)] {
+                let (mut s, mut m, mut l) = ([0f32; 8], [0f32; 8], [[0u8; 8]; 32]);
+                qkx(
+                    &xt, &wt, 15, -1.0, 0.1, nstep, false, strict, &mut s, &mut m, &mut l,
+                );
+                for j in 0..8 {
+                    let (mut lr, mut aux, mut mr) = ([0u8; 32], [0u8; 32], 0f32);
+                    let xs = &x[32 * j..32 * j + 32];
+                    let ws = &w[32 * j..32 * j + 32];
+                    let sr = if strict {
+                        search::make_qkx2_quants(
+                            32, 15, xs, ws, &mut lr, &mut mr, &mut aux, -1.0, 0.1, nstep, false,
+                        )
+                    } else {
+                        search::make_qkx3_quants(
+                            32,
+                            15,
+                            xs,
+                            Some(ws),
+                            &mut lr,
+                            &mut mr,
+                            &mut aux,
+                            -1.0,
+                            0.1,
+                            nstep,
+                            false,
+                        )
+                    };
+                    assert_eq!(s[j].to_bits(), sr.to_bits(), "seed {seed} group {j}");
+                    assert_eq!(m[j].to_bits(), mr.to_bits(), "seed {seed} group {j}");
+                    for i in 0..32 {
+                        assert_eq!(l[i][j], lr[i], "seed {seed} group {j} elem {i}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn qx_and_q3_lanes_match_scalar_search() {
+        for seed in 0..20 {
+            let mut x = data(seed, 256);
+            x[16..32].iter_mut().for_each(|v| *v = 0.0); // an all-zero group
+            let w: Vec<f32> = x.iter().map(|v| v * v).collect();
+            let xt = transpose::<16, 16>(&x);
+            let wt = transpose::<16, 16>(&w);
+            let (mut s, mut l) = ([0f32; 16], [[0i8; 16]; 16]);
+            qx(&xt, &wt, 32, &mut s, &mut l);
+            let (mut s3, mut l3) = ([0f32; 16], [[0i8; 16]; 16]);
+            q3(&xt, 4, &mut s3, &mut l3);
+            for j in 0..16 {
+                let xs = &x[16 * j..16 * j + 16];
+                let mut lr = [0i8; 16];
+                let sr = search::make_qx_quants(16, 32, xs, &mut lr, 1, None);
+                assert_eq!(s[j].to_bits(), sr.to_bits(), "qx seed {seed} group {j}");
+                for i in 0..16 {
+                    assert_eq!(l[i][j], lr[i], "qx seed {seed} group {j} elem {i}");
+                }
+                let sr = search::make_q3_quants(16, 4, xs, &mut lr, true);
+                assert_eq!(s3[j].to_bits(), sr.to_bits(), "q3 seed {seed} group {j}");
+                for i in 0..16 {
+                    assert_eq!(l3[i][j], lr[i], "q3 seed {seed} group {j} elem {i}");
+                }
+            }
+        }
+    }
+}
