@@ -19,13 +19,13 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
     /// Sequence length the memory estimate assumes.
-    #[arg(long, default_value_t = 512)]
-    pub context: usize,
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+    pub context: u32,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let ck = Checkpoint::open(&args.model)?;
-    let report = build_report(&ck, args.context.max(1));
+    let report = build_report(&ck, args.context as usize);
     let text = if args.json {
         serde_json::to_string_pretty(&report)? + "\n"
     } else {
@@ -64,8 +64,10 @@ fn build_report(ck: &Checkpoint, context: usize) -> Value {
         let t = ck.tensor(name).expect("listed tensors exist");
         text_params += t.numel() as u64;
         text_bytes += t.data.len() as u64;
-        tensors.push(json!({"name": name, "dtype": t.dtype.to_string(), "shape": t.shape,
-                            "file": t.file.file_name().map(|f| f.to_string_lossy().into_owned())}));
+        tensors.push(
+            json!({"name": name, "dtype": t.dtype.to_string(), "shape": t.shape,
+                            "file": t.file.file_name().map(|f| f.to_string_lossy().into_owned())}),
+        );
     }
     let ple_table = if ck.has("embed_tokens_per_layer.weight") {
         ck.tensor("embed_tokens_per_layer.weight")
@@ -187,8 +189,13 @@ fn render_text(r: &Value) -> String {
     let p = &r["parameters"];
     let c = &r["config"];
     out!(o, "model         {}", r["model"].as_str().unwrap_or(""));
-    out!(o, "architecture  {}", r["architecture"].as_str().unwrap_or(""));
-    out!(o, 
+    out!(
+        o,
+        "architecture  {}",
+        r["architecture"].as_str().unwrap_or("")
+    );
+    out!(
+        o,
         "variant       {} (hidden {}, {} layers, vocab {}, window {})",
         r["variant"].as_str().unwrap_or(""),
         c["hidden_size"],
@@ -206,15 +213,26 @@ fn render_text(r: &Value) -> String {
     out!(o, "parameters");
     let n = |v: &Value| count(v.as_u64().unwrap_or(0));
     out!(o, "  text        {}", n(&p["text"]));
-    out!(o, "  effective   {}  (text without the per-layer embedding table)", n(&p["text_effective"]));
+    out!(
+        o,
+        "  effective   {}  (text without the per-layer embedding table)",
+        n(&p["text_effective"])
+    );
     out!(o, "  vision      {}", n(&p["vision"]));
     out!(o, "  audio       {}", n(&p["audio"]));
     if p["unused_shared_kv"].as_u64().unwrap_or(0) > 0 {
-        out!(o, "  skipped     {}  (unused K/V of KV-shared layers)", n(&p["unused_shared_kv"]));
+        out!(
+            o,
+            "  skipped     {}  (unused K/V of KV-shared layers)",
+            n(&p["unused_shared_kv"])
+        );
     }
     o.push('\n');
     out!(o, "layer plan");
-    out!(o, "  layer  type     head_dim  q/kv heads  kv           v=k  mlp     experts");
+    out!(
+        o,
+        "  layer  type     head_dim  q/kv heads  kv           v=k  mlp     experts"
+    );
     for l in r["layers"].as_array().into_iter().flatten() {
         let kv = match l["kv_source"].as_u64() {
             Some(s) => format!("from {s}"),
@@ -225,15 +243,24 @@ fn render_text(r: &Value) -> String {
             Value::Null => "-".to_string(),
             e => format!("{} top {} x {}", e["count"], e["top_k"], e["width"]),
         };
-        let kind = if l["type"] == "full_attention" { "full" } else { "sliding" };
-        out!(o, 
+        let kind = if l["type"] == "full_attention" {
+            "full"
+        } else {
+            "sliding"
+        };
+        out!(
+            o,
             "  {:<5}  {:<7}  {:<8}  {:<10}  {:<11}  {:<3}  {:<6}  {}",
             l["layer"].to_string(),
             kind,
             l["head_dim"].to_string(),
             format!("{}/{}", l["q_heads"], l["kv_heads"]),
             kv,
-            if l["v_is_k"].as_bool() == Some(true) { "yes" } else { "no" },
+            if l["v_is_k"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "no"
+            },
             l["mlp"].to_string(),
             experts
         );
@@ -247,7 +274,8 @@ fn render_text(r: &Value) -> String {
             .flatten()
             .map(|d| d.to_string())
             .collect();
-        out!(o, 
+        out!(
+            o,
             "  {:<48} {:<5} [{}]",
             t["name"].as_str().unwrap_or(""),
             t["dtype"].as_str().unwrap_or(""),
@@ -259,8 +287,13 @@ fn render_text(r: &Value) -> String {
     o.push('\n');
     out!(o, "memory estimate ({} tokens)", m["context"]);
     out!(o, "  bf16 weights      {}", b(&m["bf16_weights"]));
-    out!(o, "  f32 forward       {}  (all weights widened + activations)", b(&m["f32_forward"]));
-    out!(o, 
+    out!(
+        o,
+        "  f32 forward       {}  (all weights widened + activations)",
+        b(&m["f32_forward"])
+    );
+    out!(
+        o,
         "  streaming peak    {}  (largest layer {} + activations {})",
         b(&m["streaming_peak"]),
         b(&m["largest_layer"]),

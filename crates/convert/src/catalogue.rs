@@ -91,7 +91,11 @@ pub fn text_catalogue(cfg: &Gemma4Config) -> Result<Vec<TensorSpec>> {
         out.push(TensorSpec { name, shape, need });
     };
 
-    push("embed_tokens.weight".into(), vec![cfg.vocab_size, h], Need::Required);
+    push(
+        "embed_tokens.weight".into(),
+        vec![cfg.vocab_size, h],
+        Need::Required,
+    );
     let ple = cfg.hidden_size_per_layer_input;
     if cfg.has_per_layer_inputs() {
         let total = mul(cfg.num_hidden_layers, ple, "per-layer input width")?;
@@ -140,7 +144,11 @@ pub fn text_catalogue(cfg: &Gemma4Config) -> Result<Vec<TensorSpec>> {
             vec![q, h],
             Need::Required,
         );
-        push(format!("{p}self_attn.q_norm.weight"), vec![hd], Need::Required);
+        push(
+            format!("{p}self_attn.q_norm.weight"),
+            vec![hd],
+            Need::Required,
+        );
         let own_kv = if cfg.is_kv_shared(l) {
             Need::Ignored
         } else {
@@ -157,9 +165,21 @@ pub fn text_catalogue(cfg: &Gemma4Config) -> Result<Vec<TensorSpec>> {
             Need::Required,
         );
         let inter = cfg.intermediate_size_of(l);
-        push(format!("{p}mlp.gate_proj.weight"), vec![inter, h], Need::Required);
-        push(format!("{p}mlp.up_proj.weight"), vec![inter, h], Need::Required);
-        push(format!("{p}mlp.down_proj.weight"), vec![h, inter], Need::Required);
+        push(
+            format!("{p}mlp.gate_proj.weight"),
+            vec![inter, h],
+            Need::Required,
+        );
+        push(
+            format!("{p}mlp.up_proj.weight"),
+            vec![inter, h],
+            Need::Required,
+        );
+        push(
+            format!("{p}mlp.down_proj.weight"),
+            vec![h, inter],
+            Need::Required,
+        );
         if cfg.has_per_layer_inputs() {
             push(
                 format!("{p}per_layer_input_gate.weight"),
@@ -182,7 +202,11 @@ pub fn text_catalogue(cfg: &Gemma4Config) -> Result<Vec<TensorSpec>> {
             let mi = cfg.moe_intermediate_size;
             push(format!("{p}router.proj.weight"), vec![e, h], Need::Required);
             push(format!("{p}router.scale"), vec![h], Need::Required);
-            push(format!("{p}router.per_expert_scale"), vec![e], Need::Required);
+            push(
+                format!("{p}router.per_expert_scale"),
+                vec![e],
+                Need::Required,
+            );
             push(
                 format!("{p}experts.gate_up_proj"),
                 vec![e, mul(2, mi, "expert width")?, h],
@@ -222,7 +246,10 @@ mod tests {
     #[test]
     fn classifies_both_layouts_and_towers() {
         assert_eq!(
-            classify("model.language_model.layers.0.layer_scalar", RELEASED_PREFIX),
+            classify(
+                "model.language_model.layers.0.layer_scalar",
+                RELEASED_PREFIX
+            ),
             NameClass::Text("layers.0.layer_scalar".into())
         );
         assert_eq!(
@@ -234,11 +261,17 @@ mod tests {
             NameClass::Vision
         );
         assert_eq!(
-            classify("model.embed_audio.embedding_projection.weight", CAUSAL_PREFIX),
+            classify(
+                "model.embed_audio.embedding_projection.weight",
+                CAUSAL_PREFIX
+            ),
             NameClass::Audio
         );
         assert_eq!(classify("foo.bar", RELEASED_PREFIX), NameClass::Unknown);
-        assert_eq!(classify("model.norm.weight", RELEASED_PREFIX), NameClass::Unknown);
+        assert_eq!(
+            classify("model.norm.weight", RELEASED_PREFIX),
+            NameClass::Unknown
+        );
     }
 
     #[test]

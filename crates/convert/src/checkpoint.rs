@@ -116,11 +116,7 @@ impl Checkpoint {
     }
 
     /// Checks every tensor of the files against the catalogue and fills the text table.
-    fn validate(
-        &mut self,
-        catalogue: &[TensorSpec],
-        located: &BTreeMap<String, (usize, usize)>,
-    ) -> Result<()> {
+    fn validate(&mut self, catalogue: &[TensorSpec], located: &Located) -> Result<()> {
         let spec_of: HashMap<&str, &TensorSpec> =
             catalogue.iter().map(|s| (s.name.as_str(), s)).collect();
         let mut found: HashMap<String, TextEntry> = HashMap::new();
@@ -251,11 +247,7 @@ impl Checkpoint {
             .get(name)
             .map(|&i| &self.text[i])
             .ok_or_else(|| {
-                ConvertError::tensor(
-                    &self.source,
-                    self.hf_name(name),
-                    "not in this checkpoint",
-                )
+                ConvertError::tensor(&self.source, self.hf_name(name), "not in this checkpoint")
             })?;
         let file = &self.files[entry.file];
         Ok(TensorView {
@@ -303,8 +295,11 @@ impl Checkpoint {
     }
 }
 
+/// HF tensor name → (file index, entry index within that file's header).
+type Located = BTreeMap<String, (usize, usize)>;
+
 /// Name → (file 0, entry index) for a single-file checkpoint.
-fn locate_single(file: &StFile) -> BTreeMap<String, (usize, usize)> {
+fn locate_single(file: &StFile) -> Located {
     file.tensors
         .iter()
         .enumerate()
@@ -314,10 +309,7 @@ fn locate_single(file: &StFile) -> BTreeMap<String, (usize, usize)> {
 
 /// Opens the shards an index names and cross-checks index and headers: every indexed tensor
 /// must be in its shard, every shard tensor in the index, and no tensor in two shards.
-fn open_sharded(
-    dir: &Path,
-    index: &Path,
-) -> Result<(Vec<StFile>, BTreeMap<String, (usize, usize)>)> {
+fn open_sharded(dir: &Path, index: &Path) -> Result<(Vec<StFile>, Located)> {
     let text = std::fs::read_to_string(index).map_err(|e| ConvertError::io(index, e))?;
     let root: Value = serde_json::from_str(&text)
         .map_err(|e| ConvertError::format(index, format!("not valid JSON: {e}")))?;
@@ -331,7 +323,10 @@ fn open_sharded(
             ConvertError::tensor(index, name, "weight_map value is not a file name")
         })?;
         let mut parts = Path::new(shard).components();
-        if !matches!((parts.next(), parts.next()), (Some(Component::Normal(_)), None)) {
+        if !matches!(
+            (parts.next(), parts.next()),
+            (Some(Component::Normal(_)), None)
+        ) {
             return Err(ConvertError::tensor(
                 index,
                 name,
@@ -347,13 +342,16 @@ fn open_sharded(
         if !path.is_file() {
             return Err(ConvertError::format(
                 index,
-                format!("names shard '{shard}', which is missing from {}", dir.display()),
+                format!(
+                    "names shard '{shard}', which is missing from {}",
+                    dir.display()
+                ),
             ));
         }
         files.push(StFile::open(&path)?);
     }
 
-    let mut located: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let mut located = Located::new();
     for (fi, file) in files.iter().enumerate() {
         for (ti, t) in file.tensors.iter().enumerate() {
             if let Some(&(other, _)) = located.get(&t.name) {

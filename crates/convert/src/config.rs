@@ -387,7 +387,7 @@ impl Gemma4Config {
         }
         for l in 0..self.num_hidden_layers {
             let kv = self.num_kv_heads(l);
-            if kv == 0 || self.num_attention_heads % kv != 0 {
+            if self.num_attention_heads.checked_rem(kv) != Some(0) {
                 return bad(format!(
                     "layer {l}: {} query heads are not a multiple of {kv} KV heads",
                     self.num_attention_heads
@@ -407,7 +407,9 @@ impl Gemma4Config {
             }
         }
         if self.has_per_layer_inputs() && self.vocab_size_per_layer_input == 0 {
-            return bad("hidden_size_per_layer_input is set but vocab_size_per_layer_input is 0".into());
+            return bad(
+                "hidden_size_per_layer_input is set but vocab_size_per_layer_input is 0".into(),
+            );
         }
         if self.enable_moe_block
             && (self.top_k_experts == 0 || self.top_k_experts > self.num_experts)

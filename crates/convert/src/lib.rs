@@ -8,8 +8,8 @@ pub mod config;
 pub mod error;
 pub mod gguf;
 pub mod output;
-pub mod synth;
 mod stfile;
+pub mod synth;
 pub mod tensor;
 
 pub use catalogue::{Need, TensorSpec};

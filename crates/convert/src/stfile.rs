@@ -50,7 +50,10 @@ impl StFile {
     /// Opens and mmaps `path`, validating the header against the file's size.
     pub fn open(path: &Path) -> Result<StFile> {
         let file = File::open(path).map_err(|e| ConvertError::io(path, e))?;
-        let size = file.metadata().map_err(|e| ConvertError::io(path, e))?.len();
+        let size = file
+            .metadata()
+            .map_err(|e| ConvertError::io(path, e))?
+            .len();
         let bad = |m: String| ConvertError::format(path, m);
         if size < 8 {
             return Err(bad(format!(
@@ -120,7 +123,11 @@ impl StFile {
 }
 
 /// Parses one header entry; offsets are relative to the data section of `data_len` bytes.
-fn parse_entry(name: &str, entry: &Value, data_len: usize) -> std::result::Result<RawTensor, String> {
+fn parse_entry(
+    name: &str,
+    entry: &Value,
+    data_len: usize,
+) -> std::result::Result<RawTensor, String> {
     let dtype = entry
         .get("dtype")
         .and_then(Value::as_str)

@@ -233,7 +233,10 @@ pub fn write_synth(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<SynthSummary> {
     if layers == 0 {
-        return Err(ConvertError::config("--layers", "a checkpoint needs at least 1 layer"));
+        return Err(ConvertError::config(
+            "--layers",
+            "a checkpoint needs at least 1 layer",
+        ));
     }
     write_random_checkpoint(dir, &synth_config(variant, layers, seed), seed, progress)
 }
@@ -269,7 +272,8 @@ pub fn write_random_checkpoint(
     let config_partial = dir.join("config.json.partial");
     std::fs::write(&config_partial, config_text + "\n")
         .map_err(|e| ConvertError::io(&config_partial, e))?;
-    std::fs::rename(&config_partial, &config_path).map_err(|e| ConvertError::io(&config_path, e))?;
+    std::fs::rename(&config_partial, &config_path)
+        .map_err(|e| ConvertError::io(&config_path, e))?;
     Ok(SynthSummary {
         weights,
         config,
@@ -306,9 +310,7 @@ fn write_weights(
     let total = offset;
     let mut header = serde_json::to_vec(&Value::Object(header)).expect("JSON value serialises");
     // safetensors pads the header with spaces so the data starts 8-byte aligned.
-    while header.len() % 8 != 0 {
-        header.push(b' ');
-    }
+    header.resize(header.len().next_multiple_of(8), b' ');
 
     let file = File::create(path).map_err(io)?;
     let mut out = BufWriter::with_capacity(8 << 20, file);
@@ -403,6 +405,9 @@ mod tests {
             .collect();
         let mean = vals.iter().sum::<f32>() / vals.len() as f32;
         let std = (vals.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / vals.len() as f32).sqrt();
-        assert!(mean.abs() < 5e-4 && (std - WEIGHT_STD).abs() < 5e-4, "{mean} {std}");
+        assert!(
+            mean.abs() < 5e-4 && (std - WEIGHT_STD).abs() < 5e-4,
+            "{mean} {std}"
+        );
     }
 }

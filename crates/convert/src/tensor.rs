@@ -80,12 +80,7 @@ impl TensorView<'_> {
 
     /// Number of rows of length `row_len` (all leading dimensions flattened).
     pub fn num_rows(&self) -> usize {
-        let len = self.row_len();
-        if len == 0 {
-            0
-        } else {
-            self.numel() / len
-        }
+        self.numel().checked_div(self.row_len()).unwrap_or(0)
     }
 
     /// The whole tensor widened to f32. NaN or Inf anywhere is an error naming file and tensor:
@@ -229,7 +224,10 @@ mod tests {
         let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
         let v = view(DType::F32, vec![2, 2], &bytes);
         let msg = v.to_f32().unwrap_err().to_string();
-        assert!(msg.contains("tensor 't'") && msg.contains("row 1, column 0"), "{msg}");
+        assert!(
+            msg.contains("tensor 't'") && msg.contains("row 1, column 0"),
+            "{msg}"
+        );
         let mut out = vec![0f32; 2];
         assert!(v.rows_to_f32(0, 1, &mut out).is_ok());
         assert!(v.rows_to_f32(1, 1, &mut out).is_err());

@@ -114,7 +114,13 @@ fn shape_disagreeing_with_config() {
     });
     open_err(
         tmp.path(),
-        &[WEIGHTS, "layers.0.mlp.down_proj", "[128, 64]", "[128, 72]", "config.json"],
+        &[
+            WEIGHTS,
+            "layers.0.mlp.down_proj",
+            "[128, 64]",
+            "[128, 72]",
+            "config.json",
+        ],
     );
 }
 
@@ -143,7 +149,11 @@ fn missing_and_unknown_tensors() {
     let tmp = copy_checkpoint(&e2b_released());
     let path = tmp.path().join(WEIGHTS);
     let entries = common::read_entries(&path);
-    let without: Vec<Entry> = entries.iter().filter(|e| e.name != GATE0).cloned().collect();
+    let without: Vec<Entry> = entries
+        .iter()
+        .filter(|e| e.name != GATE0)
+        .cloned()
+        .collect();
     common::write_entries(&path, &without);
     open_err(tmp.path(), &[WEIGHTS, GATE0, "missing"]);
 
@@ -155,7 +165,10 @@ fn missing_and_unknown_tensors() {
         bytes: vec![0; 8],
     });
     common::write_entries(&path, &extra);
-    open_err(tmp.path(), &["layers.0.mlp.extra.weight", "unexpected text tensor"]);
+    open_err(
+        tmp.path(),
+        &["layers.0.mlp.extra.weight", "unexpected text tensor"],
+    );
 
     extra.pop();
     extra.push(Entry {
@@ -241,7 +254,12 @@ fn nan_in_a_weight_is_reported_on_read() {
     let ck = Checkpoint::open(tmp.path()).unwrap();
     let t = ck.tensor("layers.0.mlp.gate_proj.weight").unwrap();
     let msg = t.to_f32().unwrap_err().to_string();
-    for n in [WEIGHTS, "layers.0.mlp.gate_proj.weight", "NaN", "row 1, column 2"] {
+    for n in [
+        WEIGHTS,
+        "layers.0.mlp.gate_proj.weight",
+        "NaN",
+        "row 1, column 2",
+    ] {
         assert!(msg.contains(n), "error lacks '{n}': {msg}");
     }
     let mut row = vec![0f32; 128];
@@ -251,7 +269,8 @@ fn nan_in_a_weight_is_reported_on_read() {
 
 #[test]
 fn unknown_variant_features() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Map<String, Value>)>, &str)> = vec![
+    type Edit = Box<dyn Fn(&mut serde_json::Map<String, Value>)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
         (
             "rope type",
             Box::new(|t| {

@@ -11,18 +11,16 @@ use serde_json::Value;
 fn every_fixture_opens_with_the_reference_layer_plan() {
     let mut checked = 0;
     for folder in common::fixture_folders() {
-        let reference: Value = serde_json::from_str(
-            &std::fs::read_to_string(folder.join("reference.json")).unwrap(),
-        )
-        .unwrap();
+        let reference: Value =
+            serde_json::from_str(&std::fs::read_to_string(folder.join("reference.json")).unwrap())
+                .unwrap();
         let per_layer = reference["per_layer"].as_array().expect("per_layer list");
         for layout in ["released-bf16", "causal-f32"] {
             let dir = folder.join(layout);
             if !dir.is_dir() {
                 continue;
             }
-            let ck = Checkpoint::open(&dir)
-                .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+            let ck = Checkpoint::open(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
             let cfg = ck.config();
             let what = dir.display();
             assert_eq!(cfg.num_hidden_layers, per_layer.len(), "{what}");
@@ -33,7 +31,10 @@ fn every_fixture_opens_with_the_reference_layer_plan() {
                     entry["type"].as_str().unwrap(),
                     "{what} layer {l}"
                 );
-                assert_eq!(cfg.head_dim_of(l) as u64, entry["head_dim"].as_u64().unwrap());
+                assert_eq!(
+                    cfg.head_dim_of(l) as u64,
+                    entry["head_dim"].as_u64().unwrap()
+                );
                 assert_eq!(
                     cfg.num_kv_heads(l) as u64,
                     entry["num_key_value_heads"].as_u64().unwrap(),
@@ -58,12 +59,18 @@ fn every_fixture_opens_with_the_reference_layer_plan() {
             let variant = reference["variant"].as_str().unwrap();
             let name = cfg.variant().cli_name();
             assert!(
-                variant == name || variant.starts_with(&format!("{name}-")) || variant.ends_with(&format!("-{name}")),
+                variant == name
+                    || variant.starts_with(&format!("{name}-"))
+                    || variant.ends_with(&format!("-{name}")),
                 "{what}: reference says {variant}, config reads as {name}"
             );
 
             // Every text tensor is served, with the layout's dtype, and reads back finite.
-            let want = if layout == "released-bf16" { DType::BF16 } else { DType::F32 };
+            let want = if layout == "released-bf16" {
+                DType::BF16
+            } else {
+                DType::F32
+            };
             for name in ck.text_tensors() {
                 let t = ck.tensor(name).unwrap();
                 assert_eq!(t.dtype, want, "{what} {name}");
@@ -94,7 +101,10 @@ fn every_fixture_opens_with_the_reference_layer_plan() {
         }
     }
     println!("checked {checked} cases");
-    assert!(checked >= 8, "expected at least 8 fixture checkpoints, found {checked}");
+    assert!(
+        checked >= 8,
+        "expected at least 8 fixture checkpoints, found {checked}"
+    );
 }
 
 #[test]

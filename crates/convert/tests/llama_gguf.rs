@@ -21,7 +21,11 @@ fn fixtures_dir() -> PathBuf {
 /// notation outside 1e-4 ≤ |x| < 1e16, and a trailing `.0` on integral values.
 fn py_float(x: f64) -> String {
     if x == 0.0 {
-        return if x.is_sign_negative() { "-0.0".into() } else { "0.0".into() };
+        return if x.is_sign_negative() {
+            "-0.0".into()
+        } else {
+            "0.0".into()
+        };
     }
     let sci = format!("{x:e}");
     let (mant, exp) = sci.split_once('e').unwrap();
@@ -36,12 +40,24 @@ fn py_float(x: f64) -> String {
         } else if point as usize >= digits.len() {
             format!("{}{}.0", digits, "0".repeat(point as usize - digits.len()))
         } else {
-            format!("{}.{}", &digits[..point as usize], &digits[point as usize..])
+            format!(
+                "{}.{}",
+                &digits[..point as usize],
+                &digits[point as usize..]
+            )
         };
         format!("{sign}{s}")
     } else {
-        let m = if digits.len() == 1 { digits.clone() } else { format!("{}.{}", &digits[..1], &digits[1..]) };
-        format!("{sign}{m}e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs())
+        let m = if digits.len() == 1 {
+            digits.clone()
+        } else {
+            format!("{}.{}", &digits[..1], &digits[1..])
+        };
+        format!(
+            "{sign}{m}e{}{:02}",
+            if exp < 0 { '-' } else { '+' },
+            exp.abs()
+        )
     }
 }
 
@@ -68,8 +84,14 @@ fn py_string(s: &str) -> String {
 /// The array as Python's `json.dumps(list, ensure_ascii=False)` prints it, and as JSON values.
 fn py_array(a: &Array) -> (String, Vec<Json>) {
     let (items, json): (Vec<String>, Vec<Json>) = match a {
-        Array::String(v) => v.iter().map(|s| (py_string(s), Json::from(s.clone()))).unzip(),
-        Array::F32(v) => v.iter().map(|&x| (py_float(f64::from(x)), Json::from(f64::from(x)))).unzip(),
+        Array::String(v) => v
+            .iter()
+            .map(|s| (py_string(s), Json::from(s.clone())))
+            .unzip(),
+        Array::F32(v) => v
+            .iter()
+            .map(|&x| (py_float(f64::from(x)), Json::from(f64::from(x))))
+            .unzip(),
         Array::I32(v) => v.iter().map(|x| (x.to_string(), Json::from(*x))).unzip(),
         Array::U32(v) => v.iter().map(|x| (x.to_string(), Json::from(*x))).unzip(),
         Array::Bool(v) => v.iter().map(|x| (x.to_string(), Json::from(*x))).unzip(),
@@ -99,15 +121,27 @@ fn f32_conversion_matches_llamacpp() {
         .filter(|p| p.join("llamacpp/manifest.json").exists())
         .collect();
     dirs.sort();
-    assert!(!dirs.is_empty(), "no fixtures with llama.cpp manifests under {}", root.display());
+    assert!(
+        !dirs.is_empty(),
+        "no fixtures with llama.cpp manifests under {}",
+        root.display()
+    );
     let tmp = tempfile::tempdir().unwrap();
     let (mut n_keys, mut n_tensors) = (0, 0);
     for dir in &dirs {
-        let manifest: Json = serde_json::from_slice(&std::fs::read(dir.join("llamacpp/manifest.json")).unwrap()).unwrap();
-        let from = manifest["converted_from"].as_str().unwrap().trim_end_matches(" (config patched)");
+        let manifest: Json =
+            serde_json::from_slice(&std::fs::read(dir.join("llamacpp/manifest.json")).unwrap())
+                .unwrap();
+        let from = manifest["converted_from"]
+            .as_str()
+            .unwrap()
+            .trim_end_matches(" (config patched)");
         let want = &manifest["files"]["f32.gguf"]["gguf"];
         let ckpt = Checkpoint::open(&dir.join(from)).unwrap();
-        let out = tmp.path().join(format!("{}.gguf", dir.file_name().unwrap().to_string_lossy()));
+        let out = tmp.path().join(format!(
+            "{}.gguf",
+            dir.file_name().unwrap().to_string_lossy()
+        ));
         convert::llama::write_unquantized(&ckpt, &out, GgmlType::F32).unwrap();
         let f = GgufFile::open(&out).unwrap();
         let ctx = dir.display();
@@ -117,18 +151,30 @@ fn f32_conversion_matches_llamacpp() {
         assert_eq!(got_keys, want_keys, "{ctx}: metadata keys and their order");
         for (key, value) in f.metadata().iter() {
             let w = &want_md[key];
-            assert_eq!(value.type_name(), w["type"].as_str().unwrap(), "{ctx}: type of {key}");
+            assert_eq!(
+                value.type_name(),
+                w["type"].as_str().unwrap(),
+                "{ctx}: type of {key}"
+            );
             match value {
                 Value::Array(a) => {
                     let (text, items) = py_array(a);
                     match w["value"].as_array() {
                         Some(list) => assert_eq!(&items, list, "{ctx}: {key}"),
                         None => {
-                            assert_eq!(items.len() as u64, w["value"]["len"].as_u64().unwrap(), "{ctx}: {key}");
+                            assert_eq!(
+                                items.len() as u64,
+                                w["value"]["len"].as_u64().unwrap(),
+                                "{ctx}: {key}"
+                            );
                             let head = w["value"]["head"].as_array().unwrap();
                             assert_eq!(&items[..head.len()], &head[..], "{ctx}: {key}");
                             let sha = hex::encode(Sha256::digest(text.as_bytes()));
-                            assert_eq!(sha, w["value"]["sha256_of_json"].as_str().unwrap(), "{ctx}: {key}");
+                            assert_eq!(
+                                sha,
+                                w["value"]["sha256_of_json"].as_str().unwrap(),
+                                "{ctx}: {key}"
+                            );
                         }
                     }
                 }
@@ -141,12 +187,27 @@ fn f32_conversion_matches_llamacpp() {
         let want_names: Vec<&str> = want_t.iter().map(|t| t["name"].as_str().unwrap()).collect();
         assert_eq!(got_names, want_names, "{ctx}: tensor names and order");
         for (t, w) in f.tensors().iter().zip(want_t) {
-            assert_eq!(t.ty.name().to_uppercase(), w["type"].as_str().unwrap().to_uppercase(), "{ctx}: {}", t.name);
-            let shape: Vec<u64> = w["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).collect();
+            assert_eq!(
+                t.ty.name().to_uppercase(),
+                w["type"].as_str().unwrap().to_uppercase(),
+                "{ctx}: {}",
+                t.name
+            );
+            let shape: Vec<u64> = w["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap())
+                .collect();
             assert_eq!(t.dims, shape, "{ctx}: {}", t.name);
             assert_eq!(t.offset, w["offset"].as_u64().unwrap(), "{ctx}: {}", t.name);
             let sha = hex::encode(Sha256::digest(f.tensor_data(&t.name).unwrap()));
-            assert_eq!(sha, w["sha256"].as_str().unwrap(), "{ctx}: bytes of {}", t.name);
+            assert_eq!(
+                sha,
+                w["sha256"].as_str().unwrap(),
+                "{ctx}: bytes of {}",
+                t.name
+            );
             n_tensors += 1;
         }
     }

@@ -30,8 +30,14 @@ fn random_checkpoints_open_and_are_deterministic() {
         assert!(calls > 0);
         write_random_checkpoint(b.path(), &config, 5, &mut |_, _| {}).unwrap();
         write_random_checkpoint(c.path(), &config, 6, &mut |_, _| {}).unwrap();
-        let bytes = |d: &tempfile::TempDir| std::fs::read(d.path().join("model.safetensors")).unwrap();
-        assert_eq!(bytes(&a), bytes(&b), "{}: same seed, different bytes", folder.display());
+        let bytes =
+            |d: &tempfile::TempDir| std::fs::read(d.path().join("model.safetensors")).unwrap();
+        assert_eq!(
+            bytes(&a),
+            bytes(&b),
+            "{}: same seed, different bytes",
+            folder.display()
+        );
         assert_ne!(bytes(&a), bytes(&c), "{}: seed ignored", folder.display());
         assert!(!a.path().join("model.safetensors.partial").exists());
 

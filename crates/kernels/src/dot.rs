@@ -64,7 +64,12 @@ pub fn quantize_activation(ty: GgmlType, x: &[f32], out: &mut Vec<u8>) -> Result
 
 /// Dot product of one weight row (`n` values of `ty`) with an activation row already in
 /// `vec_dot_type(ty)` (from [`quantize_activation`]), on the active path.
-pub fn vec_dot(ty: GgmlType, weights_row: &[u8], act_row: &[u8], n: usize) -> Result<f32, KernelError> {
+pub fn vec_dot(
+    ty: GgmlType,
+    weights_row: &[u8],
+    act_row: &[u8],
+    n: usize,
+) -> Result<f32, KernelError> {
     vec_dot_with(simd::active_path()?, ty, weights_row, act_row, n)
 }
 

@@ -114,7 +114,12 @@ pub fn matmul_with(
 }
 
 /// Fails unless a buffer has the length the shapes call for.
-fn expect_len(ty: GgmlType, expected: usize, got: usize, unit: &'static str) -> Result<(), KernelError> {
+fn expect_len(
+    ty: GgmlType,
+    expected: usize,
+    got: usize,
+    unit: &'static str,
+) -> Result<(), KernelError> {
     if expected == got {
         Ok(())
     } else {

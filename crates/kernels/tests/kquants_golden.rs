@@ -129,10 +129,10 @@ fn kquants_match_ggml_golden_bytes() {
             let golden_deq = read_f32(&dir.join(case["dequant"].as_str().unwrap()));
             let qw = with_imatrix.then_some(imatrix.as_slice());
             macro_rules! run {
-                ($b:ty, $q:ident, $d:ident) => {
+                ($b:ty, $q:ident, $qf:ident, $d:ident) => {
                     check_case::<$b>(
                         &name,
-                        &[("ref", $q)],
+                        &[("ref", $q), ("fast", $qf)],
                         $d,
                         &input,
                         qw,
@@ -146,26 +146,31 @@ fn kquants_match_ggml_golden_bytes() {
                 "q2_K" => run!(
                     BlockQ2K,
                     quantize_row_q2_k,
+                    quantize_row_q2_k_fast,
                     dequantize_row_q2_k
                 ),
                 "q3_K" => run!(
                     BlockQ3K,
                     quantize_row_q3_k,
+                    quantize_row_q3_k_fast,
                     dequantize_row_q3_k
                 ),
                 "q4_K" => run!(
                     BlockQ4K,
                     quantize_row_q4_k,
+                    quantize_row_q4_k_fast,
                     dequantize_row_q4_k
                 ),
                 "q5_K" => run!(
                     BlockQ5K,
                     quantize_row_q5_k,
+                    quantize_row_q5_k_fast,
                     dequantize_row_q5_k
                 ),
                 "q6_K" => run!(
                     BlockQ6K,
                     quantize_row_q6_k,
+                    quantize_row_q6_k_fast,
                     dequantize_row_q6_k
                 ),
                 _ => continue,

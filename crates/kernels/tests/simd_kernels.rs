@@ -104,7 +104,12 @@ fn dequantize_matches_ggml_golden_on_every_path() {
             for path in available_paths() {
                 let mut got = vec![0f32; want.len()];
                 dequantize_row_with(path, ty, &blocks, &mut got).unwrap();
-                assert_bits_equal(ty, &format!("golden {} on {path}", dir.display()), &got, &want);
+                assert_bits_equal(
+                    ty,
+                    &format!("golden {} on {path}", dir.display()),
+                    &got,
+                    &want,
+                );
                 cases += 1;
             }
         }
@@ -234,7 +239,11 @@ fn f64_dot(ty: GgmlType, w_bytes: &[u8], a_bytes: &[u8], n: usize) -> f64 {
         dequantize_row_ref(ty, &scaled, &mut w).unwrap();
         let mut a = vec![0f32; n];
         dequantize_row_ref(GgmlType::Q8_1, a_bytes, &mut a).unwrap();
-        return mins + w.iter().zip(&a).map(|(x, y)| *x as f64 * *y as f64).sum::<f64>();
+        return mins
+            + w.iter()
+                .zip(&a)
+                .map(|(x, y)| *x as f64 * *y as f64)
+                .sum::<f64>();
     }
     dequantize_row_ref(ty, w_bytes, &mut w).unwrap();
     let mut a = vec![0f32; n];

@@ -5,7 +5,7 @@
 //!   layer plus activations whatever the model size.
 //!
 //! Both modes run the same functions in the same order; the tied head reads the embedding in
-//! fixed row chunks ([`HEAD_CHUNK`]) and releases it after each, in both modes.
+//! fixed row chunks ([`HEAD_CHUNK`]) in both modes, and streaming releases each chunk after use.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -187,7 +187,10 @@ fn run(
         Some(p) => Some(per_layer_inputs(p, cfg, ids, &h, observer)?),
         None => None,
     };
-    src.release("embed_tokens_per_layer.weight");
+    let streaming = matches!(layers, Layers::Stream);
+    if streaming {
+        src.release("embed_tokens_per_layer.weight");
+    }
     let mut hidden = opts.hidden_states.then(|| vec![to_array(&h, t, b)]);
 
     let rope_sliding = RopeTable::new(&cfg.rope_sliding, cfg.head_dim, t)?;
@@ -225,7 +228,7 @@ fn run(
     }
 
     rms_norm_rows(&mut h, b, Some(&g.final_norm), cfg.rms_norm_eps as f32);
-    let logits = head(src, g, cfg, &h, t, observer)?;
+    let logits = head(src, g, cfg, &h, t, streaming, observer)?;
     Ok(ForwardOutput {
         logits: Array2::from_shape_vec((t, cfg.vocab_size), logits)
             .map_err(|e| VerifyError::Input(format!("logits shape: {e}")))?,
@@ -279,13 +282,15 @@ fn per_layer_inputs(
     Ok(proj)
 }
 
-/// Tied head over the final hidden `[T, B]` in embedding row chunks, then the softcap.
+/// Tied head over the final hidden `[T, B]` in embedding row chunks, then the softcap. With
+/// `release` (streaming) each chunk's pages are dropped once used.
 fn head(
     src: &dyn Weights,
     g: &GlobalWeights<'_>,
     cfg: &Gemma4Config,
     h: &[f32],
     t: usize,
+    release: bool,
     observer: &mut dyn Observer,
 ) -> Result<Vec<f32>> {
     let v = cfg.vocab_size;
@@ -299,7 +304,9 @@ fn head(
         for i in 0..t {
             logits[i * v + r0..i * v + r1].copy_from_slice(&part[i * w..(i + 1) * w]);
         }
-        src.release("embed_tokens.weight");
+        if release {
+            src.release("embed_tokens.weight");
+        }
         r0 = r1;
     }
     if let Some(cap) = cfg.final_logit_softcapping {

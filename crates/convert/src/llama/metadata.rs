@@ -33,7 +33,10 @@ pub fn gemma4_metadata(inp: &MetadataInputs<'_>) -> Result<Metadata> {
     md.set("general.architecture", Value::String("gemma4".into()));
     md.set("general.type", Value::String("model".into()));
     add_sampling(&mut md, inp.dir)?;
-    let folder = inp.dir.canonicalize().unwrap_or_else(|_| inp.dir.to_path_buf());
+    let folder = inp
+        .dir
+        .canonicalize()
+        .unwrap_or_else(|_| inp.dir.to_path_buf());
     if let Some(name) = folder.file_name().and_then(|n| n.to_str()) {
         md.set("general.name", Value::String(id_to_title(name)));
     }
@@ -53,13 +56,28 @@ pub fn gemma4_metadata(inp: &MetadataInputs<'_>) -> Result<Metadata> {
     md.set("gemma4.attention.head_count", u32v(c.num_attention_heads));
     if c.num_global_key_value_heads.is_some() {
         let kv = (0..n).map(|l| c.num_kv_heads(l) as i32).collect();
-        md.set("gemma4.attention.head_count_kv", Value::Array(Array::I32(kv)));
+        md.set(
+            "gemma4.attention.head_count_kv",
+            Value::Array(Array::I32(kv)),
+        );
     } else {
-        md.set("gemma4.attention.head_count_kv", u32v(c.num_key_value_heads));
+        md.set(
+            "gemma4.attention.head_count_kv",
+            u32v(c.num_key_value_heads),
+        );
     }
-    md.set("gemma4.rope.freq_base", Value::F32(c.rope_full.theta as f32));
-    md.set("gemma4.rope.freq_base_swa", Value::F32(c.rope_sliding.theta as f32));
-    md.set("gemma4.attention.layer_norm_rms_epsilon", Value::F32(c.rms_norm_eps as f32));
+    md.set(
+        "gemma4.rope.freq_base",
+        Value::F32(c.rope_full.theta as f32),
+    );
+    md.set(
+        "gemma4.rope.freq_base_swa",
+        Value::F32(c.rope_sliding.theta as f32),
+    );
+    md.set(
+        "gemma4.attention.layer_norm_rms_epsilon",
+        Value::F32(c.rms_norm_eps as f32),
+    );
     if c.enable_moe_block {
         md.set("gemma4.expert_count", u32v(c.num_experts));
         md.set("gemma4.expert_used_count", u32v(c.top_k_experts));
@@ -71,19 +89,38 @@ pub fn gemma4_metadata(inp: &MetadataInputs<'_>) -> Result<Metadata> {
         md.set("gemma4.final_logit_softcapping", Value::F32(cap as f32));
     }
     md.set("gemma4.attention.sliding_window", u32v(c.sliding_window));
-    md.set("gemma4.attention.shared_kv_layers", u32v(c.num_kv_shared_layers));
-    md.set("gemma4.embedding_length_per_layer_input", u32v(c.hidden_size_per_layer_input));
-    let pattern = c.layer_types.iter().map(|t| *t == LayerType::Sliding).collect();
-    md.set("gemma4.attention.sliding_window_pattern", Value::Array(Array::Bool(pattern)));
+    md.set(
+        "gemma4.attention.shared_kv_layers",
+        u32v(c.num_kv_shared_layers),
+    );
+    md.set(
+        "gemma4.embedding_length_per_layer_input",
+        u32v(c.hidden_size_per_layer_input),
+    );
+    let pattern = c
+        .layer_types
+        .iter()
+        .map(|t| *t == LayerType::Sliding)
+        .collect();
+    md.set(
+        "gemma4.attention.sliding_window_pattern",
+        Value::Array(Array::Bool(pattern)),
+    );
     md.set("gemma4.attention.key_length_swa", u32v(c.head_dim));
     md.set("gemma4.attention.value_length_swa", u32v(c.head_dim));
     if c.enable_moe_block {
-        md.set("gemma4.expert_feed_forward_length", u32v(c.moe_intermediate_size));
+        md.set(
+            "gemma4.expert_feed_forward_length",
+            u32v(c.moe_intermediate_size),
+        );
     }
     md.set("gemma4.rope.dimension_count", u32v(c.global_head_dim));
     let swa_rot = (c.head_dim as f64 * c.rope_sliding.partial_rotary_factor) as usize;
     md.set("gemma4.rope.dimension_count_swa", u32v(swa_rot));
-    md.set("general.quantization_version", Value::U32(QUANTIZATION_VERSION));
+    md.set(
+        "general.quantization_version",
+        Value::U32(QUANTIZATION_VERSION),
+    );
     super::vocab::add_tokenizer(&mut md, inp.dir, c.vocab_size)?;
     Ok(md)
 }
@@ -95,8 +132,8 @@ fn add_sampling(md: &mut Metadata, dir: &Path) -> Result<()> {
         return Ok(());
     }
     let text = std::fs::read_to_string(&path).map_err(|e| ConvertError::io(&path, e))?;
-    let gen: Json =
-        serde_json::from_str(&text).map_err(|e| ConvertError::format(&path, format!("not valid JSON: {e}")))?;
+    let gen: Json = serde_json::from_str(&text)
+        .map_err(|e| ConvertError::format(&path, format!("not valid JSON: {e}")))?;
     if let Some(k) = gen["top_k"].as_i64() {
         md.set("general.sampling.top_k", Value::I32(k as i32));
     }
@@ -120,7 +157,9 @@ pub fn id_to_title(id: &str) -> String {
             let starts_digit = w.chars().next().is_some_and(|c| c.is_ascii_digit());
             let is_version = w.len() > 1
                 && w.starts_with('v')
-                && w[1..].split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+                && w[1..]
+                    .split('.')
+                    .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
             if is_lower && !starts_digit && !is_version {
                 title_case(w)
             } else {
@@ -154,7 +193,8 @@ fn title_case(w: &str) -> String {
 /// gguf-py's size label: `8x619K` for expert models (shared + one expert's parameters),
 /// `1.1M` otherwise, counted over the tensors written.
 pub fn size_label(tensors: &[TensorInfo]) -> String {
-    let (mut total, mut shared, mut expert, mut expert_sum, mut n_expert_tensors) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut total, mut shared, mut expert, mut expert_sum, mut n_expert_tensors) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
     for t in tensors {
         let size = t.checked_numel().unwrap_or(0);
         if t.name.contains("_exps.") && t.dims.len() >= 3 {

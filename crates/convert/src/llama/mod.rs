@@ -12,7 +12,9 @@ use std::path::Path;
 use kernels::fp::{f32_to_bf16, f32_to_f16};
 use kernels::GgmlType;
 
-pub use metadata::{gemma4_metadata, id_to_title, size_label, MetadataInputs, QUANTIZATION_VERSION};
+pub use metadata::{
+    gemma4_metadata, id_to_title, size_label, MetadataInputs, QUANTIZATION_VERSION,
+};
 pub use names::{canonical_name, gguf_name};
 
 use crate::checkpoint::Checkpoint;
@@ -54,7 +56,11 @@ impl PlannedTensor {
 /// them), including the unused K/V of KV-shared layers when the files carry them.
 pub fn tensor_plan(ckpt: &Checkpoint) -> Result<Vec<PlannedTensor>> {
     let cfg = ckpt.config();
-    let mut names: Vec<String> = ckpt.text_tensors().into_iter().map(str::to_string).collect();
+    let mut names: Vec<String> = ckpt
+        .text_tensors()
+        .into_iter()
+        .map(str::to_string)
+        .collect();
     names.extend(ckpt.unused_shared_kv().map(str::to_string));
     names.sort();
     let mut plan = vec![PlannedTensor {
@@ -72,7 +78,11 @@ pub fn tensor_plan(ckpt: &Checkpoint) -> Result<Vec<PlannedTensor>> {
         if shape.is_empty() {
             shape.push(1);
         }
-        plan.push(PlannedTensor { gguf_name: gguf, source: Source::Checkpoint(name), shape });
+        plan.push(PlannedTensor {
+            gguf_name: gguf,
+            source: Source::Checkpoint(name),
+            shape,
+        });
     }
     Ok(plan)
 }
@@ -83,7 +93,9 @@ pub fn rope_freqs(ckpt: &Checkpoint) -> Vec<f32> {
     let cfg = ckpt.config();
     let half = cfg.global_head_dim / 2;
     let n_rot = (cfg.global_head_dim as f64 * cfg.rope_full.partial_rotary_factor / 2.0) as usize;
-    (0..half).map(|i| if i < n_rot { 1.0 } else { 1e30 }).collect()
+    (0..half)
+        .map(|i| if i < n_rot { 1.0 } else { 1e30 })
+        .collect()
 }
 
 /// The values of a planned tensor as f32 (NaN/Inf rejected with the tensor's name).
@@ -110,15 +122,24 @@ fn unquantized_file_type(ty: GgmlType) -> Result<u32> {
         GgmlType::F32 => Ok(0),
         GgmlType::F16 => Ok(1),
         GgmlType::BF16 => Ok(32),
-        other => Err(ConvertError::config("--type", format!("{other} is a quantized type"))),
+        other => Err(ConvertError::config(
+            "--type",
+            format!("{other} is a quantized type"),
+        )),
     }
 }
 
 /// Encodes f32 values as `ty` (F32, F16 or BF16), little-endian.
 pub fn encode_unquantized(values: &[f32], ty: GgmlType) -> Vec<u8> {
     match ty {
-        GgmlType::F16 => values.iter().flat_map(|&v| f32_to_f16(v).to_le_bytes()).collect(),
-        GgmlType::BF16 => values.iter().flat_map(|&v| f32_to_bf16(v).to_le_bytes()).collect(),
+        GgmlType::F16 => values
+            .iter()
+            .flat_map(|&v| f32_to_f16(v).to_le_bytes())
+            .collect(),
+        GgmlType::BF16 => values
+            .iter()
+            .flat_map(|&v| f32_to_bf16(v).to_le_bytes())
+            .collect(),
         _ => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
     }
 }
@@ -130,9 +151,16 @@ pub fn write_unquantized(ckpt: &Checkpoint, out: &Path, out_type: GgmlType) -> R
     let plan = tensor_plan(ckpt)?;
     let infos: Vec<TensorInfo> = plan
         .iter()
-        .map(|t| TensorInfo::from_torch_shape(&t.gguf_name, &t.shape, unquantized_type(t, out_type)))
+        .map(|t| {
+            TensorInfo::from_torch_shape(&t.gguf_name, &t.shape, unquantized_type(t, out_type))
+        })
         .collect();
-    let md = gemma4_metadata(&MetadataInputs { config: ckpt.config(), dir: ckpt.dir(), tensors: &infos, file_type })?;
+    let md = gemma4_metadata(&MetadataInputs {
+        config: ckpt.config(),
+        dir: ckpt.dir(),
+        tensors: &infos,
+        file_type,
+    })?;
     let mut writer = GgufWriter::create(out, &md, infos.clone())?;
     for (t, info) in plan.iter().zip(&infos) {
         let values = source_f32(ckpt, t)?;

@@ -4,9 +4,18 @@
 /// Global (non-layer) tensors.
 const GLOBAL: &[(&str, &str)] = &[
     ("embed_tokens.weight", "token_embd.weight"),
-    ("embed_tokens_per_layer.weight", "per_layer_token_embd.weight"),
-    ("per_layer_model_projection.weight", "per_layer_model_proj.weight"),
-    ("per_layer_projection_norm.weight", "per_layer_proj_norm.weight"),
+    (
+        "embed_tokens_per_layer.weight",
+        "per_layer_token_embd.weight",
+    ),
+    (
+        "per_layer_model_projection.weight",
+        "per_layer_model_proj.weight",
+    ),
+    (
+        "per_layer_projection_norm.weight",
+        "per_layer_proj_norm.weight",
+    ),
     ("norm.weight", "output_norm.weight"),
 ];
 
@@ -19,15 +28,27 @@ const LAYER: &[(&str, &str)] = &[
     ("self_attn.o_proj.weight", "attn_output.weight"),
     ("self_attn.q_norm.weight", "attn_q_norm.weight"),
     ("self_attn.k_norm.weight", "attn_k_norm.weight"),
-    ("post_attention_layernorm.weight", "post_attention_norm.weight"),
+    (
+        "post_attention_layernorm.weight",
+        "post_attention_norm.weight",
+    ),
     ("pre_feedforward_layernorm.weight", "ffn_norm.weight"),
     ("mlp.gate_proj.weight", "ffn_gate.weight"),
     ("mlp.up_proj.weight", "ffn_up.weight"),
     ("mlp.down_proj.weight", "ffn_down.weight"),
     ("post_feedforward_layernorm.weight", "post_ffw_norm.weight"),
-    ("pre_feedforward_layernorm_2.weight", "pre_ffw_norm_2.weight"),
-    ("post_feedforward_layernorm_1.weight", "post_ffw_norm_1.weight"),
-    ("post_feedforward_layernorm_2.weight", "post_ffw_norm_2.weight"),
+    (
+        "pre_feedforward_layernorm_2.weight",
+        "pre_ffw_norm_2.weight",
+    ),
+    (
+        "post_feedforward_layernorm_1.weight",
+        "post_ffw_norm_1.weight",
+    ),
+    (
+        "post_feedforward_layernorm_2.weight",
+        "post_ffw_norm_2.weight",
+    ),
     ("router.proj.weight", "ffn_gate_inp.weight"),
     ("router.scale", "ffn_gate_inp.scale"),
     ("router.per_expert_scale", "ffn_down_exps.scale"),
@@ -72,9 +93,15 @@ mod tests {
     fn names_map_both_ways() {
         for (hf, g) in [
             ("embed_tokens.weight", "token_embd.weight"),
-            ("layers.12.experts.gate_up_proj", "blk.12.ffn_gate_up_exps.weight"),
+            (
+                "layers.12.experts.gate_up_proj",
+                "blk.12.ffn_gate_up_exps.weight",
+            ),
             ("layers.0.layer_scalar", "blk.0.layer_output_scale.weight"),
-            ("layers.3.router.per_expert_scale", "blk.3.ffn_down_exps.scale"),
+            (
+                "layers.3.router.per_expert_scale",
+                "blk.3.ffn_down_exps.scale",
+            ),
         ] {
             assert_eq!(gguf_name(hf).as_deref(), Some(g));
             assert_eq!(canonical_name(g).as_deref(), Some(hf));

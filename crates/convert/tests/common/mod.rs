@@ -63,9 +63,7 @@ pub fn read_safetensors(path: &Path) -> (serde_json::Map<String, Value>, Vec<u8>
 /// Writes a safetensors file from a header and data bytes (header taken as is).
 pub fn write_safetensors(path: &Path, header: &serde_json::Map<String, Value>, data: &[u8]) {
     let mut h = serde_json::to_vec(header).unwrap();
-    while h.len() % 8 != 0 {
-        h.push(b' ');
-    }
+    h.resize(h.len().next_multiple_of(8), b' ');
     let mut out = (h.len() as u64).to_le_bytes().to_vec();
     out.extend_from_slice(&h);
     out.extend_from_slice(data);

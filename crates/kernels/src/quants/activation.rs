@@ -38,7 +38,7 @@ fn x86_scale(xb: &[f32]) -> (f32, f32) {
 
 fn check(x: &[f32], per_block: usize, blocks: usize) {
     assert!(
-        x.len() % per_block == 0 && x.len() / per_block == blocks,
+        x.len().is_multiple_of(per_block) && x.len() / per_block == blocks,
         "{} values need {} blocks, got {blocks}",
         x.len(),
         x.len() / per_block
@@ -176,8 +176,10 @@ mod tests {
         let x: Vec<f32> = (0..QK_K).map(|i| (i as f32 - 100.0) * 0.5).collect();
         let mut y = [BlockQ8K::zeroed()];
         quantize_row_q8_k(&x, &mut y);
-        // max |x| is -50 at i = 0 → iscale = 127/50 > 0, q[0] = -127.
-        assert_eq!(y[0].qs[0], -127);
+        // The largest |x| is 77.5 (i = 255) → iscale = -127/77.5: q[255] = -127 and
+        // q[0] = nearest_int(-127/77.5 * -50) = nearest_int(81.94) = 82.
+        assert_eq!(y[0].qs[255], -127);
+        assert_eq!(y[0].qs[0], 82);
         for g in 0..16 {
             let s: i32 = y[0].qs[16 * g..16 * g + 16].iter().map(|&q| q as i32).sum();
             assert_eq!(y[0].bsums[g] as i32, s);
@@ -185,7 +187,7 @@ mod tests {
         let mut back = vec![0.0f32; QK_K];
         dequantize_row_q8_k(&y, &mut back);
         for (a, b) in x.iter().zip(&back) {
-            assert!((a - b).abs() <= 0.5 * 50.0 / 127.0 + 1e-4);
+            assert!((a - b).abs() <= 0.5 * 77.5 / 127.0 + 1e-4);
         }
     }
 }

@@ -118,7 +118,7 @@ fn pack_nibbles(l: &[u8], qs: &mut [u8]) {
 
 fn check_lengths(x: &[f32], per_block: usize, blocks: usize, imatrix: Option<&[f32]>) {
     assert!(
-        x.len() % per_block == 0 && x.len() / per_block == blocks,
+        x.len().is_multiple_of(per_block) && x.len() / per_block == blocks,
         "row of {} values needs {} blocks, got {blocks}",
         x.len(),
         x.len() / per_block

@@ -9,11 +9,11 @@
 
 use crate::blocks::QK_K;
 
-pub use super::q2k::{dequantize_row_q2_k, quantize_row_q2_k};
-pub use super::q3k::{dequantize_row_q3_k, quantize_row_q3_k};
-pub use super::q4k::{dequantize_row_q4_k, quantize_row_q4_k};
-pub use super::q5k::{dequantize_row_q5_k, quantize_row_q5_k};
-pub use super::q6k::{dequantize_row_q6_k, quantize_row_q6_k};
+pub use super::q2k::{dequantize_row_q2_k, quantize_row_q2_k, quantize_row_q2_k_fast};
+pub use super::q3k::{dequantize_row_q3_k, quantize_row_q3_k, quantize_row_q3_k_fast};
+pub use super::q4k::{dequantize_row_q4_k, quantize_row_q4_k, quantize_row_q4_k_fast};
+pub use super::q5k::{dequantize_row_q5_k, quantize_row_q5_k, quantize_row_q5_k_fast};
+pub use super::q6k::{dequantize_row_q6_k, quantize_row_q6_k, quantize_row_q6_k_fast};
 
 /// One super-block of input values.
 pub(crate) type Super = [f32; QK_K];

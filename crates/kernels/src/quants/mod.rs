@@ -71,7 +71,7 @@ pub fn quantize_rows(
 /// NaN payloads as ggml does).
 pub fn dequantize_row_ref(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<(), KernelError> {
     let ts = ty.type_size();
-    if bytes.len() % ts != 0 {
+    if !bytes.len().is_multiple_of(ts) {
         return Err(KernelError::ByteLength {
             ty,
             len: bytes.len(),
@@ -137,14 +137,14 @@ fn check_shapes(
     out_len: usize,
 ) -> Result<usize, KernelError> {
     let block = ty.block_size();
-    if n_per_row == 0 || n_per_row % block != 0 {
+    if n_per_row == 0 || !n_per_row.is_multiple_of(block) {
         return Err(KernelError::RowLength {
             ty,
             n: n_per_row,
             block,
         });
     }
-    if len % n_per_row != 0 {
+    if !len.is_multiple_of(n_per_row) {
         return Err(KernelError::InputLength { ty, len, n_per_row });
     }
     if let Some(qw) = imatrix {

@@ -5,6 +5,7 @@
 use super::kquants::{
     check_dequant, for_each_super_block, pack_2bit, pack_scales_q3, q3_scale, Super,
 };
+use super::lanes::{q3, qx, transpose, with_simd};
 use super::search::{make_q3_quants, make_qx_quants};
 use crate::blocks::{BlockQ3K, QK_K};
 use crate::fp::{f16_to_f32, f32_to_f16, nearest_int};
@@ -25,9 +26,6 @@ pub fn quantize_row_q3_k(x: &[f32], y: &mut [BlockQ3K], imatrix: Option<&[f32]>)
 fn quantize_block_ref(x: &Super, y: &mut BlockQ3K) {
     let mut l = [0i8; QK_K];
     let mut scales = [0f32; QK_K / 16];
-
-    let mut max_scale = 0.0f32;
-    let mut amax = 0.0f32;
     for j in 0..QK_K / 16 {
         scales[j] = make_q3_quants(
             16,
@@ -36,6 +34,17 @@ fn quantize_block_ref(x: &Super, y: &mut BlockQ3K) {
             &mut l[16 * j..16 * j + 16],
             true,
         );
+    }
+    finish_ref(x, y, &scales, &mut l);
+}
+
+/// The reference path after the sub-block searches: 6-bit scales against the largest-magnitude
+/// scale, fp16 d, then the common tail.
+#[inline(always)]
+fn finish_ref(x: &Super, y: &mut BlockQ3K, scales: &[f32; 16], l: &mut [i8; QK_K]) {
+    let mut max_scale = 0.0f32;
+    let mut amax = 0.0f32;
+    for j in 0..QK_K / 16 {
         let scale = scales[j].abs();
         if scale > amax {
             amax = scale;
@@ -57,7 +66,7 @@ fn quantize_block_ref(x: &Super, y: &mut BlockQ3K) {
         y.scales = [0; 12];
         y.d = f32_to_f16(0.0);
     }
-    finish_block(x, y, &mut l);
+    finish_block(x, y, l);
 }
 
 fn quantize_block_impl(x: &Super, y: &mut BlockQ3K, qw: &Super) {
@@ -65,7 +74,6 @@ fn quantize_block_impl(x: &Super, y: &mut BlockQ3K, qw: &Super) {
     let mut scales = [0f32; QK_K / 16];
     let mut weight = [0f32; 16];
     let mut sw = [0f32; QK_K / 16];
-    let mut ls = [0i8; QK_K / 16];
 
     let mut sumx2 = 0.0f32;
     for &v in x.iter() {
@@ -84,12 +92,77 @@ fn quantize_block_impl(x: &Super, y: &mut BlockQ3K, qw: &Super) {
         sw[j] = sumw;
         scales[j] = make_qx_quants(16, 4, xs, &mut l[16 * j..16 * j + 16], 1, Some(&weight));
     }
+    finish_impl(x, y, &scales, &sw, &mut l);
+}
 
-    let d_block = make_qx_quants(QK_K / 16, 32, &scales, &mut ls, 1, Some(&sw));
+/// The importance-weighted path after the sub-block searches: `make_qx_quants` over the sixteen
+/// scales with the sub-block weight sums, fp16 d, then the common tail.
+#[inline(always)]
+fn finish_impl(
+    x: &Super,
+    y: &mut BlockQ3K,
+    scales: &[f32; 16],
+    sw: &[f32; 16],
+    l: &mut [i8; QK_K],
+) {
+    let mut ls = [0i8; QK_K / 16];
+    let d_block = make_qx_quants(QK_K / 16, 32, scales, &mut ls, 1, Some(sw));
     let l6: [i32; 16] = std::array::from_fn(|j| ls[j] as i32);
     pack_scales_q3(&l6, &mut y.scales);
     y.d = f32_to_f16(d_block);
-    finish_block(x, y, &mut l);
+    finish_block(x, y, l);
+}
+
+/// The same bytes as [`quantize_row_q3_k`], with the sixteen sub-block searches of a
+/// super-block run side by side in SIMD lanes ([`super::lanes`]).
+///
+/// # Panics
+/// On inconsistent lengths (see [`super::kquants`]).
+pub fn quantize_row_q3_k_fast(x: &[f32], y: &mut [BlockQ3K], imatrix: Option<&[f32]>) {
+    with_simd(|| {
+        for_each_super_block("q3_K", x, y, imatrix, |xb, yb, qw| {
+            let xt = transpose::<16, 16>(xb);
+            let (mut scales, mut lt) = ([0f32; 16], [[0i8; 16]; 16]);
+            match qw {
+                None => {
+                    q3(&xt, 4, &mut scales, &mut lt);
+                    let mut l = untranspose(&lt);
+                    finish_ref(xb, yb, &scales, &mut l);
+                }
+                Some(qw) => {
+                    let mut sumx2 = 0.0f32;
+                    for &v in xb.iter() {
+                        sumx2 += v * v;
+                    }
+                    let sigma2 = 2.0 * sumx2 / QK_K as f32;
+                    let qwt = transpose::<16, 16>(qw);
+                    let mut wt = [[0f32; 16]; 16];
+                    let mut sw = [0f32; 16];
+                    for i in 0..16 {
+                        for j in 0..16 {
+                            wt[i][j] = qwt[i][j] * (sigma2 + xt[i][j] * xt[i][j]).sqrt();
+                            sw[j] += wt[i][j];
+                        }
+                    }
+                    qx(&xt, &wt, 4, &mut scales, &mut lt);
+                    let mut l = untranspose(&lt);
+                    finish_impl(xb, yb, &scales, &sw, &mut l);
+                }
+            }
+        })
+    });
+}
+
+/// Levels from lane order (`lt[i][j]` = element i of sub-block j) back to element order.
+#[inline(always)]
+pub(crate) fn untranspose(lt: &[[i8; 16]; 16]) -> [i8; QK_K] {
+    let mut l = [0i8; QK_K];
+    for j in 0..16 {
+        for i in 0..16 {
+            l[16 * j + i] = lt[i][j];
+        }
+    }
+    l
 }
 
 /// The common tail of both paths: re-round against the stored scales (sub-blocks with a zero

@@ -4,6 +4,7 @@
 use super::kquants::{
     check_dequant, for_each_super_block, get_scale_min_k4, pack_nibbles, pack_scale_min_k4, Super,
 };
+use super::lanes::{qkx, transpose, with_simd};
 use super::search::{make_qkx2_quants, make_qkx3_quants, make_qp_quants};
 use crate::blocks::{BlockQ4K, QK_K};
 use crate::fp::{f16_to_f32, f32_to_f16, nearest_int};
@@ -60,8 +61,6 @@ pub(crate) fn search_ref(
     let mut weights = [0f32; 32];
     let mut mins = [0f32; QK_K / 32];
     let mut scales = [0f32; QK_K / 32];
-    let mut max_scale = 0.0f32;
-    let mut max_min = 0.0f32;
     for j in 0..QK_K / 32 {
         let xs = &x[32 * j..32 * j + 32];
         let mut sum_x2 = 0.0f32;
@@ -85,6 +84,17 @@ pub(crate) fn search_ref(
             nstep,
             false,
         );
+    }
+    quantize_scales_ref(&scales, &mins)
+}
+
+/// The reference quantization of eight sub-block scales and mins to 6 bits against their
+/// maxima; returns (scales, mins, fp16 d, fp16 dmin).
+#[inline(always)]
+fn quantize_scales_ref(scales: &[f32; 8], mins: &[f32; 8]) -> ([u8; 8], [u8; 8], u16, u16) {
+    let mut max_scale = 0.0f32;
+    let mut max_min = 0.0f32;
+    for j in 0..QK_K / 32 {
         if scales[j] > max_scale {
             max_scale = scales[j];
         }
@@ -128,8 +138,6 @@ pub(crate) fn search_impl(
     let mut sw = [0f32; QK_K / 32];
     let mut mins = [0f32; QK_K / 32];
     let mut scales = [0f32; QK_K / 32];
-    let mut ls = [0u8; 8];
-    let mut lm = [0u8; 8];
     let mut sum_x2 = 0.0f32;
     for &v in x.iter() {
         sum_x2 += v * v;
@@ -159,8 +167,22 @@ pub(crate) fn search_impl(
             false,
         );
     }
-    let d_block = make_qp_quants(QK_K / 32, 63, &scales, &mut ls, &sw);
-    let m_block = make_qp_quants(QK_K / 32, 63, &mins, &mut lm, &sw);
+    quantize_scales_impl(&scales, &mins, &sw, cap_63)
+}
+
+/// The importance-weighted quantization of the eight scales and mins (`make_qp_quants` with the
+/// sub-block weight sums); returns (scales, mins, fp16 d, fp16 dmin).
+#[inline(always)]
+fn quantize_scales_impl(
+    scales: &[f32; 8],
+    mins: &[f32; 8],
+    sw: &[f32; 8],
+    cap_63: bool,
+) -> ([u8; 8], [u8; 8], u16, u16) {
+    let mut ls = [0u8; 8];
+    let mut lm = [0u8; 8];
+    let d_block = make_qp_quants(QK_K / 32, 63, scales, &mut ls, sw);
+    let m_block = make_qp_quants(QK_K / 32, 63, mins, &mut lm, sw);
     if cap_63 {
         // Q5_K's impl applies MIN(63, ·) to the u8 levels, Q4_K's does not; they differ only
         // if make_qp_quants wrapped a negative level into the u8 range.
@@ -170,6 +192,132 @@ pub(crate) fn search_impl(
         }
     }
     (ls, lm, f32_to_f16(d_block), f32_to_f16(m_block))
+}
+
+/// The same bytes as [`quantize_row_q4_k`], with the eight sub-block searches of a super-block
+/// run side by side in SIMD lanes ([`super::lanes`]).
+///
+/// # Panics
+/// On inconsistent lengths (see [`super::kquants`]).
+pub fn quantize_row_q4_k_fast(x: &[f32], y: &mut [BlockQ4K], imatrix: Option<&[f32]>) {
+    with_simd(|| {
+        for_each_super_block("q4_K", x, y, imatrix, |xb, yb, qw| {
+            let mut l = [0u8; QK_K];
+            let (ls, lm, d, dmin) = match qw {
+                None => search_ref_fast(xb, 15, -1.0, 0.1, 20, &mut l),
+                Some(qw) => search_impl_fast(xb, qw, 15, false, &mut l),
+            };
+            pack_scale_min_k4(&ls, &lm, &mut yb.scales);
+            yb.d = d;
+            yb.dmin = dmin;
+            requantize(
+                xb,
+                &yb.scales,
+                f16_to_f32(yb.d),
+                f16_to_f32(yb.dmin),
+                15,
+                &mut l,
+            );
+            pack_nibbles(&l, &mut yb.qs);
+        })
+    });
+}
+
+/// [`search_ref`] with the eight `make_qkx2_quants` calls in SIMD lanes.
+#[inline(always)]
+pub(crate) fn search_ref_fast(
+    x: &Super,
+    nmax: i32,
+    rmin: f32,
+    rdelta: f32,
+    nstep: i32,
+    l: &mut [u8; QK_K],
+) -> ([u8; 8], [u8; 8], u16, u16) {
+    let xt = transpose::<8, 32>(x);
+    let mut sum_x2 = [0f32; 8];
+    for i in 0..32 {
+        for j in 0..8 {
+            sum_x2[j] += xt[i][j] * xt[i][j];
+        }
+    }
+    let mut av_x = [0f32; 8];
+    for j in 0..8 {
+        av_x[j] = (sum_x2[j] / 32.0).sqrt();
+    }
+    let mut wt = [[0f32; 8]; 32];
+    for i in 0..32 {
+        for j in 0..8 {
+            wt[i][j] = av_x[j] + xt[i][j].abs();
+        }
+    }
+    let (mut scales, mut mins, mut lt) = ([0f32; 8], [0f32; 8], [[0u8; 8]; 32]);
+    qkx(
+        &xt,
+        &wt,
+        nmax,
+        rmin,
+        rdelta,
+        nstep,
+        false,
+        true,
+        &mut scales,
+        &mut mins,
+        &mut lt,
+    );
+    untranspose(&lt, l);
+    quantize_scales_ref(&scales, &mins)
+}
+
+/// [`search_impl`] with the eight `make_qkx3_quants` calls in SIMD lanes.
+#[inline(always)]
+pub(crate) fn search_impl_fast(
+    x: &Super,
+    qw: &Super,
+    nmax: i32,
+    cap_63: bool,
+    l: &mut [u8; QK_K],
+) -> ([u8; 8], [u8; 8], u16, u16) {
+    let mut sum_x2 = 0.0f32;
+    for &v in x.iter() {
+        sum_x2 += v * v;
+    }
+    let sigma2 = 2.0 * sum_x2 / QK_K as f32;
+    let xt = transpose::<8, 32>(x);
+    let qwt = transpose::<8, 32>(qw);
+    let mut wt = [[0f32; 8]; 32];
+    let mut sw = [0f32; 8];
+    for i in 0..32 {
+        for j in 0..8 {
+            wt[i][j] = qwt[i][j] * (sigma2 + xt[i][j] * xt[i][j]).sqrt();
+            sw[j] += wt[i][j];
+        }
+    }
+    let (mut scales, mut mins, mut lt) = ([0f32; 8], [0f32; 8], [[0u8; 8]; 32]);
+    qkx(
+        &xt,
+        &wt,
+        nmax,
+        -0.9,
+        0.05,
+        36,
+        false,
+        false,
+        &mut scales,
+        &mut mins,
+        &mut lt,
+    );
+    untranspose(&lt, l);
+    quantize_scales_impl(&scales, &mins, &sw, cap_63)
+}
+
+/// Levels from lane order (`lt[i][j]` = element i of sub-block j) back to element order.
+#[inline(always)]
+fn untranspose(lt: &[[u8; 8]; 32], l: &mut [u8; QK_K]) {
+    for j in 0..8 {
+        for i in 0..32 {
+            l[32 * j + i] = lt[i][j];
+        }
+    }
 }
 
 /// Re-rounds each sub-block against its stored 6-bit scale/min and fp16 d/dmin, clamping to

@@ -5,7 +5,8 @@
 use super::kquants::{
     check_dequant, for_each_super_block, get_scale_min_k4, pack_nibbles, pack_scale_min_k4,
 };
-use super::q4k::{requantize, search_impl, search_ref};
+use super::lanes::with_simd;
+use super::q4k::{requantize, search_impl, search_impl_fast, search_ref, search_ref_fast};
 use crate::blocks::{BlockQ5K, QK_K};
 use crate::fp::f16_to_f32;
 
@@ -34,6 +35,35 @@ pub fn quantize_row_q5_k(x: &[f32], y: &mut [BlockQ5K], imatrix: Option<&[f32]>)
             &mut l,
         );
         pack_q5(&l, yb);
+    });
+}
+
+/// The same bytes as [`quantize_row_q5_k`], with the eight sub-block searches of a super-block
+/// run side by side in SIMD lanes ([`super::lanes`]).
+///
+/// # Panics
+/// On inconsistent lengths (see [`super::kquants`]).
+pub fn quantize_row_q5_k_fast(x: &[f32], y: &mut [BlockQ5K], imatrix: Option<&[f32]>) {
+    with_simd(|| {
+        for_each_super_block("q5_K", x, y, imatrix, |xb, yb, qw| {
+            let mut l = [0u8; QK_K];
+            let (ls, lm, d, dmin) = match qw {
+                None => search_ref_fast(xb, 31, -0.5, 0.1, 15, &mut l),
+                Some(qw) => search_impl_fast(xb, qw, 31, true, &mut l),
+            };
+            pack_scale_min_k4(&ls, &lm, &mut yb.scales);
+            yb.d = d;
+            yb.dmin = dmin;
+            requantize(
+                xb,
+                &yb.scales,
+                f16_to_f32(yb.d),
+                f16_to_f32(yb.dmin),
+                31,
+                &mut l,
+            );
+            pack_q5(&l, yb);
+        })
     });
 }
 

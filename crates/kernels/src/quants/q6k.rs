@@ -3,6 +3,8 @@
 //! `dequantize_row_q6_K` in ggml-quants.c).
 
 use super::kquants::{check_dequant, for_each_super_block, Super};
+use super::lanes::{qx, transpose, with_simd};
+use super::q3k::untranspose;
 use super::search::{make_qx_quants, GROUP_MAX_EPS};
 use crate::blocks::{BlockQ6K, QK_K};
 use crate::fp::{f16_to_f32, f32_to_f16, nearest_int};
@@ -29,6 +31,35 @@ pub fn quantize_row_q6_k(x: &[f32], y: &mut [BlockQ6K], imatrix: Option<&[f32]>)
             );
         }
         finish_block(xb, yb, &scales, &mut l);
+    });
+}
+
+/// The same bytes as [`quantize_row_q6_k`], with the sixteen sub-block searches of a
+/// super-block run side by side in SIMD lanes ([`super::lanes`]).
+///
+/// # Panics
+/// On inconsistent lengths (see [`super::kquants`]).
+pub fn quantize_row_q6_k_fast(x: &[f32], y: &mut [BlockQ6K], imatrix: Option<&[f32]>) {
+    with_simd(|| {
+        for_each_super_block("q6_K", x, y, imatrix, |xb, yb, qw| {
+            let xt = transpose::<16, 16>(xb);
+            let wt = match qw {
+                Some(qw) => transpose::<16, 16>(qw),
+                None => {
+                    let mut wt = [[0f32; 16]; 16];
+                    for i in 0..16 {
+                        for j in 0..16 {
+                            wt[i][j] = xt[i][j] * xt[i][j];
+                        }
+                    }
+                    wt
+                }
+            };
+            let (mut scales, mut lt) = ([0f32; 16], [[0i8; 16]; 16]);
+            qx(&xt, &wt, 32, &mut scales, &mut lt);
+            let mut l = untranspose(&lt);
+            finish_block(xb, yb, &scales, &mut l);
+        })
     });
 }
 

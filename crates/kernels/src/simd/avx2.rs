@@ -32,8 +32,7 @@ macro_rules! x86_kernels {
             match ty {
                 F16 => deq_f16(x, out),
                 BF16 => deq_bf16(x, out),
-                Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | IQ4NL | Q2K | Q3K | Q4K | Q5K | Q6K
-                | IQ4XS => {
+                Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | IQ4NL | Q2K | Q3K | Q4K | Q5K | Q6K | IQ4XS => {
                     for (b, y) in x.chunks_exact(ts).zip(out.chunks_exact_mut(bs)) {
                         let y = y.as_mut_ptr();
                         match ty {
@@ -370,14 +369,10 @@ macro_rules! x86_kernels {
                 let bits = load256(b, Q5K_QS + 32 * c);
                 let u1 = _mm256_set1_epi8((1u8 << (2 * c)) as i8);
                 let u2 = _mm256_set1_epi8((2u8 << (2 * c)) as i8);
-                let h1 = _mm256_and_si256(
-                    _mm256_cmpeq_epi8(_mm256_and_si256(hbits, u1), u1),
-                    sixteen,
-                );
-                let h2 = _mm256_and_si256(
-                    _mm256_cmpeq_epi8(_mm256_and_si256(hbits, u2), u2),
-                    sixteen,
-                );
+                let h1 =
+                    _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hbits, u1), u1), sixteen);
+                let h2 =
+                    _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hbits, u2), u2), sixteen);
                 let lo = _mm256_or_si256(_mm256_and_si256(bits, m4), h1);
                 let hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4), h2);
                 let (s1, s2) = (sm[2 * c] as f32, sm[2 * c + 1] as f32);

@@ -143,14 +143,14 @@ pub fn path_from_setting(value: Option<&str>) -> Result<Path, KernelError> {
         "avx2" => Path::Avx2,
         "avx512" => Path::Avx512,
         "neon" if cfg!(target_arch = "aarch64") => Path::Neon,
-        "neon" => return Err(fail("not an AArch64 CPU (use neon-emulated to test the NEON code)")),
-        "neon-emulated" if !cfg!(target_arch = "aarch64") => Path::Neon,
-        "neon-emulated" => return Err(fail("this is an AArch64 CPU: use neon")),
-        _ => {
+        "neon" => {
             return Err(fail(
-                "expected scalar, avx2, avx512, neon or neon-emulated",
+                "not an AArch64 CPU (use neon-emulated to test the NEON code)",
             ))
         }
+        "neon-emulated" if !cfg!(target_arch = "aarch64") => Path::Neon,
+        "neon-emulated" => return Err(fail("this is an AArch64 CPU: use neon")),
+        _ => return Err(fail("expected scalar, avx2, avx512, neon or neon-emulated")),
     };
     match path.unsupported_reason() {
         None => Ok(path),
@@ -206,10 +206,12 @@ pub fn dequantize_row_with(
 ) -> Result<(), KernelError> {
     ensure_supported(path)?;
     let nb = whole_blocks(ty, bytes)?;
-    let expected = nb.checked_mul(ty.block_size()).ok_or(KernelError::Overflow {
-        ty,
-        what: "the dequantized row",
-    })?;
+    let expected = nb
+        .checked_mul(ty.block_size())
+        .ok_or(KernelError::Overflow {
+            ty,
+            what: "the dequantized row",
+        })?;
     if out.len() != expected {
         return Err(KernelError::OutputLength {
             ty,

@@ -1,0 +1,156 @@
+//! End to end: `g4q inspect` on good and corrupt checkpoints. Bad input must exit with code 2
+//! and one `g4q: error: ...` line on stderr naming the file, never a panic.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixtures_dir() -> PathBuf {
+    let dir = match std::env::var_os("G4Q_FIXTURES") {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"),
+    };
+    assert!(
+        dir.is_dir(),
+        "fixtures folder {} is missing (set G4Q_FIXTURES)",
+        dir.display()
+    );
+    dir
+}
+
+fn e2b_copy() -> tempfile::TempDir {
+    let src = fixtures_dir().join("e2b-s0/released-bf16");
+    let tmp = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        let dst = tmp.path().join(path.file_name().unwrap());
+        std::fs::write(&dst, std::fs::read(&path).unwrap()).unwrap();
+    }
+    tmp
+}
+
+fn g4q(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_g4q"))
+        .args(args)
+        .output()
+        .expect("g4q runs")
+}
+
+/// Exit code 2, and stderr is exactly one `g4q: error:` line holding every needle.
+fn assert_input_error(out: &Output, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "stderr is not one line: {stderr}"
+    );
+    assert!(stderr.starts_with("g4q: error: "), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    for n in needles {
+        assert!(stderr.contains(n), "stderr lacks '{n}': {stderr}");
+    }
+}
+
+#[test]
+fn inspect_reports_every_fixture() {
+    let mut checked = 0;
+    let mut folders: Vec<PathBuf> = std::fs::read_dir(fixtures_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("reference.safetensors").is_file())
+        .collect();
+    folders.sort();
+    for folder in folders {
+        let dir = folder.join("released-bf16");
+        let out = g4q(&["inspect", dir.to_str().unwrap(), "--json"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let reference: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(folder.join("reference.json")).unwrap())
+                .unwrap();
+        assert_eq!(
+            report["layers"].as_array().unwrap().len(),
+            reference["per_layer"].as_array().unwrap().len()
+        );
+        // Text parameters are the sum of the listed tensors' elements.
+        let sum: u64 = report["tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                t["shape"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| d.as_u64().unwrap())
+                    .product::<u64>()
+            })
+            .sum();
+        assert_eq!(report["parameters"]["text"].as_u64(), Some(sum));
+        assert!(report["parameters"]["vision"].as_u64().unwrap() > 0);
+        let text = g4q(&["inspect", dir.to_str().unwrap()]);
+        assert_eq!(text.status.code(), Some(0));
+        assert!(String::from_utf8_lossy(&text.stdout).contains("layer plan"));
+        checked += 1;
+    }
+    println!("checked {checked} cases");
+    assert!(checked > 0);
+}
+
+#[test]
+fn inspect_truncated_checkpoint_exits_2() {
+    let tmp = e2b_copy();
+    let path = tmp.path().join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let out = g4q(&["inspect", tmp.path().to_str().unwrap()]);
+    assert_input_error(&out, &["model.safetensors", "truncated"]);
+}
+
+#[test]
+fn inspect_huge_header_exits_2() {
+    let tmp = e2b_copy();
+    let path = tmp.path().join("model.safetensors");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[..8].copy_from_slice(&(u64::MAX / 3).to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let out = g4q(&["inspect", tmp.path().to_str().unwrap()]);
+    assert_input_error(&out, &["model.safetensors", "implausibly large"]);
+}
+
+#[test]
+fn inspect_unknown_rope_type_exits_2() {
+    let tmp = e2b_copy();
+    let path = tmp.path().join("config.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("\"proportional\"", "\"yarn\"")).unwrap();
+    let out = g4q(&["inspect", tmp.path().to_str().unwrap(), "--json"]);
+    assert_input_error(&out, &["config.json", "rope type 'yarn'"]);
+}
+
+#[test]
+fn inspect_missing_folder_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("nothing-here");
+    let out = g4q(&["inspect", missing.to_str().unwrap()]);
+    assert_input_error(&out, &["nothing-here", "config.json"]);
+}
+
+#[test]
+fn synth_rejects_bad_flags_with_exit_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    for args in [
+        ["synth", "--variant", "e3b", "--layers", "2", "--out", dir],
+        ["synth", "--variant", "e2b", "--layers", "0", "--out", dir],
+    ] {
+        let out = g4q(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(!tmp.path().join("model.safetensors").exists());
+    }
+}
