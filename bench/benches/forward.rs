@@ -57,31 +57,37 @@ fn gemm_backend(c: &mut Criterion) {
         g.throughput(Throughput::Elements((2 * m * k * t) as u64));
         let id = format!("{m}x{k}x{t}");
         g.bench_function(BenchmarkId::new("gemm", &id), |bch| {
-            bch.iter(|| gemm_f32(m, t, k, &a, (k, 1), &b, (1, k), &mut out, (t, 1)))
-        });
-        g.bench_function(BenchmarkId::new("matrixmultiply", &id), |bch| {
             bch.iter(|| {
-                // SAFETY: a is [m, k], b is read as its [k, t] transpose view of a [t, k] buffer,
-                // out is [m, t]; every stride stays inside its buffer.
+                // SAFETY: a is [m, k] row-major, b is read as the [k, t] transpose of a [t, k]
+                // buffer, out is [m, t] row-major; every stride stays inside its buffer.
                 unsafe {
-                    matrixmultiply::sgemm(
+                    gemm::gemm(
                         m,
-                        k,
                         t,
-                        1.0,
-                        a.as_ptr(),
-                        k as isize,
-                        1,
-                        b.as_ptr(),
-                        1,
-                        k as isize,
-                        0.0,
+                        k,
                         out.as_mut_ptr(),
-                        t as isize,
                         1,
+                        t as isize,
+                        false,
+                        a.as_ptr(),
+                        1,
+                        k as isize,
+                        b.as_ptr(),
+                        k as isize,
+                        1,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
                     )
                 }
             })
+        });
+        // What verify::linear runs (matrixmultiply::sgemm, single-threaded).
+        g.bench_function(BenchmarkId::new("matrixmultiply", &id), |bch| {
+            bch.iter(|| gemm_f32(m, t, k, &a, (k, 1), &b, (1, k), &mut out, (t, 1)))
         });
     }
     g.finish();
@@ -189,8 +195,6 @@ fn forward_bench(c: &mut Criterion) {
 }
 
 fn main_benches(c: &mut Criterion) {
-    // matrixmultiply's own threading would compete with rayon; compare single-threaded kernels.
-    std::env::set_var("MATMUL_NUM_THREADS", "1");
     gemm_backend(c);
     linear_bench(c);
     forward_bench(c);

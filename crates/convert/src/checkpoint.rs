@@ -72,6 +72,9 @@ pub struct Checkpoint {
     text: Vec<TextEntry>,
     by_name: HashMap<String, usize>,
     skipped: Vec<SkippedTensor>,
+    /// The unused `k_proj`/`v_proj`/`k_norm` of KV-shared layers that Google's files carry:
+    /// never used by the forward pass, but llama.cpp's converter copies them into the GGUF.
+    unused_kv: Vec<TextEntry>,
 }
 
 impl Checkpoint {
@@ -110,6 +113,7 @@ impl Checkpoint {
             text: Vec::new(),
             by_name: HashMap::new(),
             skipped: Vec::new(),
+            unused_kv: Vec::new(),
         };
         ck.validate(&catalogue, &located)?;
         Ok(ck)
@@ -163,6 +167,16 @@ impl Checkpoint {
             })?;
             if spec.need == Need::Ignored {
                 self.skipped.push(skip(SkippedKind::UnusedSharedKv));
+                if let Some(dtype) = DType::from_safetensors_name(&raw.dtype) {
+                    self.unused_kv.push(TextEntry {
+                        name: canonical,
+                        file: fi,
+                        dtype,
+                        shape: raw.shape.clone(),
+                        start: raw.start,
+                        end: raw.end,
+                    });
+                }
                 continue;
             }
             let dtype = DType::from_safetensors_name(&raw.dtype).ok_or_else(|| {
@@ -246,6 +260,7 @@ impl Checkpoint {
             .by_name
             .get(name)
             .map(|&i| &self.text[i])
+            .or_else(|| self.unused_kv.iter().find(|e| e.name == name))
             .ok_or_else(|| {
                 ConvertError::tensor(&self.source, self.hf_name(name), "not in this checkpoint")
             })?;
@@ -267,6 +282,12 @@ impl Checkpoint {
     /// Canonical names of the text tensors present, in catalogue order.
     pub fn text_tensors(&self) -> Vec<&str> {
         self.text.iter().map(|e| e.name.as_str()).collect()
+    }
+
+    /// Canonical names of the unused K/V tensors of KV-shared layers present in the files (their
+    /// bytes are served by [`Checkpoint::tensor`] for converters that copy them).
+    pub fn unused_shared_kv(&self) -> impl Iterator<Item = &str> {
+        self.unused_kv.iter().map(|e| e.name.as_str())
     }
 
     /// Tensors recognised and skipped: vision and audio towers, unused KV of shared layers.

@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod gguf;
+pub mod llama;
 pub mod output;
 mod stfile;
 pub mod synth;

@@ -317,34 +317,47 @@ fn write_weights(
     out.write_all(&(header.len() as u64).to_le_bytes())
         .map_err(io)?;
     out.write_all(&header).map_err(io)?;
-    let mut done = 0u64;
+    // Every chunk of every tensor, in file order: (tensor index, first element, length, mean).
+    let mut jobs = Vec::new();
     for (index, spec) in specs.iter().enumerate() {
         let numel: usize = spec.shape.iter().product();
         // Norm weights, scales and the layer scalar sit around 1; matrices around 0.
         let mean = if spec.shape.len() <= 1 { 1.0 } else { 0.0 };
-        let chunks = numel.div_ceil(CHUNK);
-        let mut first = 0;
-        while first < chunks {
-            let last = (first + CHUNKS_PER_BATCH).min(chunks);
-            let batch: Vec<Vec<u8>> = (first..last)
-                .into_par_iter()
-                .map(|c| {
-                    let start = c * CHUNK;
-                    let len = CHUNK.min(numel - start);
-                    gaussian_bf16(seed, index as u64, start, len, mean)
-                })
-                .collect();
-            for bytes in &batch {
-                out.write_all(bytes).map_err(io)?;
-                done += bytes.len() as u64;
-            }
-            progress(done, total);
-            first = last;
+        for start in (0..numel).step_by(CHUNK) {
+            jobs.push((index as u64, start, CHUNK.min(numel - start), mean));
         }
     }
-    out.flush().map_err(io)?;
-    let file = out.into_inner().map_err(|e| io(e.into_error()))?;
-    file.sync_all().map_err(io)?;
+    // Generation (all cores) overlaps writing (one thread): at most two batches in flight.
+    let (send, receive) = std::sync::mpsc::sync_channel::<Vec<Vec<u8>>>(1);
+    let (done, written) = std::thread::scope(|scope| {
+        let writer = scope.spawn(move || -> Result<()> {
+            for batch in receive {
+                for bytes in &batch {
+                    out.write_all(bytes).map_err(io)?;
+                }
+            }
+            let file = out.into_inner().map_err(|e| io(e.into_error()))?;
+            file.sync_all().map_err(io)
+        });
+        let mut done = 0u64;
+        for batch in jobs.chunks(CHUNKS_PER_BATCH) {
+            let generated: Vec<Vec<u8>> = batch
+                .par_iter()
+                .map(|&(stream, start, len, mean)| gaussian_bf16(seed, stream, start, len, mean))
+                .collect();
+            done += generated.iter().map(|b| b.len() as u64).sum::<u64>();
+            if send.send(generated).is_err() {
+                break; // the writer stopped on an error, which join returns
+            }
+            progress(done, total);
+        }
+        drop(send);
+        let written = writer
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (done, written)
+    });
+    written?;
     debug_assert_eq!(done, total);
     Ok(total)
 }

@@ -30,7 +30,7 @@ pub fn vec_dot_type(ty: GgmlType) -> GgmlType {
 pub fn quantize_activation(ty: GgmlType, x: &[f32], out: &mut Vec<u8>) -> Result<(), KernelError> {
     let at = vec_dot_type(ty);
     let bs = at.block_size();
-    if x.len() % bs != 0 {
+    if !x.len().is_multiple_of(bs) {
         return Err(KernelError::RowLength {
             ty: at,
             n: x.len(),

@@ -2,13 +2,15 @@
 //!
 //! `y = x @ W.T` with `x` `[T, in]` f32 and `W` `[out, in]` in any stored type. W is cut into
 //! fixed panels of [`PANEL`] rows; each panel is widened to f32 into a per-task buffer and
-//! multiplied single-threaded by the `gemm` crate, and rayon runs panels in parallel. Because
+//! multiplied single-threaded by `matrixmultiply`, and rayon runs panels in parallel. Because
 //! the cut is fixed and each output element's sum over `in` happens inside one single-threaded
 //! GEMM call, results are bit-identical for any thread count. Only one panel per worker is ever
 //! widened, so bf16 weights stay bf16 in memory.
 //!
-//! Backend choice: `gemm` 0.18 and `matrixmultiply` 0.3 were measured on our panel shapes (see
-//! `bench/benches/forward.rs`, group `gemm_backend`); `gemm` was faster, so it is the one used.
+//! Backend choice: `gemm` 0.18 and `matrixmultiply` 0.3 were measured single-threaded on our
+//! panel shapes (`bench/benches/forward.rs`, group `gemm_backend`): matrixmultiply ran 71-109
+//! GFLOP/s against gemm's 45-46 on 64x1536x64 .. 64x6144x256, so it is the one used, without
+//! its own threading (rayon over panels does that, deterministically).
 
 use std::ops::Range;
 
@@ -61,28 +63,24 @@ pub fn gemm_f32(
         "gemm_f32: C out of bounds"
     );
     // SAFETY: the asserts above prove every element index the strides can form lies inside its
-    // slice; `c` is borrowed mutably, so it aliases neither `a` nor `b`.
+    // slice; `c` is borrowed mutably, so it aliases neither `a` nor `b`. With beta = 0, C is
+    // written without being read.
     unsafe {
-        gemm::gemm(
+        matrixmultiply::sgemm(
             m,
-            n,
             k,
-            c.as_mut_ptr(),
-            c_cs as isize,
-            c_rs as isize,
-            false,
-            a.as_ptr(),
-            a_cs as isize,
-            a_rs as isize,
-            b.as_ptr(),
-            b_cs as isize,
-            b_rs as isize,
-            0.0,
+            n,
             1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
+            a.as_ptr(),
+            a_rs as isize,
+            a_cs as isize,
+            b.as_ptr(),
+            b_rs as isize,
+            b_cs as isize,
+            0.0,
+            c.as_mut_ptr(),
+            c_rs as isize,
+            c_cs as isize,
         );
     }
 }

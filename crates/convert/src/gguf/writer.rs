@@ -147,6 +147,8 @@ pub struct GgufWriter {
     next: usize,
     alignment: u64,
     written: u64,
+    /// Bytes written so far of the tensor in progress.
+    open_bytes: Option<u64>,
 }
 
 impl GgufWriter {
@@ -167,6 +169,7 @@ impl GgufWriter {
             next: 0,
             alignment,
             written: 0,
+            open_bytes: None,
         })
     }
 
@@ -177,12 +180,16 @@ impl GgufWriter {
 
     /// Writes the data of the next tensor; `name` must be that tensor and `data` its exact size.
     pub fn write_tensor(&mut self, name: &str, data: &[u8]) -> Result<()> {
+        self.begin_tensor(name)?;
+        self.write_data(data)?;
+        self.end_tensor()
+    }
+
+    /// Starts the next tensor, whose bytes then come in pieces through [`Self::write_data`], so a
+    /// tensor larger than memory can be converted in row chunks.
+    pub fn begin_tensor(&mut self, name: &str) -> Result<()> {
         let Some(info) = self.tensors.get(self.next) else {
-            return Err(ConvertError::tensor(
-                &self.target,
-                name,
-                "more tensors written than declared",
-            ));
+            return Err(ConvertError::tensor(&self.target, name, "more tensors written than declared"));
         };
         if info.name != name {
             return Err(ConvertError::tensor(
@@ -191,26 +198,51 @@ impl GgufWriter {
                 format!("written out of order (expected '{}')", info.name),
             ));
         }
-        if data.len() as u64 != info.n_bytes() {
+        if self.open_bytes.is_some() {
+            return Err(ConvertError::tensor(&self.target, name, "previous tensor not finished"));
+        }
+        self.open_bytes = Some(0);
+        Ok(())
+    }
+
+    /// Appends bytes to the tensor started by [`Self::begin_tensor`].
+    pub fn write_data(&mut self, data: &[u8]) -> Result<()> {
+        let Some(done) = self.open_bytes else {
+            return Err(ConvertError::format(&self.target, "tensor data written outside a tensor"));
+        };
+        // begin_tensor checked that `next` names a declared tensor.
+        let info = &self.tensors[self.next];
+        let total = done + data.len() as u64;
+        if total > info.n_bytes() {
             return Err(ConvertError::tensor(
                 &self.target,
-                name,
-                format!(
-                    "{} bytes given, {} expected for {} {:?}",
-                    data.len(),
-                    info.n_bytes(),
-                    info.ty,
-                    info.dims
-                ),
+                &info.name,
+                format!("{total} bytes given, {} expected for {} {:?}", info.n_bytes(), info.ty, info.dims),
             ));
         }
-        let io = |e| ConvertError::io(self.temp.path(), e);
-        self.out.write_all(data).map_err(io)?;
-        let end = self.written + data.len() as u64;
+        self.out.write_all(data).map_err(|e| ConvertError::io(self.temp.path(), e))?;
+        self.open_bytes = Some(total);
+        Ok(())
+    }
+
+    /// Finishes the current tensor: checks its size and pads to the alignment.
+    pub fn end_tensor(&mut self) -> Result<()> {
+        let Some(done) = self.open_bytes.take() else {
+            return Err(ConvertError::format(&self.target, "end_tensor without begin_tensor"));
+        };
+        let info = &self.tensors[self.next];
+        if done != info.n_bytes() {
+            return Err(ConvertError::tensor(
+                &self.target,
+                &info.name,
+                format!("{done} bytes given, {} expected for {} {:?}", info.n_bytes(), info.ty, info.dims),
+            ));
+        }
+        let end = self.written + done;
         let padded = pad_to(end, self.alignment).unwrap_or(end);
         self.out
             .write_all(&vec![0u8; (padded - end) as usize])
-            .map_err(io)?;
+            .map_err(|e| ConvertError::io(self.temp.path(), e))?;
         self.written = padded;
         self.next += 1;
         Ok(())
@@ -218,7 +250,7 @@ impl GgufWriter {
 
     /// Checks every tensor was written, flushes, syncs and renames the file into place.
     pub fn finish(self) -> Result<()> {
-        if self.next != self.tensors.len() {
+        if self.next != self.tensors.len() || self.open_bytes.is_some() {
             let missing = &self.tensors[self.next].name;
             return Err(ConvertError::tensor(&self.target, missing, "never written"));
         }

@@ -73,7 +73,7 @@ pub fn tensor_plan(ckpt: &Checkpoint) -> Result<Vec<PlannedTensor>> {
             // lm_head is tied to the embedding; llama.cpp writes no output.weight for Gemma 4.
             continue;
         };
-        let view = ckpt.any_tensor(&name)?;
+        let view = ckpt.tensor(&name)?;
         let mut shape = view.shape.clone();
         if shape.is_empty() {
             shape.push(1);
@@ -98,11 +98,21 @@ pub fn rope_freqs(ckpt: &Checkpoint) -> Vec<f32> {
         .collect()
 }
 
-/// The values of a planned tensor as f32 (NaN/Inf rejected with the tensor's name).
-pub fn source_f32(ckpt: &Checkpoint, t: &PlannedTensor) -> Result<Vec<f32>> {
+/// Rows `row0 .. row0 + n` of a planned tensor (rows of `row_len` values, leading dimensions
+/// flattened) as f32 into `out`; NaN/Inf are rejected with the tensor's name. Reading a chunk
+/// at a time keeps memory bounded for tensors as large as the 31B embedding.
+pub fn source_rows(ckpt: &Checkpoint, t: &PlannedTensor, row0: usize, n: usize, out: &mut [f32]) -> Result<()> {
     match &t.source {
-        Source::RopeFreqs => Ok(rope_freqs(ckpt)),
-        Source::Checkpoint(name) => ckpt.any_tensor(name)?.to_f32(),
+        Source::RopeFreqs => {
+            let all = rope_freqs(ckpt);
+            let len = t.row_len();
+            let src = all.get(row0 * len..(row0 + n) * len).filter(|s| s.len() == out.len()).ok_or_else(|| {
+                ConvertError::tensor(ckpt.dir(), &t.gguf_name, "row range out of bounds")
+            })?;
+            out.copy_from_slice(src);
+            Ok(())
+        }
+        Source::Checkpoint(name) => ckpt.tensor(name)?.rows_to_f32(row0, n, out),
     }
 }
 
@@ -163,7 +173,9 @@ pub fn write_unquantized(ckpt: &Checkpoint, out: &Path, out_type: GgmlType) -> R
     })?;
     let mut writer = GgufWriter::create(out, &md, infos.clone())?;
     for (t, info) in plan.iter().zip(&infos) {
-        let values = source_f32(ckpt, t)?;
+        let n_rows = t.shape.iter().product::<usize>() / t.row_len().max(1);
+        let mut values = vec![0f32; t.shape.iter().product()];
+        source_rows(ckpt, t, 0, n_rows, &mut values)?;
         writer.write_tensor(&info.name, &encode_unquantized(&values, info.ty))?;
         if let Source::Checkpoint(name) = &t.source {
             ckpt.release(name);

@@ -14,22 +14,27 @@ const NTRY: i32 = 7;
 /// ggml's all-zero threshold for a 32-value block.
 const GROUP_MAX_EPS: f32 = 1e-15;
 
+/// `val[j-1] + val[j]` for j = 1..16: twice the midpoints between neighbouring code values,
+/// exact small integers, strictly increasing.
+const MID2: [f32; 15] = {
+    let mut m = [0.0f32; 15];
+    let mut j = 1;
+    while j < 16 {
+        m[j - 1] = (KVALUES_IQ4NL[j - 1] as i32 + KVALUES_IQ4NL[j] as i32) as f32;
+        j += 1;
+    }
+    m
+};
+
 /// ggml's `best_index_int8` for the 16-entry code book: the index of the nearest value, the
-/// upper one on an exact tie. Written as ggml's branch-free bisection on doubled values
-/// (`x + x >= val[j-1] + val[j]`), which is exact for every finite `x`; a NaN maps to 0.
+/// upper one on an exact tie. ggml bisects on doubled values (`x + x >= val[j-1] + val[j]`,
+/// exact for every finite `x`); because the thresholds increase, the bisection's answer is the
+/// number of thresholds `x + x` reaches, which we count branch-free (the compiler vectorizes
+/// it). A NaN reaches none and maps to 0, as in ggml.
 #[inline]
 fn best_index(x: f32) -> u8 {
     let x2 = x + x;
-    let mut idx = 0usize;
-    let mut step = 8usize;
-    while step > 0 {
-        let j = idx + step;
-        if x2 >= (KVALUES_IQ4NL[j - 1] as i32 + KVALUES_IQ4NL[j] as i32) as f32 {
-            idx = j;
-        }
-        step >>= 1;
-    }
-    idx as u8
+    MID2.iter().map(|&m| (x2 >= m) as u8).sum()
 }
 
 /// The weighted least-squares fit of one 32-value block: returns ggml's `scales[ib]`.

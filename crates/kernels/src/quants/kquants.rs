@@ -36,32 +36,42 @@ pub(crate) fn for_each_super_block<B>(
     imatrix: Option<&[f32]>,
     mut f: impl FnMut(&Super, &mut B, Option<&Super>),
 ) {
+    let blocks_per_row = check_shapes(type_name, x.len(), y.len(), imatrix);
+    for (ib, (xb, yb)) in x.chunks_exact(QK_K).zip(y.iter_mut()).enumerate() {
+        let qw = imatrix.map(|qw| {
+            let col = (ib % blocks_per_row) * QK_K;
+            as_super(&qw[col..col + QK_K])
+        });
+        f(as_super(xb), yb, qw);
+    }
+}
+
+/// The shape checks of [`for_each_super_block`]; returns the super-blocks per row (the
+/// importance matrix's length / 256, or 1 without one).
+///
+/// # Panics
+/// As [`for_each_super_block`].
+pub(crate) fn check_shapes(
+    type_name: &str,
+    x_len: usize,
+    blocks: usize,
+    imatrix: Option<&[f32]>,
+) -> usize {
     assert_eq!(
-        Some(x.len()),
-        y.len().checked_mul(QK_K),
-        "{type_name}: {} values do not fill {} super-blocks of {QK_K}",
-        x.len(),
-        y.len()
+        Some(x_len),
+        blocks.checked_mul(QK_K),
+        "{type_name}: {x_len} values do not fill {blocks} super-blocks of {QK_K}"
     );
     match imatrix {
-        None => {
-            for (xb, yb) in x.chunks_exact(QK_K).zip(y.iter_mut()) {
-                f(as_super(xb), yb, None);
-            }
-        }
+        None => 1,
         Some(qw) => {
             let n_per_row = qw.len();
             assert!(
-                n_per_row > 0 && n_per_row % QK_K == 0 && x.len() % n_per_row == 0,
+                n_per_row > 0 && n_per_row % QK_K == 0 && x_len % n_per_row == 0,
                 "{type_name}: importance matrix of {n_per_row} values does not match rows of \
-                 a {}-value input (needs a multiple of {QK_K} dividing it)",
-                x.len()
+                 a {x_len}-value input (needs a multiple of {QK_K} dividing it)"
             );
-            let blocks_per_row = n_per_row / QK_K;
-            for (ib, (xb, yb)) in x.chunks_exact(QK_K).zip(y.iter_mut()).enumerate() {
-                let col = (ib % blocks_per_row) * QK_K;
-                f(as_super(xb), yb, Some(as_super(&qw[col..col + QK_K])));
-            }
+            n_per_row / QK_K
         }
     }
 }

@@ -11,33 +11,68 @@
 //! vector units. Branches become per-lane selects; a lane's "degenerate" or "all-zero" early
 //! return is applied at the end (the work done meanwhile on that lane is discarded).
 //!
-//! [`with_simd`] runs a kernel compiled for AVX2 when the CPU has it (plain SSE2 is the x86-64
+//! [`quantize_fast`] runs the kernels compiled for AVX2 when the CPU has it (plain SSE2 is the x86-64
 //! baseline). AVX2 changes only the vector width: Rust never contracts `a*b+c` into an FMA, and
 //! every lane operation is an IEEE-exact equivalent of the scalar one.
 
 #![allow(clippy::needless_range_loop)]
 
+use super::kquants::{check_shapes, Super};
 use super::search::GROUP_MAX_EPS;
+use crate::blocks::QK_K;
 use crate::fp::nearest_int;
 
-/// Runs `f` in a function compiled with AVX2 enabled when the CPU supports it, so that the lane
-/// loops inlined into `f` use 256-bit vectors; otherwise runs it as is.
-#[inline(always)]
-pub(crate) fn with_simd<R>(f: impl FnOnce() -> R) -> R {
+/// One K-quant's fast super-block quantizer, for [`quantize_fast`]. `quantize` must be
+/// `#[inline(always)]` so that it is compiled into [`quantize_fast`]'s AVX2 instance.
+pub(crate) trait FastBlock {
+    type Block;
+    /// ggml's type name, for error messages.
+    const NAME: &'static str;
+    /// Quantizes one super-block; `qw` holds the importance weights of its 256 columns.
+    fn quantize(x: &Super, y: &mut Self::Block, qw: Option<&Super>);
+}
+
+/// Quantizes rows with `Q::quantize`, in a copy compiled for AVX2 when the CPU has it (the
+/// lane loops then use 256-bit vectors; x86-64's baseline is SSE2). Checks shapes like the
+/// reference quantizers ([`super::kquants`]).
+pub(crate) fn quantize_fast<Q: FastBlock>(x: &[f32], y: &mut [Q::Block], imatrix: Option<&[f32]>) {
+    let blocks_per_row = check_shapes(Q::NAME, x.len(), y.len(), imatrix);
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2 (checked just above).
-            return unsafe { run_avx2(f) };
+            return unsafe { rows_avx2::<Q>(x, y, imatrix, blocks_per_row) };
         }
     }
-    f()
+    rows::<Q>(x, y, imatrix, blocks_per_row)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn run_avx2<R>(f: impl FnOnce() -> R) -> R {
-    f()
+unsafe fn rows_avx2<Q: FastBlock>(
+    x: &[f32],
+    y: &mut [Q::Block],
+    imatrix: Option<&[f32]>,
+    blocks_per_row: usize,
+) {
+    rows::<Q>(x, y, imatrix, blocks_per_row)
+}
+
+#[inline(always)]
+fn rows<Q: FastBlock>(
+    x: &[f32],
+    y: &mut [Q::Block],
+    imatrix: Option<&[f32]>,
+    blocks_per_row: usize,
+) {
+    for (ib, (xb, yb)) in x.chunks_exact(QK_K).zip(y.iter_mut()).enumerate() {
+        let xb: &Super = xb.try_into().expect("chunks_exact yields QK_K values");
+        let qw: Option<&Super> = imatrix.map(|qw| {
+            let col = (ib % blocks_per_row) * QK_K;
+            qw[col..col + QK_K].try_into().expect("a QK_K slice")
+        });
+        Q::quantize(xb, yb, qw);
+    }
 }
 
 /// Transposes `N` consecutive groups of `M` values into lane order: `out[i][j] = x[M*j + i]`.

@@ -412,8 +412,9 @@ mod tests {
 
     #[test]
     fn q5_round_trip_is_close() {
-        // Both steps are about 6.3/31 ≈ 0.2, so every value is within half a step (plus the
-        // fp16 rounding of d and m) of its input.
+        // Both steps are about 0.2. Q5_1 keeps every value within half a step (plus the fp16
+        // rounding of d and m); symmetric Q5_0 maps the first extreme (-3.15) exactly and clips
+        // the opposite one (+3.15) to level 31, one full step short.
         let x: Vec<f32> = (0..64)
             .map(|i| ((i * 37 % 64) as f32 - 31.5) * 0.1)
             .collect();
@@ -427,13 +428,13 @@ mod tests {
         dequantize_row_q5_1(&b, &mut yb);
         for i in 0..64 {
             assert!(
-                (ya[i] - x[i]).abs() <= 0.11,
+                (ya[i] - x[i]).abs() <= 0.2,
                 "q5_0 {i}: {} vs {}",
                 ya[i],
                 x[i]
             );
             assert!(
-                (yb[i] - x[i]).abs() <= 0.06,
+                (yb[i] - x[i]).abs() <= 0.11,
                 "q5_1 {i}: {} vs {}",
                 yb[i],
                 x[i]

@@ -2,7 +2,7 @@
 //! (`quantize_row_q2_K_ref`, `quantize_row_q2_K_impl`, `dequantize_row_q2_K` in ggml-quants.c).
 
 use super::kquants::{check_dequant, for_each_super_block, pack_2bit, Super};
-use super::lanes::{qkx, transpose, with_simd};
+use super::lanes::{qkx, quantize_fast, transpose, FastBlock};
 use super::search::{make_qkx2_quants, make_qkx3_quants, make_qp_quants};
 use crate::blocks::{BlockQ2K, QK_K};
 use crate::fp::{f16_to_f32, f32_to_f16, nearest_int};
@@ -161,67 +161,76 @@ fn finish_impl(
 /// # Panics
 /// On inconsistent lengths (see [`super::kquants`]).
 pub fn quantize_row_q2_k_fast(x: &[f32], y: &mut [BlockQ2K], imatrix: Option<&[f32]>) {
-    with_simd(|| {
-        for_each_super_block("q2_K", x, y, imatrix, |xb, yb, qw| {
-            let xt = transpose::<16, 16>(xb);
-            let mut wt = [[0f32; 16]; 16];
-            let (mut scales, mut mins, mut lt) = ([0f32; 16], [0f32; 16], [[0u8; 16]; 16]);
-            match qw {
-                None => {
-                    for i in 0..16 {
-                        for j in 0..16 {
-                            wt[i][j] = xt[i][j].abs();
-                        }
+    quantize_fast::<Q2KFast>(x, y, imatrix);
+}
+
+/// The fast super-block quantizer behind [`quantize_row_q2_k_fast`].
+struct Q2KFast;
+
+impl FastBlock for Q2KFast {
+    type Block = BlockQ2K;
+    const NAME: &'static str = "q2_K";
+
+    #[inline(always)]
+    fn quantize(xb: &Super, yb: &mut BlockQ2K, qw: Option<&Super>) {
+        let xt = transpose::<16, 16>(xb);
+        let mut wt = [[0f32; 16]; 16];
+        let (mut scales, mut mins, mut lt) = ([0f32; 16], [0f32; 16], [[0u8; 16]; 16]);
+        match qw {
+            None => {
+                for i in 0..16 {
+                    for j in 0..16 {
+                        wt[i][j] = xt[i][j].abs();
                     }
-                    qkx(
-                        &xt,
-                        &wt,
-                        3,
-                        -0.5,
-                        0.1,
-                        15,
-                        true,
-                        true,
-                        &mut scales,
-                        &mut mins,
-                        &mut lt,
-                    );
-                    let mut l = untranspose(&lt);
-                    finish_ref(xb, yb, &scales, &mins, &mut l);
                 }
-                Some(qw) => {
-                    let mut sumx2 = 0.0f32;
-                    for &v in xb.iter() {
-                        sumx2 += v * v;
-                    }
-                    let sigma2 = sumx2 / QK_K as f32;
-                    let qwt = transpose::<16, 16>(qw);
-                    let mut sw = [0f32; 16];
-                    for i in 0..16 {
-                        for j in 0..16 {
-                            wt[i][j] = qwt[i][j] * (sigma2 + xt[i][j] * xt[i][j]).sqrt();
-                            sw[j] += wt[i][j];
-                        }
-                    }
-                    qkx(
-                        &xt,
-                        &wt,
-                        3,
-                        -0.9,
-                        0.05,
-                        36,
-                        false,
-                        false,
-                        &mut scales,
-                        &mut mins,
-                        &mut lt,
-                    );
-                    let mut l = untranspose(&lt);
-                    finish_impl(xb, yb, &scales, &mins, &sw, &mut l);
-                }
+                qkx(
+                    &xt,
+                    &wt,
+                    3,
+                    -0.5,
+                    0.1,
+                    15,
+                    true,
+                    true,
+                    &mut scales,
+                    &mut mins,
+                    &mut lt,
+                );
+                let mut l = untranspose(&lt);
+                finish_ref(xb, yb, &scales, &mins, &mut l);
             }
-        })
-    });
+            Some(qw) => {
+                let mut sumx2 = 0.0f32;
+                for &v in xb.iter() {
+                    sumx2 += v * v;
+                }
+                let sigma2 = sumx2 / QK_K as f32;
+                let qwt = transpose::<16, 16>(qw);
+                let mut sw = [0f32; 16];
+                for i in 0..16 {
+                    for j in 0..16 {
+                        wt[i][j] = qwt[i][j] * (sigma2 + xt[i][j] * xt[i][j]).sqrt();
+                        sw[j] += wt[i][j];
+                    }
+                }
+                qkx(
+                    &xt,
+                    &wt,
+                    3,
+                    -0.9,
+                    0.05,
+                    36,
+                    false,
+                    false,
+                    &mut scales,
+                    &mut mins,
+                    &mut lt,
+                );
+                let mut l = untranspose(&lt);
+                finish_impl(xb, yb, &scales, &mins, &sw, &mut l);
+            }
+        }
+    }
 }
 
 /// Levels from lane order (`lt[i][j]` = element i of sub-block j) back to element order.

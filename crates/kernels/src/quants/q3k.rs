@@ -5,7 +5,7 @@
 use super::kquants::{
     check_dequant, for_each_super_block, pack_2bit, pack_scales_q3, q3_scale, Super,
 };
-use super::lanes::{q3, qx, transpose, with_simd};
+use super::lanes::{q3, quantize_fast, qx, transpose, FastBlock};
 use super::search::{make_q3_quants, make_qx_quants};
 use crate::blocks::{BlockQ3K, QK_K};
 use crate::fp::{f16_to_f32, f32_to_f16, nearest_int};
@@ -119,38 +119,47 @@ fn finish_impl(
 /// # Panics
 /// On inconsistent lengths (see [`super::kquants`]).
 pub fn quantize_row_q3_k_fast(x: &[f32], y: &mut [BlockQ3K], imatrix: Option<&[f32]>) {
-    with_simd(|| {
-        for_each_super_block("q3_K", x, y, imatrix, |xb, yb, qw| {
-            let xt = transpose::<16, 16>(xb);
-            let (mut scales, mut lt) = ([0f32; 16], [[0i8; 16]; 16]);
-            match qw {
-                None => {
-                    q3(&xt, 4, &mut scales, &mut lt);
-                    let mut l = untranspose(&lt);
-                    finish_ref(xb, yb, &scales, &mut l);
-                }
-                Some(qw) => {
-                    let mut sumx2 = 0.0f32;
-                    for &v in xb.iter() {
-                        sumx2 += v * v;
-                    }
-                    let sigma2 = 2.0 * sumx2 / QK_K as f32;
-                    let qwt = transpose::<16, 16>(qw);
-                    let mut wt = [[0f32; 16]; 16];
-                    let mut sw = [0f32; 16];
-                    for i in 0..16 {
-                        for j in 0..16 {
-                            wt[i][j] = qwt[i][j] * (sigma2 + xt[i][j] * xt[i][j]).sqrt();
-                            sw[j] += wt[i][j];
-                        }
-                    }
-                    qx(&xt, &wt, 4, &mut scales, &mut lt);
-                    let mut l = untranspose(&lt);
-                    finish_impl(xb, yb, &scales, &sw, &mut l);
-                }
+    quantize_fast::<Q3KFast>(x, y, imatrix);
+}
+
+/// The fast super-block quantizer behind [`quantize_row_q3_k_fast`].
+struct Q3KFast;
+
+impl FastBlock for Q3KFast {
+    type Block = BlockQ3K;
+    const NAME: &'static str = "q3_K";
+
+    #[inline(always)]
+    fn quantize(xb: &Super, yb: &mut BlockQ3K, qw: Option<&Super>) {
+        let xt = transpose::<16, 16>(xb);
+        let (mut scales, mut lt) = ([0f32; 16], [[0i8; 16]; 16]);
+        match qw {
+            None => {
+                q3(&xt, 4, &mut scales, &mut lt);
+                let mut l = untranspose(&lt);
+                finish_ref(xb, yb, &scales, &mut l);
             }
-        })
-    });
+            Some(qw) => {
+                let mut sumx2 = 0.0f32;
+                for &v in xb.iter() {
+                    sumx2 += v * v;
+                }
+                let sigma2 = 2.0 * sumx2 / QK_K as f32;
+                let qwt = transpose::<16, 16>(qw);
+                let mut wt = [[0f32; 16]; 16];
+                let mut sw = [0f32; 16];
+                for i in 0..16 {
+                    for j in 0..16 {
+                        wt[i][j] = qwt[i][j] * (sigma2 + xt[i][j] * xt[i][j]).sqrt();
+                        sw[j] += wt[i][j];
+                    }
+                }
+                qx(&xt, &wt, 4, &mut scales, &mut lt);
+                let mut l = untranspose(&lt);
+                finish_impl(xb, yb, &scales, &sw, &mut l);
+            }
+        }
+    }
 }
 
 /// Levels from lane order (`lt[i][j]` = element i of sub-block j) back to element order.

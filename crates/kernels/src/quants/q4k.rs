@@ -4,7 +4,7 @@
 use super::kquants::{
     check_dequant, for_each_super_block, get_scale_min_k4, pack_nibbles, pack_scale_min_k4, Super,
 };
-use super::lanes::{qkx, transpose, with_simd};
+use super::lanes::{qkx, quantize_fast, transpose, FastBlock};
 use super::search::{make_qkx2_quants, make_qkx3_quants, make_qp_quants};
 use crate::blocks::{BlockQ4K, QK_K};
 use crate::fp::{f16_to_f32, f32_to_f16, nearest_int};
@@ -200,27 +200,36 @@ fn quantize_scales_impl(
 /// # Panics
 /// On inconsistent lengths (see [`super::kquants`]).
 pub fn quantize_row_q4_k_fast(x: &[f32], y: &mut [BlockQ4K], imatrix: Option<&[f32]>) {
-    with_simd(|| {
-        for_each_super_block("q4_K", x, y, imatrix, |xb, yb, qw| {
-            let mut l = [0u8; QK_K];
-            let (ls, lm, d, dmin) = match qw {
-                None => search_ref_fast(xb, 15, -1.0, 0.1, 20, &mut l),
-                Some(qw) => search_impl_fast(xb, qw, 15, false, &mut l),
-            };
-            pack_scale_min_k4(&ls, &lm, &mut yb.scales);
-            yb.d = d;
-            yb.dmin = dmin;
-            requantize(
-                xb,
-                &yb.scales,
-                f16_to_f32(yb.d),
-                f16_to_f32(yb.dmin),
-                15,
-                &mut l,
-            );
-            pack_nibbles(&l, &mut yb.qs);
-        })
-    });
+    quantize_fast::<Q4KFast>(x, y, imatrix);
+}
+
+/// The fast super-block quantizer behind [`quantize_row_q4_k_fast`].
+struct Q4KFast;
+
+impl FastBlock for Q4KFast {
+    type Block = BlockQ4K;
+    const NAME: &'static str = "q4_K";
+
+    #[inline(always)]
+    fn quantize(xb: &Super, yb: &mut BlockQ4K, qw: Option<&Super>) {
+        let mut l = [0u8; QK_K];
+        let (ls, lm, d, dmin) = match qw {
+            None => search_ref_fast(xb, 15, -1.0, 0.1, 20, &mut l),
+            Some(qw) => search_impl_fast(xb, qw, 15, false, &mut l),
+        };
+        pack_scale_min_k4(&ls, &lm, &mut yb.scales);
+        yb.d = d;
+        yb.dmin = dmin;
+        requantize(
+            xb,
+            &yb.scales,
+            f16_to_f32(yb.d),
+            f16_to_f32(yb.dmin),
+            15,
+            &mut l,
+        );
+        pack_nibbles(&l, &mut yb.qs);
+    }
 }
 
 /// [`search_ref`] with the eight `make_qkx2_quants` calls in SIMD lanes.

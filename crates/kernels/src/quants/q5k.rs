@@ -3,9 +3,9 @@
 //! with Q4_K ([`super::q4k`]), parameterised by `nmax` and the search grid.
 
 use super::kquants::{
-    check_dequant, for_each_super_block, get_scale_min_k4, pack_nibbles, pack_scale_min_k4,
+    check_dequant, for_each_super_block, get_scale_min_k4, pack_nibbles, pack_scale_min_k4, Super,
 };
-use super::lanes::with_simd;
+use super::lanes::{quantize_fast, FastBlock};
 use super::q4k::{requantize, search_impl, search_impl_fast, search_ref, search_ref_fast};
 use crate::blocks::{BlockQ5K, QK_K};
 use crate::fp::f16_to_f32;
@@ -44,27 +44,36 @@ pub fn quantize_row_q5_k(x: &[f32], y: &mut [BlockQ5K], imatrix: Option<&[f32]>)
 /// # Panics
 /// On inconsistent lengths (see [`super::kquants`]).
 pub fn quantize_row_q5_k_fast(x: &[f32], y: &mut [BlockQ5K], imatrix: Option<&[f32]>) {
-    with_simd(|| {
-        for_each_super_block("q5_K", x, y, imatrix, |xb, yb, qw| {
-            let mut l = [0u8; QK_K];
-            let (ls, lm, d, dmin) = match qw {
-                None => search_ref_fast(xb, 31, -0.5, 0.1, 15, &mut l),
-                Some(qw) => search_impl_fast(xb, qw, 31, true, &mut l),
-            };
-            pack_scale_min_k4(&ls, &lm, &mut yb.scales);
-            yb.d = d;
-            yb.dmin = dmin;
-            requantize(
-                xb,
-                &yb.scales,
-                f16_to_f32(yb.d),
-                f16_to_f32(yb.dmin),
-                31,
-                &mut l,
-            );
-            pack_q5(&l, yb);
-        })
-    });
+    quantize_fast::<Q5KFast>(x, y, imatrix);
+}
+
+/// The fast super-block quantizer behind [`quantize_row_q5_k_fast`].
+struct Q5KFast;
+
+impl FastBlock for Q5KFast {
+    type Block = BlockQ5K;
+    const NAME: &'static str = "q5_K";
+
+    #[inline(always)]
+    fn quantize(xb: &Super, yb: &mut BlockQ5K, qw: Option<&Super>) {
+        let mut l = [0u8; QK_K];
+        let (ls, lm, d, dmin) = match qw {
+            None => search_ref_fast(xb, 31, -0.5, 0.1, 15, &mut l),
+            Some(qw) => search_impl_fast(xb, qw, 31, true, &mut l),
+        };
+        pack_scale_min_k4(&ls, &lm, &mut yb.scales);
+        yb.d = d;
+        yb.dmin = dmin;
+        requantize(
+            xb,
+            &yb.scales,
+            f16_to_f32(yb.d),
+            f16_to_f32(yb.dmin),
+            31,
+            &mut l,
+        );
+        pack_q5(&l, yb);
+    }
 }
 
 /// Splits bit 4 of each level into `qh` (bit 2c for element 64c+i, bit 2c+1 for 64c+32+i) and

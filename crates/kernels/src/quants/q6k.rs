@@ -3,7 +3,7 @@
 //! `dequantize_row_q6_K` in ggml-quants.c).
 
 use super::kquants::{check_dequant, for_each_super_block, Super};
-use super::lanes::{qx, transpose, with_simd};
+use super::lanes::{quantize_fast, qx, transpose, FastBlock};
 use super::q3k::untranspose;
 use super::search::{make_qx_quants, GROUP_MAX_EPS};
 use crate::blocks::{BlockQ6K, QK_K};
@@ -40,27 +40,36 @@ pub fn quantize_row_q6_k(x: &[f32], y: &mut [BlockQ6K], imatrix: Option<&[f32]>)
 /// # Panics
 /// On inconsistent lengths (see [`super::kquants`]).
 pub fn quantize_row_q6_k_fast(x: &[f32], y: &mut [BlockQ6K], imatrix: Option<&[f32]>) {
-    with_simd(|| {
-        for_each_super_block("q6_K", x, y, imatrix, |xb, yb, qw| {
-            let xt = transpose::<16, 16>(xb);
-            let wt = match qw {
-                Some(qw) => transpose::<16, 16>(qw),
-                None => {
-                    let mut wt = [[0f32; 16]; 16];
-                    for i in 0..16 {
-                        for j in 0..16 {
-                            wt[i][j] = xt[i][j] * xt[i][j];
-                        }
+    quantize_fast::<Q6KFast>(x, y, imatrix);
+}
+
+/// The fast super-block quantizer behind [`quantize_row_q6_k_fast`].
+struct Q6KFast;
+
+impl FastBlock for Q6KFast {
+    type Block = BlockQ6K;
+    const NAME: &'static str = "q6_K";
+
+    #[inline(always)]
+    fn quantize(xb: &Super, yb: &mut BlockQ6K, qw: Option<&Super>) {
+        let xt = transpose::<16, 16>(xb);
+        let wt = match qw {
+            Some(qw) => transpose::<16, 16>(qw),
+            None => {
+                let mut wt = [[0f32; 16]; 16];
+                for i in 0..16 {
+                    for j in 0..16 {
+                        wt[i][j] = xt[i][j] * xt[i][j];
                     }
-                    wt
                 }
-            };
-            let (mut scales, mut lt) = ([0f32; 16], [[0i8; 16]; 16]);
-            qx(&xt, &wt, 32, &mut scales, &mut lt);
-            let mut l = untranspose(&lt);
-            finish_block(xb, yb, &scales, &mut l);
-        })
-    });
+                wt
+            }
+        };
+        let (mut scales, mut lt) = ([0f32; 16], [[0i8; 16]; 16]);
+        qx(&xt, &wt, 32, &mut scales, &mut lt);
+        let mut l = untranspose(&lt);
+        finish_block(xb, yb, &scales, &mut l);
+    }
 }
 
 /// Everything after the per-sub-block search: pick the scale with the largest magnitude (an

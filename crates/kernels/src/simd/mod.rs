@@ -181,7 +181,7 @@ pub(crate) fn ensure_supported(path: Path) -> Result<(), KernelError> {
 /// Number of blocks in `bytes` of type `ty`, or the error naming the bad length.
 pub(crate) fn whole_blocks(ty: GgmlType, bytes: &[u8]) -> Result<usize, KernelError> {
     let ts = ty.type_size();
-    if bytes.len() % ts != 0 {
+    if !bytes.len().is_multiple_of(ts) {
         return Err(KernelError::ByteLength {
             ty,
             len: bytes.len(),

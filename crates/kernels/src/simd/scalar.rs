@@ -450,8 +450,8 @@ fn dot_q3_k(x: &[u8], y: &[u8]) -> f32 {
         }
         let scales = q3k_scales(&xb[Q3K_SCALES..Q3K_SCALES + 12]);
         let mut aux32 = [0i32; 8];
-        for j in 0..16 {
-            let scale = scales[j] as i32;
+        for (j, scale) in scales.iter().enumerate() {
+            let scale = *scale as i32;
             for k in 0..2 {
                 let o = 16 * j + 8 * k;
                 for l in 0..8 {
@@ -489,8 +489,8 @@ fn dot_k4_family(
             sumi += i16_at(yb, Q8K_BSUMS + 2 * j) as i32 * sm[8 + j / 2] as i32;
         }
         let mut aux32 = [0i32; 8];
-        for j in 0..8 {
-            let scale = sm[j] as i32;
+        for (j, scale) in sm[..8].iter().enumerate() {
+            let scale = *scale as i32;
             for k in 0..4 {
                 let o = 32 * j + 8 * k;
                 for l in 0..8 {

@@ -1,0 +1,167 @@
+//! Checkpoint → quantized GGUF in one streaming pass: llama.cpp's converter's tensors and
+//! metadata (`convert::llama`), llama-quantize's per-tensor types ([`crate::mix`]) and order,
+//! ggml-identical quantizers (`kernels`), written tensor by tensor through a temp file.
+//!
+//! The result is the file `convert_hf_to_gguf.py --outtype f32` followed by `llama-quantize`
+//! would give, without the intermediate f32 file.
+
+use std::path::Path;
+
+use convert::gguf::{GgufWriter, TensorInfo, Value};
+use convert::llama::{self, PlannedTensor};
+use convert::Checkpoint;
+use kernels::GgmlType;
+
+use crate::error::{QuantizeError, Result};
+use crate::ftype::FileType;
+use crate::imatrix::Imatrix;
+use crate::mix::{choose_types, quantize_order, Choice, MixOptions, ModelFacts, TensorDesc};
+
+/// Rows quantized per step: bounds memory to a few MiB of f32 per tensor in flight.
+const CHUNK_VALUES: usize = 1 << 22;
+
+/// What to write.
+pub struct ReleaseOptions<'a> {
+    pub ftype: FileType,
+    pub mix: MixOptions,
+    /// The importance matrix and the file name recorded in `quantize.imatrix.file`.
+    pub imatrix: Option<(&'a Imatrix, String)>,
+}
+
+/// One tensor of the planned file.
+#[derive(Clone, Debug)]
+pub struct PlanRow {
+    pub tensor: PlannedTensor,
+    pub choice: Choice,
+    pub bytes: u64,
+    /// Whether importance weights will be used for it.
+    pub weighted: bool,
+}
+
+/// The model facts the mix rules read, from the config.
+pub fn model_facts(ckpt: &Checkpoint) -> ModelFacts {
+    let c = ckpt.config();
+    ModelFacts { n_expert: c.num_experts, n_gqa: c.num_attention_heads / c.num_kv_heads(0).max(1), n_layer: c.num_hidden_layers }
+}
+
+/// The per-tensor plan in file order: type, size, whether an imatrix entry applies.
+pub fn plan(ckpt: &Checkpoint, opts: &ReleaseOptions<'_>) -> Result<Vec<PlanRow>> {
+    let mut tensors = llama::tensor_plan(ckpt)?;
+    if opts.ftype.default_type().is_quantized() {
+        tensors.sort_by(|a, b| quantize_order(&a.gguf_name, &b.gguf_name));
+    }
+    let descs: Vec<TensorDesc> = tensors
+        .iter()
+        .map(|t| TensorDesc {
+            name: t.gguf_name.clone(),
+            dims: t.shape.iter().rev().map(|&d| d as u64).collect(),
+            input_type: GgmlType::F32,
+        })
+        .collect();
+    let mut mix = opts.mix.clone();
+    mix.has_imatrix = opts.imatrix.is_some();
+    let choices: Vec<Choice> = if opts.ftype.default_type().is_quantized() {
+        choose_types(&descs, &model_facts(ckpt), opts.ftype, &mix)
+    } else {
+        tensors
+            .iter()
+            .map(|t| Choice { ty: llama::unquantized_type(t, opts.ftype.default_type()), fallback_from: None })
+            .collect()
+    };
+    tensors
+        .into_iter()
+        .zip(choices)
+        .map(|(tensor, choice)| {
+            let info = TensorInfo::from_torch_shape(&tensor.gguf_name, &tensor.shape, choice.ty);
+            let bytes = info.checked_n_bytes().ok_or_else(|| {
+                QuantizeError::Options(format!("{}: shape {:?} does not fit {}", tensor.gguf_name, tensor.shape, choice.ty))
+            })?;
+            let weighted = choice.ty.is_quantized()
+                && opts.imatrix.is_some_and(|(im, _)| im.entries.contains_key(&tensor.gguf_name));
+            Ok(PlanRow { tensor, choice, bytes, weighted })
+        })
+        .collect()
+}
+
+/// Writes the release to `out` and returns its plan.
+pub fn write(ckpt: &Checkpoint, out: &Path, opts: &ReleaseOptions<'_>) -> Result<Vec<PlanRow>> {
+    let rows = plan(ckpt, opts)?;
+    let infos: Vec<TensorInfo> =
+        rows.iter().map(|r| TensorInfo::from_torch_shape(&r.tensor.gguf_name, &r.tensor.shape, r.choice.ty)).collect();
+    let quantized = opts.ftype.default_type().is_quantized();
+    // llama-quantize copies the converter's keys (written with file type 0 for its f32 input)
+    // and then re-sets the quantization version and file type, which moves them to the end.
+    let mut md = llama::gemma4_metadata(&llama::MetadataInputs {
+        config: ckpt.config(),
+        dir: ckpt.dir(),
+        tensors: &infos,
+        file_type: if quantized { 0 } else { opts.ftype.id() },
+    })?;
+    if quantized {
+        md.set("general.quantization_version", Value::U32(llama::QUANTIZATION_VERSION));
+        md.set("general.file_type", Value::U32(opts.ftype.id()));
+        if let Some((im, file)) = &opts.imatrix {
+            md.set("quantize.imatrix.file", Value::String(file.clone()));
+            if let Some(first) = im.datasets.first() {
+                md.set("quantize.imatrix.dataset", Value::String(first.clone()));
+            }
+            md.set("quantize.imatrix.entries_count", Value::U32(im.entries.len() as u32));
+            md.set("quantize.imatrix.chunks_count", Value::U32(im.chunk_count));
+        }
+    }
+    let mut writer = GgufWriter::create(out, &md, infos)?;
+    for row in &rows {
+        write_tensor(ckpt, &mut writer, row, opts.imatrix.map(|(im, _)| im))?;
+        if let llama::Source::Checkpoint(name) = &row.tensor.source {
+            ckpt.release(name);
+        }
+    }
+    writer.finish()?;
+    Ok(rows)
+}
+
+/// Converts and writes one tensor, a chunk of whole rows at a time.
+fn write_tensor(ckpt: &Checkpoint, w: &mut GgufWriter, row: &PlanRow, imatrix: Option<&Imatrix>) -> Result<()> {
+    let name = &row.tensor.gguf_name;
+    let ty = row.choice.ty;
+    let n_per_row = row.tensor.row_len().max(1);
+    let n_rows = row.tensor.shape.iter().product::<usize>() / n_per_row;
+    let weights = if row.weighted { imatrix.and_then(|im| im.weights(name)) } else { None };
+    // 3-D expert tensors carry one importance vector per expert (the outermost dimension), so
+    // chunks never straddle two experts.
+    let n_mat = if row.tensor.n_dims() == 3 { row.tensor.shape[0] } else { 1 };
+    if let Some(w) = &weights {
+        if w.len() != n_per_row * n_mat {
+            return Err(QuantizeError::Options(format!(
+                "{name}: the importance matrix has {} values, the tensor needs {} ({n_mat} × {n_per_row})",
+                w.len(),
+                n_per_row * n_mat
+            )));
+        }
+    }
+    let rows_per_mat = n_rows / n_mat;
+    let rows_per_chunk = (CHUNK_VALUES / n_per_row).clamp(1, rows_per_mat.max(1));
+    let row_bytes = ty.row_bytes(n_per_row).unwrap_or(0);
+    let mut values = Vec::new();
+    let mut buf = Vec::new();
+    w.begin_tensor(name)?;
+    for m in 0..n_mat {
+        let qw = weights.as_ref().map(|w| &w[m * n_per_row..(m + 1) * n_per_row]);
+        let mut r = 0;
+        while r < rows_per_mat {
+            let n = rows_per_chunk.min(rows_per_mat - r);
+            values.resize(n * n_per_row, 0.0);
+            llama::source_rows(ckpt, &row.tensor, m * rows_per_mat + r, n, &mut values)?;
+            if ty.is_quantized() {
+                buf.resize(n * row_bytes, 0);
+                kernels::quantize_rows(ty, &values, n_per_row, qw, &mut buf)
+                    .map_err(|source| QuantizeError::Kernel { tensor: name.clone(), source })?;
+                w.write_data(&buf)?;
+            } else {
+                w.write_data(&llama::encode_unquantized(&values, ty))?;
+            }
+            r += n;
+        }
+    }
+    Ok(w.end_tensor()?)
+}

@@ -1,0 +1,150 @@
+//! Importance matrices in llama.cpp's two file formats: the GGUF one `llama-imatrix` writes by
+//! default (`<tensor>.in_sum2` Σx² per column and expert, `<tensor>.counts` tokens per expert)
+//! and the legacy `.dat`. Both read into one [`Imatrix`]; quantizers take the per-column mean
+//! of x² ([`Imatrix::weights`]) exactly as `llama-quantize` derives it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use convert::gguf::{Array, GgufFile, Value};
+
+use crate::error::{QuantizeError, Result};
+
+/// Σx² and token counts for one weight matrix (per expert for MoE experts).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    /// Row length of the weight (input columns).
+    pub n_cols: usize,
+    /// `n_mat × n_cols` sums of squared activations, expert-major.
+    pub sums: Vec<f32>,
+    /// Tokens seen per matrix (expert); one entry for dense weights.
+    pub counts: Vec<f32>,
+}
+
+/// A whole importance matrix, keyed by GGUF tensor name.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Imatrix {
+    pub entries: BTreeMap<String, Entry>,
+    pub datasets: Vec<String>,
+    pub chunk_count: u32,
+    pub chunk_size: u32,
+}
+
+fn bad(path: &Path, message: impl Into<String>) -> QuantizeError {
+    QuantizeError::Imatrix { file: path.to_path_buf(), message: message.into() }
+}
+
+impl Imatrix {
+    /// Reads either format, by content (GGUF magic) rather than by extension.
+    pub fn read(path: &Path) -> Result<Self> {
+        let mut magic = [0u8; 4];
+        let head = std::fs::File::open(path)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+            .map_err(|e| bad(path, format!("cannot read: {e}")));
+        match head {
+            Ok(()) if magic == *b"GGUF" => Self::read_gguf(path),
+            Ok(()) => Self::read_dat(path),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn read_gguf(path: &Path) -> Result<Self> {
+        let f = GgufFile::open(path)?;
+        let md = f.metadata();
+        if md.get("general.type").and_then(Value::as_str) != Some("imatrix") {
+            return Err(bad(path, "GGUF file is not an importance matrix (general.type != imatrix)"));
+        }
+        let datasets = match md.get("imatrix.datasets") {
+            Some(Value::Array(Array::String(v))) => v.clone(),
+            _ => Vec::new(),
+        };
+        let u32_of = |k: &str| md.get(k).and_then(Value::as_u64).unwrap_or(0) as u32;
+        let mut entries = BTreeMap::new();
+        for t in f.tensors() {
+            let Some(name) = t.name.strip_suffix(".in_sum2") else { continue };
+            let counts_name = format!("{name}.counts");
+            let counts_info = f
+                .header()
+                .tensor(&counts_name)
+                .ok_or_else(|| bad(path, format!("'{}' has no '{counts_name}'", t.name)))?;
+            let n_cols = t.dims[0] as usize;
+            let n_mat = t.dims.get(1).copied().unwrap_or(1) as usize;
+            if counts_info.checked_numel() != Some(n_mat as u64) {
+                return Err(bad(path, format!("'{counts_name}' does not have {n_mat} counts")));
+            }
+            let floats = |n: &str| -> Result<Vec<f32>> {
+                let bytes = f.tensor_data(n)?;
+                Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+            };
+            let sums = floats(&t.name)?;
+            let counts = floats(&counts_name)?;
+            if sums.iter().chain(&counts).any(|v| !v.is_finite()) {
+                return Err(bad(path, format!("'{name}' holds NaN or Inf")));
+            }
+            entries.insert(name.to_string(), Entry { n_cols, sums, counts });
+        }
+        Ok(Imatrix { entries, datasets, chunk_count: u32_of("imatrix.chunk_count"), chunk_size: u32_of("imatrix.chunk_size") })
+    }
+
+    fn read_dat(path: &Path) -> Result<Self> {
+        let data = std::fs::read(path).map_err(|e| bad(path, format!("cannot read: {e}")))?;
+        let mut pos = 0usize;
+        let mut i32_at = |what: &str| -> Result<i32> {
+            let b = data.get(pos..pos + 4).ok_or_else(|| bad(path, format!("truncated at the {what}")))?;
+            pos += 4;
+            Ok(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        let n = i32_at("entry count")?;
+        if n < 0 || n as usize > data.len() / 12 {
+            return Err(bad(path, format!("entry count {n} is not plausible: not an imatrix .dat file?")));
+        }
+        let mut entries = BTreeMap::new();
+        for _ in 0..n {
+            let len = i32_at("name length")?;
+            let name_bytes = usize::try_from(len)
+                .ok()
+                .and_then(|l| data.get(pos..pos.checked_add(l)?))
+                .ok_or_else(|| bad(path, "name runs past the end of the file"))?;
+            let name = String::from_utf8(name_bytes.to_vec()).map_err(|_| bad(path, "name is not UTF-8"))?;
+            pos += name_bytes.len();
+            let mut i32_here = |what: &str| -> Result<i32> {
+                let b = data.get(pos..pos + 4).ok_or_else(|| bad(path, format!("'{name}': truncated at the {what}")))?;
+                pos += 4;
+                Ok(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            };
+            let ncall = i32_here("call count")?;
+            let nval = i32_here("value count")?;
+            let nval = usize::try_from(nval).map_err(|_| bad(path, format!("'{name}': negative value count")))?;
+            let raw = data
+                .get(pos..pos.checked_add(nval.checked_mul(4).unwrap_or(usize::MAX)).unwrap_or(usize::MAX))
+                .ok_or_else(|| bad(path, format!("'{name}': values run past the end of the file")))?;
+            pos += raw.len();
+            let values: Vec<f32> = raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            if values.iter().any(|v| !v.is_finite()) {
+                return Err(bad(path, format!("'{name}' holds NaN or Inf")));
+            }
+            // Legacy values are mean(x²)·ncall; store them as sums over `ncall` "tokens" so
+            // `weights` divides them back to the mean.
+            let count = ncall.max(1) as f32;
+            entries.insert(name, Entry { n_cols: nval, sums: values, counts: vec![count] });
+        }
+        Ok(Imatrix { entries, datasets: Vec::new(), chunk_count: 0, chunk_size: 0 })
+    }
+
+    /// The importance weights of tensor `name` as `llama-quantize` computes them: Σx²/count per
+    /// column and expert, and 1 for experts that never saw a token. `None` when the matrix has no
+    /// entry for the tensor (it is then quantized without weights).
+    pub fn weights(&self, name: &str) -> Option<Vec<f32>> {
+        let e = self.entries.get(name)?;
+        let mut out = Vec::with_capacity(e.sums.len());
+        for (m, &count) in e.counts.iter().enumerate() {
+            let row = e.sums.get(m * e.n_cols..(m + 1) * e.n_cols)?;
+            if count > 0.0 {
+                out.extend(row.iter().map(|&s| s / count));
+            } else {
+                out.extend(std::iter::repeat_n(1.0, e.n_cols));
+            }
+        }
+        Some(out)
+    }
+}
