@@ -4,7 +4,7 @@
 //! 1. A table in the style of llama.cpp's `test-quantize-perf`: for each type and path, the
 //!    best-of-N time per row turned into cycles per 32 values and GB/s. Cycles are
 //!    `ns × GHz`, where GHz is *measured* at start-up by timing a chain of dependent integer
-//!    adds (one per cycle on every x86 core since the P6) and printed beside the nominal
+//!    multiplies (3-cycle latency on current x86 cores) and printed beside the nominal
 //!    clock from /proc/cpuinfo, so turbo or a throttled VM shows up instead of skewing the
 //!    cycle counts silently.
 //! 2. Criterion groups (`dequantize/<type>/<path>`, `vec_dot/<type>/<path>`) with short
@@ -76,24 +76,25 @@ fn selected_types() -> Vec<GgmlType> {
     }
 }
 
-/// Clock rate measured with a dependent chain of adds: 4 adds per iteration, each waiting for
-/// the previous one (1-cycle latency).
+/// Clock rate measured with a dependent chain of multiplies: 4 `imul` per iteration, each
+/// waiting for the previous one. (A chain of `add reg, imm` does not work: recent Intel cores
+/// fold immediate adds at rename and run such a chain at several per cycle.)
 #[cfg(target_arch = "x86_64")]
 fn measured_ghz() -> f64 {
     let iters: u64 = 100_000_000;
     let mut best = f64::MAX;
     for _ in 0..5 {
         let t = Instant::now();
-        let mut acc: u64 = 0;
+        let mut acc: u64 = 3;
         let mut n = iters;
         // SAFETY: pure register arithmetic on the two operands declared here.
         unsafe {
             std::arch::asm!(
                 "2:",
-                "add {a}, 1",
-                "add {a}, 1",
-                "add {a}, 1",
-                "add {a}, 1",
+                "imul {a}, {a}",
+                "imul {a}, {a}",
+                "imul {a}, {a}",
+                "imul {a}, {a}",
                 "dec {n}",
                 "jnz 2b",
                 a = inout(reg) acc,
@@ -103,7 +104,8 @@ fn measured_ghz() -> f64 {
         black_box((acc, n));
         best = best.min(t.elapsed().as_nanos() as f64);
     }
-    4.0 * iters as f64 / best
+    // imul r64 has a 3-cycle latency on every Intel core since Sandy Bridge and AMD since Zen.
+    12.0 * iters as f64 / best
 }
 
 #[cfg(not(target_arch = "x86_64"))]

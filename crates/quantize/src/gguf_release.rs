@@ -41,7 +41,11 @@ pub struct PlanRow {
 /// The model facts the mix rules read, from the config.
 pub fn model_facts(ckpt: &Checkpoint) -> ModelFacts {
     let c = ckpt.config();
-    ModelFacts { n_expert: c.num_experts, n_gqa: c.num_attention_heads / c.num_kv_heads(0).max(1), n_layer: c.num_hidden_layers }
+    ModelFacts {
+        n_expert: c.num_experts,
+        n_gqa: c.num_attention_heads / c.num_kv_heads(0).max(1),
+        n_layer: c.num_hidden_layers,
+    }
 }
 
 /// The per-tensor plan in file order: type, size, whether an imatrix entry applies.
@@ -65,7 +69,10 @@ pub fn plan(ckpt: &Checkpoint, opts: &ReleaseOptions<'_>) -> Result<Vec<PlanRow>
     } else {
         tensors
             .iter()
-            .map(|t| Choice { ty: llama::unquantized_type(t, opts.ftype.default_type()), fallback_from: None })
+            .map(|t| Choice {
+                ty: llama::unquantized_type(t, opts.ftype.default_type()),
+                fallback_from: None,
+            })
             .collect()
     };
     tensors
@@ -74,11 +81,22 @@ pub fn plan(ckpt: &Checkpoint, opts: &ReleaseOptions<'_>) -> Result<Vec<PlanRow>
         .map(|(tensor, choice)| {
             let info = TensorInfo::from_torch_shape(&tensor.gguf_name, &tensor.shape, choice.ty);
             let bytes = info.checked_n_bytes().ok_or_else(|| {
-                QuantizeError::Options(format!("{}: shape {:?} does not fit {}", tensor.gguf_name, tensor.shape, choice.ty))
+                QuantizeError::Options(format!(
+                    "{}: shape {:?} does not fit {}",
+                    tensor.gguf_name, tensor.shape, choice.ty
+                ))
             })?;
             let weighted = choice.ty.is_quantized()
-                && opts.imatrix.is_some_and(|(im, _)| im.entries.contains_key(&tensor.gguf_name));
-            Ok(PlanRow { tensor, choice, bytes, weighted })
+                && opts
+                    .imatrix
+                    .as_ref()
+                    .is_some_and(|(im, _)| im.entries.contains_key(&tensor.gguf_name));
+            Ok(PlanRow {
+                tensor,
+                choice,
+                bytes,
+                weighted,
+            })
         })
         .collect()
 }
@@ -86,8 +104,10 @@ pub fn plan(ckpt: &Checkpoint, opts: &ReleaseOptions<'_>) -> Result<Vec<PlanRow>
 /// Writes the release to `out` and returns its plan.
 pub fn write(ckpt: &Checkpoint, out: &Path, opts: &ReleaseOptions<'_>) -> Result<Vec<PlanRow>> {
     let rows = plan(ckpt, opts)?;
-    let infos: Vec<TensorInfo> =
-        rows.iter().map(|r| TensorInfo::from_torch_shape(&r.tensor.gguf_name, &r.tensor.shape, r.choice.ty)).collect();
+    let infos: Vec<TensorInfo> = rows
+        .iter()
+        .map(|r| TensorInfo::from_torch_shape(&r.tensor.gguf_name, &r.tensor.shape, r.choice.ty))
+        .collect();
     let quantized = opts.ftype.default_type().is_quantized();
     // llama-quantize copies the converter's keys (written with file type 0 for its f32 input)
     // and then re-sets the quantization version and file type, which moves them to the end.
@@ -98,20 +118,31 @@ pub fn write(ckpt: &Checkpoint, out: &Path, opts: &ReleaseOptions<'_>) -> Result
         file_type: if quantized { 0 } else { opts.ftype.id() },
     })?;
     if quantized {
-        md.set("general.quantization_version", Value::U32(llama::QUANTIZATION_VERSION));
+        md.set(
+            "general.quantization_version",
+            Value::U32(llama::QUANTIZATION_VERSION),
+        );
         md.set("general.file_type", Value::U32(opts.ftype.id()));
         if let Some((im, file)) = &opts.imatrix {
             md.set("quantize.imatrix.file", Value::String(file.clone()));
             if let Some(first) = im.datasets.first() {
                 md.set("quantize.imatrix.dataset", Value::String(first.clone()));
             }
-            md.set("quantize.imatrix.entries_count", Value::U32(im.entries.len() as u32));
+            md.set(
+                "quantize.imatrix.entries_count",
+                Value::U32(im.entries.len() as u32),
+            );
             md.set("quantize.imatrix.chunks_count", Value::U32(im.chunk_count));
         }
     }
     let mut writer = GgufWriter::create(out, &md, infos)?;
     for row in &rows {
-        write_tensor(ckpt, &mut writer, row, opts.imatrix.map(|(im, _)| im))?;
+        write_tensor(
+            ckpt,
+            &mut writer,
+            row,
+            opts.imatrix.as_ref().map(|(im, _)| *im),
+        )?;
         if let llama::Source::Checkpoint(name) = &row.tensor.source {
             ckpt.release(name);
         }
@@ -121,15 +152,28 @@ pub fn write(ckpt: &Checkpoint, out: &Path, opts: &ReleaseOptions<'_>) -> Result
 }
 
 /// Converts and writes one tensor, a chunk of whole rows at a time.
-fn write_tensor(ckpt: &Checkpoint, w: &mut GgufWriter, row: &PlanRow, imatrix: Option<&Imatrix>) -> Result<()> {
+fn write_tensor(
+    ckpt: &Checkpoint,
+    w: &mut GgufWriter,
+    row: &PlanRow,
+    imatrix: Option<&Imatrix>,
+) -> Result<()> {
     let name = &row.tensor.gguf_name;
     let ty = row.choice.ty;
     let n_per_row = row.tensor.row_len().max(1);
     let n_rows = row.tensor.shape.iter().product::<usize>() / n_per_row;
-    let weights = if row.weighted { imatrix.and_then(|im| im.weights(name)) } else { None };
+    let weights = if row.weighted {
+        imatrix.and_then(|im| im.weights(name))
+    } else {
+        None
+    };
     // 3-D expert tensors carry one importance vector per expert (the outermost dimension), so
     // chunks never straddle two experts.
-    let n_mat = if row.tensor.n_dims() == 3 { row.tensor.shape[0] } else { 1 };
+    let n_mat = if row.tensor.n_dims() == 3 {
+        row.tensor.shape[0]
+    } else {
+        1
+    };
     if let Some(w) = &weights {
         if w.len() != n_per_row * n_mat {
             return Err(QuantizeError::Options(format!(
@@ -146,7 +190,9 @@ fn write_tensor(ckpt: &Checkpoint, w: &mut GgufWriter, row: &PlanRow, imatrix: O
     let mut buf = Vec::new();
     w.begin_tensor(name)?;
     for m in 0..n_mat {
-        let qw = weights.as_ref().map(|w| &w[m * n_per_row..(m + 1) * n_per_row]);
+        let qw = weights
+            .as_ref()
+            .map(|w| &w[m * n_per_row..(m + 1) * n_per_row]);
         let mut r = 0;
         while r < rows_per_mat {
             let n = rows_per_chunk.min(rows_per_mat - r);
@@ -154,8 +200,12 @@ fn write_tensor(ckpt: &Checkpoint, w: &mut GgufWriter, row: &PlanRow, imatrix: O
             llama::source_rows(ckpt, &row.tensor, m * rows_per_mat + r, n, &mut values)?;
             if ty.is_quantized() {
                 buf.resize(n * row_bytes, 0);
-                kernels::quantize_rows(ty, &values, n_per_row, qw, &mut buf)
-                    .map_err(|source| QuantizeError::Kernel { tensor: name.clone(), source })?;
+                kernels::quantize_rows(ty, &values, n_per_row, qw, &mut buf).map_err(|source| {
+                    QuantizeError::Kernel {
+                        tensor: name.clone(),
+                        source,
+                    }
+                })?;
                 w.write_data(&buf)?;
             } else {
                 w.write_data(&llama::encode_unquantized(&values, ty))?;

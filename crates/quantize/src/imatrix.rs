@@ -31,7 +31,10 @@ pub struct Imatrix {
 }
 
 fn bad(path: &Path, message: impl Into<String>) -> QuantizeError {
-    QuantizeError::Imatrix { file: path.to_path_buf(), message: message.into() }
+    QuantizeError::Imatrix {
+        file: path.to_path_buf(),
+        message: message.into(),
+    }
 }
 
 impl Imatrix {
@@ -52,7 +55,10 @@ impl Imatrix {
         let f = GgufFile::open(path)?;
         let md = f.metadata();
         if md.get("general.type").and_then(Value::as_str) != Some("imatrix") {
-            return Err(bad(path, "GGUF file is not an importance matrix (general.type != imatrix)"));
+            return Err(bad(
+                path,
+                "GGUF file is not an importance matrix (general.type != imatrix)",
+            ));
         }
         let datasets = match md.get("imatrix.datasets") {
             Some(Value::Array(Array::String(v))) => v.clone(),
@@ -61,7 +67,9 @@ impl Imatrix {
         let u32_of = |k: &str| md.get(k).and_then(Value::as_u64).unwrap_or(0) as u32;
         let mut entries = BTreeMap::new();
         for t in f.tensors() {
-            let Some(name) = t.name.strip_suffix(".in_sum2") else { continue };
+            let Some(name) = t.name.strip_suffix(".in_sum2") else {
+                continue;
+            };
             let counts_name = format!("{name}.counts");
             let counts_info = f
                 .header()
@@ -70,65 +78,93 @@ impl Imatrix {
             let n_cols = t.dims[0] as usize;
             let n_mat = t.dims.get(1).copied().unwrap_or(1) as usize;
             if counts_info.checked_numel() != Some(n_mat as u64) {
-                return Err(bad(path, format!("'{counts_name}' does not have {n_mat} counts")));
+                return Err(bad(
+                    path,
+                    format!("'{counts_name}' does not have {n_mat} counts"),
+                ));
             }
             let floats = |n: &str| -> Result<Vec<f32>> {
                 let bytes = f.tensor_data(n)?;
-                Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+                Ok(bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect())
             };
             let sums = floats(&t.name)?;
             let counts = floats(&counts_name)?;
             if sums.iter().chain(&counts).any(|v| !v.is_finite()) {
                 return Err(bad(path, format!("'{name}' holds NaN or Inf")));
             }
-            entries.insert(name.to_string(), Entry { n_cols, sums, counts });
+            entries.insert(
+                name.to_string(),
+                Entry {
+                    n_cols,
+                    sums,
+                    counts,
+                },
+            );
         }
-        Ok(Imatrix { entries, datasets, chunk_count: u32_of("imatrix.chunk_count"), chunk_size: u32_of("imatrix.chunk_size") })
+        Ok(Imatrix {
+            entries,
+            datasets,
+            chunk_count: u32_of("imatrix.chunk_count"),
+            chunk_size: u32_of("imatrix.chunk_size"),
+        })
     }
 
     fn read_dat(path: &Path) -> Result<Self> {
         let data = std::fs::read(path).map_err(|e| bad(path, format!("cannot read: {e}")))?;
-        let mut pos = 0usize;
-        let mut i32_at = |what: &str| -> Result<i32> {
-            let b = data.get(pos..pos + 4).ok_or_else(|| bad(path, format!("truncated at the {what}")))?;
-            pos += 4;
-            Ok(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        let mut r = DatReader {
+            data: &data,
+            pos: 0,
+            path,
         };
-        let n = i32_at("entry count")?;
+        let n = r.i32("entry count")?;
         if n < 0 || n as usize > data.len() / 12 {
-            return Err(bad(path, format!("entry count {n} is not plausible: not an imatrix .dat file?")));
+            return Err(bad(
+                path,
+                format!("entry count {n} is not plausible: not an imatrix .dat file?"),
+            ));
         }
         let mut entries = BTreeMap::new();
         for _ in 0..n {
-            let len = i32_at("name length")?;
-            let name_bytes = usize::try_from(len)
-                .ok()
-                .and_then(|l| data.get(pos..pos.checked_add(l)?))
-                .ok_or_else(|| bad(path, "name runs past the end of the file"))?;
-            let name = String::from_utf8(name_bytes.to_vec()).map_err(|_| bad(path, "name is not UTF-8"))?;
-            pos += name_bytes.len();
-            let mut i32_here = |what: &str| -> Result<i32> {
-                let b = data.get(pos..pos + 4).ok_or_else(|| bad(path, format!("'{name}': truncated at the {what}")))?;
-                pos += 4;
-                Ok(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            };
-            let ncall = i32_here("call count")?;
-            let nval = i32_here("value count")?;
-            let nval = usize::try_from(nval).map_err(|_| bad(path, format!("'{name}': negative value count")))?;
-            let raw = data
-                .get(pos..pos.checked_add(nval.checked_mul(4).unwrap_or(usize::MAX)).unwrap_or(usize::MAX))
-                .ok_or_else(|| bad(path, format!("'{name}': values run past the end of the file")))?;
-            pos += raw.len();
-            let values: Vec<f32> = raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let len = r.i32("name length")?;
+            let len = usize::try_from(len).map_err(|_| bad(path, "negative name length"))?;
+            let name = String::from_utf8(r.bytes(len, "name")?.to_vec())
+                .map_err(|_| bad(path, "name is not UTF-8"))?;
+            let ncall = r.i32("call count")?;
+            let nval = usize::try_from(r.i32("value count")?)
+                .map_err(|_| bad(path, format!("'{name}': negative value count")))?;
+            let raw = r.bytes(
+                nval.checked_mul(4)
+                    .ok_or_else(|| bad(path, "value count overflows"))?,
+                "values",
+            )?;
+            let values: Vec<f32> = raw
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
             if values.iter().any(|v| !v.is_finite()) {
                 return Err(bad(path, format!("'{name}' holds NaN or Inf")));
             }
             // Legacy values are mean(x²)·ncall; store them as sums over `ncall` "tokens" so
             // `weights` divides them back to the mean.
             let count = ncall.max(1) as f32;
-            entries.insert(name, Entry { n_cols: nval, sums: values, counts: vec![count] });
+            entries.insert(
+                name,
+                Entry {
+                    n_cols: nval,
+                    sums: values,
+                    counts: vec![count],
+                },
+            );
         }
-        Ok(Imatrix { entries, datasets: Vec::new(), chunk_count: 0, chunk_size: 0 })
+        Ok(Imatrix {
+            entries,
+            datasets: Vec::new(),
+            chunk_count: 0,
+            chunk_size: 0,
+        })
     }
 
     /// The importance weights of tensor `name` as `llama-quantize` computes them: Σx²/count per
@@ -146,5 +182,27 @@ impl Imatrix {
             }
         }
         Some(out)
+    }
+}
+
+/// A bounds-checked little-endian cursor over a legacy `.dat` file.
+struct DatReader<'a> {
+    data: &'a [u8],
+    pos: usize,
+    path: &'a Path,
+}
+
+impl<'a> DatReader<'a> {
+    fn bytes(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len());
+        let end = end.ok_or_else(|| bad(self.path, format!("truncated in the {what}")))?;
+        let s = &self.data[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn i32(&mut self, what: &str) -> Result<i32> {
+        let b = self.bytes(4, what)?;
+        Ok(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 }

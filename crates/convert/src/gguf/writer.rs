@@ -189,7 +189,11 @@ impl GgufWriter {
     /// tensor larger than memory can be converted in row chunks.
     pub fn begin_tensor(&mut self, name: &str) -> Result<()> {
         let Some(info) = self.tensors.get(self.next) else {
-            return Err(ConvertError::tensor(&self.target, name, "more tensors written than declared"));
+            return Err(ConvertError::tensor(
+                &self.target,
+                name,
+                "more tensors written than declared",
+            ));
         };
         if info.name != name {
             return Err(ConvertError::tensor(
@@ -199,7 +203,11 @@ impl GgufWriter {
             ));
         }
         if self.open_bytes.is_some() {
-            return Err(ConvertError::tensor(&self.target, name, "previous tensor not finished"));
+            return Err(ConvertError::tensor(
+                &self.target,
+                name,
+                "previous tensor not finished",
+            ));
         }
         self.open_bytes = Some(0);
         Ok(())
@@ -208,7 +216,10 @@ impl GgufWriter {
     /// Appends bytes to the tensor started by [`Self::begin_tensor`].
     pub fn write_data(&mut self, data: &[u8]) -> Result<()> {
         let Some(done) = self.open_bytes else {
-            return Err(ConvertError::format(&self.target, "tensor data written outside a tensor"));
+            return Err(ConvertError::format(
+                &self.target,
+                "tensor data written outside a tensor",
+            ));
         };
         // begin_tensor checked that `next` names a declared tensor.
         let info = &self.tensors[self.next];
@@ -217,10 +228,17 @@ impl GgufWriter {
             return Err(ConvertError::tensor(
                 &self.target,
                 &info.name,
-                format!("{total} bytes given, {} expected for {} {:?}", info.n_bytes(), info.ty, info.dims),
+                format!(
+                    "{total} bytes given, {} expected for {} {:?}",
+                    info.n_bytes(),
+                    info.ty,
+                    info.dims
+                ),
             ));
         }
-        self.out.write_all(data).map_err(|e| ConvertError::io(self.temp.path(), e))?;
+        self.out
+            .write_all(data)
+            .map_err(|e| ConvertError::io(self.temp.path(), e))?;
         self.open_bytes = Some(total);
         Ok(())
     }
@@ -228,14 +246,22 @@ impl GgufWriter {
     /// Finishes the current tensor: checks its size and pads to the alignment.
     pub fn end_tensor(&mut self) -> Result<()> {
         let Some(done) = self.open_bytes.take() else {
-            return Err(ConvertError::format(&self.target, "end_tensor without begin_tensor"));
+            return Err(ConvertError::format(
+                &self.target,
+                "end_tensor without begin_tensor",
+            ));
         };
         let info = &self.tensors[self.next];
         if done != info.n_bytes() {
             return Err(ConvertError::tensor(
                 &self.target,
                 &info.name,
-                format!("{done} bytes given, {} expected for {} {:?}", info.n_bytes(), info.ty, info.dims),
+                format!(
+                    "{done} bytes given, {} expected for {} {:?}",
+                    info.n_bytes(),
+                    info.ty,
+                    info.dims
+                ),
             ));
         }
         let end = self.written + done;

@@ -101,14 +101,23 @@ pub fn rope_freqs(ckpt: &Checkpoint) -> Vec<f32> {
 /// Rows `row0 .. row0 + n` of a planned tensor (rows of `row_len` values, leading dimensions
 /// flattened) as f32 into `out`; NaN/Inf are rejected with the tensor's name. Reading a chunk
 /// at a time keeps memory bounded for tensors as large as the 31B embedding.
-pub fn source_rows(ckpt: &Checkpoint, t: &PlannedTensor, row0: usize, n: usize, out: &mut [f32]) -> Result<()> {
+pub fn source_rows(
+    ckpt: &Checkpoint,
+    t: &PlannedTensor,
+    row0: usize,
+    n: usize,
+    out: &mut [f32],
+) -> Result<()> {
     match &t.source {
         Source::RopeFreqs => {
             let all = rope_freqs(ckpt);
             let len = t.row_len();
-            let src = all.get(row0 * len..(row0 + n) * len).filter(|s| s.len() == out.len()).ok_or_else(|| {
-                ConvertError::tensor(ckpt.dir(), &t.gguf_name, "row range out of bounds")
-            })?;
+            let src = all
+                .get(row0 * len..(row0 + n) * len)
+                .filter(|s| s.len() == out.len())
+                .ok_or_else(|| {
+                    ConvertError::tensor(ckpt.dir(), &t.gguf_name, "row range out of bounds")
+                })?;
             out.copy_from_slice(src);
             Ok(())
         }

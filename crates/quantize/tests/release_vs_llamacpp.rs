@@ -1,0 +1,117 @@
+//! g4q's quantized GGUF releases against llama-quantize's, file for file on every fixture: the
+//! same metadata (keys, order, values), tensor names, order, types, shapes and bytes (sha256),
+//! with and without llama.cpp's importance matrix. One streaming pass from the checkpoint
+//! replaces llama.cpp's convert + quantize.
+
+use std::path::{Path, PathBuf};
+
+use convert::gguf::{GgufFile, Value};
+use convert::Checkpoint;
+use quantize::gguf_release::{self, ReleaseOptions};
+use quantize::{FileType, Imatrix, MixOptions};
+use serde_json::Value as Json;
+use sha2::{Digest, Sha256};
+
+fn fixtures_dir() -> PathBuf {
+    match std::env::var_os("G4Q_FIXTURES") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"),
+    }
+}
+
+fn scalar_json(v: &Value) -> Option<Json> {
+    Some(match v {
+        Value::U32(x) => Json::from(*x),
+        Value::I32(x) => Json::from(*x),
+        Value::F32(x) => Json::from(f64::from(*x)),
+        Value::Bool(x) => Json::from(*x),
+        Value::String(x) => Json::from(x.clone()),
+        _ => return None,
+    })
+}
+
+#[test]
+fn releases_match_llama_quantize() {
+    let root = fixtures_dir();
+    let mut dirs: Vec<_> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("llamacpp/manifest.json").exists())
+        .collect();
+    dirs.sort();
+    assert!(!dirs.is_empty());
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut files, mut tensors, mut mismatched) = (0, 0, Vec::new());
+    for dir in &dirs {
+        let m: Json =
+            serde_json::from_slice(&std::fs::read(dir.join("llamacpp/manifest.json")).unwrap())
+                .unwrap();
+        let from = m["converted_from"]
+            .as_str()
+            .unwrap()
+            .trim_end_matches(" (config patched)");
+        let ckpt = Checkpoint::open(&dir.join(from)).unwrap();
+        let imatrix = Imatrix::read(&dir.join("llamacpp/imatrix.gguf")).unwrap();
+        for (file, entry) in m["files"].as_object().unwrap() {
+            let by_quantize = entry["command"][0]
+                .as_str()
+                .is_some_and(|c| c.ends_with("llama-quantize"));
+            let Some(stem) = file.strip_suffix(".gguf").filter(|_| by_quantize) else {
+                continue;
+            };
+            let (mix, with_imatrix) = match stem.strip_suffix(".imatrix") {
+                Some(s) => (s, true),
+                None => (stem, false),
+            };
+            let ftype: FileType = mix.parse().unwrap();
+            let opts = ReleaseOptions {
+                ftype,
+                mix: MixOptions::default(),
+                imatrix: with_imatrix.then(|| (&imatrix, "imatrix.gguf".to_string())),
+            };
+            let out = tmp.path().join(file);
+            gguf_release::write(&ckpt, &out, &opts).unwrap();
+            let f = GgufFile::open(&out).unwrap();
+            let want = &entry["gguf"];
+            let ctx = format!("{}/{file}", dir.file_name().unwrap().to_string_lossy());
+            let want_md = want["metadata"].as_object().unwrap();
+            let keys: Vec<&str> = f.metadata().iter().map(|(k, _)| k).collect();
+            let want_keys: Vec<&str> = want_md.keys().map(String::as_str).collect();
+            assert_eq!(keys, want_keys, "{ctx}: keys");
+            for (k, v) in f.metadata().iter() {
+                assert_eq!(
+                    v.type_name(),
+                    want_md[k]["type"].as_str().unwrap(),
+                    "{ctx}: {k}"
+                );
+                if let Some(j) = scalar_json(v) {
+                    assert_eq!(j, want_md[k]["value"], "{ctx}: {k}");
+                }
+            }
+            let want_t = want["tensors"].as_array().unwrap();
+            assert_eq!(f.tensors().len(), want_t.len(), "{ctx}");
+            for (t, w) in f.tensors().iter().zip(want_t) {
+                assert_eq!(t.name, w["name"].as_str().unwrap(), "{ctx}: order");
+                assert_eq!(
+                    t.ty.name().to_uppercase(),
+                    w["type"].as_str().unwrap().to_uppercase(),
+                    "{ctx}: {}",
+                    t.name
+                );
+                let sha = hex::encode(Sha256::digest(f.tensor_data(&t.name).unwrap()));
+                if sha != w["sha256"].as_str().unwrap() {
+                    mismatched.push(format!("{ctx}: {} ({})", t.name, t.ty));
+                }
+                tensors += 1;
+            }
+            files += 1;
+        }
+    }
+    println!("release: checked {files} quantized files, {tensors} tensors against llama-quantize");
+    assert!(
+        mismatched.is_empty(),
+        "{} tensors differ from llama-quantize's bytes:\n{}",
+        mismatched.len(),
+        mismatched.join("\n")
+    );
+}
