@@ -25,6 +25,10 @@ enum Command {
     Forward(cmd::forward::Args),
     /// Write a random checkpoint with a variant's real names and widths but only N layers.
     Synth(cmd::synth::Args),
+    /// Convert a checkpoint folder to a release (GGUF: any llama.cpp mix) in one streaming pass.
+    Convert(cmd::convert::Args),
+    /// Re-quantize an existing GGUF file (F32, F16, BF16 or Q8_0 tensors) to another mix.
+    Quantize(cmd::quantize::Args),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +37,8 @@ fn main() -> ExitCode {
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Forward(args) => cmd::forward::run(args),
         Command::Synth(args) => cmd::synth::run(args),
+        Command::Convert(args) => cmd::convert::run(args),
+        Command::Quantize(args) => cmd::quantize::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -142,7 +142,7 @@ fn best_ns(mut f: impl FnMut()) -> f64 {
 fn print_table(types: &[GgmlType], paths: &[Path]) {
     let ghz = measured_ghz();
     println!(
-        "\nclock: measured {ghz:.2} GHz (dependent-add chain), nominal {} GHz; row = {N} values",
+        "\nclock: measured {ghz:.2} GHz (dependent imul chain), nominal {} GHz; row = {N} values",
         nominal_ghz().map_or("?".to_string(), |g| format!("{g:.2}"))
     );
     println!(

@@ -155,7 +155,7 @@ fn main() {
     c.final_summary();
 
     println!(
-        "\nper 32 values, single thread ({} rows x {N_PER_ROW}):",
+        "\nper 32 values, single thread, best pass over {} rows x {N_PER_ROW}:",
         ROWS
     );
     println!(

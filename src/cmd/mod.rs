@@ -1,15 +1,22 @@
 //! One module per subcommand, plus the mapping from errors to exit codes.
 
+pub mod convert;
 pub mod forward;
 pub mod inspect;
+mod mix_args;
+mod progress;
+pub mod quantize;
 pub mod synth;
 
 /// Exit code for a failed command: 2 for bad input (files, flags, configs), 3 for anything else.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
-        if cause.downcast_ref::<convert::ConvertError>().is_some()
+        if cause.downcast_ref::<::convert::ConvertError>().is_some()
             || cause.downcast_ref::<std::io::Error>().is_some()
             || cause.downcast_ref::<verify::VerifyError>().is_some()
+            || cause.downcast_ref::<::quantize::QuantizeError>().is_some()
+            || cause.downcast_ref::<Usage>().is_some()
+            || cause.downcast_ref::<kernels::KernelError>().is_some()
         {
             return 2;
         }
@@ -17,7 +24,27 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     3
 }
 
+/// A bad flag or flag combination: exit code 2, like clap's own usage errors.
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// A usage error with `msg`.
+pub fn usage(msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Usage(msg.into()))
+}
+
 /// The error and its causes on one line, outermost first.
 pub fn one_line(err: &anyhow::Error) -> String {
-    err.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")
+    err.chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
 }

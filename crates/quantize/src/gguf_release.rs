@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use convert::gguf::{GgufWriter, TensorInfo, Value};
+use convert::gguf::{GgufWriter, Metadata, TensorInfo, Value};
 use convert::llama::{self, PlannedTensor};
 use convert::Checkpoint;
 use kernels::GgmlType;
@@ -26,6 +26,8 @@ pub struct ReleaseOptions<'a> {
     pub mix: MixOptions,
     /// The importance matrix and the file name recorded in `quantize.imatrix.file`.
     pub imatrix: Option<(&'a Imatrix, String)>,
+    /// Called after each tensor with (tensors done, tensors in all): drives a progress bar.
+    pub progress: Option<&'a dyn Fn(usize, usize)>,
 }
 
 /// One tensor of the planned file.
@@ -118,63 +120,74 @@ pub fn write(ckpt: &Checkpoint, out: &Path, opts: &ReleaseOptions<'_>) -> Result
         file_type: if quantized { 0 } else { opts.ftype.id() },
     })?;
     if quantized {
-        md.set(
-            "general.quantization_version",
-            Value::U32(llama::QUANTIZATION_VERSION),
-        );
-        md.set("general.file_type", Value::U32(opts.ftype.id()));
-        if let Some((im, file)) = &opts.imatrix {
-            md.set("quantize.imatrix.file", Value::String(file.clone()));
-            if let Some(first) = im.datasets.first() {
-                md.set("quantize.imatrix.dataset", Value::String(first.clone()));
-            }
-            md.set(
-                "quantize.imatrix.entries_count",
-                Value::U32(im.entries.len() as u32),
-            );
-            md.set("quantize.imatrix.chunks_count", Value::U32(im.chunk_count));
-        }
+        set_quantized_keys(&mut md, opts);
     }
     let mut writer = GgufWriter::create(out, &md, infos)?;
-    for row in &rows {
+    let imatrix = opts.imatrix.as_ref().map(|(im, _)| *im);
+    for (i, row) in rows.iter().enumerate() {
+        let t = &row.tensor;
+        let weights = if row.weighted {
+            imatrix.and_then(|im| im.weights(&t.gguf_name))
+        } else {
+            None
+        };
         write_tensor(
-            ckpt,
             &mut writer,
-            row,
-            opts.imatrix.as_ref().map(|(im, _)| *im),
+            &t.gguf_name,
+            row.choice.ty,
+            &t.shape,
+            weights.as_deref(),
+            |r0, n, out| Ok(llama::source_rows(ckpt, t, r0, n, out)?),
         )?;
-        if let llama::Source::Checkpoint(name) = &row.tensor.source {
+        if let llama::Source::Checkpoint(name) = &t.source {
             ckpt.release(name);
+        }
+        if let Some(p) = opts.progress {
+            p(i + 1, rows.len());
         }
     }
     writer.finish()?;
     Ok(rows)
 }
 
-/// Converts and writes one tensor, a chunk of whole rows at a time.
-fn write_tensor(
-    ckpt: &Checkpoint,
+/// What llama-quantize sets after copying the input's keys: the quantization version and file
+/// type (re-set, so they move to the end) and, with an importance matrix, its provenance.
+pub(crate) fn set_quantized_keys(md: &mut Metadata, opts: &ReleaseOptions<'_>) {
+    md.set(
+        "general.quantization_version",
+        Value::U32(llama::QUANTIZATION_VERSION),
+    );
+    md.set("general.file_type", Value::U32(opts.ftype.id()));
+    if let Some((im, file)) = &opts.imatrix {
+        md.set("quantize.imatrix.file", Value::String(file.clone()));
+        if let Some(first) = im.datasets.first() {
+            md.set("quantize.imatrix.dataset", Value::String(first.clone()));
+        }
+        md.set(
+            "quantize.imatrix.entries_count",
+            Value::U32(im.entries.len() as u32),
+        );
+        md.set("quantize.imatrix.chunks_count", Value::U32(im.chunk_count));
+    }
+}
+
+/// Converts and writes one tensor of `shape` (PyTorch order) as `ty`, reading its rows a chunk
+/// at a time through `read_rows(row0, n, out)`, so memory stays at one chunk however large the
+/// tensor. `weights` are the importance weights (one vector per expert for 3-D tensors).
+pub(crate) fn write_tensor(
     w: &mut GgufWriter,
-    row: &PlanRow,
-    imatrix: Option<&Imatrix>,
+    name: &str,
+    ty: GgmlType,
+    shape: &[usize],
+    weights: Option<&[f32]>,
+    mut read_rows: impl FnMut(usize, usize, &mut [f32]) -> Result<()>,
 ) -> Result<()> {
-    let name = &row.tensor.gguf_name;
-    let ty = row.choice.ty;
-    let n_per_row = row.tensor.row_len().max(1);
-    let n_rows = row.tensor.shape.iter().product::<usize>() / n_per_row;
-    let weights = if row.weighted {
-        imatrix.and_then(|im| im.weights(name))
-    } else {
-        None
-    };
+    let n_per_row = shape.last().copied().unwrap_or(1).max(1);
+    let n_rows = shape.iter().product::<usize>() / n_per_row;
     // 3-D expert tensors carry one importance vector per expert (the outermost dimension), so
     // chunks never straddle two experts.
-    let n_mat = if row.tensor.n_dims() == 3 {
-        row.tensor.shape[0]
-    } else {
-        1
-    };
-    if let Some(w) = &weights {
+    let n_mat = if shape.len() == 3 { shape[0] } else { 1 };
+    if let Some(w) = weights {
         if w.len() != n_per_row * n_mat {
             return Err(QuantizeError::Options(format!(
                 "{name}: the importance matrix has {} values, the tensor needs {} ({n_mat} × {n_per_row})",
@@ -183,26 +196,24 @@ fn write_tensor(
             )));
         }
     }
-    let rows_per_mat = n_rows / n_mat;
+    let rows_per_mat = n_rows / n_mat.max(1);
     let rows_per_chunk = (CHUNK_VALUES / n_per_row).clamp(1, rows_per_mat.max(1));
     let row_bytes = ty.row_bytes(n_per_row).unwrap_or(0);
     let mut values = Vec::new();
     let mut buf = Vec::new();
     w.begin_tensor(name)?;
     for m in 0..n_mat {
-        let qw = weights
-            .as_ref()
-            .map(|w| &w[m * n_per_row..(m + 1) * n_per_row]);
+        let qw = weights.map(|w| &w[m * n_per_row..(m + 1) * n_per_row]);
         let mut r = 0;
         while r < rows_per_mat {
             let n = rows_per_chunk.min(rows_per_mat - r);
             values.resize(n * n_per_row, 0.0);
-            llama::source_rows(ckpt, &row.tensor, m * rows_per_mat + r, n, &mut values)?;
+            read_rows(m * rows_per_mat + r, n, &mut values)?;
             if ty.is_quantized() {
                 buf.resize(n * row_bytes, 0);
                 kernels::quantize_rows(ty, &values, n_per_row, qw, &mut buf).map_err(|source| {
                     QuantizeError::Kernel {
-                        tensor: name.clone(),
+                        tensor: name.to_string(),
                         source,
                     }
                 })?;

@@ -6,6 +6,7 @@ pub mod ftype;
 pub mod gguf_release;
 pub mod imatrix;
 pub mod mix;
+pub mod requantize;
 
 pub use error::{QuantizeError, Result};
 pub use ftype::FileType;

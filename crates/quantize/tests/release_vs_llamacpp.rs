@@ -68,6 +68,7 @@ fn releases_match_llama_quantize() {
                 ftype,
                 mix: MixOptions::default(),
                 imatrix: with_imatrix.then(|| (&imatrix, "imatrix.gguf".to_string())),
+                progress: None,
             };
             let out = tmp.path().join(file);
             gguf_release::write(&ckpt, &out, &opts).unwrap();
@@ -114,4 +115,63 @@ fn releases_match_llama_quantize() {
         mismatched.len(),
         mismatched.join("\n")
     );
+}
+
+#[test]
+fn requantizing_llamacpps_f32_file_matches_llama_quantize() {
+    let root = fixtures_dir();
+    let mut dirs: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("llamacpp/f32.gguf").exists())
+        .collect();
+    dirs.sort();
+    assert!(!dirs.is_empty(), "no fixture carries llama.cpp's f32.gguf");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut files = 0;
+    for dir in &dirs {
+        let m: Json =
+            serde_json::from_slice(&std::fs::read(dir.join("llamacpp/manifest.json")).unwrap())
+                .unwrap();
+        let input = GgufFile::open(&dir.join("llamacpp/f32.gguf")).unwrap();
+        let imatrix = Imatrix::read(&dir.join("llamacpp/imatrix.gguf")).unwrap();
+        for (mix, with_imatrix) in [("Q4_K_M", false), ("Q2_K", false), ("IQ4_XS", true)] {
+            let file = if with_imatrix {
+                format!("{mix}.imatrix.gguf")
+            } else {
+                format!("{mix}.gguf")
+            };
+            let opts = ReleaseOptions {
+                ftype: mix.parse().unwrap(),
+                mix: MixOptions::default(),
+                imatrix: with_imatrix.then(|| (&imatrix, "imatrix.gguf".to_string())),
+                progress: None,
+            };
+            let out = tmp.path().join(&file);
+            quantize::requantize::write(&input, &out, &opts).unwrap();
+            let f = GgufFile::open(&out).unwrap();
+            let want = &m["files"][&file]["gguf"];
+            let keys: Vec<&str> = f.metadata().iter().map(|(k, _)| k).collect();
+            let want_keys: Vec<&str> = want["metadata"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            assert_eq!(keys, want_keys, "{}/{file}", dir.display());
+            for (t, w) in f.tensors().iter().zip(want["tensors"].as_array().unwrap()) {
+                assert_eq!(t.name, w["name"].as_str().unwrap());
+                let sha = hex::encode(Sha256::digest(f.tensor_data(&t.name).unwrap()));
+                assert_eq!(
+                    sha,
+                    w["sha256"].as_str().unwrap(),
+                    "{}/{file}: {}",
+                    dir.display(),
+                    t.name
+                );
+            }
+            files += 1;
+        }
+    }
+    println!("requantize: {files} files from llama.cpp's f32.gguf equal llama-quantize's");
 }

@@ -111,7 +111,7 @@ mod tests {
             let g = h / (s.hq / s.hkv);
             for i in 0..s.t {
                 let vis: Vec<usize> = (0..=i)
-                    .filter(|&j| s.window.map_or(true, |w| i - j < w))
+                    .filter(|&j| s.window.is_none_or(|w| i - j < w))
                     .collect();
                 let sc: Vec<f64> = vis
                     .iter()

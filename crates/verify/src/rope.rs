@@ -19,7 +19,7 @@ pub struct RopeTable {
 impl RopeTable {
     /// Builds the table for positions `0..t` of a layer with head dim `hd`.
     pub fn new(params: &RopeParams, hd: usize, t: usize) -> Result<Self> {
-        if hd % 2 != 0 {
+        if !hd.is_multiple_of(2) {
             return Err(VerifyError::Input(format!("head dim {hd} is odd")));
         }
         let half = hd / 2;

@@ -6,9 +6,12 @@ mod common;
 use common::*;
 use verify::{LinearSite, Model, Observer};
 
+/// One observed call: layer, weight, expert, rows, cols and the sum of the activations.
+type Call = (Option<usize>, String, Option<usize>, usize, usize, f64);
+
 #[derive(Default)]
 struct Recorder {
-    calls: Vec<(Option<usize>, String, Option<usize>, usize, usize, f64)>,
+    calls: Vec<Call>,
     expert_rows: usize,
 }
 

@@ -22,6 +22,175 @@ use super::search::GROUP_MAX_EPS;
 use crate::blocks::QK_K;
 use crate::fp::nearest_int;
 
+/// A way to run the lane searches: [`Portable`] (compiler-vectorised loops, any CPU) or, on
+/// x86-64, [`Avx2`] (explicit intrinsics; a value of it proves the CPU has AVX2).
+pub(crate) trait Lanes: Copy {
+    /// [`qkx`] on this backend.
+    #[allow(clippy::too_many_arguments)]
+    fn qkx<const N: usize, const M: usize>(
+        self,
+        x: &[[f32; N]; M],
+        w: &[[f32; N]; M],
+        nmax: i32,
+        rmin: f32,
+        rdelta: f32,
+        nstep: i32,
+        use_mad: bool,
+        strict_degenerate: bool,
+        scale_out: &mut [f32; N],
+        the_min: &mut [f32; N],
+        l_out: &mut [[u8; N]; M],
+    );
+    /// [`qx`] on this backend.
+    fn qx<const N: usize, const M: usize>(
+        self,
+        x: &[[f32; N]; M],
+        w: &[[f32; N]; M],
+        nmax: i32,
+        scale_out: &mut [f32; N],
+        l_out: &mut [[i8; N]; M],
+    );
+    /// [`q3`] on this backend.
+    fn q3<const N: usize, const M: usize>(
+        self,
+        x: &[[f32; N]; M],
+        nmax: i32,
+        scale_out: &mut [f32; N],
+        l_out: &mut [[i8; N]; M],
+    );
+}
+
+/// The portable backend: the loops in this module.
+#[derive(Clone, Copy)]
+pub(crate) struct Portable;
+
+impl Lanes for Portable {
+    #[inline(always)]
+    fn qkx<const N: usize, const M: usize>(
+        self,
+        x: &[[f32; N]; M],
+        w: &[[f32; N]; M],
+        nmax: i32,
+        rmin: f32,
+        rdelta: f32,
+        nstep: i32,
+        use_mad: bool,
+        strict_degenerate: bool,
+        scale_out: &mut [f32; N],
+        the_min: &mut [f32; N],
+        l_out: &mut [[u8; N]; M],
+    ) {
+        qkx(
+            x,
+            w,
+            nmax,
+            rmin,
+            rdelta,
+            nstep,
+            use_mad,
+            strict_degenerate,
+            scale_out,
+            the_min,
+            l_out,
+        )
+    }
+    #[inline(always)]
+    fn qx<const N: usize, const M: usize>(
+        self,
+        x: &[[f32; N]; M],
+        w: &[[f32; N]; M],
+        nmax: i32,
+        scale_out: &mut [f32; N],
+        l_out: &mut [[i8; N]; M],
+    ) {
+        qx(x, w, nmax, scale_out, l_out)
+    }
+    #[inline(always)]
+    fn q3<const N: usize, const M: usize>(
+        self,
+        x: &[[f32; N]; M],
+        nmax: i32,
+        scale_out: &mut [f32; N],
+        l_out: &mut [[i8; N]; M],
+    ) {
+        q3(x, nmax, scale_out, l_out)
+    }
+}
+
+/// The AVX2 backend ([`super::lanes_avx2`]). Only [`Avx2::detect`] makes one, after checking
+/// the CPU, which is what makes calling the AVX2 functions through it sound.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub(crate) struct Avx2(());
+
+#[cfg(target_arch = "x86_64")]
+impl Avx2 {
+    /// The token, if this CPU has AVX2.
+    #[inline]
+    pub(crate) fn detect() -> Option<Self> {
+        std::arch::is_x86_feature_detected!("avx2").then_some(Avx2(()))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Lanes for Avx2 {
+    #[inline(always)]
+    fn qkx<const N: usize, const M: usize>(
+        self,
+        x: &[[f32; N]; M],
+        w: &[[f32; N]; M],
+        nmax: i32,
+        rmin: f32,
+        rdelta: f32,
+        nstep: i32,
+        use_mad: bool,
+        strict_degenerate: bool,
+        scale_out: &mut [f32; N],
+        the_min: &mut [f32; N],
+        l_out: &mut [[u8; N]; M],
+    ) {
+        // SAFETY: `self` exists only if the CPU has AVX2 (see `Avx2::detect`).
+        unsafe {
+            super::lanes_avx2::qkx(
+                x,
+                w,
+                nmax,
+                rmin,
+                rdelta,
+                nstep,
+                use_mad,
+                strict_degenerate,
+                scale_out,
+                the_min,
+                l_out,
+            )
+        }
+    }
+    #[inline(always)]
+    fn qx<const N: usize, const M: usize>(
+        self,
+        x: &[[f32; N]; M],
+        w: &[[f32; N]; M],
+        nmax: i32,
+        scale_out: &mut [f32; N],
+        l_out: &mut [[i8; N]; M],
+    ) {
+        // SAFETY: `self` exists only if the CPU has AVX2 (see `Avx2::detect`).
+        unsafe { super::lanes_avx2::qx(x, w, nmax, scale_out, l_out) }
+    }
+    #[inline(always)]
+    fn q3<const N: usize, const M: usize>(
+        self,
+        x: &[[f32; N]; M],
+        nmax: i32,
+        scale_out: &mut [f32; N],
+        l_out: &mut [[i8; N]; M],
+    ) {
+        // SAFETY: `self` exists only if the CPU has AVX2 (see `Avx2::detect`).
+        unsafe { super::lanes_avx2::q3(x, nmax, scale_out, l_out) }
+    }
+}
+
 /// One K-quant's fast super-block quantizer, for [`quantize_fast`]. `quantize` must be
 /// `#[inline(always)]` so that it is compiled into [`quantize_fast`]'s AVX2 instance.
 pub(crate) trait FastBlock {
@@ -29,37 +198,40 @@ pub(crate) trait FastBlock {
     /// ggml's type name, for error messages.
     const NAME: &'static str;
     /// Quantizes one super-block; `qw` holds the importance weights of its 256 columns.
-    fn quantize(x: &Super, y: &mut Self::Block, qw: Option<&Super>);
+    fn quantize<L: Lanes>(lanes: L, x: &Super, y: &mut Self::Block, qw: Option<&Super>);
 }
 
-/// Quantizes rows with `Q::quantize`, in a copy compiled for AVX2 when the CPU has it (the
-/// lane loops then use 256-bit vectors; x86-64's baseline is SSE2). Checks shapes like the
-/// reference quantizers ([`super::kquants`]).
+/// Quantizes rows with `Q::quantize`: with the [`Avx2`] backend, in a copy compiled for AVX2,
+/// when the CPU has it; otherwise with the [`Portable`] one. Checks shapes like the reference
+/// quantizers ([`super::kquants`]).
 pub(crate) fn quantize_fast<Q: FastBlock>(x: &[f32], y: &mut [Q::Block], imatrix: Option<&[f32]>) {
     let blocks_per_row = check_shapes(Q::NAME, x.len(), y.len(), imatrix);
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above).
-            return unsafe { rows_avx2::<Q>(x, y, imatrix, blocks_per_row) };
+        if let Some(avx2) = Avx2::detect() {
+            // SAFETY: the token proves the CPU supports AVX2.
+            return unsafe { rows_avx2::<Q>(avx2, x, y, imatrix, blocks_per_row) };
         }
     }
-    rows::<Q>(x, y, imatrix, blocks_per_row)
+    rows::<Q, Portable>(Portable, x, y, imatrix, blocks_per_row)
 }
 
+/// [`rows`] compiled with AVX2, so that the scalar parts of the block quantizers also use it.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn rows_avx2<Q: FastBlock>(
+fn rows_avx2<Q: FastBlock>(
+    avx2: Avx2,
     x: &[f32],
     y: &mut [Q::Block],
     imatrix: Option<&[f32]>,
     blocks_per_row: usize,
 ) {
-    rows::<Q>(x, y, imatrix, blocks_per_row)
+    rows::<Q, Avx2>(avx2, x, y, imatrix, blocks_per_row)
 }
 
 #[inline(always)]
-fn rows<Q: FastBlock>(
+fn rows<Q: FastBlock, L: Lanes>(
+    lanes: L,
     x: &[f32],
     y: &mut [Q::Block],
     imatrix: Option<&[f32]>,
@@ -71,7 +243,7 @@ fn rows<Q: FastBlock>(
             let col = (ib % blocks_per_row) * QK_K;
             qw[col..col + QK_K].try_into().expect("a QK_K slice")
         });
-        Q::quantize(xb, yb, qw);
+        Q::quantize(lanes, xb, yb, qw);
     }
 }
 

@@ -60,8 +60,8 @@ fn min_max(xb: &[f32]) -> (f32, f32) {
     (min, max)
 }
 
-/// The per-value importance weights of the legacy imatrix paths: `qw * sqrt(sigma2 + x²)`,
-/// where `sigma2` is the mean square of the WHOLE row (not of the block).
+/// The mean square of the WHOLE row (not of the block, unlike the K-quants and IQ4): the
+/// `sigma2` of the legacy imatrix paths.
 fn row_sigma2(x: &[f32]) -> f32 {
     let mut sum_x2 = 0.0f32;
     for &v in x {
@@ -70,6 +70,7 @@ fn row_sigma2(x: &[f32]) -> f32 {
     sum_x2 / x.len() as f32
 }
 
+/// The per-value importance weights of the legacy imatrix paths: `qw * sqrt(sigma2 + x²)`.
 fn block_weights(xb: &[f32], qw: &[f32], sigma2: f32, weight: &mut [f32; QK]) {
     for j in 0..QK {
         weight[j] = qw[j] * (sigma2 + xb[j] * xb[j]).sqrt();

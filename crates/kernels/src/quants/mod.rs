@@ -11,6 +11,8 @@ pub mod activation;
 pub mod iq4;
 pub mod kquants;
 mod lanes;
+#[cfg(target_arch = "x86_64")]
+mod lanes_avx2;
 pub mod legacy;
 pub mod q2k;
 pub mod q3k;

@@ -2,7 +2,7 @@
 //! (`quantize_row_q2_K_ref`, `quantize_row_q2_K_impl`, `dequantize_row_q2_K` in ggml-quants.c).
 
 use super::kquants::{check_dequant, for_each_super_block, pack_2bit, Super};
-use super::lanes::{qkx, quantize_fast, transpose, FastBlock};
+use super::lanes::{quantize_fast, transpose, FastBlock, Lanes};
 use super::search::{make_qkx2_quants, make_qkx3_quants, make_qp_quants};
 use crate::blocks::{BlockQ2K, QK_K};
 use crate::fp::{f16_to_f32, f32_to_f16, nearest_int};
@@ -172,7 +172,7 @@ impl FastBlock for Q2KFast {
     const NAME: &'static str = "q2_K";
 
     #[inline(always)]
-    fn quantize(xb: &Super, yb: &mut BlockQ2K, qw: Option<&Super>) {
+    fn quantize<L: Lanes>(lanes: L, xb: &Super, yb: &mut BlockQ2K, qw: Option<&Super>) {
         let xt = transpose::<16, 16>(xb);
         let mut wt = [[0f32; 16]; 16];
         let (mut scales, mut mins, mut lt) = ([0f32; 16], [0f32; 16], [[0u8; 16]; 16]);
@@ -183,7 +183,7 @@ impl FastBlock for Q2KFast {
                         wt[i][j] = xt[i][j].abs();
                     }
                 }
-                qkx(
+                lanes.qkx(
                     &xt,
                     &wt,
                     3,
@@ -213,7 +213,7 @@ impl FastBlock for Q2KFast {
                         sw[j] += wt[i][j];
                     }
                 }
-                qkx(
+                lanes.qkx(
                     &xt,
                     &wt,
                     3,

@@ -5,7 +5,7 @@
 use super::kquants::{
     check_dequant, for_each_super_block, pack_2bit, pack_scales_q3, q3_scale, Super,
 };
-use super::lanes::{q3, quantize_fast, qx, transpose, FastBlock};
+use super::lanes::{quantize_fast, transpose, FastBlock, Lanes};
 use super::search::{make_q3_quants, make_qx_quants};
 use crate::blocks::{BlockQ3K, QK_K};
 use crate::fp::{f16_to_f32, f32_to_f16, nearest_int};
@@ -130,12 +130,12 @@ impl FastBlock for Q3KFast {
     const NAME: &'static str = "q3_K";
 
     #[inline(always)]
-    fn quantize(xb: &Super, yb: &mut BlockQ3K, qw: Option<&Super>) {
+    fn quantize<L: Lanes>(lanes: L, xb: &Super, yb: &mut BlockQ3K, qw: Option<&Super>) {
         let xt = transpose::<16, 16>(xb);
         let (mut scales, mut lt) = ([0f32; 16], [[0i8; 16]; 16]);
         match qw {
             None => {
-                q3(&xt, 4, &mut scales, &mut lt);
+                lanes.q3(&xt, 4, &mut scales, &mut lt);
                 let mut l = untranspose(&lt);
                 finish_ref(xb, yb, &scales, &mut l);
             }
@@ -154,7 +154,7 @@ impl FastBlock for Q3KFast {
                         sw[j] += wt[i][j];
                     }
                 }
-                qx(&xt, &wt, 4, &mut scales, &mut lt);
+                lanes.qx(&xt, &wt, 4, &mut scales, &mut lt);
                 let mut l = untranspose(&lt);
                 finish_impl(xb, yb, &scales, &sw, &mut l);
             }

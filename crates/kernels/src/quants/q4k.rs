@@ -4,7 +4,7 @@
 use super::kquants::{
     check_dequant, for_each_super_block, get_scale_min_k4, pack_nibbles, pack_scale_min_k4, Super,
 };
-use super::lanes::{qkx, quantize_fast, transpose, FastBlock};
+use super::lanes::{quantize_fast, transpose, FastBlock, Lanes};
 use super::search::{make_qkx2_quants, make_qkx3_quants, make_qp_quants};
 use crate::blocks::{BlockQ4K, QK_K};
 use crate::fp::{f16_to_f32, f32_to_f16, nearest_int};
@@ -211,11 +211,11 @@ impl FastBlock for Q4KFast {
     const NAME: &'static str = "q4_K";
 
     #[inline(always)]
-    fn quantize(xb: &Super, yb: &mut BlockQ4K, qw: Option<&Super>) {
+    fn quantize<L: Lanes>(lanes: L, xb: &Super, yb: &mut BlockQ4K, qw: Option<&Super>) {
         let mut l = [0u8; QK_K];
         let (ls, lm, d, dmin) = match qw {
-            None => search_ref_fast(xb, 15, -1.0, 0.1, 20, &mut l),
-            Some(qw) => search_impl_fast(xb, qw, 15, false, &mut l),
+            None => search_ref_fast(lanes, xb, 15, -1.0, 0.1, 20, &mut l),
+            Some(qw) => search_impl_fast(lanes, xb, qw, 15, false, &mut l),
         };
         pack_scale_min_k4(&ls, &lm, &mut yb.scales);
         yb.d = d;
@@ -234,7 +234,8 @@ impl FastBlock for Q4KFast {
 
 /// [`search_ref`] with the eight `make_qkx2_quants` calls in SIMD lanes.
 #[inline(always)]
-pub(crate) fn search_ref_fast(
+pub(crate) fn search_ref_fast<L: Lanes>(
+    lanes: L,
     x: &Super,
     nmax: i32,
     rmin: f32,
@@ -260,7 +261,7 @@ pub(crate) fn search_ref_fast(
         }
     }
     let (mut scales, mut mins, mut lt) = ([0f32; 8], [0f32; 8], [[0u8; 8]; 32]);
-    qkx(
+    lanes.qkx(
         &xt,
         &wt,
         nmax,
@@ -279,7 +280,8 @@ pub(crate) fn search_ref_fast(
 
 /// [`search_impl`] with the eight `make_qkx3_quants` calls in SIMD lanes.
 #[inline(always)]
-pub(crate) fn search_impl_fast(
+pub(crate) fn search_impl_fast<L: Lanes>(
+    lanes: L,
     x: &Super,
     qw: &Super,
     nmax: i32,
@@ -302,7 +304,7 @@ pub(crate) fn search_impl_fast(
         }
     }
     let (mut scales, mut mins, mut lt) = ([0f32; 8], [0f32; 8], [[0u8; 8]; 32]);
-    qkx(
+    lanes.qkx(
         &xt,
         &wt,
         nmax,

@@ -5,7 +5,7 @@
 use super::kquants::{
     check_dequant, for_each_super_block, get_scale_min_k4, pack_nibbles, pack_scale_min_k4, Super,
 };
-use super::lanes::{quantize_fast, FastBlock};
+use super::lanes::{quantize_fast, FastBlock, Lanes};
 use super::q4k::{requantize, search_impl, search_impl_fast, search_ref, search_ref_fast};
 use crate::blocks::{BlockQ5K, QK_K};
 use crate::fp::f16_to_f32;
@@ -55,11 +55,11 @@ impl FastBlock for Q5KFast {
     const NAME: &'static str = "q5_K";
 
     #[inline(always)]
-    fn quantize(xb: &Super, yb: &mut BlockQ5K, qw: Option<&Super>) {
+    fn quantize<L: Lanes>(lanes: L, xb: &Super, yb: &mut BlockQ5K, qw: Option<&Super>) {
         let mut l = [0u8; QK_K];
         let (ls, lm, d, dmin) = match qw {
-            None => search_ref_fast(xb, 31, -0.5, 0.1, 15, &mut l),
-            Some(qw) => search_impl_fast(xb, qw, 31, true, &mut l),
+            None => search_ref_fast(lanes, xb, 31, -0.5, 0.1, 15, &mut l),
+            Some(qw) => search_impl_fast(lanes, xb, qw, 31, true, &mut l),
         };
         pack_scale_min_k4(&ls, &lm, &mut yb.scales);
         yb.d = d;

@@ -3,7 +3,7 @@
 //! `dequantize_row_q6_K` in ggml-quants.c).
 
 use super::kquants::{check_dequant, for_each_super_block, Super};
-use super::lanes::{quantize_fast, qx, transpose, FastBlock};
+use super::lanes::{quantize_fast, transpose, FastBlock, Lanes};
 use super::q3k::untranspose;
 use super::search::{make_qx_quants, GROUP_MAX_EPS};
 use crate::blocks::{BlockQ6K, QK_K};
@@ -51,7 +51,7 @@ impl FastBlock for Q6KFast {
     const NAME: &'static str = "q6_K";
 
     #[inline(always)]
-    fn quantize(xb: &Super, yb: &mut BlockQ6K, qw: Option<&Super>) {
+    fn quantize<L: Lanes>(lanes: L, xb: &Super, yb: &mut BlockQ6K, qw: Option<&Super>) {
         let xt = transpose::<16, 16>(xb);
         let wt = match qw {
             Some(qw) => transpose::<16, 16>(qw),
@@ -66,7 +66,7 @@ impl FastBlock for Q6KFast {
             }
         };
         let (mut scales, mut lt) = ([0f32; 16], [[0i8; 16]; 16]);
-        qx(&xt, &wt, 32, &mut scales, &mut lt);
+        lanes.qx(&xt, &wt, 32, &mut scales, &mut lt);
         let mut l = untranspose(&lt);
         finish_block(xb, yb, &scales, &mut l);
     }

@@ -8,6 +8,32 @@
 //! of the f32 additions across blocks; dequantization uses plain `mul`/`add` (no FMA) so its
 //! output is bit-identical to the scalar dequantizers.
 
+/// Sums `d · q` terms of consecutive legacy blocks into four independent FMA accumulators (one
+/// chain would wait the FMA latency on every 32-value block). `$body` maps one weight block
+/// `$xb` and activation block `$yb` to `(d, q)` as `__m256` vectors. Used inside
+/// [`x86_kernels!`] so the body inlines with the enclosing function's target features.
+macro_rules! sum_blocks {
+    ($x:expr, $y:expr, $xs:expr, $ys:expr, |$xb:ident, $yb:ident| $body:expr) => {{
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut xc = $x.chunks_exact(4 * $xs);
+        let mut yc = $y.chunks_exact(4 * $ys);
+        for (x4, y4) in (&mut xc).zip(&mut yc) {
+            for (k, a) in acc.iter_mut().enumerate() {
+                let $xb = &x4[k * $xs..(k + 1) * $xs];
+                let $yb = &y4[k * $ys..(k + 1) * $ys];
+                let (d, q) = $body;
+                *a = _mm256_fmadd_ps(d, q, *a);
+            }
+        }
+        let xr = xc.remainder().chunks_exact($xs);
+        for ($xb, $yb) in xr.zip(yc.remainder().chunks_exact($ys)) {
+            let (d, q) = $body;
+            acc[0] = _mm256_fmadd_ps(d, q, acc[0]);
+        }
+        _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]))
+    }};
+}
+
 /// Emits the x86 kernels for one target-feature set. `$feat` is the `target_feature` string;
 /// the invoking module must define `mul_sum_us8_pairs(acc, ax, sy)` (adds the u8 × i8 products
 /// of `ax` and `sy`, four per i32 lane, to `acc`) for that feature set.
@@ -84,6 +110,14 @@ macro_rules! x86_kernels {
         }
 
         // ---------------------------------------------------------------- helpers
+
+        /// The fp16 at `off` as f32 through F16C (exact, like `fp::f16_to_f32`, but one
+        /// instruction instead of a call).
+        #[target_feature(enable = $feat)]
+        #[inline]
+        unsafe fn f16_at(b: &[u8], off: usize) -> f32 {
+            _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16_at(b, off) as i32)))
+        }
 
         #[target_feature(enable = $feat)]
         #[inline]
@@ -474,95 +508,80 @@ macro_rules! x86_kernels {
 
         #[target_feature(enable = $feat)]
         unsafe fn dot_q4_0(x: &[u8], y: &[u8]) -> f32 {
-            let mut acc = _mm256_setzero_ps();
-            for (xb, yb) in x.chunks_exact(18).zip(y.chunks_exact(34)) {
+            let acc = sum_blocks!(x, y, 18, 34, |xb, yb| {
                 let d = _mm256_set1_ps(f16_at(xb, 0) * f16_at(yb, 0));
                 let qx = _mm256_sub_epi8(nibbles32(xb, Q4_0_QS), _mm256_set1_epi8(8));
-                let q = mul_sum_i8_pairs_float(qx, load256(yb, Q8_0_QS));
-                acc = _mm256_fmadd_ps(d, q, acc);
-            }
+                (d, mul_sum_i8_pairs_float(qx, load256(yb, Q8_0_QS)))
+            });
             hsum_f32x8(acc)
         }
 
         #[target_feature(enable = $feat)]
         unsafe fn dot_q4_1(x: &[u8], y: &[u8]) -> f32 {
-            let mut acc = _mm256_setzero_ps();
             let mut summs = 0f32;
-            for (xb, yb) in x.chunks_exact(20).zip(y.chunks_exact(36)) {
+            let acc = sum_blocks!(x, y, 20, 36, |xb, yb| {
                 summs += f16_at(xb, Q4_1_M) * f16_at(yb, Q8_1_S);
                 let d = _mm256_set1_ps(f16_at(xb, 0) * f16_at(yb, 0));
-                let p = mul_sum_us8_pairs(
-                    _mm256_setzero_si256(),
-                    nibbles32(xb, Q4_1_QS),
-                    load256(yb, Q8_1_QS),
-                );
-                acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
-            }
+                let zero = _mm256_setzero_si256();
+                let p = mul_sum_us8_pairs(zero, nibbles32(xb, Q4_1_QS), load256(yb, Q8_1_QS));
+                (d, _mm256_cvtepi32_ps(p))
+            });
             hsum_f32x8(acc) + summs
         }
 
         #[target_feature(enable = $feat)]
         unsafe fn dot_q5_0(x: &[u8], y: &[u8]) -> f32 {
-            let mut acc = _mm256_setzero_ps();
-            for (xb, yb) in x.chunks_exact(22).zip(y.chunks_exact(34)) {
+            let acc = sum_blocks!(x, y, 22, 34, |xb, yb| {
                 let d = _mm256_set1_ps(f16_at(xb, 0) * f16_at(yb, 0));
                 let hi = _mm256_andnot_si256(bits32(xb, Q5_0_QH), _mm256_set1_epi8(0xf0u8 as i8));
                 let qx = _mm256_or_si256(nibbles32(xb, Q5_0_QS), hi);
-                let q = mul_sum_i8_pairs_float(qx, load256(yb, Q8_0_QS));
-                acc = _mm256_fmadd_ps(d, q, acc);
-            }
+                (d, mul_sum_i8_pairs_float(qx, load256(yb, Q8_0_QS)))
+            });
             hsum_f32x8(acc)
         }
 
         #[target_feature(enable = $feat)]
         unsafe fn dot_q5_1(x: &[u8], y: &[u8]) -> f32 {
-            let mut acc = _mm256_setzero_ps();
             let mut summs = 0f32;
-            for (xb, yb) in x.chunks_exact(24).zip(y.chunks_exact(36)) {
+            let acc = sum_blocks!(x, y, 24, 36, |xb, yb| {
                 summs += f16_at(xb, Q5_1_M) * f16_at(yb, Q8_1_S);
                 let d = _mm256_set1_ps(f16_at(xb, 0) * f16_at(yb, 0));
                 let hi = _mm256_and_si256(bits32(xb, Q5_1_QH), _mm256_set1_epi8(0x10));
                 let qx = _mm256_or_si256(nibbles32(xb, Q5_1_QS), hi);
                 let p = mul_sum_us8_pairs(_mm256_setzero_si256(), qx, load256(yb, Q8_1_QS));
-                acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
-            }
+                (d, _mm256_cvtepi32_ps(p))
+            });
             hsum_f32x8(acc) + summs
         }
 
         #[target_feature(enable = $feat)]
         unsafe fn dot_q8_0(x: &[u8], y: &[u8]) -> f32 {
-            let mut acc = _mm256_setzero_ps();
-            for (xb, yb) in x.chunks_exact(34).zip(y.chunks_exact(34)) {
+            let acc = sum_blocks!(x, y, 34, 34, |xb, yb| {
                 let d = _mm256_set1_ps(f16_at(xb, 0) * f16_at(yb, 0));
-                let q = mul_sum_i8_pairs_float(load256(xb, Q8_0_QS), load256(yb, Q8_0_QS));
-                acc = _mm256_fmadd_ps(d, q, acc);
-            }
+                (
+                    d,
+                    mul_sum_i8_pairs_float(load256(xb, Q8_0_QS), load256(yb, Q8_0_QS)),
+                )
+            });
             hsum_f32x8(acc)
         }
 
         #[target_feature(enable = $feat)]
         unsafe fn dot_iq4_nl(x: &[u8], y: &[u8]) -> f32 {
-            let mut acc = _mm256_setzero_ps();
-            for (xb, yb) in x.chunks_exact(18).zip(y.chunks_exact(34)) {
+            let acc = sum_blocks!(x, y, 18, 34, |xb, yb| {
                 let d = _mm256_set1_ps(f16_at(yb, 0) * f16_at(xb, 0));
-                let q = mul_sum_i8_pairs_float(iq4_lookup(xb, Q4_0_QS), load256(yb, Q8_0_QS));
-                acc = _mm256_fmadd_ps(d, q, acc);
-            }
+                (
+                    d,
+                    mul_sum_i8_pairs_float(iq4_lookup(xb, Q4_0_QS), load256(yb, Q8_0_QS)),
+                )
+            });
             hsum_f32x8(acc)
-        }
-
-        /// Σ over the 16 bsums of `bsums[j] * mins[j / 2]` (K-quant mins correction).
-        #[inline]
-        fn bsum_mins(yb: &[u8], mins: &[u8]) -> i32 {
-            (0..16)
-                .map(|j| i16_at(yb, Q8K_BSUMS + 2 * j) as i32 * mins[j / 2] as i32)
-                .sum()
         }
 
         #[target_feature(enable = $feat)]
         unsafe fn dot_q2_k(x: &[u8], y: &[u8]) -> f32 {
             let mut acc = _mm256_setzero_ps();
-            let mut summs = 0f32;
+            let mut acc_m = _mm256_setzero_ps();
             let m3 = _mm256_set1_epi8(3);
             for (xb, yb) in x.chunks_exact(84).zip(y.chunks_exact(292)) {
                 let dy = f32_at(yb, 0);
@@ -570,11 +589,9 @@ macro_rules! x86_kernels {
                 let dmin = dy * f16_at(xb, Q2K_DMIN);
                 let raw = load128(xb, Q2K_SCALES);
                 let sc = _mm_and_si128(raw, _mm_set1_epi8(0x0f));
-                let mut m = 0i32;
-                for j in 0..16 {
-                    m += i16_at(yb, Q8K_BSUMS + 2 * j) as i32 * (xb[Q2K_SCALES + j] >> 4) as i32;
-                }
-                summs += dmin * m as f32;
+                let mins = _mm_and_si128(_mm_srli_epi16::<4>(raw), _mm_set1_epi8(0x0f));
+                let prod = _mm256_madd_epi16(_mm256_cvtepi8_epi16(mins), load256(yb, Q8K_BSUMS));
+                acc_m = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(prod), acc_m);
                 let mut sumi = _mm256_setzero_si256();
                 for half in 0..2 {
                     let bits = load256(xb, Q2K_QS + 32 * half);
@@ -590,7 +607,7 @@ macro_rules! x86_kernels {
                 }
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(dall), _mm256_cvtepi32_ps(sumi), acc);
             }
-            hsum_f32x8(acc) - summs
+            hsum_f32x8(acc) - hsum_f32x8(acc_m)
         }
 
         #[target_feature(enable = $feat)]
@@ -628,71 +645,102 @@ macro_rules! x86_kernels {
             hsum_f32x8(acc)
         }
 
+        /// Σ_j bsums[j]·mins[j / 2] of a Q8_K block as 4 i32 lanes (ggml's `hadd` of the bsum
+        /// pairs then `madd` with the 8 mins); `sm` holds 8 scales then 8 mins.
         #[target_feature(enable = $feat)]
-        unsafe fn dot_q4_k(x: &[u8], y: &[u8]) -> f32 {
+        #[inline]
+        unsafe fn k4_mins_prod(yb: &[u8], sm: __m256i) -> __m128i {
+            let bsums = load256(yb, Q8K_BSUMS);
+            let pairs = _mm_hadd_epi16(
+                _mm256_castsi256_si128(bsums),
+                _mm256_extracti128_si256::<1>(bsums),
+            );
+            _mm_madd_epi16(_mm256_extracti128_si256::<1>(sm), pairs)
+        }
+
+        /// 16 i16 lanes all holding scale `j` of the 8 in `scales` (duplicated halves).
+        #[target_feature(enable = $feat)]
+        #[inline]
+        unsafe fn k4_scale(scales: __m256i, j: usize) -> __m256i {
+            let pair = (2 * j as i16) | ((2 * j as i16 + 1) << 8);
+            _mm256_shuffle_epi8(scales, _mm256_set1_epi16(pair))
+        }
+
+        /// The shared Q4_K/Q5_K super-block loop; `quants(xb, c)` gives the two 32-byte value
+        /// vectors (sub-blocks 2c and 2c + 1) of 64-value chunk `c`.
+        #[target_feature(enable = $feat)]
+        #[inline]
+        unsafe fn dot_k4(
+            x: &[u8],
+            y: &[u8],
+            ts: usize,
+            scales_off: usize,
+            quants: unsafe fn(&[u8], usize) -> (__m256i, __m256i),
+        ) -> f32 {
             let mut acc = _mm256_setzero_ps();
-            let mut summs = 0f32;
-            let m4 = _mm256_set1_epi8(0x0f);
-            for (xb, yb) in x.chunks_exact(144).zip(y.chunks_exact(292)) {
+            let mut acc_m = _mm_setzero_ps();
+            for (xb, yb) in x.chunks_exact(ts).zip(y.chunks_exact(292)) {
                 let dy = f32_at(yb, 0);
                 let d = dy * f16_at(xb, 0);
-                let dmin = dy * f16_at(xb, Q4K_DMIN);
-                let sm = k4_scales_mins(&xb[Q4K_SCALES..Q4K_SCALES + 12]);
-                summs += dmin * bsum_mins(yb, &sm[8..]) as f32;
+                let dmin = -dy * f16_at(xb, 2);
+                let sm = k4_scales_mins(&xb[scales_off..scales_off + 12]);
+                let sm = _mm256_cvtepu8_epi16(_mm_loadu_si128(sm.as_ptr() as *const __m128i));
+                let prod = k4_mins_prod(yb, sm);
+                acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m);
+                let sc = _mm256_castsi256_si128(sm);
+                let scales = _mm256_set_m128i(sc, sc);
                 let mut sumi = _mm256_setzero_si256();
                 for c in 0..4 {
-                    let bits = load256(xb, Q4K_QS + 32 * c);
-                    let lo = _mm256_and_si256(bits, m4);
-                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4);
+                    let (lo, hi) = quants(xb, c);
                     let pl = _mm256_maddubs_epi16(lo, q8k(yb, 2 * c));
                     let ph = _mm256_maddubs_epi16(hi, q8k(yb, 2 * c + 1));
-                    let pl = _mm256_madd_epi16(_mm256_set1_epi16(sm[2 * c] as i16), pl);
-                    let ph = _mm256_madd_epi16(_mm256_set1_epi16(sm[2 * c + 1] as i16), ph);
+                    let pl = _mm256_madd_epi16(k4_scale(scales, 2 * c), pl);
+                    let ph = _mm256_madd_epi16(k4_scale(scales, 2 * c + 1), ph);
                     sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
                 }
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
             }
-            hsum_f32x8(acc) - summs
+            let m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
+            let m = _mm_add_ss(m, _mm_movehdup_ps(m));
+            hsum_f32x8(acc) + _mm_cvtss_f32(m)
+        }
+
+        #[target_feature(enable = $feat)]
+        #[inline]
+        unsafe fn q4k_quants(xb: &[u8], c: usize) -> (__m256i, __m256i) {
+            let m4 = _mm256_set1_epi8(0x0f);
+            let bits = load256(xb, Q4K_QS + 32 * c);
+            (
+                _mm256_and_si256(bits, m4),
+                _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4),
+            )
+        }
+
+        #[target_feature(enable = $feat)]
+        #[inline]
+        unsafe fn q5k_quants(xb: &[u8], c: usize) -> (__m256i, __m256i) {
+            let m4 = _mm256_set1_epi8(0x0f);
+            let sixteen = _mm256_set1_epi8(16);
+            let hbits = load256(xb, Q5K_QH);
+            let bits = load256(xb, Q5K_QS + 32 * c);
+            let u1 = _mm256_set1_epi8((1u8 << (2 * c)) as i8);
+            let u2 = _mm256_set1_epi8((2u8 << (2 * c)) as i8);
+            let h1 = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hbits, u1), u1), sixteen);
+            let h2 = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hbits, u2), u2), sixteen);
+            (
+                _mm256_or_si256(_mm256_and_si256(bits, m4), h1),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4), h2),
+            )
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn dot_q4_k(x: &[u8], y: &[u8]) -> f32 {
+            dot_k4(x, y, 144, Q4K_SCALES, q4k_quants)
         }
 
         #[target_feature(enable = $feat)]
         unsafe fn dot_q5_k(x: &[u8], y: &[u8]) -> f32 {
-            let mut acc = _mm256_setzero_ps();
-            let mut summs = 0f32;
-            let m4 = _mm256_set1_epi8(0x0f);
-            let sixteen = _mm256_set1_epi8(16);
-            for (xb, yb) in x.chunks_exact(176).zip(y.chunks_exact(292)) {
-                let dy = f32_at(yb, 0);
-                let d = dy * f16_at(xb, 0);
-                let dmin = dy * f16_at(xb, Q5K_DMIN);
-                let sm = k4_scales_mins(&xb[Q5K_SCALES..Q5K_SCALES + 12]);
-                summs += dmin * bsum_mins(yb, &sm[8..]) as f32;
-                let hbits = load256(xb, Q5K_QH);
-                let mut sumi = _mm256_setzero_si256();
-                for c in 0..4 {
-                    let bits = load256(xb, Q5K_QS + 32 * c);
-                    let u1 = _mm256_set1_epi8((1u8 << (2 * c)) as i8);
-                    let u2 = _mm256_set1_epi8((2u8 << (2 * c)) as i8);
-                    let h1 = _mm256_and_si256(
-                        _mm256_cmpeq_epi8(_mm256_and_si256(hbits, u1), u1),
-                        sixteen,
-                    );
-                    let h2 = _mm256_and_si256(
-                        _mm256_cmpeq_epi8(_mm256_and_si256(hbits, u2), u2),
-                        sixteen,
-                    );
-                    let lo = _mm256_or_si256(_mm256_and_si256(bits, m4), h1);
-                    let hi =
-                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4), h2);
-                    let pl = _mm256_maddubs_epi16(lo, q8k(yb, 2 * c));
-                    let ph = _mm256_maddubs_epi16(hi, q8k(yb, 2 * c + 1));
-                    let pl = _mm256_madd_epi16(_mm256_set1_epi16(sm[2 * c] as i16), pl);
-                    let ph = _mm256_madd_epi16(_mm256_set1_epi16(sm[2 * c + 1] as i16), ph);
-                    sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
-                }
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-            }
-            hsum_f32x8(acc) - summs
+            dot_k4(x, y, 176, Q5K_SCALES, q5k_quants)
         }
 
         #[target_feature(enable = $feat)]

@@ -1,0 +1,480 @@
+//! AVX2 versions of the lane searches in [`super::lanes`], written with explicit 256-bit
+//! intrinsics (8 groups per vector, `N / 8` vectors per row of the transposed data).
+//!
+//! The portable versions leave vectorisation to the compiler, which packs the per-lane sums
+//! only partly and spills the rest to the stack; here every lane operation is one vector
+//! instruction with the scalar operation's IEEE semantics: `vaddps`/`vmulps`/`vdivps`/
+//! `vsqrtps` round like their scalar forms, comparisons are the ordered predicates Rust's
+//! `<`, `>`, `==`, `<=` use (false on NaN; `!=` is unordered-not-equal), branches become
+//! `vblendvps`, and `nearest_int` is the same integer bit trick. Nothing is fused or
+//! reassociated, so each lane computes exactly what the scalar search computes.
+//!
+//! Everything here requires AVX2; [`super::lanes::Avx2`] is the token proving it is present.
+
+#![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+
+use std::arch::x86_64::*;
+
+use super::search::GROUP_MAX_EPS;
+
+/// Vectors per row at most (16 groups).
+const KMAX: usize = 2;
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn ld<const N: usize>(row: &[f32; N], k: usize) -> __m256 {
+    let s = &row[8 * k..8 * k + 8];
+    // SAFETY: `s` holds 8 readable floats; the load is unaligned.
+    unsafe { _mm256_loadu_ps(s.as_ptr()) }
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn st<const N: usize>(row: &mut [f32; N], k: usize, v: __m256) {
+    let s = &mut row[8 * k..8 * k + 8];
+    // SAFETY: `s` holds 8 writable floats; the store is unaligned.
+    unsafe { _mm256_storeu_ps(s.as_mut_ptr(), v) }
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn to_i32(v: __m256i) -> [i32; 8] {
+    let mut out = [0i32; 8];
+    // SAFETY: `out` is 32 writable bytes; the store is unaligned.
+    unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), v) };
+    out
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn splat(v: f32) -> __m256 {
+    _mm256_set1_ps(v)
+}
+
+/// ggml's `nearest_int` on 8 lanes, then `clamp(lo, hi)`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn round_clamp(v: __m256, lo: i32, hi: i32) -> __m256i {
+    let t = _mm256_castps_si256(_mm256_add_ps(v, _mm256_set1_ps(12_582_912.0)));
+    let i = _mm256_sub_epi32(
+        _mm256_and_si256(t, _mm256_set1_epi32(0x007f_ffff)),
+        _mm256_set1_epi32(0x0040_0000),
+    );
+    _mm256_min_epi32(
+        _mm256_max_epi32(i, _mm256_set1_epi32(lo)),
+        _mm256_set1_epi32(hi),
+    )
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn round_clamp_f(v: __m256, lo: i32, hi: i32) -> __m256 {
+    _mm256_cvtepi32_ps(round_clamp(v, lo, hi))
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn abs(v: __m256) -> __m256 {
+    _mm256_andnot_ps(_mm256_set1_ps(-0.0), v)
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn neg(v: __m256) -> __m256 {
+    _mm256_xor_ps(_mm256_set1_ps(-0.0), v)
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn lt(a: __m256, b: __m256) -> __m256 {
+    _mm256_cmp_ps::<_CMP_LT_OQ>(a, b)
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn gt(a: __m256, b: __m256) -> __m256 {
+    _mm256_cmp_ps::<_CMP_GT_OQ>(a, b)
+}
+
+/// `if mask { t } else { f }` per lane.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn sel(mask: __m256, t: __m256, f: __m256) -> __m256 {
+    _mm256_blendv_ps(f, t, mask)
+}
+
+/// The error term of one element: |d| with `use_mad`, d² otherwise.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn err(d: __m256, use_mad: bool) -> __m256 {
+    if use_mad {
+        abs(d)
+    } else {
+        _mm256_mul_ps(d, d)
+    }
+}
+
+/// See [`super::lanes::qkx`]; same contract, 8 groups per vector.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) fn qkx<const N: usize, const M: usize>(
+    x: &[[f32; N]; M],
+    w: &[[f32; N]; M],
+    nmax: i32,
+    rmin: f32,
+    rdelta: f32,
+    nstep: i32,
+    use_mad: bool,
+    strict_degenerate: bool,
+    scale_out: &mut [f32; N],
+    the_min: &mut [f32; N],
+    l_out: &mut [[u8; N]; M],
+) {
+    let kk = N / 8;
+    assert!(N % 8 == 0 && kk <= KMAX && M > 0);
+    let zero = _mm256_setzero_ps();
+    let mut min = [zero; KMAX];
+    let mut max = [zero; KMAX];
+    let mut sum_w = [zero; KMAX];
+    let mut sum_x = [zero; KMAX];
+    for k in 0..kk {
+        min[k] = ld(&x[0], k);
+        max[k] = min[k];
+        sum_w[k] = ld(&w[0], k);
+        sum_x[k] = _mm256_mul_ps(sum_w[k], min[k]);
+    }
+    for i in 1..M {
+        for k in 0..kk {
+            let v = ld(&x[i], k);
+            min[k] = sel(lt(v, min[k]), v, min[k]);
+            max[k] = sel(gt(v, max[k]), v, max[k]);
+            let wv = ld(&w[i], k);
+            sum_w[k] = _mm256_add_ps(sum_w[k], wv);
+            sum_x[k] = _mm256_add_ps(sum_x[k], _mm256_mul_ps(wv, v));
+        }
+    }
+    let nmaxf = splat(nmax as f32);
+    let mut degenerate = [zero; KMAX];
+    let mut iscale = [zero; KMAX];
+    let mut scale = [zero; KMAX];
+    let mut best_error = [zero; KMAX];
+    for k in 0..kk {
+        min[k] = sel(gt(min[k], zero), zero, min[k]);
+        degenerate[k] = if strict_degenerate {
+            _mm256_cmp_ps::<_CMP_EQ_OQ>(max[k], min[k])
+        } else {
+            _mm256_cmp_ps::<_CMP_LE_OQ>(max[k], min[k])
+        };
+        iscale[k] = _mm256_div_ps(nmaxf, _mm256_sub_ps(max[k], min[k]));
+        scale[k] = _mm256_div_ps(splat(1.0), iscale[k]);
+    }
+    let min0 = min;
+    for i in 0..M {
+        for k in 0..kk {
+            let xv = ld(&x[i], k);
+            let l = round_clamp_f(_mm256_mul_ps(iscale[k], _mm256_sub_ps(xv, min[k])), 0, nmax);
+            let diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(scale[k], l), min[k]), xv);
+            best_error[k] = _mm256_add_ps(
+                best_error[k],
+                _mm256_mul_ps(ld(&w[i], k), err(diff, use_mad)),
+            );
+        }
+    }
+    let mut best_iscale = iscale;
+    let mut best_min = min;
+    if nstep >= 1 {
+        let mut lf = [[zero; KMAX]; M];
+        for is in 0..=nstep {
+            let num = splat(rmin + rdelta * is as f32 + nmax as f32);
+            let mut sum_l = [zero; KMAX];
+            let mut sum_l2 = [zero; KMAX];
+            let mut sum_xl = [zero; KMAX];
+            for k in 0..kk {
+                iscale[k] = _mm256_div_ps(num, _mm256_sub_ps(max[k], min[k]));
+            }
+            for i in 0..M {
+                for k in 0..kk {
+                    let xv = ld(&x[i], k);
+                    let l =
+                        round_clamp_f(_mm256_mul_ps(iscale[k], _mm256_sub_ps(xv, min[k])), 0, nmax);
+                    lf[i][k] = l;
+                    let wl = _mm256_mul_ps(ld(&w[i], k), l);
+                    sum_l[k] = _mm256_add_ps(sum_l[k], wl);
+                    sum_l2[k] = _mm256_add_ps(sum_l2[k], _mm256_mul_ps(wl, l));
+                    sum_xl[k] = _mm256_add_ps(sum_xl[k], _mm256_mul_ps(wl, xv));
+                }
+            }
+            let mut valid = [zero; KMAX];
+            let mut this_scale = [zero; KMAX];
+            let mut this_min = [zero; KMAX];
+            for k in 0..kk {
+                let d = _mm256_sub_ps(
+                    _mm256_mul_ps(sum_w[k], sum_l2[k]),
+                    _mm256_mul_ps(sum_l[k], sum_l[k]),
+                );
+                valid[k] = gt(d, zero);
+                let ts = _mm256_div_ps(
+                    _mm256_sub_ps(
+                        _mm256_mul_ps(sum_w[k], sum_xl[k]),
+                        _mm256_mul_ps(sum_x[k], sum_l[k]),
+                    ),
+                    d,
+                );
+                let tm = _mm256_div_ps(
+                    _mm256_sub_ps(
+                        _mm256_mul_ps(sum_l2[k], sum_x[k]),
+                        _mm256_mul_ps(sum_l[k], sum_xl[k]),
+                    ),
+                    d,
+                );
+                let clip = gt(tm, zero);
+                this_min[k] = sel(clip, zero, tm);
+                this_scale[k] = sel(clip, _mm256_div_ps(sum_xl[k], sum_l2[k]), ts);
+            }
+            let mut cur = [zero; KMAX];
+            for i in 0..M {
+                for k in 0..kk {
+                    let xv = ld(&x[i], k);
+                    let diff = _mm256_sub_ps(
+                        _mm256_add_ps(_mm256_mul_ps(this_scale[k], lf[i][k]), this_min[k]),
+                        xv,
+                    );
+                    cur[k] = _mm256_add_ps(cur[k], _mm256_mul_ps(ld(&w[i], k), err(diff, use_mad)));
+                }
+            }
+            for k in 0..kk {
+                let acc = _mm256_and_ps(valid[k], lt(cur[k], best_error[k]));
+                best_error[k] = sel(acc, cur[k], best_error[k]);
+                scale[k] = sel(acc, this_scale[k], scale[k]);
+                best_iscale[k] = sel(acc, iscale[k], best_iscale[k]);
+                best_min[k] = sel(acc, min[k], best_min[k]);
+                min[k] = sel(acc, this_min[k], min[k]);
+            }
+        }
+    }
+    for i in 0..M {
+        for k in 0..kk {
+            let xv = ld(&x[i], k);
+            let l = round_clamp(
+                _mm256_mul_ps(best_iscale[k], _mm256_sub_ps(xv, best_min[k])),
+                0,
+                nmax,
+            );
+            let l = _mm256_andnot_si256(_mm256_castps_si256(degenerate[k]), l);
+            let l = to_i32(l);
+            for t in 0..8 {
+                l_out[i][8 * k + t] = l[t] as u8;
+            }
+        }
+    }
+    for k in 0..kk {
+        st(scale_out, k, sel(degenerate[k], zero, scale[k]));
+        st(the_min, k, neg(sel(degenerate[k], min0[k], min[k])));
+    }
+}
+
+/// Largest |x| per lane and the signed value holding it (first one wins).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn signed_absmax<const N: usize, const M: usize>(
+    x: &[[f32; N]; M],
+) -> ([__m256; KMAX], [__m256; KMAX]) {
+    let zero = _mm256_setzero_ps();
+    let mut max = [zero; KMAX];
+    let mut amax = [zero; KMAX];
+    for i in 0..M {
+        for k in 0..N / 8 {
+            let v = ld(&x[i], k);
+            let ax = abs(v);
+            let g = gt(ax, amax[k]);
+            amax[k] = sel(g, ax, amax[k]);
+            max[k] = sel(g, v, max[k]);
+        }
+    }
+    (max, amax)
+}
+
+/// Σ w·x·l and Σ w·l·l per lane for levels `clamp(nearest_int(iscale·x), -nmax, nmax-1)`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn qx_sums<const N: usize, const M: usize>(
+    x: &[[f32; N]; M],
+    w: &[[f32; N]; M],
+    nmax: i32,
+    iscale: &[__m256; KMAX],
+) -> ([__m256; KMAX], [__m256; KMAX]) {
+    let zero = _mm256_setzero_ps();
+    let mut sumlx = [zero; KMAX];
+    let mut suml2 = [zero; KMAX];
+    for i in 0..M {
+        for k in 0..N / 8 {
+            let xv = ld(&x[i], k);
+            let wv = ld(&w[i], k);
+            let l = round_clamp_f(_mm256_mul_ps(iscale[k], xv), -nmax, nmax - 1);
+            sumlx[k] = _mm256_add_ps(sumlx[k], _mm256_mul_ps(_mm256_mul_ps(wv, xv), l));
+            suml2[k] = _mm256_add_ps(suml2[k], _mm256_mul_ps(_mm256_mul_ps(wv, l), l));
+        }
+    }
+    (sumlx, suml2)
+}
+
+/// See [`super::lanes::qx`]; same contract, 8 groups per vector.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) fn qx<const N: usize, const M: usize>(
+    x: &[[f32; N]; M],
+    w: &[[f32; N]; M],
+    nmax: i32,
+    scale_out: &mut [f32; N],
+    l_out: &mut [[i8; N]; M],
+) {
+    let kk = N / 8;
+    assert!(N % 8 == 0 && kk <= KMAX);
+    let zero = _mm256_setzero_ps();
+    let (max, amax) = signed_absmax(x);
+    let mut iscale = [zero; KMAX];
+    for k in 0..kk {
+        iscale[k] = _mm256_div_ps(splat(-(nmax as f32)), max[k]);
+    }
+    let (sumlx, suml2) = qx_sums(x, w, nmax, &iscale);
+    let mut scale = [zero; KMAX];
+    let mut best = [zero; KMAX];
+    for k in 0..kk {
+        let nz = _mm256_cmp_ps::<_CMP_NEQ_UQ>(suml2[k], zero);
+        scale[k] = sel(nz, _mm256_div_ps(sumlx[k], suml2[k]), zero);
+        best[k] = _mm256_mul_ps(scale[k], sumlx[k]);
+    }
+    let mut best_iscale = iscale;
+    for is in -9i32..=9 {
+        if is == 0 {
+            continue;
+        }
+        let num = splat(nmax as f32 + 0.1 * is as f32);
+        for k in 0..kk {
+            iscale[k] = _mm256_div_ps(neg(num), max[k]);
+        }
+        let (sumlx, suml2) = qx_sums(x, w, nmax, &iscale);
+        for k in 0..kk {
+            let acc = _mm256_and_ps(
+                gt(suml2[k], zero),
+                gt(
+                    _mm256_mul_ps(sumlx[k], sumlx[k]),
+                    _mm256_mul_ps(best[k], suml2[k]),
+                ),
+            );
+            let s = _mm256_div_ps(sumlx[k], suml2[k]);
+            scale[k] = sel(acc, s, scale[k]);
+            best[k] = sel(acc, _mm256_mul_ps(s, sumlx[k]), best[k]);
+            best_iscale[k] = sel(acc, iscale[k], best_iscale[k]);
+        }
+    }
+    let eps = splat(GROUP_MAX_EPS);
+    for i in 0..M {
+        for k in 0..kk {
+            let xv = ld(&x[i], k);
+            let l = round_clamp(_mm256_mul_ps(best_iscale[k], xv), -nmax, nmax - 1);
+            let l = _mm256_add_epi32(l, _mm256_set1_epi32(nmax));
+            let l = _mm256_andnot_si256(_mm256_castps_si256(lt(amax[k], eps)), l);
+            let l = to_i32(l);
+            for t in 0..8 {
+                l_out[i][8 * k + t] = l[t] as i8;
+            }
+        }
+    }
+    for k in 0..kk {
+        st(scale_out, k, sel(lt(amax[k], eps), zero, scale[k]));
+    }
+}
+
+/// See [`super::lanes::q3`]; same contract, 8 groups per vector.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) fn q3<const N: usize, const M: usize>(
+    x: &[[f32; N]; M],
+    nmax: i32,
+    scale_out: &mut [f32; N],
+    l_out: &mut [[i8; N]; M],
+) {
+    let kk = N / 8;
+    assert!(N % 8 == 0 && kk <= KMAX);
+    let zero = _mm256_setzero_ps();
+    let (max, amax) = signed_absmax(x);
+    let mut l = [[zero; KMAX]; M];
+    let mut sumlx = [zero; KMAX];
+    let mut suml2 = [zero; KMAX];
+    let mut iscale = [zero; KMAX];
+    for k in 0..kk {
+        iscale[k] = _mm256_div_ps(splat(-(nmax as f32)), max[k]);
+    }
+    for i in 0..M {
+        for k in 0..kk {
+            let xv = ld(&x[i], k);
+            let li = round_clamp_f(_mm256_mul_ps(iscale[k], xv), -nmax, nmax - 1);
+            l[i][k] = li;
+            let wv = _mm256_mul_ps(xv, xv);
+            sumlx[k] = _mm256_add_ps(sumlx[k], _mm256_mul_ps(_mm256_mul_ps(wv, xv), li));
+            suml2[k] = _mm256_add_ps(suml2[k], _mm256_mul_ps(_mm256_mul_ps(wv, li), li));
+        }
+    }
+    for _itry in 0..5 {
+        let mut changed = [zero; KMAX];
+        for i in 0..M {
+            for k in 0..kk {
+                let xv = ld(&x[i], k);
+                let li = l[i][k];
+                let wv = _mm256_mul_ps(xv, xv);
+                let wx = _mm256_mul_ps(wv, xv);
+                let slx0 = _mm256_sub_ps(sumlx[k], _mm256_mul_ps(wx, li));
+                let sl20 = _mm256_sub_ps(suml2[k], _mm256_mul_ps(_mm256_mul_ps(wv, li), li));
+                let new_l = round_clamp_f(
+                    _mm256_div_ps(_mm256_mul_ps(xv, sl20), slx0),
+                    -nmax,
+                    nmax - 1,
+                );
+                let slx = _mm256_add_ps(slx0, _mm256_mul_ps(wx, new_l));
+                let sl2 = _mm256_add_ps(sl20, _mm256_mul_ps(_mm256_mul_ps(wv, new_l), new_l));
+                let better = gt(
+                    _mm256_mul_ps(_mm256_mul_ps(slx, slx), suml2[k]),
+                    _mm256_mul_ps(_mm256_mul_ps(sumlx[k], sumlx[k]), sl2),
+                );
+                let acc = _mm256_and_ps(
+                    _mm256_and_ps(gt(slx0, zero), _mm256_cmp_ps::<_CMP_NEQ_UQ>(new_l, li)),
+                    _mm256_and_ps(gt(sl2, zero), better),
+                );
+                l[i][k] = sel(acc, new_l, li);
+                sumlx[k] = sel(acc, slx, sumlx[k]);
+                suml2[k] = sel(acc, sl2, suml2[k]);
+                changed[k] = _mm256_or_ps(changed[k], acc);
+            }
+        }
+        let mut any = 0;
+        for k in 0..kk {
+            any |= _mm256_movemask_ps(changed[k]);
+        }
+        if any == 0 {
+            break;
+        }
+    }
+    let eps = splat(GROUP_MAX_EPS);
+    for i in 0..M {
+        for k in 0..kk {
+            let li = _mm256_add_epi32(_mm256_cvtps_epi32(l[i][k]), _mm256_set1_epi32(nmax));
+            let li = _mm256_andnot_si256(_mm256_castps_si256(lt(amax[k], eps)), li);
+            let li = to_i32(li);
+            for t in 0..8 {
+                l_out[i][8 * k + t] = li[t] as i8;
+            }
+        }
+    }
+    for k in 0..kk {
+        let ok = _mm256_and_ps(
+            _mm256_cmp_ps::<_CMP_GE_OQ>(amax[k], eps),
+            gt(suml2[k], zero),
+        );
+        st(
+            scale_out,
+            k,
+            sel(ok, _mm256_div_ps(sumlx[k], suml2[k]), zero),
+        );
+    }
+}

@@ -1,0 +1,147 @@
+//! The quantization flags `g4q convert` and `g4q quantize` share, and the dry-run plan printout.
+
+use std::path::PathBuf;
+
+use super::usage;
+use kernels::GgmlType;
+use quantize::gguf_release::PlanRow;
+use quantize::{FileType, Imatrix, MixOptions};
+use regex::Regex;
+use serde_json::json;
+
+/// Type selection: a llama.cpp file type plus per-tensor overrides.
+#[derive(clap::Args, Debug)]
+pub struct MixArgs {
+    /// Output type: a llama.cpp mix (Q2_K, Q3_K_S/M/L, Q4_K_S/M, Q5_K_S/M, Q6_K, Q8_0, Q4_0, Q4_1,
+    /// Q5_0, Q5_1, IQ4_NL, IQ4_XS) or F32/F16/BF16. Q4_K, Q5_K and Q3_K mean their _M mixes, as
+    /// in llama-quantize.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub ftype: String,
+    /// Give every quantizable tensor the mix's base type, without llama.cpp's per-tensor rules.
+    #[arg(long)]
+    pub pure: bool,
+    /// Override the type of tensors whose GGUF name matches REGEX (first match wins); repeatable,
+    /// e.g. --tensor-type 'ffn_down=q6_k'.
+    #[arg(long = "tensor-type", value_name = "REGEX=TYPE")]
+    pub tensor_type: Vec<String>,
+    /// Type of the token embeddings (token_embd, per_layer_token_embd).
+    #[arg(long, value_name = "TYPE")]
+    pub token_embedding_type: Option<String>,
+    /// Type of the output tensor (Gemma 4 ties it to the token embeddings).
+    #[arg(long, value_name = "TYPE")]
+    pub output_tensor_type: Option<String>,
+    /// Importance matrix: llama.cpp's GGUF imatrix format or the legacy .dat.
+    #[arg(long, value_name = "FILE")]
+    pub imatrix: Option<PathBuf>,
+}
+
+fn ggml_type(flag: &str, s: &str) -> anyhow::Result<GgmlType> {
+    let ty: GgmlType = s.parse().map_err(|e| usage(format!("{flag}: {e}")))?;
+    if matches!(ty, GgmlType::Q8_1 | GgmlType::Q8K) {
+        return Err(usage(format!(
+            "{flag}: {ty} is an activation format; it cannot be stored in a file"
+        )));
+    }
+    Ok(ty)
+}
+
+impl MixArgs {
+    /// The file type, mix options and the loaded importance matrix.
+    pub fn resolve(&self) -> anyhow::Result<(FileType, MixOptions, Option<(Imatrix, String)>)> {
+        let ftype: FileType = self
+            .ftype
+            .parse()
+            .map_err(|e| usage(format!("--type: {e}")))?;
+        let mut overrides = Vec::new();
+        for spec in &self.tensor_type {
+            let (pattern, ty) = spec
+                .rsplit_once('=')
+                .ok_or_else(|| usage(format!("--tensor-type '{spec}' is not REGEX=TYPE")))?;
+            let re =
+                Regex::new(pattern).map_err(|e| usage(format!("--tensor-type '{spec}': {e}")))?;
+            overrides.push((re, ggml_type("--tensor-type", ty)?));
+        }
+        let token_embedding_type = self
+            .token_embedding_type
+            .as_deref()
+            .map(|t| ggml_type("--token-embedding-type", t))
+            .transpose()?;
+        let output_tensor_type = self
+            .output_tensor_type
+            .as_deref()
+            .map(|t| ggml_type("--output-tensor-type", t))
+            .transpose()?;
+        let imatrix = match &self.imatrix {
+            None => None,
+            Some(p) => {
+                let name = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                Some((Imatrix::read(p)?, name))
+            }
+        };
+        let mix = MixOptions {
+            pure: self.pure,
+            has_imatrix: imatrix.is_some(),
+            overrides,
+            token_embedding_type,
+            output_tensor_type,
+        };
+        Ok((ftype, mix, imatrix))
+    }
+}
+
+/// Prints a plan as a table (or JSON): each tensor's type and size, the total and bits per weight.
+pub fn print_plan(rows: &[PlanRow], ftype: FileType, as_json: bool) {
+    let params: u64 = rows
+        .iter()
+        .map(|r| r.tensor.shape.iter().product::<usize>() as u64)
+        .sum();
+    let bytes: u64 = rows.iter().map(|r| r.bytes).sum();
+    let bpw = if params > 0 {
+        bytes as f64 * 8.0 / params as f64
+    } else {
+        0.0
+    };
+    if as_json {
+        let tensors: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                json!({
+                    "name": r.tensor.gguf_name,
+                    "shape": r.tensor.shape,
+                    "type": r.choice.ty.name(),
+                    "fallback_from": r.choice.fallback_from.map(|t| t.name()),
+                    "imatrix": r.weighted,
+                    "bytes": r.bytes,
+                })
+            })
+            .collect();
+        let doc = json!({"file_type": ftype.name(), "parameters": params, "bytes": bytes, "bits_per_weight": bpw, "tensors": tensors});
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        return;
+    }
+    println!(
+        "{:<40} {:>20} {:>8} {:>12}",
+        "tensor", "shape", "type", "bytes"
+    );
+    for r in rows {
+        let shape = format!("{:?}", r.tensor.shape);
+        let ty = match r.choice.fallback_from {
+            Some(from) => format!("{} (<{})", r.choice.ty.name(), from.name()),
+            None => r.choice.ty.name().to_string(),
+        };
+        let mark = if r.weighted { " imatrix" } else { "" };
+        println!(
+            "{:<40} {:>20} {:>8} {:>12}{mark}",
+            r.tensor.gguf_name, shape, ty, r.bytes
+        );
+    }
+    println!(
+        "{} tensors, {params} parameters, {bytes} bytes ({:.2} MiB), {bpw:.3} bits per weight ({})",
+        rows.len(),
+        bytes as f64 / (1 << 20) as f64,
+        ftype.name()
+    );
+}
