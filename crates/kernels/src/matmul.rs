@@ -97,9 +97,11 @@ pub fn matmul_with(
 
     // Row-major over weight rows: each task reads one weight row once for all t activations.
     let mut by_row = vec![0f32; y_len];
+    // At least 8 rows per rayon task: a row is microseconds of work, a task split is not free.
     by_row
         .par_chunks_mut(t)
         .zip(weights.par_chunks(row_bytes.max(1)))
+        .with_min_len(8)
         .for_each(|(out, w)| {
             for (o, a) in out.iter_mut().zip(acts.chunks_exact(act_bytes.max(1))) {
                 *o = simd::vec_dot_checked(path, ty, w, a);

@@ -335,3 +335,37 @@ fn vec_dot_rejects_mismatched_rows() {
         assert!(vec_dot_with(path, GgmlType::Q4K, &w, &a, 100).is_err());
     }
 }
+
+#[test]
+fn activation_types_pair_with_themselves() {
+    // Q8_1 and Q8_K never appear as weights in ggml; g4q defines their dot as the sum of the
+    // dequantized products so the API is total. Check that definition on every path.
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    let mut cases = 0;
+    for ty in [GgmlType::Q8_1, GgmlType::Q8K] {
+        let n = 1024;
+        let mut w = Vec::new();
+        let mut a = Vec::new();
+        quantize_activation(ty, &random_row(&mut rng, n, 1.0), &mut w).unwrap();
+        quantize_activation(ty, &random_row(&mut rng, n, 1.0), &mut a).unwrap();
+        let mut wd = vec![0f32; n];
+        let mut ad = vec![0f32; n];
+        dequantize_row_ref(ty, &w, &mut wd).unwrap();
+        dequantize_row_ref(ty, &a, &mut ad).unwrap();
+        let exact: f64 = wd.iter().zip(&ad).map(|(p, q)| *p as f64 * *q as f64).sum();
+        let mag: f64 = wd
+            .iter()
+            .zip(&ad)
+            .map(|(p, q)| (*p as f64 * *q as f64).abs())
+            .sum();
+        for path in available_paths() {
+            let got = vec_dot_with(path, ty, &w, &a, n).unwrap();
+            assert!(
+                (got as f64 - exact).abs() <= 2.0 * n as f64 * f32::EPSILON as f64 * mag,
+                "{ty} on {path}: {got} vs {exact}"
+            );
+            cases += 1;
+        }
+    }
+    println!("simd activation-type dots: checked {cases} cases");
+}

@@ -7,6 +7,9 @@
 //! ggml's names and holds what they have in common: argument checking, the walk over
 //! super-blocks, and the scale/quant bit layouts of `ggml-common.h`.
 
+// Index loops mirror ggml's C loops one for one, so the port can be checked line by line.
+#![allow(clippy::needless_range_loop)]
+
 use crate::blocks::QK_K;
 
 pub use super::q2k::{dequantize_row_q2_k, quantize_row_q2_k, quantize_row_q2_k_fast};
@@ -67,7 +70,7 @@ pub(crate) fn check_shapes(
         Some(qw) => {
             let n_per_row = qw.len();
             assert!(
-                n_per_row > 0 && n_per_row % QK_K == 0 && x_len % n_per_row == 0,
+                n_per_row > 0 && n_per_row.is_multiple_of(QK_K) && x_len.is_multiple_of(n_per_row),
                 "{type_name}: importance matrix of {n_per_row} values does not match rows of \
                  a {x_len}-value input (needs a multiple of {QK_K} dividing it)"
             );

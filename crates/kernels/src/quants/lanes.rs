@@ -229,6 +229,19 @@ fn rows_avx2<Q: FastBlock>(
     rows::<Q, Avx2>(avx2, x, y, imatrix, blocks_per_row)
 }
 
+/// [`quantize_fast`] on a chosen backend, so tests can check the portable one on CPUs that
+/// have AVX2.
+#[cfg(test)]
+pub(crate) fn quantize_with<Q: FastBlock, L: Lanes>(
+    lanes: L,
+    x: &[f32],
+    y: &mut [Q::Block],
+    imatrix: Option<&[f32]>,
+) {
+    let blocks_per_row = check_shapes(Q::NAME, x.len(), y.len(), imatrix);
+    rows::<Q, L>(lanes, x, y, imatrix, blocks_per_row)
+}
+
 #[inline(always)]
 fn rows<Q: FastBlock, L: Lanes>(
     lanes: L,
@@ -562,8 +575,57 @@ pub(crate) fn q3<const N: usize, const M: usize>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::search;
+    use super::super::{kquants, q2k, q3k, q4k, q5k, q6k, search};
     use super::*;
+    use bytemuck::Pod;
+
+    /// Both backends (the AVX2 one where the CPU has it) against the reference quantizer.
+    type RefQuant<B> = fn(&[f32], &mut [B], Option<&[f32]>);
+
+    fn backends_match_ref<Q: FastBlock>(reference: RefQuant<Q::Block>)
+    where
+        Q::Block: Pod,
+    {
+        for seed in 0..6 {
+            let x = data(seed, 1024);
+            let qw: Vec<f32> = data(seed + 100, 512)
+                .iter()
+                .map(|v| v.abs() * 4.0)
+                .collect();
+            for imatrix in [None, Some(qw.as_slice())] {
+                let mut want = vec![<Q::Block as bytemuck::Zeroable>::zeroed(); 4];
+                reference(&x, &mut want, imatrix);
+                let mut got = vec![<Q::Block as bytemuck::Zeroable>::zeroed(); 4];
+                quantize_with::<Q, _>(Portable, &x, &mut got, imatrix);
+                assert!(
+                    bytemuck::cast_slice::<_, u8>(&got) == bytemuck::cast_slice::<_, u8>(&want),
+                    "{} portable, seed {seed}, imatrix {}",
+                    Q::NAME,
+                    imatrix.is_some()
+                );
+                #[cfg(target_arch = "x86_64")]
+                if let Some(avx2) = Avx2::detect() {
+                    let mut got = vec![<Q::Block as bytemuck::Zeroable>::zeroed(); 4];
+                    quantize_with::<Q, _>(avx2, &x, &mut got, imatrix);
+                    assert!(
+                        bytemuck::cast_slice::<_, u8>(&got) == bytemuck::cast_slice::<_, u8>(&want),
+                        "{} avx2, seed {seed}, imatrix {}",
+                        Q::NAME,
+                        imatrix.is_some()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_backend_gives_the_reference_bytes() {
+        backends_match_ref::<q2k::Q2KFast>(kquants::quantize_row_q2_k);
+        backends_match_ref::<q3k::Q3KFast>(kquants::quantize_row_q3_k);
+        backends_match_ref::<q4k::Q4KFast>(kquants::quantize_row_q4_k);
+        backends_match_ref::<q5k::Q5KFast>(kquants::quantize_row_q5_k);
+        backends_match_ref::<q6k::Q6KFast>(kquants::quantize_row_q6_k);
+    }
 
     fn data(seed: u32, n: usize) -> Vec<f32> {
         // A small deterministic generator with sign changes, zeros, ties and outliers.

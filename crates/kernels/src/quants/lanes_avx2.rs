@@ -131,7 +131,7 @@ pub(crate) fn qkx<const N: usize, const M: usize>(
     l_out: &mut [[u8; N]; M],
 ) {
     let kk = N / 8;
-    assert!(N % 8 == 0 && kk <= KMAX && M > 0);
+    assert!(N.is_multiple_of(8) && kk <= KMAX && M > 0);
     let zero = _mm256_setzero_ps();
     let mut min = [zero; KMAX];
     let mut max = [zero; KMAX];
@@ -329,7 +329,7 @@ pub(crate) fn qx<const N: usize, const M: usize>(
     l_out: &mut [[i8; N]; M],
 ) {
     let kk = N / 8;
-    assert!(N % 8 == 0 && kk <= KMAX);
+    assert!(N.is_multiple_of(8) && kk <= KMAX);
     let zero = _mm256_setzero_ps();
     let (max, amax) = signed_absmax(x);
     let mut iscale = [zero; KMAX];
@@ -396,7 +396,7 @@ pub(crate) fn q3<const N: usize, const M: usize>(
     l_out: &mut [[i8; N]; M],
 ) {
     let kk = N / 8;
-    assert!(N % 8 == 0 && kk <= KMAX);
+    assert!(N.is_multiple_of(8) && kk <= KMAX);
     let zero = _mm256_setzero_ps();
     let (max, amax) = signed_absmax(x);
     let mut l = [[zero; KMAX]; M];

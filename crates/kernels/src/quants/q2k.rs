@@ -1,6 +1,9 @@
 //! Q2_K: 2-bit asymmetric quants in 16 sub-blocks of 16, with 4-bit sub-block scales and mins
 //! (`quantize_row_q2_K_ref`, `quantize_row_q2_K_impl`, `dequantize_row_q2_K` in ggml-quants.c).
 
+// Index loops mirror ggml's C loops one for one, so the port can be checked line by line.
+#![allow(clippy::needless_range_loop)]
+
 use super::kquants::{check_dequant, for_each_super_block, pack_2bit, Super};
 use super::lanes::{quantize_fast, transpose, FastBlock, Lanes};
 use super::search::{make_qkx2_quants, make_qkx3_quants, make_qp_quants};
@@ -165,7 +168,7 @@ pub fn quantize_row_q2_k_fast(x: &[f32], y: &mut [BlockQ2K], imatrix: Option<&[f
 }
 
 /// The fast super-block quantizer behind [`quantize_row_q2_k_fast`].
-struct Q2KFast;
+pub(crate) struct Q2KFast;
 
 impl FastBlock for Q2KFast {
     type Block = BlockQ2K;

@@ -2,6 +2,9 @@
 //! the third in `hmask` (`quantize_row_q3_K_ref`, `quantize_row_q3_K_impl`,
 //! `dequantize_row_q3_K` in ggml-quants.c).
 
+// Index loops mirror ggml's C loops one for one, so the port can be checked line by line.
+#![allow(clippy::needless_range_loop)]
+
 use super::kquants::{
     check_dequant, for_each_super_block, pack_2bit, pack_scales_q3, q3_scale, Super,
 };
@@ -123,7 +126,7 @@ pub fn quantize_row_q3_k_fast(x: &[f32], y: &mut [BlockQ3K], imatrix: Option<&[f
 }
 
 /// The fast super-block quantizer behind [`quantize_row_q3_k_fast`].
-struct Q3KFast;
+pub(crate) struct Q3KFast;
 
 impl FastBlock for Q3KFast {
     type Block = BlockQ3K;

@@ -1,6 +1,9 @@
 //! Q4_K: 4-bit asymmetric quants in 8 sub-blocks of 32 with 6-bit scales and mins
 //! (`quantize_row_q4_K_ref`, `quantize_row_q4_K_impl`, `dequantize_row_q4_K` in ggml-quants.c).
 
+// Index loops mirror ggml's C loops one for one, so the port can be checked line by line.
+#![allow(clippy::needless_range_loop)]
+
 use super::kquants::{
     check_dequant, for_each_super_block, get_scale_min_k4, pack_nibbles, pack_scale_min_k4, Super,
 };
@@ -204,7 +207,7 @@ pub fn quantize_row_q4_k_fast(x: &[f32], y: &mut [BlockQ4K], imatrix: Option<&[f
 }
 
 /// The fast super-block quantizer behind [`quantize_row_q4_k_fast`].
-struct Q4KFast;
+pub(crate) struct Q4KFast;
 
 impl FastBlock for Q4KFast {
     type Block = BlockQ4K;

@@ -2,6 +2,9 @@
 //! `quantize_row_q5_K_impl`, `dequantize_row_q5_K` in ggml-quants.c). The searches are shared
 //! with Q4_K ([`super::q4k`]), parameterised by `nmax` and the search grid.
 
+// Index loops mirror ggml's C loops one for one, so the port can be checked line by line.
+#![allow(clippy::needless_range_loop)]
+
 use super::kquants::{
     check_dequant, for_each_super_block, get_scale_min_k4, pack_nibbles, pack_scale_min_k4, Super,
 };
@@ -48,7 +51,7 @@ pub fn quantize_row_q5_k_fast(x: &[f32], y: &mut [BlockQ5K], imatrix: Option<&[f
 }
 
 /// The fast super-block quantizer behind [`quantize_row_q5_k_fast`].
-struct Q5KFast;
+pub(crate) struct Q5KFast;
 
 impl FastBlock for Q5KFast {
     type Block = BlockQ5K;

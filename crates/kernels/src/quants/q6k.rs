@@ -2,6 +2,9 @@
 //! high two bits in `qh` (`quantize_row_q6_K_ref`, `quantize_row_q6_K_impl`,
 //! `dequantize_row_q6_K` in ggml-quants.c).
 
+// Index loops mirror ggml's C loops one for one, so the port can be checked line by line.
+#![allow(clippy::needless_range_loop)]
+
 use super::kquants::{check_dequant, for_each_super_block, Super};
 use super::lanes::{quantize_fast, transpose, FastBlock, Lanes};
 use super::q3k::untranspose;
@@ -44,7 +47,7 @@ pub fn quantize_row_q6_k_fast(x: &[f32], y: &mut [BlockQ6K], imatrix: Option<&[f
 }
 
 /// The fast super-block quantizer behind [`quantize_row_q6_k_fast`].
-struct Q6KFast;
+pub(crate) struct Q6KFast;
 
 impl FastBlock for Q6KFast {
     type Block = BlockQ6K;

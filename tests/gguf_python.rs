@@ -1,0 +1,137 @@
+//! Every GGUF g4q writes is read by the `gguf` Python package (llama.cpp's own gguf-py), and
+//! gguf-py's dequantizer gives, tensor for tensor, exactly the floats g4q's dequantizer gives.
+//! The package is installed into a throwaway virtualenv under `target/`; when it cannot be
+//! installed (no registry), the test says so and passes without checking.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use convert::gguf::GgufFile;
+
+const SCRIPT: &str = r#"
+import sys, numpy as np
+from gguf import GGUFReader
+from gguf.quants import dequantize
+path, out_dir = sys.argv[1], sys.argv[2]
+r = GGUFReader(path)
+for t in r.tensors:
+    vals = dequantize(t.data, t.tensor_type).astype(np.float32).reshape(-1)
+    vals.tofile(f"{out_dir}/{t.name}.f32")
+print(len(r.tensors))
+"#;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A virtualenv with gguf + numpy, built once under target/; `None` when pip cannot install.
+fn python_with_gguf() -> Option<PathBuf> {
+    let venv = root().join("target/py-gguf");
+    let py = venv.join("bin/python");
+    let ok = |p: &Path| {
+        Command::new(p)
+            .args(["-c", "import gguf, numpy"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if py.exists() && ok(&py) {
+        return Some(py);
+    }
+    let made = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .is_ok_and(|s| s.success());
+    let installed = made
+        && Command::new(venv.join("bin/pip"))
+            .args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "gguf==0.19.0",
+                "numpy",
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+    if installed && ok(&py) {
+        Some(py)
+    } else {
+        None
+    }
+}
+
+fn fixtures_dir() -> PathBuf {
+    std::env::var_os("G4Q_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared/fixtures"))
+}
+
+#[test]
+fn gguf_py_reads_and_dequantizes_what_we_write() {
+    let Some(py) = python_with_gguf() else {
+        println!("gguf-py: SKIPPED: the gguf Python package could not be installed (pip failed)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    // Hidden 256 so the K-quants and IQ4_XS apply; the bundled example covers the fallbacks.
+    let models = [
+        fixtures_dir().join("e2b-kq-s0/released-bf16"),
+        root().join("examples/e2b-tiny"),
+    ];
+    let types = [
+        "F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K_M", "Q4_K_M",
+        "Q5_K_M", "Q6_K", "IQ4_NL", "IQ4_XS",
+    ];
+    let (mut files, mut tensors) = (0, 0);
+    for (mi, model) in models.iter().enumerate() {
+        assert!(model.exists(), "{} is missing", model.display());
+        for ty in types {
+            let out = tmp.path().join(format!("{mi}-{ty}.gguf"));
+            let st = Command::new(env!("CARGO_BIN_EXE_g4q"))
+                .arg("convert")
+                .arg(model)
+                .args(["--type", ty, "--out"])
+                .arg(&out)
+                .status()
+                .unwrap();
+            assert!(st.success(), "g4q convert --type {ty} failed");
+            let dump = tmp.path().join(format!("{mi}-{ty}"));
+            std::fs::create_dir_all(&dump).unwrap();
+            let res = Command::new(&py)
+                .arg("-c")
+                .arg(SCRIPT)
+                .arg(&out)
+                .arg(&dump)
+                .output()
+                .unwrap();
+            assert!(
+                res.status.success(),
+                "gguf-py failed on {ty}: {}",
+                String::from_utf8_lossy(&res.stderr)
+            );
+            let f = GgufFile::open(&out).unwrap();
+            for t in f.tensors() {
+                let theirs: Vec<f32> = std::fs::read(dump.join(format!("{}.f32", t.name)))
+                    .unwrap()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                let mut ours = vec![0f32; theirs.len()];
+                kernels::dequantize_row_ref(t.ty, f.tensor_data(&t.name).unwrap(), &mut ours)
+                    .unwrap();
+                let same = ours
+                    .iter()
+                    .zip(&theirs)
+                    .all(|(a, b)| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()));
+                assert!(
+                    same,
+                    "{ty}: {} ({}) dequantizes differently in gguf-py",
+                    t.name, t.ty
+                );
+                tensors += 1;
+            }
+            files += 1;
+        }
+    }
+    println!("gguf-py: read {files} files, {tensors} tensors dequantized identically");
+}
