@@ -382,6 +382,15 @@ impl Gemma4Config {
     /// Cross-field checks: anything that would make shapes or the layer plan inconsistent.
     fn validate(&self, origin: &str) -> Result<(), ConvertError> {
         let bad = |m: String| Err(ConvertError::config(origin, m));
+        if self.num_hidden_layers == 0 {
+            return bad("num_hidden_layers must be at least 1".into());
+        }
+        if self.use_double_wide_mlp && self.intermediate_size.checked_mul(2).is_none() {
+            return bad(format!(
+                "intermediate_size {} is too large",
+                self.intermediate_size
+            ));
+        }
         if self.hidden_size == 0 || self.num_attention_heads == 0 || self.head_dim == 0 {
             return bad("hidden_size, num_attention_heads and head_dim must be positive".into());
         }

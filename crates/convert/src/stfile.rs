@@ -63,6 +63,14 @@ impl StFile {
         // SAFETY: the mapping is read-only; g4q never writes to checkpoint files. Another process
         // truncating the file while it is mapped would fault, as with any mmap-based reader.
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| ConvertError::io(path, e))?;
+        // Sizes below come from the mapping itself, so a file that changed since `metadata`
+        // cannot make an offset check disagree with the bytes actually mapped.
+        let size = mmap.len() as u64;
+        if size < 8 {
+            return Err(bad(format!(
+                "truncated: {size} bytes is too short for a safetensors header"
+            )));
+        }
         let header_len = u64::from_le_bytes(mmap[..8].try_into().expect("8 bytes"));
         if header_len > MAX_HEADER_BYTES {
             return Err(bad(format!(

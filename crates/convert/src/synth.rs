@@ -465,9 +465,34 @@ mod tests {
                 assert_eq!(cfg.variant(), v, "{v:?} with {n} layers");
             }
         }
-        let full = synth_config(Variant::E2B, 35, 0).to_string();
-        let cfg = Gemma4Config::from_json_str(&full, "synth").unwrap();
+    }
+
+    #[test]
+    fn full_depth_configs_match_the_released_models() {
+        // gemma4.md §3.1: E2B has 540 text tensors (without the unused shared-layer K/V) and
+        // "≈4.65 B" text parameters (the spec's own rough arithmetic; the shapes give 4.63 B),
+        // 2.35 B of them in the per-layer embedding table.
+        let cfg =
+            Gemma4Config::from_json_str(&synth_config(Variant::E2B, 35, 0).to_string(), "e2b")
+                .unwrap();
+        let specs: Vec<TensorSpec> = catalogue::text_catalogue(&cfg)
+            .unwrap()
+            .into_iter()
+            .filter(|s| s.need == Need::Required)
+            .collect();
+        assert_eq!(specs.len(), 540);
+        let numel = |s: &TensorSpec| s.shape.iter().product::<usize>() as f64;
+        let total: f64 = specs.iter().map(numel).sum();
+        let ple: f64 = specs
+            .iter()
+            .filter(|s| s.name == "embed_tokens_per_layer.weight")
+            .map(numel)
+            .sum();
+        assert!((total / 1e9 - 4.65).abs() < 0.03, "{total}");
+        assert!((ple / 1e9 - 2.35).abs() < 0.01, "{ple}");
         assert_eq!(cfg.num_kv_shared_layers, 20);
+        assert_eq!(cfg.intermediate_size_of(15), 12288);
+        assert_eq!(cfg.intermediate_size_of(14), 6144);
     }
 
     #[test]

@@ -199,6 +199,21 @@ pub(crate) trait FastBlock {
     const NAME: &'static str;
     /// Quantizes one super-block; `qw` holds the importance weights of its 256 columns.
     fn quantize<L: Lanes>(lanes: L, x: &Super, y: &mut Self::Block, qw: Option<&Super>);
+
+    /// Quantizes two super-blocks. Types whose search fills only half the lanes of two
+    /// vectors (8 sub-blocks) override this to search both blocks at once, which hides the
+    /// latency of the searches' sequential sums; the others quantize one after the other.
+    #[inline(always)]
+    fn quantize_pair<L: Lanes>(
+        lanes: L,
+        x: [&Super; 2],
+        y: [&mut Self::Block; 2],
+        qw: Option<[&Super; 2]>,
+    ) {
+        let [y0, y1] = y;
+        Self::quantize(lanes, x[0], y0, qw.map(|q| q[0]));
+        Self::quantize(lanes, x[1], y1, qw.map(|q| q[1]));
+    }
 }
 
 /// Quantizes rows with `Q::quantize`: with the [`Avx2`] backend, in a copy compiled for AVX2,
@@ -250,13 +265,35 @@ fn rows<Q: FastBlock, L: Lanes>(
     imatrix: Option<&[f32]>,
     blocks_per_row: usize,
 ) {
-    for (ib, (xb, yb)) in x.chunks_exact(QK_K).zip(y.iter_mut()).enumerate() {
-        let xb: &Super = xb.try_into().expect("chunks_exact yields QK_K values");
-        let qw: Option<&Super> = imatrix.map(|qw| {
+    let block_x = |ib: usize| -> &Super {
+        x[ib * QK_K..(ib + 1) * QK_K]
+            .try_into()
+            .expect("a QK_K slice")
+    };
+    let block_w = |ib: usize| -> Option<&Super> {
+        imatrix.map(|qw| {
             let col = (ib % blocks_per_row) * QK_K;
             qw[col..col + QK_K].try_into().expect("a QK_K slice")
-        });
-        Q::quantize(lanes, xb, yb, qw);
+        })
+    };
+    let mut pairs = y.chunks_exact_mut(2);
+    for (p, yp) in (&mut pairs).enumerate() {
+        let (ia, ib) = (2 * p, 2 * p + 1);
+        let (ya, yb) = yp.split_at_mut(1);
+        let qw = match (block_w(ia), block_w(ib)) {
+            (Some(a), Some(b)) => Some([a, b]),
+            _ => None,
+        };
+        Q::quantize_pair(
+            lanes,
+            [block_x(ia), block_x(ib)],
+            [&mut ya[0], &mut yb[0]],
+            qw,
+        );
+    }
+    if let [last] = pairs.into_remainder() {
+        let ib = y.len() - 1;
+        Q::quantize(lanes, block_x(ib), last, block_w(ib));
     }
 }
 

@@ -7,7 +7,7 @@
 use super::kquants::{
     check_dequant, for_each_super_block, get_scale_min_k4, pack_nibbles, pack_scale_min_k4, Super,
 };
-use super::lanes::{quantize_fast, transpose, FastBlock, Lanes};
+use super::lanes::{quantize_fast, FastBlock, Lanes};
 use super::search::{make_qkx2_quants, make_qkx3_quants, make_qp_quants};
 use crate::blocks::{BlockQ4K, QK_K};
 use crate::fp::{f16_to_f32, f32_to_f16, nearest_int};
@@ -215,123 +215,167 @@ impl FastBlock for Q4KFast {
 
     #[inline(always)]
     fn quantize<L: Lanes>(lanes: L, xb: &Super, yb: &mut BlockQ4K, qw: Option<&Super>) {
-        let mut l = [0u8; QK_K];
-        let (ls, lm, d, dmin) = match qw {
-            None => search_ref_fast(lanes, xb, 15, -1.0, 0.1, 20, &mut l),
-            Some(qw) => search_impl_fast(lanes, xb, qw, 15, false, &mut l),
-        };
-        pack_scale_min_k4(&ls, &lm, &mut yb.scales);
-        yb.d = d;
-        yb.dmin = dmin;
-        requantize(
-            xb,
-            &yb.scales,
-            f16_to_f32(yb.d),
-            f16_to_f32(yb.dmin),
-            15,
-            &mut l,
-        );
-        pack_nibbles(&l, &mut yb.qs);
+        let mut l = [[0u8; QK_K]];
+        let [found] = search_fast::<L, 8, 1>(lanes, [xb], qw.map(|q| [q]), Q4K_PARAMS, &mut l);
+        finish_q4(xb, yb, found, &mut l[0]);
+    }
+
+    #[inline(always)]
+    fn quantize_pair<L: Lanes>(
+        lanes: L,
+        x: [&Super; 2],
+        y: [&mut BlockQ4K; 2],
+        qw: Option<[&Super; 2]>,
+    ) {
+        let mut l = [[0u8; QK_K]; 2];
+        let found = search_fast::<L, 16, 2>(lanes, x, qw, Q4K_PARAMS, &mut l);
+        let [y0, y1] = y;
+        let [l0, l1] = &mut l;
+        finish_q4(x[0], y0, found[0], l0);
+        finish_q4(x[1], y1, found[1], l1);
     }
 }
 
-/// [`search_ref`] with the eight `make_qkx2_quants` calls in SIMD lanes.
+/// Packs the scales found for one block, re-rounds its levels against them and packs those.
 #[inline(always)]
-pub(crate) fn search_ref_fast<L: Lanes>(
-    lanes: L,
+fn finish_q4(
     x: &Super,
-    nmax: i32,
-    rmin: f32,
-    rdelta: f32,
-    nstep: i32,
+    y: &mut BlockQ4K,
+    (ls, lm, d, dmin): ([u8; 8], [u8; 8], u16, u16),
     l: &mut [u8; QK_K],
-) -> ([u8; 8], [u8; 8], u16, u16) {
-    let xt = transpose::<8, 32>(x);
-    let mut sum_x2 = [0f32; 8];
-    for i in 0..32 {
-        for j in 0..8 {
-            sum_x2[j] += xt[i][j] * xt[i][j];
-        }
-    }
-    let mut av_x = [0f32; 8];
-    for j in 0..8 {
-        av_x[j] = (sum_x2[j] / 32.0).sqrt();
-    }
-    let mut wt = [[0f32; 8]; 32];
-    for i in 0..32 {
-        for j in 0..8 {
-            wt[i][j] = av_x[j] + xt[i][j].abs();
-        }
-    }
-    let (mut scales, mut mins, mut lt) = ([0f32; 8], [0f32; 8], [[0u8; 8]; 32]);
-    lanes.qkx(
-        &xt,
-        &wt,
-        nmax,
-        rmin,
-        rdelta,
-        nstep,
-        false,
-        true,
-        &mut scales,
-        &mut mins,
-        &mut lt,
-    );
-    untranspose(&lt, l);
-    quantize_scales_ref(&scales, &mins)
+) {
+    pack_scale_min_k4(&ls, &lm, &mut y.scales);
+    y.d = d;
+    y.dmin = dmin;
+    requantize(x, &y.scales, f16_to_f32(y.d), f16_to_f32(y.dmin), 15, l);
+    pack_nibbles(l, &mut y.qs);
 }
 
-/// [`search_impl`] with the eight `make_qkx3_quants` calls in SIMD lanes.
+/// What distinguishes Q4_K's searches from Q5_K's.
+#[derive(Clone, Copy)]
+pub(crate) struct Params {
+    /// Largest level (15 or 31).
+    pub nmax: i32,
+    /// The reference path's `make_qkx2_quants` grid: `rmin`, `rdelta`, `nstep`.
+    pub grid: (f32, f32, i32),
+    /// Q5_K's impl clamps the 6-bit levels to 63, Q4_K's does not.
+    pub cap_63: bool,
+}
+
+/// Q4_K's parameters.
+pub(crate) const Q4K_PARAMS: Params = Params {
+    nmax: 15,
+    grid: (-1.0, 0.1, 20),
+    cap_63: false,
+};
+
+/// [`search_ref`] (no importance matrix) or [`search_impl`] for `B` super-blocks at once, their
+/// `N = 8*B` sub-block searches side by side in SIMD lanes (lane `8b + j` is sub-block `j` of
+/// block `b`). Returns each block's (scales, mins, fp16 d, fp16 dmin) and leaves its levels
+/// in `l[b]`.
 #[inline(always)]
-pub(crate) fn search_impl_fast<L: Lanes>(
+pub(crate) fn search_fast<L: Lanes, const N: usize, const B: usize>(
     lanes: L,
-    x: &Super,
-    qw: &Super,
-    nmax: i32,
-    cap_63: bool,
-    l: &mut [u8; QK_K],
-) -> ([u8; 8], [u8; 8], u16, u16) {
-    let mut sum_x2 = 0.0f32;
-    for &v in x.iter() {
-        sum_x2 += v * v;
-    }
-    let sigma2 = 2.0 * sum_x2 / QK_K as f32;
-    let xt = transpose::<8, 32>(x);
-    let qwt = transpose::<8, 32>(qw);
-    let mut wt = [[0f32; 8]; 32];
-    let mut sw = [0f32; 8];
-    for i in 0..32 {
+    x: [&Super; B],
+    qw: Option<[&Super; B]>,
+    p: Params,
+    l: &mut [[u8; QK_K]; B],
+) -> [([u8; 8], [u8; 8], u16, u16); B] {
+    debug_assert_eq!(N, 8 * B);
+    let mut xt = [[0f32; N]; 32];
+    for b in 0..B {
         for j in 0..8 {
-            wt[i][j] = qwt[i][j] * (sigma2 + xt[i][j] * xt[i][j]).sqrt();
-            sw[j] += wt[i][j];
+            for i in 0..32 {
+                xt[i][8 * b + j] = x[b][32 * j + i];
+            }
         }
     }
-    let (mut scales, mut mins, mut lt) = ([0f32; 8], [0f32; 8], [[0u8; 8]; 32]);
-    lanes.qkx(
-        &xt,
-        &wt,
-        nmax,
-        -0.9,
-        0.05,
-        36,
-        false,
-        false,
-        &mut scales,
-        &mut mins,
-        &mut lt,
-    );
-    untranspose(&lt, l);
-    quantize_scales_impl(&scales, &mins, &sw, cap_63)
-}
-
-/// Levels from lane order (`lt[i][j]` = element i of sub-block j) back to element order.
-#[inline(always)]
-fn untranspose(lt: &[[u8; 8]; 32], l: &mut [u8; QK_K]) {
-    for j in 0..8 {
-        for i in 0..32 {
-            l[32 * j + i] = lt[i][j];
+    let mut wt = [[0f32; N]; 32];
+    let (mut scales, mut mins, mut lt) = ([0f32; N], [0f32; N], [[0u8; N]; 32]);
+    let mut sw = [0f32; N];
+    match qw {
+        None => {
+            let mut sum_x2 = [0f32; N];
+            for i in 0..32 {
+                for j in 0..N {
+                    sum_x2[j] += xt[i][j] * xt[i][j];
+                }
+            }
+            let mut av_x = [0f32; N];
+            for j in 0..N {
+                av_x[j] = (sum_x2[j] / 32.0).sqrt();
+            }
+            for i in 0..32 {
+                for j in 0..N {
+                    wt[i][j] = av_x[j] + xt[i][j].abs();
+                }
+            }
+            let (rmin, rdelta, nstep) = p.grid;
+            lanes.qkx(
+                &xt,
+                &wt,
+                p.nmax,
+                rmin,
+                rdelta,
+                nstep,
+                false,
+                true,
+                &mut scales,
+                &mut mins,
+                &mut lt,
+            );
+        }
+        Some(qw) => {
+            let mut sigma2 = [0f32; N];
+            for b in 0..B {
+                let mut sum_x2 = 0.0f32;
+                for &v in x[b].iter() {
+                    sum_x2 += v * v;
+                }
+                for j in 0..8 {
+                    sigma2[8 * b + j] = 2.0 * sum_x2 / QK_K as f32;
+                }
+            }
+            for b in 0..B {
+                for j in 0..8 {
+                    for i in 0..32 {
+                        let (xv, q) = (xt[i][8 * b + j], qw[b][32 * j + i]);
+                        wt[i][8 * b + j] = q * (sigma2[8 * b + j] + xv * xv).sqrt();
+                    }
+                }
+            }
+            for i in 0..32 {
+                for j in 0..N {
+                    sw[j] += wt[i][j];
+                }
+            }
+            lanes.qkx(
+                &xt,
+                &wt,
+                p.nmax,
+                -0.9,
+                0.05,
+                36,
+                false,
+                false,
+                &mut scales,
+                &mut mins,
+                &mut lt,
+            );
         }
     }
+    std::array::from_fn(|b| {
+        for j in 0..8 {
+            for i in 0..32 {
+                l[b][32 * j + i] = lt[i][8 * b + j];
+            }
+        }
+        let part = |v: &[f32; N]| -> [f32; 8] { std::array::from_fn(|j| v[8 * b + j]) };
+        match qw {
+            None => quantize_scales_ref(&part(&scales), &part(&mins)),
+            Some(_) => quantize_scales_impl(&part(&scales), &part(&mins), &part(&sw), p.cap_63),
+        }
+    })
 }
 
 /// Re-rounds each sub-block against its stored 6-bit scale/min and fp16 d/dmin, clamping to

@@ -9,7 +9,7 @@ use super::kquants::{
     check_dequant, for_each_super_block, get_scale_min_k4, pack_nibbles, pack_scale_min_k4, Super,
 };
 use super::lanes::{quantize_fast, FastBlock, Lanes};
-use super::q4k::{requantize, search_impl, search_impl_fast, search_ref, search_ref_fast};
+use super::q4k::{requantize, search_fast, search_impl, search_ref, Params};
 use crate::blocks::{BlockQ5K, QK_K};
 use crate::fp::f16_to_f32;
 
@@ -53,30 +53,53 @@ pub fn quantize_row_q5_k_fast(x: &[f32], y: &mut [BlockQ5K], imatrix: Option<&[f
 /// The fast super-block quantizer behind [`quantize_row_q5_k_fast`].
 pub(crate) struct Q5KFast;
 
+/// Q5_K's search parameters.
+const Q5K_PARAMS: Params = Params {
+    nmax: 31,
+    grid: (-0.5, 0.1, 15),
+    cap_63: true,
+};
+
 impl FastBlock for Q5KFast {
     type Block = BlockQ5K;
     const NAME: &'static str = "q5_K";
 
     #[inline(always)]
     fn quantize<L: Lanes>(lanes: L, xb: &Super, yb: &mut BlockQ5K, qw: Option<&Super>) {
-        let mut l = [0u8; QK_K];
-        let (ls, lm, d, dmin) = match qw {
-            None => search_ref_fast(lanes, xb, 31, -0.5, 0.1, 15, &mut l),
-            Some(qw) => search_impl_fast(lanes, xb, qw, 31, true, &mut l),
-        };
-        pack_scale_min_k4(&ls, &lm, &mut yb.scales);
-        yb.d = d;
-        yb.dmin = dmin;
-        requantize(
-            xb,
-            &yb.scales,
-            f16_to_f32(yb.d),
-            f16_to_f32(yb.dmin),
-            31,
-            &mut l,
-        );
-        pack_q5(&l, yb);
+        let mut l = [[0u8; QK_K]];
+        let [found] = search_fast::<L, 8, 1>(lanes, [xb], qw.map(|q| [q]), Q5K_PARAMS, &mut l);
+        finish_q5(xb, yb, found, &mut l[0]);
     }
+
+    #[inline(always)]
+    fn quantize_pair<L: Lanes>(
+        lanes: L,
+        x: [&Super; 2],
+        y: [&mut BlockQ5K; 2],
+        qw: Option<[&Super; 2]>,
+    ) {
+        let mut l = [[0u8; QK_K]; 2];
+        let found = search_fast::<L, 16, 2>(lanes, x, qw, Q5K_PARAMS, &mut l);
+        let [y0, y1] = y;
+        let [l0, l1] = &mut l;
+        finish_q5(x[0], y0, found[0], l0);
+        finish_q5(x[1], y1, found[1], l1);
+    }
+}
+
+/// Packs the scales found for one block, re-rounds its levels against them and packs those.
+#[inline(always)]
+fn finish_q5(
+    x: &Super,
+    y: &mut BlockQ5K,
+    (ls, lm, d, dmin): ([u8; 8], [u8; 8], u16, u16),
+    l: &mut [u8; QK_K],
+) {
+    pack_scale_min_k4(&ls, &lm, &mut y.scales);
+    y.d = d;
+    y.dmin = dmin;
+    requantize(x, &y.scales, f16_to_f32(y.d), f16_to_f32(y.dmin), 31, l);
+    pack_q5(l, y);
 }
 
 /// Splits bit 4 of each level into `qh` (bit 2c for element 64c+i, bit 2c+1 for 64c+32+i) and

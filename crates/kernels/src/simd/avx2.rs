@@ -9,8 +9,10 @@
 //! output is bit-identical to the scalar dequantizers.
 
 /// Sums `d · q` terms of consecutive legacy blocks into four independent FMA accumulators (one
-/// chain would wait the FMA latency on every 32-value block). `$body` maps one weight block
-/// `$xb` and activation block `$yb` to `(d, q)` as `__m256` vectors. Used inside
+/// chain would wait the FMA latency on every 32-value block). The scales `d = dx · dy` of four
+/// blocks are converted and multiplied in one go (`halves4`), since per-block scalar fp16 work
+/// is most of a 32-value block's cost. `$body` maps one weight block `$xb` and activation block
+/// `$yb` to the `__m256` whose lanes sum to the block's integer dot. Used inside
 /// [`x86_kernels!`] so the body inlines with the enclosing function's target features.
 macro_rules! sum_blocks {
     ($x:expr, $y:expr, $xs:expr, $ys:expr, |$xb:ident, $yb:ident| $body:expr) => {{
@@ -18,17 +20,18 @@ macro_rules! sum_blocks {
         let mut xc = $x.chunks_exact(4 * $xs);
         let mut yc = $y.chunks_exact(4 * $ys);
         for (x4, y4) in (&mut xc).zip(&mut yc) {
+            let d4 = _mm256_castps128_ps256(_mm_mul_ps(halves4(x4, 0, $xs), halves4(y4, 0, $ys)));
             for (k, a) in acc.iter_mut().enumerate() {
                 let $xb = &x4[k * $xs..(k + 1) * $xs];
                 let $yb = &y4[k * $ys..(k + 1) * $ys];
-                let (d, q) = $body;
-                *a = _mm256_fmadd_ps(d, q, *a);
+                let d = _mm256_permutevar8x32_ps(d4, _mm256_set1_epi32(k as i32));
+                *a = _mm256_fmadd_ps(d, $body, *a);
             }
         }
         let xr = xc.remainder().chunks_exact($xs);
         for ($xb, $yb) in xr.zip(yc.remainder().chunks_exact($ys)) {
-            let (d, q) = $body;
-            acc[0] = _mm256_fmadd_ps(d, q, acc[0]);
+            let d = _mm256_set1_ps(f16_at($xb, 0) * f16_at($yb, 0));
+            acc[0] = _mm256_fmadd_ps(d, $body, acc[0]);
         }
         _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]))
     }};
@@ -117,6 +120,47 @@ macro_rules! x86_kernels {
         #[inline]
         unsafe fn f16_at(b: &[u8], off: usize) -> f32 {
             _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16_at(b, off) as i32)))
+        }
+
+        /// The fp16 fields at `off` of four consecutive blocks `stride` bytes apart, as f32.
+        #[target_feature(enable = $feat)]
+        #[inline]
+        unsafe fn halves4(b: &[u8], off: usize, stride: usize) -> __m128 {
+            let h = _mm_setr_epi16(
+                u16_at(b, off) as i16,
+                u16_at(b, off + stride) as i16,
+                u16_at(b, off + 2 * stride) as i16,
+                u16_at(b, off + 3 * stride) as i16,
+                0,
+                0,
+                0,
+                0,
+            );
+            _mm_cvtph_ps(h)
+        }
+
+        /// Σ over blocks of `m · s`: the Q4_1/Q5_1 minimum (fp16 at offset 2 of the weight
+        /// block) times the Q8_1 block sum `s` (fp16 at offset 2), four blocks at a time.
+        #[target_feature(enable = $feat)]
+        unsafe fn min_sums(x: &[u8], y: &[u8], xs: usize) -> f32 {
+            let mut acc = _mm_setzero_ps();
+            let mut xc = x.chunks_exact(4 * xs);
+            let mut yc = y.chunks_exact(4 * 36);
+            for (x4, y4) in (&mut xc).zip(&mut yc) {
+                let p = _mm_mul_ps(halves4(x4, 2, xs), halves4(y4, Q8_1_S, 36));
+                acc = _mm_add_ps(acc, p);
+            }
+            let mut tail = 0f32;
+            for (xb, yb) in xc
+                .remainder()
+                .chunks_exact(xs)
+                .zip(yc.remainder().chunks_exact(36))
+            {
+                tail += f16_at(xb, 2) * f16_at(yb, Q8_1_S);
+            }
+            let r = _mm_add_ps(acc, _mm_movehl_ps(acc, acc));
+            let r = _mm_add_ss(r, _mm_movehdup_ps(r));
+            _mm_cvtss_f32(r) + tail
         }
 
         #[target_feature(enable = $feat)]
@@ -509,59 +553,47 @@ macro_rules! x86_kernels {
         #[target_feature(enable = $feat)]
         unsafe fn dot_q4_0(x: &[u8], y: &[u8]) -> f32 {
             let acc = sum_blocks!(x, y, 18, 34, |xb, yb| {
-                let d = _mm256_set1_ps(f16_at(xb, 0) * f16_at(yb, 0));
                 let qx = _mm256_sub_epi8(nibbles32(xb, Q4_0_QS), _mm256_set1_epi8(8));
-                (d, mul_sum_i8_pairs_float(qx, load256(yb, Q8_0_QS)))
+                mul_sum_i8_pairs_float(qx, load256(yb, Q8_0_QS))
             });
             hsum_f32x8(acc)
         }
 
         #[target_feature(enable = $feat)]
         unsafe fn dot_q4_1(x: &[u8], y: &[u8]) -> f32 {
-            let mut summs = 0f32;
             let acc = sum_blocks!(x, y, 20, 36, |xb, yb| {
-                summs += f16_at(xb, Q4_1_M) * f16_at(yb, Q8_1_S);
-                let d = _mm256_set1_ps(f16_at(xb, 0) * f16_at(yb, 0));
                 let zero = _mm256_setzero_si256();
                 let p = mul_sum_us8_pairs(zero, nibbles32(xb, Q4_1_QS), load256(yb, Q8_1_QS));
-                (d, _mm256_cvtepi32_ps(p))
+                _mm256_cvtepi32_ps(p)
             });
-            hsum_f32x8(acc) + summs
+            hsum_f32x8(acc) + min_sums(x, y, 20)
         }
 
         #[target_feature(enable = $feat)]
         unsafe fn dot_q5_0(x: &[u8], y: &[u8]) -> f32 {
             let acc = sum_blocks!(x, y, 22, 34, |xb, yb| {
-                let d = _mm256_set1_ps(f16_at(xb, 0) * f16_at(yb, 0));
                 let hi = _mm256_andnot_si256(bits32(xb, Q5_0_QH), _mm256_set1_epi8(0xf0u8 as i8));
                 let qx = _mm256_or_si256(nibbles32(xb, Q5_0_QS), hi);
-                (d, mul_sum_i8_pairs_float(qx, load256(yb, Q8_0_QS)))
+                mul_sum_i8_pairs_float(qx, load256(yb, Q8_0_QS))
             });
             hsum_f32x8(acc)
         }
 
         #[target_feature(enable = $feat)]
         unsafe fn dot_q5_1(x: &[u8], y: &[u8]) -> f32 {
-            let mut summs = 0f32;
             let acc = sum_blocks!(x, y, 24, 36, |xb, yb| {
-                summs += f16_at(xb, Q5_1_M) * f16_at(yb, Q8_1_S);
-                let d = _mm256_set1_ps(f16_at(xb, 0) * f16_at(yb, 0));
                 let hi = _mm256_and_si256(bits32(xb, Q5_1_QH), _mm256_set1_epi8(0x10));
                 let qx = _mm256_or_si256(nibbles32(xb, Q5_1_QS), hi);
                 let p = mul_sum_us8_pairs(_mm256_setzero_si256(), qx, load256(yb, Q8_1_QS));
-                (d, _mm256_cvtepi32_ps(p))
+                _mm256_cvtepi32_ps(p)
             });
-            hsum_f32x8(acc) + summs
+            hsum_f32x8(acc) + min_sums(x, y, 24)
         }
 
         #[target_feature(enable = $feat)]
         unsafe fn dot_q8_0(x: &[u8], y: &[u8]) -> f32 {
             let acc = sum_blocks!(x, y, 34, 34, |xb, yb| {
-                let d = _mm256_set1_ps(f16_at(xb, 0) * f16_at(yb, 0));
-                (
-                    d,
-                    mul_sum_i8_pairs_float(load256(xb, Q8_0_QS), load256(yb, Q8_0_QS)),
-                )
+                mul_sum_i8_pairs_float(load256(xb, Q8_0_QS), load256(yb, Q8_0_QS))
             });
             hsum_f32x8(acc)
         }
@@ -569,11 +601,7 @@ macro_rules! x86_kernels {
         #[target_feature(enable = $feat)]
         unsafe fn dot_iq4_nl(x: &[u8], y: &[u8]) -> f32 {
             let acc = sum_blocks!(x, y, 18, 34, |xb, yb| {
-                let d = _mm256_set1_ps(f16_at(yb, 0) * f16_at(xb, 0));
-                (
-                    d,
-                    mul_sum_i8_pairs_float(iq4_lookup(xb, Q4_0_QS), load256(yb, Q8_0_QS)),
-                )
+                mul_sum_i8_pairs_float(iq4_lookup(xb, Q4_0_QS), load256(yb, Q8_0_QS))
             });
             hsum_f32x8(acc)
         }
