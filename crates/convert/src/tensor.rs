@@ -130,6 +130,29 @@ impl TensorView<'_> {
         widen(self.dtype, src, out).map_err(|at| self.non_finite(row0 * len + at, Some(len)))
     }
 
+    /// Checks every element is finite without widening: a scan of the exponent bits, for
+    /// consumers that read the raw bytes (a GEMM that widens panel by panel) but must still
+    /// refuse a corrupt weight with its name.
+    pub fn check_finite(&self) -> Result<()> {
+        let bad = match self.dtype {
+            DType::F32 => self.data.chunks_exact(4).position(|b| {
+                u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & 0x7f80_0000 == 0x7f80_0000
+            }),
+            DType::BF16 => self
+                .data
+                .chunks_exact(2)
+                .position(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7f80 == 0x7f80),
+            DType::F16 => self
+                .data
+                .chunks_exact(2)
+                .position(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7c00 == 0x7c00),
+        };
+        match bad {
+            Some(at) => Err(self.non_finite(at, None)),
+            None => Ok(()),
+        }
+    }
+
     fn non_finite(&self, flat: usize, row_len: Option<usize>) -> ConvertError {
         let len = row_len.unwrap_or_else(|| self.row_len()).max(1);
         ConvertError::tensor(
@@ -228,6 +251,22 @@ mod tests {
             msg.contains("tensor 't'") && msg.contains("row 1, column 0"),
             "{msg}"
         );
+        assert_eq!(v.check_finite().unwrap_err().to_string(), msg);
+        for (dtype, bits) in [(DType::BF16, 0x7f80u16), (DType::F16, 0xfc00u16)] {
+            let mut data: Vec<u8> = [1u16, 2, 3, 4]
+                .iter()
+                .flat_map(|b| b.to_le_bytes())
+                .collect();
+            assert!(view(dtype, vec![4], &data).check_finite().is_ok());
+            data[6..8].copy_from_slice(&bits.to_le_bytes());
+            let t = view(dtype, vec![4], &data);
+            assert!(t
+                .check_finite()
+                .unwrap_err()
+                .to_string()
+                .contains("element 3"));
+            assert!(t.to_f32().is_err());
+        }
         let mut out = vec![0f32; 2];
         assert!(v.rows_to_f32(0, 1, &mut out).is_ok());
         assert!(v.rows_to_f32(1, 1, &mut out).is_err());

@@ -254,6 +254,7 @@ fn nan_in_a_weight_is_reported_on_read() {
     let ck = Checkpoint::open(tmp.path()).unwrap();
     let t = ck.tensor("layers.0.mlp.gate_proj.weight").unwrap();
     let msg = t.to_f32().unwrap_err().to_string();
+    assert_eq!(t.check_finite().unwrap_err().to_string(), msg);
     for n in [
         WEIGHTS,
         "layers.0.mlp.gate_proj.weight",
@@ -330,4 +331,56 @@ fn missing_files() {
     open_err(tmp.path(), &["neither model.safetensors nor"]);
     std::fs::remove_file(tmp.path().join("config.json")).unwrap();
     open_err(tmp.path(), &["config.json"]);
+}
+
+#[test]
+fn random_header_corruption_never_panics() {
+    use rand::{Rng, SeedableRng};
+    use std::os::unix::fs::FileExt;
+
+    let tmp = copy_checkpoint(&e2b_released());
+    let path = tmp.path().join(WEIGHTS);
+    let original = std::fs::read(&path).unwrap();
+    let header_end = 8 + u64::from_le_bytes(original[..8].try_into().unwrap()) as usize;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
+    let (mut rejected, mut accepted) = (0, 0);
+    for round in 0..400 {
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let mut touched = Vec::new();
+        if round % 20 == 19 {
+            file.set_len(rng.gen_range(0..original.len() as u64))
+                .unwrap();
+        } else {
+            // Digits and JSON punctuation break a header in the most interesting ways.
+            const BYTES: &[u8] = b"0123456789[]{},:\"-. eE";
+            for _ in 0..rng.gen_range(1..=3) {
+                let at = rng.gen_range(0..header_end);
+                let b = if rng.gen_bool(0.7) {
+                    BYTES[rng.gen_range(0..BYTES.len())]
+                } else {
+                    rng.gen()
+                };
+                file.write_at(&[b], at as u64).unwrap();
+                touched.push(at);
+            }
+        }
+        match Checkpoint::open(tmp.path()) {
+            Ok(_) => accepted += 1,
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(!msg.contains('\n'), "round {round}: {msg}");
+                rejected += 1;
+            }
+        }
+        // Restore.
+        if touched.is_empty() {
+            std::fs::write(&path, &original).unwrap();
+        } else {
+            for at in touched {
+                file.write_at(&original[at..at + 1], at as u64).unwrap();
+            }
+        }
+    }
+    println!("checked 400 cases: {rejected} rejected, {accepted} accepted");
+    assert!(rejected > 300);
 }

@@ -99,4 +99,14 @@ fn fast_equals_ref_on_edge_rows() {
         all_types(x, Some(&qw_zero));
         all_types(x, Some(&qw_ones));
     }
+    // An odd number of super-blocks, and several rows sharing one importance vector.
+    let x: Vec<f32> = (0..3 * 256)
+        .map(|i| ((i * 7919) % 613) as f32 / 613.0 - 0.4)
+        .collect();
+    all_types(&x, None);
+    all_types(
+        &x,
+        Some(&x.iter().map(|v| v.abs() + 0.5).collect::<Vec<_>>()),
+    );
+    all_types(&x, Some(&vec![2.0f32; 256]));
 }

@@ -206,3 +206,49 @@ impl<'a> DatReader<'a> {
         Ok(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 }
+
+impl Imatrix {
+    /// Writes llama.cpp's GGUF imatrix format: the keys `llama-imatrix` writes and, per weight in
+    /// name order, `<name>.in_sum2` ([n_cols, n_mat]) and `<name>.counts` ([1, n_mat]).
+    pub fn write_gguf(&self, path: &Path) -> Result<()> {
+        use convert::gguf::{GgufWriter, Metadata, TensorInfo};
+        use kernels::GgmlType;
+        let mut md = Metadata::new();
+        md.set("general.type", Value::String("imatrix".into()));
+        md.set(
+            "imatrix.datasets",
+            Value::Array(Array::String(self.datasets.clone())),
+        );
+        md.set("imatrix.chunk_count", Value::U32(self.chunk_count));
+        md.set("imatrix.chunk_size", Value::U32(self.chunk_size));
+        let mut infos = Vec::with_capacity(self.entries.len() * 2);
+        for (name, e) in &self.entries {
+            // ggml writes only up to the last dimension that is not 1.
+            let n_mat = e.counts.len() as u64;
+            let (sum_dims, count_dims) = if n_mat == 1 {
+                (vec![e.n_cols as u64], vec![1])
+            } else {
+                (vec![e.n_cols as u64, n_mat], vec![1, n_mat])
+            };
+            infos.push(TensorInfo {
+                name: format!("{name}.in_sum2"),
+                dims: sum_dims,
+                ty: GgmlType::F32,
+                offset: 0,
+            });
+            infos.push(TensorInfo {
+                name: format!("{name}.counts"),
+                dims: count_dims,
+                ty: GgmlType::F32,
+                offset: 0,
+            });
+        }
+        let mut w = GgufWriter::create(path, &md, infos)?;
+        for (name, e) in &self.entries {
+            let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+            w.write_tensor(&format!("{name}.in_sum2"), &bytes(&e.sums))?;
+            w.write_tensor(&format!("{name}.counts"), &bytes(&e.counts))?;
+        }
+        Ok(w.finish()?)
+    }
+}

@@ -175,3 +175,71 @@ fn requantizing_llamacpps_f32_file_matches_llama_quantize() {
     }
     println!("requantize: {files} files from llama.cpp's f32.gguf equal llama-quantize's");
 }
+
+#[test]
+fn imatrix_gguf_round_trips_byte_for_byte() {
+    let root = fixtures_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut n = 0;
+    for dir in std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()) {
+        let file = dir.join("llamacpp/imatrix.gguf");
+        if !file.exists() {
+            continue;
+        }
+        let im = Imatrix::read(&file).unwrap();
+        assert!(!im.entries.is_empty());
+        let out = tmp.path().join(format!("{n}.gguf"));
+        im.write_gguf(&out).unwrap();
+        assert!(
+            std::fs::read(&out).unwrap() == std::fs::read(&file).unwrap(),
+            "{}",
+            file.display()
+        );
+        n += 1;
+    }
+    assert!(n > 0);
+    println!("imatrix: {n} llama.cpp imatrix files rewritten byte for byte");
+}
+
+/// A legacy `.dat` imatrix as `llama-imatrix --output-format dat` lays it out: per entry the name,
+/// ncall and mean(x²)·ncall; read back, its weights are the means again.
+#[test]
+fn legacy_dat_imatrix_reads_to_the_same_weights() {
+    let gguf = fixtures_dir().join("e2b-s0/llamacpp/imatrix.gguf");
+    let im = Imatrix::read(&gguf).unwrap();
+    let mut dat = Vec::new();
+    dat.extend((im.entries.len() as i32).to_le_bytes());
+    let ncall = 3i32;
+    for (name, _) in &im.entries {
+        let w = im.weights(name).unwrap();
+        dat.extend((name.len() as i32).to_le_bytes());
+        dat.extend(name.as_bytes());
+        dat.extend(ncall.to_le_bytes());
+        dat.extend((w.len() as i32).to_le_bytes());
+        for v in &w {
+            dat.extend((v * ncall as f32).to_le_bytes());
+        }
+    }
+    dat.extend(8i32.to_le_bytes());
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("imatrix.dat");
+    std::fs::write(&path, &dat).unwrap();
+    let legacy = Imatrix::read(&path).unwrap();
+    assert_eq!(legacy.entries.len(), im.entries.len());
+    for name in im.entries.keys() {
+        let (a, b) = (im.weights(name).unwrap(), legacy.weights(name).unwrap());
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(&b) {
+            assert!(
+                (x - y).abs() <= 1e-6 * x.abs().max(1e-30),
+                "{name}: {x} vs {y}"
+            );
+        }
+    }
+    // Truncated files are errors naming the file, never panics.
+    for cut in [2, 9, dat.len() / 2] {
+        std::fs::write(&path, &dat[..cut]).unwrap();
+        let err = Imatrix::read(&path).unwrap_err().to_string();
+        assert!(err.contains("imatrix.dat"), "{err}");
+    }
+}

@@ -276,6 +276,7 @@ fn rows<Q: FastBlock, L: Lanes>(
             qw[col..col + QK_K].try_into().expect("a QK_K slice")
         })
     };
+    let last_block = y.len().wrapping_sub(1);
     let mut pairs = y.chunks_exact_mut(2);
     for (p, yp) in (&mut pairs).enumerate() {
         let (ia, ib) = (2 * p, 2 * p + 1);
@@ -292,8 +293,7 @@ fn rows<Q: FastBlock, L: Lanes>(
         );
     }
     if let [last] = pairs.into_remainder() {
-        let ib = y.len() - 1;
-        Q::quantize(lanes, block_x(ib), last, block_w(ib));
+        Q::quantize(lanes, block_x(last_block), last, block_w(last_block));
     }
 }
 
@@ -624,15 +624,16 @@ mod tests {
         Q::Block: Pod,
     {
         for seed in 0..6 {
-            let x = data(seed, 1024);
-            let qw: Vec<f32> = data(seed + 100, 512)
+            // Five super-blocks (two pairs and a single one) in one row.
+            let x = data(seed, 1280);
+            let qw: Vec<f32> = data(seed + 100, 1280)
                 .iter()
                 .map(|v| v.abs() * 4.0)
                 .collect();
             for imatrix in [None, Some(qw.as_slice())] {
-                let mut want = vec![<Q::Block as bytemuck::Zeroable>::zeroed(); 4];
+                let mut want = vec![<Q::Block as bytemuck::Zeroable>::zeroed(); 5];
                 reference(&x, &mut want, imatrix);
-                let mut got = vec![<Q::Block as bytemuck::Zeroable>::zeroed(); 4];
+                let mut got = vec![<Q::Block as bytemuck::Zeroable>::zeroed(); 5];
                 quantize_with::<Q, _>(Portable, &x, &mut got, imatrix);
                 assert!(
                     bytemuck::cast_slice::<_, u8>(&got) == bytemuck::cast_slice::<_, u8>(&want),
@@ -642,7 +643,7 @@ mod tests {
                 );
                 #[cfg(target_arch = "x86_64")]
                 if let Some(avx2) = Avx2::detect() {
-                    let mut got = vec![<Q::Block as bytemuck::Zeroable>::zeroed(); 4];
+                    let mut got = vec![<Q::Block as bytemuck::Zeroable>::zeroed(); 5];
                     quantize_with::<Q, _>(avx2, &x, &mut got, imatrix);
                     assert!(
                         bytemuck::cast_slice::<_, u8>(&got) == bytemuck::cast_slice::<_, u8>(&want),

@@ -8,9 +8,9 @@
 //! `avx512`, `neon`, `neon-emulated`); naming a path the CPU lacks is an error, never a silent
 //! fallback, so a forced benchmark or test measures what it claims to.
 
-pub mod layout;
+pub(crate) mod layout;
 pub mod ops128;
-pub mod scalar;
+pub(crate) mod scalar;
 
 #[cfg(target_arch = "x86_64")]
 #[macro_use]
