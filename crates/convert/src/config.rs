@@ -380,7 +380,7 @@ impl Gemma4Config {
     }
 
     /// Cross-field checks: anything that would make shapes or the layer plan inconsistent.
-    fn validate(&self, origin: &str) -> Result<(), ConvertError> {
+    pub(crate) fn validate(&self, origin: &str) -> Result<(), ConvertError> {
         let bad = |m: String| Err(ConvertError::config(origin, m));
         if self.num_hidden_layers == 0 {
             return bad("num_hidden_layers must be at least 1".into());

@@ -222,3 +222,72 @@ fn python_float_repr() {
     assert_eq!(py_float(1e16), "1e+16");
     assert_eq!(py_float(0.0001), "0.0001");
 }
+
+#[test]
+fn config_read_back_from_gguf_equals_the_checkpoints() {
+    let root = fixtures_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut n = 0;
+    for dir in std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()) {
+        for layout in ["released-bf16", "causal-f32"] {
+            let src = dir.join(layout);
+            if !src.join("config.json").exists() {
+                continue;
+            }
+            let ckpt = Checkpoint::open(&src).unwrap();
+            let out = tmp.path().join(format!("{n}.gguf"));
+            convert::llama::write_unquantized(&ckpt, &out, GgmlType::F32).unwrap();
+            let back = convert::llama::config_from_gguf(&GgufFile::open(&out).unwrap()).unwrap();
+            let want = ckpt.config();
+            let ctx = src.display();
+            assert_eq!(back.layer_types, want.layer_types, "{ctx}");
+            for l in 0..want.num_hidden_layers {
+                assert_eq!(back.head_dim_of(l), want.head_dim_of(l), "{ctx}: layer {l}");
+                assert_eq!(
+                    back.num_kv_heads(l),
+                    want.num_kv_heads(l),
+                    "{ctx}: layer {l}"
+                );
+                assert_eq!(back.v_is_k(l), want.v_is_k(l), "{ctx}: layer {l}");
+                assert_eq!(
+                    back.kv_source_layer(l),
+                    want.kv_source_layer(l),
+                    "{ctx}: layer {l}"
+                );
+                assert_eq!(
+                    back.intermediate_size_of(l),
+                    want.intermediate_size_of(l),
+                    "{ctx}: layer {l}"
+                );
+            }
+            assert_eq!(back.rope_full, want.rope_full, "{ctx}");
+            assert_eq!(back.rope_sliding.theta, want.rope_sliding.theta, "{ctx}");
+            assert_eq!(
+                (
+                    back.hidden_size,
+                    back.vocab_size,
+                    back.hidden_size_per_layer_input,
+                    back.num_experts,
+                    back.top_k_experts,
+                    back.moe_intermediate_size
+                ),
+                (
+                    want.hidden_size,
+                    want.vocab_size,
+                    want.hidden_size_per_layer_input,
+                    want.num_experts,
+                    want.top_k_experts,
+                    want.moe_intermediate_size
+                ),
+                "{ctx}"
+            );
+            assert_eq!(
+                back.final_logit_softcapping, want.final_logit_softcapping,
+                "{ctx}"
+            );
+            n += 1;
+        }
+    }
+    assert!(n > 0);
+    println!("llama gguf: {n} configs read back from GGUF equal the checkpoints'");
+}

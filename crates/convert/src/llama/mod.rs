@@ -3,6 +3,7 @@
 //! and the tokenizer. The quantizing pipeline reuses the plan; [`write_unquantized`] writes the
 //! F32/F16/BF16 file directly.
 
+mod config;
 mod metadata;
 mod names;
 mod vocab;
@@ -12,6 +13,7 @@ use std::path::Path;
 use kernels::fp::{f32_to_bf16, f32_to_f16};
 use kernels::GgmlType;
 
+pub use config::config_from_gguf;
 pub use metadata::{
     gemma4_metadata, id_to_title, size_label, MetadataInputs, QUANTIZATION_VERSION,
 };

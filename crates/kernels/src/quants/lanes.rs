@@ -23,7 +23,8 @@ use crate::blocks::QK_K;
 use crate::fp::nearest_int;
 
 /// A way to run the lane searches: [`Portable`] (compiler-vectorised loops, any CPU) or, on
-/// x86-64, [`Avx2`] (explicit intrinsics; a value of it proves the CPU has AVX2).
+/// x86-64, [`Avx2`] / [`Avx512`] (explicit intrinsics; a value of one proves the CPU has the
+/// instruction set).
 pub(crate) trait Lanes: Copy {
     /// [`qkx`] on this backend.
     #[allow(clippy::too_many_arguments)]
@@ -191,6 +192,146 @@ impl Lanes for Avx2 {
     }
 }
 
+/// The AVX-512 backend ([`super::lanes_avx512`]) for searches over 16 groups; others go to
+/// the [`Avx2`] kernels. Only [`Avx512::detect`] makes one, after checking the CPU.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub(crate) struct Avx512(());
+
+#[cfg(target_arch = "x86_64")]
+impl Avx512 {
+    /// The token, if this CPU has AVX-512F (and AVX2, which every such CPU has).
+    #[inline]
+    pub(crate) fn detect() -> Option<Self> {
+        (std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx2"))
+        .then_some(Avx512(()))
+    }
+
+    /// The AVX2 backend, for searches that do not fill a 512-bit vector.
+    #[inline(always)]
+    fn avx2(self) -> Avx2 {
+        Avx2(())
+    }
+}
+
+/// `v` as a reference to `T` when it is one (the lane count is 16): a type-checked cast.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn as16<S: 'static, T: 'static>(v: &S) -> Option<&T> {
+    (v as &dyn std::any::Any).downcast_ref::<T>()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn as16_mut<S: 'static, T: 'static>(v: &mut S) -> Option<&mut T> {
+    (v as &mut dyn std::any::Any).downcast_mut::<T>()
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Lanes for Avx512 {
+    #[inline(always)]
+    fn qkx<const N: usize, const M: usize>(
+        self,
+        x: &[[f32; N]; M],
+        w: &[[f32; N]; M],
+        nmax: i32,
+        rmin: f32,
+        rdelta: f32,
+        nstep: i32,
+        use_mad: bool,
+        strict_degenerate: bool,
+        scale_out: &mut [f32; N],
+        the_min: &mut [f32; N],
+        l_out: &mut [[u8; N]; M],
+    ) {
+        if N == 16 {
+            if let (Some(x), Some(w), Some(s), Some(m), Some(l)) = (
+                as16::<_, [[f32; 16]; M]>(x),
+                as16::<_, [[f32; 16]; M]>(w),
+                as16_mut::<_, [f32; 16]>(scale_out),
+                as16_mut::<_, [f32; 16]>(the_min),
+                as16_mut::<_, [[u8; 16]; M]>(l_out),
+            ) {
+                // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
+                unsafe {
+                    super::lanes_avx512::qkx(
+                        x,
+                        w,
+                        nmax,
+                        rmin,
+                        rdelta,
+                        nstep,
+                        use_mad,
+                        strict_degenerate,
+                        s,
+                        m,
+                        l,
+                    )
+                };
+                return;
+            }
+        }
+        self.avx2().qkx(
+            x,
+            w,
+            nmax,
+            rmin,
+            rdelta,
+            nstep,
+            use_mad,
+            strict_degenerate,
+            scale_out,
+            the_min,
+            l_out,
+        )
+    }
+    #[inline(always)]
+    fn qx<const N: usize, const M: usize>(
+        self,
+        x: &[[f32; N]; M],
+        w: &[[f32; N]; M],
+        nmax: i32,
+        scale_out: &mut [f32; N],
+        l_out: &mut [[i8; N]; M],
+    ) {
+        if N == 16 {
+            if let (Some(x), Some(w), Some(s), Some(l)) = (
+                as16::<_, [[f32; 16]; M]>(x),
+                as16::<_, [[f32; 16]; M]>(w),
+                as16_mut::<_, [f32; 16]>(scale_out),
+                as16_mut::<_, [[i8; 16]; M]>(l_out),
+            ) {
+                // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
+                unsafe { super::lanes_avx512::qx(x, w, nmax, s, l) };
+                return;
+            }
+        }
+        self.avx2().qx(x, w, nmax, scale_out, l_out)
+    }
+    #[inline(always)]
+    fn q3<const N: usize, const M: usize>(
+        self,
+        x: &[[f32; N]; M],
+        nmax: i32,
+        scale_out: &mut [f32; N],
+        l_out: &mut [[i8; N]; M],
+    ) {
+        if N == 16 {
+            if let (Some(x), Some(s), Some(l)) = (
+                as16::<_, [[f32; 16]; M]>(x),
+                as16_mut::<_, [f32; 16]>(scale_out),
+                as16_mut::<_, [[i8; 16]; M]>(l_out),
+            ) {
+                // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
+                unsafe { super::lanes_avx512::q3(x, nmax, s, l) };
+                return;
+            }
+        }
+        self.avx2().q3(x, nmax, scale_out, l_out)
+    }
+}
+
 /// One K-quant's fast super-block quantizer, for [`quantize_fast`]. `quantize` must be
 /// `#[inline(always)]` so that it is compiled into [`quantize_fast`]'s AVX2 instance.
 pub(crate) trait FastBlock {
@@ -223,12 +364,29 @@ pub(crate) fn quantize_fast<Q: FastBlock>(x: &[f32], y: &mut [Q::Block], imatrix
     let blocks_per_row = check_shapes(Q::NAME, x.len(), y.len(), imatrix);
     #[cfg(target_arch = "x86_64")]
     {
+        if let Some(avx512) = Avx512::detect() {
+            // SAFETY: the token proves the CPU supports AVX-512F and AVX2.
+            return unsafe { rows_avx512::<Q>(avx512, x, y, imatrix, blocks_per_row) };
+        }
         if let Some(avx2) = Avx2::detect() {
             // SAFETY: the token proves the CPU supports AVX2.
             return unsafe { rows_avx2::<Q>(avx2, x, y, imatrix, blocks_per_row) };
         }
     }
     rows::<Q, Portable>(Portable, x, y, imatrix, blocks_per_row)
+}
+
+/// [`rows`] compiled with AVX-512F, so that the scalar parts of the block quantizers also use it.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,avx512f")]
+fn rows_avx512<Q: FastBlock>(
+    avx512: Avx512,
+    x: &[f32],
+    y: &mut [Q::Block],
+    imatrix: Option<&[f32]>,
+    blocks_per_row: usize,
+) {
+    rows::<Q, Avx512>(avx512, x, y, imatrix, blocks_per_row)
 }
 
 /// [`rows`] compiled with AVX2, so that the scalar parts of the block quantizers also use it.
@@ -641,6 +799,17 @@ mod tests {
                     Q::NAME,
                     imatrix.is_some()
                 );
+                #[cfg(target_arch = "x86_64")]
+                if let Some(avx512) = Avx512::detect() {
+                    let mut got = vec![<Q::Block as bytemuck::Zeroable>::zeroed(); 5];
+                    quantize_with::<Q, _>(avx512, &x, &mut got, imatrix);
+                    assert!(
+                        bytemuck::cast_slice::<_, u8>(&got) == bytemuck::cast_slice::<_, u8>(&want),
+                        "{} avx512, seed {seed}, imatrix {}",
+                        Q::NAME,
+                        imatrix.is_some()
+                    );
+                }
                 #[cfg(target_arch = "x86_64")]
                 if let Some(avx2) = Avx2::detect() {
                     let mut got = vec![<Q::Block as bytemuck::Zeroable>::zeroed(); 5];

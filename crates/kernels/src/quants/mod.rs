@@ -13,6 +13,8 @@ pub mod kquants;
 mod lanes;
 #[cfg(target_arch = "x86_64")]
 mod lanes_avx2;
+#[cfg(target_arch = "x86_64")]
+mod lanes_avx512;
 pub mod legacy;
 pub mod q2k;
 pub mod q3k;
