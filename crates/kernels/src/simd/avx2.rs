@@ -1,7 +1,7 @@
 //! The AVX2 path (avx2 + fma + f16c), following ggml-cpu's `arch/x86/quants.c` algorithms:
 //! nibble/bit unpacking into bytes, `maddubs` (u8 × i8 → i16 pairs) then `madd` (→ i32) with
 //! the sub-block scale, one `fmadd` per block or super-block. The kernel bodies are written once
-//! in [`x86_kernels!`] and instantiated here and in `avx512.rs` (which swaps `maddubs+madd` for
+//! in `x86_kernels!` and instantiated here and in `avx512.rs` (which swaps `maddubs+madd` for
 //! VNNI `dpbusd`, exactly where ggml does), so the two paths share their logic and tests.
 //!
 //! Integer partial sums are exact, so these kernels differ from the scalar path only in the order
@@ -13,7 +13,7 @@
 /// blocks are converted and multiplied in one go (`halves4`), since per-block scalar fp16 work
 /// is most of a 32-value block's cost. `$body` maps one weight block `$xb` and activation block
 /// `$yb` to the `__m256` whose lanes sum to the block's integer dot. Used inside
-/// [`x86_kernels!`] so the body inlines with the enclosing function's target features.
+/// `x86_kernels!` so the body inlines with the enclosing function's target features.
 macro_rules! sum_blocks {
     ($x:expr, $y:expr, $xs:expr, $ys:expr, |$xb:ident, $yb:ident| $body:expr) => {{
         let mut acc = [_mm256_setzero_ps(); 4];
@@ -673,7 +673,7 @@ macro_rules! x86_kernels {
             hsum_f32x8(acc)
         }
 
-        /// Σ_j bsums[j]·mins[j / 2] of a Q8_K block as 4 i32 lanes (ggml's `hadd` of the bsum
+        /// `Σ_j bsums[j]·mins[j / 2]` of a Q8_K block as 4 i32 lanes (ggml's `hadd` of the bsum
         /// pairs then `madd` with the 8 mins); `sm` holds 8 scales then 8 mins.
         #[target_feature(enable = $feat)]
         #[inline]
