@@ -21,8 +21,30 @@ const ROWS: usize = 8;
 
 type Quant<B> = fn(&[f32], &mut [B], Option<&[f32]>);
 
+/// The rows and importance vector of the golden set `s1` (`$G4Q_GOLDEN/s1` or
+/// `../shared/golden/s1`; 16 rows of 4096 values of eight characters, see its README), the
+/// same data a C build of ggml's reference can be timed on; `None` when absent.
+fn golden_inputs() -> Option<(Vec<f32>, Vec<f32>)> {
+    let root = std::env::var_os("G4Q_GOLDEN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/golden")
+        });
+    let read = |name: &str| -> Option<Vec<f32>> {
+        let bytes = std::fs::read(root.join("s1").join(name)).ok()?;
+        Some(
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        )
+    };
+    let (x, qw) = (read("input.f32")?, read("imatrix.f32")?);
+    (qw.len() == N_PER_ROW && !x.is_empty() && x.len() % N_PER_ROW == 0).then_some((x, qw))
+}
+
 /// Gaussian rows with a few outliers (weights look like this) and a log-normal imatrix.
-fn inputs() -> (Vec<f32>, Vec<f32>) {
+fn synthetic_inputs() -> (Vec<f32>, Vec<f32>) {
     let mut rng = ChaCha8Rng::seed_from_u64(0x6734);
     let mut gauss = move || {
         let (u, v): (f32, f32) = (rng.gen_range(1e-7..1.0), rng.gen());
@@ -136,7 +158,7 @@ macro_rules! case {
 }
 
 fn main() {
-    let (x, qw) = inputs();
+    let (x, qw) = synthetic_inputs();
     let cases = [
         case!("q2_K", BlockQ2K, quantize_row_q2_k, quantize_row_q2_k_fast),
         case!("q3_K", BlockQ3K, quantize_row_q3_k, quantize_row_q3_k_fast),
@@ -154,16 +176,22 @@ fn main() {
     }
     c.final_summary();
 
-    println!(
-        "\nper 32 values, single thread, best pass over {} rows x {N_PER_ROW}:",
-        ROWS
-    );
-    println!(
-        "{:<5} {:<8} {:>10} {:>10} {:>10} {:>10} {:>9}",
-        "type", "weights", "ref ns", "ref cyc", "fast ns", "fast cyc", "speed-up"
-    );
-    for case in &cases {
-        let _ = case.name;
-        (case.summary)(&x, &qw);
+    let mut sets = vec![("synthetic gaussian", x, qw)];
+    if let Some((gx, gqw)) = golden_inputs() {
+        sets.push(("golden s1", gx, gqw));
+    }
+    for (label, x, qw) in &sets {
+        println!(
+            "\n{label}: per 32 values, single thread, best pass over {} rows x {N_PER_ROW}:",
+            x.len() / N_PER_ROW
+        );
+        println!(
+            "{:<5} {:<8} {:>10} {:>10} {:>10} {:>10} {:>9}",
+            "type", "weights", "ref ns", "ref cyc", "fast ns", "fast cyc", "speed-up"
+        );
+        for case in &cases {
+            let _ = case.name;
+            (case.summary)(x, qw);
+        }
     }
 }

@@ -77,6 +77,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let opts = ForwardOptions {
         hidden_states: args.hidden_states,
     };
+    let start = std::time::Instant::now();
     let out = pool.install(|| -> verify::Result<_> {
         if args.stream {
             forward_streaming(&ckpt, &ids, opts, &mut NoObserver, &mut progress)
@@ -102,5 +103,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         });
     }
     write_safetensors(&args.out, &tensors)?;
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "logits [{}, {}] -> {} ({} mode, {:.2} s, {:.1} tokens/s)",
+        out.logits.nrows(),
+        out.logits.ncols(),
+        args.out.display(),
+        if args.stream {
+            "streaming"
+        } else {
+            "in-memory"
+        },
+        secs,
+        ids.len() as f64 / secs
+    );
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! `g4q synth`: a random bf16 checkpoint with a released variant's real config, names and
 //! widths but only N layers, for measuring memory and speed at real tensor sizes without
-//! downloading a model. The generation itself lives in `convert::synth`; no tokenizer is
-//! written, so run `g4q forward` on it with `--tokens`.
+//! downloading a model. The generation itself lives in `convert::synth`, which also writes a
+//! synthetic byte-level tokenizer so `--text` and `g4q convert` work on the result.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -84,6 +84,5 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         summary.bytes as f64 / 1e9,
         summary.bytes as f64 / 1e6 / secs.max(1e-9)
     );
-    println!("no tokenizer written: run `g4q forward` with --tokens");
     Ok(())
 }

@@ -299,20 +299,35 @@ impl Checkpoint {
     /// streams layer by layer keeps its RSS at about one layer. Later reads fault the pages back
     /// in from the file. Unknown names and advice failures are ignored: this is a hint.
     pub fn release(&self, name: &str) {
-        if let Some(&i) = self.by_name.get(name) {
-            let e = &self.text[i];
-            let mmap = &self.files[e.file].mmap;
-            // SAFETY: the mapping is a read-only, file-backed shared mapping, so DONTNEED only
-            // drops clean page-cache references: any later access (including through views that
-            // are still borrowed) faults the identical bytes back in from the file.
-            let _ = unsafe {
-                mmap.unchecked_advise_range(
-                    memmap2::UncheckedAdvice::DontNeed,
-                    e.start,
-                    e.end - e.start,
-                )
-            };
+        self.release_rows(name, 0, usize::MAX);
+    }
+
+    /// Like [`Checkpoint::release`] for rows `row0 .. row0 + n` only (rows of the last
+    /// dimension), so a converter reading a huge tensor in chunks keeps only a chunk resident.
+    pub fn release_rows(&self, name: &str, row0: usize, n: usize) {
+        let entry = self
+            .by_name
+            .get(name)
+            .map(|&i| &self.text[i])
+            .or_else(|| self.unused_kv.iter().find(|e| e.name == name));
+        let Some(e) = entry else { return };
+        let row_bytes = e.shape.last().copied().unwrap_or(1) * e.dtype.size();
+        let start = e
+            .start
+            .saturating_add(row0.saturating_mul(row_bytes))
+            .min(e.end);
+        let end = start.saturating_add(n.saturating_mul(row_bytes)).min(e.end);
+        if end <= start {
+            return;
         }
+        let mmap = &self.files[e.file].mmap;
+        // SAFETY: the mapping is a read-only, file-backed shared mapping, so DONTNEED only drops
+        // clean page-cache references: any later access (including through views that are still
+        // borrowed) faults the identical bytes back in from the file. memmap2 widens the range to
+        // whole pages, which at worst drops a neighbour's page that is then read again.
+        let _ = unsafe {
+            mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+        };
     }
 }
 

@@ -2,8 +2,10 @@
 //! but only N layers of random bf16 weights, for memory and speed measurements at real sizes.
 //!
 //! The file is written tensor by tensor, chunk by chunk, to a temporary name and renamed at the
-//! end, so even a 31B-wide checkpoint needs only a few tens of MB of memory to write. No
-//! tokenizer is written (there is none to copy): run the forward pass with explicit token ids.
+//! end, so even a 31B-wide checkpoint needs only a few tens of MB of memory to write. The
+//! tokenizer is synthetic too ([`synthetic_tokenizer`]): Gemma's special tokens, the 256
+//! byte-fallback tokens and filler tokens up to the real vocabulary size, so text encodes (byte
+//! by byte) and converters that need a vocabulary have one.
 //!
 //! Values are deterministic for a seed whatever the thread count: every chunk of every tensor
 //! draws from its own ChaCha8 stream position (stream = tensor index, word = element offset).
@@ -166,7 +168,7 @@ pub fn synth_config(variant: Variant, layers: usize, seed: u64) -> Value {
             "variant": variant.cli_name(),
             "layers": layers,
             "seed": seed,
-            "note": "random weights, no tokenizer: run the forward pass with --tokens",
+            "note": "random weights and a synthetic byte-level tokenizer (g4q synth)",
         },
         "text_config": {
             "model_type": "gemma4_text",
@@ -238,7 +240,67 @@ pub fn write_synth(
             "a checkpoint needs at least 1 layer",
         ));
     }
-    write_random_checkpoint(dir, &synth_config(variant, layers, seed), seed, progress)
+    let summary =
+        write_random_checkpoint(dir, &synth_config(variant, layers, seed), seed, progress)?;
+    let (tokenizer, tokenizer_config) = synthetic_tokenizer(summary.config.vocab_size);
+    for (name, value) in [
+        ("tokenizer.json", tokenizer),
+        ("tokenizer_config.json", tokenizer_config),
+    ] {
+        let path = dir.join(name);
+        let text = serde_json::to_string(&value)
+            .map_err(|e| ConvertError::format(&path, e.to_string()))?;
+        std::fs::write(&path, text).map_err(|e| ConvertError::io(&path, e))?;
+    }
+    Ok(summary)
+}
+
+/// A Gemma-style BPE tokenizer of `vocab_size` tokens for synthetic checkpoints: `<pad>`,
+/// `<eos>`, `<bos>`, `<unk>`, `<mask>` (ids 0–4, as in the released tokenizer), the byte tokens
+/// `<0x00>`…`<0xFF>` (ids 5–260), then filler tokens. With byte fallback and no merges every
+/// text encodes to its UTF-8 bytes.
+pub fn synthetic_tokenizer(vocab_size: usize) -> (Value, Value) {
+    let specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"];
+    let mut vocab = serde_json::Map::with_capacity(vocab_size);
+    for (id, t) in specials.iter().enumerate() {
+        vocab.insert((*t).to_string(), Value::from(id));
+    }
+    for b in 0..256usize {
+        vocab.insert(format!("<0x{b:02X}>"), Value::from(specials.len() + b));
+    }
+    for id in specials.len() + 256..vocab_size {
+        vocab.insert(format!("\u{2581}t{id}"), Value::from(id));
+    }
+    let added: Vec<Value> = specials
+        .iter()
+        .enumerate()
+        .map(|(id, t)| {
+            serde_json::json!({"id": id, "content": t, "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": true})
+        })
+        .collect();
+    let tokenizer = serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": {"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"},
+        "pre_tokenizer": null,
+        "post_processor": null,
+        "decoder": {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "},
+            {"type": "ByteFallback"},
+            {"type": "Fuse"}
+        ]},
+        "model": {"type": "BPE", "dropout": null, "unk_token": "<unk>", "continuing_subword_prefix": null,
+            "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
+            "vocab": vocab, "merges": []}
+    });
+    let config = serde_json::json!({
+        "bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>", "pad_token": "<pad>",
+        "mask_token": "<mask>", "tokenizer_class": "GemmaTokenizer"
+    });
+    (tokenizer, config)
 }
 
 /// Writes a random bf16 checkpoint for any Gemma 4 `config.json` value (released or causal

@@ -7,6 +7,9 @@ use std::path::PathBuf;
 pub enum QuantizeError {
     #[error(transparent)]
     Convert(#[from] convert::ConvertError),
+    /// The reference forward pass or the tokenizer failed during calibration.
+    #[error(transparent)]
+    Forward(#[from] verify::VerifyError),
     #[error("tensor '{tensor}': {source}")]
     Kernel {
         tensor: String,

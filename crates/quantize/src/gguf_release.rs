@@ -137,11 +137,15 @@ pub fn write(ckpt: &Checkpoint, out: &Path, opts: &ReleaseOptions<'_>) -> Result
             row.choice.ty,
             &t.shape,
             weights.as_deref(),
-            |r0, n, out| Ok(llama::source_rows(ckpt, t, r0, n, out)?),
+            |r0, n, out| {
+                llama::source_rows(ckpt, t, r0, n, out)?;
+                // Keep only the chunk in flight resident, however large the tensor.
+                if let llama::Source::Checkpoint(name) = &t.source {
+                    ckpt.release_rows(name, r0, n);
+                }
+                Ok(())
+            },
         )?;
-        if let llama::Source::Checkpoint(name) = &t.source {
-            ckpt.release(name);
-        }
         if let Some(p) = opts.progress {
             p(i + 1, rows.len());
         }

@@ -252,3 +252,185 @@ impl Imatrix {
         Ok(w.finish()?)
     }
 }
+
+/// Per-tensor statistics of an importance matrix, as `llama-imatrix --show-statistics` prints
+/// them for files without Σx (`in_sum`): all figures are over the per-column mean squares
+/// E[x²] = Σx²/count of every expert that saw tokens. They show which tensors see large or
+/// uneven activations (high σ, low entropy: a few columns dominate, so importance weighting
+/// matters most there) and how much consecutive layers' inputs look alike.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorStats {
+    /// GGUF tensor name.
+    pub name: String,
+    /// Σ E[x²] over the columns (of every expert with tokens).
+    pub sum: f64,
+    pub min: f64,
+    pub max: f64,
+    pub mean: f64,
+    /// Sample standard deviation of E[x²].
+    pub std_dev: f64,
+    /// Values the figures cover: columns × experts with tokens.
+    pub n: usize,
+    /// Share of those values above 1e-5 (columns that carry signal), in %.
+    pub active_pct: f64,
+    /// Shannon entropy (bits) of E[x²] normalised to a distribution.
+    pub entropy: f64,
+    /// `entropy / log2(n)` in %: 100 means every column matters equally.
+    pub entropy_norm_pct: f64,
+    /// Share of values more than one σ from the mean, in %.
+    pub z_outlier_pct: f64,
+    /// Cosine similarity of E[x²] with the same tensor of the previous block, when it exists
+    /// with the same shape.
+    pub cos_prev: Option<f64>,
+}
+
+/// Threshold under which a column's mean square counts as inactive.
+const ACTIVE_MIN: f64 = 1e-5;
+
+impl Imatrix {
+    /// Mean squares per column and expert, 0 for experts that saw no token.
+    fn mean_squares(e: &Entry) -> Vec<f64> {
+        let mut out = Vec::with_capacity(e.sums.len());
+        for (m, &c) in e.counts.iter().enumerate() {
+            let row = e.sums.get(m * e.n_cols..(m + 1) * e.n_cols).unwrap_or(&[]);
+            if c > 0.0 {
+                out.extend(row.iter().map(|&s| f64::from(s) / f64::from(c)));
+            } else {
+                out.extend(std::iter::repeat_n(0.0, row.len()));
+            }
+        }
+        out
+    }
+
+    /// Statistics of every entry, in name order; entries without any token are left out.
+    pub fn statistics(&self) -> Vec<TensorStats> {
+        let mut out = Vec::with_capacity(self.entries.len());
+        for (name, e) in &self.entries {
+            let mut v = Vec::with_capacity(e.sums.len());
+            for (m, &c) in e.counts.iter().enumerate() {
+                if c <= 0.0 {
+                    continue;
+                }
+                let row = e.sums.get(m * e.n_cols..(m + 1) * e.n_cols).unwrap_or(&[]);
+                v.extend(row.iter().map(|&s| f64::from(s) / f64::from(c)));
+            }
+            let n = v.len();
+            if n == 0 {
+                continue;
+            }
+            let sum: f64 = v.iter().sum();
+            let mean = sum / n as f64;
+            let var = if n > 1 {
+                v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64
+            } else {
+                0.0
+            };
+            let std_dev = var.sqrt();
+            let energy: f64 = v.iter().map(|x| x.max(0.0)).sum();
+            let entropy = if energy > 0.0 {
+                v.iter()
+                    .map(|x| x.max(0.0) / energy)
+                    .filter(|&p| p > 0.0)
+                    .map(|p| -p * p.log2())
+                    .sum()
+            } else {
+                0.0
+            };
+            let entropy_norm_pct = if n > 1 {
+                100.0 * entropy / (n as f64).log2()
+            } else {
+                0.0
+            };
+            let outliers = if std_dev > 0.0 {
+                v.iter().filter(|x| ((*x - mean) / std_dev).abs() > 1.0).count()
+            } else {
+                0
+            };
+            let active = v.iter().filter(|&&x| x > ACTIVE_MIN).count();
+            out.push(TensorStats {
+                name: name.clone(),
+                sum,
+                min: v.iter().copied().fold(f64::INFINITY, f64::min),
+                max: v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                mean,
+                std_dev,
+                n,
+                active_pct: 100.0 * active as f64 / n as f64,
+                entropy,
+                entropy_norm_pct,
+                z_outlier_pct: 100.0 * outliers as f64 / n as f64,
+                cos_prev: self.cos_with_previous_block(name, e),
+            });
+        }
+        out
+    }
+
+    /// Cosine similarity between the mean squares of `name` and of the same tensor one block
+    /// earlier (`blk.N.x` against `blk.N-1.x`).
+    fn cos_with_previous_block(&self, name: &str, e: &Entry) -> Option<f64> {
+        let rest = name.strip_prefix("blk.")?;
+        let (layer, part) = rest.split_once('.')?;
+        let prev_layer = layer.parse::<usize>().ok()?.checked_sub(1)?;
+        let prev = self.entries.get(&format!("blk.{prev_layer}.{part}"))?;
+        if prev.sums.len() != e.sums.len() || prev.counts.len() != e.counts.len() {
+            return None;
+        }
+        let (a, b) = (Self::mean_squares(e), Self::mean_squares(prev));
+        let dot: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        let na: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let nb: f64 = b.iter().map(|x| x * x).sum::<f64>().sqrt();
+        Some(match (na > 0.0, nb > 0.0) {
+            (true, true) => (dot / (na * nb)).clamp(-1.0, 1.0),
+            (false, false) => 1.0,
+            _ => 0.0,
+        })
+    }
+}
+
+#[cfg(test)]
+mod stats_tests {
+    use super::*;
+
+    fn entry(sums: Vec<f32>, counts: Vec<f32>) -> Entry {
+        Entry {
+            n_cols: sums.len() / counts.len(),
+            sums,
+            counts,
+        }
+    }
+
+    #[test]
+    fn statistics_of_known_values() {
+        let mut im = Imatrix::default();
+        // Mean squares [1, 1, 1, 1]: uniform, so maximal entropy and no outlier.
+        im.entries
+            .insert("blk.0.ffn_up.weight".into(), entry(vec![2.0; 4], vec![2.0]));
+        // Mean squares [4, 0, 0, 0] plus an expert without tokens, which is skipped.
+        im.entries.insert(
+            "blk.1.ffn_up.weight".into(),
+            entry(vec![8.0, 0.0, 0.0, 0.0, 5.0, 5.0, 5.0, 5.0], vec![2.0, 0.0]),
+        );
+        let s = im.statistics();
+        assert_eq!(s.len(), 2);
+        let (a, b) = (&s[0], &s[1]);
+        assert_eq!((a.sum, a.min, a.max, a.mean, a.std_dev, a.n), (4.0, 1.0, 1.0, 1.0, 0.0, 4));
+        assert_eq!((a.entropy, a.entropy_norm_pct, a.active_pct), (2.0, 100.0, 100.0));
+        assert_eq!(a.cos_prev, None);
+        assert_eq!((b.sum, b.min, b.max, b.mean, b.n), (4.0, 0.0, 4.0, 1.0, 4));
+        assert_eq!((b.entropy, b.active_pct, b.z_outlier_pct), (0.0, 25.0, 25.0));
+        assert!((b.std_dev - 2.0).abs() < 1e-12);
+        // Different expert counts: no comparison with block 0.
+        assert_eq!(b.cos_prev, None);
+    }
+
+    #[test]
+    fn cosine_with_the_previous_block() {
+        let mut im = Imatrix::default();
+        im.entries
+            .insert("blk.0.attn_q.weight".into(), entry(vec![1.0, 0.0], vec![1.0]));
+        im.entries
+            .insert("blk.1.attn_q.weight".into(), entry(vec![3.0, 3.0], vec![3.0]));
+        let s = im.statistics();
+        assert!((s[1].cos_prev.unwrap() - 0.5f64.sqrt()).abs() < 1e-12);
+    }
+}

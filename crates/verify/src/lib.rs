@@ -5,15 +5,22 @@
 //! quantized candidates run through the same code. Calibration hangs on [`observer::Observer`].
 
 pub mod attention;
+pub mod candidate;
 pub mod checkpoint;
+pub mod compare;
+pub mod data;
 pub mod error;
+pub mod gates;
+pub mod gguf_weights;
 pub mod layer;
 pub mod linear;
+pub mod metrics;
 pub mod model;
 pub mod moe;
 pub mod observer;
 pub mod ops;
 pub mod output;
+pub mod report;
 pub mod rope;
 pub mod tokenizer;
 pub mod weights;

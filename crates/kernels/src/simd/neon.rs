@@ -116,12 +116,17 @@ fn store16_mul_add(out: &mut [f32], off: usize, q: I8x16, d: f32, m: f32) {
     }
 }
 
-/// The fifth bits of 16 elements of a Q5_0/Q5_1 block (`first` = 0 or 16) as 0x10 bytes.
+/// The fifth bits of 16 elements of a Q5_0/Q5_1 block (`first` = 0 or 16) as 0x10 bytes: the
+/// two `qh` bytes holding them are spread over 8 lanes each by a table lookup, then each lane
+/// tests its own bit (ggml uses a 256-entry table instead; this needs no memory beyond `qh`).
 #[inline(always)]
 fn q5_high(b: &[u8], qh_off: usize, first: usize) -> U8x16 {
-    let bytes: [u8; 16] = std::array::from_fn(|i| b[qh_off + (first + i) / 8]);
-    let masks: [u8; 16] = std::array::from_fn(|i| 1u8 << (i % 8));
-    and_u8(test_u8(from_u8(bytes), from_u8(masks)), splat_u8(0x10))
+    const MASKS: [u8; 16] = [1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128];
+    let k = (first / 8) as u8;
+    let idx: [u8; 16] = std::array::from_fn(|i| k + (i / 8) as u8);
+    // `qh` is followed by the 16 `qs` bytes, so 16 bytes from `qh_off` stay inside the block.
+    let bytes = as_u8(lookup_i8(as_i8(load_u8(b, qh_off)), from_u8(idx)));
+    and_u8(test_u8(bytes, from_u8(MASKS)), splat_u8(0x10))
 }
 
 fn kvalues() -> I8x16 {

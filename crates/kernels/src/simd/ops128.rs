@@ -82,6 +82,11 @@ mod arm {
     pub fn as_i8(a: U8x16) -> I8x16 {
         unsafe { vreinterpretq_s8_u8(a) }
     }
+    /// `vreinterpretq_u8_s8`.
+    #[inline(always)]
+    pub fn as_u8(a: I8x16) -> U8x16 {
+        unsafe { vreinterpretq_u8_s8(a) }
+    }
     /// `vsubq_s8` (wrapping).
     #[inline(always)]
     pub fn sub_i8(a: I8x16, b: I8x16) -> I8x16 {
@@ -270,6 +275,10 @@ mod emulated {
     #[inline(always)]
     pub fn as_i8(a: U8x16) -> I8x16 {
         I8x16(a.0.map(|v| v as i8))
+    }
+    #[inline(always)]
+    pub fn as_u8(a: I8x16) -> U8x16 {
+        U8x16(a.0.map(|v| v as u8))
     }
     #[inline(always)]
     pub fn sub_i8(a: I8x16, b: I8x16) -> I8x16 {

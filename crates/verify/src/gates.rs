@@ -1,0 +1,218 @@
+//! CI gates: thresholds on the metrics, from flags or the `[verify.gates]` section of
+//! `g4q.toml`, each checked into a verdict the report records and the exit code follows
+//! (0 all passed, 1 a gate failed).
+//!
+//! ```toml
+//! [verify.gates]
+//! max_kld = 0.002        # mean KL divergence (reference ‖ candidate) at most this
+//! min_top1 = 0.97        # top-1 agreement at least this (a fraction, 0..1)
+//! max_ppl_ratio = 1.02   # ppl_candidate / ppl_reference at most this
+//! ```
+//!
+//! Unknown keys, other sections' typos inside `[verify]`, and thresholds that are negative, not
+//! finite or out of range are errors, not silently ignored: a misspelt gate that never runs is
+//! worse than none.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, VerifyError};
+use crate::metrics::Metrics;
+
+/// The thresholds of the three gates; `None` means the gate is off.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Thresholds {
+    pub max_kld: Option<f64>,
+    pub min_top1: Option<f64>,
+    pub max_ppl_ratio: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct ConfigFile {
+    verify: Option<VerifySection>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifySection {
+    gates: Option<Thresholds>,
+}
+
+impl Thresholds {
+    /// Reads the `[verify.gates]` section of a `g4q.toml` text (`file` names it in errors);
+    /// a file without the section sets no gates. Other top-level sections are left to their
+    /// own readers.
+    pub fn from_toml(text: &str, file: &str) -> Result<Self> {
+        let cfg: ConfigFile = toml::from_str(text)
+            .map_err(|e| VerifyError::Input(format!("{file}: {}", e.to_string().trim_end())))?;
+        let th = cfg.verify.and_then(|v| v.gates).unwrap_or_default();
+        th.validate(file)?;
+        Ok(th)
+    }
+
+    /// `self` with every gate that `over` sets replaced by `over`'s (flags override the file).
+    pub fn overridden_by(self, over: Thresholds) -> Thresholds {
+        Thresholds {
+            max_kld: over.max_kld.or(self.max_kld),
+            min_top1: over.min_top1.or(self.min_top1),
+            max_ppl_ratio: over.max_ppl_ratio.or(self.max_ppl_ratio),
+        }
+    }
+
+    /// Rejects thresholds no metric can meet meaningfully. `origin` names where they came from.
+    pub fn validate(&self, origin: &str) -> Result<()> {
+        let bad = |gate: &str, v: f64, why: &str| {
+            Err(VerifyError::Input(format!(
+                "{origin}: gate {gate} = {v} {why}"
+            )))
+        };
+        if let Some(v) = self.max_kld {
+            if !v.is_finite() || v < 0.0 {
+                return bad("max_kld", v, "must be a finite number >= 0");
+            }
+        }
+        if let Some(v) = self.min_top1 {
+            if !(0.0..=1.0).contains(&v) {
+                return bad("min_top1", v, "must be a fraction between 0 and 1");
+            }
+        }
+        if let Some(v) = self.max_ppl_ratio {
+            if !v.is_finite() || v <= 0.0 {
+                return bad("max_ppl_ratio", v, "must be a finite number > 0");
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks every gate that is on against `m`.
+    pub fn evaluate(&self, m: &Metrics) -> Vec<GateResult> {
+        let mut out = Vec::new();
+        if let Some(t) = self.max_kld {
+            out.push(GateResult::at_most("max_kld", "kld_mean", t, m.kld_mean));
+        }
+        if let Some(t) = self.min_top1 {
+            out.push(GateResult::at_least(
+                "min_top1",
+                "top1_agreement",
+                t,
+                m.top1_agreement,
+            ));
+        }
+        if let Some(t) = self.max_ppl_ratio {
+            out.push(GateResult::at_most(
+                "max_ppl_ratio",
+                "ppl_ratio",
+                t,
+                m.ppl_ratio,
+            ));
+        }
+        out
+    }
+}
+
+/// One gate's verdict.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GateResult {
+    /// Gate name (`max_kld`, `min_top1`, `max_ppl_ratio`, `baseline`).
+    pub name: String,
+    /// The report field it checks.
+    pub metric: String,
+    /// `<=` or `>=`: how the value must relate to the threshold.
+    pub comparison: String,
+    pub threshold: f64,
+    pub value: f64,
+    pub passed: bool,
+}
+
+impl GateResult {
+    /// A gate that passes when `value <= threshold`.
+    pub fn at_most(name: &str, metric: &str, threshold: f64, value: f64) -> Self {
+        GateResult {
+            name: name.into(),
+            metric: metric.into(),
+            comparison: "<=".into(),
+            threshold,
+            value,
+            passed: value <= threshold,
+        }
+    }
+
+    /// A gate that passes when `value >= threshold`.
+    pub fn at_least(name: &str, metric: &str, threshold: f64, value: f64) -> Self {
+        GateResult {
+            name: name.into(),
+            metric: metric.into(),
+            comparison: ">=".into(),
+            threshold,
+            value,
+            passed: value >= threshold,
+        }
+    }
+}
+
+/// The error a run returns when a gate failed: the binary maps it to exit code 1.
+#[derive(Debug, thiserror::Error)]
+#[error("gate failed: {}", .failed.join("; "))]
+pub struct GateFailed {
+    /// One line per failed gate, e.g. `max_kld: kld_mean 0.0031 > 0.002`.
+    pub failed: Vec<String>,
+}
+
+impl GateFailed {
+    /// The failure of `gates`, or `None` when every gate passed.
+    pub fn check(gates: &[GateResult]) -> Option<GateFailed> {
+        let failed: Vec<String> = gates
+            .iter()
+            .filter(|g| !g.passed)
+            .map(|g| {
+                let op = if g.comparison == "<=" { ">" } else { "<" };
+                format!(
+                    "{}: {} {} {op} {}",
+                    g.name, g.metric, g.value, g.threshold
+                )
+            })
+            .collect();
+        (!failed.is_empty()).then_some(GateFailed { failed })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_section_is_read_and_flags_override_it() {
+        let t = Thresholds::from_toml(
+            "[other]\nx = 1\n[verify.gates]\nmax_kld = 0.01\nmin_top1 = 0.9\n",
+            "g4q.toml",
+        )
+        .unwrap();
+        assert_eq!(t.max_kld, Some(0.01));
+        let t = t.overridden_by(Thresholds {
+            max_kld: Some(0.5),
+            ..Thresholds::default()
+        });
+        assert_eq!(t.max_kld, Some(0.5));
+        assert_eq!(t.min_top1, Some(0.9));
+        assert_eq!(t.max_ppl_ratio, None);
+        assert_eq!(
+            Thresholds::from_toml("", "g4q.toml").unwrap(),
+            Thresholds::default()
+        );
+    }
+
+    #[test]
+    fn malformed_sections_are_errors() {
+        for text in [
+            "[verify.gates]\nmax_kdl = 0.01\n",
+            "[verify.gates]\nmax_kld = \"small\"\n",
+            "[verify.gates]\nmin_top1 = 1.5\n",
+            "[verify.gates]\nmax_kld = -1.0\n",
+            "[verify]\ngate = 1\n",
+            "[verify.gates\n",
+        ] {
+            let err = Thresholds::from_toml(text, "g4q.toml").unwrap_err();
+            assert!(err.to_string().starts_with("g4q.toml"), "{err}");
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! A GGUF file (any ggml type g4q writes) as a [`Weights`] source, so a quantized release runs
+//! through the very forward pass of the reference and differences come from its weights alone.
+//!
+//! Tensors stay quantized in the memory map; a matrix widens only the band of rows the GEMM asks
+//! for, dequantizing whole ggml rows with the kernels crate (bit-identical to ggml's own
+//! dequantizers on every SIMD path). Names are translated with `convert::llama`'s map, and ggml's
+//! reversed dimension order is undone: a GGUF tensor with `dims = [cols, rows, (experts)]` is the
+//! same bytes as the PyTorch `[(experts,) rows, cols]` tensor, so 3-D expert stacks come back as
+//! `[experts * rows, cols]` exactly like the safetensors source does.
+
+use std::path::Path;
+
+use convert::gguf::{GgufFile, TensorInfo};
+use convert::llama::{config_from_gguf, gguf_name};
+use convert::Gemma4Config;
+use kernels::GgmlType;
+
+use crate::error::{Result, VerifyError};
+use crate::weights::{Matrix, RowSource, Weights};
+
+/// An open GGUF release with its text config rebuilt from the metadata.
+pub struct GgufWeights {
+    file: GgufFile,
+    config: Gemma4Config,
+    label: String,
+}
+
+impl GgufWeights {
+    /// Opens and validates `path` (a `gemma4` GGUF file).
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = GgufFile::open(path)?;
+        let config = config_from_gguf(&file)?;
+        Ok(GgufWeights {
+            label: path.display().to_string(),
+            file,
+            config,
+        })
+    }
+
+    /// The ggml types of the file's tensors with how many tensors use each, for the report.
+    pub fn type_counts(&self) -> Vec<(String, usize)> {
+        let mut counts: Vec<(String, usize)> = Vec::new();
+        for t in self.file.tensors() {
+            let name = t.ty.name().to_string();
+            match counts.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, c)) => *c += 1,
+                None => counts.push((name, 1)),
+            }
+        }
+        counts.sort();
+        counts
+    }
+
+    fn info(&self, canonical: &str) -> Result<(&TensorInfo, &[u8])> {
+        let missing = || {
+            VerifyError::shape(
+                canonical,
+                format!("no such tensor in {} (GGUF)", self.label),
+            )
+        };
+        let gname = gguf_name(canonical).ok_or_else(missing)?;
+        let info = self.file.header().tensor(&gname).ok_or_else(missing)?;
+        let data = self.file.tensor_data(&gname)?;
+        Ok((info, data))
+    }
+}
+
+/// A quantized (or plain f32/f16/bf16) GGUF tensor viewed as `[rows, cols]`.
+struct GgufMatrix<'a> {
+    name: String,
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    row_bytes: usize,
+    data: &'a [u8],
+}
+
+impl RowSource for GgufMatrix<'_> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn rows(&self) -> usize {
+        self.rows
+    }
+
+    fn cols(&self) -> usize {
+        self.cols
+    }
+
+    fn rows_to_f32(&self, row0: usize, n: usize, out: &mut [f32]) -> Result<()> {
+        let end = row0.checked_add(n).filter(|&e| e <= self.rows);
+        if end.is_none() || Some(out.len()) != n.checked_mul(self.cols) {
+            return Err(VerifyError::shape(
+                &self.name,
+                format!(
+                    "rows {row0}..{row0}+{n} into {} values is outside [{}, {}]",
+                    out.len(),
+                    self.rows,
+                    self.cols
+                ),
+            ));
+        }
+        let src = &self.data[row0 * self.row_bytes..(row0 + n) * self.row_bytes];
+        // Row by row: each ggml row is whole blocks, and one row at a time keeps the scratch in
+        // the caller's panel buffer.
+        for (bytes, dst) in src
+            .chunks_exact(self.row_bytes)
+            .zip(out.chunks_exact_mut(self.cols))
+        {
+            kernels::simd::dequantize_row(self.ty, bytes, dst).map_err(|e| {
+                VerifyError::shape(&self.name, format!("dequantizing {:?}: {e}", self.ty))
+            })?;
+        }
+        if let Some(bad) = out.iter().position(|v| !v.is_finite()) {
+            return Err(VerifyError::NonFinite {
+                tensor: self.name.clone(),
+                index: row0 * self.cols + bad,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Weights for GgufWeights {
+    fn config(&self) -> &Gemma4Config {
+        &self.config
+    }
+
+    fn has(&self, name: &str) -> bool {
+        gguf_name(name).is_some_and(|g| self.file.header().tensor(&g).is_some())
+    }
+
+    fn matrix(&self, name: &str) -> Result<Matrix<'_>> {
+        let (info, data) = self.info(name)?;
+        let dims: Vec<usize> = info
+            .dims
+            .iter()
+            .map(|&d| usize::try_from(d))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| VerifyError::shape(name, "dimension does not fit in memory"))?;
+        let (cols, rows) = match dims.as_slice() {
+            [c, r] => (*c, *r),
+            [c, r, e] => (
+                *c,
+                r.checked_mul(*e)
+                    .ok_or_else(|| VerifyError::shape(name, "element count overflows"))?,
+            ),
+            other => {
+                return Err(VerifyError::shape(
+                    name,
+                    format!("ggml dims {other:?} in {} are not a matrix", self.label),
+                ))
+            }
+        };
+        let row_bytes = info.ty.row_bytes(cols).ok_or_else(|| {
+            VerifyError::shape(
+                name,
+                format!("{cols} columns are not whole {} blocks", info.ty.name()),
+            )
+        })?;
+        if row_bytes.checked_mul(rows) != Some(data.len()) {
+            return Err(VerifyError::shape(
+                name,
+                format!(
+                    "{} bytes in {} do not hold [{rows}, {cols}] {}",
+                    data.len(),
+                    self.label,
+                    info.ty.name()
+                ),
+            ));
+        }
+        Ok(Box::new(GgufMatrix {
+            name: name.to_string(),
+            ty: info.ty,
+            rows,
+            cols,
+            row_bytes,
+            data,
+        }))
+    }
+
+    fn vector(&self, name: &str) -> Result<Vec<f32>> {
+        let (info, data) = self.info(name)?;
+        let n = info
+            .checked_numel()
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| VerifyError::shape(name, "element count overflows"))?;
+        let mut out = vec![0f32; n];
+        kernels::simd::dequantize_row(info.ty, data, &mut out).map_err(|e| {
+            VerifyError::shape(
+                name,
+                format!("dequantizing {} in {}: {e}", info.ty.name(), self.label),
+            )
+        })?;
+        Ok(out)
+    }
+}
