@@ -29,6 +29,10 @@ enum Command {
     Convert(cmd::convert::Args),
     /// Re-quantize an existing GGUF file (F32, F16, BF16 or Q8_0 tensors) to another mix.
     Quantize(cmd::quantize::Args),
+    /// Check a GGUF or safetensors candidate against the reference: PPL, KLD, top-1, CI gates.
+    Verify(cmd::verify::Args),
+    /// Compute an importance matrix (llama.cpp's GGUF imatrix) from calibration text.
+    Imatrix(cmd::imatrix::Args),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +43,8 @@ fn main() -> ExitCode {
         Command::Synth(args) => cmd::synth::run(args),
         Command::Convert(args) => cmd::convert::run(args),
         Command::Quantize(args) => cmd::quantize::run(args),
+        Command::Imatrix(args) => cmd::imatrix::run(args),
+        Command::Verify(args) => cmd::verify::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

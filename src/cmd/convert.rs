@@ -6,7 +6,10 @@ use anyhow::Context;
 use convert::Checkpoint;
 use quantize::gguf_release::{self, ReleaseOptions};
 
-use super::mix_args::{print_plan, MixArgs};
+use quantize::{FileType, Imatrix, MixOptions};
+
+use super::imatrix::{self, Chunking};
+use super::mix_args::{print_plan, ImatrixSource, MixArgs};
 use super::{progress, usage};
 
 /// Output formats.
@@ -35,12 +38,40 @@ pub struct Args {
     /// With --dry-run, print the plan as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Calibration text for `--imatrix auto` (UTF-8), cut into chunks as llama-imatrix does.
+    #[arg(long, value_name = "FILE.txt")]
+    pub data: Option<PathBuf>,
+    #[command(flatten)]
+    pub chunking: Chunking,
+}
+
+/// The file type, mix options and importance matrix: loaded from `--imatrix FILE`, or with
+/// `--imatrix auto` computed from `--data` by the reference forward pass (recorded in the file's
+/// `quantize.imatrix.file` as `auto`). The flags are checked before the calibration runs, so a
+/// typo does not cost a forward pass over the data.
+fn resolve_mix(
+    args: &Args,
+    ckpt: &Checkpoint,
+) -> anyhow::Result<(FileType, MixOptions, Option<(Imatrix, String)>)> {
+    match (args.mix.imatrix_source(), &args.data) {
+        (ImatrixSource::Auto, Some(data)) => {
+            args.mix.resolve_with(None)?;
+            let im = imatrix::compute(&args.model, ckpt, data, &args.chunking)?;
+            args.mix.resolve_with(Some((im, "auto".to_string())))
+        }
+        (ImatrixSource::Auto, None) => Err(usage("--imatrix auto needs --data FILE.txt")),
+        (_, Some(_)) => Err(usage("--data is only read with --imatrix auto")),
+        (_, None) if args.chunking.chunks.is_some() => {
+            Err(usage("--chunks is only read with --imatrix auto"))
+        }
+        _ => args.mix.resolve(),
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let Format::Gguf = args.format;
     let ckpt = Checkpoint::open(&args.model)?;
-    let (ftype, mix, imatrix) = args.mix.resolve()?;
+    let (ftype, mix, imatrix) = resolve_mix(&args, &ckpt)?;
     let bar = progress::bar(0, "convert");
     let tick = |done: usize, all: usize| {
         bar.set_length(all as u64);

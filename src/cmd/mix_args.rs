@@ -1,6 +1,6 @@
 //! The quantization flags `g4q convert` and `g4q quantize` share, and the dry-run plan printout.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::usage;
 use kernels::GgmlType;
@@ -30,9 +30,22 @@ pub struct MixArgs {
     /// Type of the output tensor (Gemma 4 ties it to the token embeddings).
     #[arg(long, value_name = "TYPE")]
     pub output_tensor_type: Option<String>,
-    /// Importance matrix: llama.cpp's GGUF imatrix format or the legacy .dat.
-    #[arg(long, value_name = "FILE")]
+    /// Importance matrix: llama.cpp's GGUF imatrix format or the legacy .dat; with `g4q convert`,
+    /// `auto` computes one from --data with the reference forward pass in the same run.
+    #[arg(long, value_name = "FILE|auto")]
     pub imatrix: Option<PathBuf>,
+}
+
+/// Why `g4q quantize` refuses `--imatrix auto`: the forward pass runs on checkpoints only.
+const AUTO_NEEDS_CHECKPOINT: &str =
+    "--imatrix auto needs a checkpoint to run: use it with g4q convert and --data";
+
+/// Where the importance matrix comes from.
+pub enum ImatrixSource<'a> {
+    None,
+    File(&'a Path),
+    /// `--imatrix auto`: computed from calibration text (only `g4q convert` can).
+    Auto,
 }
 
 fn ggml_type(flag: &str, s: &str) -> anyhow::Result<GgmlType> {
@@ -46,8 +59,37 @@ fn ggml_type(flag: &str, s: &str) -> anyhow::Result<GgmlType> {
 }
 
 impl MixArgs {
-    /// The file type, mix options and the loaded importance matrix.
+    /// What `--imatrix` names.
+    pub fn imatrix_source(&self) -> ImatrixSource<'_> {
+        match &self.imatrix {
+            None => ImatrixSource::None,
+            Some(p) if p.as_os_str() == "auto" => ImatrixSource::Auto,
+            Some(p) => ImatrixSource::File(p),
+        }
+    }
+
+    /// The file type, mix options and the importance matrix loaded from its file.
     pub fn resolve(&self) -> anyhow::Result<(FileType, MixOptions, Option<(Imatrix, String)>)> {
+        let imatrix = match self.imatrix_source() {
+            ImatrixSource::None => None,
+            ImatrixSource::Auto => return Err(usage(AUTO_NEEDS_CHECKPOINT)),
+            ImatrixSource::File(p) => {
+                let name = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                Some((Imatrix::read(p)?, name))
+            }
+        };
+        self.resolve_with(imatrix)
+    }
+
+    /// The file type and mix options for an importance matrix the caller already has (or none),
+    /// recorded under the given name.
+    pub fn resolve_with(
+        &self,
+        imatrix: Option<(Imatrix, String)>,
+    ) -> anyhow::Result<(FileType, MixOptions, Option<(Imatrix, String)>)> {
         let ftype: FileType = self
             .ftype
             .parse()
@@ -71,16 +113,6 @@ impl MixArgs {
             .as_deref()
             .map(|t| ggml_type("--output-tensor-type", t))
             .transpose()?;
-        let imatrix = match &self.imatrix {
-            None => None,
-            Some(p) => {
-                let name = p
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                Some((Imatrix::read(p)?, name))
-            }
-        };
         let mix = MixOptions {
             pure: self.pure,
             has_imatrix: imatrix.is_some(),

@@ -2,18 +2,24 @@
 
 pub mod convert;
 pub mod forward;
+pub mod imatrix;
 pub mod inspect;
 mod mix_args;
 mod progress;
 pub mod quantize;
 pub mod synth;
+pub mod verify;
 
-/// Exit code for a failed command: 2 for bad input (files, flags, configs), 3 for anything else.
+/// Exit code for a failed command: 1 for a failed verification gate, 2 for bad input (files,
+/// flags, configs), 3 for anything else.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
+    if err.downcast_ref::<::verify::gates::GateFailed>().is_some() {
+        return 1;
+    }
     for cause in err.chain() {
         if cause.downcast_ref::<::convert::ConvertError>().is_some()
             || cause.downcast_ref::<std::io::Error>().is_some()
-            || cause.downcast_ref::<verify::VerifyError>().is_some()
+            || cause.downcast_ref::<::verify::VerifyError>().is_some()
             || cause.downcast_ref::<::quantize::QuantizeError>().is_some()
             || cause.downcast_ref::<Usage>().is_some()
             || cause.downcast_ref::<kernels::KernelError>().is_some()

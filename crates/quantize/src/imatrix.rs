@@ -342,7 +342,9 @@ impl Imatrix {
                 0.0
             };
             let outliers = if std_dev > 0.0 {
-                v.iter().filter(|x| ((*x - mean) / std_dev).abs() > 1.0).count()
+                v.iter()
+                    .filter(|x| ((*x - mean) / std_dev).abs() > 1.0)
+                    .count()
             } else {
                 0
             };
@@ -413,11 +415,20 @@ mod stats_tests {
         let s = im.statistics();
         assert_eq!(s.len(), 2);
         let (a, b) = (&s[0], &s[1]);
-        assert_eq!((a.sum, a.min, a.max, a.mean, a.std_dev, a.n), (4.0, 1.0, 1.0, 1.0, 0.0, 4));
-        assert_eq!((a.entropy, a.entropy_norm_pct, a.active_pct), (2.0, 100.0, 100.0));
+        assert_eq!(
+            (a.sum, a.min, a.max, a.mean, a.std_dev, a.n),
+            (4.0, 1.0, 1.0, 1.0, 0.0, 4)
+        );
+        assert_eq!(
+            (a.entropy, a.entropy_norm_pct, a.active_pct),
+            (2.0, 100.0, 100.0)
+        );
         assert_eq!(a.cos_prev, None);
         assert_eq!((b.sum, b.min, b.max, b.mean, b.n), (4.0, 0.0, 4.0, 1.0, 4));
-        assert_eq!((b.entropy, b.active_pct, b.z_outlier_pct), (0.0, 25.0, 25.0));
+        assert_eq!(
+            (b.entropy, b.active_pct, b.z_outlier_pct),
+            (0.0, 25.0, 25.0)
+        );
         assert!((b.std_dev - 2.0).abs() < 1e-12);
         // Different expert counts: no comparison with block 0.
         assert_eq!(b.cos_prev, None);
@@ -426,10 +437,14 @@ mod stats_tests {
     #[test]
     fn cosine_with_the_previous_block() {
         let mut im = Imatrix::default();
-        im.entries
-            .insert("blk.0.attn_q.weight".into(), entry(vec![1.0, 0.0], vec![1.0]));
-        im.entries
-            .insert("blk.1.attn_q.weight".into(), entry(vec![3.0, 3.0], vec![3.0]));
+        im.entries.insert(
+            "blk.0.attn_q.weight".into(),
+            entry(vec![1.0, 0.0], vec![1.0]),
+        );
+        im.entries.insert(
+            "blk.1.attn_q.weight".into(),
+            entry(vec![3.0, 3.0], vec![3.0]),
+        );
         let s = im.statistics();
         assert!((s[1].cos_prev.unwrap() - 0.5f64.sqrt()).abs() < 1e-12);
     }

@@ -1,6 +1,7 @@
 //! `quantize`: llama.cpp's file types and per-tensor mixes, importance matrices, and the
 //! pipeline that turns a checkpoint into a quantized release.
 
+pub mod awq;
 pub mod calibrate;
 pub mod error;
 pub mod ftype;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Result, VerifyError};
-use crate::gguf_weights::GgufWeights;
+use crate::gguf_weights::{GgufMath, GgufWeights};
 use crate::weights::Weights;
 
 /// An opened model: the weights and what kind of file they came from.
@@ -20,12 +20,13 @@ pub enum Opened {
 }
 
 impl Opened {
-    /// Opens `path`: a folder is a safetensors checkpoint, a file a GGUF release.
-    pub fn open(path: &Path) -> Result<Self> {
+    /// Opens `path`: a folder is a safetensors checkpoint, a file a GGUF release whose
+    /// products are computed as `math` says.
+    pub fn open(path: &Path, math: GgufMath) -> Result<Self> {
         if path.is_dir() {
             Ok(Opened::Safetensors(Checkpoint::open(path)?))
         } else if path.is_file() {
-            Ok(Opened::Gguf(GgufWeights::open(path)?))
+            Ok(Opened::Gguf(GgufWeights::open(path, math)?))
         } else {
             Err(VerifyError::Input(format!(
                 "{}: no such file or folder",

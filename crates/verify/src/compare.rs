@@ -3,6 +3,7 @@
 //! folded into [`MetricSums`], the residual streams into per-layer error sums, and the logits
 //! are dropped. Nothing is written to disk, unlike llama.cpp's `--kl-divergence-base` two-step.
 
+use ndarray::Array2;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -47,7 +48,11 @@ pub fn check_compatible(reference: &dyn Weights, candidate: &dyn Weights) -> Res
     let fields = [
         ("vocab_size", r.vocab_size, c.vocab_size),
         ("hidden_size", r.hidden_size, c.hidden_size),
-        ("num_hidden_layers", r.num_hidden_layers, c.num_hidden_layers),
+        (
+            "num_hidden_layers",
+            r.num_hidden_layers,
+            c.num_hidden_layers,
+        ),
         (
             "num_attention_heads",
             r.num_attention_heads,
@@ -73,63 +78,97 @@ pub fn compare(
     opts: CompareOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Comparison> {
-    check_compatible(reference, candidate)?;
+    let mut out = compare_many(reference, &[candidate], chunks, opts, progress)?;
+    Ok(out.remove(0))
+}
+
+/// Per-candidate running sums.
+#[derive(Default)]
+struct Sums {
+    metrics: MetricSums,
+    /// Per residual stream: (Σ (cand - ref)², Σ ref²).
+    layers: Vec<(f64, f64)>,
+}
+
+/// Scores several candidates against one reference in one pass: each chunk runs through the
+/// reference once and through every candidate, so a sweep over quantization types costs one
+/// reference pass instead of one per type. Results come back in `candidates` order and equal
+/// what [`compare`] gives for each alone.
+pub fn compare_many(
+    reference: &dyn Weights,
+    candidates: &[&dyn Weights],
+    chunks: &[Vec<u32>],
+    opts: CompareOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<Comparison>> {
+    for c in candidates {
+        check_compatible(reference, *c)?;
+    }
     let fwd = ForwardOptions {
         hidden_states: opts.layer_errors,
     };
-    let mut sums = MetricSums::default();
-    let mut layer_sums: Vec<(f64, f64)> = Vec::new();
+    let mut sums: Vec<Sums> = candidates.iter().map(|_| Sums::default()).collect();
     for (ci, chunk) in chunks.iter().enumerate() {
         let r = forward_streaming(reference, chunk, fwd, &mut NoObserver, &mut |_, _| {})?;
-        let c = forward_streaming(candidate, chunk, fwd, &mut NoObserver, &mut |_, _| {})?;
         let first = opts.span.first(chunk.len());
-        // Scored in parallel, folded in position order: the sums never depend on threads.
-        let scores: Vec<_> = (first..chunk.len() - 1)
-            .into_par_iter()
-            .map(|j| {
-                let rl = r.logits.row(j);
-                let cl = c.logits.row(j);
-                let (rl, cl) = (
-                    rl.as_slice().expect("logits rows are contiguous"),
-                    cl.as_slice().expect("logits rows are contiguous"),
-                );
-                score_position(rl, cl, chunk[j + 1] as usize)
-            })
-            .collect();
-        for s in &scores {
-            sums.add(s);
-        }
-        if let (Some(hr), Some(hc)) = (&r.hidden_states, &c.hidden_states) {
-            if layer_sums.is_empty() {
-                layer_sums = vec![(0.0, 0.0); hr.len()];
+        for (cand, acc) in candidates.iter().zip(sums.iter_mut()) {
+            let c = forward_streaming(*cand, chunk, fwd, &mut NoObserver, &mut |_, _| {})?;
+            // Scored in parallel, folded in position order: the sums never depend on threads.
+            let scores: Vec<_> = (first..chunk.len().saturating_sub(1))
+                .into_par_iter()
+                .map(|j| {
+                    let (rl, cl) = (r.logits.row(j), c.logits.row(j));
+                    let (rl, cl) = (
+                        rl.as_slice().expect("logits rows are contiguous"),
+                        cl.as_slice().expect("logits rows are contiguous"),
+                    );
+                    score_position(rl, cl, chunk[j + 1] as usize)
+                })
+                .collect();
+            for s in &scores {
+                acc.metrics.add(s);
             }
-            for ((acc, a), b) in layer_sums.iter_mut().zip(hr).zip(hc) {
-                for (&x, &y) in a.iter().zip(b.iter()) {
-                    let d = (y - x) as f64;
-                    acc.0 += d * d;
-                    acc.1 += (x as f64) * (x as f64);
-                }
+            if let (Some(hr), Some(hc)) = (&r.hidden_states, &c.hidden_states) {
+                add_layer_errors(&mut acc.layers, hr, hc);
             }
         }
         progress(ci + 1, chunks.len());
     }
-    if sums.is_empty() {
-        return Err(VerifyError::Input("no positions to score".into()));
-    }
-    let layers = layer_sums
-        .iter()
-        .enumerate()
-        .map(|(index, &(diff, norm))| LayerError {
-            index,
-            relative_error: if norm > 0.0 {
-                (diff / norm).sqrt()
-            } else {
-                0.0
-            },
+    sums.into_iter()
+        .map(|acc| {
+            if acc.metrics.is_empty() {
+                return Err(VerifyError::Input("no positions to score".into()));
+            }
+            Ok(Comparison {
+                metrics: acc.metrics.finish(),
+                layers: acc
+                    .layers
+                    .iter()
+                    .enumerate()
+                    .map(|(index, &(diff, norm))| LayerError {
+                        index,
+                        relative_error: if norm > 0.0 {
+                            (diff / norm).sqrt()
+                        } else {
+                            0.0
+                        },
+                    })
+                    .collect(),
+            })
         })
-        .collect();
-    Ok(Comparison {
-        metrics: sums.finish(),
-        layers,
-    })
+        .collect()
+}
+
+/// Adds one chunk's squared differences and squared reference norms per residual stream.
+fn add_layer_errors(acc: &mut Vec<(f64, f64)>, reference: &[Array2<f32>], cand: &[Array2<f32>]) {
+    if acc.is_empty() {
+        *acc = vec![(0.0, 0.0); reference.len()];
+    }
+    for ((sum, a), b) in acc.iter_mut().zip(reference).zip(cand) {
+        for (&x, &y) in a.iter().zip(b.iter()) {
+            let d = (y - x) as f64;
+            sum.0 += d * d;
+            sum.1 += (x as f64) * (x as f64);
+        }
+    }
 }

@@ -166,10 +166,7 @@ impl GateFailed {
             .filter(|g| !g.passed)
             .map(|g| {
                 let op = if g.comparison == "<=" { ">" } else { "<" };
-                format!(
-                    "{}: {} {} {op} {}",
-                    g.name, g.metric, g.value, g.threshold
-                )
+                format!("{}: {} {} {op} {}", g.name, g.metric, g.value, g.threshold)
             })
             .collect();
         (!failed.is_empty()).then_some(GateFailed { failed })

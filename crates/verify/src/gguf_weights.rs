@@ -7,6 +7,12 @@
 //! reversed dimension order is undone: a GGUF tensor with `dims = [cols, rows, (experts)]` is the
 //! same bytes as the PyTorch `[(experts,) rows, cols]` tensor, so 3-D expert stacks come back as
 //! `[experts * rows, cols]` exactly like the safetensors source does.
+//!
+//! Two ways to multiply ([`GgufMath`]): widen the rows and run the same f32 GEMM as the
+//! reference (the error of the weights alone), or ggml's quantized dot products from the kernels
+//! crate, where the activations are first rounded to the weight type's `vec_dot_type` (Q8_0 or
+//! Q8_K for the block types, f16/bf16 for those float types), exactly as llama.cpp's CPU backend
+//! computes: the error a llama.cpp user actually gets.
 
 use std::path::Path;
 
@@ -18,22 +24,43 @@ use kernels::GgmlType;
 use crate::error::{Result, VerifyError};
 use crate::weights::{Matrix, RowSource, Weights};
 
+/// How the matrix products of a GGUF candidate are computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GgufMath {
+    /// ggml's quantized dot products (activations quantized to 8 bits), as llama.cpp runs.
+    Ggml,
+    /// Dequantize the weights to f32 and run the reference's f32 GEMM.
+    Dequantize,
+}
+
+impl GgufMath {
+    /// The name used by the CLI and the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            GgufMath::Ggml => "ggml",
+            GgufMath::Dequantize => "dequantize",
+        }
+    }
+}
+
 /// An open GGUF release with its text config rebuilt from the metadata.
 pub struct GgufWeights {
     file: GgufFile,
     config: Gemma4Config,
     label: String,
+    math: GgufMath,
 }
 
 impl GgufWeights {
-    /// Opens and validates `path` (a `gemma4` GGUF file).
-    pub fn open(path: &Path) -> Result<Self> {
+    /// Opens and validates `path` (a `gemma4` GGUF file); products are computed as `math` says.
+    pub fn open(path: &Path, math: GgufMath) -> Result<Self> {
         let file = GgufFile::open(path)?;
         let config = config_from_gguf(&file)?;
         Ok(GgufWeights {
             label: path.display().to_string(),
             file,
             config,
+            math,
         })
     }
 
@@ -73,6 +100,7 @@ struct GgufMatrix<'a> {
     cols: usize,
     row_bytes: usize,
     data: &'a [u8],
+    math: GgufMath,
 }
 
 impl RowSource for GgufMatrix<'_> {
@@ -119,6 +147,29 @@ impl RowSource for GgufMatrix<'_> {
             });
         }
         Ok(())
+    }
+
+    fn linear_rows(
+        &self,
+        x: &[f32],
+        t: usize,
+        rows: std::ops::Range<usize>,
+    ) -> Option<Result<Vec<f32>>> {
+        // f32 weights meet f32 activations in ggml too: the reference GEMM is the same product.
+        if self.math != GgufMath::Ggml || self.ty == GgmlType::F32 {
+            return None;
+        }
+        let w = self
+            .data
+            .get(rows.start * self.row_bytes..rows.end * self.row_bytes)?;
+        let mut y = vec![0f32; t * rows.len()];
+        Some(
+            kernels::matmul::matmul(self.ty, w, rows.len(), self.cols, x, t, &mut y)
+                .map(|()| y)
+                .map_err(|e| {
+                    VerifyError::shape(&self.name, format!("{} product: {e}", self.ty.name()))
+                }),
+        )
     }
 }
 
@@ -177,6 +228,7 @@ impl Weights for GgufWeights {
             cols,
             row_bytes,
             data,
+            math: self.math,
         }))
     }
 

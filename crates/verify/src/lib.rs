@@ -5,6 +5,7 @@
 //! quantized candidates run through the same code. Calibration hangs on [`observer::Observer`].
 
 pub mod attention;
+pub mod awq_weights;
 pub mod candidate;
 pub mod checkpoint;
 pub mod compare;

@@ -104,6 +104,9 @@ pub fn linear_rows(x: &[f32], t: usize, w: &dyn RowSource, rows: Range<usize>) -
     if t == 0 || n_out == 0 {
         return Ok(Vec::new());
     }
+    if let Some(y) = w.linear_rows(x, t, rows.clone()) {
+        return y;
+    }
     // Panels fill a transposed [out, T] buffer: each panel owns a contiguous chunk.
     let mut yt = vec![0f32; n_out * t];
     yt.par_chunks_mut(PANEL * t).enumerate().try_for_each_init(

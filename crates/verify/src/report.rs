@@ -35,6 +35,8 @@ pub struct Report {
     pub command: String,
     pub reference: InputRecord,
     pub candidate: InputRecord,
+    /// How GGUF models multiplied: `ggml` (8-bit activations, as llama.cpp) or `dequantize`.
+    pub gguf_math: String,
     pub data: DataRecord,
     #[serde(flatten)]
     pub metrics: Metrics,
@@ -69,7 +71,14 @@ impl Report {
         line("reference", self.reference.path.clone());
         line(
             "candidate",
-            format!("{} ({})", self.candidate.path, self.candidate.kind),
+            if self.candidate.kind == "gguf" {
+                format!(
+                    "{} (gguf, {} products)",
+                    self.candidate.path, self.gguf_math
+                )
+            } else {
+                format!("{} ({})", self.candidate.path, self.candidate.kind)
+            },
         );
         line(
             "data",
@@ -151,7 +160,10 @@ impl Report {
                 );
             }
             if !b.same_data {
-                line("  note", "the baseline ran on other data or chunking".into());
+                line(
+                    "  note",
+                    "the baseline ran on other data or chunking".into(),
+                );
             }
         }
         for g in &self.gates {

@@ -24,6 +24,17 @@ pub trait RowSource: Send + Sync {
     fn cols(&self) -> usize;
     /// Writes rows `row0 .. row0 + n` as f32 into `out` (`n * cols` values, row-major).
     fn rows_to_f32(&self, row0: usize, n: usize, out: &mut [f32]) -> Result<()>;
+    /// `x[t, cols] @ W[rows, :].T` computed by the source itself, or `None` (the default) to let
+    /// the f32 GEMM widen rows. Quantized GGUF candidates use it to run ggml's own quantized
+    /// dot products (activations rounded to 8 bits), so their error matches llama.cpp's.
+    fn linear_rows(
+        &self,
+        _x: &[f32],
+        _t: usize,
+        _rows: std::ops::Range<usize>,
+    ) -> Option<Result<Vec<f32>>> {
+        None
+    }
 }
 
 /// A boxed matrix borrowed from (or owned by) its weight source.

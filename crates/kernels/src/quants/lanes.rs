@@ -11,9 +11,16 @@
 //! vector units. Branches become per-lane selects; a lane's "degenerate" or "all-zero" early
 //! return is applied at the end (the work done meanwhile on that lane is discarded).
 //!
-//! [`quantize_fast`] runs the kernels compiled for AVX2 when the CPU has it (plain SSE2 is the x86-64
-//! baseline). AVX2 changes only the vector width: Rust never contracts `a*b+c` into an FMA, and
-//! every lane operation is an IEEE-exact equivalent of the scalar one.
+//! Two super-blocks are searched together where that fills the vectors better
+//! ([`FastBlock::quantize_pair`]): 16 or 32 lanes instead of 8 or 16, which also gives the
+//! out-of-order core independent addition chains to overlap.
+//!
+//! This module holds the portable loops (the compiler vectorises them, partly) and the
+//! dispatch: [`quantize_fast`] picks the AVX-512 or AVX2 intrinsics ([`super::lanes_avx512`],
+//! [`super::lanes_avx2`]) when the CPU has them, in a copy of the row loop compiled for that
+//! instruction set (plain SSE2 is the x86-64 baseline). The instruction set changes only the
+//! vector width: Rust never contracts `a*b+c` into an FMA, and every lane operation is an
+//! IEEE-exact equivalent of the scalar one.
 
 #![allow(clippy::needless_range_loop)]
 
@@ -192,8 +199,8 @@ impl Lanes for Avx2 {
     }
 }
 
-/// The AVX-512 backend ([`super::lanes_avx512`]) for searches over 16 groups; others go to
-/// the [`Avx2`] kernels. Only [`Avx512::detect`] makes one, after checking the CPU.
+/// The AVX-512 backend ([`super::lanes_avx512`]) for searches over a multiple of 16 groups;
+/// others (Q4_K/Q5_K's 8 sub-blocks of a lone super-block) go to the [`Avx2`] kernels. Only [`Avx512::detect`] makes one, after checking the CPU.
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
 pub(crate) struct Avx512(());
@@ -215,19 +222,6 @@ impl Avx512 {
     }
 }
 
-/// `v` as a reference to `T` when it is one (the lane count is 16): a type-checked cast.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn as16<S: 'static, T: 'static>(v: &S) -> Option<&T> {
-    (v as &dyn std::any::Any).downcast_ref::<T>()
-}
-
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn as16_mut<S: 'static, T: 'static>(v: &mut S) -> Option<&mut T> {
-    (v as &mut dyn std::any::Any).downcast_mut::<T>()
-}
-
 #[cfg(target_arch = "x86_64")]
 impl Lanes for Avx512 {
     #[inline(always)]
@@ -245,46 +239,37 @@ impl Lanes for Avx512 {
         the_min: &mut [f32; N],
         l_out: &mut [[u8; N]; M],
     ) {
-        if N == 16 {
-            if let (Some(x), Some(w), Some(s), Some(m), Some(l)) = (
-                as16::<_, [[f32; 16]; M]>(x),
-                as16::<_, [[f32; 16]; M]>(w),
-                as16_mut::<_, [f32; 16]>(scale_out),
-                as16_mut::<_, [f32; 16]>(the_min),
-                as16_mut::<_, [[u8; 16]; M]>(l_out),
-            ) {
-                // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
-                unsafe {
-                    super::lanes_avx512::qkx(
-                        x,
-                        w,
-                        nmax,
-                        rmin,
-                        rdelta,
-                        nstep,
-                        use_mad,
-                        strict_degenerate,
-                        s,
-                        m,
-                        l,
-                    )
-                };
-                return;
-            }
+        if N % 16 != 0 {
+            return self.avx2().qkx(
+                x,
+                w,
+                nmax,
+                rmin,
+                rdelta,
+                nstep,
+                use_mad,
+                strict_degenerate,
+                scale_out,
+                the_min,
+                l_out,
+            );
         }
-        self.avx2().qkx(
-            x,
-            w,
-            nmax,
-            rmin,
-            rdelta,
-            nstep,
-            use_mad,
-            strict_degenerate,
-            scale_out,
-            the_min,
-            l_out,
-        )
+        // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
+        unsafe {
+            super::lanes_avx512::qkx(
+                x,
+                w,
+                nmax,
+                rmin,
+                rdelta,
+                nstep,
+                use_mad,
+                strict_degenerate,
+                scale_out,
+                the_min,
+                l_out,
+            )
+        }
     }
     #[inline(always)]
     fn qx<const N: usize, const M: usize>(
@@ -295,19 +280,11 @@ impl Lanes for Avx512 {
         scale_out: &mut [f32; N],
         l_out: &mut [[i8; N]; M],
     ) {
-        if N == 16 {
-            if let (Some(x), Some(w), Some(s), Some(l)) = (
-                as16::<_, [[f32; 16]; M]>(x),
-                as16::<_, [[f32; 16]; M]>(w),
-                as16_mut::<_, [f32; 16]>(scale_out),
-                as16_mut::<_, [[i8; 16]; M]>(l_out),
-            ) {
-                // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
-                unsafe { super::lanes_avx512::qx(x, w, nmax, s, l) };
-                return;
-            }
+        if N % 16 != 0 {
+            return self.avx2().qx(x, w, nmax, scale_out, l_out);
         }
-        self.avx2().qx(x, w, nmax, scale_out, l_out)
+        // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
+        unsafe { super::lanes_avx512::qx(x, w, nmax, scale_out, l_out) }
     }
     #[inline(always)]
     fn q3<const N: usize, const M: usize>(
@@ -317,18 +294,11 @@ impl Lanes for Avx512 {
         scale_out: &mut [f32; N],
         l_out: &mut [[i8; N]; M],
     ) {
-        if N == 16 {
-            if let (Some(x), Some(s), Some(l)) = (
-                as16::<_, [[f32; 16]; M]>(x),
-                as16_mut::<_, [f32; 16]>(scale_out),
-                as16_mut::<_, [[i8; 16]; M]>(l_out),
-            ) {
-                // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
-                unsafe { super::lanes_avx512::q3(x, nmax, s, l) };
-                return;
-            }
+        if N % 16 != 0 {
+            return self.avx2().q3(x, nmax, scale_out, l_out);
         }
-        self.avx2().q3(x, nmax, scale_out, l_out)
+        // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
+        unsafe { super::lanes_avx512::q3(x, nmax, scale_out, l_out) }
     }
 }
 
@@ -455,9 +425,10 @@ fn rows<Q: FastBlock, L: Lanes>(
     }
 }
 
-/// Transposes `N` consecutive groups of `M` values into lane order: `out[i][j] = x[M*j + i]`.
-#[inline(always)]
-pub(crate) fn transpose<const N: usize, const M: usize>(x: &[f32]) -> [[f32; N]; M] {
+/// Transposes `N` consecutive groups of `M` values into lane order: `out[i][j] = x[M*j + i]`
+/// (the tests' view of [`transpose_blocks`] for arbitrary groups).
+#[cfg(test)]
+fn transpose<const N: usize, const M: usize>(x: &[f32]) -> [[f32; N]; M] {
     let mut out = [[0f32; N]; M];
     for j in 0..N {
         for i in 0..M {
@@ -465,6 +436,61 @@ pub(crate) fn transpose<const N: usize, const M: usize>(x: &[f32]) -> [[f32; N];
         }
     }
     out
+}
+
+/// Transposes `B` super-blocks, each `N / B` groups of `M` values, into lane order:
+/// `out[i][(N/B)*b + j] = x[b][M*j + i]` (lanes `(N/B)*b ..` belong to block `b`).
+#[inline(always)]
+pub(crate) fn transpose_blocks<const N: usize, const M: usize, const B: usize>(
+    x: [&Super; B],
+) -> [[f32; N]; M] {
+    let g = N / B;
+    let mut out = [[0f32; N]; M];
+    for b in 0..B {
+        for j in 0..g {
+            for i in 0..M {
+                out[i][g * b + j] = x[b][M * j + i];
+            }
+        }
+    }
+    out
+}
+
+/// Block `b`'s levels from lane order back to element order (the inverse of
+/// [`transpose_blocks`] for one block of `N / B` groups).
+#[inline(always)]
+pub(crate) fn block_levels<T: Copy + Default, const N: usize, const M: usize, const B: usize>(
+    lt: &[[T; N]; M],
+    b: usize,
+) -> [T; QK_K] {
+    let g = N / B;
+    let mut l = [T::default(); QK_K];
+    for j in 0..g {
+        for i in 0..M {
+            l[M * j + i] = lt[i][g * b + j];
+        }
+    }
+    l
+}
+
+/// Block `b`'s 16 per-group values out of `B` blocks' lanes.
+#[inline(always)]
+pub(crate) fn block_lanes16<const N: usize, const B: usize>(v: &[f32; N], b: usize) -> [f32; 16] {
+    std::array::from_fn(|j| v[(N / B) * b + j])
+}
+
+/// Σx² of each of `B` super-blocks, each sum in index order (ggml's `sumx2`); the chains of
+/// the different blocks are interleaved, which hides the addition latency without changing
+/// any sum.
+#[inline(always)]
+pub(crate) fn sums_of_squares<const B: usize>(x: [&Super; B]) -> [f32; B] {
+    let mut s = [0f32; B];
+    for i in 0..QK_K {
+        for b in 0..B {
+            s[b] += x[b][i] * x[b][i];
+        }
+    }
+    s
 }
 
 /// `nearest_int` then `clamp(lo, hi)`, as ggml's `MAX(lo, MIN(hi, nearest_int(v)))`.
@@ -601,6 +627,65 @@ pub(crate) fn qkx<const N: usize, const M: usize>(
         scale_out[j] = if degenerate[j] { 0.0 } else { scale[j] };
         the_min[j] = if degenerate[j] { -min0[j] } else { -min[j] };
     }
+}
+
+/// `make_qx_quants(16, nmax, x, L, 1, Some(w))` for one group, its 19 candidate scales (the
+/// first rounding and `is = -9..=9`, `is != 0`) evaluated side by side: each candidate's sums
+/// run over the 16 values in order as in ggml, then the candidates are compared in ggml's
+/// order. Used for Q3_K's importance-weighted scale of scales.
+#[inline(always)]
+pub(crate) fn qx16_candidates(x: &[f32; 16], w: &[f32; 16], nmax: i32, l: &mut [i8; 16]) -> f32 {
+    const C: usize = 19;
+    let mut max = 0.0f32;
+    let mut amax = 0.0f32;
+    for &v in x {
+        let ax = v.abs();
+        if ax > amax {
+            amax = ax;
+            max = v;
+        }
+    }
+    if amax < GROUP_MAX_EPS {
+        *l = [0; 16];
+        return 0.0;
+    }
+    let mut iscale = [0f32; C];
+    iscale[0] = -(nmax as f32) / max;
+    let mut c = 1;
+    for is in -9i32..=9 {
+        if is != 0 {
+            iscale[c] = -(nmax as f32 + 0.1 * is as f32) / max;
+            c += 1;
+        }
+    }
+    let mut sumlx = [0f32; C];
+    let mut suml2 = [0f32; C];
+    for i in 0..16 {
+        let wx = w[i] * x[i];
+        for c in 0..C {
+            let li = round_clamp(iscale[c] * x[i], -nmax, nmax - 1) as f32;
+            sumlx[c] += wx * li;
+            suml2[c] += w[i] * li * li;
+        }
+    }
+    let mut scale = if suml2[0] != 0.0 {
+        sumlx[0] / suml2[0]
+    } else {
+        0.0
+    };
+    let mut best = scale * sumlx[0];
+    let mut best_c = 0;
+    for c in 1..C {
+        if suml2[c] > 0.0 && sumlx[c] * sumlx[c] > best * suml2[c] {
+            scale = sumlx[c] / suml2[c];
+            best = scale * sumlx[c];
+            best_c = c;
+        }
+    }
+    for i in 0..16 {
+        l[i] = (nmax + round_clamp(iscale[best_c] * x[i], -nmax, nmax - 1)) as i8;
+    }
+    scale
 }
 
 /// Largest |x| per group and the signed value holding it (first one wins), as ggml computes
@@ -895,6 +980,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn qx16_candidates_match_scalar_search() {
+        for seed in 0..200 {
+            let v = data(seed, 32);
+            let x: [f32; 16] = std::array::from_fn(|i| v[i]);
+            let w: [f32; 16] = std::array::from_fn(|i| v[16 + i].abs() + 0.01);
+            for nmax in [4, 32] {
+                let (mut a, mut b) = ([0i8; 16], [0i8; 16]);
+                let s = qx16_candidates(&x, &w, nmax, &mut a);
+                let r = search::make_qx_quants(16, nmax, &x, &mut b, 1, Some(&w));
+                assert_eq!(
+                    (s.to_bits(), a),
+                    (r.to_bits(), b),
+                    "seed {seed} nmax {nmax}"
+                );
+            }
+        }
+        let (mut a, mut b) = ([1i8; 16], [1i8; 16]);
+        let s = qx16_candidates(&[0.0; 16], &[1.0; 16], 32, &mut a);
+        let r = search::make_qx_quants(16, 32, &[0.0; 16], &mut b, 1, Some(&[1.0; 16]));
+        assert_eq!((s, a), (r, b));
     }
 
     #[test]

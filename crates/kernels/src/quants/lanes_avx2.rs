@@ -17,8 +17,8 @@ use std::arch::x86_64::*;
 
 use super::search::GROUP_MAX_EPS;
 
-/// Vectors per row at most (16 groups).
-const KMAX: usize = 2;
+/// Vectors per row at most (32 groups: two super-blocks of 16 sub-blocks).
+const KMAX: usize = 4;
 
 #[inline]
 #[target_feature(enable = "avx2")]

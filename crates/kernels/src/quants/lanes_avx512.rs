@@ -1,7 +1,7 @@
-//! AVX-512 versions of the lane searches in [`super::lanes`] for 16 groups: one 512-bit vector
-//! per row of the transposed data, where AVX2 needs two. Written operation for operation like
-//! [`super::lanes_avx2`] (same IEEE semantics per lane, nothing fused or reassociated), with
-//! mask registers in place of blend masks.
+//! AVX-512 versions of the lane searches in [`super::lanes`]: 16 groups per 512-bit vector
+//! (`N / 16` vectors per row of the transposed data), where AVX2 holds 8. Written operation
+//! for operation like [`super::lanes_avx2`] (same IEEE semantics per lane, nothing fused or
+//! reassociated), with mask registers in place of blend masks.
 //!
 //! Everything here requires AVX-512F; [`super::lanes::Avx512`] is the token proving it is
 //! present.
@@ -12,18 +12,23 @@ use std::arch::x86_64::*;
 
 use super::search::GROUP_MAX_EPS;
 
+/// Vectors per row at most (32 groups: two super-blocks of 16 sub-blocks).
+const KMAX: usize = 2;
+
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn ld(row: &[f32; 16]) -> __m512 {
-    // SAFETY: `row` holds 16 readable floats; the load is unaligned.
-    unsafe { _mm512_loadu_ps(row.as_ptr()) }
+fn ld<const N: usize>(row: &[f32; N], k: usize) -> __m512 {
+    let s = &row[16 * k..16 * k + 16];
+    // SAFETY: `s` holds 16 readable floats; the load is unaligned.
+    unsafe { _mm512_loadu_ps(s.as_ptr()) }
 }
 
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn st(row: &mut [f32; 16], v: __m512) {
-    // SAFETY: `row` holds 16 writable floats; the store is unaligned.
-    unsafe { _mm512_storeu_ps(row.as_mut_ptr(), v) }
+fn st<const N: usize>(row: &mut [f32; N], k: usize, v: __m512) {
+    let s = &mut row[16 * k..16 * k + 16];
+    // SAFETY: `s` holds 16 writable floats; the store is unaligned.
+    unsafe { _mm512_storeu_ps(s.as_mut_ptr(), v) }
 }
 
 #[inline]
@@ -64,6 +69,12 @@ fn round_clamp_f(v: __m512, lo: i32, hi: i32) -> __m512 {
 
 #[inline]
 #[target_feature(enable = "avx512f")]
+fn abs(v: __m512) -> __m512 {
+    _mm512_abs_ps(v)
+}
+
+#[inline]
+#[target_feature(enable = "avx512f")]
 fn neg(v: __m512) -> __m512 {
     _mm512_castsi512_ps(_mm512_xor_si512(
         _mm512_castps_si512(v),
@@ -95,140 +106,187 @@ fn sel(mask: __mmask16, t: __m512, f: __m512) -> __m512 {
 #[target_feature(enable = "avx512f")]
 fn err(d: __m512, use_mad: bool) -> __m512 {
     if use_mad {
-        _mm512_abs_ps(d)
+        abs(d)
     } else {
         _mm512_mul_ps(d, d)
     }
 }
 
-/// Writes levels (`i32` lanes, zeroed where `zero` is set) to one row of a level array.
+/// See [`super::lanes::qkx`]; same contract, 16 groups per vector.
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn store_levels<T: Copy>(row: &mut [T; 16], l: __m512i, zero: __mmask16, conv: fn(i32) -> T) {
-    let l = to_i32(_mm512_maskz_mov_epi32(!zero, l));
-    for t in 0..16 {
-        row[t] = conv(l[t]);
-    }
-}
-
-/// See [`super::lanes::qkx`]; same contract, 16 groups in one vector.
-#[inline]
-#[target_feature(enable = "avx512f")]
-pub(crate) fn qkx<const M: usize>(
-    x: &[[f32; 16]; M],
-    w: &[[f32; 16]; M],
+pub(crate) fn qkx<const N: usize, const M: usize>(
+    x: &[[f32; N]; M],
+    w: &[[f32; N]; M],
     nmax: i32,
     rmin: f32,
     rdelta: f32,
     nstep: i32,
     use_mad: bool,
     strict_degenerate: bool,
-    scale_out: &mut [f32; 16],
-    the_min: &mut [f32; 16],
-    l_out: &mut [[u8; 16]; M],
+    scale_out: &mut [f32; N],
+    the_min: &mut [f32; N],
+    l_out: &mut [[u8; N]; M],
 ) {
-    assert!(M > 0);
+    let kk = N / 16;
+    assert!(N.is_multiple_of(16) && kk <= KMAX && M > 0);
     let zero = _mm512_setzero_ps();
-    let mut min = ld(&x[0]);
-    let mut max = min;
-    let mut sum_w = ld(&w[0]);
-    let mut sum_x = _mm512_mul_ps(sum_w, min);
-    for i in 1..M {
-        let v = ld(&x[i]);
-        min = sel(lt(v, min), v, min);
-        max = sel(gt(v, max), v, max);
-        let wv = ld(&w[i]);
-        sum_w = _mm512_add_ps(sum_w, wv);
-        sum_x = _mm512_add_ps(sum_x, _mm512_mul_ps(wv, v));
+    let mut min = [zero; KMAX];
+    let mut max = [zero; KMAX];
+    let mut sum_w = [zero; KMAX];
+    let mut sum_x = [zero; KMAX];
+    for k in 0..kk {
+        min[k] = ld(&x[0], k);
+        max[k] = min[k];
+        sum_w[k] = ld(&w[0], k);
+        sum_x[k] = _mm512_mul_ps(sum_w[k], min[k]);
     }
-    min = sel(gt(min, zero), zero, min);
-    let degenerate = if strict_degenerate {
-        _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(max, min)
-    } else {
-        _mm512_cmp_ps_mask::<_CMP_LE_OQ>(max, min)
-    };
-    let mut iscale = _mm512_div_ps(splat(nmax as f32), _mm512_sub_ps(max, min));
-    let mut scale = _mm512_div_ps(splat(1.0), iscale);
+    for i in 1..M {
+        for k in 0..kk {
+            let v = ld(&x[i], k);
+            min[k] = sel(lt(v, min[k]), v, min[k]);
+            max[k] = sel(gt(v, max[k]), v, max[k]);
+            let wv = ld(&w[i], k);
+            sum_w[k] = _mm512_add_ps(sum_w[k], wv);
+            sum_x[k] = _mm512_add_ps(sum_x[k], _mm512_mul_ps(wv, v));
+        }
+    }
+    let nmaxf = splat(nmax as f32);
+    let mut degenerate: [__mmask16; KMAX] = [0; KMAX];
+    let mut iscale = [zero; KMAX];
+    let mut scale = [zero; KMAX];
+    let mut best_error = [zero; KMAX];
+    for k in 0..kk {
+        min[k] = sel(gt(min[k], zero), zero, min[k]);
+        degenerate[k] = if strict_degenerate {
+            _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(max[k], min[k])
+        } else {
+            _mm512_cmp_ps_mask::<_CMP_LE_OQ>(max[k], min[k])
+        };
+        iscale[k] = _mm512_div_ps(nmaxf, _mm512_sub_ps(max[k], min[k]));
+        scale[k] = _mm512_div_ps(splat(1.0), iscale[k]);
+    }
     let min0 = min;
-    let mut best_error = zero;
     for i in 0..M {
-        let xv = ld(&x[i]);
-        let l = round_clamp_f(_mm512_mul_ps(iscale, _mm512_sub_ps(xv, min)), 0, nmax);
-        let diff = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(scale, l), min), xv);
-        best_error = _mm512_add_ps(best_error, _mm512_mul_ps(ld(&w[i]), err(diff, use_mad)));
+        for k in 0..kk {
+            let xv = ld(&x[i], k);
+            let l = round_clamp_f(_mm512_mul_ps(iscale[k], _mm512_sub_ps(xv, min[k])), 0, nmax);
+            let diff = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(scale[k], l), min[k]), xv);
+            best_error[k] = _mm512_add_ps(
+                best_error[k],
+                _mm512_mul_ps(ld(&w[i], k), err(diff, use_mad)),
+            );
+        }
     }
     let mut best_iscale = iscale;
     let mut best_min = min;
     if nstep >= 1 {
-        let mut lf = [zero; M];
+        let mut lf = [[zero; KMAX]; M];
         for is in 0..=nstep {
             let num = splat(rmin + rdelta * is as f32 + nmax as f32);
-            iscale = _mm512_div_ps(num, _mm512_sub_ps(max, min));
-            let (mut sum_l, mut sum_l2, mut sum_xl) = (zero, zero, zero);
-            for i in 0..M {
-                let xv = ld(&x[i]);
-                let l = round_clamp_f(_mm512_mul_ps(iscale, _mm512_sub_ps(xv, min)), 0, nmax);
-                lf[i] = l;
-                let wl = _mm512_mul_ps(ld(&w[i]), l);
-                sum_l = _mm512_add_ps(sum_l, wl);
-                sum_l2 = _mm512_add_ps(sum_l2, _mm512_mul_ps(wl, l));
-                sum_xl = _mm512_add_ps(sum_xl, _mm512_mul_ps(wl, xv));
+            let mut sum_l = [zero; KMAX];
+            let mut sum_l2 = [zero; KMAX];
+            let mut sum_xl = [zero; KMAX];
+            for k in 0..kk {
+                iscale[k] = _mm512_div_ps(num, _mm512_sub_ps(max[k], min[k]));
             }
-            let d = _mm512_sub_ps(_mm512_mul_ps(sum_w, sum_l2), _mm512_mul_ps(sum_l, sum_l));
-            let valid = gt(d, zero);
-            let ts = _mm512_div_ps(
-                _mm512_sub_ps(_mm512_mul_ps(sum_w, sum_xl), _mm512_mul_ps(sum_x, sum_l)),
-                d,
-            );
-            let tm = _mm512_div_ps(
-                _mm512_sub_ps(_mm512_mul_ps(sum_l2, sum_x), _mm512_mul_ps(sum_l, sum_xl)),
-                d,
-            );
-            let clip = gt(tm, zero);
-            let this_min = sel(clip, zero, tm);
-            let this_scale = sel(clip, _mm512_div_ps(sum_xl, sum_l2), ts);
-            let mut cur = zero;
             for i in 0..M {
-                let xv = ld(&x[i]);
-                let diff = _mm512_sub_ps(
-                    _mm512_add_ps(_mm512_mul_ps(this_scale, lf[i]), this_min),
-                    xv,
+                for k in 0..kk {
+                    let xv = ld(&x[i], k);
+                    let l =
+                        round_clamp_f(_mm512_mul_ps(iscale[k], _mm512_sub_ps(xv, min[k])), 0, nmax);
+                    lf[i][k] = l;
+                    let wl = _mm512_mul_ps(ld(&w[i], k), l);
+                    sum_l[k] = _mm512_add_ps(sum_l[k], wl);
+                    sum_l2[k] = _mm512_add_ps(sum_l2[k], _mm512_mul_ps(wl, l));
+                    sum_xl[k] = _mm512_add_ps(sum_xl[k], _mm512_mul_ps(wl, xv));
+                }
+            }
+            let mut valid: [__mmask16; KMAX] = [0; KMAX];
+            let mut this_scale = [zero; KMAX];
+            let mut this_min = [zero; KMAX];
+            for k in 0..kk {
+                let d = _mm512_sub_ps(
+                    _mm512_mul_ps(sum_w[k], sum_l2[k]),
+                    _mm512_mul_ps(sum_l[k], sum_l[k]),
                 );
-                cur = _mm512_add_ps(cur, _mm512_mul_ps(ld(&w[i]), err(diff, use_mad)));
+                valid[k] = gt(d, zero);
+                let ts = _mm512_div_ps(
+                    _mm512_sub_ps(
+                        _mm512_mul_ps(sum_w[k], sum_xl[k]),
+                        _mm512_mul_ps(sum_x[k], sum_l[k]),
+                    ),
+                    d,
+                );
+                let tm = _mm512_div_ps(
+                    _mm512_sub_ps(
+                        _mm512_mul_ps(sum_l2[k], sum_x[k]),
+                        _mm512_mul_ps(sum_l[k], sum_xl[k]),
+                    ),
+                    d,
+                );
+                let clip = gt(tm, zero);
+                this_min[k] = sel(clip, zero, tm);
+                this_scale[k] = sel(clip, _mm512_div_ps(sum_xl[k], sum_l2[k]), ts);
             }
-            let acc = valid & lt(cur, best_error);
-            best_error = sel(acc, cur, best_error);
-            scale = sel(acc, this_scale, scale);
-            best_iscale = sel(acc, iscale, best_iscale);
-            best_min = sel(acc, min, best_min);
-            min = sel(acc, this_min, min);
+            let mut cur = [zero; KMAX];
+            for i in 0..M {
+                for k in 0..kk {
+                    let xv = ld(&x[i], k);
+                    let diff = _mm512_sub_ps(
+                        _mm512_add_ps(_mm512_mul_ps(this_scale[k], lf[i][k]), this_min[k]),
+                        xv,
+                    );
+                    cur[k] = _mm512_add_ps(cur[k], _mm512_mul_ps(ld(&w[i], k), err(diff, use_mad)));
+                }
+            }
+            for k in 0..kk {
+                let acc = valid[k] & lt(cur[k], best_error[k]);
+                best_error[k] = sel(acc, cur[k], best_error[k]);
+                scale[k] = sel(acc, this_scale[k], scale[k]);
+                best_iscale[k] = sel(acc, iscale[k], best_iscale[k]);
+                best_min[k] = sel(acc, min[k], best_min[k]);
+                min[k] = sel(acc, this_min[k], min[k]);
+            }
         }
     }
     for i in 0..M {
-        let xv = ld(&x[i]);
-        let l = round_clamp(
-            _mm512_mul_ps(best_iscale, _mm512_sub_ps(xv, best_min)),
-            0,
-            nmax,
-        );
-        store_levels(&mut l_out[i], l, degenerate, |v| v as u8);
+        for k in 0..kk {
+            let xv = ld(&x[i], k);
+            let l = round_clamp(
+                _mm512_mul_ps(best_iscale[k], _mm512_sub_ps(xv, best_min[k])),
+                0,
+                nmax,
+            );
+            let l = to_i32(_mm512_maskz_mov_epi32(!degenerate[k], l));
+            for t in 0..16 {
+                l_out[i][16 * k + t] = l[t] as u8;
+            }
+        }
     }
-    st(scale_out, sel(degenerate, zero, scale));
-    st(the_min, neg(sel(degenerate, min0, min)));
+    for k in 0..kk {
+        st(scale_out, k, sel(degenerate[k], zero, scale[k]));
+        st(the_min, k, neg(sel(degenerate[k], min0[k], min[k])));
+    }
 }
 
 /// Largest |x| per lane and the signed value holding it (first one wins).
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn signed_absmax<const M: usize>(x: &[[f32; 16]; M]) -> (__m512, __m512) {
-    let mut max = _mm512_setzero_ps();
-    let mut amax = max;
+fn signed_absmax<const N: usize, const M: usize>(
+    x: &[[f32; N]; M],
+) -> ([__m512; KMAX], [__m512; KMAX]) {
+    let zero = _mm512_setzero_ps();
+    let mut max = [zero; KMAX];
+    let mut amax = [zero; KMAX];
     for i in 0..M {
-        let v = ld(&x[i]);
-        let ax = _mm512_abs_ps(v);
-        let g = gt(ax, amax);
-        amax = sel(g, ax, amax);
-        max = sel(g, v, max);
+        for k in 0..N / 16 {
+            let v = ld(&x[i], k);
+            let ax = abs(v);
+            let g = gt(ax, amax[k]);
+            amax[k] = sel(g, ax, amax[k]);
+            max[k] = sel(g, v, max[k]);
+        }
     }
     (max, amax)
 }
@@ -236,125 +294,173 @@ fn signed_absmax<const M: usize>(x: &[[f32; 16]; M]) -> (__m512, __m512) {
 /// Σ w·x·l and Σ w·l·l per lane for levels `clamp(nearest_int(iscale·x), -nmax, nmax-1)`.
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn qx_sums<const M: usize>(
-    x: &[[f32; 16]; M],
-    w: &[[f32; 16]; M],
+fn qx_sums<const N: usize, const M: usize>(
+    x: &[[f32; N]; M],
+    w: &[[f32; N]; M],
     nmax: i32,
-    iscale: __m512,
-) -> (__m512, __m512) {
-    let mut sumlx = _mm512_setzero_ps();
-    let mut suml2 = sumlx;
+    iscale: &[__m512; KMAX],
+) -> ([__m512; KMAX], [__m512; KMAX]) {
+    let zero = _mm512_setzero_ps();
+    let mut sumlx = [zero; KMAX];
+    let mut suml2 = [zero; KMAX];
     for i in 0..M {
-        let xv = ld(&x[i]);
-        let wv = ld(&w[i]);
-        let l = round_clamp_f(_mm512_mul_ps(iscale, xv), -nmax, nmax - 1);
-        sumlx = _mm512_add_ps(sumlx, _mm512_mul_ps(_mm512_mul_ps(wv, xv), l));
-        suml2 = _mm512_add_ps(suml2, _mm512_mul_ps(_mm512_mul_ps(wv, l), l));
+        for k in 0..N / 16 {
+            let xv = ld(&x[i], k);
+            let wv = ld(&w[i], k);
+            let l = round_clamp_f(_mm512_mul_ps(iscale[k], xv), -nmax, nmax - 1);
+            sumlx[k] = _mm512_add_ps(sumlx[k], _mm512_mul_ps(_mm512_mul_ps(wv, xv), l));
+            suml2[k] = _mm512_add_ps(suml2[k], _mm512_mul_ps(_mm512_mul_ps(wv, l), l));
+        }
     }
     (sumlx, suml2)
 }
 
-/// See [`super::lanes::qx`]; same contract, 16 groups in one vector.
+/// See [`super::lanes::qx`]; same contract, 16 groups per vector.
 #[inline]
 #[target_feature(enable = "avx512f")]
-pub(crate) fn qx<const M: usize>(
-    x: &[[f32; 16]; M],
-    w: &[[f32; 16]; M],
+pub(crate) fn qx<const N: usize, const M: usize>(
+    x: &[[f32; N]; M],
+    w: &[[f32; N]; M],
     nmax: i32,
-    scale_out: &mut [f32; 16],
-    l_out: &mut [[i8; 16]; M],
+    scale_out: &mut [f32; N],
+    l_out: &mut [[i8; N]; M],
 ) {
+    let kk = N / 16;
+    assert!(N.is_multiple_of(16) && kk <= KMAX);
     let zero = _mm512_setzero_ps();
     let (max, amax) = signed_absmax(x);
-    let iscale0 = _mm512_div_ps(splat(-(nmax as f32)), max);
-    let (sumlx, suml2) = qx_sums(x, w, nmax, iscale0);
-    let nz = _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(suml2, zero);
-    let mut scale = sel(nz, _mm512_div_ps(sumlx, suml2), zero);
-    let mut best = _mm512_mul_ps(scale, sumlx);
-    let mut best_iscale = iscale0;
+    let mut iscale = [zero; KMAX];
+    for k in 0..kk {
+        iscale[k] = _mm512_div_ps(splat(-(nmax as f32)), max[k]);
+    }
+    let (sumlx, suml2) = qx_sums(x, w, nmax, &iscale);
+    let mut scale = [zero; KMAX];
+    let mut best = [zero; KMAX];
+    for k in 0..kk {
+        let nz = _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(suml2[k], zero);
+        scale[k] = sel(nz, _mm512_div_ps(sumlx[k], suml2[k]), zero);
+        best[k] = _mm512_mul_ps(scale[k], sumlx[k]);
+    }
+    let mut best_iscale = iscale;
     for is in -9i32..=9 {
         if is == 0 {
             continue;
         }
         let num = splat(nmax as f32 + 0.1 * is as f32);
-        let iscale = _mm512_div_ps(neg(num), max);
-        let (sumlx, suml2) = qx_sums(x, w, nmax, iscale);
-        let acc = gt(suml2, zero) & gt(_mm512_mul_ps(sumlx, sumlx), _mm512_mul_ps(best, suml2));
-        let s = _mm512_div_ps(sumlx, suml2);
-        scale = sel(acc, s, scale);
-        best = sel(acc, _mm512_mul_ps(s, sumlx), best);
-        best_iscale = sel(acc, iscale, best_iscale);
+        for k in 0..kk {
+            iscale[k] = _mm512_div_ps(neg(num), max[k]);
+        }
+        let (sumlx, suml2) = qx_sums(x, w, nmax, &iscale);
+        for k in 0..kk {
+            let acc = gt(suml2[k], zero)
+                & gt(
+                    _mm512_mul_ps(sumlx[k], sumlx[k]),
+                    _mm512_mul_ps(best[k], suml2[k]),
+                );
+            let s = _mm512_div_ps(sumlx[k], suml2[k]);
+            scale[k] = sel(acc, s, scale[k]);
+            best[k] = sel(acc, _mm512_mul_ps(s, sumlx[k]), best[k]);
+            best_iscale[k] = sel(acc, iscale[k], best_iscale[k]);
+        }
     }
-    let all_zero = lt(amax, splat(GROUP_MAX_EPS));
+    let eps = splat(GROUP_MAX_EPS);
     for i in 0..M {
-        let l = round_clamp(_mm512_mul_ps(best_iscale, ld(&x[i])), -nmax, nmax - 1);
-        let l = _mm512_add_epi32(l, _mm512_set1_epi32(nmax));
-        store_levels(&mut l_out[i], l, all_zero, |v| v as i8);
+        for k in 0..kk {
+            let xv = ld(&x[i], k);
+            let l = round_clamp(_mm512_mul_ps(best_iscale[k], xv), -nmax, nmax - 1);
+            let l = _mm512_add_epi32(l, _mm512_set1_epi32(nmax));
+            let l = to_i32(_mm512_maskz_mov_epi32(!lt(amax[k], eps), l));
+            for t in 0..16 {
+                l_out[i][16 * k + t] = l[t] as i8;
+            }
+        }
     }
-    st(scale_out, sel(all_zero, zero, scale));
+    for k in 0..kk {
+        st(scale_out, k, sel(lt(amax[k], eps), zero, scale[k]));
+    }
 }
 
-/// See [`super::lanes::q3`]; same contract, 16 groups in one vector.
+/// See [`super::lanes::q3`]; same contract, 16 groups per vector.
 #[inline]
 #[target_feature(enable = "avx512f")]
-pub(crate) fn q3<const M: usize>(
-    x: &[[f32; 16]; M],
+pub(crate) fn q3<const N: usize, const M: usize>(
+    x: &[[f32; N]; M],
     nmax: i32,
-    scale_out: &mut [f32; 16],
-    l_out: &mut [[i8; 16]; M],
+    scale_out: &mut [f32; N],
+    l_out: &mut [[i8; N]; M],
 ) {
+    let kk = N / 16;
+    assert!(N.is_multiple_of(16) && kk <= KMAX);
     let zero = _mm512_setzero_ps();
     let (max, amax) = signed_absmax(x);
-    let mut l = [zero; M];
-    let (mut sumlx, mut suml2) = (zero, zero);
-    let iscale = _mm512_div_ps(splat(-(nmax as f32)), max);
+    let mut l = [[zero; KMAX]; M];
+    let mut sumlx = [zero; KMAX];
+    let mut suml2 = [zero; KMAX];
+    let mut iscale = [zero; KMAX];
+    for k in 0..kk {
+        iscale[k] = _mm512_div_ps(splat(-(nmax as f32)), max[k]);
+    }
     for i in 0..M {
-        let xv = ld(&x[i]);
-        let li = round_clamp_f(_mm512_mul_ps(iscale, xv), -nmax, nmax - 1);
-        l[i] = li;
-        let wv = _mm512_mul_ps(xv, xv);
-        sumlx = _mm512_add_ps(sumlx, _mm512_mul_ps(_mm512_mul_ps(wv, xv), li));
-        suml2 = _mm512_add_ps(suml2, _mm512_mul_ps(_mm512_mul_ps(wv, li), li));
+        for k in 0..kk {
+            let xv = ld(&x[i], k);
+            let li = round_clamp_f(_mm512_mul_ps(iscale[k], xv), -nmax, nmax - 1);
+            l[i][k] = li;
+            let wv = _mm512_mul_ps(xv, xv);
+            sumlx[k] = _mm512_add_ps(sumlx[k], _mm512_mul_ps(_mm512_mul_ps(wv, xv), li));
+            suml2[k] = _mm512_add_ps(suml2[k], _mm512_mul_ps(_mm512_mul_ps(wv, li), li));
+        }
     }
     for _itry in 0..5 {
         let mut changed: __mmask16 = 0;
         for i in 0..M {
-            let xv = ld(&x[i]);
-            let li = l[i];
-            let wv = _mm512_mul_ps(xv, xv);
-            let wx = _mm512_mul_ps(wv, xv);
-            let slx0 = _mm512_sub_ps(sumlx, _mm512_mul_ps(wx, li));
-            let sl20 = _mm512_sub_ps(suml2, _mm512_mul_ps(_mm512_mul_ps(wv, li), li));
-            let new_l = round_clamp_f(
-                _mm512_div_ps(_mm512_mul_ps(xv, sl20), slx0),
-                -nmax,
-                nmax - 1,
-            );
-            let slx = _mm512_add_ps(slx0, _mm512_mul_ps(wx, new_l));
-            let sl2 = _mm512_add_ps(sl20, _mm512_mul_ps(_mm512_mul_ps(wv, new_l), new_l));
-            let better = gt(
-                _mm512_mul_ps(_mm512_mul_ps(slx, slx), suml2),
-                _mm512_mul_ps(_mm512_mul_ps(sumlx, sumlx), sl2),
-            );
-            let acc = gt(slx0, zero)
-                & _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(new_l, li)
-                & gt(sl2, zero)
-                & better;
-            l[i] = sel(acc, new_l, li);
-            sumlx = sel(acc, slx, sumlx);
-            suml2 = sel(acc, sl2, suml2);
-            changed |= acc;
+            for k in 0..kk {
+                let xv = ld(&x[i], k);
+                let li = l[i][k];
+                let wv = _mm512_mul_ps(xv, xv);
+                let wx = _mm512_mul_ps(wv, xv);
+                let slx0 = _mm512_sub_ps(sumlx[k], _mm512_mul_ps(wx, li));
+                let sl20 = _mm512_sub_ps(suml2[k], _mm512_mul_ps(_mm512_mul_ps(wv, li), li));
+                let new_l = round_clamp_f(
+                    _mm512_div_ps(_mm512_mul_ps(xv, sl20), slx0),
+                    -nmax,
+                    nmax - 1,
+                );
+                let slx = _mm512_add_ps(slx0, _mm512_mul_ps(wx, new_l));
+                let sl2 = _mm512_add_ps(sl20, _mm512_mul_ps(_mm512_mul_ps(wv, new_l), new_l));
+                let better = gt(
+                    _mm512_mul_ps(_mm512_mul_ps(slx, slx), suml2[k]),
+                    _mm512_mul_ps(_mm512_mul_ps(sumlx[k], sumlx[k]), sl2),
+                );
+                let acc = gt(slx0, zero)
+                    & _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(new_l, li)
+                    & gt(sl2, zero)
+                    & better;
+                l[i][k] = sel(acc, new_l, li);
+                sumlx[k] = sel(acc, slx, sumlx[k]);
+                suml2[k] = sel(acc, sl2, suml2[k]);
+                changed |= acc;
+            }
         }
         if changed == 0 {
             break;
         }
     }
     let eps = splat(GROUP_MAX_EPS);
-    let all_zero = lt(amax, eps);
     for i in 0..M {
-        let li = _mm512_add_epi32(_mm512_cvtps_epi32(l[i]), _mm512_set1_epi32(nmax));
-        store_levels(&mut l_out[i], li, all_zero, |v| v as i8);
+        for k in 0..kk {
+            let li = _mm512_add_epi32(_mm512_cvtps_epi32(l[i][k]), _mm512_set1_epi32(nmax));
+            let li = to_i32(_mm512_maskz_mov_epi32(!lt(amax[k], eps), li));
+            for t in 0..16 {
+                l_out[i][16 * k + t] = li[t] as i8;
+            }
+        }
     }
-    let ok = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(amax, eps) & gt(suml2, zero);
-    st(scale_out, sel(ok, _mm512_div_ps(sumlx, suml2), zero));
+    for k in 0..kk {
+        let ok = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(amax[k], eps) & gt(suml2[k], zero);
+        st(
+            scale_out,
+            k,
+            sel(ok, _mm512_div_ps(sumlx[k], suml2[k]), zero),
+        );
+    }
 }

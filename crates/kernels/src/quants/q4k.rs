@@ -7,7 +7,7 @@
 use super::kquants::{
     check_dequant, for_each_super_block, get_scale_min_k4, pack_nibbles, pack_scale_min_k4, Super,
 };
-use super::lanes::{quantize_fast, FastBlock, Lanes};
+use super::lanes::{quantize_fast, sums_of_squares, FastBlock, Lanes};
 use super::search::{make_qkx2_quants, make_qkx3_quants, make_qp_quants};
 use crate::blocks::{BlockQ4K, QK_K};
 use crate::fp::{f16_to_f32, f32_to_f16, nearest_int};
@@ -197,8 +197,9 @@ fn quantize_scales_impl(
     (ls, lm, f32_to_f16(d_block), f32_to_f16(m_block))
 }
 
-/// The same bytes as [`quantize_row_q4_k`], with the eight sub-block searches of a super-block
-/// run side by side in SIMD lanes ([`super::lanes`]).
+/// The same bytes as [`quantize_row_q4_k`], several times faster: the eight sub-block searches of a
+/// super-block (of two, where that fills the vectors better) run side by side in SIMD lanes,
+/// with AVX-512 or AVX2 when the CPU has them, each lane repeating the scalar search exactly.
 ///
 /// # Panics
 /// On inconsistent lengths (see [`super::kquants`]).
@@ -326,14 +327,11 @@ pub(crate) fn search_fast<L: Lanes, const N: usize, const B: usize>(
             );
         }
         Some(qw) => {
+            let sum_x2 = sums_of_squares(x);
             let mut sigma2 = [0f32; N];
             for b in 0..B {
-                let mut sum_x2 = 0.0f32;
-                for &v in x[b].iter() {
-                    sum_x2 += v * v;
-                }
                 for j in 0..8 {
-                    sigma2[8 * b + j] = 2.0 * sum_x2 / QK_K as f32;
+                    sigma2[8 * b + j] = 2.0 * sum_x2[b] / QK_K as f32;
                 }
             }
             for b in 0..B {

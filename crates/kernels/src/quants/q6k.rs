@@ -6,8 +6,9 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::kquants::{check_dequant, for_each_super_block, Super};
-use super::lanes::{quantize_fast, transpose, FastBlock, Lanes};
-use super::q3k::untranspose;
+use super::lanes::{
+    block_lanes16, block_levels, quantize_fast, transpose_blocks, FastBlock, Lanes,
+};
 use super::search::{make_qx_quants, GROUP_MAX_EPS};
 use crate::blocks::{BlockQ6K, QK_K};
 use crate::fp::{f16_to_f32, f32_to_f16, nearest_int};
@@ -37,8 +38,9 @@ pub fn quantize_row_q6_k(x: &[f32], y: &mut [BlockQ6K], imatrix: Option<&[f32]>)
     });
 }
 
-/// The same bytes as [`quantize_row_q6_k`], with the sixteen sub-block searches of a
-/// super-block run side by side in SIMD lanes ([`super::lanes`]).
+/// The same bytes as [`quantize_row_q6_k`], several times faster: the sixteen sub-block searches of a
+/// super-block (of two, where that fills the vectors better) run side by side in SIMD lanes,
+/// with AVX-512 or AVX2 when the CPU has them, each lane repeating the scalar search exactly.
 ///
 /// # Panics
 /// On inconsistent lengths (see [`super::kquants`]).
@@ -55,23 +57,47 @@ impl FastBlock for Q6KFast {
 
     #[inline(always)]
     fn quantize<L: Lanes>(lanes: L, xb: &Super, yb: &mut BlockQ6K, qw: Option<&Super>) {
-        let xt = transpose::<16, 16>(xb);
-        let wt = match qw {
-            Some(qw) => transpose::<16, 16>(qw),
-            None => {
-                let mut wt = [[0f32; 16]; 16];
-                for i in 0..16 {
-                    for j in 0..16 {
-                        wt[i][j] = xt[i][j] * xt[i][j];
-                    }
+        quantize_blocks::<L, 16, 1>(lanes, [xb], [yb], qw.map(|q| [q]));
+    }
+
+    #[inline(always)]
+    fn quantize_pair<L: Lanes>(
+        lanes: L,
+        x: [&Super; 2],
+        y: [&mut BlockQ6K; 2],
+        qw: Option<[&Super; 2]>,
+    ) {
+        quantize_blocks::<L, 32, 2>(lanes, x, y, qw);
+    }
+}
+
+/// `B` super-blocks at once: their `N = 16*B` sub-block searches side by side in SIMD lanes,
+/// then each block finished as in the reference path.
+#[inline(always)]
+fn quantize_blocks<L: Lanes, const N: usize, const B: usize>(
+    lanes: L,
+    x: [&Super; B],
+    y: [&mut BlockQ6K; B],
+    qw: Option<[&Super; B]>,
+) {
+    let xt = transpose_blocks::<N, 16, B>(x);
+    let wt = match qw {
+        Some(qw) => transpose_blocks::<N, 16, B>(qw),
+        None => {
+            let mut wt = [[0f32; N]; 16];
+            for i in 0..16 {
+                for j in 0..N {
+                    wt[i][j] = xt[i][j] * xt[i][j];
                 }
-                wt
             }
-        };
-        let (mut scales, mut lt) = ([0f32; 16], [[0i8; 16]; 16]);
-        lanes.qx(&xt, &wt, 32, &mut scales, &mut lt);
-        let mut l = untranspose(&lt);
-        finish_block(xb, yb, &scales, &mut l);
+            wt
+        }
+    };
+    let (mut scales, mut lt) = ([0f32; N], [[0i8; N]; 16]);
+    lanes.qx(&xt, &wt, 32, &mut scales, &mut lt);
+    for (b, yb) in y.into_iter().enumerate() {
+        let mut l = block_levels::<i8, N, 16, B>(&lt, b);
+        finish_block(x[b], yb, &block_lanes16::<N, B>(&scales, b), &mut l);
     }
 }
 

@@ -47,9 +47,7 @@ pub fn split_chunks(
         ));
     }
     if max_chunks == Some(0) {
-        return Err(QuantizeError::Options(
-            "--chunks must be at least 1".into(),
-        ));
+        return Err(QuantizeError::Options("--chunks must be at least 1".into()));
     }
     let need = ctx.saturating_mul(2);
     if tokens.len() < need {

@@ -77,7 +77,12 @@ impl ImatrixCollector {
     }
 
     /// The collected sums as an [`Imatrix`] (names sorted, f32 values as llama.cpp stores them).
-    pub fn finish(self, datasets: Vec<String>, chunk_count: u32, chunk_size: u32) -> Result<Imatrix> {
+    pub fn finish(
+        self,
+        datasets: Vec<String>,
+        chunk_count: u32,
+        chunk_size: u32,
+    ) -> Result<Imatrix> {
         self.check()?;
         let entries = self
             .acc
@@ -170,18 +175,41 @@ mod tests {
     fn sums_squares_per_column_and_expert() {
         let mut c = ImatrixCollector::new(4);
         let x: Vec<f32> = (0..16 * 2).map(|i| (i % 2 + 1) as f32).collect();
-        c.linear_input(&site("layers.0.self_attn.q_proj.weight", Some(0), None), &x, 16, 2);
+        c.linear_input(
+            &site("layers.0.self_attn.q_proj.weight", Some(0), None),
+            &x,
+            16,
+            2,
+        );
         // Too few rows for a dense weight: ignored, as by llama-imatrix.
-        c.linear_input(&site("layers.0.self_attn.q_proj.weight", Some(0), None), &x[..4], 2, 2);
+        c.linear_input(
+            &site("layers.0.self_attn.q_proj.weight", Some(0), None),
+            &x[..4],
+            2,
+            2,
+        );
         // Experts count every routed row.
-        c.linear_input(&site("layers.0.experts.down_proj", Some(0), Some(2)), &[3.0, 4.0], 1, 2);
+        c.linear_input(
+            &site("layers.0.experts.down_proj", Some(0), Some(2)),
+            &[3.0, 4.0],
+            1,
+            2,
+        );
         // Model-level weights are not collected.
-        c.linear_input(&site("per_layer_model_projection.weight", None, None), &x, 16, 2);
+        c.linear_input(
+            &site("per_layer_model_projection.weight", None, None),
+            &x,
+            16,
+            2,
+        );
         let im = c.finish(vec!["d.txt".into()], 1, 16).unwrap();
         let names: Vec<&str> = im.entries.keys().map(String::as_str).collect();
         assert_eq!(names, ["blk.0.attn_q.weight", "blk.0.ffn_down_exps.weight"]);
         let q = &im.entries["blk.0.attn_q.weight"];
-        assert_eq!((q.sums.as_slice(), q.counts.as_slice()), (&[16.0, 64.0][..], &[16.0][..]));
+        assert_eq!(
+            (q.sums.as_slice(), q.counts.as_slice()),
+            (&[16.0, 64.0][..], &[16.0][..])
+        );
         let d = &im.entries["blk.0.ffn_down_exps.weight"];
         assert_eq!(d.counts, [0.0, 0.0, 1.0, 0.0]);
         assert_eq!(d.sums[4..6], [9.0, 16.0]);
@@ -193,7 +221,12 @@ mod tests {
         let mut c = ImatrixCollector::new(0);
         let mut x = vec![1.0f32; 32];
         x[5] = f32::NAN;
-        c.linear_input(&site("layers.1.mlp.up_proj.weight", Some(1), None), &x, 16, 2);
+        c.linear_input(
+            &site("layers.1.mlp.up_proj.weight", Some(1), None),
+            &x,
+            16,
+            2,
+        );
         let err = c.finish(Vec::new(), 0, 16).unwrap_err().to_string();
         assert!(err.contains("blk.1.ffn_up.weight"), "{err}");
     }

@@ -1,0 +1,331 @@
+//! The AWQ calibration run: one layer-streaming pass of the reference forward pass over the
+//! calibration tokens with an observer that keeps only the current layer's linear inputs.
+//! When the pass moves on to the next layer, the finished layer's groups are searched
+//! ([`crate::awq::search`]) against its original weights and its activations are dropped, so
+//! memory is one layer's weights plus one layer's activations whatever the model size.
+//!
+//! Inputs to layer `l` are the unquantized model's activations (AutoAWQ feeds each layer the
+//! full-precision outputs of the previous one). The MoE experts of 26B-A4B are left unscaled:
+//! they are fused 3-D parameters, not `nn.Linear`s, so the int4 release keeps them dense.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use verify::{forward_streaming, ForwardOptions, LinearSite, Observer, Weights};
+
+use crate::awq::plan::{AwqPlan, LayerScales};
+use crate::awq::search::{search_clip, search_scale, Acts, Mat};
+use crate::error::{QuantizeError, Result};
+
+/// Options of an AWQ search.
+#[derive(Clone, Debug)]
+pub struct AwqOptions {
+    /// Input columns per quantization group (128 in AutoAWQ and compressed-tensors presets).
+    pub group: usize,
+    /// Search clip bounds after the scales (AutoAWQ `apply_clip`).
+    pub clip: bool,
+}
+
+impl Default for AwqOptions {
+    fn default() -> Self {
+        AwqOptions {
+            group: 128,
+            clip: true,
+        }
+    }
+}
+
+/// What one group's search found, for reports.
+#[derive(Clone, Debug)]
+pub struct GroupReport {
+    pub layer: usize,
+    /// `attn`, `ffn` or `down`.
+    pub group: &'static str,
+    pub alpha: Option<f32>,
+    /// Mean squared output error with the chosen scales and with none (calibration rows).
+    pub loss: f64,
+    pub loss_identity: f64,
+}
+
+/// The plan and how the search went.
+#[derive(Clone, Debug)]
+pub struct AwqRun {
+    pub plan: AwqPlan,
+    pub groups: Vec<GroupReport>,
+    /// Wall seconds per layer (forward step plus search).
+    pub layer_seconds: Vec<f64>,
+    pub tokens: usize,
+}
+
+/// Which input of a layer an observed batch is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Input {
+    Attn,
+    Out,
+    Ffn,
+    Down,
+}
+
+fn input_of(suffix: &str) -> Option<Input> {
+    Some(match suffix {
+        "self_attn.q_proj.weight" => Input::Attn,
+        "self_attn.o_proj.weight" => Input::Out,
+        "mlp.gate_proj.weight" => Input::Ffn,
+        "mlp.down_proj.weight" => Input::Down,
+        _ => return None,
+    })
+}
+
+/// The observer: current layer's inputs, the plan so far, the first error.
+struct Collector<'a> {
+    src: &'a dyn Weights,
+    opts: &'a AwqOptions,
+    current: Option<usize>,
+    inputs: BTreeMap<Input, (Vec<f32>, usize, usize)>,
+    plan: AwqPlan,
+    groups: Vec<GroupReport>,
+    layer_seconds: Vec<f64>,
+    started: Instant,
+    error: Option<QuantizeError>,
+    progress: &'a mut dyn FnMut(usize, usize),
+}
+
+impl Observer for Collector<'_> {
+    fn linear_input(&mut self, site: &LinearSite<'_>, x: &[f32], rows: usize, cols: usize) {
+        if self.error.is_some() || site.expert.is_some() {
+            return;
+        }
+        let Some(l) = site.layer else { return };
+        if self.current != Some(l) {
+            self.flush();
+            self.current = Some(l);
+        }
+        let suffix = site
+            .weight
+            .strip_prefix(&format!("layers.{l}."))
+            .unwrap_or("");
+        if let Some(input) = input_of(suffix) {
+            self.inputs.insert(input, (x.to_vec(), rows, cols));
+        }
+    }
+}
+
+impl Collector<'_> {
+    /// Searches the finished layer (if any) and drops its activations.
+    fn flush(&mut self) {
+        let Some(l) = self.current.take() else { return };
+        let inputs = std::mem::take(&mut self.inputs);
+        if let Err(e) = self.search_layer(l, &inputs) {
+            self.error = Some(e);
+        }
+        self.layer_seconds
+            .push(self.started.elapsed().as_secs_f64());
+        self.started = Instant::now();
+        (self.progress)(l + 1, self.src.config().num_hidden_layers);
+    }
+
+    fn weight(&self, name: &str) -> Result<(Vec<f32>, usize, usize)> {
+        let m = self.src.matrix(name)?;
+        let (r, c) = (m.rows(), m.cols());
+        let mut w = vec![0f32; r * c];
+        m.rows_to_f32(0, r, &mut w)?;
+        Ok((w, r, c))
+    }
+
+    fn search_layer(
+        &mut self,
+        l: usize,
+        inputs: &BTreeMap<Input, (Vec<f32>, usize, usize)>,
+    ) -> Result<()> {
+        let cfg = self.src.config();
+        let g = self.opts.group;
+        let get = |i: Input| {
+            inputs.get(&i).ok_or_else(|| {
+                QuantizeError::Options(format!("AWQ: layer {l} did not report its {i:?} input"))
+            })
+        };
+        let name = |s: &str| format!("layers.{l}.{s}");
+        fn acts(t: &(Vec<f32>, usize, usize)) -> Acts<'_> {
+            Acts {
+                x: &t.0,
+                rows: t.1,
+                cols: t.2,
+            }
+        }
+        for (input, width) in [
+            (Input::Attn, cfg.hidden_size),
+            (Input::Down, cfg.intermediate_size_of(l)),
+        ] {
+            if width % g != 0 {
+                return Err(QuantizeError::Options(format!(
+                    "AWQ: group size {g} does not divide layer {l}'s {input:?} width {width}"
+                )));
+            }
+        }
+
+        // Group 1: input norm → q (k, v).
+        let mut attn_names = vec![name("self_attn.q_proj.weight")];
+        if !cfg.is_kv_shared(l) {
+            attn_names.push(name("self_attn.k_proj.weight"));
+            if !cfg.v_is_k(l) {
+                attn_names.push(name("self_attn.v_proj.weight"));
+            }
+        }
+        let attn_w = attn_names
+            .iter()
+            .map(|n| self.weight(n))
+            .collect::<Result<Vec<_>>>()?;
+        let x_attn = get(Input::Attn)?;
+        let attn = self.group(l, "attn", acts(x_attn), &attn_w);
+
+        // Group 2: pre-FFN norm → gate, up; group 3: up → down.
+        let gate = self.weight(&name("mlp.gate_proj.weight"))?;
+        let up = self.weight(&name("mlp.up_proj.weight"))?;
+        let down = self.weight(&name("mlp.down_proj.weight"))?;
+        let x_ffn = get(Input::Ffn)?;
+        let x_down = get(Input::Down)?;
+        let ffn = self.group(l, "ffn", acts(x_ffn), &[gate.clone(), up.clone()]);
+        let down_s = self.group(l, "down", acts(x_down), std::slice::from_ref(&down));
+
+        if self.opts.clip {
+            // Clip search on the scaled weights with the scaled inputs (AutoAWQ skips q and k).
+            let o = self.weight(&name("self_attn.o_proj.weight"))?;
+            let x_o = get(Input::Out)?;
+            let mut jobs: Vec<(String, Vec<f32>, usize, Vec<f32>, usize)> = Vec::new();
+            let unscale = |x: &(Vec<f32>, usize, usize), s: &[f32]| {
+                let mut v = x.0.clone();
+                for row in v.chunks_exact_mut(x.2) {
+                    row.iter_mut().zip(s).for_each(|(a, &f)| *a /= f);
+                }
+                v
+            };
+            let scaled = |w: &(Vec<f32>, usize, usize), cols: &[f32], rows: Option<&[f32]>| {
+                let mut v = w.0.clone();
+                crate::awq::plan::scale_matrix(&mut v, w.2, Some(cols), rows);
+                v
+            };
+            if attn_names.len() == 3 {
+                let xs = unscale(x_attn, &attn);
+                jobs.push((
+                    attn_names[2].clone(),
+                    xs,
+                    x_attn.1,
+                    scaled(&attn_w[2], &attn, None),
+                    attn_w[2].1,
+                ));
+            }
+            let ones = vec![1f32; o.2];
+            jobs.push((
+                name("self_attn.o_proj.weight"),
+                x_o.0.clone(),
+                x_o.1,
+                scaled(&o, &ones, None),
+                o.1,
+            ));
+            let xs = unscale(x_ffn, &ffn);
+            jobs.push((
+                name("mlp.gate_proj.weight"),
+                xs.clone(),
+                x_ffn.1,
+                scaled(&gate, &ffn, None),
+                gate.1,
+            ));
+            jobs.push((
+                name("mlp.up_proj.weight"),
+                xs,
+                x_ffn.1,
+                scaled(&up, &ffn, Some(&down_s)),
+                up.1,
+            ));
+            let xs = unscale(x_down, &down_s);
+            jobs.push((
+                name("mlp.down_proj.weight"),
+                xs,
+                x_down.1,
+                scaled(&down, &down_s, None),
+                down.1,
+            ));
+            for (n, x, rows, w, wrows) in jobs {
+                let cols = w.len() / wrows.max(1);
+                if cols % g != 0 {
+                    return Err(QuantizeError::Options(format!(
+                        "AWQ: group size {g} does not divide the {cols} columns of {n}"
+                    )));
+                }
+                let a = Acts { x: &x, rows, cols };
+                self.plan.clips.insert(n, search_clip(a, &w, wrows, g));
+            }
+        }
+        self.plan.layers[l] = LayerScales {
+            attn,
+            ffn,
+            down: down_s,
+        };
+        Ok(())
+    }
+
+    fn group(
+        &mut self,
+        layer: usize,
+        group: &'static str,
+        a: Acts<'_>,
+        ws: &[(Vec<f32>, usize, usize)],
+    ) -> Vec<f32> {
+        let mats: Vec<Mat<'_>> = ws.iter().map(|(w, r, _)| Mat { w, rows: *r }).collect();
+        let choice = search_scale(a, &mats, self.opts.group);
+        self.groups.push(GroupReport {
+            layer,
+            group,
+            alpha: choice.alpha,
+            loss: choice.loss,
+            loss_identity: choice.loss_identity,
+        });
+        choice.s
+    }
+}
+
+/// Runs the AWQ search for `src` on `tokens` (one sequence, BOS first). `progress(done, total)`
+/// is called after each layer's search.
+pub fn compute_awq(
+    src: &dyn Weights,
+    tokens: &[u32],
+    opts: &AwqOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<AwqRun> {
+    if opts.group == 0 || opts.group % 8 != 0 {
+        return Err(QuantizeError::Options(format!(
+            "AWQ group size {} must be a positive multiple of 8",
+            opts.group
+        )));
+    }
+    let cfg = src.config();
+    let mut c = Collector {
+        src,
+        opts,
+        current: None,
+        inputs: BTreeMap::new(),
+        plan: AwqPlan::identity(cfg, opts.group),
+        groups: Vec::new(),
+        layer_seconds: Vec::new(),
+        started: Instant::now(),
+        error: None,
+        progress,
+    };
+    forward_streaming(
+        src,
+        tokens,
+        ForwardOptions::default(),
+        &mut c,
+        &mut |_, _| {},
+    )?;
+    c.flush();
+    if let Some(e) = c.error {
+        return Err(e);
+    }
+    Ok(AwqRun {
+        plan: c.plan,
+        groups: c.groups,
+        layer_seconds: c.layer_seconds,
+        tokens: tokens.len(),
+    })
+}

@@ -1,0 +1,18 @@
+//! AWQ: activation-aware int4 weight quantization (issue #6, `../shared/spec/quant-formats.md`
+//! §6) from g4q's own reference forward pass.
+//!
+//! - [`int4`]: asymmetric group int4 with bf16 scales, as compressed-tensors stores it;
+//! - [`search`]: the per-channel scale search and the per-group clip search;
+//! - [`calibrate`]: the layer-streaming calibration run that produces an [`AwqPlan`];
+//! - [`plan`]: the plan and [`ScaledWeights`], the model with scales folded in;
+//! - [`export`]: compressed-tensors `pack-quantized` safetensors, and the scaled f32
+//!   checkpoint the GGUF k-quant path reads.
+
+pub mod calibrate;
+pub mod export;
+pub mod int4;
+pub mod plan;
+pub mod search;
+
+pub use calibrate::{compute_awq, AwqOptions, AwqRun, GroupReport};
+pub use plan::{AwqPlan, LayerScales, ScaledWeights};

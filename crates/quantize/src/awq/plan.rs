@@ -1,0 +1,238 @@
+//! What the AWQ search decides, and the model it describes.
+//!
+//! An [`AwqPlan`] holds, per decoder layer, the three per-channel scales (attention input,
+//! FFN input, down-projection input) and, per quantized weight, one clip bound per
+//! (row, group). It is small (vectors, not weights), so the search never holds more than one
+//! layer of weights; [`ScaledWeights`] applies it lazily to any weight source:
+//!
+//! | tensor | becomes |
+//! |---|---|
+//! | `input_layernorm.weight` | `w / s_attn` (Gemma 4 norms multiply by plain `w`) |
+//! | `q_proj`, `k_proj`, `v_proj` | columns `· s_attn` |
+//! | `pre_feedforward_layernorm.weight` | `w / s_ffn` |
+//! | `gate_proj` | columns `· s_ffn` |
+//! | `up_proj` | columns `· s_ffn`, rows `/ s_down` |
+//! | `down_proj` | columns `· s_down` |
+//!
+//! so the scaled model computes the same function as the original (up to f32 rounding); the
+//! clip bounds then clamp the weights that int4 quantization will see. v → o is not a group:
+//! Gemma 4's weightless v-norm sits between them and would undo the scale.
+
+use std::collections::BTreeMap;
+
+use convert::Gemma4Config;
+use verify::weights::DenseMatrix;
+use verify::{Matrix, Result as VResult, Weights};
+
+/// Per-channel scales of one decoder layer's three groups.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerScales {
+    /// `[B]`: input norm → q, k, v.
+    pub attn: Vec<f32>,
+    /// `[B]`: pre-FFN norm → gate, up.
+    pub ffn: Vec<f32>,
+    /// `[I]`: up → down.
+    pub down: Vec<f32>,
+}
+
+/// The result of an AWQ search over a model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AwqPlan {
+    /// Quantization group size (input columns per scale).
+    pub group: usize,
+    pub layers: Vec<LayerScales>,
+    /// Canonical weight name → clip bound per (row, group), `[rows, cols / group]`.
+    pub clips: BTreeMap<String, Vec<f32>>,
+}
+
+/// The linear layers of decoder layer `l` that AWQ quantizes, in execution order, and whether
+/// the layer computes them (KV-shared layers have no k/v; `attention_k_eq_v` layers no v).
+pub fn quantized_linears(cfg: &Gemma4Config, l: usize) -> Vec<String> {
+    let mut v = vec![format!("layers.{l}.self_attn.q_proj.weight")];
+    if !cfg.is_kv_shared(l) {
+        v.push(format!("layers.{l}.self_attn.k_proj.weight"));
+        if !cfg.v_is_k(l) {
+            v.push(format!("layers.{l}.self_attn.v_proj.weight"));
+        }
+    }
+    for s in [
+        "self_attn.o_proj.weight",
+        "mlp.gate_proj.weight",
+        "mlp.up_proj.weight",
+        "mlp.down_proj.weight",
+    ] {
+        v.push(format!("layers.{l}.{s}"));
+    }
+    v
+}
+
+/// How one tensor is transformed by a plan.
+enum Role<'p> {
+    /// Divide a norm weight by `s`.
+    Norm(&'p [f32]),
+    /// Multiply columns by `cols`, divide rows by `rows`.
+    Linear {
+        cols: Option<&'p [f32]>,
+        rows: Option<&'p [f32]>,
+    },
+}
+
+impl AwqPlan {
+    /// The plan that changes nothing (all scales 1, no clipping): plain round-to-nearest int4.
+    pub fn identity(cfg: &Gemma4Config, group: usize) -> AwqPlan {
+        let b = cfg.hidden_size;
+        AwqPlan {
+            group,
+            layers: (0..cfg.num_hidden_layers)
+                .map(|l| LayerScales {
+                    attn: vec![1.0; b],
+                    ffn: vec![1.0; b],
+                    down: vec![1.0; cfg.intermediate_size_of(l)],
+                })
+                .collect(),
+            clips: BTreeMap::new(),
+        }
+    }
+
+    fn role(&self, cfg: &Gemma4Config, name: &str) -> Option<Role<'_>> {
+        let rest = name.strip_prefix("layers.")?;
+        let (l, suffix) = rest.split_once('.')?;
+        let l: usize = l.parse().ok()?;
+        let sc = self.layers.get(l)?;
+        let shared = cfg.is_kv_shared(l);
+        Some(match suffix {
+            "input_layernorm.weight" => Role::Norm(&sc.attn),
+            "pre_feedforward_layernorm.weight" => Role::Norm(&sc.ffn),
+            "self_attn.q_proj.weight" => Role::Linear {
+                cols: Some(&sc.attn),
+                rows: None,
+            },
+            // The unused K/V of KV-shared layers never meet the scaled norm.
+            "self_attn.k_proj.weight" | "self_attn.v_proj.weight" if !shared => Role::Linear {
+                cols: Some(&sc.attn),
+                rows: None,
+            },
+            "mlp.gate_proj.weight" => Role::Linear {
+                cols: Some(&sc.ffn),
+                rows: None,
+            },
+            "mlp.up_proj.weight" => Role::Linear {
+                cols: Some(&sc.ffn),
+                rows: Some(&sc.down),
+            },
+            "mlp.down_proj.weight" => Role::Linear {
+                cols: Some(&sc.down),
+                rows: None,
+            },
+            _ => return None,
+        })
+    }
+
+    /// Whether the plan changes `name` (scales or clips it).
+    pub fn touches(&self, cfg: &Gemma4Config, name: &str) -> bool {
+        self.role(cfg, name).is_some() || self.clips.contains_key(name)
+    }
+}
+
+/// Applies `W ← diag(1/rows) · W · diag(cols)` in place to a row-major `[r, c]` matrix.
+pub fn scale_matrix(w: &mut [f32], c: usize, cols: Option<&[f32]>, rows: Option<&[f32]>) {
+    for (i, row) in w.chunks_exact_mut(c).enumerate() {
+        if let Some(s) = cols {
+            row.iter_mut().zip(s).for_each(|(v, &f)| *v *= f);
+        }
+        if let Some(s) = rows {
+            let f = s[i];
+            row.iter_mut().for_each(|v| *v /= f);
+        }
+    }
+}
+
+/// Clamps each (row, group) of a row-major `[r, c]` matrix to `[-bound, bound]`.
+pub fn clip_matrix(w: &mut [f32], c: usize, group: usize, bounds: &[f32]) {
+    let ng = c / group;
+    for (i, row) in w.chunks_exact_mut(c).enumerate() {
+        for (j, chunk) in row.chunks_mut(group).enumerate() {
+            let b = bounds[i * ng + j];
+            chunk.iter_mut().for_each(|v| *v = v.clamp(-b, b));
+        }
+    }
+}
+
+/// A weight source seen through an [`AwqPlan`]: scaled (and, with `clip`, clipped) matrices and
+/// folded norms, everything else passed through. Scaled matrices are materialised in f32 one at
+/// a time, when asked for.
+pub struct ScaledWeights<'a> {
+    pub base: &'a dyn Weights,
+    pub plan: &'a AwqPlan,
+    /// Apply the clip bounds (for int4 output; the GGUF k-quant path uses scales only).
+    pub clip: bool,
+}
+
+impl ScaledWeights<'_> {
+    /// The transformed matrix `name` as row-major f32 `[rows, cols]`, or `None` when the plan
+    /// leaves it alone.
+    pub fn transformed(&self, name: &str) -> VResult<Option<(Vec<f32>, usize, usize)>> {
+        let cfg = self.base.config();
+        let role = self.plan.role(cfg, name);
+        let bounds = self.clip.then(|| self.plan.clips.get(name)).flatten();
+        if !matches!(role, Some(Role::Linear { .. })) && bounds.is_none() {
+            return Ok(None);
+        }
+        let m = self.base.matrix(name)?;
+        let (r, c) = (m.rows(), m.cols());
+        let mut w = vec![0f32; r * c];
+        m.rows_to_f32(0, r, &mut w)?;
+        if let Some(Role::Linear { cols, rows }) = role {
+            if cols.is_some_and(|s| s.len() != c) || rows.is_some_and(|s| s.len() != r) {
+                return Err(shape_error(name, "AWQ scales do not fit this matrix"));
+            }
+            scale_matrix(&mut w, c, cols, rows);
+        }
+        if let Some(b) = bounds {
+            if c % self.plan.group != 0 || b.len() != r * (c / self.plan.group) {
+                return Err(shape_error(name, "AWQ clip bounds do not fit this matrix"));
+            }
+            clip_matrix(&mut w, c, self.plan.group, b);
+        }
+        Ok(Some((w, r, c)))
+    }
+}
+
+impl Weights for ScaledWeights<'_> {
+    fn config(&self) -> &Gemma4Config {
+        self.base.config()
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.base.has(name)
+    }
+
+    fn matrix(&self, name: &str) -> VResult<Matrix<'_>> {
+        match self.transformed(name)? {
+            Some((w, r, c)) => Ok(Box::new(DenseMatrix::from_f32(name, r, c, &w)?)),
+            None => self.base.matrix(name),
+        }
+    }
+
+    fn vector(&self, name: &str) -> VResult<Vec<f32>> {
+        let mut v = self.base.vector(name)?;
+        if let Some(Role::Norm(s)) = self.plan.role(self.base.config(), name) {
+            if s.len() != v.len() {
+                return Err(shape_error(name, "AWQ scales do not fit this norm"));
+            }
+            v.iter_mut().zip(s).for_each(|(w, &f)| *w /= f);
+        }
+        Ok(v)
+    }
+
+    fn release(&self, name: &str) {
+        self.base.release(name)
+    }
+}
+
+fn shape_error(name: &str, message: &str) -> verify::VerifyError {
+    verify::VerifyError::Shape {
+        tensor: name.to_string(),
+        message: message.to_string(),
+    }
+}

@@ -1,0 +1,252 @@
+//! The two AWQ searches on calibration activations (`../shared/spec/quant-formats.md` §6,
+//! AutoAWQ `_search_best_scale` / `_compute_best_clip`):
+//!
+//! - [`search_scale`]: per input channel `s = mean|x|^α / (mean|ŵ|^(1-α) + 1e-4)` (ŵ: |w| over
+//!   its group's absmax), normalised by `sqrt(max·min)`, over a grid of α, keeping the `s` whose
+//!   int4 weights `Q(W·s)/s` give the smallest output error `‖X Wᵀ − X Q(W·s)ᵀ/s‖²` summed over
+//!   the group's layers. "No scaling" is candidate 0, so the chosen `s` never does worse than
+//!   round-to-nearest on the calibration rows.
+//! - [`search_clip`]: per (row, group) the bound `c = absmax·(1 − i/20)`, `i ∈ 0..10`, whose
+//!   int4 group minimises `E[(Σ_g x·(q − w))²]` = `dᵀ C_g d` with `C_g = X_gᵀ X_g`, so each
+//!   candidate costs one small GEMM per group instead of a pass over the tokens.
+//!
+//! Every GEMM is `verify::linear::gemm_f32` (single-threaded); rayon runs independent candidates
+//! or groups, and the winner is chosen in candidate order, so results do not depend on the
+//! number of threads.
+
+use rayon::prelude::*;
+use verify::linear::gemm_f32;
+
+use crate::awq::int4::{fake_quant_group, quantize};
+
+/// Scale-grid points besides "no scaling" (AutoAWQ's `n_grid`): α = i / GRID for i in 0..GRID.
+pub const GRID: usize = 20;
+/// Clip candidates: shrink ratios `1 − i/20` for i in 0..CLIP_STEPS (AutoAWQ: 0.5 max shrink,
+/// 10 steps).
+pub const CLIP_STEPS: usize = 10;
+
+/// Activations `[rows, cols]`, row-major.
+#[derive(Clone, Copy, Debug)]
+pub struct Acts<'a> {
+    pub x: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+}
+
+/// A weight `[rows, cols]`, row-major, `cols` equal to the activations' width.
+#[derive(Clone, Copy, Debug)]
+pub struct Mat<'a> {
+    pub w: &'a [f32],
+    pub rows: usize,
+}
+
+/// The chosen scale of a group and what it was chosen against.
+#[derive(Clone, Debug)]
+pub struct ScaleChoice {
+    /// Per input channel; multiply the weights' columns, divide the previous op.
+    pub s: Vec<f32>,
+    /// The winning α, or `None` when no scaling won.
+    pub alpha: Option<f32>,
+    /// Mean squared output error of the winner and of no scaling on the calibration rows.
+    pub loss: f64,
+    pub loss_identity: f64,
+}
+
+/// Mean |x| per column, accumulated in f64.
+pub fn abs_mean(a: Acts<'_>) -> Vec<f32> {
+    let mut sum = vec![0f64; a.cols];
+    for row in a.x.chunks_exact(a.cols) {
+        for (s, &v) in sum.iter_mut().zip(row) {
+            *s += v.abs() as f64;
+        }
+    }
+    let n = a.rows.max(1) as f64;
+    sum.into_iter().map(|s| (s / n) as f32).collect()
+}
+
+/// AutoAWQ's `w_mean`: |w| divided by its group's absmax (+1e-6), averaged per column over the
+/// rows of every weight of the group.
+pub fn weight_mean(ws: &[Mat<'_>], cols: usize, group: usize) -> Vec<f32> {
+    let mut sum = vec![0f64; cols];
+    let mut n = 0usize;
+    for m in ws {
+        for row in m.w.chunks_exact(cols) {
+            for (g, chunk) in row.chunks(group).enumerate() {
+                let amax = chunk.iter().fold(0f32, |a, v| a.max(v.abs())) + 1e-6;
+                for (c, v) in chunk.iter().enumerate() {
+                    sum[g * group + c] += (v.abs() / amax) as f64;
+                }
+            }
+            n += 1;
+        }
+    }
+    sum.into_iter()
+        .map(|s| (s / n.max(1) as f64) as f32)
+        .collect()
+}
+
+/// `Σ (X Wᵀ − X Ŵᵀ)²` over all outputs, in f64 (the GEMM itself is f32).
+pub fn output_error(a: Acts<'_>, w: &[f32], w_hat: &[f32], rows: usize) -> f64 {
+    let k = a.cols;
+    let d: Vec<f32> = w.iter().zip(w_hat).map(|(p, q)| p - q).collect();
+    let mut e = vec![0f32; a.rows * rows];
+    gemm_f32(a.rows, rows, k, a.x, (k, 1), &d, (1, k), &mut e, (rows, 1));
+    e.iter().map(|&v| (v as f64) * (v as f64)).sum()
+}
+
+/// Int4 round trip of `W·s` divided back by `s`: what the layer computes after scaling, in the
+/// original input space.
+pub fn scaled_round_trip(w: &[f32], rows: usize, cols: usize, group: usize, s: &[f32]) -> Vec<f32> {
+    let mut ws = w.to_vec();
+    for row in ws.chunks_exact_mut(cols) {
+        row.iter_mut().zip(s).for_each(|(v, &f)| *v *= f);
+    }
+    let mut d = quantize(&ws, rows, cols, group, None).dequantize();
+    for row in d.chunks_exact_mut(cols) {
+        row.iter_mut().zip(s).for_each(|(v, &f)| *v /= f);
+    }
+    d
+}
+
+/// The candidate scale for α (AutoAWQ duo scaling), normalised; non-finite entries become 1.
+pub fn candidate_scale(x_mean: &[f32], w_mean: &[f32], alpha: f32) -> Vec<f32> {
+    let mut s: Vec<f32> = x_mean
+        .iter()
+        .zip(w_mean)
+        .map(|(&x, &w)| (x.powf(alpha) / (w.powf(1.0 - alpha) + 1e-4)).max(1e-4))
+        .collect();
+    let (lo, hi) = s
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
+    let norm = (hi * lo).sqrt();
+    for v in &mut s {
+        *v /= norm;
+        if !v.is_finite() || *v == 0.0 {
+            *v = 1.0;
+        }
+    }
+    s
+}
+
+/// Searches the group scale for weights `ws` that all read activations `a`.
+pub fn search_scale(a: Acts<'_>, ws: &[Mat<'_>], group: usize) -> ScaleChoice {
+    let k = a.cols;
+    let x_mean = abs_mean(a);
+    let w_mean = weight_mean(ws, k, group);
+    let numel: usize = ws.iter().map(|m| m.rows * a.rows).sum::<usize>().max(1);
+    // Candidate 0 is "no scaling"; candidate i + 1 is α = i / GRID.
+    let losses: Vec<f64> = (0..=GRID)
+        .into_par_iter()
+        .map(|c| {
+            let s = match c {
+                0 => vec![1f32; k],
+                _ => candidate_scale(&x_mean, &w_mean, (c - 1) as f32 / GRID as f32),
+            };
+            let total: f64 = ws
+                .iter()
+                .map(|m| {
+                    let rt = scaled_round_trip(m.w, m.rows, k, group, &s);
+                    output_error(a, m.w, &rt, m.rows)
+                })
+                .sum();
+            total / numel as f64
+        })
+        .collect();
+    let mut best = 0;
+    for (i, &l) in losses.iter().enumerate() {
+        if l < losses[best] {
+            best = i;
+        }
+    }
+    let (s, alpha) = match best {
+        0 => (vec![1f32; k], None),
+        b => {
+            let alpha = (b - 1) as f32 / GRID as f32;
+            (candidate_scale(&x_mean, &w_mean, alpha), Some(alpha))
+        }
+    };
+    ScaleChoice {
+        s,
+        alpha,
+        loss: losses[best],
+        loss_identity: losses[0],
+    }
+}
+
+/// Searches one clip bound per (row, group) of `w` `[rows, cols]` for activations `a`; returns
+/// `[rows, cols / group]` bounds (the group absmax where clipping does not help).
+pub fn search_clip(a: Acts<'_>, w: &[f32], rows: usize, group: usize) -> Vec<f32> {
+    let k = a.cols;
+    let ng = k / group;
+    let per_group: Vec<Vec<f32>> = (0..ng)
+        .into_par_iter()
+        .map(|j| {
+            // C_j = X_jᵀ X_j, [group, group].
+            let mut cov = vec![0f32; group * group];
+            let xj = &a.x[j * group..];
+            gemm_f32(
+                group,
+                group,
+                a.rows,
+                xj,
+                (1, k),
+                xj,
+                (k, 1),
+                &mut cov,
+                (group, 1),
+            );
+            let absmax: Vec<f32> = (0..rows)
+                .map(|r| {
+                    w[r * k + j * group..r * k + (j + 1) * group]
+                        .iter()
+                        .fold(0f32, |m, v| m.max(v.abs()))
+                })
+                .collect();
+            let mut best_err = vec![f64::INFINITY; rows];
+            let mut best = absmax.clone();
+            let mut d = vec![0f32; rows * group];
+            let mut e = vec![0f32; rows * group];
+            let mut fq = vec![0f32; group];
+            for step in 0..CLIP_STEPS {
+                let ratio = 1.0 - step as f32 / 20.0;
+                for r in 0..rows {
+                    let wr = &w[r * k + j * group..r * k + (j + 1) * group];
+                    fake_quant_group(wr, absmax[r] * ratio, &mut fq);
+                    for c in 0..group {
+                        d[r * group + c] = fq[c] - wr[c];
+                    }
+                }
+                gemm_f32(
+                    rows,
+                    group,
+                    group,
+                    &d,
+                    (group, 1),
+                    &cov,
+                    (group, 1),
+                    &mut e,
+                    (group, 1),
+                );
+                for r in 0..rows {
+                    let err: f64 = (0..group)
+                        .map(|c| e[r * group + c] as f64 * d[r * group + c] as f64)
+                        .sum();
+                    if err < best_err[r] {
+                        best_err[r] = err;
+                        best[r] = absmax[r] * ratio;
+                    }
+                }
+            }
+            best
+        })
+        .collect();
+    let mut out = vec![0f32; rows * ng];
+    for (j, col) in per_group.iter().enumerate() {
+        for r in 0..rows {
+            out[r * ng + j] = col[r];
+        }
+    }
+    out
+}

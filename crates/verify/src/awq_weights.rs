@@ -1,0 +1,380 @@
+//! An AWQ int4 release (compressed-tensors `pack-quantized` safetensors, as `g4q convert
+//! --format awq` writes it) as a [`Weights`] source, so the reference forward pass, and through
+//! it `g4q verify`, runs the quantized model.
+//!
+//! A quantized linear `M` is stored as `M.weight_packed` (int32 `[out, ceil(in/8)]`, code + 8
+//! at bits `4·(k%8)` of word `k/8`), `M.weight_scale` (bf16/f16/f32 `[out, in/G]`),
+//! `M.weight_zero_point` (int32 `[ceil(out/8), in/G]`, zero point + 8 packed along the rows)
+//! and `M.weight_shape` (int32 `[2]`); it is served as the matrix `M.weight`, dequantized row
+//! by row as `(q − zp) · scale` in f32. Every other tensor is served dense. Headers are
+//! untrusted: offsets, shapes and packed sizes are checked with checked arithmetic before any
+//! access, and errors name the file and tensor.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use convert::Gemma4Config;
+use serde_json::Value;
+
+use crate::error::{Result, VerifyError};
+use crate::weights::{widen, DenseMatrix, ElemType, Matrix, RowSource, Weights};
+
+/// A raw tensor of the file.
+#[derive(Clone, Debug)]
+struct Raw {
+    dtype: String,
+    shape: Vec<usize>,
+    start: usize,
+    end: usize,
+}
+
+/// An opened AWQ release folder (`config.json` + `model.safetensors`), held in memory.
+pub struct AwqWeights {
+    file: PathBuf,
+    config: Gemma4Config,
+    data: Vec<u8>,
+    /// Canonical name → raw tensor (dense tensors, and the parts of quantized ones).
+    raw: HashMap<String, Raw>,
+}
+
+fn format_error(file: &Path, message: impl Into<String>) -> VerifyError {
+    VerifyError::Input(format!("{}: {}", file.display(), message.into()))
+}
+
+fn tensor_error(file: &Path, tensor: &str, message: impl Into<String>) -> VerifyError {
+    VerifyError::Shape {
+        tensor: format!("{tensor} in {}", file.display()),
+        message: message.into(),
+    }
+}
+
+impl AwqWeights {
+    /// Opens `dir/config.json` and `dir/model.safetensors`.
+    pub fn open(dir: &Path) -> Result<AwqWeights> {
+        let config_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&config_path).map_err(|e| VerifyError::Io {
+            file: config_path.display().to_string(),
+            source: e,
+        })?;
+        let config = Gemma4Config::from_json_str(&text, &config_path.display().to_string())?;
+        let file = dir.join("model.safetensors");
+        let data = std::fs::read(&file).map_err(|e| VerifyError::Io {
+            file: file.display().to_string(),
+            source: e,
+        })?;
+        let raw_by_hf = parse_header(&file, &data)?;
+        let prefix = convert::catalogue::text_prefix(raw_by_hf.keys().map(String::as_str));
+        let raw = raw_by_hf
+            .into_iter()
+            .filter_map(|(k, v)| k.strip_prefix(prefix).map(|c| (c.to_string(), v)))
+            .collect();
+        Ok(AwqWeights {
+            file,
+            config,
+            data,
+            raw,
+        })
+    }
+
+    fn part(&self, name: &str) -> Option<(&Raw, &[u8])> {
+        self.raw.get(name).map(|r| (r, &self.data[r.start..r.end]))
+    }
+
+    /// Whether `name` (canonical, ending in `.weight`) is stored as int4.
+    pub fn is_quantized(&self, name: &str) -> bool {
+        name.strip_suffix(".weight")
+            .is_some_and(|m| self.raw.contains_key(&format!("{m}.weight_packed")))
+    }
+
+    fn int4(&self, name: &str) -> Result<Int4Rows<'_>> {
+        let module = name.strip_suffix(".weight").unwrap_or(name);
+        let get = |suffix: &str| {
+            self.part(&format!("{module}.{suffix}")).ok_or_else(|| {
+                tensor_error(
+                    &self.file,
+                    name,
+                    format!("int4 tensor lacks {module}.{suffix}"),
+                )
+            })
+        };
+        let (shape_raw, shape_bytes) = get("weight_shape")?;
+        let (packed_raw, packed) = get("weight_packed")?;
+        let (scale_raw, scale) = get("weight_scale")?;
+        let (zp_raw, zp) = get("weight_zero_point")?;
+        let i32s = |b: &[u8]| -> Vec<i64> {
+            b.chunks_exact(4)
+                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
+                .collect()
+        };
+        let dims = i32s(shape_bytes);
+        if shape_raw.dtype != "I32" || dims.len() != 2 || dims.iter().any(|&d| d <= 0) {
+            return Err(tensor_error(
+                &self.file,
+                name,
+                "weight_shape is not two positive int32",
+            ));
+        }
+        let (rows, cols) = (dims[0] as usize, dims[1] as usize);
+        let scale_type = match scale_raw.dtype.as_str() {
+            "BF16" => ElemType::BF16,
+            "F16" => ElemType::F16,
+            "F32" => ElemType::F32,
+            d => {
+                return Err(tensor_error(
+                    &self.file,
+                    name,
+                    format!("weight_scale dtype {d}"),
+                ))
+            }
+        };
+        let groups = match scale_raw.shape[..] {
+            [r, g] if r == rows && g > 0 && cols % g == 0 => g,
+            _ => {
+                return Err(tensor_error(
+                    &self.file,
+                    name,
+                    format!(
+                        "weight_scale shape {:?} does not fit [{rows}, {cols}]",
+                        scale_raw.shape
+                    ),
+                ))
+            }
+        };
+        let words = cols.div_ceil(8);
+        if packed_raw.dtype != "I32" || packed_raw.shape != [rows, words] {
+            return Err(tensor_error(
+                &self.file,
+                name,
+                "weight_packed is not int32 [out, ceil(in/8)]",
+            ));
+        }
+        if zp_raw.dtype != "I32" || zp_raw.shape != [rows.div_ceil(8), groups] {
+            return Err(tensor_error(
+                &self.file,
+                name,
+                "weight_zero_point is not int32 [ceil(out/8), groups]",
+            ));
+        }
+        Ok(Int4Rows {
+            name: name.to_string(),
+            rows,
+            cols,
+            group: cols / groups,
+            packed,
+            scale,
+            scale_type,
+            zero: zp,
+        })
+    }
+}
+
+impl Weights for AwqWeights {
+    fn config(&self) -> &Gemma4Config {
+        &self.config
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.raw.contains_key(name) || self.is_quantized(name)
+    }
+
+    fn matrix(&self, name: &str) -> Result<Matrix<'_>> {
+        if self.is_quantized(name) {
+            return Ok(Box::new(self.int4(name)?));
+        }
+        let (raw, bytes) = self
+            .part(name)
+            .ok_or_else(|| tensor_error(&self.file, name, "not in this file"))?;
+        let (rows, cols) = match raw.shape[..] {
+            [r, c] => (r, c),
+            [e, r, c] => (
+                e.checked_mul(r)
+                    .ok_or_else(|| tensor_error(&self.file, name, "element count overflows"))?,
+                c,
+            ),
+            _ => {
+                return Err(tensor_error(
+                    &self.file,
+                    name,
+                    format!("shape {:?} is not a matrix", raw.shape),
+                ))
+            }
+        };
+        Ok(Box::new(DenseMatrix::new(
+            name,
+            dense_type(&self.file, name, &raw.dtype)?,
+            rows,
+            cols,
+            Cow::Borrowed(bytes),
+        )?))
+    }
+
+    fn vector(&self, name: &str) -> Result<Vec<f32>> {
+        let (raw, bytes) = self
+            .part(name)
+            .ok_or_else(|| tensor_error(&self.file, name, "not in this file"))?;
+        let t = dense_type(&self.file, name, &raw.dtype)?;
+        let mut out = vec![0f32; bytes.len() / t.size()];
+        if !widen(t, bytes, &mut out) {
+            return Err(VerifyError::NonFinite {
+                tensor: name.to_string(),
+                index: out.iter().position(|v| !v.is_finite()).unwrap_or(0),
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn dense_type(file: &Path, name: &str, dtype: &str) -> Result<ElemType> {
+    match dtype {
+        "F32" => Ok(ElemType::F32),
+        "F16" => Ok(ElemType::F16),
+        "BF16" => Ok(ElemType::BF16),
+        d => Err(tensor_error(
+            file,
+            name,
+            format!("dtype {d} is not a float type"),
+        )),
+    }
+}
+
+/// Parses and bounds-checks a safetensors header; keys are the names as stored.
+fn parse_header(file: &Path, data: &[u8]) -> Result<HashMap<String, Raw>> {
+    let len = data
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .ok_or_else(|| format_error(file, "shorter than a safetensors header"))?;
+    let end = usize::try_from(len)
+        .ok()
+        .and_then(|l| l.checked_add(8))
+        .filter(|&e| e <= data.len())
+        .ok_or_else(|| format_error(file, "header length runs past the end of the file"))?;
+    let header: Value = serde_json::from_slice(&data[8..end])
+        .map_err(|e| format_error(file, format!("header is not JSON: {e}")))?;
+    let obj = header
+        .as_object()
+        .ok_or_else(|| format_error(file, "header is not a JSON object"))?;
+    let body = data.len() - end;
+    let mut out = HashMap::new();
+    for (name, v) in obj {
+        if name == "__metadata__" {
+            continue;
+        }
+        let bad = |m: &str| tensor_error(file, name, m.to_string());
+        let dtype = v
+            .get("dtype")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("no dtype"))?
+            .to_string();
+        let shape: Vec<usize> = v
+            .get("shape")
+            .and_then(Value::as_array)
+            .ok_or_else(|| bad("no shape"))?
+            .iter()
+            .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+            .collect::<Option<_>>()
+            .ok_or_else(|| bad("shape is not a list of sizes"))?;
+        let offs: Vec<usize> = v
+            .get("data_offsets")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let [s, e] = offs[..] else {
+            return Err(bad("data_offsets is not two offsets"));
+        };
+        let elem = match dtype.as_str() {
+            "F32" | "I32" => 4,
+            "F16" | "BF16" => 2,
+            _ => return Err(bad(&format!("dtype {dtype} is not supported"))),
+        };
+        let want = shape.iter().try_fold(elem, |a: usize, &d| a.checked_mul(d));
+        if s > e || e > body || want != Some(e - s) {
+            return Err(bad(
+                "data_offsets do not match its shape and dtype or leave the file",
+            ));
+        }
+        out.insert(
+            name.clone(),
+            Raw {
+                dtype,
+                shape,
+                start: end + s,
+                end: end + e,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// An int4 matrix borrowed from the file, dequantized a row at a time.
+struct Int4Rows<'a> {
+    name: String,
+    rows: usize,
+    cols: usize,
+    group: usize,
+    packed: &'a [u8],
+    scale: &'a [u8],
+    scale_type: ElemType,
+    zero: &'a [u8],
+}
+
+fn word(b: &[u8], i: usize) -> u32 {
+    u32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
+}
+
+impl RowSource for Int4Rows<'_> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn rows(&self) -> usize {
+        self.rows
+    }
+
+    fn cols(&self) -> usize {
+        self.cols
+    }
+
+    fn rows_to_f32(&self, row0: usize, n: usize, out: &mut [f32]) -> Result<()> {
+        let end = row0.checked_add(n).filter(|&e| e <= self.rows);
+        if end.is_none() || out.len() != n * self.cols {
+            return Err(VerifyError::Shape {
+                tensor: self.name.clone(),
+                message: format!(
+                    "rows {row0}..{row0}+{n} outside [{}, {}]",
+                    self.rows, self.cols
+                ),
+            });
+        }
+        let ng = self.cols / self.group;
+        let words = self.cols.div_ceil(8);
+        let es = self.scale_type.size();
+        let mut scales = vec![0f32; ng];
+        for (i, dst) in out.chunks_exact_mut(self.cols).enumerate() {
+            let r = row0 + i;
+            if !widen(
+                self.scale_type,
+                &self.scale[r * ng * es..(r + 1) * ng * es],
+                &mut scales,
+            ) {
+                return Err(VerifyError::NonFinite {
+                    tensor: format!("{}.weight_scale", self.name),
+                    index: r * ng,
+                });
+            }
+            for (j, &s) in scales.iter().enumerate() {
+                let z = ((word(self.zero, (r / 8) * ng + j) >> (4 * (r % 8))) & 0xF) as i32 - 8;
+                for k in j * self.group..(j + 1) * self.group {
+                    let q =
+                        ((word(self.packed, r * words + k / 8) >> (4 * (k % 8))) & 0xF) as i32 - 8;
+                    dst[k] = (q - z) as f32 * s;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,255 @@
+//! `g4q verify`: the accuracy of a candidate (GGUF file or safetensors folder) against the f32
+//! reference forward pass, with both models streaming over the same token chunks; prints a
+//! table, writes the JSON report and applies the CI gates (exit 1 when one fails).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use verify::candidate::{fingerprint, sha256_bytes, sha256_tokens, InputRecord, Opened};
+use verify::compare::{compare, CompareOptions};
+use verify::data::{chunk_tokens, parse_token_ids, ScoreSpan, BUNDLED_TEXT};
+use verify::gates::{GateFailed, Thresholds};
+use verify::gguf_weights::GgufMath;
+use verify::report::{BaselineComparison, DataRecord, Report};
+use verify::Tokenizer;
+
+use super::progress;
+
+/// The gate configuration read when `--config` is not given and the file exists.
+const DEFAULT_CONFIG: &str = "g4q.toml";
+
+/// Flags of `g4q verify`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The reference model folder (config.json, safetensors, tokenizer.json).
+    #[arg(long)]
+    pub reference: PathBuf,
+    /// What to check: a GGUF file or another safetensors folder of the same model.
+    #[arg(long)]
+    pub candidate: PathBuf,
+    /// Plain text to evaluate on, tokenized with the reference's tokenizer.json (default: the
+    /// bundled data/eval.txt).
+    #[arg(long, conflicts_with = "tokens_file")]
+    pub data: Option<PathBuf>,
+    /// Pre-tokenized ids (integers separated by whitespace or commas) instead of text.
+    #[arg(long)]
+    pub tokens_file: Option<PathBuf>,
+    /// Tokens per chunk; each chunk starts with BOS, as llama.cpp's perplexity tool does.
+    #[arg(long, default_value_t = 512)]
+    pub ctx: usize,
+    /// Use at most this many chunks (default: every whole chunk of the data).
+    #[arg(long)]
+    pub chunks: Option<usize>,
+    /// Score every position of each chunk instead of its second half (llama.cpp's choice).
+    #[arg(long)]
+    pub all_positions: bool,
+    /// Skip the per-layer hidden-state errors (saves `2 (L + 1)` chunk-sized buffers).
+    #[arg(long)]
+    pub no_layer_errors: bool,
+    /// Write the full report as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// An earlier JSON report: flag metrics that got worse beyond the statistical noise (and
+    /// fail, exit 1, when one did).
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+    /// Gate: mean KL divergence at most this.
+    #[arg(long)]
+    pub max_kld: Option<f64>,
+    /// Gate: top-1 agreement at least this fraction (0..1).
+    #[arg(long)]
+    pub min_top1: Option<f64>,
+    /// Gate: candidate / reference perplexity at most this.
+    #[arg(long)]
+    pub max_ppl_ratio: Option<f64>,
+    /// g4q.toml with a `[verify.gates]` section (default: ./g4q.toml when it exists); flags
+    /// override its thresholds.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// How a GGUF candidate multiplies: `ggml` quantizes the activations to 8 bits inside each
+    /// dot product as llama.cpp does; `dequantize` widens the weights and runs the f32 GEMM
+    /// (the error of the weights alone).
+    #[arg(long, value_enum, default_value_t = MathArg::Ggml)]
+    pub gguf_math: MathArg,
+    /// Worker threads (default: all cores). The figures do not depend on it.
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+/// `--gguf-math` values.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum MathArg {
+    Ggml,
+    Dequantize,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let thresholds = thresholds(&args)?;
+    let math = match args.gguf_math {
+        MathArg::Ggml => GgufMath::Ggml,
+        MathArg::Dequantize => GgufMath::Dequantize,
+    };
+    let reference = Opened::open(&args.reference, math)?;
+    let candidate = Opened::open(&args.candidate, math)?;
+    let bos = reference.weights().config().bos_token_id;
+    let (data_input, tokens) = load_tokens(&args, bos)?;
+    let chunks = chunk_tokens(&tokens, args.ctx, args.chunks, bos)?;
+    let span = if args.all_positions {
+        ScoreSpan::All
+    } else {
+        ScoreSpan::SecondHalf
+    };
+    let data = DataRecord {
+        input: data_input,
+        tokens_sha256: sha256_tokens(&chunks),
+        ctx: args.ctx,
+        chunks: chunks.len(),
+        scored: span.name().into(),
+    };
+    let baseline = match &args.baseline {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading baseline {}", p.display()))?;
+            Some(Report::from_json(&text, &p.display().to_string())?)
+        }
+        None => None,
+    };
+
+    let mut builder = rayon::ThreadPoolBuilder::new();
+    if let Some(n) = args.threads {
+        if n == 0 {
+            return Err(super::usage("--threads must be at least 1"));
+        }
+        builder = builder.num_threads(n);
+    }
+    let pool = builder.build().context("starting worker threads")?;
+    let bar = progress::bar(chunks.len() as u64, "verify");
+    let start = Instant::now();
+    let opts = CompareOptions {
+        span,
+        layer_errors: !args.no_layer_errors,
+    };
+    let cmp = pool.install(|| {
+        compare(
+            reference.weights(),
+            candidate.weights(),
+            &chunks,
+            opts,
+            &mut |done, _| bar.set_position(done as u64),
+        )
+    })?;
+    bar.finish_and_clear();
+    let seconds = start.elapsed().as_secs_f64();
+
+    let mut gates = thresholds.evaluate(&cmp.metrics);
+    let baseline = baseline.map(|b| {
+        let file = args.baseline.as_deref().unwrap_or(Path::new("")).display();
+        BaselineComparison::new(&file.to_string(), &b, &cmp.metrics, &data)
+    });
+    if let Some(b) = &baseline {
+        gates.push(b.gate());
+    }
+    let report = Report {
+        tool: "g4q".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        command: command_line(),
+        reference: record(&args.reference, reference.kind())?,
+        candidate: record(&args.candidate, candidate.kind())?,
+        gguf_math: math.name().into(),
+        data,
+        metrics: cmp.metrics,
+        layers: cmp.layers,
+        gates,
+        baseline,
+        seconds,
+        tokens_per_second: (chunks.len() * args.ctx) as f64 / seconds.max(1e-9),
+    };
+    print!("{}", report.table());
+    if let Some(path) = &args.json {
+        std::fs::write(path, report.to_json() + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    match GateFailed::check(&report.gates) {
+        Some(failed) => Err(failed.into()),
+        None => Ok(()),
+    }
+}
+
+/// Thresholds from the config file (explicit, or ./g4q.toml when present) overridden by flags.
+fn thresholds(args: &Args) -> anyhow::Result<Thresholds> {
+    let file = match &args.config {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            Thresholds::from_toml(&text, &p.display().to_string())?
+        }
+        None if Path::new(DEFAULT_CONFIG).is_file() => {
+            let text = std::fs::read_to_string(DEFAULT_CONFIG)
+                .with_context(|| format!("reading {DEFAULT_CONFIG}"))?;
+            Thresholds::from_toml(&text, DEFAULT_CONFIG)?
+        }
+        None => Thresholds::default(),
+    };
+    let flags = Thresholds {
+        max_kld: args.max_kld,
+        min_top1: args.min_top1,
+        max_ppl_ratio: args.max_ppl_ratio,
+    };
+    flags.validate("flags")?;
+    Ok(file.overridden_by(flags))
+}
+
+/// The evaluation tokens (`[bos] + text` or the ids as given) and their input record.
+fn load_tokens(args: &Args, bos: u32) -> anyhow::Result<(InputRecord, Vec<u32>)> {
+    if let Some(p) = &args.tokens_file {
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        let ids = parse_token_ids(&text, &p.display().to_string())?;
+        return Ok((record(p, "tokens")?, ids));
+    }
+    if !args.reference.is_dir() {
+        return Err(super::usage(
+            "text data needs a reference folder with tokenizer.json; give --tokens-file",
+        ));
+    }
+    let tok = Tokenizer::from_model_dir(&args.reference)?;
+    let (input, text) = match &args.data {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            (record(p, "text")?, text)
+        }
+        None => (
+            InputRecord {
+                path: "data/eval.txt".into(),
+                kind: "bundled".into(),
+                sha256: sha256_bytes(BUNDLED_TEXT.as_bytes()),
+            },
+            BUNDLED_TEXT.to_string(),
+        ),
+    };
+    Ok((input, tok.encode_with_bos(&text, bos)?))
+}
+
+fn record(path: &Path, kind: &str) -> anyhow::Result<InputRecord> {
+    Ok(InputRecord {
+        path: path.display().to_string(),
+        kind: kind.into(),
+        sha256: fingerprint(path)?,
+    })
+}
+
+/// The command line as typed, arguments with spaces or quotes single-quoted.
+fn command_line() -> String {
+    std::env::args()
+        .map(|a| {
+            if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "'\"$\\".contains(c)) {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            } else {
+                a
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -1,0 +1,354 @@
+//! `g4q verify` end to end: its figures against a direct computation from the logits that
+//! `g4q forward` writes, the gates' exit codes (0 pass, 1 fail, 2 malformed), the `--baseline`
+//! regression check, and the JSON report against `schemas/verify-report.schema.json`.
+//!
+//! The candidate is a copy of the `e2b-s0` fixture with the last mantissa bit of every 7th bf16
+//! value of its 2-D text weights bumped: the same model, measurably different.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+use serde_json::Value;
+
+fn fixtures() -> PathBuf {
+    match std::env::var_os("G4Q_FIXTURES") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"),
+    }
+}
+
+fn reference() -> PathBuf {
+    fixtures().join("e2b-s0/released-bf16")
+}
+
+fn g4q(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_g4q"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Copies the reference folder to `dir` with every 7th bf16 value of each 2-D text weight
+/// nudged by one unit in the last place.
+fn perturbed_copy(dir: &Path) -> PathBuf {
+    let src = reference();
+    let out = dir.join("perturbed");
+    std::fs::create_dir_all(&out).unwrap();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().and_then(|e| e.to_str()) != Some("safetensors") {
+            std::fs::copy(&p, out.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, view) in st.tensors() {
+        let mut data = view.data().to_vec();
+        if view.dtype() == Dtype::BF16 && view.shape().len() == 2 && name.contains("layers.") {
+            for (i, c) in data.chunks_exact_mut(2).enumerate() {
+                let bits = u16::from_le_bytes([c[0], c[1]]);
+                let next = bits.wrapping_add(1);
+                if i % 7 == 0 && (next & 0x7f80) != 0x7f80 {
+                    c.copy_from_slice(&next.to_le_bytes());
+                }
+            }
+        }
+        owned.push((name, view.dtype(), view.shape().to_vec(), data));
+    }
+    let views: Vec<(String, TensorView<'_>)> = owned
+        .iter()
+        .map(|(n, d, sh, data)| (n.clone(), TensorView::new(*d, sh.clone(), data).unwrap()))
+        .collect();
+    safetensors::serialize_to_file(views, &None, &out.join("model.safetensors")).unwrap();
+    out
+}
+
+/// Tokens per chunk of every run.
+const CTX: usize = 32;
+const CTX_ARG: &str = "32";
+
+/// Four chunks of [`CTX`] pre-tokenized ids, each starting with BOS.
+fn tokens() -> Vec<Vec<u32>> {
+    let mut s = 12345u32;
+    (0..4)
+        .map(|_| {
+            let mut c = vec![2u32];
+            c.extend((1..CTX).map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                17 + s % 480
+            }));
+            c
+        })
+        .collect()
+}
+
+fn write_tokens(dir: &Path) -> PathBuf {
+    let p = dir.join("tokens.txt");
+    let text: Vec<String> = tokens().concat().iter().map(u32::to_string).collect();
+    std::fs::write(&p, text.join(" ")).unwrap();
+    p
+}
+
+/// `[T, V]` logits that `g4q forward` writes for `ids`.
+fn forward_logits(model: &Path, ids: &[u32], out: &Path) -> Vec<Vec<f32>> {
+    let list: Vec<String> = ids.iter().map(u32::to_string).collect();
+    let res = g4q(&[
+        "forward",
+        s(model),
+        "--tokens",
+        &list.join(","),
+        "--out",
+        s(out),
+    ]);
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let bytes = std::fs::read(out).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let t = st.tensor("logits").unwrap();
+    let v = t.shape()[1];
+    let vals: Vec<f32> = t
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    vals.chunks(v).map(<[f32]>::to_vec).collect()
+}
+
+fn log_softmax(x: &[f32]) -> Vec<f64> {
+    let m = x.iter().map(|&v| v as f64).fold(f64::MIN, f64::max);
+    let lse = m + x.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
+    x.iter().map(|&v| v as f64 - lse).collect()
+}
+
+fn argmax(x: &[f32]) -> usize {
+    (0..x.len()).fold(0, |b, i| if x[i] > x[b] { i } else { b })
+}
+
+/// (mean KLD, ppl reference, ppl candidate, top-1 agreement, scored tokens) computed directly.
+fn direct(first: usize) -> impl Fn(&[(Vec<Vec<f32>>, Vec<Vec<f32>>)]) -> [f64; 5] {
+    move |runs| {
+        let (mut kld, mut nr, mut nc, mut top, mut n) = (0.0, 0.0, 0.0, 0.0, 0.0);
+        for (chunk, (r, c)) in tokens().iter().zip(runs) {
+            for j in first..chunk.len() - 1 {
+                let (lr, lc) = (log_softmax(&r[j]), log_softmax(&c[j]));
+                kld += lr
+                    .iter()
+                    .zip(&lc)
+                    .map(|(a, b)| a.exp() * (a - b))
+                    .sum::<f64>();
+                let t = chunk[j + 1] as usize;
+                nr -= lr[t];
+                nc -= lc[t];
+                top += (argmax(&r[j]) == argmax(&c[j])) as u8 as f64;
+                n += 1.0;
+            }
+        }
+        [kld / n, (nr / n).exp(), (nc / n).exp(), top / n, n]
+    }
+}
+
+fn report(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn verify(cand: &Path, toks: &Path, extra: &[&str]) -> Output {
+    let r = reference();
+    let mut args = vec![
+        "verify",
+        "--reference",
+        s(&r),
+        "--candidate",
+        s(cand),
+        "--tokens-file",
+        s(toks),
+        "--ctx",
+        CTX_ARG,
+    ];
+    args.extend_from_slice(extra);
+    g4q(&args)
+}
+
+#[test]
+fn figures_match_a_direct_computation_from_forward_logits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cand = perturbed_copy(tmp.path());
+    let toks = write_tokens(tmp.path());
+    let runs: Vec<_> = tokens()
+        .iter()
+        .enumerate()
+        .map(|(i, ids)| {
+            (
+                forward_logits(&reference(), ids, &tmp.path().join(format!("r{i}.st"))),
+                forward_logits(&cand, ids, &tmp.path().join(format!("c{i}.st"))),
+            )
+        })
+        .collect();
+    let mut cases = 0;
+    for (flag, first) in [(Some("--all-positions"), 0), (None, CTX / 2)] {
+        let json = tmp.path().join("r.json");
+        let mut extra = vec!["--json", s(&json)];
+        extra.extend(flag);
+        let res = verify(&cand, &toks, &extra);
+        assert!(
+            res.status.success(),
+            "{}",
+            String::from_utf8_lossy(&res.stderr)
+        );
+        let r = report(&json);
+        let want = direct(first)(&runs);
+        assert!(want[0] > 0.0, "the perturbed copy should differ");
+        assert_eq!(r["tokens"].as_f64().unwrap(), want[4]);
+        for (key, w) in [
+            ("kld_mean", want[0]),
+            ("ppl_reference", want[1]),
+            ("ppl_candidate", want[2]),
+            ("top1_agreement", want[3]),
+        ] {
+            let got = r[key].as_f64().unwrap();
+            assert!(
+                (got - w).abs() <= 1e-6 * w.abs(),
+                "{key} ({flag:?}): {got} vs direct {w}"
+            );
+            cases += 1;
+        }
+    }
+    println!("checked {cases} cases");
+}
+
+#[test]
+fn gates_set_the_exit_code() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cand = perturbed_copy(tmp.path());
+    let toks = write_tokens(tmp.path());
+    let toml = |name: &str, text: &str| {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let good = toml("good.toml", "[verify.gates]\nmax_kld = 1e-12\n");
+    let typo = toml("typo.toml", "[verify.gates]\nmax_kdl = 0.1\n");
+    let cases: Vec<(Vec<&str>, i32)> = vec![
+        (vec!["--max-kld", "1", "--min-top1", "0.5"], 0),
+        (vec!["--max-kld", "1e-12"], 1),
+        (vec!["--max-ppl-ratio", "0.5"], 1),
+        (vec!["--config", s(&good)], 1),
+        // Flags override the file's thresholds.
+        (vec!["--config", s(&good), "--max-kld", "1"], 0),
+        (vec!["--max-kld", "abc"], 2),
+        (vec!["--min-top1", "1.5"], 2),
+        (vec!["--max-kld", "-1"], 2),
+        (vec!["--config", s(&typo)], 2),
+        (vec!["--config", "/nonexistent/g4q.toml"], 2),
+        (vec!["--ctx", "1000"], 2),
+    ];
+    for (extra, code) in &cases {
+        let res = verify(&cand, &toks, extra);
+        assert_eq!(
+            res.status.code(),
+            Some(*code),
+            "{extra:?}: {}",
+            String::from_utf8_lossy(&res.stderr)
+        );
+    }
+    let res = verify(Path::new("/nonexistent.gguf"), &toks, &[]);
+    assert_eq!(res.status.code(), Some(2));
+    println!("checked {} cases", cases.len() + 1);
+}
+
+fn validate(schema: &jsonschema::Validator, report: &Value) -> Vec<String> {
+    schema.iter_errors(report).map(|e| e.to_string()).collect()
+}
+
+#[test]
+fn reports_validate_and_baselines_flag_regressions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cand = perturbed_copy(tmp.path());
+    let toks = write_tokens(tmp.path());
+    let schema_path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/verify-report.schema.json");
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(schema_path).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+
+    // The identical candidate is the baseline: KLD 0, so the perturbed one regresses.
+    let same = tmp.path().join("same.json");
+    let res = verify(
+        &reference(),
+        &toks,
+        &["--json", s(&same), "--min-top1", "1"],
+    );
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let base = report(&same);
+    assert_eq!(base["kld_mean"].as_f64(), Some(0.0));
+    assert_eq!(validate(&validator, &base), Vec::<String>::new());
+
+    let first = tmp.path().join("first.json");
+    let res = verify(
+        &cand,
+        &toks,
+        &[
+            "--json",
+            s(&first),
+            "--baseline",
+            s(&same),
+            "--all-positions",
+        ],
+    );
+    assert_eq!(
+        res.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let r = report(&first);
+    assert_eq!(validate(&validator, &r), Vec::<String>::new());
+    let b = &r["baseline"];
+    assert_eq!(b["same_data"].as_bool(), Some(true), "{b}");
+    let kld = b["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["metric"] == "kld_mean")
+        .unwrap();
+    assert_eq!(kld["regression"].as_bool(), Some(true), "{b}");
+    assert!(r["command"].as_str().unwrap().contains("--baseline"));
+    assert_eq!(r["candidate"]["sha256"].as_str().unwrap().len(), 64);
+    assert_ne!(r["candidate"]["sha256"], r["reference"]["sha256"]);
+
+    // Against itself nothing regresses.
+    let res = verify(&cand, &toks, &["--baseline", s(&first), "--all-positions"]);
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+
+    // The schema does reject a report missing a required figure or with a bad verdict.
+    let mut broken = r.clone();
+    broken.as_object_mut().unwrap().remove("kld_mean");
+    assert!(!validate(&validator, &broken).is_empty());
+    let mut broken = r.clone();
+    broken["top1_agreement"] = Value::from(1.5);
+    assert!(!validate(&validator, &broken).is_empty());
+
+    // A file that is not a report is an input error.
+    let res = verify(&cand, &toks, &["--baseline", s(&toks)]);
+    assert_eq!(res.status.code(), Some(2));
+    println!("checked 4 cases");
+}
