@@ -240,3 +240,41 @@ fn trained_e2b_matches_llama_cpp_perplexity_tool() {
     }
     println!("checked {cases} cases");
 }
+
+/// The reference perplexity with transformers' chunking of `perplexity.json` (each chunk BOS +
+/// the next 255 text tokens, every position scored) equals transformers' figure: an independent
+/// check of the tokenizer, the forward pass and the perplexity formula together.
+#[test]
+fn trained_e2b_perplexity_matches_transformers() {
+    let dir = fixtures().join("trained-e2b");
+    let model = dir.join("released-bf16");
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("perplexity.json")).unwrap())
+            .unwrap();
+    let want = &want["eval-a"];
+    let (n_chunks, ctx) = (
+        want["chunks"].as_u64().unwrap() as usize,
+        want["ctx"].as_u64().unwrap() as usize,
+    );
+    let reference = Opened::open(&model, GgufMath::Ggml).unwrap();
+    let bos = reference.weights().config().bos_token_id;
+    let text = std::fs::read_to_string(dir.join("eval-a.txt")).unwrap();
+    let ids = Tokenizer::from_model_dir(&model)
+        .unwrap()
+        .encode(&text)
+        .unwrap();
+    let chunks: Vec<Vec<u32>> = ids
+        .chunks_exact(ctx - 1)
+        .take(n_chunks)
+        .map(|c| std::iter::once(bos).chain(c.iter().copied()).collect())
+        .collect();
+    let m = &run(reference.weights(), &[&reference], &chunks, ScoreSpan::All)[0];
+    assert_eq!(m.tokens as u64, want["tokens_scored"].as_u64().unwrap());
+    let ppl = want["ppl"].as_f64().unwrap();
+    assert!(
+        (m.ppl_reference - ppl).abs() < 1e-5 * ppl,
+        "{} vs transformers {ppl}",
+        m.ppl_reference
+    );
+    println!("checked 1 cases");
+}

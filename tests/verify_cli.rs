@@ -136,27 +136,29 @@ fn argmax(x: &[f32]) -> usize {
     (0..x.len()).fold(0, |b, i| if x[i] > x[b] { i } else { b })
 }
 
-/// (mean KLD, ppl reference, ppl candidate, top-1 agreement, scored tokens) computed directly.
-fn direct(first: usize) -> impl Fn(&[(Vec<Vec<f32>>, Vec<Vec<f32>>)]) -> [f64; 5] {
-    move |runs| {
-        let (mut kld, mut nr, mut nc, mut top, mut n) = (0.0, 0.0, 0.0, 0.0, 0.0);
-        for (chunk, (r, c)) in tokens().iter().zip(runs) {
-            for j in first..chunk.len() - 1 {
-                let (lr, lc) = (log_softmax(&r[j]), log_softmax(&c[j]));
-                kld += lr
-                    .iter()
-                    .zip(&lc)
-                    .map(|(a, b)| a.exp() * (a - b))
-                    .sum::<f64>();
-                let t = chunk[j + 1] as usize;
-                nr -= lr[t];
-                nc -= lc[t];
-                top += (argmax(&r[j]) == argmax(&c[j])) as u8 as f64;
-                n += 1.0;
-            }
+/// The reference's and the candidate's logits of one chunk, `[T][V]` each.
+type ChunkLogits = (Vec<Vec<f32>>, Vec<Vec<f32>>);
+
+/// (mean KLD, ppl reference, ppl candidate, top-1 agreement, scored tokens) computed directly
+/// from the logits, scoring positions `first ..` of each chunk.
+fn direct(first: usize, runs: &[ChunkLogits]) -> [f64; 5] {
+    let (mut kld, mut nr, mut nc, mut top, mut n) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    for (chunk, (r, c)) in tokens().iter().zip(runs) {
+        for j in first..chunk.len() - 1 {
+            let (lr, lc) = (log_softmax(&r[j]), log_softmax(&c[j]));
+            kld += lr
+                .iter()
+                .zip(&lc)
+                .map(|(a, b)| a.exp() * (a - b))
+                .sum::<f64>();
+            let t = chunk[j + 1] as usize;
+            nr -= lr[t];
+            nc -= lc[t];
+            top += (argmax(&r[j]) == argmax(&c[j])) as u8 as f64;
+            n += 1.0;
         }
-        [kld / n, (nr / n).exp(), (nc / n).exp(), top / n, n]
     }
+    [kld / n, (nr / n).exp(), (nc / n).exp(), top / n, n]
 }
 
 fn report(path: &Path) -> Value {
@@ -207,7 +209,7 @@ fn figures_match_a_direct_computation_from_forward_logits() {
             String::from_utf8_lossy(&res.stderr)
         );
         let r = report(&json);
-        let want = direct(first)(&runs);
+        let want = direct(first, &runs);
         assert!(want[0] > 0.0, "the perturbed copy should differ");
         assert_eq!(r["tokens"].as_f64().unwrap(), want[4]);
         for (key, w) in [
@@ -251,7 +253,7 @@ fn gates_set_the_exit_code() {
         (vec!["--max-kld", "-1"], 2),
         (vec!["--config", s(&typo)], 2),
         (vec!["--config", "/nonexistent/g4q.toml"], 2),
-        (vec!["--ctx", "1000"], 2),
+        (vec!["--chunks", "0"], 2),
     ];
     for (extra, code) in &cases {
         let res = verify(&cand, &toks, extra);
@@ -287,7 +289,7 @@ fn reports_validate_and_baselines_flag_regressions() {
     let res = verify(
         &reference(),
         &toks,
-        &["--json", s(&same), "--min-top1", "1"],
+        &["--json", s(&same), "--min-top1", "1", "--all-positions"],
     );
     assert!(
         res.status.success(),

@@ -8,6 +8,7 @@ use quantize::gguf_release::{self, ReleaseOptions};
 
 use quantize::{FileType, Imatrix, MixOptions};
 
+use super::awq;
 use super::imatrix::{self, Chunking};
 use super::mix_args::{print_plan, ImatrixSource, MixArgs};
 use super::{progress, usage};
@@ -17,10 +18,15 @@ use super::{progress, usage};
 pub enum Format {
     /// GGUF for llama.cpp: what convert_hf_to_gguf.py followed by llama-quantize writes.
     Gguf,
+    /// AWQ int4 (asymmetric, --group-size) as compressed-tensors pack-quantized safetensors: a
+    /// folder that transformers (with compressed-tensors) and vLLM load. Needs --data.
+    Awq,
 }
 
-/// Flags of `g4q convert`.
+/// Flags of `g4q convert`. `--type` is not required by clap so that `--format awq` (int4 by
+/// definition) can go without it; [`run`] requires it for GGUF.
 #[derive(clap::Args, Debug)]
+#[command(mut_arg("ftype", |a| a.required(false).default_value("")))]
 pub struct Args {
     /// The checkpoint folder (config.json, model.safetensors or the sharded index, tokenizer.json).
     pub model: PathBuf,
@@ -43,6 +49,11 @@ pub struct Args {
     pub data: Option<PathBuf>,
     #[command(flatten)]
     pub chunking: Chunking,
+    /// Search AWQ scales on --data and fold them into the weights before k-quantization.
+    #[arg(long)]
+    pub awq: bool,
+    #[command(flatten)]
+    pub awq_args: awq::AwqArgs,
 }
 
 /// The file type, mix options and importance matrix: loaded from `--imatrix FILE`, or with
@@ -60,7 +71,9 @@ fn resolve_mix(
             args.mix.resolve_with(Some((im, "auto".to_string())))
         }
         (ImatrixSource::Auto, None) => Err(usage("--imatrix auto needs --data FILE.txt")),
-        (_, Some(_)) => Err(usage("--data is only read with --imatrix auto")),
+        (_, Some(_)) if !args.awq => Err(usage(
+            "--data is only read with --imatrix auto, --awq or --format awq",
+        )),
         (_, None) if args.chunking.chunks.is_some() => {
             Err(usage("--chunks is only read with --imatrix auto"))
         }
@@ -69,8 +82,32 @@ fn resolve_mix(
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let Format::Gguf = args.format;
-    let ckpt = Checkpoint::open(&args.model)?;
+    if let Format::Awq = args.format {
+        if args.awq || args.dry_run {
+            return Err(usage("--format awq takes neither --awq nor --dry-run"));
+        }
+        let out = args
+            .out
+            .as_deref()
+            .ok_or_else(|| usage("--out is required"))?;
+        return awq::write_int4(&args.model, args.data.as_deref(), out, &args.awq_args);
+    }
+    if args.mix.ftype.is_empty() {
+        return Err(usage("--type is required (except with --format awq)"));
+    }
+    let mut ckpt = Checkpoint::open(&args.model)?;
+    // With --awq the rest of the run (imatrix included) reads the AWQ-scaled checkpoint.
+    let mut _scaled_dir = None;
+    if args.awq && !args.dry_run {
+        let data = (args.data.as_deref()).ok_or_else(|| usage("--awq needs --data FILE.txt"))?;
+        let out = args
+            .out
+            .as_deref()
+            .ok_or_else(|| usage("--out is required"))?;
+        let (dir, scaled) = awq::scaled_checkpoint(&args.model, &ckpt, data, out, &args.awq_args)?;
+        ckpt = scaled;
+        _scaled_dir = Some(dir);
+    }
     let (ftype, mix, imatrix) = resolve_mix(&args, &ckpt)?;
     let bar = progress::bar(0, "convert");
     let tick = |done: usize, all: usize| {

@@ -1,5 +1,6 @@
 //! One module per subcommand, plus the mapping from errors to exit codes.
 
+pub mod awq;
 pub mod convert;
 pub mod forward;
 pub mod imatrix;

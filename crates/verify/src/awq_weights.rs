@@ -50,6 +50,21 @@ fn tensor_error(file: &Path, tensor: &str, message: impl Into<String>) -> Verify
 }
 
 impl AwqWeights {
+    /// Whether `dir` holds an int4 compressed-tensors release: its config.json carries a
+    /// `quantization_config` with `quant_method` `compressed-tensors`.
+    pub fn is_release(dir: &Path) -> bool {
+        std::fs::read_to_string(dir.join("config.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|v| {
+                v.get("quantization_config")?
+                    .get("quant_method")?
+                    .as_str()
+                    .map(|m| m == "compressed-tensors")
+            })
+            .unwrap_or(false)
+    }
+
     /// Opens `dir/config.json` and `dir/model.safetensors`.
     pub fn open(dir: &Path) -> Result<AwqWeights> {
         let config_path = dir.join("config.json");

@@ -9,6 +9,7 @@ use convert::Checkpoint;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::awq_weights::AwqWeights;
 use crate::error::{Result, VerifyError};
 use crate::gguf_weights::{GgufMath, GgufWeights};
 use crate::weights::Weights;
@@ -17,13 +18,17 @@ use crate::weights::Weights;
 pub enum Opened {
     Safetensors(Checkpoint),
     Gguf(GgufWeights),
+    /// An AWQ int4 release folder (compressed-tensors pack-quantized).
+    Awq(AwqWeights),
 }
 
 impl Opened {
     /// Opens `path`: a folder is a safetensors checkpoint, a file a GGUF release whose
     /// products are computed as `math` says.
     pub fn open(path: &Path, math: GgufMath) -> Result<Self> {
-        if path.is_dir() {
+        if path.is_dir() && AwqWeights::is_release(path) {
+            Ok(Opened::Awq(AwqWeights::open(path)?))
+        } else if path.is_dir() {
             Ok(Opened::Safetensors(Checkpoint::open(path)?))
         } else if path.is_file() {
             Ok(Opened::Gguf(GgufWeights::open(path, math)?))
@@ -40,6 +45,7 @@ impl Opened {
         match self {
             Opened::Safetensors(c) => c,
             Opened::Gguf(g) => g,
+            Opened::Awq(a) => a,
         }
     }
 
@@ -48,6 +54,7 @@ impl Opened {
         match self {
             Opened::Safetensors(_) => "safetensors",
             Opened::Gguf(_) => "gguf",
+            Opened::Awq(_) => "awq",
         }
     }
 }

@@ -20,6 +20,7 @@ use convert::gguf::{GgufFile, TensorInfo};
 use convert::llama::{config_from_gguf, gguf_name};
 use convert::Gemma4Config;
 use kernels::GgmlType;
+use memmap2::{Mmap, UncheckedAdvice};
 
 use crate::error::{Result, VerifyError};
 use crate::weights::{Matrix, RowSource, Weights};
@@ -45,7 +46,12 @@ impl GgufMath {
 
 /// An open GGUF release with its text config rebuilt from the metadata.
 pub struct GgufWeights {
+    /// The validated header (tensor infos, metadata).
     file: GgufFile,
+    /// Our own read-only map of the file, through which all tensor bytes are read, so that
+    /// [`Weights::release`] can drop a tensor's pages (the reader's map is not exposed) and a
+    /// streaming run holds about one layer of the candidate.
+    map: Mmap,
     config: Gemma4Config,
     label: String,
     math: GgufMath,
@@ -56,8 +62,14 @@ impl GgufWeights {
     pub fn open(path: &Path, math: GgufMath) -> Result<Self> {
         let file = GgufFile::open(path)?;
         let config = config_from_gguf(&file)?;
+        let label = path.display().to_string();
+        let map = std::fs::File::open(path)
+            // SAFETY: read-only map; g4q never writes a file it is reading.
+            .and_then(|f| unsafe { Mmap::map(&f) })
+            .map_err(|e| VerifyError::Input(format!("reading {label}: {e}")))?;
         Ok(GgufWeights {
-            label: path.display().to_string(),
+            label,
+            map,
             file,
             config,
             math,
@@ -87,8 +99,20 @@ impl GgufWeights {
         };
         let gname = gguf_name(canonical).ok_or_else(missing)?;
         let info = self.file.header().tensor(&gname).ok_or_else(missing)?;
-        let data = self.file.tensor_data(&gname)?;
+        let data = self
+            .byte_range(info)
+            .and_then(|r| self.map.get(r))
+            .ok_or_else(|| {
+                VerifyError::shape(canonical, format!("data lies outside {}", self.label))
+            })?;
         Ok((info, data))
+    }
+
+    /// Where a tensor's bytes lie in the file (checked arithmetic: the header is untrusted).
+    fn byte_range(&self, info: &TensorInfo) -> Option<std::ops::Range<usize>> {
+        let start = self.file.header().data_offset.checked_add(info.offset)?;
+        let end = start.checked_add(info.checked_n_bytes()?)?;
+        Some(usize::try_from(start).ok()?..usize::try_from(end).ok()?)
     }
 }
 
@@ -246,5 +270,21 @@ impl Weights for GgufWeights {
             )
         })?;
         Ok(out)
+    }
+
+    fn release(&self, name: &str) {
+        let Some(info) = gguf_name(name).and_then(|g| self.file.header().tensor(&g)) else {
+            return;
+        };
+        let Some(r) = self.byte_range(info).filter(|r| r.end <= self.map.len()) else {
+            return;
+        };
+        // SAFETY: a read-only, file-backed mapping: DONTNEED only drops clean page-cache
+        // references, and any later access (through slices still borrowed) faults the same
+        // bytes back in from the file. Widening to whole pages at worst drops a neighbour's.
+        let _ = unsafe {
+            self.map
+                .unchecked_advise_range(UncheckedAdvice::DontNeed, r.start, r.end - r.start)
+        };
     }
 }

@@ -139,6 +139,29 @@ impl<'w> Model<'w> {
             progress,
         )
     }
+
+    /// Runs the embedding and the decoder layers on `ids` for the observer's sake only: no final
+    /// norm, no tied head. Calibration reads linear-layer inputs, and the head over a 262k-token
+    /// vocabulary is the largest single GEMM of a forward pass.
+    pub fn observe_layers(
+        &self,
+        ids: &[u32],
+        observer: &mut dyn Observer,
+        progress: Progress<'_>,
+    ) -> Result<()> {
+        let opts = ForwardOptions::default();
+        let layers = Layers::Loaded(&self.layers);
+        run_layers(
+            self.src,
+            &self.globals,
+            layers,
+            ids,
+            opts,
+            observer,
+            progress,
+        )
+        .map(|_| ())
+    }
 }
 
 /// Runs the model on `ids` holding one layer's weights at a time; releases each layer's tensors
@@ -168,6 +191,37 @@ fn run(
     observer: &mut dyn Observer,
     progress: Progress<'_>,
 ) -> Result<ForwardOutput> {
+    let streaming = matches!(layers, Layers::Stream);
+    let (mut h, hidden) = run_layers(src, g, layers, ids, opts, observer, progress)?;
+    let cfg = src.config();
+    let t = ids.len();
+    rms_norm_rows(
+        &mut h,
+        cfg.hidden_size,
+        Some(&g.final_norm),
+        cfg.rms_norm_eps as f32,
+    );
+    let logits = head(src, g, cfg, &h, t, streaming, observer)?;
+    Ok(ForwardOutput {
+        logits: Array2::from_shape_vec((t, cfg.vocab_size), logits)
+            .map_err(|e| VerifyError::Input(format!("logits shape: {e}")))?,
+        hidden_states: hidden,
+    })
+}
+
+/// Residual stream after the last layer, and the hidden states when requested.
+type LayersOutput = (Vec<f32>, Option<Vec<Array2<f32>>>);
+
+/// The embedding, per-layer inputs and every decoder layer: everything but the head.
+fn run_layers(
+    src: &dyn Weights,
+    g: &GlobalWeights<'_>,
+    layers: Layers<'_, '_>,
+    ids: &[u32],
+    opts: ForwardOptions,
+    observer: &mut dyn Observer,
+    progress: Progress<'_>,
+) -> Result<LayersOutput> {
     let cfg = src.config();
     let t = ids.len();
     let b = cfg.hidden_size;
@@ -226,14 +280,7 @@ fn run(
         }
         progress(l + 1, nl);
     }
-
-    rms_norm_rows(&mut h, b, Some(&g.final_norm), cfg.rms_norm_eps as f32);
-    let logits = head(src, g, cfg, &h, t, streaming, observer)?;
-    Ok(ForwardOutput {
-        logits: Array2::from_shape_vec((t, cfg.vocab_size), logits)
-            .map_err(|e| VerifyError::Input(format!("logits shape: {e}")))?,
-        hidden_states: hidden,
-    })
+    Ok((h, hidden))
 }
 
 fn to_array(h: &[f32], t: usize, b: usize) -> Array2<f32> {

@@ -688,6 +688,104 @@ pub(crate) fn qx16_candidates(x: &[f32; 16], w: &[f32; 16], nmax: i32, l: &mut [
     scale
 }
 
+/// `make_qp_quants(N, nmax, x, L, qw)` for one group of `N` non-negative values (sub-block
+/// scales or mins), with the eight candidate scales' weighted errors evaluated side by side
+/// (each over the values in order, as in ggml) and compared in ggml's order; the first rounding
+/// and the coordinate-descent passes are ggml's loops. Used by the importance-weighted Q2_K,
+/// Q4_K and Q5_K paths.
+#[inline(always)]
+pub(crate) fn qp_candidates<const N: usize>(
+    nmax: i32,
+    x: &[f32; N],
+    l: &mut [u8; N],
+    quant_weights: &[f32; N],
+) -> f32 {
+    const C: usize = 8;
+    let mut max = 0.0f32;
+    for &v in x {
+        max = if max > v { max } else { v };
+    }
+    if max < GROUP_MAX_EPS {
+        *l = [0; N];
+        return 0.0;
+    }
+    let mut iscale = nmax as f32 / max;
+    for i in 0..N {
+        l[i] = nearest_int(iscale * x[i]) as u8;
+    }
+    let scale = 1.0 / iscale;
+    let mut best_mse = 0.0f32;
+    for i in 0..N {
+        let diff = x[i] - scale * l[i] as f32;
+        best_mse += quant_weights[i] * diff * diff;
+    }
+    let mut iscale_c = [0f32; C];
+    let mut scale_c = [0f32; C];
+    let mut c = 0;
+    for is in -4i32..=4 {
+        if is != 0 {
+            iscale_c[c] = (0.1 * is as f32 + nmax as f32) / max;
+            scale_c[c] = 1.0 / iscale_c[c];
+            c += 1;
+        }
+    }
+    let mut mse = [0f32; C];
+    for i in 0..N {
+        for c in 0..C {
+            let li = nearest_int(iscale_c[c] * x[i]).min(nmax) as f32;
+            let diff = x[i] - scale_c[c] * li;
+            mse[c] += quant_weights[i] * diff * diff;
+        }
+    }
+    for c in 0..C {
+        if mse[c] < best_mse {
+            best_mse = mse[c];
+            iscale = iscale_c[c];
+        }
+    }
+    let mut sumlx = 0.0f32;
+    let mut suml2 = 0.0f32;
+    for i in 0..N {
+        let li = nearest_int(iscale * x[i]).min(nmax);
+        l[i] = li as u8;
+        let w = quant_weights[i];
+        let lf = li as f32;
+        sumlx += w * x[i] * lf;
+        suml2 += w * lf * lf;
+    }
+    for _itry in 0..5 {
+        let mut n_changed = 0;
+        for i in 0..N {
+            let w = quant_weights[i];
+            let li = l[i] as f32;
+            let mut slx = sumlx - w * x[i] * li;
+            let mut sl2 = suml2 - w * li * li;
+            if slx > 0.0 && sl2 > 0.0 {
+                let new_l = nearest_int(x[i] * sl2 / slx).min(nmax);
+                if new_l != l[i] as i32 {
+                    let nl = new_l as f32;
+                    slx += w * x[i] * nl;
+                    sl2 += w * nl * nl;
+                    if slx * slx * suml2 > sumlx * sumlx * sl2 {
+                        l[i] = new_l as u8;
+                        sumlx = slx;
+                        suml2 = sl2;
+                        n_changed += 1;
+                    }
+                }
+            }
+        }
+        if n_changed == 0 {
+            break;
+        }
+    }
+    if suml2 > 0.0 {
+        sumlx / suml2
+    } else {
+        0.0
+    }
+}
+
 /// Largest |x| per group and the signed value holding it (first one wins), as ggml computes
 /// `max`/`amax` in `make_qx_quants` and `make_q3_quants`.
 #[inline(always)]
@@ -979,6 +1077,26 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn qp_candidates_match_scalar_search() {
+        for seed in 0..200 {
+            let v = data(seed, 32);
+            // Mostly non-negative like scales and mins, sometimes a zero or a negative value.
+            let x: [f32; 16] = std::array::from_fn(|i| if i % 11 == 3 { v[i] } else { v[i].abs() });
+            let w: [f32; 16] = std::array::from_fn(|i| v[16 + i].abs() * 3.0);
+            let (mut a, mut b) = ([0u8; 16], [0u8; 16]);
+            let s = qp_candidates(15, &x, &mut a, &w);
+            let r = search::make_qp_quants(16, 15, &x, &mut b, &w);
+            assert_eq!((s.to_bits(), a), (r.to_bits(), b), "seed {seed} n 16");
+            let x8: [f32; 8] = std::array::from_fn(|i| x[i]);
+            let w8: [f32; 8] = std::array::from_fn(|i| w[i]);
+            let (mut a, mut b) = ([0u8; 8], [0u8; 8]);
+            let s = qp_candidates(63, &x8, &mut a, &w8);
+            let r = search::make_qp_quants(8, 63, &x8, &mut b, &w8);
+            assert_eq!((s.to_bits(), a), (r.to_bits(), b), "seed {seed} n 8");
         }
     }
 

@@ -6,7 +6,8 @@
 
 use super::kquants::{check_dequant, for_each_super_block, pack_2bit, Super};
 use super::lanes::{
-    block_lanes16, block_levels, quantize_fast, sums_of_squares, transpose_blocks, FastBlock, Lanes,
+    block_lanes16, block_levels, qp_candidates, quantize_fast, sums_of_squares, transpose_blocks,
+    FastBlock, Lanes,
 };
 use super::search::{make_qkx2_quants, make_qkx3_quants, make_qp_quants};
 use crate::blocks::{BlockQ2K, QK_K};
@@ -133,11 +134,12 @@ fn quantize_block_impl(x: &Super, y: &mut BlockQ2K, qw: &Super) {
             false,
         );
     }
-    finish_impl(x, y, &scales, &mins, &sw, &mut l);
+    finish_impl(x, y, &scales, &mins, &sw, &mut l, false);
 }
 
 /// The importance-weighted path after the sub-block searches: `make_qp_quants` for the scales
-/// and mins, fp16 d/dmin, re-rounding and packing.
+/// and mins (with `candidates_in_lanes`, the same search with its candidates side by side),
+/// fp16 d/dmin, re-rounding and packing.
 #[inline(always)]
 fn finish_impl(
     x: &Super,
@@ -146,11 +148,21 @@ fn finish_impl(
     mins: &[f32; 16],
     sw: &[f32; 16],
     l: &mut [u8; QK_K],
+    candidates_in_lanes: bool,
 ) {
     let mut ls = [0u8; QK_K / 16];
     let mut lm = [0u8; QK_K / 16];
-    let dm = make_qp_quants(QK_K / 16, 15, scales, &mut ls, sw);
-    let mm = make_qp_quants(QK_K / 16, 15, mins, &mut lm, sw);
+    let (dm, mm) = if candidates_in_lanes {
+        (
+            qp_candidates(15, scales, &mut ls, sw),
+            qp_candidates(15, mins, &mut lm, sw),
+        )
+    } else {
+        (
+            make_qp_quants(QK_K / 16, 15, scales, &mut ls, sw),
+            make_qp_quants(QK_K / 16, 15, mins, &mut lm, sw),
+        )
+    };
     y.d = f32_to_f16(dm);
     y.dmin = f32_to_f16(mm);
     for j in 0..QK_K / 16 {
@@ -264,7 +276,15 @@ fn quantize_blocks<L: Lanes, const N: usize, const B: usize>(
                     block_lanes16::<N, B>(&scales, b),
                     block_lanes16::<N, B>(&mins, b),
                 );
-                finish_impl(x[b], yb, &s, &m, &block_lanes16::<N, B>(&sw, b), &mut l);
+                finish_impl(
+                    x[b],
+                    yb,
+                    &s,
+                    &m,
+                    &block_lanes16::<N, B>(&sw, b),
+                    &mut l,
+                    true,
+                );
             }
         }
     }

@@ -7,7 +7,7 @@
 use super::kquants::{
     check_dequant, for_each_super_block, get_scale_min_k4, pack_nibbles, pack_scale_min_k4, Super,
 };
-use super::lanes::{quantize_fast, sums_of_squares, FastBlock, Lanes};
+use super::lanes::{qp_candidates, quantize_fast, sums_of_squares, FastBlock, Lanes};
 use super::search::{make_qkx2_quants, make_qkx3_quants, make_qp_quants};
 use crate::blocks::{BlockQ4K, QK_K};
 use crate::fp::{f16_to_f32, f32_to_f16, nearest_int};
@@ -170,22 +170,33 @@ pub(crate) fn search_impl(
             false,
         );
     }
-    quantize_scales_impl(&scales, &mins, &sw, cap_63)
+    quantize_scales_impl(&scales, &mins, &sw, cap_63, false)
 }
 
 /// The importance-weighted quantization of the eight scales and mins (`make_qp_quants` with the
-/// sub-block weight sums); returns (scales, mins, fp16 d, fp16 dmin).
+/// sub-block weight sums; with `candidates_in_lanes` the same search with its candidates side
+/// by side); returns (scales, mins, fp16 d, fp16 dmin).
 #[inline(always)]
 fn quantize_scales_impl(
     scales: &[f32; 8],
     mins: &[f32; 8],
     sw: &[f32; 8],
     cap_63: bool,
+    candidates_in_lanes: bool,
 ) -> ([u8; 8], [u8; 8], u16, u16) {
     let mut ls = [0u8; 8];
     let mut lm = [0u8; 8];
-    let d_block = make_qp_quants(QK_K / 32, 63, scales, &mut ls, sw);
-    let m_block = make_qp_quants(QK_K / 32, 63, mins, &mut lm, sw);
+    let (d_block, m_block) = if candidates_in_lanes {
+        (
+            qp_candidates(63, scales, &mut ls, sw),
+            qp_candidates(63, mins, &mut lm, sw),
+        )
+    } else {
+        (
+            make_qp_quants(QK_K / 32, 63, scales, &mut ls, sw),
+            make_qp_quants(QK_K / 32, 63, mins, &mut lm, sw),
+        )
+    };
     if cap_63 {
         // Q5_K's impl applies MIN(63, ·) to the u8 levels, Q4_K's does not; they differ only
         // if make_qp_quants wrapped a negative level into the u8 range.
@@ -371,7 +382,9 @@ pub(crate) fn search_fast<L: Lanes, const N: usize, const B: usize>(
         let part = |v: &[f32; N]| -> [f32; 8] { std::array::from_fn(|j| v[8 * b + j]) };
         match qw {
             None => quantize_scales_ref(&part(&scales), &part(&mins)),
-            Some(_) => quantize_scales_impl(&part(&scales), &part(&mins), &part(&sw), p.cap_63),
+            Some(_) => {
+                quantize_scales_impl(&part(&scales), &part(&mins), &part(&sw), p.cap_63, true)
+            }
         }
     })
 }

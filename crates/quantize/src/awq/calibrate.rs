@@ -271,7 +271,11 @@ impl Collector<'_> {
         a: Acts<'_>,
         ws: &[(Vec<f32>, usize, usize)],
     ) -> Vec<f32> {
-        let mats: Vec<Mat<'_>> = ws.iter().map(|(w, r, _)| Mat { w, rows: *r }).collect();
+        let head = (group == "attn").then(|| self.src.config().head_dim_of(layer));
+        let mats: Vec<Mat<'_>> = ws
+            .iter()
+            .map(|(w, r, _)| Mat { w, rows: *r, head })
+            .collect();
         let choice = search_scale(a, &mats, self.opts.group);
         self.groups.push(GroupReport {
             layer,

@@ -248,7 +248,11 @@ fn copy_side_files(ckpt: &Checkpoint, out_dir: &Path) -> Result<()> {
         let src = ckpt.dir().join(f);
         if src.is_file() {
             let dst = out_dir.join(f);
-            std::fs::copy(&src, &dst).map_err(|e| io_error(&dst, e))?;
+            // Written afresh (not `fs::copy`), so a read-only source's mode does not make a
+            // second run fail to overwrite it.
+            let bytes = std::fs::read(&src).map_err(|e| io_error(&src, e))?;
+            let _ = std::fs::remove_file(&dst);
+            std::fs::write(&dst, bytes).map_err(|e| io_error(&dst, e))?;
         }
     }
     Ok(())

@@ -3,8 +3,8 @@
 //!
 //! - [`search_scale`]: per input channel `s = mean|x|^α / (mean|ŵ|^(1-α) + 1e-4)` (ŵ: |w| over
 //!   its group's absmax), normalised by `sqrt(max·min)`, over a grid of α, keeping the `s` whose
-//!   int4 weights `Q(W·s)/s` give the smallest output error `‖X Wᵀ − X Q(W·s)ᵀ/s‖²` summed over
-//!   the group's layers. "No scaling" is candidate 0, so the chosen `s` never does worse than
+//!   int4 weights `Q(W·s)/s` give the smallest output error `‖X Wᵀ − X Q(W·s)ᵀ/s‖²`, each
+//!   layer's relative to its own error without scaling, averaged over the group's layers (after the per-head norm for q, k and v: see [`Mat::head`]). "No scaling" is candidate 0, so the chosen `s` never does worse than
 //!   round-to-nearest on the calibration rows.
 //! - [`search_clip`]: per (row, group) the bound `c = absmax·(1 − i/20)`, `i ∈ 0..10`, whose
 //!   int4 group minimises `E[(Σ_g x·(q − w))²]` = `dᵀ C_g d` with `C_g = X_gᵀ X_g`, so each
@@ -21,6 +21,8 @@ use crate::awq::int4::{fake_quant_group, quantize};
 
 /// Scale-grid points besides "no scaling" (AutoAWQ's `n_grid`): α = i / GRID for i in 0..GRID.
 pub const GRID: usize = 20;
+/// Contiguous parts of the calibration rows a scale must help on all of to win.
+pub const FOLDS: usize = 2;
 /// Clip candidates: shrink ratios `1 − i/20` for i in 0..CLIP_STEPS (AutoAWQ: 0.5 max shrink,
 /// 10 steps).
 pub const CLIP_STEPS: usize = 10;
@@ -38,7 +40,14 @@ pub struct Acts<'a> {
 pub struct Mat<'a> {
     pub w: &'a [f32],
     pub rows: usize,
+    /// When the layer's output is RMS-normalised per head of this many rows (Gemma 4's q, k
+    /// and v norms), errors are measured after that norm: each head's error is divided by the
+    /// head's mean square output (+ the norm's epsilon), since the norm rescales it so.
+    pub head: Option<usize>,
 }
+
+/// The epsilon of Gemma 4's RMS norms.
+const NORM_EPS: f64 = 1e-6;
 
 /// The chosen scale of a group and what it was chosen against.
 #[derive(Clone, Debug)]
@@ -47,7 +56,8 @@ pub struct ScaleChoice {
     pub s: Vec<f32>,
     /// The winning α, or `None` when no scaling won.
     pub alpha: Option<f32>,
-    /// Mean squared output error of the winner and of no scaling on the calibration rows.
+    /// Output error of the winner relative to no scaling (mean over the group's layers, the
+    /// worse calibration half; 1.0 when no scaling won), and the absolute error without scaling, on the calibration rows.
     pub loss: f64,
     pub loss_identity: f64,
 }
@@ -94,6 +104,66 @@ pub fn output_error(a: Acts<'_>, w: &[f32], w_hat: &[f32], rows: usize) -> f64 {
     e.iter().map(|&v| (v as f64) * (v as f64)).sum()
 }
 
+/// Per (token, head) weights `1 / (mean square of the head's reference output + eps)` for a
+/// per-head normalised layer, `[rows_x, rows / head]`; `None` for a plain one.
+fn head_weights(a: Acts<'_>, m: Mat<'_>) -> Option<Vec<f64>> {
+    let h = m.head?;
+    let k = a.cols;
+    let mut y = vec![0f32; a.rows * m.rows];
+    gemm_f32(
+        a.rows,
+        m.rows,
+        k,
+        a.x,
+        (k, 1),
+        m.w,
+        (1, k),
+        &mut y,
+        (m.rows, 1),
+    );
+    Some(
+        y.chunks_exact(h)
+            .map(|c| {
+                let ms = c.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / h as f64;
+                1.0 / (ms + NORM_EPS)
+            })
+            .collect(),
+    )
+}
+
+/// The error of `w_hat` against `m` on `a`, head-normalised when `inv` is given.
+fn weighted_error(a: Acts<'_>, m: Mat<'_>, w_hat: &[f32], inv: Option<&[f64]>) -> f64 {
+    let Some(inv) = inv else {
+        return output_error(a, m.w, w_hat, m.rows);
+    };
+    let h = m.head.unwrap_or(m.rows);
+    let k = a.cols;
+    let d: Vec<f32> = m.w.iter().zip(w_hat).map(|(p, q)| p - q).collect();
+    let mut e = vec![0f32; a.rows * m.rows];
+    gemm_f32(
+        a.rows,
+        m.rows,
+        k,
+        a.x,
+        (k, 1),
+        &d,
+        (1, k),
+        &mut e,
+        (m.rows, 1),
+    );
+    e.chunks_exact(h)
+        .zip(inv)
+        .map(|(c, &f)| c.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() * f)
+        .sum()
+}
+
+/// The output error of `w_hat` in place of `m` on `a` as the model sees it: plain squared
+/// error, or after the per-head norm for q/k/v (see [`Mat::head`]).
+pub fn group_output_error(a: Acts<'_>, m: Mat<'_>, w_hat: &[f32]) -> f64 {
+    let inv = head_weights(a, m);
+    weighted_error(a, m, w_hat, inv.as_deref())
+}
+
 /// Int4 round trip of `W·s` divided back by `s`: what the layer computes after scaling, in the
 /// original input space.
 pub fn scaled_round_trip(w: &[f32], rows: usize, cols: usize, group: usize, s: &[f32]) -> Vec<f32> {
@@ -135,23 +205,67 @@ pub fn search_scale(a: Acts<'_>, ws: &[Mat<'_>], group: usize) -> ScaleChoice {
     let k = a.cols;
     let x_mean = abs_mean(a);
     let w_mean = weight_mean(ws, k, group);
-    let numel: usize = ws.iter().map(|m| m.rows * a.rows).sum::<usize>().max(1);
-    // Candidate 0 is "no scaling"; candidate i + 1 is α = i / GRID.
-    let losses: Vec<f64> = (0..=GRID)
+    // The calibration rows in FOLDS contiguous parts (fewer when there are too few rows).
+    let folds = FOLDS.min(a.rows).max(1);
+    let halves: Vec<Acts<'_>> = (0..folds)
+        .map(|f| (f * a.rows / folds, (f + 1) * a.rows / folds))
+        .filter(|&(r0, r1)| r1 > r0)
+        .map(|(r0, r1)| Acts {
+            x: &a.x[r0 * k..r1 * k],
+            rows: r1 - r0,
+            cols: k,
+        })
+        .collect();
+    let inv: Vec<Vec<Option<Vec<f64>>>> = halves
+        .iter()
+        .map(|&h| ws.iter().map(|&m| head_weights(h, m)).collect())
+        .collect();
+    // Candidate 0 is "no scaling"; candidate i + 1 is α = i / GRID. errors[c][h][w]: layer w's
+    // error on half h.
+    let errors: Vec<Vec<Vec<f64>>> = (0..=GRID)
         .into_par_iter()
         .map(|c| {
             let s = match c {
                 0 => vec![1f32; k],
                 _ => candidate_scale(&x_mean, &w_mean, (c - 1) as f32 / GRID as f32),
             };
-            let total: f64 = ws
+            let rts: Vec<Vec<f32>> = ws
                 .iter()
-                .map(|m| {
-                    let rt = scaled_round_trip(m.w, m.rows, k, group, &s);
-                    output_error(a, m.w, &rt, m.rows)
+                .map(|m| scaled_round_trip(m.w, m.rows, k, group, &s))
+                .collect();
+            halves
+                .iter()
+                .zip(&inv)
+                .map(|(&h, inv)| {
+                    ws.iter()
+                        .zip(&rts)
+                        .zip(inv)
+                        .map(|((&m, rt), inv)| weighted_error(h, m, rt, inv.as_deref()))
+                        .collect()
                 })
-                .sum();
-            total / numel as f64
+                .collect()
+        })
+        .collect();
+    // Each layer's error is taken relative to its own error without scaling, so a small layer
+    // (k: one head, read by every q head and by the KV-shared layers) weighs as much as a large
+    // one; a candidate's loss is the worse of its two halves' mean relative errors, so a scale
+    // must help on both halves of the data to win (a guard against fitting noise, which showed
+    // on held-out text as q-only groups that got worse).
+    let base = &errors[0];
+    let losses: Vec<f64> = errors
+        .iter()
+        .map(|per_half| {
+            per_half
+                .iter()
+                .zip(base)
+                .map(|(errs, b)| {
+                    errs.iter()
+                        .zip(b)
+                        .map(|(&e, &b)| if b > 0.0 { e / b } else { 1.0 })
+                        .sum::<f64>()
+                        / ws.len().max(1) as f64
+                })
+                .fold(0f64, f64::max)
         })
         .collect();
     let mut best = 0;
@@ -171,7 +285,7 @@ pub fn search_scale(a: Acts<'_>, ws: &[Mat<'_>], group: usize) -> ScaleChoice {
         s,
         alpha,
         loss: losses[best],
-        loss_identity: losses[0],
+        loss_identity: base.iter().flatten().sum(),
     }
 }
 

@@ -3,9 +3,10 @@
 //! Weights are resolved once ([`verify::Model`]: zero-copy views of the mmap) and the chunks run
 //! one after another, so memory is the mapped weights plus one chunk's activations. Each chunk is
 //! an independent sequence (no state carries over), as llama-imatrix clears its KV cache per
-//! chunk.
+//! chunk. The tied head is skipped: llama-imatrix does not collect `output.weight` by default,
+//! and on the released 262k-token vocabulary it is the largest GEMM of the pass.
 
-use verify::{ForwardOptions, Model, Weights};
+use verify::{Model, Weights};
 
 use crate::calibrate::chunks::split_chunks;
 use crate::calibrate::collector::ImatrixCollector;
@@ -40,7 +41,7 @@ pub fn compute_imatrix(
     let total = chunks.len() * n_layers;
     for (i, chunk) in chunks.iter().enumerate() {
         let mut tick = |done: usize, _all: usize| progress(i * n_layers + done, total);
-        model.forward(chunk, ForwardOptions::default(), &mut collector, &mut tick)?;
+        model.observe_layers(chunk, &mut collector, &mut tick)?;
         // Stop at the first bad chunk rather than after the whole run.
         collector.check()?;
     }
