@@ -259,3 +259,31 @@ fn bad_calibration_flags_fail_with_code_2() {
     }
     println!("checked {} cases", cases.len());
 }
+
+/// `--in-file` prints one statistics row per tensor of an existing imatrix (here llama.cpp's),
+/// and the rows agree with the library's figures.
+#[test]
+fn statistics_of_an_existing_imatrix() {
+    let mut cases = 0;
+    for fixture in ["26b-a4b-s0", "e2b-s0"] {
+        let file = fixtures_dir().join(fixture).join("llamacpp/imatrix.gguf");
+        let out = g4q(&["imatrix", "--in-file", s(&file)]);
+        assert!(out.status.success(), "{fixture}: {out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let stats = Imatrix::read(&file).unwrap().statistics();
+        let rows: Vec<&str> = text.lines().skip(1).collect();
+        assert_eq!(rows.len(), stats.len(), "{fixture}: one row per tensor");
+        for (row, st) in rows.iter().zip(&stats) {
+            let cols: Vec<&str> = row.split_whitespace().collect();
+            assert_eq!(cols[0], st.name);
+            let sum: f64 = cols[1].parse().unwrap();
+            assert!(
+                (sum - st.sum).abs() <= 1e-4 * st.sum.abs().max(1.0),
+                "{row}"
+            );
+            assert_eq!(cols[6], st.n.to_string(), "{row}");
+        }
+        cases += 1;
+    }
+    println!("checked {cases} cases");
+}

@@ -127,10 +127,11 @@ fn own_imatrix_lowers_kld_like_llama_cpps() {
             .get(ty)
             .zip(llama.get(&format!("{ty}.imatrix")))
             .map(|(a, b)| a - b);
+        let show = |k: Option<&f64>| k.map_or("-".to_string(), |v| format!("{v:.6}"));
         println!(
-            "{ty}: mean KLD {k0:.6} -> {k1:.6} with our imatrix (llama.cpp: {:?} -> {:?})",
-            llama.get(ty),
-            llama.get(&format!("{ty}.imatrix"))
+            "{ty}: mean KLD {k0:.6} -> {k1:.6} with our imatrix (llama.cpp: {} -> {})",
+            show(llama.get(ty)),
+            show(llama.get(&format!("{ty}.imatrix")))
         );
         assert!(
             k1 < k0,

@@ -230,7 +230,7 @@ fn figures_match_a_direct_computation_from_forward_logits() {
 }
 
 #[test]
-fn gates_set_the_exit_code() {
+fn gates_and_bad_inputs_set_the_exit_code() {
     let tmp = tempfile::tempdir().unwrap();
     let cand = perturbed_copy(tmp.path());
     let toks = write_tokens(tmp.path());
@@ -264,9 +264,42 @@ fn gates_set_the_exit_code() {
             String::from_utf8_lossy(&res.stderr)
         );
     }
-    let res = verify(Path::new("/nonexistent.gguf"), &toks, &[]);
-    assert_eq!(res.status.code(), Some(2));
-    println!("checked {} cases", cases.len() + 1);
+    // Bad candidates: missing, truncated, another model's GGUF; bad token files.
+    let other = tmp.path().join("other.gguf");
+    let res = g4q(&[
+        "convert",
+        s(&fixtures().join("e2b-kq-s0/released-bf16")),
+        "--type",
+        "F32",
+        "--out",
+        s(&other),
+    ]);
+    assert!(res.status.success());
+    let bytes = std::fs::read(&other).unwrap();
+    let truncated = tmp.path().join("truncated.gguf");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let bad_ids = tmp.path().join("bad.txt");
+    std::fs::write(&bad_ids, "2 17 x 18").unwrap();
+    let huge_id = tmp.path().join("huge.txt");
+    std::fs::write(&huge_id, vec!["100000"; 40].join(" ")).unwrap();
+    let bad: Vec<(PathBuf, PathBuf, &str)> = vec![
+        (
+            PathBuf::from("/nonexistent.gguf"),
+            toks.clone(),
+            "no such file",
+        ),
+        (truncated, toks.clone(), "truncated"),
+        (other, toks.clone(), "not the same model"),
+        (cand.clone(), bad_ids, "'x'"),
+        (cand.clone(), huge_id, "outside the vocabulary"),
+    ];
+    for (c, t, msg) in &bad {
+        let res = verify(c, t, &[]);
+        let err = String::from_utf8_lossy(&res.stderr);
+        assert_eq!(res.status.code(), Some(2), "{msg}: {err}");
+        assert!(err.contains(msg), "expected '{msg}' in: {err}");
+    }
+    println!("checked {} cases", cases.len() + bad.len());
 }
 
 fn validate(schema: &jsonschema::Validator, report: &Value) -> Vec<String> {

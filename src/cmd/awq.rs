@@ -46,7 +46,7 @@ pub fn search(
     }
     let mut tokens = calibration_tokens(model, data, ckpt.config().bos_token_id)?;
     if tokens.len() < 2 {
-        return Err(usage(&format!(
+        return Err(usage(format!(
             "{} holds too little text to calibrate on",
             data.display()
         )));

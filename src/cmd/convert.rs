@@ -6,11 +6,9 @@ use anyhow::Context;
 use convert::Checkpoint;
 use quantize::gguf_release::{self, ReleaseOptions};
 
-use quantize::{FileType, Imatrix, MixOptions};
-
 use super::awq;
 use super::imatrix::{self, Chunking};
-use super::mix_args::{print_plan, ImatrixSource, MixArgs};
+use super::mix_args::{print_plan, ImatrixSource, MixArgs, Resolved};
 use super::{progress, usage};
 
 /// Output formats.
@@ -60,10 +58,7 @@ pub struct Args {
 /// `--imatrix auto` computed from `--data` by the reference forward pass (recorded in the file's
 /// `quantize.imatrix.file` as `auto`). The flags are checked before the calibration runs, so a
 /// typo does not cost a forward pass over the data.
-fn resolve_mix(
-    args: &Args,
-    ckpt: &Checkpoint,
-) -> anyhow::Result<(FileType, MixOptions, Option<(Imatrix, String)>)> {
+fn resolve_mix(args: &Args, ckpt: &Checkpoint) -> anyhow::Result<Resolved> {
     match (args.mix.imatrix_source(), &args.data) {
         (ImatrixSource::Auto, Some(data)) => {
             args.mix.resolve_with(None)?;

@@ -28,28 +28,40 @@ pub struct Chunking {
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The checkpoint folder (config.json, safetensors, tokenizer.json).
-    pub model: PathBuf,
+    #[arg(required_unless_present = "in_file")]
+    pub model: Option<PathBuf>,
     /// Calibration text (UTF-8); tokenized whole, then cut into chunks.
-    #[arg(long, value_name = "FILE.txt")]
-    pub data: PathBuf,
+    #[arg(long, value_name = "FILE.txt", required_unless_present = "in_file")]
+    pub data: Option<PathBuf>,
     /// Output file (llama.cpp's GGUF imatrix format).
-    #[arg(long)]
-    pub out: PathBuf,
+    #[arg(long, required_unless_present = "in_file")]
+    pub out: Option<PathBuf>,
     #[command(flatten)]
     pub chunking: Chunking,
     /// Print per-tensor statistics of the result (as llama-imatrix --show-statistics).
     #[arg(long)]
     pub show_statistics: bool,
+    /// Compute nothing: print the statistics of this existing imatrix (GGUF or legacy .dat),
+    /// e.g. to compare llama.cpp's with g4q's.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["model", "data", "out"])]
+    pub in_file: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let ckpt = Checkpoint::open(&args.model)?;
-    let im = compute(&args.model, &ckpt, &args.data, &args.chunking)?;
-    im.write_gguf(&args.out)
-        .with_context(|| format!("writing {}", args.out.display()))?;
+    if let Some(file) = &args.in_file {
+        print_statistics(&Imatrix::read(file)?.statistics());
+        return Ok(());
+    }
+    let (Some(model), Some(data), Some(out)) = (&args.model, &args.data, &args.out) else {
+        return Err(usage("give MODEL, --data and --out (or --in-file)"));
+    };
+    let ckpt = Checkpoint::open(model)?;
+    let im = compute(model, &ckpt, data, &args.chunking)?;
+    im.write_gguf(out)
+        .with_context(|| format!("writing {}", out.display()))?;
     eprintln!(
         "g4q: wrote {} ({} tensors, {} chunks of {} tokens)",
-        args.out.display(),
+        out.display(),
         im.entries.len(),
         im.chunk_count,
         im.chunk_size

@@ -40,6 +40,9 @@ pub struct MixArgs {
 const AUTO_NEEDS_CHECKPOINT: &str =
     "--imatrix auto needs a checkpoint to run: use it with g4q convert and --data";
 
+/// The file type, the mix options and the importance matrix with the name recorded for it.
+pub type Resolved = (FileType, MixOptions, Option<(Imatrix, String)>);
+
 /// Where the importance matrix comes from.
 pub enum ImatrixSource<'a> {
     None,
@@ -69,7 +72,7 @@ impl MixArgs {
     }
 
     /// The file type, mix options and the importance matrix loaded from its file.
-    pub fn resolve(&self) -> anyhow::Result<(FileType, MixOptions, Option<(Imatrix, String)>)> {
+    pub fn resolve(&self) -> anyhow::Result<Resolved> {
         let imatrix = match self.imatrix_source() {
             ImatrixSource::None => None,
             ImatrixSource::Auto => return Err(usage(AUTO_NEEDS_CHECKPOINT)),
@@ -86,10 +89,7 @@ impl MixArgs {
 
     /// The file type and mix options for an importance matrix the caller already has (or none),
     /// recorded under the given name.
-    pub fn resolve_with(
-        &self,
-        imatrix: Option<(Imatrix, String)>,
-    ) -> anyhow::Result<(FileType, MixOptions, Option<(Imatrix, String)>)> {
+    pub fn resolve_with(&self, imatrix: Option<(Imatrix, String)>) -> anyhow::Result<Resolved> {
         let ftype: FileType = self
             .ftype
             .parse()

@@ -383,10 +383,11 @@ impl RowSource for Int4Rows<'_> {
             }
             for (j, &s) in scales.iter().enumerate() {
                 let z = ((word(self.zero, (r / 8) * ng + j) >> (4 * (r % 8))) & 0xF) as i32 - 8;
-                for k in j * self.group..(j + 1) * self.group {
+                let k0 = j * self.group;
+                for (k, d) in (k0..).zip(&mut dst[k0..k0 + self.group]) {
                     let q =
                         ((word(self.packed, r * words + k / 8) >> (4 * (k % 8))) & 0xF) as i32 - 8;
-                    dst[k] = (q - z) as f32 * s;
+                    *d = (q - z) as f32 * s;
                 }
             }
         }

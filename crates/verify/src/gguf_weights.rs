@@ -1,8 +1,8 @@
 //! A GGUF file (any ggml type g4q writes) as a [`Weights`] source, so a quantized release runs
-//! through the very forward pass of the reference and differences come from its weights alone.
+//! through the very forward pass of the reference and differences come from its weights and
+//! (optionally) ggml's arithmetic alone.
 //!
-//! Tensors stay quantized in the memory map; a matrix widens only the band of rows the GEMM asks
-//! for, dequantizing whole ggml rows with the kernels crate (bit-identical to ggml's own
+//! Tensors stay quantized in the memory map; a matrix widens only the band of rows asked for, dequantizing whole ggml rows with the kernels crate (bit-identical to ggml's own
 //! dequantizers on every SIMD path). Names are translated with `convert::llama`'s map, and ggml's
 //! reversed dimension order is undone: a GGUF tensor with `dims = [cols, rows, (experts)]` is the
 //! same bytes as the PyTorch `[(experts,) rows, cols]` tensor, so 3-D expert stacks come back as
@@ -74,20 +74,6 @@ impl GgufWeights {
             config,
             math,
         })
-    }
-
-    /// The ggml types of the file's tensors with how many tensors use each, for the report.
-    pub fn type_counts(&self) -> Vec<(String, usize)> {
-        let mut counts: Vec<(String, usize)> = Vec::new();
-        for t in self.file.tensors() {
-            let name = t.ty.name().to_string();
-            match counts.iter_mut().find(|(n, _)| *n == name) {
-                Some((_, c)) => *c += 1,
-                None => counts.push((name, 1)),
-            }
-        }
-        counts.sort();
-        counts
     }
 
     fn info(&self, canonical: &str) -> Result<(&TensorInfo, &[u8])> {

@@ -291,63 +291,24 @@ fn signed_absmax<const N: usize, const M: usize>(
     (max, amax)
 }
 
-/// Whether every group is finite (no NaN, no infinity). Then in every group that is not all
-/// zeros `|iscale·x| <= nmax + 1` for all of `qx`'s candidates (`|x| <= |max|`), far inside the
-/// range where ggml's `nearest_int` is plain round-half-to-even, so [`qx_sums`] may round with
-/// the rounding instruction and clamp in floating point; all-zero groups are discarded anyway.
+/// Σ w·x·l and Σ w·l·l per lane for levels `clamp(nearest_int(iscale·x), -nmax, nmax-1)`.
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn all_finite<const N: usize, const M: usize>(x: &[[f32; N]; M], amax: &[__m512; KMAX]) -> bool {
-    let mut nan: __mmask16 = 0;
-    for i in 0..M {
-        for k in 0..N / 16 {
-            let v = ld(&x[i], k);
-            nan |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
-        }
-    }
-    let mut inf: __mmask16 = 0;
-    for k in 0..N / 16 {
-        inf |= _mm512_cmp_ps_mask::<_CMP_NLT_UQ>(amax[k], splat(f32::INFINITY));
-    }
-    nan == 0 && inf == 0
-}
-
-/// Σ w·x·l and Σ w·l·l per lane for levels `clamp(nearest_int(iscale·x), -nmax, nmax-1)`, with
-/// `wx[i][k]` = w·x precomputed (the same product ggml forms first). With `ROUND_FP` the level
-/// is rounded with the rounding instruction and clamped as a float, which equals the integer
-/// path when [`all_finite`] holds; otherwise ggml's bit trick is used.
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn qx_sums<const N: usize, const M: usize, const ROUND_FP: bool>(
+fn qx_sums<const N: usize, const M: usize>(
     x: &[[f32; N]; M],
     w: &[[f32; N]; M],
-    wx: &[[__m512; KMAX]; M],
     nmax: i32,
     iscale: &[__m512; KMAX],
 ) -> ([__m512; KMAX], [__m512; KMAX]) {
     let zero = _mm512_setzero_ps();
-    let (lo, hi) = (splat(-nmax as f32), splat((nmax - 1) as f32));
     let mut sumlx = [zero; KMAX];
     let mut suml2 = [zero; KMAX];
     for i in 0..M {
         for k in 0..N / 16 {
             let xv = ld(&x[i], k);
             let wv = ld(&w[i], k);
-            let v = _mm512_mul_ps(iscale[k], xv);
-            let l = if ROUND_FP {
-                _mm512_min_ps(
-                    _mm512_max_ps(
-                        _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-                            v,
-                        ),
-                        lo,
-                    ),
-                    hi,
-                )
-            } else {
-                round_clamp_f(v, -nmax, nmax - 1)
-            };
-            sumlx[k] = _mm512_add_ps(sumlx[k], _mm512_mul_ps(wx[i][k], l));
+            let l = round_clamp_f(_mm512_mul_ps(iscale[k], xv), -nmax, nmax - 1);
+            sumlx[k] = _mm512_add_ps(sumlx[k], _mm512_mul_ps(_mm512_mul_ps(wv, xv), l));
             suml2[k] = _mm512_add_ps(suml2[k], _mm512_mul_ps(_mm512_mul_ps(wv, l), l));
         }
     }
@@ -372,21 +333,7 @@ pub(crate) fn qx<const N: usize, const M: usize>(
     for k in 0..kk {
         iscale[k] = _mm512_div_ps(splat(-(nmax as f32)), max[k]);
     }
-    let mut wx = [[zero; KMAX]; M];
-    for i in 0..M {
-        for k in 0..kk {
-            wx[i][k] = _mm512_mul_ps(ld(&w[i], k), ld(&x[i], k));
-        }
-    }
-    let round_fp = all_finite(x, &amax);
-    let sums = |iscale: &[__m512; KMAX]| {
-        if round_fp {
-            qx_sums::<N, M, true>(x, w, &wx, nmax, iscale)
-        } else {
-            qx_sums::<N, M, false>(x, w, &wx, nmax, iscale)
-        }
-    };
-    let (sumlx, suml2) = sums(&iscale);
+    let (sumlx, suml2) = qx_sums(x, w, nmax, &iscale);
     let mut scale = [zero; KMAX];
     let mut best = [zero; KMAX];
     for k in 0..kk {
@@ -403,7 +350,7 @@ pub(crate) fn qx<const N: usize, const M: usize>(
         for k in 0..kk {
             iscale[k] = _mm512_div_ps(neg(num), max[k]);
         }
-        let (sumlx, suml2) = sums(&iscale);
+        let (sumlx, suml2) = qx_sums(x, w, nmax, &iscale);
         for k in 0..kk {
             let acc = gt(suml2[k], zero)
                 & gt(

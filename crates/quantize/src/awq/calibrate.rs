@@ -57,6 +57,10 @@ pub struct AwqRun {
     pub tokens: usize,
 }
 
+/// One clip search: weight name, its (scaled) input rows and count, its scaled weight and
+/// row count.
+type ClipJob = (String, Vec<f32>, usize, Vec<f32>, usize);
+
 /// Which input of a layer an observed batch is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Input {
@@ -191,7 +195,7 @@ impl Collector<'_> {
             // Clip search on the scaled weights with the scaled inputs (AutoAWQ skips q and k).
             let o = self.weight(&name("self_attn.o_proj.weight"))?;
             let x_o = get(Input::Out)?;
-            let mut jobs: Vec<(String, Vec<f32>, usize, Vec<f32>, usize)> = Vec::new();
+            let mut jobs: Vec<ClipJob> = Vec::new();
             let unscale = |x: &(Vec<f32>, usize, usize), s: &[f32]| {
                 let mut v = x.0.clone();
                 for row in v.chunks_exact_mut(x.2) {
@@ -296,7 +300,7 @@ pub fn compute_awq(
     opts: &AwqOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<AwqRun> {
-    if opts.group == 0 || opts.group % 8 != 0 {
+    if opts.group == 0 || !opts.group.is_multiple_of(8) {
         return Err(QuantizeError::Options(format!(
             "AWQ group size {} must be a positive multiple of 8",
             opts.group

@@ -451,3 +451,38 @@ fn io_error(file: &Path, source: std::io::Error) -> QuantizeError {
         source,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_pack_in_natural_order_with_offset_8() {
+        let codes: Vec<i8> = (-8..8).collect();
+        let b = pack_rows(&codes, 1, 16);
+        assert_eq!(b, [0x76543210u32, 0xFEDCBA98].map(u32::to_le_bytes).concat());
+        // A row of 10 codes takes two words, the second zero-padded above its two codes.
+        let b = pack_rows(&[0i8; 10], 1, 10);
+        assert_eq!(b, [0x88888888u32, 0x00000088].map(u32::to_le_bytes).concat());
+    }
+
+    #[test]
+    fn zero_points_pack_along_the_output_dim() {
+        // 9 rows, 2 groups: row r, group j has zero point r - 4 + j (within -8..7).
+        let z: Vec<i8> = (0..9)
+            .flat_map(|r| (0..2).map(move |j| (r - 4 + j) as i8))
+            .collect();
+        let b = pack_zero_points(&z, 9, 2);
+        let words: Vec<u32> = b
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        assert_eq!(words.len(), 4);
+        // Word (0, 0): rows 0..8 of group 0, zero point + 8 = r + 4.
+        assert_eq!(words[0], 0xBA987654);
+        assert_eq!(words[1], 0xCBA98765);
+        // Word (1, j): row 8 alone.
+        assert_eq!(words[2], 12);
+        assert_eq!(words[3], 13);
+    }
+}

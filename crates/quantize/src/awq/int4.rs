@@ -45,8 +45,9 @@ impl Int4Matrix {
                 let s = bf16_to_f32(self.scale[r * ng + j]);
                 let z = self.zero[r * ng + j] as f32;
                 let base = r * self.cols + j * self.group;
-                for c in base..base + self.group {
-                    out[c] = (self.q[c] as f32 - z) * s;
+                let span = base..base + self.group;
+                for (o, &q) in out[span.clone()].iter_mut().zip(&self.q[span]) {
+                    *o = (q as f32 - z) * s;
                 }
             }
         }
@@ -90,7 +91,7 @@ pub fn quantize(
     group: usize,
     clip: Option<&[f32]>,
 ) -> Int4Matrix {
-    debug_assert!(group > 0 && cols % group == 0 && w.len() == rows * cols);
+    debug_assert!(group > 0 && cols.is_multiple_of(group) && w.len() == rows * cols);
     let ng = cols / group;
     let mut q = vec![0i8; rows * cols];
     let mut scale = vec![0u16; rows * ng];
