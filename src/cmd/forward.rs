@@ -40,7 +40,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let ckpt = convert::Checkpoint::open(&args.model)?;
+    // A checkpoint folder, an AWQ int4 release folder or a GGUF file (dequantized weights).
+    let opened =
+        verify::candidate::Opened::open(&args.model, verify::gguf_weights::GgufMath::Dequantize)?;
+    let ckpt = opened.weights();
     let ids = match (&args.tokens, &args.text) {
         (Some(t), _) => t.clone(),
         (None, Some(text)) => {
@@ -80,9 +83,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let start = std::time::Instant::now();
     let out = pool.install(|| -> verify::Result<_> {
         if args.stream {
-            forward_streaming(&ckpt, &ids, opts, &mut NoObserver, &mut progress)
+            forward_streaming(ckpt, &ids, opts, &mut NoObserver, &mut progress)
         } else {
-            Model::load(&ckpt)?.forward(&ids, opts, &mut NoObserver, &mut progress)
+            Model::load(ckpt)?.forward(&ids, opts, &mut NoObserver, &mut progress)
         }
     })?;
     if let Some(b) = &bar {

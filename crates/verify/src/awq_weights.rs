@@ -5,7 +5,7 @@
 //! A quantized linear `M` is stored as `M.weight_packed` (int32 `[out, ceil(in/8)]`, code + 8
 //! at bits `4·(k%8)` of word `k/8`), `M.weight_scale` (bf16/f16/f32 `[out, in/G]`),
 //! `M.weight_zero_point` (int32 `[ceil(out/8), in/G]`, zero point + 8 packed along the rows)
-//! and `M.weight_shape` (int32 `[2]`); it is served as the matrix `M.weight`, dequantized row
+//! and `M.weight_shape` (int64 or int32 `[2]`); it is served as the matrix `M.weight`, dequantized row
 //! by row as `(q − zp) · scale` in f32. Every other tensor is served dense. Headers are
 //! untrusted: offsets, shapes and packed sizes are checked with checked arithmetic before any
 //! access, and errors name the file and tensor.
@@ -117,17 +117,23 @@ impl AwqWeights {
         let (packed_raw, packed) = get("weight_packed")?;
         let (scale_raw, scale) = get("weight_scale")?;
         let (zp_raw, zp) = get("weight_zero_point")?;
-        let i32s = |b: &[u8]| -> Vec<i64> {
-            b.chunks_exact(4)
-                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
-                .collect()
+        // compressed-tensors writes int64 (`torch.tensor(shape)`); int32 is accepted too.
+        let dims: Vec<i64> = match shape_raw.dtype.as_str() {
+            "I64" => shape_bytes
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+                .collect(),
+            "I32" => shape_bytes
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")) as i64)
+                .collect(),
+            _ => Vec::new(),
         };
-        let dims = i32s(shape_bytes);
-        if shape_raw.dtype != "I32" || dims.len() != 2 || dims.iter().any(|&d| d <= 0) {
+        if dims.len() != 2 || dims.iter().any(|&d| d <= 0 || d > u32::MAX as i64) {
             return Err(tensor_error(
                 &self.file,
                 name,
-                "weight_shape is not two positive int32",
+                "weight_shape is not two positive integers",
             ));
         }
         let (rows, cols) = (dims[0] as usize, dims[1] as usize);
@@ -302,6 +308,7 @@ fn parse_header(file: &Path, data: &[u8]) -> Result<HashMap<String, Raw>> {
             return Err(bad("data_offsets is not two offsets"));
         };
         let elem = match dtype.as_str() {
+            "I64" => 8,
             "F32" | "I32" => 4,
             "F16" | "BF16" => 2,
             _ => return Err(bad(&format!("dtype {dtype} is not supported"))),

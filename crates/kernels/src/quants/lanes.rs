@@ -239,7 +239,7 @@ impl Lanes for Avx512 {
         the_min: &mut [f32; N],
         l_out: &mut [[u8; N]; M],
     ) {
-        if N % 16 != 0 {
+        if !N.is_multiple_of(16) {
             return self.avx2().qkx(
                 x,
                 w,
@@ -280,7 +280,7 @@ impl Lanes for Avx512 {
         scale_out: &mut [f32; N],
         l_out: &mut [[i8; N]; M],
     ) {
-        if N % 16 != 0 {
+        if !N.is_multiple_of(16) {
             return self.avx2().qx(x, w, nmax, scale_out, l_out);
         }
         // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
@@ -294,7 +294,7 @@ impl Lanes for Avx512 {
         scale_out: &mut [f32; N],
         l_out: &mut [[i8; N]; M],
     ) {
-        if N % 16 != 0 {
+        if !N.is_multiple_of(16) {
             return self.avx2().q3(x, nmax, scale_out, l_out);
         }
         // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).

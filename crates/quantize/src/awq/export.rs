@@ -5,7 +5,7 @@
 //!   `weight_packed` int32 `[out, in/8]` (code + 8, element k at bits `4·(k%8)` of word `k/8`,
 //!   natural order), `weight_scale` bf16 `[out, in/G]`, `weight_zero_point` int32
 //!   `[ceil(out/8), in/G]` (zero point + 8 packed along the *output* dim) and `weight_shape`
-//!   int32 `[2]`; `quantization_config` in config.json, so transformers (with
+//!   `[2]` (int64: compressed-tensors stores `torch.tensor(weight.shape)`); `quantization_config` in config.json, so transformers (with
 //!   compressed-tensors) and vLLM load it. Norms that absorbed `1/s` are stored as F32 (a bf16
 //!   round of `w/s` would add error the search did not see); everything else is copied as is.
 //! - [`write_scaled_checkpoint`]: the model with AWQ scales folded in (no clipping), as an F32
@@ -51,6 +51,7 @@ struct Entry {
 
 fn entry(name: String, dtype: &'static str, shape: Vec<usize>) -> Result<Entry> {
     let elem = match dtype {
+        "I64" => 8,
         "F32" | "I32" => 4,
         _ => 2,
     };
@@ -174,7 +175,7 @@ pub fn int4_tensors(m: &Int4Matrix) -> Vec<Vec<u8>> {
         pack_rows(&m.q, m.rows, m.cols),
         m.scale.iter().flat_map(|s| s.to_le_bytes()).collect(),
         pack_zero_points(&m.zero, m.rows, m.groups()),
-        [m.rows as i32, m.cols as i32]
+        [m.rows as i64, m.cols as i64]
             .iter()
             .flat_map(|v| v.to_le_bytes())
             .collect(),
@@ -324,7 +325,7 @@ pub fn write_compressed_tensors(
                         "I32",
                         vec![rows.div_ceil(8), cols / g],
                     )?,
-                    entry(format!("{module}.weight_shape"), "I32", vec![2])?,
+                    entry(format!("{module}.weight_shape"), "I64", vec![2])?,
                 ],
                 Source::Int4(name.clone()),
             ));
@@ -460,10 +461,16 @@ mod tests {
     fn weights_pack_in_natural_order_with_offset_8() {
         let codes: Vec<i8> = (-8..8).collect();
         let b = pack_rows(&codes, 1, 16);
-        assert_eq!(b, [0x76543210u32, 0xFEDCBA98].map(u32::to_le_bytes).concat());
+        assert_eq!(
+            b,
+            [0x76543210u32, 0xFEDCBA98].map(u32::to_le_bytes).concat()
+        );
         // A row of 10 codes takes two words, the second zero-padded above its two codes.
         let b = pack_rows(&[0i8; 10], 1, 10);
-        assert_eq!(b, [0x88888888u32, 0x00000088].map(u32::to_le_bytes).concat());
+        assert_eq!(
+            b,
+            [0x88888888u32, 0x00000088].map(u32::to_le_bytes).concat()
+        );
     }
 
     #[test]

@@ -84,18 +84,22 @@ impl ImatrixCollector {
         chunk_size: u32,
     ) -> Result<Imatrix> {
         self.check()?;
-        let entries = self
-            .acc
-            .into_iter()
-            .map(|(name, a)| {
-                let entry = Entry {
-                    n_cols: a.n_cols,
-                    sums: a.sums.iter().map(|&s| s as f32).collect(),
-                    counts: a.counts.iter().map(|&c| c as f32).collect(),
-                };
-                (name, entry)
-            })
-            .collect();
+        let mut entries = BTreeMap::new();
+        for (name, a) in self.acc {
+            let sums: Vec<f32> = a.sums.iter().map(|&s| s as f32).collect();
+            // Finite f64 sums can still exceed f32; llama.cpp refuses such files when reading.
+            if sums.iter().any(|s| !s.is_finite()) {
+                return Err(QuantizeError::Options(format!(
+                    "imatrix collection: {name}: a sum of squares exceeds the f32 range"
+                )));
+            }
+            let entry = Entry {
+                n_cols: a.n_cols,
+                sums,
+                counts: a.counts.iter().map(|&c| c as f32).collect(),
+            };
+            entries.insert(name, entry);
+        }
         Ok(Imatrix {
             entries,
             datasets,
@@ -214,6 +218,20 @@ mod tests {
         assert_eq!(d.counts, [0.0, 0.0, 1.0, 0.0]);
         assert_eq!(d.sums[4..6], [9.0, 16.0]);
         assert_eq!(d.sums.iter().sum::<f32>(), 25.0);
+    }
+
+    #[test]
+    fn sums_beyond_f32_are_an_error() {
+        let mut c = ImatrixCollector::new(0);
+        let x = vec![1e30f32; 16];
+        c.linear_input(
+            &site("layers.0.mlp.down_proj.weight", Some(0), None),
+            &x,
+            16,
+            1,
+        );
+        let err = c.finish(Vec::new(), 1, 16).unwrap_err().to_string();
+        assert!(err.contains("blk.0.ffn_down.weight"), "{err}");
     }
 
     #[test]
