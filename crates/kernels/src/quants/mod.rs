@@ -237,11 +237,11 @@ fn quantize_checked_row(ty: GgmlType, x: &[f32], imatrix: Option<&[f32]>, out: &
         }),
         IQ4NL => quant_blocks::<BlockIQ4NL>(x, imatrix, out, iq4::quantize_row_iq4_nl),
         IQ4XS => quant_blocks::<BlockIQ4XS>(x, imatrix, out, iq4::quantize_row_iq4_xs),
-        Q2K => quant_blocks::<BlockQ2K>(x, imatrix, out, kquants::quantize_row_q2_k),
-        Q3K => quant_blocks::<BlockQ3K>(x, imatrix, out, kquants::quantize_row_q3_k),
-        Q4K => quant_blocks::<BlockQ4K>(x, imatrix, out, kquants::quantize_row_q4_k),
-        Q5K => quant_blocks::<BlockQ5K>(x, imatrix, out, kquants::quantize_row_q5_k),
-        Q6K => quant_blocks::<BlockQ6K>(x, imatrix, out, kquants::quantize_row_q6_k),
+        Q2K => quant_blocks::<BlockQ2K>(x, imatrix, out, kquants::quantize_row_q2_k_fast),
+        Q3K => quant_blocks::<BlockQ3K>(x, imatrix, out, kquants::quantize_row_q3_k_fast),
+        Q4K => quant_blocks::<BlockQ4K>(x, imatrix, out, kquants::quantize_row_q4_k_fast),
+        Q5K => quant_blocks::<BlockQ5K>(x, imatrix, out, kquants::quantize_row_q5_k_fast),
+        Q6K => quant_blocks::<BlockQ6K>(x, imatrix, out, kquants::quantize_row_q6_k_fast),
     }
 }
 
