@@ -239,7 +239,7 @@ impl State {
                 return o;
             }
             let nx = t.dims[0] as usize;
-            if nx % ty.block_size() != 0 {
+            if !nx.is_multiple_of(ty.block_size()) {
                 return G::Q8_0;
             }
             return if ty != G::Q8_0 { G::Q6K } else { ty };
@@ -342,7 +342,7 @@ impl State {
 fn fallback(t: &TensorDesc, wanted: GgmlType) -> Choice {
     use GgmlType as G;
     let ncols = t.dims[0] as usize;
-    if ncols % wanted.block_size() == 0 {
+    if ncols.is_multiple_of(wanted.block_size()) {
         return Choice {
             ty: wanted,
             fallback_from: None,
@@ -356,7 +356,7 @@ fn fallback(t: &TensorDesc, wanted: GgmlType) -> Choice {
         G::Q6K => G::Q8_0,
         _ => G::F16,
     };
-    if ncols % ty.block_size() != 0 {
+    if !ncols.is_multiple_of(ty.block_size()) {
         ty = G::F16;
     }
     Choice {

@@ -210,7 +210,7 @@ fn legacy_dat_imatrix_reads_to_the_same_weights() {
     let mut dat = Vec::new();
     dat.extend((im.entries.len() as i32).to_le_bytes());
     let ncall = 3i32;
-    for (name, _) in &im.entries {
+    for name in im.entries.keys() {
         let w = im.weights(name).unwrap();
         dat.extend((name.len() as i32).to_le_bytes());
         dat.extend(name.as_bytes());

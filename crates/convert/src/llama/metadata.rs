@@ -208,11 +208,9 @@ pub fn size_label(tensors: &[TensorInfo]) -> String {
         }
         total += size;
     }
-    if n_expert_tensors > 0 {
-        let count = expert_sum / n_expert_tensors;
-        format!("{count}x{}", rounded_notation(shared + expert))
-    } else {
-        rounded_notation(total)
+    match expert_sum.checked_div(n_expert_tensors) {
+        Some(count) => format!("{count}x{}", rounded_notation(shared + expert)),
+        None => rounded_notation(total),
     }
 }
 
