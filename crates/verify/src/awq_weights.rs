@@ -6,7 +6,8 @@
 //! at bits `4·(k%8)` of word `k/8`), `M.weight_scale` (bf16/f16/f32 `[out, in/G]`),
 //! `M.weight_zero_point` (int32 `[ceil(out/8), in/G]`, zero point + 8 packed along the rows)
 //! and `M.weight_shape` (int64 or int32 `[2]`); it is served as the matrix `M.weight`, dequantized row
-//! by row as `(q − zp) · scale` in f32. Every other tensor is served dense. Headers are
+//! by row as `(q − zp) · scale` computed, as compressed-tensors' `_dequantize` does, in the
+//! scale's dtype (the exact product rounded to bf16/f16; f32 scales stay f32). Every other tensor is served dense. Headers are
 //! untrusted: offsets, shapes and packed sizes are checked with checked arithmetic before any
 //! access, and errors name the file and tensor.
 
@@ -344,6 +345,15 @@ struct Int4Rows<'a> {
     zero: &'a [u8],
 }
 
+/// Rounds `x` to the precision of `t` (nearest even), as a multiply in that dtype does.
+fn round_to(t: ElemType, x: f32) -> f32 {
+    match t {
+        ElemType::F32 => x,
+        ElemType::BF16 => half::bf16::from_f32(x).to_f32(),
+        ElemType::F16 => half::f16::from_f32(x).to_f32(),
+    }
+}
+
 fn word(b: &[u8], i: usize) -> u32 {
     u32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
 }
@@ -394,7 +404,7 @@ impl RowSource for Int4Rows<'_> {
                 for (k, d) in (k0..).zip(&mut dst[k0..k0 + self.group]) {
                     let q =
                         ((word(self.packed, r * words + k / 8) >> (4 * (k % 8))) & 0xF) as i32 - 8;
-                    *d = (q - z) as f32 * s;
+                    *d = round_to(self.scale_type, (q - z) as f32 * s);
                 }
             }
         }

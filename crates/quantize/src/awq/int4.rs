@@ -2,7 +2,10 @@
 //! (`../shared/spec/quant-formats.md` §6, "pack-quantized"): per row and group of `group`
 //! input columns, `min = min(min, 0)`, `max = max(max, 0)`, `scale = (max - min) / 15`,
 //! `zp = round(clamp(-8 - min / scale, -8, 7))`, `q = round(clamp(x / scale + zp, -8, 7))`
-//! (round half to even, as torch.round), dequantized as `(q - zp) * scale`.
+//! (round half to even, as torch.round), dequantized as `(q - zp) * scale` *in bf16*: the
+//! product is rounded to bf16 as compressed-tensors' `_dequantize` computes it in the scale's
+//! dtype, so the dequantized weights here, in `verify::awq_weights` and in transformers agree
+//! bit for bit.
 //!
 //! The scale is rounded to bf16 *before* `zp` and `q` are computed, because bf16 is what the file
 //! stores: every consumer (our [`verify::awq_weights`] reader, compressed-tensors, vLLM) then
@@ -47,12 +50,18 @@ impl Int4Matrix {
                 let base = r * self.cols + j * self.group;
                 let span = base..base + self.group;
                 for (o, &q) in out[span.clone()].iter_mut().zip(&self.q[span]) {
-                    *o = (q as f32 - z) * s;
+                    *o = dequant(q as f32 - z, s);
                 }
             }
         }
         out
     }
+}
+
+/// `(q - zp) · scale` rounded to bf16 (the product itself is exact in f32: 5 × 8 bits).
+#[inline]
+pub fn dequant(q_minus_zp: f32, scale: f32) -> f32 {
+    bf16_to_f32(f32_to_bf16(q_minus_zp * scale))
 }
 
 /// Scale (as bf16 bits) and zero point of one group with range `[lo, hi]`.
@@ -128,7 +137,7 @@ pub fn fake_quant_group(x: &[f32], clip: f32, out: &mut [f32]) {
     let (bits, zp) = quantize_group(&clipped, &mut q);
     let s = bf16_to_f32(bits);
     for (o, &c) in out.iter_mut().zip(&q) {
-        *o = (c as f32 - zp as f32) * s;
+        *o = dequant(c as f32 - zp as f32, s);
     }
 }
 

@@ -56,17 +56,8 @@ pub fn split_chunks(
             tokens.len()
         )));
     }
-    let available = tokens.len() / ctx;
-    let n = max_chunks.map_or(available, |m| m.min(available));
-    Ok(tokens
-        .chunks_exact(ctx)
-        .take(n)
-        .map(|c| {
-            let mut chunk = c.to_vec();
-            chunk[0] = bos;
-            chunk
-        })
-        .collect())
+    // The cutting itself is llama.cpp's perplexity/imatrix chunking, shared with `g4q verify`.
+    Ok(verify::data::chunk_tokens(tokens, ctx, max_chunks, bos)?)
 }
 
 #[cfg(test)]
