@@ -62,7 +62,15 @@ ids = torch.tensor([[int(i) for i in ids.split(",")]])
 model = None
 for cls in ("AutoModelForCausalLM", "AutoModelForImageTextToText"):
     try:
-        model = getattr(transformers, cls).from_pretrained(folder, torch_dtype=torch.float32)
+        # dequantize=True: compressed-tensors unpacks every int4 weight at load, in the scale's
+        # dtype (bf16), which is what g4q's reader reproduces. (The default "keep compressed"
+        # route of transformers 5 registers the asymmetric zero point unpacked, [out, groups],
+        # and refuses the packed [out/8, groups] tensor that compressed-tensors itself writes.)
+        model = getattr(transformers, cls).from_pretrained(
+            folder,
+            dtype=torch.float32,
+            quantization_config=transformers.CompressedTensorsConfig(dequantize=True),
+        )
         break
     except Exception as e:  # noqa: BLE001 - report and try the next class
         print(f"{cls}: {e}", file=sys.stderr)

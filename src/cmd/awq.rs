@@ -40,6 +40,7 @@ pub fn search(
     data: &Path,
     args: &AwqArgs,
     clip: bool,
+    experts: bool,
 ) -> anyhow::Result<AwqPlan> {
     if args.awq_tokens < 2 {
         return Err(usage("--awq-tokens must be at least 2"));
@@ -55,6 +56,7 @@ pub fn search(
     let opts = AwqOptions {
         group: args.group_size,
         clip,
+        experts,
     };
     let layers = ckpt.config().num_hidden_layers;
     let bar = progress::bar(layers as u64, "awq");
@@ -86,7 +88,7 @@ pub fn write_int4(
 ) -> anyhow::Result<()> {
     let data = data.ok_or_else(|| usage("--format awq needs --data FILE.txt"))?;
     let ckpt = Checkpoint::open(model)?;
-    let plan = search(model, &ckpt, data, args, !args.no_clip)?;
+    let plan = search(model, &ckpt, data, args, !args.no_clip, false)?;
     let bar = progress::bar(0, "write");
     let s = write_compressed_tensors(&ckpt, &plan, out, &mut |done, all| {
         bar.set_length(all as u64);
@@ -114,7 +116,7 @@ impl Drop for TempDir {
 }
 
 /// `--awq`: the checkpoint with AWQ scales folded in (no clipping: k-quants pick their own
-/// ranges), written as F32 next to `out` under the source folder's name (GGUF `general.name`
+/// ranges; the MoE experts are scaled too, since k-quants quantize them), written as F32 next to `out` under the source folder's name (GGUF `general.name`
 /// comes from it) and opened; the folder goes when the guard drops.
 pub fn scaled_checkpoint(
     model: &Path,
@@ -123,7 +125,7 @@ pub fn scaled_checkpoint(
     out: &Path,
     args: &AwqArgs,
 ) -> anyhow::Result<(TempDir, Checkpoint)> {
-    let plan = search(model, ckpt, data, args, false)?;
+    let plan = search(model, ckpt, data, args, false, true)?;
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),

@@ -58,6 +58,7 @@ fn run() -> &'static (Checkpoint, AwqRun) {
         let opts = AwqOptions {
             group: GROUP,
             clip: true,
+            experts: false,
         };
         let r = compute_awq(
             &ckpt,
@@ -350,6 +351,7 @@ fn bytes_do_not_depend_on_thread_count() {
             let opts = AwqOptions {
                 group: GROUP,
                 clip: true,
+                experts: false,
             };
             let run = compute_awq(&ckpt, &ids, &opts, &mut |_, _| {}).unwrap();
             write_compressed_tensors(&ckpt, &run.plan, &dir, &mut |_, _| {}).unwrap();

@@ -5,8 +5,11 @@
 //! memory is one layer's weights plus one layer's activations whatever the model size.
 //!
 //! Inputs to layer `l` are the unquantized model's activations (AutoAWQ feeds each layer the
-//! full-precision outputs of the previous one). The MoE experts of 26B-A4B are left unscaled:
-//! they are fused 3-D parameters, not `nn.Linear`s, so the int4 release keeps them dense.
+//! full-precision outputs of the previous one). With [`AwqOptions::experts`] the MoE layers of
+//! 26B-A4B get two more kinds of group: the experts' pre-norm → every expert's gate_up (one
+//! scale, each expert scored on the tokens routed to it) and, per expert, up → down. The int4
+//! release leaves them off: the experts are fused 3-D parameters, not `nn.Linear`s, so they stay
+//! dense there, and scaling them would only force them from bf16 to F32.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -14,7 +17,9 @@ use std::time::Instant;
 use verify::{forward_streaming, ForwardOptions, LinearSite, Observer, Weights};
 
 use crate::awq::plan::{AwqPlan, LayerScales};
-use crate::awq::search::{search_clip, search_scale, Acts, Mat};
+use crate::awq::search::{
+    abs_mean_of, search_clip, search_scale, search_scale_per_input, Acts, Mat, ScaleChoice,
+};
 use crate::error::{QuantizeError, Result};
 
 /// Options of an AWQ search.
@@ -24,6 +29,8 @@ pub struct AwqOptions {
     pub group: usize,
     /// Search clip bounds after the scales (AutoAWQ `apply_clip`).
     pub clip: bool,
+    /// Search the MoE expert groups too (for the GGUF path, which quantizes the experts).
+    pub experts: bool,
 }
 
 impl Default for AwqOptions {
@@ -31,6 +38,7 @@ impl Default for AwqOptions {
         AwqOptions {
             group: 128,
             clip: true,
+            experts: false,
         }
     }
 }
@@ -39,7 +47,7 @@ impl Default for AwqOptions {
 #[derive(Clone, Debug)]
 pub struct GroupReport {
     pub layer: usize,
-    /// `attn`, `ffn` or `down`.
+    /// `attn`, `ffn`, `down`, `moe` (experts' pre-norm) or `expert_down`.
     pub group: &'static str,
     pub alpha: Option<f32>,
     /// Mean squared output error with the chosen scales and with none (calibration rows).
@@ -86,6 +94,8 @@ struct Collector<'a> {
     opts: &'a AwqOptions,
     current: Option<usize>,
     inputs: BTreeMap<Input, (Vec<f32>, usize, usize)>,
+    /// MoE expert inputs: (is the down input, expert) → routed rows.
+    experts: BTreeMap<(bool, usize), (Vec<f32>, usize, usize)>,
     plan: AwqPlan,
     groups: Vec<GroupReport>,
     layer_seconds: Vec<f64>,
@@ -96,13 +106,20 @@ struct Collector<'a> {
 
 impl Observer for Collector<'_> {
     fn linear_input(&mut self, site: &LinearSite<'_>, x: &[f32], rows: usize, cols: usize) {
-        if self.error.is_some() || site.expert.is_some() {
+        if self.error.is_some() {
             return;
         }
         let Some(l) = site.layer else { return };
         if self.current != Some(l) {
             self.flush();
             self.current = Some(l);
+        }
+        if let Some(e) = site.expert {
+            if self.opts.experts {
+                let down = site.weight.ends_with("experts.down_proj");
+                self.experts.insert((down, e), (x.to_vec(), rows, cols));
+            }
+            return;
         }
         let suffix = site
             .weight
@@ -119,7 +136,8 @@ impl Collector<'_> {
     fn flush(&mut self) {
         let Some(l) = self.current.take() else { return };
         let inputs = std::mem::take(&mut self.inputs);
-        if let Err(e) = self.search_layer(l, &inputs) {
+        let experts = std::mem::take(&mut self.experts);
+        if let Err(e) = self.search_layer(l, &inputs, &experts) {
             self.error = Some(e);
         }
         self.layer_seconds
@@ -140,6 +158,7 @@ impl Collector<'_> {
         &mut self,
         l: usize,
         inputs: &BTreeMap<Input, (Vec<f32>, usize, usize)>,
+        experts: &BTreeMap<(bool, usize), (Vec<f32>, usize, usize)>,
     ) -> Result<()> {
         let cfg = self.src.config();
         let g = self.opts.group;
@@ -260,12 +279,102 @@ impl Collector<'_> {
                 self.plan.clips.insert(n, search_clip(a, &w, wrows, g));
             }
         }
+        let (moe_in, moe_down) = if self.opts.experts && cfg.enable_moe_block {
+            self.search_experts(l, experts)?
+        } else {
+            (Vec::new(), Vec::new())
+        };
         self.plan.layers[l] = LayerScales {
             attn,
             ffn,
             down: down_s,
+            moe_in,
+            moe_down,
         };
         Ok(())
+    }
+
+    /// The MoE groups of layer `l`: the shared expert-input scale and each expert's down scale.
+    fn search_experts(
+        &mut self,
+        l: usize,
+        experts: &BTreeMap<(bool, usize), (Vec<f32>, usize, usize)>,
+    ) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
+        let cfg = self.src.config();
+        let (b, i, ne, g) = (
+            cfg.hidden_size,
+            cfg.moe_intermediate_size,
+            cfg.num_experts,
+            self.opts.group,
+        );
+        if !i.is_multiple_of(g) {
+            return Err(QuantizeError::Options(format!(
+                "AWQ: group size {g} does not divide layer {l}'s expert width {i}"
+            )));
+        }
+        let name = |s: &str| format!("layers.{l}.{s}");
+        let acts = |key: (bool, usize)| {
+            experts.get(&key).map(|(x, r, c)| Acts {
+                x,
+                rows: *r,
+                cols: *c,
+            })
+        };
+        // Experts' pre-norm → every expert's gate_up rows.
+        let (gate_up, _, _) = self.weight(&name("experts.gate_up_proj"))?;
+        let items: Vec<(Acts<'_>, Mat<'_>)> = (0..ne)
+            .filter_map(|e| {
+                let a = acts((false, e))?;
+                let w = &gate_up[e * 2 * i * b..(e + 1) * 2 * i * b];
+                Some((
+                    a,
+                    Mat {
+                        w,
+                        rows: 2 * i,
+                        head: None,
+                    },
+                ))
+            })
+            .collect();
+        let blocks: Vec<Acts<'_>> = items.iter().map(|&(a, _)| a).collect();
+        let choice = search_scale_per_input(&abs_mean_of(&blocks, b), &items, g);
+        self.report(l, "moe", &choice);
+        drop(items);
+        drop(gate_up);
+        // Per expert: up rows → down columns.
+        let (down, _, _) = self.weight(&name("experts.down_proj"))?;
+        let mut moe_down = Vec::with_capacity(ne);
+        for e in 0..ne {
+            let s = match acts((true, e)) {
+                Some(a) => {
+                    let w = &down[e * b * i..(e + 1) * b * i];
+                    let c = search_scale(
+                        a,
+                        &[Mat {
+                            w,
+                            rows: b,
+                            head: None,
+                        }],
+                        g,
+                    );
+                    self.report(l, "expert_down", &c);
+                    c.s
+                }
+                None => vec![1.0; i],
+            };
+            moe_down.push(s);
+        }
+        Ok((choice.s, moe_down))
+    }
+
+    fn report(&mut self, layer: usize, group: &'static str, c: &ScaleChoice) {
+        self.groups.push(GroupReport {
+            layer,
+            group,
+            alpha: c.alpha,
+            loss: c.loss,
+            loss_identity: c.loss_identity,
+        });
     }
 
     fn group(
@@ -312,6 +421,7 @@ pub fn compute_awq(
         opts,
         current: None,
         inputs: BTreeMap::new(),
+        experts: BTreeMap::new(),
         plan: AwqPlan::identity(cfg, opts.group),
         groups: Vec::new(),
         layer_seconds: Vec::new(),

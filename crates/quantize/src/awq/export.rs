@@ -335,6 +335,12 @@ pub fn write_compressed_tensors(
                 vec![entry(hf, "F32", view.shape.clone())?],
                 Source::Norm(name.clone()),
             ));
+        } else if plan.touches(cfg, &name) {
+            // Scaled MoE expert stacks (a plan searched with `experts`) stay dense, in F32.
+            units.push((
+                vec![entry(hf, "F32", view.shape.clone())?],
+                Source::Scaled(name.clone()),
+            ));
         } else {
             units.push((
                 vec![entry(

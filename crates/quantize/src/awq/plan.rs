@@ -33,6 +33,12 @@ pub struct LayerScales {
     pub ffn: Vec<f32>,
     /// `[I]`: up → down.
     pub down: Vec<f32>,
+    /// MoE layers: `[B]`, experts' pre-norm (`pre_feedforward_layernorm_2`) → every expert's
+    /// gate_up; empty elsewhere.
+    pub moe_in: Vec<f32>,
+    /// MoE layers: per expert `[I_moe]`, the expert's up rows → its down columns; empty
+    /// elsewhere.
+    pub moe_down: Vec<Vec<f32>>,
 }
 
 /// The result of an AWQ search over a model.
@@ -75,6 +81,8 @@ enum Role<'p> {
         cols: Option<&'p [f32]>,
         rows: Option<&'p [f32]>,
     },
+    /// The fused expert stacks of a MoE layer.
+    Experts { down: bool, sc: &'p LayerScales },
 }
 
 impl AwqPlan {
@@ -88,6 +96,8 @@ impl AwqPlan {
                     attn: vec![1.0; b],
                     ffn: vec![1.0; b],
                     down: vec![1.0; cfg.intermediate_size_of(l)],
+                    moe_in: Vec::new(),
+                    moe_down: Vec::new(),
                 })
                 .collect(),
             clips: BTreeMap::new(),
@@ -124,6 +134,11 @@ impl AwqPlan {
                 cols: Some(&sc.down),
                 rows: None,
             },
+            "pre_feedforward_layernorm_2.weight" if !sc.moe_in.is_empty() => Role::Norm(&sc.moe_in),
+            "experts.gate_up_proj" if !sc.moe_in.is_empty() || !sc.moe_down.is_empty() => {
+                Role::Experts { down: false, sc }
+            }
+            "experts.down_proj" if !sc.moe_down.is_empty() => Role::Experts { down: true, sc },
             _ => return None,
         })
     }
@@ -145,6 +160,51 @@ pub fn scale_matrix(w: &mut [f32], c: usize, cols: Option<&[f32]>, rows: Option<
             row.iter_mut().for_each(|v| *v /= f);
         }
     }
+}
+
+/// Applies a MoE layer's scales to its fused expert stack `[E·rows_e, c]`: gate_up
+/// (`[E·2I, B]`, per expert gate rows then up rows) gets columns `· moe_in` and each expert's
+/// up rows `/ moe_down[e]`; down (`[E·B, I]`) gets each expert's columns `· moe_down[e]`.
+fn scale_experts(
+    w: &mut [f32],
+    r: usize,
+    c: usize,
+    down: bool,
+    sc: &LayerScales,
+) -> Result<(), String> {
+    let e = if down {
+        sc.moe_down.len()
+    } else {
+        sc.moe_down.len().max(1)
+    };
+    let per = r
+        .checked_div(e)
+        .filter(|p| p * e == r)
+        .ok_or("AWQ expert scales do not fit")?;
+    if down {
+        for (x, s) in w.chunks_exact_mut(per * c).zip(&sc.moe_down) {
+            if s.len() != c {
+                return Err("AWQ expert down scales do not fit".into());
+            }
+            scale_matrix(x, c, Some(s), None);
+        }
+        return Ok(());
+    }
+    if !sc.moe_in.is_empty() {
+        if sc.moe_in.len() != c {
+            return Err("AWQ expert input scales do not fit".into());
+        }
+        scale_matrix(w, c, Some(&sc.moe_in), None);
+    }
+    for (x, s) in w.chunks_exact_mut(per * c).zip(&sc.moe_down) {
+        // Rows I..2I of each expert block are its up projection.
+        let i = per / 2;
+        if s.len() != i {
+            return Err("AWQ expert up scales do not fit".into());
+        }
+        scale_matrix(&mut x[i * c..], c, None, Some(s));
+    }
+    Ok(())
 }
 
 /// Clamps each (row, group) of a row-major `[r, c]` matrix to `[-bound, bound]`.
@@ -175,7 +235,7 @@ impl ScaledWeights<'_> {
         let cfg = self.base.config();
         let role = self.plan.role(cfg, name);
         let bounds = self.clip.then(|| self.plan.clips.get(name)).flatten();
-        if !matches!(role, Some(Role::Linear { .. })) && bounds.is_none() {
+        if !matches!(role, Some(Role::Linear { .. } | Role::Experts { .. })) && bounds.is_none() {
             return Ok(None);
         }
         let m = self.base.matrix(name)?;
@@ -187,6 +247,9 @@ impl ScaledWeights<'_> {
                 return Err(shape_error(name, "AWQ scales do not fit this matrix"));
             }
             scale_matrix(&mut w, c, cols, rows);
+        }
+        if let Some(Role::Experts { down, sc }) = role {
+            scale_experts(&mut w, r, c, down, sc).map_err(|m| shape_error(name, &m))?;
         }
         if let Some(b) = bounds {
             if c % self.plan.group != 0 || b.len() != r * (c / self.plan.group) {

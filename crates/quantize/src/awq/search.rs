@@ -202,68 +202,103 @@ pub fn candidate_scale(x_mean: &[f32], w_mean: &[f32], alpha: f32) -> Vec<f32> {
 
 /// Searches the group scale for weights `ws` that all read activations `a`.
 pub fn search_scale(a: Acts<'_>, ws: &[Mat<'_>], group: usize) -> ScaleChoice {
-    let k = a.cols;
-    let x_mean = abs_mean(a);
-    let w_mean = weight_mean(ws, k, group);
-    // The calibration rows in FOLDS contiguous parts (fewer when there are too few rows).
-    let folds = FOLDS.min(a.rows).max(1);
-    let halves: Vec<Acts<'_>> = (0..folds)
-        .map(|f| (f * a.rows / folds, (f + 1) * a.rows / folds))
-        .filter(|&(r0, r1)| r1 > r0)
-        .map(|(r0, r1)| Acts {
-            x: &a.x[r0 * k..r1 * k],
-            rows: r1 - r0,
-            cols: k,
+    let items: Vec<(Acts<'_>, Mat<'_>)> = ws.iter().map(|&m| (a, m)).collect();
+    search_scale_per_input(&abs_mean(a), &items, group)
+}
+
+/// Mean |x| per column over several activation blocks of the same width.
+pub fn abs_mean_of(blocks: &[Acts<'_>], cols: usize) -> Vec<f32> {
+    let mut sum = vec![0f64; cols];
+    let mut n = 0usize;
+    for a in blocks {
+        for row in a.x.chunks_exact(cols) {
+            for (s, &v) in sum.iter_mut().zip(row) {
+                *s += v.abs() as f64;
+            }
+        }
+        n += a.rows;
+    }
+    sum.into_iter()
+        .map(|s| (s / n.max(1) as f64) as f32)
+        .collect()
+}
+
+/// Searches one scale shared by weights that each read their own activations (the MoE
+/// experts behind one norm: each expert sees only the tokens routed to it); `x_mean` is the
+/// mean |x| over all of them. Items without rows are ignored.
+pub fn search_scale_per_input(
+    x_mean: &[f32],
+    items: &[(Acts<'_>, Mat<'_>)],
+    group: usize,
+) -> ScaleChoice {
+    let k = x_mean.len();
+    let items: Vec<(Acts<'_>, Mat<'_>)> =
+        items.iter().copied().filter(|(a, _)| a.rows > 0).collect();
+    let mats: Vec<Mat<'_>> = items.iter().map(|&(_, m)| m).collect();
+    let w_mean = weight_mean(&mats, k, group);
+    // Each item's rows in FOLDS contiguous parts (fewer when there are too few rows).
+    let folds: Vec<Vec<Acts<'_>>> = items
+        .iter()
+        .map(|&(a, _)| {
+            let n = FOLDS.min(a.rows).max(1);
+            (0..n)
+                .map(|f| (f * a.rows / n, (f + 1) * a.rows / n))
+                .filter(|&(r0, r1)| r1 > r0)
+                .map(|(r0, r1)| Acts {
+                    x: &a.x[r0 * k..r1 * k],
+                    rows: r1 - r0,
+                    cols: k,
+                })
+                .collect()
         })
         .collect();
-    let inv: Vec<Vec<Option<Vec<f64>>>> = halves
+    let inv: Vec<Vec<Option<Vec<f64>>>> = folds
         .iter()
-        .map(|&h| ws.iter().map(|&m| head_weights(h, m)).collect())
+        .zip(&mats)
+        .map(|(fs, &m)| fs.iter().map(|&h| head_weights(h, m)).collect())
         .collect();
-    // Candidate 0 is "no scaling"; candidate i + 1 is α = i / GRID. errors[c][h][w]: layer w's
-    // error on half h.
+    // Candidate 0 is "no scaling"; candidate i + 1 is α = i / GRID. errors[c][w][f]: item w's
+    // error on its fold f.
     let errors: Vec<Vec<Vec<f64>>> = (0..=GRID)
         .into_par_iter()
         .map(|c| {
             let s = match c {
                 0 => vec![1f32; k],
-                _ => candidate_scale(&x_mean, &w_mean, (c - 1) as f32 / GRID as f32),
+                _ => candidate_scale(x_mean, &w_mean, (c - 1) as f32 / GRID as f32),
             };
-            let rts: Vec<Vec<f32>> = ws
-                .iter()
-                .map(|m| scaled_round_trip(m.w, m.rows, k, group, &s))
-                .collect();
-            halves
-                .iter()
+            mats.iter()
+                .zip(&folds)
                 .zip(&inv)
-                .map(|(&h, inv)| {
-                    ws.iter()
-                        .zip(&rts)
+                .map(|((&m, fs), inv)| {
+                    let rt = scaled_round_trip(m.w, m.rows, k, group, &s);
+                    fs.iter()
                         .zip(inv)
-                        .map(|((&m, rt), inv)| weighted_error(h, m, rt, inv.as_deref()))
+                        .map(|(&h, inv)| weighted_error(h, m, &rt, inv.as_deref()))
                         .collect()
                 })
                 .collect()
         })
         .collect();
-    // Each layer's error is taken relative to its own error without scaling, so a small layer
+    // Each item's error is taken relative to its own error without scaling, so a small layer
     // (k: one head, read by every q head and by the KV-shared layers) weighs as much as a large
-    // one; a candidate's loss is the worse of its two halves' mean relative errors, so a scale
-    // must help on both halves of the data to win (a guard against fitting noise, which showed
-    // on held-out text as q-only groups that got worse).
+    // one; a candidate's loss is the worst over the folds of the items' mean relative error, so
+    // a scale must help on every part of the data to win (a guard against fitting noise, which
+    // showed on held-out text as q-only groups that got worse).
     let base = &errors[0];
     let losses: Vec<f64> = errors
         .iter()
-        .map(|per_half| {
-            per_half
-                .iter()
-                .zip(base)
-                .map(|(errs, b)| {
-                    errs.iter()
-                        .zip(b)
-                        .map(|(&e, &b)| if b > 0.0 { e / b } else { 1.0 })
-                        .sum::<f64>()
-                        / ws.len().max(1) as f64
+        .map(|per_item| {
+            (0..FOLDS)
+                .filter_map(|f| {
+                    let rel: Vec<f64> = per_item
+                        .iter()
+                        .zip(base)
+                        .filter_map(|(e, b)| {
+                            let (e, b) = (*e.get(f)?, *b.get(f)?);
+                            Some(if b > 0.0 { e / b } else { 1.0 })
+                        })
+                        .collect();
+                    (!rel.is_empty()).then(|| rel.iter().sum::<f64>() / rel.len() as f64)
                 })
                 .fold(0f64, f64::max)
         })
@@ -278,13 +313,13 @@ pub fn search_scale(a: Acts<'_>, ws: &[Mat<'_>], group: usize) -> ScaleChoice {
         0 => (vec![1f32; k], None),
         b => {
             let alpha = (b - 1) as f32 / GRID as f32;
-            (candidate_scale(&x_mean, &w_mean, alpha), Some(alpha))
+            (candidate_scale(x_mean, &w_mean, alpha), Some(alpha))
         }
     };
     ScaleChoice {
         s,
         alpha,
-        loss: losses[best],
+        loss: if items.is_empty() { 1.0 } else { losses[best] },
         loss_identity: base.iter().flatten().sum(),
     }
 }
