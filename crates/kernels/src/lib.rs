@@ -4,14 +4,14 @@
 //! NEON) checked against the scalar twin. Knows nothing of files, models or the CLI.
 
 pub mod blocks;
+pub mod dot;
 pub mod error;
 pub mod fp;
+pub mod matmul;
+pub mod quants;
+pub mod simd;
 pub mod types;
 
 pub use error::KernelError;
 pub use quants::{dequantize_row_ref, quantize_row, quantize_rows};
 pub use types::GgmlType;
-pub mod quants;
-pub mod simd;
-pub mod dot;
-pub mod matmul;
