@@ -151,13 +151,18 @@ fn print_table(types: &[GgmlType], paths: &[Path]) {
          vec_dot GB/s (weights in) | vec_dot × scalar |"
     );
     println!("|---|---|---:|---:|---:|---:|---:|");
-    let mut out = vec![0f32; N];
+    // The f32 output starts on a 64-byte boundary, as in `test-quantize-perf` (whose buffers
+    // are 64-byte aligned): a plain `Vec<f32>` of 64 KiB is only 16-byte aligned, so half of
+    // the 256-bit stores would split a cache line and the comparison would not be like for like.
+    let mut buf = vec![0f32; N + 16];
+    let off = buf.as_ptr().align_offset(64);
+    let out = &mut buf[off..off + N];
     for &ty in types {
         let r = rows(ty);
         let mut scalar_dot = 0.0;
         for &path in paths {
             let deq = best_ns(|| {
-                dequantize_row_with(path, ty, black_box(&r.weights), &mut out).expect("dequantize");
+                dequantize_row_with(path, ty, black_box(&r.weights), out).expect("dequantize");
                 black_box(&out);
             });
             let dot = best_ns(|| {

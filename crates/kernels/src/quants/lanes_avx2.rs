@@ -294,12 +294,30 @@ fn signed_absmax<const N: usize, const M: usize>(
     (max, amax)
 }
 
+/// [`round_clamp_f`] for `|v| < 2^22`, in four float operations instead of six: adding and
+/// subtracting 1.5·2^23 rounds to the nearest integer (ties to even) exactly as ggml's
+/// `nearest_int` bit trick does in that range, and clamping integer-valued floats equals
+/// clamping the integers. Outside that range (and for NaN) the two differ, so this is only for
+/// callers whose argument is bounded: the scale search of [`qx`], where `|iscale·x| ≤ nmax + 0.9`
+/// because `iscale = -(nmax ± 0.9)/max` and `max` has the largest magnitude of its group (a NaN
+/// arises only in an all-zero group, whose lane [`qx`] zeroes at the end).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn round_clamp_small(v: __m256, lo: i32, hi: i32) -> __m256 {
+    let magic = _mm256_set1_ps(12_582_912.0);
+    let r = _mm256_sub_ps(_mm256_add_ps(v, magic), magic);
+    _mm256_min_ps(_mm256_max_ps(r, splat(lo as f32)), splat(hi as f32))
+}
+
 /// Σ w·x·l and Σ w·l·l per lane for levels `clamp(nearest_int(iscale·x), -nmax, nmax-1)`.
+/// `wx` holds the products `w·x`, computed once per search rather than on each of its 19
+/// passes (the same f32 value ggml's `w*x[i]*l` forms first, so the sums are unchanged).
 #[inline]
 #[target_feature(enable = "avx2")]
 fn qx_sums<const N: usize, const M: usize>(
     x: &[[f32; N]; M],
     w: &[[f32; N]; M],
+    wx: &[[f32; N]; M],
     nmax: i32,
     iscale: &[__m256; KMAX],
 ) -> ([__m256; KMAX], [__m256; KMAX]) {
@@ -310,8 +328,8 @@ fn qx_sums<const N: usize, const M: usize>(
         for k in 0..N / 8 {
             let xv = ld(&x[i], k);
             let wv = ld(&w[i], k);
-            let l = round_clamp_f(_mm256_mul_ps(iscale[k], xv), -nmax, nmax - 1);
-            sumlx[k] = _mm256_add_ps(sumlx[k], _mm256_mul_ps(_mm256_mul_ps(wv, xv), l));
+            let l = round_clamp_small(_mm256_mul_ps(iscale[k], xv), -nmax, nmax - 1);
+            sumlx[k] = _mm256_add_ps(sumlx[k], _mm256_mul_ps(ld(&wx[i], k), l));
             suml2[k] = _mm256_add_ps(suml2[k], _mm256_mul_ps(_mm256_mul_ps(wv, l), l));
         }
     }
@@ -336,7 +354,13 @@ pub(crate) fn qx<const N: usize, const M: usize>(
     for k in 0..kk {
         iscale[k] = _mm256_div_ps(splat(-(nmax as f32)), max[k]);
     }
-    let (sumlx, suml2) = qx_sums(x, w, nmax, &iscale);
+    let mut wx = [[0f32; N]; M];
+    for i in 0..M {
+        for k in 0..kk {
+            st(&mut wx[i], k, _mm256_mul_ps(ld(&w[i], k), ld(&x[i], k)));
+        }
+    }
+    let (sumlx, suml2) = qx_sums(x, w, &wx, nmax, &iscale);
     let mut scale = [zero; KMAX];
     let mut best = [zero; KMAX];
     for k in 0..kk {
@@ -353,7 +377,7 @@ pub(crate) fn qx<const N: usize, const M: usize>(
         for k in 0..kk {
             iscale[k] = _mm256_div_ps(neg(num), max[k]);
         }
-        let (sumlx, suml2) = qx_sums(x, w, nmax, &iscale);
+        let (sumlx, suml2) = qx_sums(x, w, &wx, nmax, &iscale);
         for k in 0..kk {
             let acc = _mm256_and_ps(
                 gt(suml2[k], zero),

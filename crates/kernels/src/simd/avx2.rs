@@ -37,6 +37,18 @@ macro_rules! sum_blocks {
     }};
 }
 
+/// Runs the block dequantizer `$f` over every whole block of `$x` into `$out`: one loop per
+/// type, with the type matched outside it rather than on every block (a jump-table dispatch per
+/// block). Measured with AVX2 and 64-byte-aligned output, per 32 values: IQ4_XS 9.5 → 9.0,
+/// Q6_K 10.7 → 10.2, Q3_K 10.9 → 10.4, Q5_K 14.2 → 13.9 cycles.
+macro_rules! per_block {
+    ($x:expr, $out:expr, $ts:expr, $bs:expr, $f:ident) => {
+        for (b, y) in $x.chunks_exact($ts).zip($out.chunks_exact_mut($bs)) {
+            $f(b, y.as_mut_ptr())
+        }
+    };
+}
+
 /// Emits the x86 kernels for one target-feature set. `$feat` is the `target_feature` string;
 /// the invoking module must define `mul_sum_us8_pairs(acc, ax, sy)` (adds the u8 × i8 products
 /// of `ax` and `sy`, four per i32 lane, to `acc`) for that feature set.
@@ -61,7 +73,11 @@ macro_rules! x86_kernels {
             match ty {
                 F16 => deq_f16(x, out),
                 BF16 => deq_bf16(x, out),
-                Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | IQ4NL | Q2K | Q3K | Q4K | Q5K | Q6K | IQ4XS => {
+                // The 32-value formats keep one loop with the match inside: measured, the
+                // per-type loop ran Q8_0 at 16 cycles per 32 values on both paths, this loop
+                // (now over these six types only) at 9.4, where it took 15.4 with AVX2 while
+                // it also served the K-quants. Code generation, not the kernel, decides here.
+                Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | IQ4NL => {
                     for (b, y) in x.chunks_exact(ts).zip(out.chunks_exact_mut(bs)) {
                         let y = y.as_mut_ptr();
                         match ty {
@@ -70,16 +86,16 @@ macro_rules! x86_kernels {
                             Q5_0 => deq_q5_0(b, y),
                             Q5_1 => deq_q5_1(b, y),
                             Q8_0 => deq_q8_0(b, y),
-                            IQ4NL => deq_iq4_nl(b, y),
-                            Q2K => deq_q2_k(b, y),
-                            Q3K => deq_q3_k(b, y),
-                            Q4K => deq_q4_k(b, y),
-                            Q5K => deq_q5_k(b, y),
-                            Q6K => deq_q6_k(b, y),
-                            _ => deq_iq4_xs(b, y),
+                            _ => deq_iq4_nl(b, y),
                         }
                     }
                 }
+                Q2K => per_block!(x, out, ts, bs, deq_q2_k),
+                Q3K => per_block!(x, out, ts, bs, deq_q3_k),
+                Q4K => per_block!(x, out, ts, bs, deq_q4_k),
+                Q5K => per_block!(x, out, ts, bs, deq_q5_k),
+                Q6K => per_block!(x, out, ts, bs, deq_q6_k),
+                IQ4XS => per_block!(x, out, ts, bs, deq_iq4_xs),
                 F32 | Q8_1 | Q8K => scalar::dequantize(ty, x, out),
             }
         }
