@@ -5,13 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn fixtures_dir() -> PathBuf {
-    match std::env::var_os("G4Q_FIXTURES") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"),
-    }
-}
+use testkit::fixtures_dir;
 
 fn g4q() -> Command {
     Command::new(env!("CARGO_BIN_EXE_g4q"))

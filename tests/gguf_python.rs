@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use convert::gguf::GgufFile;
+use testkit::fixtures_dir;
 
 const SCRIPT: &str = r#"
 import sys, numpy as np
@@ -58,12 +59,6 @@ fn python_with_gguf() -> Option<PathBuf> {
     } else {
         None
     }
-}
-
-fn fixtures_dir() -> PathBuf {
-    std::env::var_os("G4Q_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("../shared/fixtures"))
 }
 
 #[test]

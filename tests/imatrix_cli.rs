@@ -4,20 +4,14 @@
 //! the file (only `quantize.imatrix.file` differs); the weights change the quantized bytes; and
 //! bad flag combinations fail with exit code 2 and no output.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use convert::gguf::{GgufFile, Value};
 use quantize::Imatrix;
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
-
-fn fixtures_dir() -> PathBuf {
-    match std::env::var_os("G4Q_FIXTURES") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"),
-    }
-}
+use testkit::fixtures_dir;
 
 fn g4q(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_g4q"))

@@ -7,17 +7,11 @@
 //! so their absolute KLDs differ by a few percent; the drop is what the imatrix contributes).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value as Json;
-
-fn fixtures_dir() -> PathBuf {
-    match std::env::var_os("G4Q_FIXTURES") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"),
-    }
-}
+use testkit::fixtures_dir;
 
 fn ok(args: &[&str]) {
     let out = Command::new(env!("CARGO_BIN_EXE_g4q"))

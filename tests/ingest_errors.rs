@@ -1,21 +1,9 @@
 //! End to end: `g4q inspect` on good and corrupt checkpoints. Bad input must exit with code 2
 //! and one `g4q: error: ...` line on stderr naming the file, never a panic.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
-
-fn fixtures_dir() -> PathBuf {
-    let dir = match std::env::var_os("G4Q_FIXTURES") {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"),
-    };
-    assert!(
-        dir.is_dir(),
-        "fixtures folder {} is missing (set G4Q_FIXTURES)",
-        dir.display()
-    );
-    dir
-}
+use testkit::fixtures_dir;
 
 fn e2b_copy() -> tempfile::TempDir {
     let src = fixtures_dir().join("e2b-s0/released-bf16");

@@ -8,13 +8,7 @@ use convert::gguf::{parse_header, Array, GgufFile, GgufWriter, Metadata, TensorI
 use kernels::GgmlType;
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
-
-fn fixtures_dir() -> PathBuf {
-    match std::env::var_os("G4Q_FIXTURES") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"),
-    }
-}
+use testkit::fixtures_dir;
 
 /// Every (manifest, gguf path, manifest entry) for the whole GGUF files the fixtures carry.
 fn whole_files() -> Vec<(PathBuf, Json)> {

@@ -2,20 +2,12 @@
 //! F32 GGUF g4q writes has the keys, value types, values, tensor names, shapes, types, offsets and
 //! bytes that `llamacpp/manifest.json` records for llama.cpp's `f32.gguf`.
 
-use std::path::{Path, PathBuf};
-
 use convert::gguf::{Array, GgufFile, Value};
 use convert::Checkpoint;
 use kernels::GgmlType;
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
-
-fn fixtures_dir() -> PathBuf {
-    match std::env::var_os("G4Q_FIXTURES") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"),
-    }
-}
+use testkit::fixtures_dir;
 
 /// Python's `repr(float)`, which `json.dumps` uses: shortest round-trip digits, scientific
 /// notation outside 1e-4 ≤ |x| < 1e16, and a trailing `.0` on integral values.
@@ -115,12 +107,7 @@ fn scalar_json(v: &Value) -> Json {
 #[test]
 fn f32_conversion_matches_llamacpp() {
     let root = fixtures_dir();
-    let mut dirs: Vec<_> = std::fs::read_dir(&root)
-        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("llamacpp/manifest.json").exists())
-        .collect();
-    dirs.sort();
+    let dirs = testkit::fixture_dirs("llamacpp/manifest.json");
     assert!(
         !dirs.is_empty(),
         "no fixtures with llama.cpp manifests under {}",

@@ -10,14 +10,7 @@ use std::path::{Path, PathBuf};
 
 use kernels::{dequantize_row_ref, quantize_rows, GgmlType, KernelError};
 use serde_json::Value;
-
-/// `G4Q_GOLDEN`, else `../shared/golden` relative to the workspace root.
-fn golden_root() -> PathBuf {
-    match std::env::var_os("G4Q_GOLDEN") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden"),
-    }
-}
+use testkit::golden_dir as golden_root;
 
 fn read(path: &Path) -> Vec<u8> {
     fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))

@@ -8,16 +8,10 @@ use std::path::{Path, PathBuf};
 use bytemuck::Pod;
 use kernels::blocks::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K};
 use kernels::quants::kquants::*;
+use testkit::golden_dir as golden_root;
 
 type Quant<B> = fn(&[f32], &mut [B], Option<&[f32]>);
 type Dequant<B> = fn(&[B], &mut [f32]);
-
-fn golden_root() -> PathBuf {
-    match std::env::var_os("G4Q_GOLDEN") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden"),
-    }
-}
 
 fn read_f32(path: &Path) -> Vec<f32> {
     let bytes = fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

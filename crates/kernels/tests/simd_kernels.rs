@@ -14,13 +14,12 @@
 //! about M/n per wrong value, far above that at the row lengths tested (and the 256-value rows
 //! make even one wrong value visible: 2·9·ε·M ≪ M/256).
 
-use std::path::PathBuf;
-
 use kernels::dot::{quantize_activation, vec_dot_type, vec_dot_with};
 use kernels::simd::{available_paths, dequantize_row_with, Path};
 use kernels::{dequantize_row_ref, quantize_row, GgmlType};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use testkit::golden_dir;
 
 /// Weight types with a dot product, as the tests exercise them.
 const WEIGHT_TYPES: [GgmlType; 15] = [
@@ -42,13 +41,6 @@ const WEIGHT_TYPES: [GgmlType; 15] = [
 ];
 
 const ROW_LENGTHS: [usize; 5] = [256, 768, 2048, 4096, 16384];
-
-fn golden_dir() -> PathBuf {
-    match std::env::var_os("G4Q_GOLDEN") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden"),
-    }
-}
 
 /// Gaussian values with 1% outliers ×40 and an occasional exact zero.
 fn random_row(rng: &mut ChaCha8Rng, n: usize, sigma: f32) -> Vec<f32> {

@@ -4,19 +4,11 @@
 //! 1%, and at least 99% of the entries within 2%. Values cannot be bit-equal: llama.cpp's GELU is
 //! an fp16 lookup table and its CPU kernels sum in a different order.
 
-use std::path::{Path, PathBuf};
-
 use convert::Checkpoint;
 use quantize::calibrate::{calibration_tokens, compute_imatrix, ImatrixOptions};
 use quantize::Imatrix;
 use serde_json::Value as Json;
-
-fn fixtures_dir() -> PathBuf {
-    match std::env::var_os("G4Q_FIXTURES") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"),
-    }
-}
+use testkit::fixtures_dir;
 
 /// The value following `flag` in llama-imatrix's recorded command line.
 fn flag(cmd: &[Json], flag: &str) -> Option<usize> {
@@ -26,13 +18,7 @@ fn flag(cmd: &[Json], flag: &str) -> Option<usize> {
 
 #[test]
 fn imatrix_matches_llama_imatrix() {
-    let root = fixtures_dir();
-    let mut dirs: Vec<_> = std::fs::read_dir(&root)
-        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("llamacpp/imatrix.gguf").exists())
-        .collect();
-    dirs.sort();
+    let dirs = testkit::fixture_dirs("llamacpp/imatrix.gguf");
     assert!(!dirs.is_empty(), "no fixture with llamacpp/imatrix.gguf");
     let (mut cases, mut entries, mut close) = (0, 0usize, 0usize);
     let (mut worst_total, mut worst_entry) = (0f64, 0f64);

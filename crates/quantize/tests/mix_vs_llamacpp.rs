@@ -2,18 +2,9 @@
 //! fixture: each quantized GGUF in `llamacpp/manifest.json` (with and without the imatrix) is
 //! replayed from the tensors of llama.cpp's `f32.gguf`.
 
-use std::path::{Path, PathBuf};
-
 use kernels::GgmlType;
 use quantize::{choose_types, quantize_order, FileType, MixOptions, ModelFacts, TensorDesc};
 use serde_json::Value as Json;
-
-fn fixtures_dir() -> PathBuf {
-    match std::env::var_os("G4Q_FIXTURES") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"),
-    }
-}
 
 fn ggml_type(name: &str) -> GgmlType {
     name.parse().unwrap_or_else(|e| panic!("{e}"))
@@ -21,13 +12,7 @@ fn ggml_type(name: &str) -> GgmlType {
 
 #[test]
 fn mixes_choose_llamacpps_types() {
-    let root = fixtures_dir();
-    let mut dirs: Vec<_> = std::fs::read_dir(&root)
-        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("llamacpp/manifest.json").exists())
-        .collect();
-    dirs.sort();
+    let dirs = testkit::fixture_dirs("llamacpp/manifest.json");
     assert!(!dirs.is_empty());
     let (mut files, mut tensors) = (0, 0);
     for dir in &dirs {

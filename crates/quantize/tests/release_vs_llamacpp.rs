@@ -3,21 +3,13 @@
 //! with and without llama.cpp's importance matrix. One streaming pass from the checkpoint
 //! replaces llama.cpp's convert + quantize.
 
-use std::path::{Path, PathBuf};
-
 use convert::gguf::{GgufFile, Value};
 use convert::Checkpoint;
 use quantize::gguf_release::{self, ReleaseOptions};
 use quantize::{FileType, Imatrix, MixOptions};
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
-
-fn fixtures_dir() -> PathBuf {
-    match std::env::var_os("G4Q_FIXTURES") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"),
-    }
-}
+use testkit::fixtures_dir;
 
 fn scalar_json(v: &Value) -> Option<Json> {
     Some(match v {
@@ -32,13 +24,7 @@ fn scalar_json(v: &Value) -> Option<Json> {
 
 #[test]
 fn releases_match_llama_quantize() {
-    let root = fixtures_dir();
-    let mut dirs: Vec<_> = std::fs::read_dir(&root)
-        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("llamacpp/manifest.json").exists())
-        .collect();
-    dirs.sort();
+    let dirs = testkit::fixture_dirs("llamacpp/manifest.json");
     assert!(!dirs.is_empty());
     let tmp = tempfile::tempdir().unwrap();
     let (mut files, mut tensors, mut mismatched) = (0, 0, Vec::new());
@@ -119,13 +105,7 @@ fn releases_match_llama_quantize() {
 
 #[test]
 fn requantizing_llamacpps_f32_file_matches_llama_quantize() {
-    let root = fixtures_dir();
-    let mut dirs: Vec<_> = std::fs::read_dir(&root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("llamacpp/f32.gguf").exists())
-        .collect();
-    dirs.sort();
+    let dirs = testkit::fixture_dirs("llamacpp/f32.gguf");
     assert!(!dirs.is_empty(), "no fixture carries llama.cpp's f32.gguf");
     let tmp = tempfile::tempdir().unwrap();
     let mut files = 0;

@@ -372,16 +372,7 @@ impl RowSource for Int4Rows<'_> {
     }
 
     fn rows_to_f32(&self, row0: usize, n: usize, out: &mut [f32]) -> Result<()> {
-        let end = row0.checked_add(n).filter(|&e| e <= self.rows);
-        if end.is_none() || out.len() != n * self.cols {
-            return Err(VerifyError::Shape {
-                tensor: self.name.clone(),
-                message: format!(
-                    "rows {row0}..{row0}+{n} outside [{}, {}]",
-                    self.rows, self.cols
-                ),
-            });
-        }
+        crate::weights::check_rows(self, row0, n, out.len())?;
         let ng = self.cols / self.group;
         let words = self.cols.div_ceil(8);
         let es = self.scale_type.size();

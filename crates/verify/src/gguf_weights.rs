@@ -127,18 +127,7 @@ impl RowSource for GgufMatrix<'_> {
     }
 
     fn rows_to_f32(&self, row0: usize, n: usize, out: &mut [f32]) -> Result<()> {
-        let end = row0.checked_add(n).filter(|&e| e <= self.rows);
-        if end.is_none() || Some(out.len()) != n.checked_mul(self.cols) {
-            return Err(VerifyError::shape(
-                &self.name,
-                format!(
-                    "rows {row0}..{row0}+{n} into {} values is outside [{}, {}]",
-                    out.len(),
-                    self.rows,
-                    self.cols
-                ),
-            ));
-        }
+        crate::weights::check_rows(self, row0, n, out.len())?;
         let src = &self.data[row0 * self.row_bytes..(row0 + n) * self.row_bytes];
         // Row by row: each ggml row is whole blocks, and one row at a time keeps the scratch in
         // the caller's panel buffer.

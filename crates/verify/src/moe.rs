@@ -156,21 +156,7 @@ impl<'w> MoeWeights<'w> {
                     .collect()
             })
             .collect();
-        for (e, (toks, _)) in routed.iter().enumerate() {
-            if !toks.is_empty() {
-                obs.linear_input(
-                    &LinearSite {
-                        layer: Some(l),
-                        weight: self.gate_up.name(),
-                        expert: Some(e),
-                        token_rows: Some(toks),
-                    },
-                    &inputs[e],
-                    toks.len(),
-                    b,
-                );
-            }
-        }
+        observe_experts(obs, l, self.gate_up.name(), &routed, &inputs, b);
         let acts: Vec<Vec<f32>> = (0..cfg.num_experts)
             .into_par_iter()
             .map(|e| -> Result<Vec<f32>> {
@@ -193,21 +179,7 @@ impl<'w> MoeWeights<'w> {
                 Ok(act)
             })
             .collect::<Result<_>>()?;
-        for (e, (toks, _)) in routed.iter().enumerate() {
-            if !toks.is_empty() {
-                obs.linear_input(
-                    &LinearSite {
-                        layer: Some(l),
-                        weight: self.down.name(),
-                        expert: Some(e),
-                        token_rows: Some(toks),
-                    },
-                    &acts[e],
-                    toks.len(),
-                    i,
-                );
-            }
-        }
+        observe_experts(obs, l, self.down.name(), &routed, &acts, i);
         let outs: Vec<Vec<f32>> = (0..cfg.num_experts)
             .into_par_iter()
             .map(|e| -> Result<Vec<f32>> {
@@ -241,6 +213,29 @@ fn softmax(row: &[f32]) -> Vec<f32> {
         .collect();
     let sum = ex.iter().map(|&v| v as f64).sum::<f64>() as f32;
     ex.into_iter().map(|v| v / sum).collect()
+}
+
+/// Reports each expert's input rows (`width` columns, only the tokens routed to it) of the
+/// expert weight `weight` to the observer, in expert order.
+fn observe_experts(
+    obs: &mut dyn Observer,
+    layer: usize,
+    weight: &str,
+    routed: &[(Vec<usize>, Vec<f32>)],
+    xs: &[Vec<f32>],
+    width: usize,
+) {
+    for (e, (toks, _)) in routed.iter().enumerate() {
+        if !toks.is_empty() {
+            let site = LinearSite {
+                layer: Some(layer),
+                weight,
+                expert: Some(e),
+                token_rows: Some(toks),
+            };
+            obs.linear_input(&site, &xs[e], toks.len(), width);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -37,6 +37,24 @@ pub trait RowSource: Send + Sync {
     }
 }
 
+/// Checks that rows `row0 .. row0 + n` lie inside `src` and that `out_len` values hold exactly
+/// those rows: the common precondition of every [`RowSource::rows_to_f32`], checked once here so
+/// each source's hot loop can index without re-deriving bounds.
+pub(crate) fn check_rows(src: &dyn RowSource, row0: usize, n: usize, out_len: usize) -> Result<()> {
+    let inside = row0.checked_add(n).is_some_and(|e| e <= src.rows());
+    if !inside || Some(out_len) != n.checked_mul(src.cols()) {
+        return Err(VerifyError::shape(
+            src.name(),
+            format!(
+                "rows {row0}..{row0}+{n} into {out_len} values is outside [{}, {}]",
+                src.rows(),
+                src.cols()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A boxed matrix borrowed from (or owned by) its weight source.
 pub type Matrix<'a> = Box<dyn RowSource + 'a>;
 
@@ -118,18 +136,7 @@ impl RowSource for DenseMatrix<'_> {
     }
 
     fn rows_to_f32(&self, row0: usize, n: usize, out: &mut [f32]) -> Result<()> {
-        let end = row0.checked_add(n).filter(|&e| e <= self.rows);
-        if end.is_none() || out.len() != n * self.cols {
-            return Err(VerifyError::shape(
-                &self.name,
-                format!(
-                    "rows {row0}..{row0}+{n} into {} values is outside [{}, {}]",
-                    out.len(),
-                    self.rows,
-                    self.cols
-                ),
-            ));
-        }
+        check_rows(self, row0, n, out.len())?;
         let es = self.dtype.size();
         let start = row0 * self.cols * es;
         let src = &self.bytes[start..start + n * self.cols * es];

@@ -10,16 +10,7 @@ use serde_json::Value;
 /// The fixtures folder: `G4Q_FIXTURES`, else `../shared/fixtures` beside the repository root.
 /// Panics (fails the test) when it does not exist: a missing oracle is not a pass.
 pub fn fixtures_dir() -> PathBuf {
-    let dir = match std::env::var_os("G4Q_FIXTURES") {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"),
-    };
-    assert!(
-        dir.is_dir(),
-        "fixtures folder {} is missing (set G4Q_FIXTURES)",
-        dir.display()
-    );
-    dir
+    testkit::fixtures_dir()
 }
 
 /// Every fixture folder holding a `reference.safetensors`, sorted.

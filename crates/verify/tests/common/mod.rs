@@ -7,10 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// The fixtures folder: `G4Q_FIXTURES`, else `../shared/fixtures` from the workspace root.
 pub fn fixtures_dir() -> PathBuf {
-    match std::env::var_os("G4Q_FIXTURES") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"),
-    }
+    testkit::fixtures_dir()
 }
 
 /// Fixture folders holding a `reference.safetensors`, sorted. Panics (test failure) when the
