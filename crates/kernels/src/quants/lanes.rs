@@ -66,6 +66,8 @@ pub(crate) trait Lanes: Copy {
         scale_out: &mut [f32; N],
         l_out: &mut [[i8; N]; M],
     );
+    /// [`requant`] on this backend.
+    fn requant(self, x: &Super, d: &[f32; 16], nmax: i32, l: &mut [i8; QK_K]) -> u16;
 }
 
 /// The portable backend: the loops in this module.
@@ -122,6 +124,10 @@ impl Lanes for Portable {
         l_out: &mut [[i8; N]; M],
     ) {
         q3(x, nmax, scale_out, l_out)
+    }
+    #[inline(always)]
+    fn requant(self, x: &Super, d: &[f32; 16], nmax: i32, l: &mut [i8; QK_K]) -> u16 {
+        requant(x, d, nmax, l)
     }
 }
 
@@ -196,6 +202,11 @@ impl Lanes for Avx2 {
     ) {
         // SAFETY: `self` exists only if the CPU has AVX2 (see `Avx2::detect`).
         unsafe { super::lanes_avx2::q3(x, nmax, scale_out, l_out) }
+    }
+    #[inline(always)]
+    fn requant(self, x: &Super, d: &[f32; 16], nmax: i32, l: &mut [i8; QK_K]) -> u16 {
+        // SAFETY: `self` exists only if the CPU has AVX2 (see `Avx2::detect`).
+        unsafe { super::lanes_avx2::requant(x, d, nmax, l) }
     }
 }
 
@@ -299,6 +310,11 @@ impl Lanes for Avx512 {
         }
         // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
         unsafe { super::lanes_avx512::q3(x, nmax, scale_out, l_out) }
+    }
+    #[inline(always)]
+    fn requant(self, x: &Super, d: &[f32; 16], nmax: i32, l: &mut [i8; QK_K]) -> u16 {
+        // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
+        unsafe { super::lanes_avx512::requant(x, d, nmax, l) }
     }
 }
 
@@ -491,6 +507,25 @@ pub(crate) fn sums_of_squares<const B: usize>(x: [&Super; B]) -> [f32; B] {
         }
     }
     s
+}
+
+/// The symmetric K-quants' last step (Q3_K, Q6_K): re-round one super-block against the
+/// sixteen final sub-block scales, `l[16j+i] = clamp(nearest_int(x[16j+i] / d[j]), -nmax,
+/// nmax-1) + nmax`, for every sub-block whose `d[j]` is not zero. Returns the mask of the
+/// sub-blocks left untouched (bit `j` for `d[j] == 0`), which keep the search's levels.
+#[inline(always)]
+pub(crate) fn requant(x: &Super, d: &[f32; 16], nmax: i32, l: &mut [i8; QK_K]) -> u16 {
+    let mut skipped = 0u16;
+    for j in 0..16 {
+        if d[j] == 0.0 {
+            skipped |= 1 << j;
+            continue;
+        }
+        for i in 16 * j..16 * j + 16 {
+            l[i] = (round_clamp(x[i] / d[j], -nmax, nmax - 1) + nmax) as i8;
+        }
+    }
+    skipped
 }
 
 /// `nearest_int` then `clamp(lo, hi)`, as ggml's `MAX(lo, MIN(hi, nearest_int(v)))`.
@@ -1015,6 +1050,55 @@ mod tests {
         backends_match_ref::<q4k::Q4KFast>(kquants::quantize_row_q4_k);
         backends_match_ref::<q5k::Q5KFast>(kquants::quantize_row_q5_k);
         backends_match_ref::<q6k::Q6KFast>(kquants::quantize_row_q6_k);
+    }
+
+    /// `requant` on every backend against the scalar loop, on values placed exactly on, and a
+    /// few ulps either side of, every rounding boundary `(k + 1/2)·d` and the clamp limits, plus
+    /// zero, NaN, ±∞, huge and denormal values and zero, tiny and negative scales: the inputs
+    /// where a product with `1/d` could round differently from the true quotient.
+    #[test]
+    fn requant_matches_scalar_at_rounding_boundaries() {
+        let scales = [
+            0.0, 1.0, 0.1, -0.7, 3.0e-5, 6.0e-8, 8.3e6, -1.0e-3, 0.37, 2.5, -13.0, 0.011, 7.0e-3,
+            1.0e-7, -0.25, 0.6,
+        ];
+        for nmax in [4, 32] {
+            for seed in 0..40u32 {
+                let d: [f32; 16] = std::array::from_fn(|j| scales[(j + seed as usize) % 16]);
+                let noise = data(seed, QK_K);
+                let x: Super = std::array::from_fn(|i| {
+                    let dj = d[i / 16];
+                    let k = (noise[i].abs() * 97.0) as i32 % (2 * nmax + 4) - nmax - 2;
+                    let edge = (k as f32 + 0.5) * dj;
+                    let nudge = (noise[i] * 1000.0) as i32 % 4;
+                    match (i + seed as usize) % 23 {
+                        0 => f32::NAN,
+                        1 => f32::INFINITY,
+                        2 => -f32::INFINITY,
+                        3 => 1.0e30,
+                        4 => 1.0e-42,
+                        5 => 0.0,
+                        6..=14 => f32::from_bits((edge.to_bits() as i32 + nudge) as u32),
+                        _ => noise[i] * dj * nmax as f32,
+                    }
+                });
+                let mut want = [0i8; QK_K];
+                let want_mask = requant(&x, &d, nmax, &mut want);
+                #[cfg(target_arch = "x86_64")]
+                {
+                    if let Some(avx2) = Avx2::detect() {
+                        let mut got = [0i8; QK_K];
+                        assert_eq!(avx2.requant(&x, &d, nmax, &mut got), want_mask);
+                        assert_eq!(got, want, "avx2, nmax {nmax}, seed {seed}");
+                    }
+                    if let Some(avx512) = Avx512::detect() {
+                        let mut got = [0i8; QK_K];
+                        assert_eq!(avx512.requant(&x, &d, nmax, &mut got), want_mask);
+                        assert_eq!(got, want, "avx512, nmax {nmax}, seed {seed}");
+                    }
+                }
+            }
+        }
     }
 
     fn data(seed: u32, n: usize) -> Vec<f32> {

@@ -502,3 +502,53 @@ pub(crate) fn q3<const N: usize, const M: usize>(
         );
     }
 }
+
+/// See [`super::lanes::requant`] and [`super::lanes_avx512::requant`] (the same method: a
+/// product with `1/d`, redone with the true division wherever it comes within
+/// [`REQUANT_TOL`] of a rounding boundary); one sub-block is two vectors here.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) fn requant(x: &[f32; 256], d: &[f32; 16], nmax: i32, l: &mut [i8; 256]) -> u16 {
+    let zero = _mm256_setzero_ps();
+    let mut r = [0f32; 16];
+    let mut skipped = 0u16;
+    for k in 0..2 {
+        let dv = ld(d, k);
+        st(&mut r, k, _mm256_div_ps(splat(1.0), dv));
+        skipped |= (_mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(dv, zero)) as u16) << (8 * k);
+    }
+    let magic = splat(12_582_912.0 + nmax as f32);
+    let (lo, hi) = (splat(-(nmax as f32) - 0.25), splat(nmax as f32 - 0.75));
+    let (limit, bound) = (splat(1_048_576.0), splat(0.5 - REQUANT_TOL));
+    for j in 0..16 {
+        if skipped & (1 << j) != 0 {
+            continue;
+        }
+        let xs: &[f32; 16] = x[16 * j..16 * j + 16].try_into().expect("16 values");
+        let mut bits = [_mm256_setzero_si256(); 2];
+        for k in 0..2 {
+            let xv = ld(xs, k);
+            let q = _mm256_mul_ps(xv, splat(r[j]));
+            let qc = _mm256_min_ps(_mm256_max_ps(q, lo), hi);
+            let t = _mm256_add_ps(qc, magic);
+            let off = abs(_mm256_sub_ps(qc, _mm256_sub_ps(t, magic)));
+            let safe = _mm256_and_ps(lt(abs(q), limit), lt(off, bound));
+            bits[k] = if _mm256_movemask_ps(safe) == 0xff {
+                _mm256_and_si256(_mm256_castps_si256(t), _mm256_set1_epi32(0xff))
+            } else {
+                let exact = _mm256_div_ps(xv, splat(d[j]));
+                _mm256_add_epi32(round_clamp(exact, -nmax, nmax - 1), _mm256_set1_epi32(nmax))
+            };
+        }
+        // Levels are 0..2·nmax: pack to u16 (per 128-bit half), restore order, pack to bytes.
+        let w = _mm256_permute4x64_epi64::<0xD8>(_mm256_packus_epi32(bits[0], bits[1]));
+        let b = _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256::<1>(w));
+        let out = &mut l[16 * j..16 * j + 16];
+        // SAFETY: `out` is 16 writable bytes; the store is unaligned.
+        unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), b) };
+    }
+    skipped
+}
+
+/// See [`super::lanes_avx512`]'s `REQUANT_TOL`.
+const REQUANT_TOL: f32 = 1.0 / 16384.0;

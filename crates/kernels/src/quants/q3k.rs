@@ -9,8 +9,8 @@ use super::kquants::{
     check_dequant, for_each_super_block, pack_2bit, pack_scales_q3, q3_scale, Super,
 };
 use super::lanes::{
-    block_lanes16, block_levels, quantize_fast, qx16_candidates, sums_of_squares, transpose_blocks,
-    FastBlock, Lanes,
+    block_lanes16, quantize_fast, qx16_candidates, sums_of_squares, transpose_blocks, FastBlock,
+    Lanes, Portable,
 };
 use super::search::{make_q3_quants, make_qx_quants};
 use crate::blocks::{BlockQ3K, QK_K};
@@ -41,13 +41,24 @@ fn quantize_block_ref(x: &Super, y: &mut BlockQ3K) {
             true,
         );
     }
-    finish_ref(x, y, &scales, &mut l);
+    finish_ref(Portable, x, y, &scales, natural(&l));
+}
+
+/// The search's levels of sub-block `j` when they are kept in element order.
+fn natural(l: &[i8; QK_K]) -> impl Fn(usize, &mut [i8]) + '_ {
+    |j, out| out.copy_from_slice(&l[16 * j..16 * j + 16])
 }
 
 /// The reference path after the sub-block searches: 6-bit scales against the largest-magnitude
 /// scale, fp16 d, then the common tail.
 #[inline(always)]
-fn finish_ref(x: &Super, y: &mut BlockQ3K, scales: &[f32; 16], l: &mut [i8; QK_K]) {
+fn finish_ref<L: Lanes>(
+    lanes: L,
+    x: &Super,
+    y: &mut BlockQ3K,
+    scales: &[f32; 16],
+    search: impl Fn(usize, &mut [i8]),
+) {
     let mut max_scale = 0.0f32;
     let mut amax = 0.0f32;
     for j in 0..QK_K / 16 {
@@ -72,7 +83,7 @@ fn finish_ref(x: &Super, y: &mut BlockQ3K, scales: &[f32; 16], l: &mut [i8; QK_K
         y.scales = [0; 12];
         y.d = f32_to_f16(0.0);
     }
-    finish_block(x, y, l);
+    finish_block(lanes, x, y, search);
 }
 
 fn quantize_block_impl(x: &Super, y: &mut BlockQ3K, qw: &Super) {
@@ -98,19 +109,20 @@ fn quantize_block_impl(x: &Super, y: &mut BlockQ3K, qw: &Super) {
         sw[j] = sumw;
         scales[j] = make_qx_quants(16, 4, xs, &mut l[16 * j..16 * j + 16], 1, Some(&weight));
     }
-    finish_impl(x, y, &scales, &sw, &mut l, false);
+    finish_impl(Portable, x, y, &scales, &sw, natural(&l), false);
 }
 
 /// The importance-weighted path after the sub-block searches: `make_qx_quants` over the sixteen
 /// scales with the sub-block weight sums (ggml's loop, or with `candidates_in_lanes` the same
 /// search with its 19 candidate scales evaluated side by side), fp16 d, then the common tail.
 #[inline(always)]
-fn finish_impl(
+fn finish_impl<L: Lanes>(
+    lanes: L,
     x: &Super,
     y: &mut BlockQ3K,
     scales: &[f32; 16],
     sw: &[f32; 16],
-    l: &mut [i8; QK_K],
+    search: impl Fn(usize, &mut [i8]),
     candidates_in_lanes: bool,
 ) {
     let mut ls = [0i8; QK_K / 16];
@@ -122,7 +134,7 @@ fn finish_impl(
     let l6: [i32; 16] = std::array::from_fn(|j| ls[j] as i32);
     pack_scales_q3(&l6, &mut y.scales);
     y.d = f32_to_f16(d_block);
-    finish_block(x, y, l);
+    finish_block(lanes, x, y, search);
 }
 
 /// The same bytes as [`quantize_row_q3_k`], several times faster: the sixteen sub-block searches of a
@@ -173,8 +185,8 @@ fn quantize_blocks<L: Lanes, const N: usize, const B: usize>(
         None => {
             lanes.q3(&xt, 4, &mut scales, &mut lt);
             for (b, yb) in y.into_iter().enumerate() {
-                let mut l = block_levels::<i8, N, 16, B>(&lt, b);
-                finish_ref(x[b], yb, &block_lanes16::<N, B>(&scales, b), &mut l);
+                let s = block_lanes16::<N, B>(&scales, b);
+                finish_ref(lanes, x[b], yb, &s, transposed(&lt, b));
             }
         }
         Some(qw) => {
@@ -191,44 +203,52 @@ fn quantize_blocks<L: Lanes, const N: usize, const B: usize>(
             }
             lanes.qx(&xt, &wt, 4, &mut scales, &mut lt);
             for (b, yb) in y.into_iter().enumerate() {
-                let mut l = block_levels::<i8, N, 16, B>(&lt, b);
                 let (s, w) = (
                     block_lanes16::<N, B>(&scales, b),
                     block_lanes16::<N, B>(&sw, b),
                 );
-                finish_impl(x[b], yb, &s, &w, &mut l, true);
+                finish_impl(lanes, x[b], yb, &s, &w, transposed(&lt, b), true);
             }
         }
     }
 }
 
-/// The common tail of both paths: re-round against the stored scales (sub-blocks with a zero
-/// scale keep the search's levels), split off the high bit into `hmask`, pack the low two bits.
+/// The search's levels of block `b`'s sub-block `j` out of the lane order.
+fn transposed<const N: usize>(lt: &[[i8; N]; 16], b: usize) -> impl Fn(usize, &mut [i8]) + '_ {
+    move |j, out| {
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = lt[i][16 * b + j];
+        }
+    }
+}
+
+/// The common tail of both paths: re-round against the stored scales (`lanes.requant`;
+/// sub-blocks with a zero scale keep the search's levels, which `search(j, out)` writes), split
+/// off the high bit into `hmask`, pack the low two bits.
 #[inline(always)]
-pub(crate) fn finish_block(x: &Super, y: &mut BlockQ3K, l: &mut [i8; QK_K]) {
+fn finish_block<L: Lanes>(lanes: L, x: &Super, y: &mut BlockQ3K, search: impl Fn(usize, &mut [i8])) {
     let dd = f16_to_f32(y.d);
-    for j in 0..QK_K / 16 {
-        let d = dd * q3_scale(&y.scales, j) as f32;
-        if d == 0.0 {
-            continue;
-        }
-        for ii in 0..16 {
-            let v = nearest_int(x[16 * j + ii] / d).clamp(-4, 3);
-            l[16 * j + ii] = (v + 4) as i8;
-        }
+    let d: [f32; 16] = std::array::from_fn(|j| dd * q3_scale(&y.scales, j) as f32);
+    let mut l = [0i8; QK_K];
+    let mut skipped = lanes.requant(x, &d, 4, &mut l);
+    while skipped != 0 {
+        let j = skipped.trailing_zeros() as usize;
+        search(j, &mut l[16 * j..16 * j + 16]);
+        skipped &= skipped - 1;
     }
 
     // High bit of the first 32 quants into bit 0 of hmask[0..32], the next 32 into bit 1, ...
-    y.hmask = [0; QK_K / 8];
+    // (levels are 0..8, so bit 2 is the high bit).
+    let mut hmask = [0u8; QK_K / 8];
     let mut lu = [0u8; QK_K];
-    for j in 0..QK_K {
-        let mut v = l[j];
-        if v > 3 {
-            y.hmask[j % 32] |= 1 << (j / 32);
-            v -= 4;
+    for k in 0..QK_K / 32 {
+        for m in 0..32 {
+            let v = l[32 * k + m] as u8;
+            hmask[m] |= ((v >> 2) & 1) << k;
+            lu[32 * k + m] = v & 3;
         }
-        lu[j] = v as u8;
     }
+    y.hmask = hmask;
     pack_2bit(&lu, &mut y.qs);
 }
 

@@ -6,9 +6,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::kquants::{check_dequant, for_each_super_block, Super};
-use super::lanes::{
-    block_lanes16, block_levels, quantize_fast, transpose_blocks, FastBlock, Lanes,
-};
+use super::lanes::{block_lanes16, quantize_fast, transpose_blocks, FastBlock, Lanes, Portable};
 use super::search::{make_qx_quants, GROUP_MAX_EPS};
 use crate::blocks::{BlockQ6K, QK_K};
 use crate::fp::{f16_to_f32, f32_to_f16, nearest_int};
@@ -34,7 +32,9 @@ pub fn quantize_row_q6_k(x: &[f32], y: &mut [BlockQ6K], imatrix: Option<&[f32]>)
                 w,
             );
         }
-        finish_block(xb, yb, &scales, &mut l);
+        finish_block(Portable, xb, yb, &scales, |j, out| {
+            out.copy_from_slice(&l[16 * j..16 * j + 16])
+        });
     });
 }
 
@@ -96,16 +96,26 @@ fn quantize_blocks<L: Lanes, const N: usize, const B: usize>(
     let (mut scales, mut lt) = ([0f32; N], [[0i8; N]; 16]);
     lanes.qx(&xt, &wt, 32, &mut scales, &mut lt);
     for (b, yb) in y.into_iter().enumerate() {
-        let mut l = block_levels::<i8, N, 16, B>(&lt, b);
-        finish_block(x[b], yb, &block_lanes16::<N, B>(&scales, b), &mut l);
+        finish_block(lanes, x[b], yb, &block_lanes16::<N, B>(&scales, b), |j, out| {
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = lt[i][16 * b + j];
+            }
+        });
     }
 }
 
 /// Everything after the per-sub-block search: pick the scale with the largest magnitude (an
 /// all-zero super-block becomes an all-zero block), quantize the 16 scales to i8, re-round
-/// against them (zero scales keep the search's levels) and pack.
+/// against them (`lanes.requant`) and pack. Sub-blocks whose scale became zero keep the
+/// search's levels, which `search(j, out)` writes into `out` for sub-block `j`.
 #[inline(always)]
-pub(crate) fn finish_block(x: &Super, y: &mut BlockQ6K, scales: &[f32; 16], l: &mut [i8; QK_K]) {
+pub(crate) fn finish_block<L: Lanes>(
+    lanes: L,
+    x: &Super,
+    y: &mut BlockQ6K,
+    scales: &[f32; 16],
+    search: impl Fn(usize, &mut [i8]),
+) {
     let mut max_scale = 0.0f32;
     let mut max_abs_scale = 0.0f32;
     for &scale in scales {
@@ -126,15 +136,13 @@ pub(crate) fn finish_block(x: &Super, y: &mut BlockQ6K, scales: &[f32; 16], l: &
         y.scales[ib] = nearest_int(iscale * scales[ib]).min(127) as i8;
     }
     let dd = f16_to_f32(y.d);
-    for j in 0..QK_K / 16 {
-        let d = dd * y.scales[j] as f32;
-        if d == 0.0 {
-            continue;
-        }
-        for ii in 0..16 {
-            let v = nearest_int(x[16 * j + ii] / d).clamp(-32, 31);
-            l[16 * j + ii] = (v + 32) as i8;
-        }
+    let d: [f32; 16] = std::array::from_fn(|j| dd * y.scales[j] as f32);
+    let mut l = [0i8; QK_K];
+    let mut skipped = lanes.requant(x, &d, 32, &mut l);
+    while skipped != 0 {
+        let j = skipped.trailing_zeros() as usize;
+        search(j, &mut l[16 * j..16 * j + 16]);
+        skipped &= skipped - 1;
     }
     for h in 0..2 {
         let j = 128 * h;
