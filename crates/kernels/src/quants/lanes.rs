@@ -68,6 +68,16 @@ pub(crate) trait Lanes: Copy {
     );
     /// [`requant`] on this backend.
     fn requant(self, x: &Super, d: &[f32; 16], nmax: i32, l: &mut [i8; QK_K]) -> u16;
+    /// [`sums_of_squares`] on this backend.
+    #[inline(always)]
+    fn sums_of_squares(self, x: &[f32], out: &mut [f32]) {
+        sums_of_squares(x, out)
+    }
+    /// [`transpose_blocks`] for sub-blocks of 16, on this backend.
+    #[inline(always)]
+    fn transpose16<const N: usize, const B: usize>(self, x: [&Super; B]) -> [[f32; N]; 16] {
+        transpose_blocks::<N, 16, B>(x)
+    }
 }
 
 /// The portable backend: the loops in this module.
@@ -316,6 +326,16 @@ impl Lanes for Avx512 {
         // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
         unsafe { super::lanes_avx512::requant(x, d, nmax, l) }
     }
+    #[inline(always)]
+    fn sums_of_squares(self, x: &[f32], out: &mut [f32]) {
+        // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
+        unsafe { super::lanes_avx512::sums_of_squares(x, out) }
+    }
+    #[inline(always)]
+    fn transpose16<const N: usize, const B: usize>(self, x: [&Super; B]) -> [[f32; N]; 16] {
+        // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
+        unsafe { super::lanes_avx512::transpose16::<N, B>(x) }
+    }
 }
 
 /// One K-quant's fast super-block quantizer, for [`quantize_fast`]. `quantize` must be
@@ -324,8 +344,11 @@ pub(crate) trait FastBlock {
     type Block;
     /// ggml's type name, for error messages.
     const NAME: &'static str;
+    /// Whether the weighted path uses each block's Σx² ([`Weights::sumx2`]; left zero when
+    /// not, which saves forming the sums).
+    const USES_SUMX2: bool = true;
     /// Quantizes one super-block; `qw` holds the importance weights of its 256 columns.
-    fn quantize<L: Lanes>(lanes: L, x: &Super, y: &mut Self::Block, qw: Option<&Super>);
+    fn quantize<L: Lanes>(lanes: L, x: &Super, y: &mut Self::Block, qw: Option<Weights<'_, 1>>);
 
     /// Quantizes two super-blocks. Types whose search fills only half the lanes of two
     /// vectors (8 sub-blocks) override this to search both blocks at once, which hides the
@@ -335,11 +358,32 @@ pub(crate) trait FastBlock {
         lanes: L,
         x: [&Super; 2],
         y: [&mut Self::Block; 2],
-        qw: Option<[&Super; 2]>,
+        qw: Option<Weights<'_, 2>>,
     ) {
         let [y0, y1] = y;
-        Self::quantize(lanes, x[0], y0, qw.map(|q| q[0]));
-        Self::quantize(lanes, x[1], y1, qw.map(|q| q[1]));
+        Self::quantize(lanes, x[0], y0, qw.map(|w| w.block(0)));
+        Self::quantize(lanes, x[1], y1, qw.map(|w| w.block(1)));
+    }
+}
+
+/// The importance weights of `B` super-blocks' columns, with each block's Σx² in index order
+/// (ggml's `sumx2`, from which the weighted paths derive `sigma2`). The sums are one long
+/// chain of additions per block, so [`rows`] forms them for many blocks at once, where the
+/// chains overlap, rather than block by block on the critical path.
+#[derive(Clone, Copy)]
+pub(crate) struct Weights<'a, const B: usize> {
+    pub(crate) qw: [&'a Super; B],
+    pub(crate) sumx2: [f32; B],
+}
+
+impl<'a> Weights<'a, 2> {
+    /// Block `b`'s share.
+    #[inline(always)]
+    pub(crate) fn block(self, b: usize) -> Weights<'a, 1> {
+        Weights {
+            qw: [self.qw[b]],
+            sumx2: [self.sumx2[b]],
+        }
     }
 }
 
@@ -414,6 +458,13 @@ fn rows<Q: FastBlock, L: Lanes>(
             .try_into()
             .expect("a QK_K slice")
     };
+    let mut sumx2 = Vec::new();
+    if imatrix.is_some() {
+        sumx2.resize(y.len(), 0.0);
+    }
+    if imatrix.is_some() && Q::USES_SUMX2 {
+        lanes.sums_of_squares(&x[..y.len() * QK_K], &mut sumx2);
+    }
     let block_w = |ib: usize| -> Option<&Super> {
         imatrix.map(|qw| {
             let col = (ib % blocks_per_row) * QK_K;
@@ -426,7 +477,10 @@ fn rows<Q: FastBlock, L: Lanes>(
         let (ia, ib) = (2 * p, 2 * p + 1);
         let (ya, yb) = yp.split_at_mut(1);
         let qw = match (block_w(ia), block_w(ib)) {
-            (Some(a), Some(b)) => Some([a, b]),
+            (Some(a), Some(b)) => Some(Weights {
+                qw: [a, b],
+                sumx2: [sumx2[ia], sumx2[ib]],
+            }),
             _ => None,
         };
         Q::quantize_pair(
@@ -437,7 +491,11 @@ fn rows<Q: FastBlock, L: Lanes>(
         );
     }
     if let [last] = pairs.into_remainder() {
-        Q::quantize(lanes, block_x(last_block), last, block_w(last_block));
+        let qw = block_w(last_block).map(|q| Weights {
+            qw: [q],
+            sumx2: [sumx2[last_block]],
+        });
+        Q::quantize(lanes, block_x(last_block), last, qw);
     }
 }
 
@@ -495,18 +553,21 @@ pub(crate) fn block_lanes16<const N: usize, const B: usize>(v: &[f32; N], b: usi
     std::array::from_fn(|j| v[(N / B) * b + j])
 }
 
-/// Σx² of each of `B` super-blocks, each sum in index order (ggml's `sumx2`); the chains of
-/// the different blocks are interleaved, which hides the addition latency without changing
-/// any sum.
+/// Σx² of each super-block of `x` (`out.len()` blocks), each sum in index order (ggml's
+/// `sumx2`); the chains of eight blocks at a time are interleaved, which hides the addition
+/// latency without changing any sum.
 #[inline(always)]
-pub(crate) fn sums_of_squares<const B: usize>(x: [&Super; B]) -> [f32; B] {
-    let mut s = [0f32; B];
-    for i in 0..QK_K {
-        for b in 0..B {
-            s[b] += x[b][i] * x[b][i];
+pub(crate) fn sums_of_squares(x: &[f32], out: &mut [f32]) {
+    assert_eq!(x.len(), out.len() * QK_K);
+    for (xs, sums) in x.chunks(8 * QK_K).zip(out.chunks_mut(8)) {
+        let mut s = [0f32; 8];
+        for i in 0..QK_K {
+            for b in 0..sums.len() {
+                s[b] += xs[b * QK_K + i] * xs[b * QK_K + i];
+            }
         }
+        sums.copy_from_slice(&s[..sums.len()]);
     }
-    s
 }
 
 /// The symmetric K-quants' last step (Q3_K, Q6_K): re-round one super-block against the
@@ -1097,6 +1158,45 @@ mod tests {
                         assert_eq!(got, want, "avx512, nmax {nmax}, seed {seed}");
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn transpose16_matches_the_scalar_transpose() {
+        let x = data(7, 2 * QK_K);
+        let blocks: [&Super; 2] = [
+            x[..QK_K].try_into().expect("block"),
+            x[QK_K..].try_into().expect("block"),
+        ];
+        let want = transpose_blocks::<32, 16, 2>(blocks);
+        assert_eq!(Portable.transpose16::<32, 2>(blocks), want);
+        #[cfg(target_arch = "x86_64")]
+        if let Some(avx512) = Avx512::detect() {
+            assert_eq!(avx512.transpose16::<32, 2>(blocks), want);
+            let one = transpose_blocks::<16, 16, 1>([blocks[1]]);
+            assert_eq!(avx512.transpose16::<16, 1>([blocks[1]]), one);
+        }
+    }
+
+    /// The batched Σx² against one sequential sum per block, for counts that leave remainders
+    /// after the groups of 16 (and of 8).
+    #[test]
+    fn sums_of_squares_keep_each_blocks_order() {
+        for blocks in [1, 7, 16, 21, 35] {
+            let x = data(blocks as u32, blocks * QK_K);
+            let want: Vec<f32> = x
+                .chunks_exact(QK_K)
+                .map(|b| b.iter().fold(0.0f32, |s, v| s + v * v))
+                .collect();
+            let mut got = vec![0.0; blocks];
+            Portable.sums_of_squares(&x, &mut got);
+            assert_eq!(got, want, "portable, {blocks} blocks");
+            #[cfg(target_arch = "x86_64")]
+            if let Some(avx512) = Avx512::detect() {
+                let mut got = vec![0.0; blocks];
+                avx512.sums_of_squares(&x, &mut got);
+                assert_eq!(got, want, "avx512, {blocks} blocks");
             }
         }
     }

@@ -405,6 +405,16 @@ pub(crate) fn qx<const N: usize, const M: usize>(
 }
 
 /// See [`super::lanes::q3`]; same contract, 16 groups per vector.
+///
+/// Each refinement pass first asks, per row, whether any lane could change its level: with the
+/// row's state fixed, the new level `nearest_int(x·sl2/slx)` equals the current one whenever an
+/// estimate of the quotient (`x·sl2` times the 14-bit reciprocal of `slx`, within
+/// `|q|·2^-13` of the true quotient) lies inside the current level's rounding cell shrunk by
+/// [`Q3_CELL_TOL`] (open-ended at the clamp limits up to ±2^20, below where ggml's
+/// `nearest_int` stays exact). Only rows where some lane fails that test run ggml's
+/// step with the true division, so the rare rows that change pay for the division and the
+/// selects. A pass also stops early once it reaches the last row changed in the previous pass
+/// without a change of its own: every later row was checked with the same state then.
 #[inline]
 #[target_feature(enable = "avx512f")]
 pub(crate) fn q3<const N: usize, const M: usize>(
@@ -417,7 +427,31 @@ pub(crate) fn q3<const N: usize, const M: usize>(
     assert!(N.is_multiple_of(16) && kk <= KMAX);
     let zero = _mm512_setzero_ps();
     let (max, amax) = signed_absmax(x);
+    // Per element: the level, w·x·l and w·l·l as ggml forms them, and the shrunk rounding cell.
     let mut l = [[zero; KMAX]; M];
+    let mut wxl = [[zero; KMAX]; M];
+    let mut wl2 = [[zero; KMAX]; M];
+    let mut cell_lo = [[zero; KMAX]; M];
+    let mut cell_hi = [[zero; KMAX]; M];
+    let (lmin, lmax) = (splat(-(nmax as f32)), splat(nmax as f32 - 1.0));
+    let (far_lo, far_hi) = (splat(-Q3_FAR), splat(Q3_FAR));
+    let half = splat(0.5 - Q3_CELL_TOL);
+    let cell = |li: __m512| -> (__m512, __m512) {
+        (
+            _mm512_mask_sub_ps(
+                far_lo,
+                _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(li, lmin),
+                li,
+                half,
+            ),
+            _mm512_mask_add_ps(
+                far_hi,
+                _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(li, lmax),
+                li,
+                half,
+            ),
+        )
+    };
     let mut sumlx = [zero; KMAX];
     let mut suml2 = [zero; KMAX];
     let mut iscale = [zero; KMAX];
@@ -430,27 +464,51 @@ pub(crate) fn q3<const N: usize, const M: usize>(
             let li = round_clamp_f(_mm512_mul_ps(iscale[k], xv), -nmax, nmax - 1);
             l[i][k] = li;
             let wv = _mm512_mul_ps(xv, xv);
-            sumlx[k] = _mm512_add_ps(sumlx[k], _mm512_mul_ps(_mm512_mul_ps(wv, xv), li));
-            suml2[k] = _mm512_add_ps(suml2[k], _mm512_mul_ps(_mm512_mul_ps(wv, li), li));
+            wxl[i][k] = _mm512_mul_ps(_mm512_mul_ps(wv, xv), li);
+            wl2[i][k] = _mm512_mul_ps(_mm512_mul_ps(wv, li), li);
+            sumlx[k] = _mm512_add_ps(sumlx[k], wxl[i][k]);
+            suml2[k] = _mm512_add_ps(suml2[k], wl2[i][k]);
+            (cell_lo[i][k], cell_hi[i][k]) = cell(li);
         }
     }
+    let huge = splat(Q3_SLX_MAX);
+    let mut last_change = M - 1;
     for _itry in 0..5 {
-        let mut changed: __mmask16 = 0;
+        let mut changed_at = None;
         for i in 0..M {
+            if changed_at.is_none() && i > last_change {
+                break;
+            }
+            let mut unsure: __mmask16 = 0;
+            for k in 0..kk {
+                let slx0 = _mm512_sub_ps(sumlx[k], wxl[i][k]);
+                let sl20 = _mm512_sub_ps(suml2[k], wl2[i][k]);
+                let q = _mm512_mul_ps(_mm512_mul_ps(ld(&x[i], k), sl20), _mm512_rcp14_ps(slx0));
+                let pos = gt(slx0, zero);
+                let sure = _mm512_mask_cmp_ps_mask::<_CMP_LT_OQ>(pos, slx0, huge);
+                let sure = _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(sure, q, cell_lo[i][k]);
+                let sure = _mm512_mask_cmp_ps_mask::<_CMP_LT_OQ>(sure, q, cell_hi[i][k]);
+                unsure |= pos & !sure;
+            }
+            if unsure == 0 {
+                continue;
+            }
             for k in 0..kk {
                 let xv = ld(&x[i], k);
                 let li = l[i][k];
                 let wv = _mm512_mul_ps(xv, xv);
                 let wx = _mm512_mul_ps(wv, xv);
-                let slx0 = _mm512_sub_ps(sumlx[k], _mm512_mul_ps(wx, li));
-                let sl20 = _mm512_sub_ps(suml2[k], _mm512_mul_ps(_mm512_mul_ps(wv, li), li));
+                let slx0 = _mm512_sub_ps(sumlx[k], wxl[i][k]);
+                let sl20 = _mm512_sub_ps(suml2[k], wl2[i][k]);
                 let new_l = round_clamp_f(
                     _mm512_div_ps(_mm512_mul_ps(xv, sl20), slx0),
                     -nmax,
                     nmax - 1,
                 );
-                let slx = _mm512_add_ps(slx0, _mm512_mul_ps(wx, new_l));
-                let sl2 = _mm512_add_ps(sl20, _mm512_mul_ps(_mm512_mul_ps(wv, new_l), new_l));
+                let new_wxl = _mm512_mul_ps(wx, new_l);
+                let new_wl2 = _mm512_mul_ps(_mm512_mul_ps(wv, new_l), new_l);
+                let slx = _mm512_add_ps(slx0, new_wxl);
+                let sl2 = _mm512_add_ps(sl20, new_wl2);
                 let better = gt(
                     _mm512_mul_ps(_mm512_mul_ps(slx, slx), suml2[k]),
                     _mm512_mul_ps(_mm512_mul_ps(sumlx[k], sumlx[k]), sl2),
@@ -459,24 +517,33 @@ pub(crate) fn q3<const N: usize, const M: usize>(
                     & _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(new_l, li)
                     & gt(sl2, zero)
                     & better;
+                if acc == 0 {
+                    continue;
+                }
                 l[i][k] = sel(acc, new_l, li);
+                wxl[i][k] = sel(acc, new_wxl, wxl[i][k]);
+                wl2[i][k] = sel(acc, new_wl2, wl2[i][k]);
                 sumlx[k] = sel(acc, slx, sumlx[k]);
                 suml2[k] = sel(acc, sl2, suml2[k]);
-                changed |= acc;
+                let (lo, hi) = cell(l[i][k]);
+                cell_lo[i][k] = lo;
+                cell_hi[i][k] = hi;
+                changed_at = Some(i);
             }
         }
-        if changed == 0 {
-            break;
+        match changed_at {
+            Some(i) => last_change = i,
+            None => break,
         }
     }
     let eps = splat(GROUP_MAX_EPS);
     for i in 0..M {
         for k in 0..kk {
             let li = _mm512_add_epi32(_mm512_cvtps_epi32(l[i][k]), _mm512_set1_epi32(nmax));
-            let li = to_i32(_mm512_maskz_mov_epi32(!lt(amax[k], eps), li));
-            for t in 0..16 {
-                l_out[i][16 * k + t] = li[t] as i8;
-            }
+            let li = _mm512_maskz_mov_epi32(!lt(amax[k], eps), li);
+            let out = &mut l_out[i][16 * k..16 * k + 16];
+            // SAFETY: `out` is 16 writable bytes; the store is unaligned.
+            unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(li)) };
         }
     }
     for k in 0..kk {
@@ -488,6 +555,19 @@ pub(crate) fn q3<const N: usize, const M: usize>(
         );
     }
 }
+
+/// How far inside a level's rounding cell [`q3`]'s quotient estimate must lie: above its error
+/// `|q|·(2^-14 + 2^-23) < 3·10^-4` for `|q| ≤ 4.5` (cells of larger levels are not used), plus
+/// half an ulp of the true quotient.
+const Q3_CELL_TOL: f32 = 1.0 / 1024.0;
+
+/// Where [`q3`]'s open-ended outer cells stop: ggml's `nearest_int` is exact below 2^22, and
+/// the estimate is within 2^-13 of the quotient.
+const Q3_FAR: f32 = 1_048_576.0;
+
+/// The largest `slx` [`q3`] estimates with: the reciprocal stays a normal float, where the
+/// 14-bit reciprocal's error bound holds.
+const Q3_SLX_MAX: f32 = 1.0e37;
 
 /// See [`super::lanes::requant`]; one sub-block (16 values) per vector.
 ///
@@ -537,3 +617,90 @@ pub(crate) fn requant(x: &[f32; 256], d: &[f32; 16], nmax: i32, l: &mut [i8; 256
 /// product's error `|x/d| · 2^-23 ≤ 2^-17` for `|x/d| ≤ 32.25`, plus half an ulp of the true
 /// quotient there.
 const REQUANT_TOL: f32 = 1.0 / 16384.0;
+
+/// [`super::lanes::transpose_blocks`] for sub-blocks of 16: each super-block's 16×16 matrix
+/// (row `j` = sub-block `j`) transposed in registers by [`transpose_regs`] instead of 256
+/// scalar moves.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) fn transpose16<const N: usize, const B: usize>(x: [&[f32; 256]; B]) -> [[f32; N]; 16] {
+    assert!(N == 16 * B);
+    let mut out = [[0f32; N]; 16];
+    for (b, xb) in x.into_iter().enumerate() {
+        let cols = transpose_regs(std::array::from_fn(|j| load16(&xb[16 * j..])));
+        for (i, v) in cols.into_iter().enumerate() {
+            st(&mut out[i], b, v);
+        }
+    }
+    out
+}
+
+/// Σx² of each super-block (see [`super::lanes::sums_of_squares`]), sixteen blocks at a time
+/// with one block per lane: each 16×16 tile (16 consecutive values of 16 blocks) is transposed
+/// so that every vector addition adds the next value of each block, in index order.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) fn sums_of_squares(x: &[f32], out: &mut [f32]) {
+    assert_eq!(x.len(), out.len() * 256);
+    let whole = out.len() / 16 * 16;
+    for (xs, sums) in x.chunks_exact(16 * 256).zip(out.chunks_exact_mut(16)) {
+        let mut acc = _mm512_setzero_ps();
+        for t in 0..16 {
+            let cols = transpose_regs(std::array::from_fn(|b| load16(&xs[256 * b + 16 * t..])));
+            for v in cols {
+                acc = _mm512_add_ps(acc, _mm512_mul_ps(v, v));
+            }
+        }
+        let sums: &mut [f32; 16] = sums.try_into().expect("16 sums");
+        st(sums, 0, acc);
+    }
+    super::lanes::sums_of_squares(&x[whole * 256..], &mut out[whole..]);
+}
+
+/// The first 16 values of `s`, unaligned.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn load16(s: &[f32]) -> __m512 {
+    let s: &[f32; 16] = s[..16].try_into().expect("16 values");
+    ld(s, 0)
+}
+
+/// A 16×16 transpose in registers (`out[i]` lane `j` = `r[j]` lane `i`), in the usual four
+/// stages of 16 shuffles: 32-bit and 64-bit interleaves within 128-bit lanes, then two rounds
+/// of 128-bit lane shuffles.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn transpose_regs(r: [__m512; 16]) -> [__m512; 16] {
+    let mut t = [_mm512_setzero_ps(); 16];
+    for k in 0..8 {
+        t[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
+        t[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
+    }
+    // u[4m + c], 128-bit lane L: rows 4m..4m+4 of column c + 4L.
+    let mut u = [_mm512_setzero_ps(); 16];
+    for m in 0..4 {
+        let pd = |v: __m512| _mm512_castps_pd(v);
+        let (t0, t1, t2, t3) = (
+            pd(t[4 * m]),
+            pd(t[4 * m + 1]),
+            pd(t[4 * m + 2]),
+            pd(t[4 * m + 3]),
+        );
+        u[4 * m] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
+        u[4 * m + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2));
+        u[4 * m + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3));
+        u[4 * m + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
+    }
+    let mut out = [_mm512_setzero_ps(); 16];
+    for c in 0..4 {
+        let even01 = _mm512_shuffle_f32x4::<0x88>(u[c], u[4 + c]);
+        let odd01 = _mm512_shuffle_f32x4::<0xDD>(u[c], u[4 + c]);
+        let even23 = _mm512_shuffle_f32x4::<0x88>(u[8 + c], u[12 + c]);
+        let odd23 = _mm512_shuffle_f32x4::<0xDD>(u[8 + c], u[12 + c]);
+        out[c] = _mm512_shuffle_f32x4::<0x88>(even01, even23);
+        out[c + 4] = _mm512_shuffle_f32x4::<0x88>(odd01, odd23);
+        out[c + 8] = _mm512_shuffle_f32x4::<0xDD>(even01, even23);
+        out[c + 12] = _mm512_shuffle_f32x4::<0xDD>(odd01, odd23);
+    }
+    out
+}

@@ -6,8 +6,7 @@
 
 use super::kquants::{check_dequant, for_each_super_block, pack_2bit, Super};
 use super::lanes::{
-    block_lanes16, block_levels, qp_candidates, quantize_fast, sums_of_squares, transpose_blocks,
-    FastBlock, Lanes,
+    block_lanes16, block_levels, qp_candidates, quantize_fast, FastBlock, Lanes, Weights,
 };
 use super::search::{make_qkx2_quants, make_qkx3_quants, make_qp_quants};
 use crate::blocks::{BlockQ2K, QK_K};
@@ -190,8 +189,8 @@ impl FastBlock for Q2KFast {
     const NAME: &'static str = "q2_K";
 
     #[inline(always)]
-    fn quantize<L: Lanes>(lanes: L, xb: &Super, yb: &mut BlockQ2K, qw: Option<&Super>) {
-        quantize_blocks::<L, 16, 1>(lanes, [xb], [yb], qw.map(|q| [q]));
+    fn quantize<L: Lanes>(lanes: L, xb: &Super, yb: &mut BlockQ2K, qw: Option<Weights<'_, 1>>) {
+        quantize_blocks::<L, 16, 1>(lanes, [xb], [yb], qw);
     }
 
     #[inline(always)]
@@ -199,7 +198,7 @@ impl FastBlock for Q2KFast {
         lanes: L,
         x: [&Super; 2],
         y: [&mut BlockQ2K; 2],
-        qw: Option<[&Super; 2]>,
+        qw: Option<Weights<'_, 2>>,
     ) {
         quantize_blocks::<L, 32, 2>(lanes, x, y, qw);
     }
@@ -212,9 +211,9 @@ fn quantize_blocks<L: Lanes, const N: usize, const B: usize>(
     lanes: L,
     x: [&Super; B],
     y: [&mut BlockQ2K; B],
-    qw: Option<[&Super; B]>,
+    qw: Option<Weights<'_, B>>,
 ) {
-    let xt = transpose_blocks::<N, 16, B>(x);
+    let xt = lanes.transpose16::<N, B>(x);
     let mut wt = [[0f32; N]; 16];
     let (mut scales, mut mins, mut lt) = ([0f32; N], [0f32; N], [[0u8; N]; 16]);
     match qw {
@@ -246,9 +245,8 @@ fn quantize_blocks<L: Lanes, const N: usize, const B: usize>(
                 finish_ref(x[b], yb, &s, &m, &mut l);
             }
         }
-        Some(qw) => {
-            let sumx2 = sums_of_squares(x);
-            let qwt = transpose_blocks::<N, 16, B>(qw);
+        Some(Weights { qw, sumx2 }) => {
+            let qwt = lanes.transpose16::<N, B>(qw);
             let mut sw = [0f32; N];
             for i in 0..16 {
                 for j in 0..N {

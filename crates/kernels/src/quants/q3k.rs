@@ -9,8 +9,7 @@ use super::kquants::{
     check_dequant, for_each_super_block, pack_2bit, pack_scales_q3, q3_scale, Super,
 };
 use super::lanes::{
-    block_lanes16, quantize_fast, qx16_candidates, sums_of_squares, transpose_blocks, FastBlock,
-    Lanes, Portable,
+    block_lanes16, quantize_fast, qx16_candidates, FastBlock, Lanes, Portable, Weights,
 };
 use super::search::{make_q3_quants, make_qx_quants};
 use crate::blocks::{BlockQ3K, QK_K};
@@ -155,8 +154,8 @@ impl FastBlock for Q3KFast {
     const NAME: &'static str = "q3_K";
 
     #[inline(always)]
-    fn quantize<L: Lanes>(lanes: L, xb: &Super, yb: &mut BlockQ3K, qw: Option<&Super>) {
-        quantize_blocks::<L, 16, 1>(lanes, [xb], [yb], qw.map(|q| [q]));
+    fn quantize<L: Lanes>(lanes: L, xb: &Super, yb: &mut BlockQ3K, qw: Option<Weights<'_, 1>>) {
+        quantize_blocks::<L, 16, 1>(lanes, [xb], [yb], qw);
     }
 
     #[inline(always)]
@@ -164,7 +163,7 @@ impl FastBlock for Q3KFast {
         lanes: L,
         x: [&Super; 2],
         y: [&mut BlockQ3K; 2],
-        qw: Option<[&Super; 2]>,
+        qw: Option<Weights<'_, 2>>,
     ) {
         quantize_blocks::<L, 32, 2>(lanes, x, y, qw);
     }
@@ -177,9 +176,9 @@ fn quantize_blocks<L: Lanes, const N: usize, const B: usize>(
     lanes: L,
     x: [&Super; B],
     y: [&mut BlockQ3K; B],
-    qw: Option<[&Super; B]>,
+    qw: Option<Weights<'_, B>>,
 ) {
-    let xt = transpose_blocks::<N, 16, B>(x);
+    let xt = lanes.transpose16::<N, B>(x);
     let (mut scales, mut lt) = ([0f32; N], [[0i8; N]; 16]);
     match qw {
         None => {
@@ -189,16 +188,16 @@ fn quantize_blocks<L: Lanes, const N: usize, const B: usize>(
                 finish_ref(lanes, x[b], yb, &s, transposed(&lt, b));
             }
         }
-        Some(qw) => {
-            let sumx2 = sums_of_squares(x);
-            let qwt = transpose_blocks::<N, 16, B>(qw);
-            let mut wt = [[0f32; N]; 16];
+        Some(Weights { qw, sumx2 }) => {
+            let weights: [Super; B] = std::array::from_fn(|b| {
+                let sigma2 = 2.0 * sumx2[b] / QK_K as f32;
+                std::array::from_fn(|i| qw[b][i] * (sigma2 + x[b][i] * x[b][i]).sqrt())
+            });
+            let wt = lanes.transpose16::<N, B>(std::array::from_fn(|b| &weights[b]));
             let mut sw = [0f32; N];
-            for i in 0..16 {
+            for row in &wt {
                 for j in 0..N {
-                    let sigma2 = 2.0 * sumx2[j / 16] / QK_K as f32;
-                    wt[i][j] = qwt[i][j] * (sigma2 + xt[i][j] * xt[i][j]).sqrt();
-                    sw[j] += wt[i][j];
+                    sw[j] += row[j];
                 }
             }
             lanes.qx(&xt, &wt, 4, &mut scales, &mut lt);
@@ -226,7 +225,12 @@ fn transposed<const N: usize>(lt: &[[i8; N]; 16], b: usize) -> impl Fn(usize, &m
 /// sub-blocks with a zero scale keep the search's levels, which `search(j, out)` writes), split
 /// off the high bit into `hmask`, pack the low two bits.
 #[inline(always)]
-fn finish_block<L: Lanes>(lanes: L, x: &Super, y: &mut BlockQ3K, search: impl Fn(usize, &mut [i8])) {
+fn finish_block<L: Lanes>(
+    lanes: L,
+    x: &Super,
+    y: &mut BlockQ3K,
+    search: impl Fn(usize, &mut [i8]),
+) {
     let dd = f16_to_f32(y.d);
     let d: [f32; 16] = std::array::from_fn(|j| dd * q3_scale(&y.scales, j) as f32);
     let mut l = [0i8; QK_K];

@@ -7,7 +7,7 @@
 use super::kquants::{
     check_dequant, for_each_super_block, get_scale_min_k4, pack_nibbles, pack_scale_min_k4, Super,
 };
-use super::lanes::{qp_candidates, quantize_fast, sums_of_squares, FastBlock, Lanes};
+use super::lanes::{qp_candidates, quantize_fast, FastBlock, Lanes, Weights};
 use super::search::{make_qkx2_quants, make_qkx3_quants, make_qp_quants};
 use crate::blocks::{BlockQ4K, QK_K};
 use crate::fp::{f16_to_f32, f32_to_f16, nearest_int};
@@ -226,9 +226,9 @@ impl FastBlock for Q4KFast {
     const NAME: &'static str = "q4_K";
 
     #[inline(always)]
-    fn quantize<L: Lanes>(lanes: L, xb: &Super, yb: &mut BlockQ4K, qw: Option<&Super>) {
+    fn quantize<L: Lanes>(lanes: L, xb: &Super, yb: &mut BlockQ4K, qw: Option<Weights<'_, 1>>) {
         let mut l = [[0u8; QK_K]];
-        let [found] = search_fast::<L, 8, 1>(lanes, [xb], qw.map(|q| [q]), Q4K_PARAMS, &mut l);
+        let [found] = search_fast::<L, 8, 1>(lanes, [xb], qw, Q4K_PARAMS, &mut l);
         finish_q4(xb, yb, found, &mut l[0]);
     }
 
@@ -237,7 +237,7 @@ impl FastBlock for Q4KFast {
         lanes: L,
         x: [&Super; 2],
         y: [&mut BlockQ4K; 2],
-        qw: Option<[&Super; 2]>,
+        qw: Option<Weights<'_, 2>>,
     ) {
         let mut l = [[0u8; QK_K]; 2];
         let found = search_fast::<L, 16, 2>(lanes, x, qw, Q4K_PARAMS, &mut l);
@@ -289,7 +289,7 @@ pub(crate) const Q4K_PARAMS: Params = Params {
 pub(crate) fn search_fast<L: Lanes, const N: usize, const B: usize>(
     lanes: L,
     x: [&Super; B],
-    qw: Option<[&Super; B]>,
+    qw: Option<Weights<'_, B>>,
     p: Params,
     l: &mut [[u8; QK_K]; B],
 ) -> [([u8; 8], [u8; 8], u16, u16); B] {
@@ -337,8 +337,7 @@ pub(crate) fn search_fast<L: Lanes, const N: usize, const B: usize>(
                 &mut lt,
             );
         }
-        Some(qw) => {
-            let sum_x2 = sums_of_squares(x);
+        Some(Weights { qw, sumx2: sum_x2 }) => {
             let mut sigma2 = [0f32; N];
             for b in 0..B {
                 for j in 0..8 {

@@ -8,7 +8,7 @@
 use super::kquants::{
     check_dequant, for_each_super_block, get_scale_min_k4, pack_nibbles, pack_scale_min_k4, Super,
 };
-use super::lanes::{quantize_fast, FastBlock, Lanes};
+use super::lanes::{quantize_fast, FastBlock, Lanes, Weights};
 use super::q4k::{requantize, search_fast, search_impl, search_ref, Params};
 use crate::blocks::{BlockQ5K, QK_K};
 use crate::fp::f16_to_f32;
@@ -66,9 +66,9 @@ impl FastBlock for Q5KFast {
     const NAME: &'static str = "q5_K";
 
     #[inline(always)]
-    fn quantize<L: Lanes>(lanes: L, xb: &Super, yb: &mut BlockQ5K, qw: Option<&Super>) {
+    fn quantize<L: Lanes>(lanes: L, xb: &Super, yb: &mut BlockQ5K, qw: Option<Weights<'_, 1>>) {
         let mut l = [[0u8; QK_K]];
-        let [found] = search_fast::<L, 8, 1>(lanes, [xb], qw.map(|q| [q]), Q5K_PARAMS, &mut l);
+        let [found] = search_fast::<L, 8, 1>(lanes, [xb], qw, Q5K_PARAMS, &mut l);
         finish_q5(xb, yb, found, &mut l[0]);
     }
 
@@ -77,7 +77,7 @@ impl FastBlock for Q5KFast {
         lanes: L,
         x: [&Super; 2],
         y: [&mut BlockQ5K; 2],
-        qw: Option<[&Super; 2]>,
+        qw: Option<Weights<'_, 2>>,
     ) {
         let mut l = [[0u8; QK_K]; 2];
         let found = search_fast::<L, 16, 2>(lanes, x, qw, Q5K_PARAMS, &mut l);

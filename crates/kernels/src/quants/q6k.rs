@@ -6,7 +6,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::kquants::{check_dequant, for_each_super_block, Super};
-use super::lanes::{block_lanes16, quantize_fast, transpose_blocks, FastBlock, Lanes, Portable};
+use super::lanes::{block_lanes16, quantize_fast, FastBlock, Lanes, Portable, Weights};
 use super::search::{make_qx_quants, GROUP_MAX_EPS};
 use crate::blocks::{BlockQ6K, QK_K};
 use crate::fp::{f16_to_f32, f32_to_f16, nearest_int};
@@ -54,10 +54,11 @@ pub(crate) struct Q6KFast;
 impl FastBlock for Q6KFast {
     type Block = BlockQ6K;
     const NAME: &'static str = "q6_K";
+    const USES_SUMX2: bool = false;
 
     #[inline(always)]
-    fn quantize<L: Lanes>(lanes: L, xb: &Super, yb: &mut BlockQ6K, qw: Option<&Super>) {
-        quantize_blocks::<L, 16, 1>(lanes, [xb], [yb], qw.map(|q| [q]));
+    fn quantize<L: Lanes>(lanes: L, xb: &Super, yb: &mut BlockQ6K, qw: Option<Weights<'_, 1>>) {
+        quantize_blocks::<L, 16, 1>(lanes, [xb], [yb], qw);
     }
 
     #[inline(always)]
@@ -65,7 +66,7 @@ impl FastBlock for Q6KFast {
         lanes: L,
         x: [&Super; 2],
         y: [&mut BlockQ6K; 2],
-        qw: Option<[&Super; 2]>,
+        qw: Option<Weights<'_, 2>>,
     ) {
         quantize_blocks::<L, 32, 2>(lanes, x, y, qw);
     }
@@ -78,29 +79,31 @@ fn quantize_blocks<L: Lanes, const N: usize, const B: usize>(
     lanes: L,
     x: [&Super; B],
     y: [&mut BlockQ6K; B],
-    qw: Option<[&Super; B]>,
+    qw: Option<Weights<'_, B>>,
 ) {
-    let xt = transpose_blocks::<N, 16, B>(x);
+    let xt = lanes.transpose16::<N, B>(x);
     let wt = match qw {
-        Some(qw) => transpose_blocks::<N, 16, B>(qw),
+        Some(w) => lanes.transpose16::<N, B>(w.qw),
         None => {
-            let mut wt = [[0f32; N]; 16];
-            for i in 0..16 {
-                for j in 0..N {
-                    wt[i][j] = xt[i][j] * xt[i][j];
-                }
-            }
-            wt
+            let squares: [Super; B] =
+                std::array::from_fn(|b| std::array::from_fn(|i| x[b][i] * x[b][i]));
+            lanes.transpose16::<N, B>(std::array::from_fn(|b| &squares[b]))
         }
     };
     let (mut scales, mut lt) = ([0f32; N], [[0i8; N]; 16]);
     lanes.qx(&xt, &wt, 32, &mut scales, &mut lt);
     for (b, yb) in y.into_iter().enumerate() {
-        finish_block(lanes, x[b], yb, &block_lanes16::<N, B>(&scales, b), |j, out| {
-            for (i, o) in out.iter_mut().enumerate() {
-                *o = lt[i][16 * b + j];
-            }
-        });
+        finish_block(
+            lanes,
+            x[b],
+            yb,
+            &block_lanes16::<N, B>(&scales, b),
+            |j, out| {
+                for (i, o) in out.iter_mut().enumerate() {
+                    *o = lt[i][16 * b + j];
+                }
+            },
+        );
     }
 }
 
