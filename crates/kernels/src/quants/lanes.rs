@@ -66,6 +66,21 @@ pub(crate) trait Lanes: Copy {
         scale_out: &mut [f32; N],
         l_out: &mut [[i8; N]; M],
     );
+    /// [`q3`] where the backend can tell cheaply which lanes the refinement passes leave alone:
+    /// the scales and levels of the other lanes (bit `j` of the result set) are not final and
+    /// must be searched again with [`Lanes::q3`]. This default runs the whole search and
+    /// leaves no lane unsettled.
+    #[inline(always)]
+    fn q3_first<const N: usize, const M: usize>(
+        self,
+        x: &[[f32; N]; M],
+        nmax: i32,
+        scale_out: &mut [f32; N],
+        l_out: &mut [[i8; N]; M],
+    ) -> u64 {
+        self.q3(x, nmax, scale_out, l_out);
+        0
+    }
     /// [`requant`] on this backend.
     fn requant(self, x: &Super, d: &[f32; 16], nmax: i32, l: &mut [i8; QK_K]) -> u16;
     /// [`sums_of_squares`] on this backend.
@@ -327,6 +342,20 @@ impl Lanes for Avx512 {
         unsafe { super::lanes_avx512::requant(x, d, nmax, l) }
     }
     #[inline(always)]
+    fn q3_first<const N: usize, const M: usize>(
+        self,
+        x: &[[f32; N]; M],
+        nmax: i32,
+        scale_out: &mut [f32; N],
+        l_out: &mut [[i8; N]; M],
+    ) -> u64 {
+        if !N.is_multiple_of(16) {
+            return self.avx2().q3_first(x, nmax, scale_out, l_out);
+        }
+        // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
+        unsafe { super::lanes_avx512::q3_first(x, nmax, scale_out, l_out) }
+    }
+    #[inline(always)]
     fn sums_of_squares(self, x: &[f32], out: &mut [f32]) {
         // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
         unsafe { super::lanes_avx512::sums_of_squares(x, out) }
@@ -363,6 +392,17 @@ pub(crate) trait FastBlock {
         let [y0, y1] = y;
         Self::quantize(lanes, x[0], y0, qw.map(|w| w.block(0)));
         Self::quantize(lanes, x[1], y1, qw.map(|w| w.block(1)));
+    }
+
+    /// Quantizes the `y.len()` super-blocks of `x` without importance weights. Types whose
+    /// search has a cheap common case and a rare slow one override this to gather the slow
+    /// lanes of many blocks into full vectors.
+    #[inline(always)]
+    fn quantize_plain<L: Lanes>(lanes: L, x: &[f32], y: &mut [Self::Block])
+    where
+        Self: Sized,
+    {
+        pairs::<Self, L>(lanes, x, y, None);
     }
 }
 
@@ -453,33 +493,51 @@ fn rows<Q: FastBlock, L: Lanes>(
     imatrix: Option<&[f32]>,
     blocks_per_row: usize,
 ) {
+    match imatrix {
+        None => Q::quantize_plain(lanes, x, y),
+        Some(qw) => {
+            let mut sumx2 = vec![0.0; y.len()];
+            if Q::USES_SUMX2 {
+                lanes.sums_of_squares(x, &mut sumx2);
+            }
+            pairs::<Q, L>(lanes, x, y, Some((qw, blocks_per_row, &sumx2)));
+        }
+    }
+}
+
+/// Quantizes `y.len()` super-blocks of `x` two at a time ([`FastBlock::quantize_pair`]), the
+/// last one of an odd count alone. `weighted` holds the importance matrix (one weight per
+/// column of a row of `blocks_per_row` blocks) and each block's Σx².
+#[inline(always)]
+pub(crate) fn pairs<Q: FastBlock, L: Lanes>(
+    lanes: L,
+    x: &[f32],
+    y: &mut [Q::Block],
+    weighted: Option<(&[f32], usize, &[f32])>,
+) {
     let block_x = |ib: usize| -> &Super {
         x[ib * QK_K..(ib + 1) * QK_K]
             .try_into()
             .expect("a QK_K slice")
     };
-    let mut sumx2 = Vec::new();
-    if imatrix.is_some() {
-        sumx2.resize(y.len(), 0.0);
-    }
-    if imatrix.is_some() && Q::USES_SUMX2 {
-        lanes.sums_of_squares(&x[..y.len() * QK_K], &mut sumx2);
-    }
-    let block_w = |ib: usize| -> Option<&Super> {
-        imatrix.map(|qw| {
+    let block_w = |ib: usize| -> Option<Weights<'_, 1>> {
+        weighted.map(|(qw, blocks_per_row, sumx2)| {
             let col = (ib % blocks_per_row) * QK_K;
-            qw[col..col + QK_K].try_into().expect("a QK_K slice")
+            Weights {
+                qw: [qw[col..col + QK_K].try_into().expect("a QK_K slice")],
+                sumx2: [sumx2[ib]],
+            }
         })
     };
     let last_block = y.len().wrapping_sub(1);
-    let mut pairs = y.chunks_exact_mut(2);
-    for (p, yp) in (&mut pairs).enumerate() {
+    let mut chunks = y.chunks_exact_mut(2);
+    for (p, yp) in (&mut chunks).enumerate() {
         let (ia, ib) = (2 * p, 2 * p + 1);
         let (ya, yb) = yp.split_at_mut(1);
         let qw = match (block_w(ia), block_w(ib)) {
             (Some(a), Some(b)) => Some(Weights {
-                qw: [a, b],
-                sumx2: [sumx2[ia], sumx2[ib]],
+                qw: [a.qw[0], b.qw[0]],
+                sumx2: [a.sumx2[0], b.sumx2[0]],
             }),
             _ => None,
         };
@@ -490,12 +548,8 @@ fn rows<Q: FastBlock, L: Lanes>(
             qw,
         );
     }
-    if let [last] = pairs.into_remainder() {
-        let qw = block_w(last_block).map(|q| Weights {
-            qw: [q],
-            sumx2: [sumx2[last_block]],
-        });
-        Q::quantize(lanes, block_x(last_block), last, qw);
+    if let [last] = chunks.into_remainder() {
+        Q::quantize(lanes, block_x(last_block), last, block_w(last_block));
     }
 }
 

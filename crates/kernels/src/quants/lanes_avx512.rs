@@ -424,13 +424,9 @@ pub(crate) fn q3<const N: usize, const M: usize>(
     l_out: &mut [[i8; N]; M],
 ) {
     let kk = N / 16;
-    assert!(N.is_multiple_of(16) && kk <= KMAX);
     let zero = _mm512_setzero_ps();
-    let (max, amax) = signed_absmax(x);
-    // Per element: the level, w·x·l and w·l·l as ggml forms them, and the shrunk rounding cell.
-    let mut l = [[zero; KMAX]; M];
-    let mut wxl = [[zero; KMAX]; M];
-    let mut wl2 = [[zero; KMAX]; M];
+    let mut st3 = Q3Start::new(x, nmax);
+    // Per element, the level's rounding cell shrunk by the estimate's tolerance.
     let mut cell_lo = [[zero; KMAX]; M];
     let mut cell_hi = [[zero; KMAX]; M];
     let (lmin, lmax) = (splat(-(nmax as f32)), splat(nmax as f32 - 1.0));
@@ -452,25 +448,19 @@ pub(crate) fn q3<const N: usize, const M: usize>(
             ),
         )
     };
-    let mut sumlx = [zero; KMAX];
-    let mut suml2 = [zero; KMAX];
-    let mut iscale = [zero; KMAX];
-    for k in 0..kk {
-        iscale[k] = _mm512_div_ps(splat(-(nmax as f32)), max[k]);
-    }
     for i in 0..M {
         for k in 0..kk {
-            let xv = ld(&x[i], k);
-            let li = round_clamp_f(_mm512_mul_ps(iscale[k], xv), -nmax, nmax - 1);
-            l[i][k] = li;
-            let wv = _mm512_mul_ps(xv, xv);
-            wxl[i][k] = _mm512_mul_ps(_mm512_mul_ps(wv, xv), li);
-            wl2[i][k] = _mm512_mul_ps(_mm512_mul_ps(wv, li), li);
-            sumlx[k] = _mm512_add_ps(sumlx[k], wxl[i][k]);
-            suml2[k] = _mm512_add_ps(suml2[k], wl2[i][k]);
-            (cell_lo[i][k], cell_hi[i][k]) = cell(li);
+            (cell_lo[i][k], cell_hi[i][k]) = cell(st3.l[i][k]);
         }
     }
+    let Q3Start {
+        l,
+        wxl,
+        wl2,
+        sumlx,
+        suml2,
+        ..
+    } = &mut st3;
     let huge = splat(Q3_SLX_MAX);
     let mut last_change = M - 1;
     for _itry in 0..5 {
@@ -536,23 +526,121 @@ pub(crate) fn q3<const N: usize, const M: usize>(
             None => break,
         }
     }
-    let eps = splat(GROUP_MAX_EPS);
-    for i in 0..M {
-        for k in 0..kk {
-            let li = _mm512_add_epi32(_mm512_cvtps_epi32(l[i][k]), _mm512_set1_epi32(nmax));
-            let li = _mm512_maskz_mov_epi32(!lt(amax[k], eps), li);
-            let out = &mut l_out[i][16 * k..16 * k + 16];
-            // SAFETY: `out` is 16 writable bytes; the store is unaligned.
-            unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(li)) };
-        }
-    }
+    st3.finish(nmax, scale_out, l_out);
+}
+
+/// [`q3`]'s first refinement pass only, with every row checked against the initial state by the
+/// same quotient estimate: a lane none of whose rows could change is final after that pass,
+/// exactly as in ggml (whose pass then changes nothing and stops). Returns the mask of the
+/// other lanes (bit `j` for lane `j`), whose outputs are not final; see
+/// [`super::lanes::Lanes::q3_first`]. No row waits on another here, so the pass runs at full
+/// throughput.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) fn q3_first<const N: usize, const M: usize>(
+    x: &[[f32; N]; M],
+    nmax: i32,
+    scale_out: &mut [f32; N],
+    l_out: &mut [[i8; N]; M],
+) -> u64 {
+    let kk = N / 16;
+    let zero = _mm512_setzero_ps();
+    let st3 = Q3Start::new(x, nmax);
+    let (lmin, lmax) = (splat(-(nmax as f32)), splat(nmax as f32 - 1.0));
+    let (huge, far, half) = (splat(Q3_SLX_MAX), splat(Q3_FAR), splat(0.5 - Q3_CELL_TOL));
+    let mut unsure = 0u64;
     for k in 0..kk {
-        let ok = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(amax[k], eps) & gt(suml2[k], zero);
-        st(
-            scale_out,
-            k,
-            sel(ok, _mm512_div_ps(sumlx[k], suml2[k]), zero),
-        );
+        let mut lane_unsure: __mmask16 = 0;
+        for i in 0..M {
+            let slx0 = _mm512_sub_ps(st3.sumlx[k], st3.wxl[i][k]);
+            let sl20 = _mm512_sub_ps(st3.suml2[k], st3.wl2[i][k]);
+            let q = _mm512_mul_ps(_mm512_mul_ps(ld(&x[i], k), sl20), _mm512_rcp14_ps(slx0));
+            let off = abs(_mm512_sub_ps(
+                _mm512_min_ps(_mm512_max_ps(q, lmin), lmax),
+                st3.l[i][k],
+            ));
+            let pos = gt(slx0, zero);
+            let sure = _mm512_mask_cmp_ps_mask::<_CMP_LT_OQ>(pos, slx0, huge);
+            let sure = _mm512_mask_cmp_ps_mask::<_CMP_LT_OQ>(sure, abs(q), far);
+            let sure = _mm512_mask_cmp_ps_mask::<_CMP_LT_OQ>(sure, off, half);
+            lane_unsure |= pos & !sure;
+        }
+        unsure |= (lane_unsure as u64) << (16 * k);
+    }
+    st3.finish(nmax, scale_out, l_out);
+    unsure
+}
+
+/// The state of [`q3`]'s search after its first rounding: per element the level and ggml's
+/// products `w·x·l` and `w·l·l`, per lane the sums of those and the largest |x|.
+struct Q3Start<const M: usize> {
+    l: [[__m512; KMAX]; M],
+    wxl: [[__m512; KMAX]; M],
+    wl2: [[__m512; KMAX]; M],
+    sumlx: [__m512; KMAX],
+    suml2: [__m512; KMAX],
+    amax: [__m512; KMAX],
+    kk: usize,
+}
+
+impl<const M: usize> Q3Start<M> {
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn new<const N: usize>(x: &[[f32; N]; M], nmax: i32) -> Self {
+        let kk = N / 16;
+        assert!(N.is_multiple_of(16) && kk <= KMAX);
+        let zero = _mm512_setzero_ps();
+        let (max, amax) = signed_absmax(x);
+        let mut st = Q3Start {
+            l: [[zero; KMAX]; M],
+            wxl: [[zero; KMAX]; M],
+            wl2: [[zero; KMAX]; M],
+            sumlx: [zero; KMAX],
+            suml2: [zero; KMAX],
+            amax,
+            kk,
+        };
+        for k in 0..kk {
+            let iscale = _mm512_div_ps(splat(-(nmax as f32)), max[k]);
+            for i in 0..M {
+                let xv = ld(&x[i], k);
+                let li = round_clamp_f(_mm512_mul_ps(iscale, xv), -nmax, nmax - 1);
+                st.l[i][k] = li;
+                let wv = _mm512_mul_ps(xv, xv);
+                st.wxl[i][k] = _mm512_mul_ps(_mm512_mul_ps(wv, xv), li);
+                st.wl2[i][k] = _mm512_mul_ps(_mm512_mul_ps(wv, li), li);
+                st.sumlx[k] = _mm512_add_ps(st.sumlx[k], st.wxl[i][k]);
+                st.suml2[k] = _mm512_add_ps(st.suml2[k], st.wl2[i][k]);
+            }
+        }
+        st
+    }
+
+    /// Writes the scales `sumlx/suml2` and the levels offset by `nmax` (zero for all-zero
+    /// groups, as ggml's early return gives).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn finish<const N: usize>(
+        &self,
+        nmax: i32,
+        scale_out: &mut [f32; N],
+        l_out: &mut [[i8; N]; M],
+    ) {
+        let (zero, eps) = (_mm512_setzero_ps(), splat(GROUP_MAX_EPS));
+        for k in 0..self.kk {
+            let live = !lt(self.amax[k], eps);
+            for i in 0..M {
+                let li =
+                    _mm512_add_epi32(_mm512_cvtps_epi32(self.l[i][k]), _mm512_set1_epi32(nmax));
+                let out = &mut l_out[i][16 * k..16 * k + 16];
+                let bytes = _mm512_cvtepi32_epi8(_mm512_maskz_mov_epi32(live, li));
+                // SAFETY: `out` is 16 writable bytes; the store is unaligned.
+                unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), bytes) };
+            }
+            let ok = live & gt(self.suml2[k], zero);
+            let scale = _mm512_div_ps(self.sumlx[k], self.suml2[k]);
+            st(scale_out, k, sel(ok, scale, zero));
+        }
     }
 }
 

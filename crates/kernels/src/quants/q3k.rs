@@ -68,9 +68,9 @@ fn finish_ref<L: Lanes>(
         }
     }
 
+    let mut l6 = [0i32; 16];
     if max_scale != 0.0 {
         let iscale = -32.0 / max_scale;
-        let mut l6 = [0i32; 16];
         for j in 0..QK_K / 16 {
             // ggml stores the rounded value in an int8_t before clamping.
             let v = nearest_int(iscale * scales[j]) as i8 as i32;
@@ -82,7 +82,7 @@ fn finish_ref<L: Lanes>(
         y.scales = [0; 12];
         y.d = f32_to_f16(0.0);
     }
-    finish_block(lanes, x, y, search);
+    finish_block(lanes, x, y, &l6, search);
 }
 
 fn quantize_block_impl(x: &Super, y: &mut BlockQ3K, qw: &Super) {
@@ -133,7 +133,7 @@ fn finish_impl<L: Lanes>(
     let l6: [i32; 16] = std::array::from_fn(|j| ls[j] as i32);
     pack_scales_q3(&l6, &mut y.scales);
     y.d = f32_to_f16(d_block);
-    finish_block(lanes, x, y, search);
+    finish_block(lanes, x, y, &l6, search);
 }
 
 /// The same bytes as [`quantize_row_q3_k`], several times faster: the sixteen sub-block searches of a
@@ -166,6 +166,71 @@ impl FastBlock for Q3KFast {
         qw: Option<Weights<'_, 2>>,
     ) {
         quantize_blocks::<L, 32, 2>(lanes, x, y, qw);
+    }
+
+    #[inline(always)]
+    fn quantize_plain<L: Lanes>(lanes: L, x: &[f32], y: &mut [BlockQ3K]) {
+        for (xc, yc) in x.chunks(PLAIN_CHUNK * QK_K).zip(y.chunks_mut(PLAIN_CHUNK)) {
+            plain_chunk(lanes, xc, yc);
+        }
+    }
+}
+
+/// Super-blocks per [`plain_chunk`].
+const PLAIN_CHUNK: usize = 16;
+
+/// Up to [`PLAIN_CHUNK`] super-blocks without importance weights. Most sub-blocks' refinement
+/// ends after one pass that changes nothing, which `Lanes::q3_first` settles at full
+/// throughput, two blocks at a time. The few lanes it leaves unsettled (about one sub-block in
+/// ten) go through ggml's whole sequential refinement, whose rows wait on one another, gathered
+/// 32 at a time from all the chunk's blocks so that those waits overlap.
+#[inline(always)]
+fn plain_chunk<L: Lanes>(lanes: L, x: &[f32], y: &mut [BlockQ3K]) {
+    let n = y.len();
+    let block = |b: usize| -> &Super {
+        x[b * QK_K..(b + 1) * QK_K]
+            .try_into()
+            .expect("a QK_K slice")
+    };
+    let mut scales = [[0f32; 32]; PLAIN_CHUNK / 2];
+    let mut lt = [[[0i8; 32]; 16]; PLAIN_CHUNK / 2];
+    // Lanes left to the full search: (pair, lane).
+    let mut slow = [(0usize, 0usize); 16 * PLAIN_CHUNK];
+    let mut n_slow = 0;
+    for p in 0..n.div_ceil(2) {
+        let pair = [block(2 * p), block((2 * p + 1).min(n - 1))];
+        let xt = lanes.transpose16::<32, 2>(pair);
+        let mut unsure = lanes.q3_first(&xt, 4, &mut scales[p], &mut lt[p]);
+        if 2 * p + 1 >= n {
+            unsure &= 0xffff;
+        }
+        while unsure != 0 {
+            slow[n_slow] = (p, unsure.trailing_zeros() as usize);
+            n_slow += 1;
+            unsure &= unsure - 1;
+        }
+    }
+    for group in slow[..n_slow].chunks(32) {
+        let mut xt = [[0f32; 32]; 16];
+        for (c, &(p, lane)) in group.iter().enumerate() {
+            let xs = &block(2 * p + lane / 16)[16 * (lane % 16)..];
+            for i in 0..16 {
+                xt[i][c] = xs[i];
+            }
+        }
+        let (mut sc, mut lc) = ([0f32; 32], [[0i8; 32]; 16]);
+        lanes.q3(&xt, 4, &mut sc, &mut lc);
+        for (c, &(p, lane)) in group.iter().enumerate() {
+            scales[p][lane] = sc[c];
+            for i in 0..16 {
+                lt[p][i][lane] = lc[i][c];
+            }
+        }
+    }
+    for (b, yb) in y.iter_mut().enumerate() {
+        let (p, h) = (b / 2, b % 2);
+        let s = block_lanes16::<32, 2>(&scales[p], h);
+        finish_ref(lanes, block(b), yb, &s, transposed(&lt[p], h));
     }
 }
 
@@ -221,18 +286,20 @@ fn transposed<const N: usize>(lt: &[[i8; N]; 16], b: usize) -> impl Fn(usize, &m
     }
 }
 
-/// The common tail of both paths: re-round against the stored scales (`lanes.requant`;
-/// sub-blocks with a zero scale keep the search's levels, which `search(j, out)` writes), split
-/// off the high bit into `hmask`, pack the low two bits.
+/// The common tail of both paths: re-round against the stored scales (`y.d` times `l6 - 32`,
+/// `l6` being the 6-bit values packed into `y.scales`) with `lanes.requant` (sub-blocks with a
+/// zero scale keep the search's levels, which `search(j, out)` writes), split off the high bit
+/// into `hmask`, pack the low two bits.
 #[inline(always)]
 fn finish_block<L: Lanes>(
     lanes: L,
     x: &Super,
     y: &mut BlockQ3K,
+    l6: &[i32; 16],
     search: impl Fn(usize, &mut [i8]),
 ) {
     let dd = f16_to_f32(y.d);
-    let d: [f32; 16] = std::array::from_fn(|j| dd * q3_scale(&y.scales, j) as f32);
+    let d: [f32; 16] = std::array::from_fn(|j| dd * (l6[j] - 32) as f32);
     let mut l = [0i8; QK_K];
     let mut skipped = lanes.requant(x, &d, 4, &mut l);
     while skipped != 0 {
