@@ -352,3 +352,103 @@ pub fn dequantize_row_q3_k(x: &[BlockQ3K], y: &mut [f32]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::lanes::{quantize_with, Portable};
+    use super::*;
+
+    /// A backend whose first pass settles no lane, so that every sub-block goes through the
+    /// gathering path of [`plain_chunk`] (many groups of 32, odd block counts, partial chunks).
+    #[derive(Clone, Copy)]
+    struct NothingSettled;
+
+    impl Lanes for NothingSettled {
+        fn qkx<const N: usize, const M: usize>(
+            self,
+            x: &[[f32; N]; M],
+            w: &[[f32; N]; M],
+            nmax: i32,
+            rmin: f32,
+            rdelta: f32,
+            nstep: i32,
+            use_mad: bool,
+            strict_degenerate: bool,
+            scale_out: &mut [f32; N],
+            the_min: &mut [f32; N],
+            l_out: &mut [[u8; N]; M],
+        ) {
+            Portable.qkx(
+                x,
+                w,
+                nmax,
+                rmin,
+                rdelta,
+                nstep,
+                use_mad,
+                strict_degenerate,
+                scale_out,
+                the_min,
+                l_out,
+            )
+        }
+        fn qx<const N: usize, const M: usize>(
+            self,
+            x: &[[f32; N]; M],
+            w: &[[f32; N]; M],
+            nmax: i32,
+            scale_out: &mut [f32; N],
+            l_out: &mut [[i8; N]; M],
+        ) {
+            Portable.qx(x, w, nmax, scale_out, l_out)
+        }
+        fn q3<const N: usize, const M: usize>(
+            self,
+            x: &[[f32; N]; M],
+            nmax: i32,
+            scale_out: &mut [f32; N],
+            l_out: &mut [[i8; N]; M],
+        ) {
+            Portable.q3(x, nmax, scale_out, l_out)
+        }
+        fn q3_first<const N: usize, const M: usize>(
+            self,
+            x: &[[f32; N]; M],
+            nmax: i32,
+            scale_out: &mut [f32; N],
+            l_out: &mut [[i8; N]; M],
+        ) -> u64 {
+            // Garbage in the outputs: the full search must overwrite every lane.
+            Portable.q3(x, nmax, scale_out, l_out);
+            scale_out.fill(f32::NAN);
+            u64::MAX >> (64 - N)
+        }
+        fn requant(self, x: &Super, d: &[f32; 16], nmax: i32, l: &mut [i8; QK_K]) -> u16 {
+            Portable.requant(x, d, nmax, l)
+        }
+    }
+
+    #[test]
+    fn gathered_refinement_gives_the_reference_bytes() {
+        let mut seed = 0x9e37_79b9u32;
+        for blocks in [1, 2, 15, 16, 17, 37] {
+            let x: Vec<f32> = (0..blocks * QK_K)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 17;
+                    seed ^= seed << 5;
+                    let u = seed as f32 / u32::MAX as f32 - 0.5;
+                    u * u * u * 8.0
+                })
+                .collect();
+            let mut want = vec![<BlockQ3K as bytemuck::Zeroable>::zeroed(); blocks];
+            quantize_row_q3_k(&x, &mut want, None);
+            let mut got = vec![<BlockQ3K as bytemuck::Zeroable>::zeroed(); blocks];
+            quantize_with::<Q3KFast, _>(NothingSettled, &x, &mut got, None);
+            assert!(
+                bytemuck::cast_slice::<_, u8>(&got) == bytemuck::cast_slice::<_, u8>(&want),
+                "{blocks} blocks"
+            );
+        }
+    }
+}
