@@ -427,20 +427,28 @@ impl<'a> Weights<'a, 2> {
     }
 }
 
-/// Quantizes rows with `Q::quantize`: with the [`Avx2`] backend, in a copy compiled for AVX2,
-/// when the CPU has it; otherwise with the [`Portable`] one. Checks shapes like the reference
-/// quantizers ([`super::kquants`]).
+/// Quantizes rows with `Q::quantize` on the backend of the active kernel path
+/// ([`crate::simd::active_path`]: the best the CPU has unless `G4Q_SIMD` names another):
+/// [`Avx512`] or [`Avx2`] in a copy of the row loop compiled for that instruction set,
+/// [`Portable`] for `scalar` and the NEON paths. An invalid `G4Q_SIMD` is reported by
+/// [`crate::quantize_rows`] before anything is quantized; here it falls back to the best path.
+/// Checks shapes like the reference quantizers ([`super::kquants`]).
 pub(crate) fn quantize_fast<Q: FastBlock>(x: &[f32], y: &mut [Q::Block], imatrix: Option<&[f32]>) {
     let blocks_per_row = check_shapes(Q::NAME, x.len(), y.len(), imatrix);
     #[cfg(target_arch = "x86_64")]
     {
-        if let Some(avx512) = Avx512::detect() {
-            // SAFETY: the token proves the CPU supports AVX-512F and AVX2.
-            return unsafe { rows_avx512::<Q>(avx512, x, y, imatrix, blocks_per_row) };
+        let path = crate::simd::active_path().unwrap_or_else(|_| crate::simd::best_path());
+        if path == crate::simd::Path::Avx512 {
+            if let Some(avx512) = Avx512::detect() {
+                // SAFETY: the token proves the CPU supports AVX-512F and AVX2.
+                return unsafe { rows_avx512::<Q>(avx512, x, y, imatrix, blocks_per_row) };
+            }
         }
-        if let Some(avx2) = Avx2::detect() {
-            // SAFETY: the token proves the CPU supports AVX2.
-            return unsafe { rows_avx2::<Q>(avx2, x, y, imatrix, blocks_per_row) };
+        if matches!(path, crate::simd::Path::Avx512 | crate::simd::Path::Avx2) {
+            if let Some(avx2) = Avx2::detect() {
+                // SAFETY: the token proves the CPU supports AVX2.
+                return unsafe { rows_avx2::<Q>(avx2, x, y, imatrix, blocks_per_row) };
+            }
         }
     }
     rows::<Q, Portable>(Portable, x, y, imatrix, blocks_per_row)

@@ -54,7 +54,9 @@ pub fn quantize_row(
 
 /// Quantizes `x.len() / n_per_row` rows in parallel (rayon). Rows are independent, so the
 /// bytes do not depend on the number of threads. Lengths are checked first, then every value:
-/// the first NaN/Inf (lowest row, then column) is reported and nothing is quantized.
+/// the first NaN/Inf (lowest row, then column) is reported and nothing is quantized. The
+/// K-quants' fast searches run on the active kernel path (`G4Q_SIMD`), so an invalid setting
+/// is an error here too.
 pub fn quantize_rows(
     ty: GgmlType,
     x: &[f32],
@@ -62,6 +64,7 @@ pub fn quantize_rows(
     imatrix: Option<&[f32]>,
     out: &mut [u8],
 ) -> Result<(), KernelError> {
+    crate::simd::active_path()?;
     let row_bytes = check_shapes(ty, x.len(), n_per_row, imatrix, out.len())?;
     check_finite(ty, x, n_per_row)?;
     out.par_chunks_mut(row_bytes)
