@@ -233,6 +233,27 @@ impl Lanes for Avx2 {
         // SAFETY: `self` exists only if the CPU has AVX2 (see `Avx2::detect`).
         unsafe { super::lanes_avx2::requant(x, d, nmax, l) }
     }
+    #[inline(always)]
+    fn q3_first<const N: usize, const M: usize>(
+        self,
+        x: &[[f32; N]; M],
+        nmax: i32,
+        scale_out: &mut [f32; N],
+        l_out: &mut [[i8; N]; M],
+    ) -> u64 {
+        // SAFETY: `self` exists only if the CPU has AVX2 (see `Avx2::detect`).
+        unsafe { super::lanes_avx2::q3_first(x, nmax, scale_out, l_out) }
+    }
+    #[inline(always)]
+    fn sums_of_squares(self, x: &[f32], out: &mut [f32]) {
+        // SAFETY: `self` exists only if the CPU has AVX2 (see `Avx2::detect`).
+        unsafe { super::lanes_avx2::sums_of_squares(x, out) }
+    }
+    #[inline(always)]
+    fn transpose16<const N: usize, const B: usize>(self, x: [&Super; B]) -> [[f32; N]; 16] {
+        // SAFETY: `self` exists only if the CPU has AVX2 (see `Avx2::detect`).
+        unsafe { super::lanes_avx2::transpose16::<N, B>(x) }
+    }
 }
 
 /// The AVX-512 backend ([`super::lanes_avx512`]) for searches over a multiple of 16 groups;
@@ -1234,6 +1255,12 @@ mod tests {
         let want = transpose_blocks::<32, 16, 2>(blocks);
         assert_eq!(Portable.transpose16::<32, 2>(blocks), want);
         #[cfg(target_arch = "x86_64")]
+        if let Some(avx2) = Avx2::detect() {
+            assert_eq!(avx2.transpose16::<32, 2>(blocks), want);
+            let one = transpose_blocks::<16, 16, 1>([blocks[0]]);
+            assert_eq!(avx2.transpose16::<16, 1>([blocks[0]]), one);
+        }
+        #[cfg(target_arch = "x86_64")]
         if let Some(avx512) = Avx512::detect() {
             assert_eq!(avx512.transpose16::<32, 2>(blocks), want);
             let one = transpose_blocks::<16, 16, 1>([blocks[1]]);
@@ -1254,6 +1281,12 @@ mod tests {
             let mut got = vec![0.0; blocks];
             Portable.sums_of_squares(&x, &mut got);
             assert_eq!(got, want, "portable, {blocks} blocks");
+            #[cfg(target_arch = "x86_64")]
+            if let Some(avx2) = Avx2::detect() {
+                let mut got = vec![0.0; blocks];
+                avx2.sums_of_squares(&x, &mut got);
+                assert_eq!(got, want, "avx2, {blocks} blocks");
+            }
             #[cfg(target_arch = "x86_64")]
             if let Some(avx512) = Avx512::detect() {
                 let mut got = vec![0.0; blocks];

@@ -552,3 +552,169 @@ pub(crate) fn requant(x: &[f32; 256], d: &[f32; 16], nmax: i32, l: &mut [i8; 256
 
 /// See [`super::lanes_avx512`]'s `REQUANT_TOL`.
 const REQUANT_TOL: f32 = 1.0 / 16384.0;
+
+/// See [`super::lanes_avx512::q3_first`]: the first refinement pass against the initial state,
+/// returning the lanes it cannot settle. The 12-bit `vrcpps` estimate is within
+/// `|q|·(1.5·2^-12 + 2^-23)` of the quotient, under 1.7·10^-3 for `|q| ≤ 4.5`, hence the wider
+/// [`Q3_CELL_TOL`] here.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) fn q3_first<const N: usize, const M: usize>(
+    x: &[[f32; N]; M],
+    nmax: i32,
+    scale_out: &mut [f32; N],
+    l_out: &mut [[i8; N]; M],
+) -> u64 {
+    let kk = N / 8;
+    assert!(N.is_multiple_of(8) && kk <= KMAX);
+    let zero = _mm256_setzero_ps();
+    let (max, amax) = signed_absmax(x);
+    let mut l = [[zero; KMAX]; M];
+    let mut wxl = [[zero; KMAX]; M];
+    let mut wl2 = [[zero; KMAX]; M];
+    let mut sumlx = [zero; KMAX];
+    let mut suml2 = [zero; KMAX];
+    for k in 0..kk {
+        let iscale = _mm256_div_ps(splat(-(nmax as f32)), max[k]);
+        for i in 0..M {
+            let xv = ld(&x[i], k);
+            let li = round_clamp_f(_mm256_mul_ps(iscale, xv), -nmax, nmax - 1);
+            l[i][k] = li;
+            let wv = _mm256_mul_ps(xv, xv);
+            wxl[i][k] = _mm256_mul_ps(_mm256_mul_ps(wv, xv), li);
+            wl2[i][k] = _mm256_mul_ps(_mm256_mul_ps(wv, li), li);
+            sumlx[k] = _mm256_add_ps(sumlx[k], wxl[i][k]);
+            suml2[k] = _mm256_add_ps(suml2[k], wl2[i][k]);
+        }
+    }
+    let (lmin, lmax) = (splat(-(nmax as f32)), splat(nmax as f32 - 1.0));
+    let (huge, far, half) = (splat(1.0e37), splat(1_048_576.0), splat(0.5 - Q3_CELL_TOL));
+    let mut unsure = 0u64;
+    for k in 0..kk {
+        let mut lane_unsure = zero;
+        for i in 0..M {
+            let slx0 = _mm256_sub_ps(sumlx[k], wxl[i][k]);
+            let sl20 = _mm256_sub_ps(suml2[k], wl2[i][k]);
+            let q = _mm256_mul_ps(_mm256_mul_ps(ld(&x[i], k), sl20), _mm256_rcp_ps(slx0));
+            let off = abs(_mm256_sub_ps(
+                _mm256_min_ps(_mm256_max_ps(q, lmin), lmax),
+                l[i][k],
+            ));
+            let pos = gt(slx0, zero);
+            let sure = _mm256_and_ps(
+                _mm256_and_ps(lt(slx0, huge), lt(abs(q), far)),
+                lt(off, half),
+            );
+            lane_unsure = _mm256_or_ps(lane_unsure, _mm256_andnot_ps(sure, pos));
+        }
+        unsure |= (_mm256_movemask_ps(lane_unsure) as u64) << (8 * k);
+    }
+    let eps = splat(GROUP_MAX_EPS);
+    for k in 0..kk {
+        let dead = _mm256_castps_si256(lt(amax[k], eps));
+        for i in 0..M {
+            let li = _mm256_add_epi32(_mm256_cvtps_epi32(l[i][k]), _mm256_set1_epi32(nmax));
+            let li = to_i32(_mm256_andnot_si256(dead, li));
+            for t in 0..8 {
+                l_out[i][8 * k + t] = li[t] as i8;
+            }
+        }
+        let ok = _mm256_and_ps(
+            _mm256_cmp_ps::<_CMP_GE_OQ>(amax[k], eps),
+            gt(suml2[k], zero),
+        );
+        st(
+            scale_out,
+            k,
+            sel(ok, _mm256_div_ps(sumlx[k], suml2[k]), zero),
+        );
+    }
+    unsure
+}
+
+/// How far inside a level's rounding cell [`q3_first`]'s estimate must lie (see there).
+const Q3_CELL_TOL: f32 = 1.0 / 256.0;
+
+/// [`super::lanes::transpose_blocks`] for sub-blocks of 16: each super-block's 16×16 matrix as
+/// four 8×8 tiles transposed in registers ([`transpose8`]).
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) fn transpose16<const N: usize, const B: usize>(x: [&[f32; 256]; B]) -> [[f32; N]; 16] {
+    assert!(N == 16 * B);
+    let mut out = [[0f32; N]; 16];
+    for (b, xb) in x.into_iter().enumerate() {
+        for jh in 0..2 {
+            for ih in 0..2 {
+                let cols = transpose8(std::array::from_fn(|j| {
+                    load8(&xb[16 * (8 * jh + j) + 8 * ih..])
+                }));
+                for (t, v) in cols.into_iter().enumerate() {
+                    st(&mut out[8 * ih + t], 2 * b + jh, v);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Σx² of each super-block (see [`super::lanes::sums_of_squares`]), eight blocks at a time with
+/// one block per lane, each 8×8 tile transposed so that every vector addition adds the next
+/// value of each block, in index order.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) fn sums_of_squares(x: &[f32], out: &mut [f32]) {
+    assert_eq!(x.len(), out.len() * 256);
+    let whole = out.len() / 8 * 8;
+    for (xs, sums) in x.chunks_exact(8 * 256).zip(out.chunks_exact_mut(8)) {
+        let mut acc = _mm256_setzero_ps();
+        for t in 0..32 {
+            let cols = transpose8(std::array::from_fn(|b| load8(&xs[256 * b + 8 * t..])));
+            for v in cols {
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(v, v));
+            }
+        }
+        let sums: &mut [f32; 8] = sums.try_into().expect("8 sums");
+        st(sums, 0, acc);
+    }
+    super::lanes::sums_of_squares(&x[whole * 256..], &mut out[whole..]);
+}
+
+/// The first 8 values of `s`, unaligned.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn load8(s: &[f32]) -> __m256 {
+    let s: &[f32; 8] = s[..8].try_into().expect("8 values");
+    ld(s, 0)
+}
+
+/// An 8×8 transpose in registers (`out[i]` lane `j` = `r[j]` lane `i`): 32-bit interleaves,
+/// 64-bit shuffles within 128-bit lanes, then 128-bit lane swaps.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+    let t: [__m256; 8] = std::array::from_fn(|k| {
+        let (a, b) = (r[2 * (k / 2)], r[2 * (k / 2) + 1]);
+        if k % 2 == 0 {
+            _mm256_unpacklo_ps(a, b)
+        } else {
+            _mm256_unpackhi_ps(a, b)
+        }
+    });
+    // u[4h + c], 128-bit half L: rows 4h..4h+4 of element c + 4L.
+    let mut u = [_mm256_setzero_ps(); 8];
+    for h in 0..2 {
+        let (t0, t1, t2, t3) = (t[4 * h], t[4 * h + 1], t[4 * h + 2], t[4 * h + 3]);
+        u[4 * h] = _mm256_shuffle_ps::<0x44>(t0, t2);
+        u[4 * h + 1] = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        u[4 * h + 2] = _mm256_shuffle_ps::<0x44>(t1, t3);
+        u[4 * h + 3] = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    }
+    std::array::from_fn(|e| {
+        let c = e % 4;
+        if e < 4 {
+            _mm256_permute2f128_ps::<0x20>(u[c], u[4 + c])
+        } else {
+            _mm256_permute2f128_ps::<0x31>(u[c], u[4 + c])
+        }
+    })
+}
