@@ -50,6 +50,58 @@ fn bytes_do_not_depend_on_thread_count() {
     }
 }
 
+/// The K-quant searches run on the `G4Q_SIMD` path: every path gives the same file, and a bad
+/// setting is a usage error that writes nothing.
+#[test]
+fn bytes_do_not_depend_on_the_simd_path() {
+    use kernels::simd::Path as Simd;
+    let tmp = tempfile::tempdir().unwrap();
+    let convert = |simd: Option<&str>, out: &Path| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_g4q"));
+        cmd.args([
+            "convert",
+            s(&example()),
+            "--type",
+            "Q3_K_M",
+            "--out",
+            s(out),
+        ]);
+        if let Some(v) = simd {
+            cmd.env("G4Q_SIMD", v);
+        }
+        cmd.output().unwrap()
+    };
+    let best = tmp.path().join("best.gguf");
+    assert!(convert(None, &best).status.success());
+    let want = std::fs::read(&best).unwrap();
+    for path in [Simd::Scalar, Simd::Avx2, Simd::Avx512] {
+        if !path.is_supported() {
+            continue;
+        }
+        let out = tmp.path().join(format!("{}.gguf", path.name()));
+        let res = convert(Some(path.name()), &out);
+        assert!(
+            res.status.success(),
+            "{}",
+            String::from_utf8_lossy(&res.stderr)
+        );
+        assert!(
+            std::fs::read(&out).unwrap() == want,
+            "{} differs",
+            path.name()
+        );
+    }
+    let bad = tmp.path().join("bad.gguf");
+    let res = convert(Some("sse9"), &bad);
+    assert_eq!(res.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(
+        err.contains("SIMD path 'sse9'") && err.lines().count() == 1,
+        "{err}"
+    );
+    assert!(!bad.exists());
+}
+
 #[test]
 fn dry_run_json_plans_without_writing() {
     let tmp = tempfile::tempdir().unwrap();

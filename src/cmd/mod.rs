@@ -48,10 +48,48 @@ pub fn usage(msg: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Usage(msg.into()))
 }
 
-/// The error and its causes on one line, outermost first.
+/// The error and its causes on one line, outermost first. A cause whose text the line already
+/// ends with is left out: wrappers such as "tensor 'x': {source}" print their source
+/// themselves, and it would otherwise appear twice.
 pub fn one_line(err: &anyhow::Error) -> String {
-    err.chain()
-        .map(|c| c.to_string())
-        .collect::<Vec<_>>()
-        .join(": ")
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Wrapper(Usage);
+
+    impl std::fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "tensor 't': {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn one_line_names_each_cause_once() {
+        let err = anyhow::Error::new(Wrapper(Usage("bad path".into()))).context("writing out.gguf");
+        assert_eq!(one_line(&err), "writing out.gguf: tensor 't': bad path");
+        let plain = anyhow::Error::new(Usage("inner".into())).context("outer");
+        assert_eq!(one_line(&plain), "outer: inner");
+    }
 }
