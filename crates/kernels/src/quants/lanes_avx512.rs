@@ -602,16 +602,20 @@ impl<const M: usize> Q3Start<M> {
         };
         for k in 0..kk {
             let iscale = _mm512_div_ps(splat(-(nmax as f32)), max[k]);
+            // The sums stay in registers: accumulating into the struct would put a store and a
+            // reload on each step of the chain.
+            let (mut sumlx, mut suml2) = (zero, zero);
             for i in 0..M {
                 let xv = ld(&x[i], k);
                 let li = round_clamp_f(_mm512_mul_ps(iscale, xv), -nmax, nmax - 1);
-                st.l[i][k] = li;
                 let wv = _mm512_mul_ps(xv, xv);
-                st.wxl[i][k] = _mm512_mul_ps(_mm512_mul_ps(wv, xv), li);
-                st.wl2[i][k] = _mm512_mul_ps(_mm512_mul_ps(wv, li), li);
-                st.sumlx[k] = _mm512_add_ps(st.sumlx[k], st.wxl[i][k]);
-                st.suml2[k] = _mm512_add_ps(st.suml2[k], st.wl2[i][k]);
+                let wxl = _mm512_mul_ps(_mm512_mul_ps(wv, xv), li);
+                let wl2 = _mm512_mul_ps(_mm512_mul_ps(wv, li), li);
+                sumlx = _mm512_add_ps(sumlx, wxl);
+                suml2 = _mm512_add_ps(suml2, wl2);
+                (st.l[i][k], st.wxl[i][k], st.wl2[i][k]) = (li, wxl, wl2);
             }
+            (st.sumlx[k], st.suml2[k]) = (sumlx, suml2);
         }
         st
     }
