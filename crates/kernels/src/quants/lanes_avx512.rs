@@ -499,9 +499,11 @@ pub(crate) fn q3<const N: usize, const M: usize>(
                 let new_wl2 = _mm512_mul_ps(_mm512_mul_ps(wv, new_l), new_l);
                 let slx = _mm512_add_ps(slx0, new_wxl);
                 let sl2 = _mm512_add_ps(sl20, new_wl2);
-                let better = gt(
-                    _mm512_mul_ps(_mm512_mul_ps(slx, slx), suml2[k]),
-                    _mm512_mul_ps(_mm512_mul_ps(sumlx[k], sumlx[k]), sl2),
+                let better = products_gt(
+                    _mm512_mul_ps(slx, slx),
+                    suml2[k],
+                    _mm512_mul_ps(sumlx[k], sumlx[k]),
+                    sl2,
                 );
                 let acc = gt(slx0, zero)
                     & _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(new_l, li)
@@ -527,6 +529,83 @@ pub(crate) fn q3<const N: usize, const M: usize>(
         }
     }
     st3.finish(nmax, scale_out, l_out);
+}
+
+/// `fl(a·b) > fl(c·d)` in f32, lane by lane (ggml's acceptance test `slx*slx*suml2 >
+/// sumlx*sumlx*sl2`), without forming a denormal float. With tiny weights those products fall
+/// below 2^-126, and every instruction that rounds a result into the denormal range costs a
+/// microcode assist of a hundred-odd cycles.
+///
+/// First both products are formed scaled by 2^64 (`b·2^64` is exact): where each scaled
+/// product is finite and at least 2^-62, or a factor is zero, the unscaled product is a normal
+/// float (or an exact zero), scaling commutes with its rounding, and comparing the scaled
+/// products is comparing ggml's. Otherwise the vector is redone in f64: the products are exact
+/// there (24 + 24 bits), and each is rounded as f32 would round it, by a conversion where the
+/// result is a normal f32 and by rounding to a multiple of 2^-149 (round to nearest even) below
+/// 2^-126.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn products_gt(a: __m512, b: __m512, c: __m512, d: __m512) -> __mmask16 {
+    let scale = splat(f32::from_bits((127 + 64) << 23)); // 2^64
+    let s1 = _mm512_mul_ps(a, _mm512_mul_ps(b, scale));
+    let s2 = _mm512_mul_ps(c, _mm512_mul_ps(d, scale));
+    let zero = _mm512_setzero_ps();
+    let (low, inf) = (
+        splat(f32::from_bits((127 - 62) << 23)),
+        splat(f32::INFINITY),
+    ); // 2^-62
+    let plain = |s: __m512, x: __m512, y: __m512| -> __mmask16 {
+        let finite = lt(abs(s), inf);
+        let normal = _mm512_mask_cmp_ps_mask::<_CMP_GE_OQ>(finite, abs(s), low);
+        let zero_factor =
+            _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(x, zero) | _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(y, zero);
+        normal | (finite & zero_factor)
+    };
+    if plain(s1, a, b) & plain(s2, c, d) == u16::MAX {
+        return gt(s1, s2);
+    }
+    let mut out: __mmask16 = 0;
+    for h in 0..2 {
+        let half = |v: __m512| -> __m512d {
+            let bits = _mm512_castps_si512(v);
+            let part = if h == 0 {
+                _mm512_castsi512_si256(bits)
+            } else {
+                _mm512_extracti64x4_epi64::<1>(bits)
+            };
+            _mm512_cvtps_pd(_mm256_castsi256_ps(part))
+        };
+        let p1 = f32_rounded(_mm512_mul_pd(half(a), half(b)));
+        let p2 = f32_rounded(_mm512_mul_pd(half(c), half(d)));
+        out |= (_mm512_cmp_pd_mask::<_CMP_GT_OQ>(p1, p2) as u16) << (8 * h);
+    }
+    out
+}
+
+/// `p` (an exact product of two f32 values, in f64) rounded as an f32 multiplication rounds it,
+/// denormal range included, as an exact f64; no f32 denormal is formed on the way.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn f32_rounded(p: __m512d) -> __m512d {
+    let tiny = _mm512_cmp_pd_mask::<_CMP_LT_OQ>(
+        _mm512_abs_pd(p),
+        _mm512_set1_pd(f64::from(f32::MIN_POSITIVE)),
+    );
+    let normal = _mm512_cvtps_pd(_mm512_cvtpd_ps(_mm512_mask_mov_pd(
+        p,
+        tiny,
+        _mm512_set1_pd(1.0),
+    )));
+    // Multiples of 2^-149, the f32 denormal spacing; both scalings are exact.
+    let (up, down) = (
+        _mm512_set1_pd(f64::from_bits((1023 + 149) << 52)),
+        _mm512_set1_pd(f64::from_bits((1023 - 149) << 52)),
+    );
+    let steps = _mm512_roundscale_pd::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+        _mm512_mul_pd(p, up),
+    );
+    let denormal = _mm512_mul_pd(steps, down);
+    _mm512_mask_blend_pd(tiny, normal, denormal)
 }
 
 /// [`q3`]'s first refinement pass only, with every row checked against the initial state by the
@@ -795,4 +874,56 @@ fn transpose_regs(r: [__m512; 16]) -> [__m512; 16] {
         out[c + 12] = _mm512_shuffle_f32x4::<0xDD>(odd01, odd23);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// [`products_gt`] against f32 arithmetic, on products spread from overflow down through the
+    /// denormal range to underflow, with zeros, infinities and NaNs mixed in.
+    #[test]
+    fn products_gt_matches_f32_arithmetic() {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        let mut seed = 0x2545_f491u32;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
+        };
+        let mut value = |next: &mut dyn FnMut() -> u32| -> f32 {
+            let r = next();
+            match r % 64 {
+                0 => 0.0,
+                1 => -0.0,
+                2 => f32::INFINITY,
+                3 => f32::NAN,
+                4 => f32::from_bits(r >> 9), // a denormal
+                _ => {
+                    // Exponents from 2^-90 to 2^60: products from overflow to below 2^-149.
+                    let exp = 37 + (r >> 8) % 151;
+                    f32::from_bits((r & 0x8000_0000) | (exp << 23) | (next() & 0x7f_ffff))
+                }
+            }
+        };
+        let mut checked = 0;
+        for _ in 0..20_000 {
+            let v: [[f32; 16]; 4] =
+                std::array::from_fn(|_| std::array::from_fn(|_| value(&mut next)));
+            let want = (0..16).fold(0u16, |m, j| {
+                m | ((((v[0][j] * v[1][j]) > (v[2][j] * v[3][j])) as u16) << j)
+            });
+            // SAFETY: AVX-512F was detected above.
+            let got = unsafe {
+                let ld = |r: &[f32; 16]| _mm512_loadu_ps(r.as_ptr());
+                products_gt(ld(&v[0]), ld(&v[1]), ld(&v[2]), ld(&v[3]))
+            };
+            assert_eq!(got, want, "{v:?}");
+            checked += 16;
+        }
+        println!("products_gt: checked {checked} lanes");
+    }
 }
