@@ -894,7 +894,7 @@ mod tests {
             seed ^= seed << 5;
             seed
         };
-        let mut value = |next: &mut dyn FnMut() -> u32| -> f32 {
+        let value = |next: &mut dyn FnMut() -> u32| -> f32 {
             let r = next();
             match r % 64 {
                 0 => 0.0,
