@@ -131,17 +131,21 @@ pub(crate) fn pack_scale_min_k4(ls: &[u8; 8], lm: &[u8; 8], q: &mut [u8; 12]) {
 /// scale bytes: low nibbles in bytes 0..8, the two high bits in bytes 8..12.
 #[inline(always)]
 pub(crate) fn pack_scales_q3(l6: &[i32; 16], q: &mut [u8; 12]) {
-    *q = [0; 12];
-    for j in 0..16 {
-        let mut l = l6[j];
-        if j < 8 {
-            q[j] = (l & 0xF) as u8;
-        } else {
-            q[j - 8] |= ((l & 0xF) << 4) as u8;
-        }
-        l >>= 4;
-        q[j % 4 + 8] |= (l << (2 * (j / 4))) as u8;
-    }
+    // Eight bytes at a time: byte j of `lo`/`hi` holds scale j / j + 8.
+    let bytes = |from: usize| u64::from_le_bytes(std::array::from_fn(|j| l6[from + j] as u8));
+    let (lo, hi) = (bytes(0), bytes(8));
+    let nibbles = 0x0F0F_0F0F_0F0F_0F0Fu64;
+    q[..8].copy_from_slice(&((lo & nibbles) | ((hi & nibbles) << 4)).to_le_bytes());
+    // Bits 4-5 of scale j go to byte 8 + j % 4, at bit 2·(j / 4).
+    let (top_lo, top_hi) = (
+        (lo >> 4) & 0x0303_0303_0303_0303,
+        (hi >> 4) & 0x0303_0303_0303_0303,
+    );
+    let high = (top_lo as u32)
+        | ((top_lo >> 32) as u32) << 2
+        | (top_hi as u32) << 4
+        | ((top_hi >> 32) as u32) << 6;
+    q[8..].copy_from_slice(&high.to_le_bytes());
 }
 
 /// Q3_K's scale of sub-block `j` minus the offset 32 (-32..=31).

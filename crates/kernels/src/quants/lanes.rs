@@ -81,6 +81,11 @@ pub(crate) trait Lanes: Copy {
         self.q3(x, nmax, scale_out, l_out);
         0
     }
+    /// [`super::q3k::q3_scales`] on this backend.
+    #[inline(always)]
+    fn q3_scales(self, scales: &[f32; 16]) -> Option<([i32; 16], f32)> {
+        super::q3k::q3_scales(scales)
+    }
     /// [`requant`] on this backend.
     fn requant(self, x: &Super, d: &[f32; 16], nmax: i32, l: &mut [i8; QK_K]) -> u16;
     /// [`sums_of_squares`] on this backend.
@@ -375,6 +380,11 @@ impl Lanes for Avx512 {
         }
         // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
         unsafe { super::lanes_avx512::q3_first(x, nmax, scale_out, l_out) }
+    }
+    #[inline(always)]
+    fn q3_scales(self, scales: &[f32; 16]) -> Option<([i32; 16], f32)> {
+        // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
+        unsafe { super::lanes_avx512::q3_scales(scales) }
     }
     #[inline(always)]
     fn sums_of_squares(self, x: &[f32], out: &mut [f32]) {

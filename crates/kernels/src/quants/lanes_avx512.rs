@@ -608,6 +608,41 @@ fn f32_rounded(p: __m512d) -> __m512d {
     _mm512_mask_blend_pd(tiny, normal, denormal)
 }
 
+/// [`super::q3k::q3_scales`] on one vector: the largest |scale| as an integer maximum of the
+/// bit patterns (which order like the values; NaN lanes count as zero, as ggml's `>` skips
+/// them) and its first lane, then the sixteen roundings side by side.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) fn q3_scales(scales: &[f32; 16]) -> Option<([i32; 16], f32)> {
+    let s = ld(scales, 0);
+    let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(s, s);
+    let bits = _mm512_maskz_mov_epi32(!nan, _mm512_castps_si512(abs(s)));
+    let top = _mm512_reduce_max_epu32(bits);
+    if top == 0 {
+        return None;
+    }
+    let first = _mm512_cmpeq_epi32_mask(bits, _mm512_set1_epi32(top as i32)).trailing_zeros();
+    let iscale = -32.0 / scales[first as usize];
+    let t = _mm512_castps_si512(_mm512_add_ps(
+        _mm512_mul_ps(splat(iscale), s),
+        splat(12_582_912.0),
+    ));
+    let rounded = _mm512_sub_epi32(
+        _mm512_and_si512(t, _mm512_set1_epi32(0x007f_ffff)),
+        _mm512_set1_epi32(0x0040_0000),
+    );
+    // ggml's int8_t store keeps the low byte, signed.
+    let byte = _mm512_srai_epi32::<24>(_mm512_slli_epi32::<24>(rounded));
+    let clamped = _mm512_min_epi32(
+        _mm512_max_epi32(byte, _mm512_set1_epi32(-32)),
+        _mm512_set1_epi32(31),
+    );
+    Some((
+        to_i32(_mm512_add_epi32(clamped, _mm512_set1_epi32(32))),
+        1.0 / iscale,
+    ))
+}
+
 /// [`q3`]'s first refinement pass only, with every row checked against the initial state by the
 /// same quotient estimate: a lane none of whose rows could change is final after that pass,
 /// exactly as in ggml (whose pass then changes nothing and stops). Returns the mask of the

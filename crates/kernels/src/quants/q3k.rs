@@ -58,6 +58,27 @@ fn finish_ref<L: Lanes>(
     scales: &[f32; 16],
     search: impl Fn(usize, &mut [i8]),
 ) {
+    let mut l6 = [0i32; 16];
+    match lanes.q3_scales(scales) {
+        Some((levels, d)) => {
+            l6 = levels;
+            pack_scales_q3(&l6, &mut y.scales);
+            y.d = f32_to_f16(d);
+        }
+        None => {
+            y.scales = [0; 12];
+            y.d = f32_to_f16(0.0);
+        }
+    }
+    finish_block(lanes, x, y, &l6, search);
+}
+
+/// `quantize_row_q3_K_ref`'s 6-bit scales: against the first scale of largest magnitude,
+/// `iscale = -32/max_scale`, each `nearest_int(iscale·scale)` stored in an `int8_t`, clamped to
+/// -32..=31 and offset by 32. Returns them with the value that becomes the fp16 `d`
+/// (`1/iscale`), or `None` when every scale is zero (ggml's all-zero branch).
+#[inline(always)]
+pub(crate) fn q3_scales(scales: &[f32; 16]) -> Option<([i32; 16], f32)> {
     let mut max_scale = 0.0f32;
     let mut amax = 0.0f32;
     for j in 0..QK_K / 16 {
@@ -67,22 +88,17 @@ fn finish_ref<L: Lanes>(
             max_scale = scales[j];
         }
     }
-
-    let mut l6 = [0i32; 16];
-    if max_scale != 0.0 {
-        let iscale = -32.0 / max_scale;
-        for j in 0..QK_K / 16 {
-            // ggml stores the rounded value in an int8_t before clamping.
-            let v = nearest_int(iscale * scales[j]) as i8 as i32;
-            l6[j] = v.clamp(-32, 31) + 32;
-        }
-        pack_scales_q3(&l6, &mut y.scales);
-        y.d = f32_to_f16(1.0 / iscale);
-    } else {
-        y.scales = [0; 12];
-        y.d = f32_to_f16(0.0);
+    if max_scale == 0.0 {
+        return None;
     }
-    finish_block(lanes, x, y, &l6, search);
+    let iscale = -32.0 / max_scale;
+    let mut l6 = [0i32; 16];
+    for j in 0..QK_K / 16 {
+        // ggml stores the rounded value in an int8_t before clamping.
+        let v = nearest_int(iscale * scales[j]) as i8 as i32;
+        l6[j] = v.clamp(-32, 31) + 32;
+    }
+    Some((l6, 1.0 / iscale))
 }
 
 fn quantize_block_impl(x: &Super, y: &mut BlockQ3K, qw: &Super) {
