@@ -81,6 +81,11 @@ pub(crate) trait Lanes: Copy {
         self.q3(x, nmax, scale_out, l_out);
         0
     }
+    /// [`qx16_candidates`] on this backend.
+    #[inline(always)]
+    fn qx16_candidates(self, x: &[f32; 16], w: &[f32; 16], nmax: i32, l: &mut [i8; 16]) -> f32 {
+        qx16_candidates(x, w, nmax, l)
+    }
     /// [`super::q3k::q3_scales`] on this backend.
     #[inline(always)]
     fn q3_scales(self, scales: &[f32; 16]) -> Option<([i32; 16], f32)> {
@@ -380,6 +385,11 @@ impl Lanes for Avx512 {
         }
         // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
         unsafe { super::lanes_avx512::q3_first(x, nmax, scale_out, l_out) }
+    }
+    #[inline(always)]
+    fn qx16_candidates(self, x: &[f32; 16], w: &[f32; 16], nmax: i32, l: &mut [i8; 16]) -> f32 {
+        // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
+        unsafe { super::lanes_avx512::qx16_candidates(x, w, nmax, l) }
     }
     #[inline(always)]
     fn q3_scales(self, scales: &[f32; 16]) -> Option<([i32; 16], f32)> {
@@ -820,11 +830,29 @@ pub(crate) fn qkx<const N: usize, const M: usize>(
 
 /// `make_qx_quants(16, nmax, x, L, 1, Some(w))` for one group, its 19 candidate scales (the
 /// first rounding and `is = -9..=9`, `is != 0`) evaluated side by side: each candidate's sums
-/// run over the 16 values in order as in ggml, then the candidates are compared in ggml's
-/// order. Used for Q3_K's importance-weighted scale of scales.
+/// run over the 16 values in order as in ggml ([`qx16_sums`]), then the candidates are
+/// compared in ggml's order ([`qx16_pick`]). Used for Q3_K's importance-weighted scale of
+/// scales.
 #[inline(always)]
 pub(crate) fn qx16_candidates(x: &[f32; 16], w: &[f32; 16], nmax: i32, l: &mut [i8; 16]) -> f32 {
-    const C: usize = 19;
+    let Some(iscale) = qx16_iscales(x, nmax) else {
+        *l = [0; 16];
+        return 0.0;
+    };
+    let (sumlx, suml2) = qx16_sums(x, w, nmax, &iscale);
+    qx16_pick(x, nmax, &iscale, &sumlx, &suml2, l)
+}
+
+/// Candidates of [`qx16_candidates`].
+const QX16_CANDIDATES: usize = 19;
+
+/// [`QX16_CANDIDATES`] rounded up to two 512-bit vectors.
+pub(crate) const QX16_LANES: usize = 32;
+
+/// The 19 candidate inverse scales against the largest-magnitude value of `x` (first one
+/// wins), padded with the first, or `None` for an all-zero group.
+#[inline(always)]
+pub(crate) fn qx16_iscales(x: &[f32; 16], nmax: i32) -> Option<[f32; QX16_LANES]> {
     let mut max = 0.0f32;
     let mut amax = 0.0f32;
     for &v in x {
@@ -835,11 +863,9 @@ pub(crate) fn qx16_candidates(x: &[f32; 16], w: &[f32; 16], nmax: i32, l: &mut [
         }
     }
     if amax < GROUP_MAX_EPS {
-        *l = [0; 16];
-        return 0.0;
+        return None;
     }
-    let mut iscale = [0f32; C];
-    iscale[0] = -(nmax as f32) / max;
+    let mut iscale = [-(nmax as f32) / max; QX16_LANES];
     let mut c = 1;
     for is in -9i32..=9 {
         if is != 0 {
@@ -847,16 +873,41 @@ pub(crate) fn qx16_candidates(x: &[f32; 16], w: &[f32; 16], nmax: i32, l: &mut [
             c += 1;
         }
     }
-    let mut sumlx = [0f32; C];
-    let mut suml2 = [0f32; C];
+    Some(iscale)
+}
+
+/// Each candidate's Σ w·x·l and Σ w·l·l over the 16 values, in order (the padding lanes stay
+/// zero).
+#[inline(always)]
+fn qx16_sums(
+    x: &[f32; 16],
+    w: &[f32; 16],
+    nmax: i32,
+    iscale: &[f32; QX16_LANES],
+) -> ([f32; QX16_LANES], [f32; QX16_LANES]) {
+    let mut sumlx = [0f32; QX16_LANES];
+    let mut suml2 = [0f32; QX16_LANES];
     for i in 0..16 {
         let wx = w[i] * x[i];
-        for c in 0..C {
+        for c in 0..QX16_CANDIDATES {
             let li = round_clamp(iscale[c] * x[i], -nmax, nmax - 1) as f32;
             sumlx[c] += wx * li;
             suml2[c] += w[i] * li * li;
         }
     }
+    (sumlx, suml2)
+}
+
+/// ggml's comparison of the 19 candidates, in its order, and the levels of the winner.
+#[inline(always)]
+pub(crate) fn qx16_pick(
+    x: &[f32; 16],
+    nmax: i32,
+    iscale: &[f32; QX16_LANES],
+    sumlx: &[f32; QX16_LANES],
+    suml2: &[f32; QX16_LANES],
+    l: &mut [i8; 16],
+) -> f32 {
     let mut scale = if suml2[0] != 0.0 {
         sumlx[0] / suml2[0]
     } else {
@@ -864,7 +915,7 @@ pub(crate) fn qx16_candidates(x: &[f32; 16], w: &[f32; 16], nmax: i32, l: &mut [
     };
     let mut best = scale * sumlx[0];
     let mut best_c = 0;
-    for c in 1..C {
+    for c in 1..QX16_CANDIDATES {
         if suml2[c] > 0.0 && sumlx[c] * sumlx[c] > best * suml2[c] {
             scale = sumlx[c] / suml2[c];
             best = scale * sumlx[c];
@@ -1404,6 +1455,12 @@ mod tests {
                     (r.to_bits(), b),
                     "seed {seed} nmax {nmax}"
                 );
+                #[cfg(target_arch = "x86_64")]
+                if let Some(avx512) = Avx512::detect() {
+                    let mut c = [0i8; 16];
+                    let t = avx512.qx16_candidates(&x, &w, nmax, &mut c);
+                    assert_eq!((t.to_bits(), c), (r.to_bits(), b), "avx512, seed {seed}");
+                }
             }
         }
         let (mut a, mut b) = ([1i8; 16], [1i8; 16]);

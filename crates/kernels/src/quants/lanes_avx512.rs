@@ -608,6 +608,36 @@ fn f32_rounded(p: __m512d) -> __m512d {
     _mm512_mask_blend_pd(tiny, normal, denormal)
 }
 
+/// [`super::lanes::qx16_candidates`] with the candidates' sums in the lanes of two vectors
+/// (19 candidates, 32 lanes), each lane adding the 16 values in order as the scalar loop does;
+/// the comparison in ggml's order is the shared scalar one.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) fn qx16_candidates(x: &[f32; 16], w: &[f32; 16], nmax: i32, l: &mut [i8; 16]) -> f32 {
+    use super::lanes::{qx16_iscales, qx16_pick, QX16_LANES};
+    let Some(iscale) = qx16_iscales(x, nmax) else {
+        *l = [0; 16];
+        return 0.0;
+    };
+    let iv = [ld(&iscale, 0), ld(&iscale, 1)];
+    let zero = _mm512_setzero_ps();
+    let (mut sx, mut s2) = ([zero; 2], [zero; 2]);
+    for i in 0..16 {
+        let (xv, wv, wx) = (splat(x[i]), splat(w[i]), splat(w[i] * x[i]));
+        for h in 0..2 {
+            let li = round_clamp_f(_mm512_mul_ps(iv[h], xv), -nmax, nmax - 1);
+            sx[h] = _mm512_add_ps(sx[h], _mm512_mul_ps(wx, li));
+            s2[h] = _mm512_add_ps(s2[h], _mm512_mul_ps(_mm512_mul_ps(wv, li), li));
+        }
+    }
+    let (mut sumlx, mut suml2) = ([0f32; QX16_LANES], [0f32; QX16_LANES]);
+    for h in 0..2 {
+        st(&mut sumlx, h, sx[h]);
+        st(&mut suml2, h, s2[h]);
+    }
+    qx16_pick(x, nmax, &iscale, &sumlx, &suml2, l)
+}
+
 /// [`super::q3k::q3_scales`] on one vector: the largest |scale| as an integer maximum of the
 /// bit patterns (which order like the values; NaN lanes count as zero, as ggml's `>` skips
 /// them) and its first lane, then the sixteen roundings side by side.

@@ -8,9 +8,7 @@
 use super::kquants::{
     check_dequant, for_each_super_block, pack_2bit, pack_scales_q3, q3_scale, Super,
 };
-use super::lanes::{
-    block_lanes16, quantize_fast, qx16_candidates, FastBlock, Lanes, Portable, Weights,
-};
+use super::lanes::{block_lanes16, quantize_fast, FastBlock, Lanes, Portable, Weights};
 use super::search::{make_q3_quants, make_qx_quants};
 use crate::blocks::{BlockQ3K, QK_K};
 use crate::fp::{f16_to_f32, f32_to_f16, nearest_int};
@@ -142,7 +140,7 @@ fn finish_impl<L: Lanes>(
 ) {
     let mut ls = [0i8; QK_K / 16];
     let d_block = if candidates_in_lanes {
-        qx16_candidates(scales, sw, 32, &mut ls)
+        lanes.qx16_candidates(scales, sw, 32, &mut ls)
     } else {
         make_qx_quants(QK_K / 16, 32, scales, &mut ls, 1, Some(sw))
     };
