@@ -406,12 +406,12 @@ pub(crate) fn qx<const N: usize, const M: usize>(
 
 /// See [`super::lanes::q3`]; same contract, 16 groups per vector.
 ///
-/// Each refinement pass first asks, per row, whether any lane could change its level: with the
-/// row's state fixed, the new level `nearest_int(x·sl2/slx)` equals the current one whenever an
-/// estimate of the quotient (`x·sl2` times the 14-bit reciprocal of `slx`, within
-/// `|q|·2^-13` of the true quotient) lies inside the current level's rounding cell shrunk by
-/// [`Q3_CELL_TOL`] (open-ended at the clamp limits up to ±2^20, below where ggml's
-/// `nearest_int` stays exact). Only rows where some lane fails that test run ggml's
+/// Each refinement pass first asks, per row, whether any lane could change its level
+/// ([`q3_unsure`]): with the row's state fixed, the new level `nearest_int(x·sl2/slx)` equals
+/// the current one whenever an estimate of the quotient (`x·sl2` times the 14-bit reciprocal
+/// of `slx`, within `|q|·2^-13` of the true quotient) lies inside the current level's rounding
+/// cell shrunk by [`Q3_CELL_TOL`] (open-ended at the clamp limits, up to ±2^20, below where
+/// ggml's `nearest_int` stays exact). Only rows where some lane fails that test run ggml's
 /// step with the true division, so the rare rows that change pay for the division and the
 /// selects. A pass also stops early once it reaches the last row changed in the previous pass
 /// without a change of its own: every later row was checked with the same state then.
@@ -426,33 +426,6 @@ pub(crate) fn q3<const N: usize, const M: usize>(
     let kk = N / 16;
     let zero = _mm512_setzero_ps();
     let mut st3 = Q3Start::new(x, nmax);
-    // Per element, the level's rounding cell shrunk by the estimate's tolerance.
-    let mut cell_lo = [[zero; KMAX]; M];
-    let mut cell_hi = [[zero; KMAX]; M];
-    let (lmin, lmax) = (splat(-(nmax as f32)), splat(nmax as f32 - 1.0));
-    let (far_lo, far_hi) = (splat(-Q3_FAR), splat(Q3_FAR));
-    let half = splat(0.5 - Q3_CELL_TOL);
-    let cell = |li: __m512| -> (__m512, __m512) {
-        (
-            _mm512_mask_sub_ps(
-                far_lo,
-                _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(li, lmin),
-                li,
-                half,
-            ),
-            _mm512_mask_add_ps(
-                far_hi,
-                _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(li, lmax),
-                li,
-                half,
-            ),
-        )
-    };
-    for i in 0..M {
-        for k in 0..kk {
-            (cell_lo[i][k], cell_hi[i][k]) = cell(st3.l[i][k]);
-        }
-    }
     let Q3Start {
         l,
         wxl,
@@ -461,7 +434,6 @@ pub(crate) fn q3<const N: usize, const M: usize>(
         suml2,
         ..
     } = &mut st3;
-    let huge = splat(Q3_SLX_MAX);
     let mut last_change = M - 1;
     for _itry in 0..5 {
         let mut changed_at = None;
@@ -473,12 +445,7 @@ pub(crate) fn q3<const N: usize, const M: usize>(
             for k in 0..kk {
                 let slx0 = _mm512_sub_ps(sumlx[k], wxl[i][k]);
                 let sl20 = _mm512_sub_ps(suml2[k], wl2[i][k]);
-                let q = _mm512_mul_ps(_mm512_mul_ps(ld(&x[i], k), sl20), _mm512_rcp14_ps(slx0));
-                let pos = gt(slx0, zero);
-                let sure = _mm512_mask_cmp_ps_mask::<_CMP_LT_OQ>(pos, slx0, huge);
-                let sure = _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(sure, q, cell_lo[i][k]);
-                let sure = _mm512_mask_cmp_ps_mask::<_CMP_LT_OQ>(sure, q, cell_hi[i][k]);
-                unsure |= pos & !sure;
+                unsure |= q3_unsure(ld(&x[i], k), l[i][k], slx0, sl20, nmax);
             }
             if unsure == 0 {
                 continue;
@@ -517,9 +484,6 @@ pub(crate) fn q3<const N: usize, const M: usize>(
                 wl2[i][k] = sel(acc, new_wl2, wl2[i][k]);
                 sumlx[k] = sel(acc, slx, sumlx[k]);
                 suml2[k] = sel(acc, sl2, suml2[k]);
-                let (lo, hi) = cell(l[i][k]);
-                cell_lo[i][k] = lo;
-                cell_hi[i][k] = hi;
                 changed_at = Some(i);
             }
         }
@@ -688,26 +652,14 @@ pub(crate) fn q3_first<const N: usize, const M: usize>(
     l_out: &mut [[i8; N]; M],
 ) -> u64 {
     let kk = N / 16;
-    let zero = _mm512_setzero_ps();
     let st3 = Q3Start::new(x, nmax);
-    let (lmin, lmax) = (splat(-(nmax as f32)), splat(nmax as f32 - 1.0));
-    let (huge, far, half) = (splat(Q3_SLX_MAX), splat(Q3_FAR), splat(0.5 - Q3_CELL_TOL));
     let mut unsure = 0u64;
     for k in 0..kk {
         let mut lane_unsure: __mmask16 = 0;
         for i in 0..M {
             let slx0 = _mm512_sub_ps(st3.sumlx[k], st3.wxl[i][k]);
             let sl20 = _mm512_sub_ps(st3.suml2[k], st3.wl2[i][k]);
-            let q = _mm512_mul_ps(_mm512_mul_ps(ld(&x[i], k), sl20), _mm512_rcp14_ps(slx0));
-            let off = abs(_mm512_sub_ps(
-                _mm512_min_ps(_mm512_max_ps(q, lmin), lmax),
-                st3.l[i][k],
-            ));
-            let pos = gt(slx0, zero);
-            let sure = _mm512_mask_cmp_ps_mask::<_CMP_LT_OQ>(pos, slx0, huge);
-            let sure = _mm512_mask_cmp_ps_mask::<_CMP_LT_OQ>(sure, abs(q), far);
-            let sure = _mm512_mask_cmp_ps_mask::<_CMP_LT_OQ>(sure, off, half);
-            lane_unsure |= pos & !sure;
+            lane_unsure |= q3_unsure(ld(&x[i], k), st3.l[i][k], slx0, sl20, nmax);
         }
         unsure |= (lane_unsure as u64) << (16 * k);
     }
@@ -792,16 +744,37 @@ impl<const M: usize> Q3Start<M> {
     }
 }
 
+/// The lanes of one row whose level the refinement step might change: those with `slx > 0`
+/// (ggml skips the others) where the quotient estimate `x·sl2·rcp14(slx)`, clamped to the
+/// levels' range, is not within `0.5 - Q3_CELL_TOL` of the current level `l` (or the estimate
+/// is not usable: `slx` too large for the reciprocal's error bound, the quotient too large for
+/// ggml's `nearest_int`, or NaN). Every other lane provably keeps its level.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn q3_unsure(x: __m512, l: __m512, slx: __m512, sl2: __m512, nmax: i32) -> __mmask16 {
+    let q = _mm512_mul_ps(_mm512_mul_ps(x, sl2), _mm512_rcp14_ps(slx));
+    let (lmin, lmax) = (splat(-(nmax as f32)), splat(nmax as f32 - 1.0));
+    let off = abs(_mm512_sub_ps(
+        _mm512_min_ps(_mm512_max_ps(q, lmin), lmax),
+        l,
+    ));
+    let pos = gt(slx, _mm512_setzero_ps());
+    let sure = _mm512_mask_cmp_ps_mask::<_CMP_LT_OQ>(pos, slx, splat(Q3_SLX_MAX));
+    let sure = _mm512_mask_cmp_ps_mask::<_CMP_LT_OQ>(sure, abs(q), splat(Q3_FAR));
+    let sure = _mm512_mask_cmp_ps_mask::<_CMP_LT_OQ>(sure, off, splat(0.5 - Q3_CELL_TOL));
+    pos & !sure
+}
+
 /// How far inside a level's rounding cell [`q3`]'s quotient estimate must lie: above its error
 /// `|q|·(2^-14 + 2^-23) < 3·10^-4` for `|q| ≤ 4.5` (cells of larger levels are not used), plus
 /// half an ulp of the true quotient.
 const Q3_CELL_TOL: f32 = 1.0 / 1024.0;
 
-/// Where [`q3`]'s open-ended outer cells stop: ggml's `nearest_int` is exact below 2^22, and
-/// the estimate is within 2^-13 of the quotient.
+/// The largest quotient estimate [`q3_unsure`] trusts: ggml's `nearest_int` is exact below
+/// 2^22, and the estimate is within 2^-13 of the quotient.
 const Q3_FAR: f32 = 1_048_576.0;
 
-/// The largest `slx` [`q3`] estimates with: the reciprocal stays a normal float, where the
+/// The largest `slx` [`q3_unsure`] estimates with: the reciprocal stays a normal float, where the
 /// 14-bit reciprocal's error bound holds.
 const Q3_SLX_MAX: f32 = 1.0e37;
 
