@@ -457,14 +457,22 @@ pub(crate) fn q3<const N: usize, const M: usize>(
                 );
                 let slx = _mm256_add_ps(slx0, _mm256_mul_ps(wx, new_l));
                 let sl2 = _mm256_add_ps(sl20, _mm256_mul_ps(_mm256_mul_ps(wv, new_l), new_l));
-                let better = gt(
-                    _mm256_mul_ps(_mm256_mul_ps(slx, slx), suml2[k]),
-                    _mm256_mul_ps(_mm256_mul_ps(sumlx[k], sumlx[k]), sl2),
-                );
-                let acc = _mm256_and_ps(
+                let cand = _mm256_and_ps(
                     _mm256_and_ps(gt(slx0, zero), _mm256_cmp_ps::<_CMP_NEQ_UQ>(new_l, li)),
-                    _mm256_and_ps(gt(sl2, zero), better),
+                    gt(sl2, zero),
                 );
+                let acc = if _mm256_movemask_ps(cand) == 0 {
+                    zero
+                } else {
+                    let better = products_gt(
+                        cand,
+                        _mm256_mul_ps(slx, slx),
+                        suml2[k],
+                        _mm256_mul_ps(sumlx[k], sumlx[k]),
+                        sl2,
+                    );
+                    _mm256_and_ps(cand, better)
+                };
                 l[i][k] = sel(acc, new_l, li);
                 sumlx[k] = sel(acc, slx, sumlx[k]);
                 suml2[k] = sel(acc, sl2, suml2[k]);
@@ -717,4 +725,115 @@ fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
             _mm256_permute2f128_ps::<0x31>(u[c], u[4 + c])
         }
     })
+}
+
+/// See [`super::lanes_avx512`]'s `products_gt`: `fl(a·b) > fl(c·d)` (all ones where true) on
+/// the lanes of `care`, without forming a denormal float; scaled by 2^64 where that is exact,
+/// else in f64.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn products_gt(care: __m256, a: __m256, b: __m256, c: __m256, d: __m256) -> __m256 {
+    let scale = splat(f32::from_bits((127 + 64) << 23)); // 2^64
+    let s1 = _mm256_mul_ps(a, _mm256_mul_ps(b, scale));
+    let s2 = _mm256_mul_ps(c, _mm256_mul_ps(d, scale));
+    let (low, inf) = (
+        splat(f32::from_bits((127 - 62) << 23)),
+        splat(f32::INFINITY),
+    ); // 2^-62
+    let plain =
+        |s: __m256| _mm256_and_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(abs(s), low), lt(abs(s), inf));
+    let plain = _mm256_and_ps(plain(s1), plain(s2));
+    if _mm256_movemask_ps(_mm256_andnot_ps(plain, care)) == 0 {
+        return gt(s1, s2);
+    }
+    let mut bits = 0;
+    for h in 0..2 {
+        let half = |v: __m256| -> __m256d {
+            _mm256_cvtps_pd(if h == 0 {
+                _mm256_castps256_ps128(v)
+            } else {
+                _mm256_extractf128_ps::<1>(v)
+            })
+        };
+        let p1 = f32_rounded(_mm256_mul_pd(half(a), half(b)));
+        let p2 = f32_rounded(_mm256_mul_pd(half(c), half(d)));
+        bits |= _mm256_movemask_pd(_mm256_cmp_pd::<_CMP_GT_OQ>(p1, p2)) << (4 * h);
+    }
+    let lane_bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    let set = _mm256_and_si256(_mm256_set1_epi32(bits), lane_bits);
+    _mm256_castsi256_ps(_mm256_cmpeq_epi32(set, lane_bits))
+}
+
+/// See [`super::lanes_avx512`]'s `f32_rounded`: an exact f64 product of two f32 values rounded
+/// as f32 multiplication rounds it, denormal range included, with no f32 denormal formed.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn f32_rounded(p: __m256d) -> __m256d {
+    let abs_p = _mm256_andnot_pd(_mm256_set1_pd(-0.0), p);
+    let tiny = _mm256_cmp_pd::<_CMP_LT_OQ>(abs_p, _mm256_set1_pd(f64::from(f32::MIN_POSITIVE)));
+    let normal = _mm256_cvtps_pd(_mm256_cvtpd_ps(_mm256_blendv_pd(
+        p,
+        _mm256_set1_pd(1.0),
+        tiny,
+    )));
+    // Multiples of 2^-149, the f32 denormal spacing; both scalings are exact.
+    let (up, down) = (
+        _mm256_set1_pd(f64::from_bits((1023 + 149) << 52)),
+        _mm256_set1_pd(f64::from_bits((1023 - 149) << 52)),
+    );
+    let steps =
+        _mm256_round_pd::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_pd(p, up));
+    _mm256_blendv_pd(normal, _mm256_mul_pd(steps, down), tiny)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// [`products_gt`] against f32 arithmetic (see the AVX-512 test of the same name).
+    #[test]
+    fn products_gt_matches_f32_arithmetic() {
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            return;
+        }
+        let mut seed = 0x9e37_79b9u32;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
+        };
+        let mut value = || -> f32 {
+            let r = next();
+            match r % 64 {
+                0 => 0.0,
+                1 => -0.0,
+                2 => f32::INFINITY,
+                3 => f32::NAN,
+                4 => f32::from_bits(r >> 9),
+                _ => {
+                    let exp = 37 + (r >> 8) % 151;
+                    f32::from_bits(
+                        (r & 0x8000_0000) | (exp << 23) | (r.rotate_left(11) & 0x7f_ffff),
+                    )
+                }
+            }
+        };
+        let mut checked = 0;
+        for _ in 0..40_000 {
+            let v: [[f32; 8]; 4] = std::array::from_fn(|_| std::array::from_fn(|_| value()));
+            let want: [bool; 8] =
+                std::array::from_fn(|j| (v[0][j] * v[1][j]) > (v[2][j] * v[3][j]));
+            // SAFETY: AVX2 was detected above.
+            let got = unsafe {
+                let ld = |r: &[f32; 8]| _mm256_loadu_ps(r.as_ptr());
+                let all = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+                _mm256_movemask_ps(products_gt(all, ld(&v[0]), ld(&v[1]), ld(&v[2]), ld(&v[3])))
+            };
+            let want_bits = (0..8).fold(0, |m, j| m | ((want[j] as i32) << j));
+            assert_eq!(got, want_bits, "{v:?}");
+            checked += 8;
+        }
+        println!("products_gt (avx2): checked {checked} lanes");
+    }
 }

@@ -466,16 +466,16 @@ pub(crate) fn q3<const N: usize, const M: usize>(
                 let new_wl2 = _mm512_mul_ps(_mm512_mul_ps(wv, new_l), new_l);
                 let slx = _mm512_add_ps(slx0, new_wxl);
                 let sl2 = _mm512_add_ps(sl20, new_wl2);
+                let cand =
+                    gt(slx0, zero) & _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(new_l, li) & gt(sl2, zero);
                 let better = products_gt(
+                    cand,
                     _mm512_mul_ps(slx, slx),
                     suml2[k],
                     _mm512_mul_ps(sumlx[k], sumlx[k]),
                     sl2,
                 );
-                let acc = gt(slx0, zero)
-                    & _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(new_l, li)
-                    & gt(sl2, zero)
-                    & better;
+                let acc = cand & better;
                 if acc == 0 {
                     continue;
                 }
@@ -495,37 +495,33 @@ pub(crate) fn q3<const N: usize, const M: usize>(
     st3.finish(nmax, scale_out, l_out);
 }
 
-/// `fl(a·b) > fl(c·d)` in f32, lane by lane (ggml's acceptance test `slx*slx*suml2 >
-/// sumlx*sumlx*sl2`), without forming a denormal float. With tiny weights those products fall
-/// below 2^-126, and every instruction that rounds a result into the denormal range costs a
-/// microcode assist of a hundred-odd cycles.
+/// `fl(a·b) > fl(c·d)` in f32 on the lanes of `care` (ggml's acceptance test `slx*slx*suml2 >
+/// sumlx*sumlx*sl2`; other lanes' bits are meaningless), without forming a denormal float. With
+/// tiny weights those products fall below 2^-126, and every instruction that rounds a result
+/// into the denormal range costs a microcode assist of a hundred-odd cycles.
 ///
 /// First both products are formed scaled by 2^64 (`b·2^64` is exact): where each scaled
-/// product is finite and at least 2^-62, or a factor is zero, the unscaled product is a normal
-/// float (or an exact zero), scaling commutes with its rounding, and comparing the scaled
-/// products is comparing ggml's. Otherwise the vector is redone in f64: the products are exact
-/// there (24 + 24 bits), and each is rounded as f32 would round it, by a conversion where the
-/// result is a normal f32 and by rounding to a multiple of 2^-149 (round to nearest even) below
-/// 2^-126.
+/// product is finite and at least 2^-62, the unscaled product is a normal float, scaling
+/// commutes with its rounding, and comparing the scaled products is comparing ggml's.
+/// Otherwise (a tiny, zero, huge or NaN product on a lane that matters) the vector is redone in
+/// f64: the products are exact there (24 + 24 bits), and each is rounded as f32 would round
+/// it, by a conversion where the result is a normal f32 and by rounding to a multiple of
+/// 2^-149 (round to nearest even) below 2^-126.
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn products_gt(a: __m512, b: __m512, c: __m512, d: __m512) -> __mmask16 {
+fn products_gt(care: __mmask16, a: __m512, b: __m512, c: __m512, d: __m512) -> __mmask16 {
     let scale = splat(f32::from_bits((127 + 64) << 23)); // 2^64
     let s1 = _mm512_mul_ps(a, _mm512_mul_ps(b, scale));
     let s2 = _mm512_mul_ps(c, _mm512_mul_ps(d, scale));
-    let zero = _mm512_setzero_ps();
     let (low, inf) = (
         splat(f32::from_bits((127 - 62) << 23)),
         splat(f32::INFINITY),
     ); // 2^-62
-    let plain = |s: __m512, x: __m512, y: __m512| -> __mmask16 {
-        let finite = lt(abs(s), inf);
-        let normal = _mm512_mask_cmp_ps_mask::<_CMP_GE_OQ>(finite, abs(s), low);
-        let zero_factor =
-            _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(x, zero) | _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(y, zero);
-        normal | (finite & zero_factor)
-    };
-    if plain(s1, a, b) & plain(s2, c, d) == u16::MAX {
+    let plain = _mm512_mask_cmp_ps_mask::<_CMP_GE_OQ>(care, abs(s1), low);
+    let plain = _mm512_mask_cmp_ps_mask::<_CMP_LT_OQ>(plain, abs(s1), inf);
+    let plain = _mm512_mask_cmp_ps_mask::<_CMP_GE_OQ>(plain, abs(s2), low);
+    let plain = _mm512_mask_cmp_ps_mask::<_CMP_LT_OQ>(plain, abs(s2), inf);
+    if plain == care {
         return gt(s1, s2);
     }
     let mut out: __mmask16 = 0;
@@ -957,7 +953,7 @@ mod tests {
             // SAFETY: AVX-512F was detected above.
             let got = unsafe {
                 let ld = |r: &[f32; 16]| _mm512_loadu_ps(r.as_ptr());
-                products_gt(ld(&v[0]), ld(&v[1]), ld(&v[2]), ld(&v[3]))
+                products_gt(u16::MAX, ld(&v[0]), ld(&v[1]), ld(&v[2]), ld(&v[3]))
             };
             assert_eq!(got, want, "{v:?}");
             checked += 16;
