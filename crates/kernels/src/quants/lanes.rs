@@ -983,47 +983,7 @@ pub(crate) fn qp_candidates<const N: usize>(
             iscale = iscale_c[c];
         }
     }
-    let mut sumlx = 0.0f32;
-    let mut suml2 = 0.0f32;
-    for i in 0..N {
-        let li = nearest_int(iscale * x[i]).min(nmax);
-        l[i] = li as u8;
-        let w = quant_weights[i];
-        let lf = li as f32;
-        sumlx += w * x[i] * lf;
-        suml2 += w * lf * lf;
-    }
-    for _itry in 0..5 {
-        let mut n_changed = 0;
-        for i in 0..N {
-            let w = quant_weights[i];
-            let li = l[i] as f32;
-            let mut slx = sumlx - w * x[i] * li;
-            let mut sl2 = suml2 - w * li * li;
-            if slx > 0.0 && sl2 > 0.0 {
-                let new_l = nearest_int(x[i] * sl2 / slx).min(nmax);
-                if new_l != l[i] as i32 {
-                    let nl = new_l as f32;
-                    slx += w * x[i] * nl;
-                    sl2 += w * nl * nl;
-                    if slx * slx * suml2 > sumlx * sumlx * sl2 {
-                        l[i] = new_l as u8;
-                        sumlx = slx;
-                        suml2 = sl2;
-                        n_changed += 1;
-                    }
-                }
-            }
-        }
-        if n_changed == 0 {
-            break;
-        }
-    }
-    if suml2 > 0.0 {
-        sumlx / suml2
-    } else {
-        0.0
-    }
+    super::search::qp_refine(nmax, iscale, x, l, quant_weights)
 }
 
 /// Largest |x| per group and the signed value holding it (first one wins), as ggml computes

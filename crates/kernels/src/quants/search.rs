@@ -420,6 +420,21 @@ pub fn make_qp_quants(n: usize, nmax: i32, x: &[f32], l: &mut [u8], quant_weight
             iscale = iscale_is;
         }
     }
+    qp_refine(nmax, iscale, &x[..n], &mut l[..n], &quant_weights[..n])
+}
+
+/// The tail of `make_qp_quants` once the scale search has picked `iscale`: round every value
+/// against it (capped at `nmax`), then up to five passes that move single levels while that
+/// improves the weighted fit, as ggml does; returns the scale `Σwxl / Σwl²`. Shared with the
+/// lane-parallel candidate search ([`super::lanes::qp_candidates`]).
+pub(crate) fn qp_refine(
+    nmax: i32,
+    iscale: f32,
+    x: &[f32],
+    l: &mut [u8],
+    quant_weights: &[f32],
+) -> f32 {
+    let n = x.len();
     let mut sumlx = 0.0f32;
     let mut suml2 = 0.0f32;
     for i in 0..n {
