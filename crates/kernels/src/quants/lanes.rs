@@ -67,9 +67,11 @@ pub(crate) trait Lanes: Copy {
         l_out: &mut [[i8; N]; M],
     );
     /// [`q3`] where the backend can tell cheaply which lanes the refinement passes leave alone:
-    /// the scales and levels of the other lanes (bit `j` of the result set) are not final and
-    /// must be searched again with [`Lanes::q3`]. This default runs the whole search and
-    /// leaves no lane unsettled.
+    /// the scales and levels of the other lanes (bit `j` of the result set; never a lane
+    /// whose group is all zero) are not final and go to [`Lanes::q3_rest`] with the search's
+    /// state after the first rounding, which `state` receives: `iscale`, `sumlx` and `suml2`
+    /// in `state[0..3]` (lanes not returned may hold anything). This default runs the whole
+    /// search and leaves no lane unsettled.
     #[inline(always)]
     fn q3_first<const N: usize, const M: usize>(
         self,
@@ -77,9 +79,17 @@ pub(crate) trait Lanes: Copy {
         nmax: i32,
         scale_out: &mut [f32; N],
         l_out: &mut [[i8; N]; M],
+        state: &mut [[f32; N]; 3],
     ) -> u64 {
+        let _ = state;
         self.q3(x, nmax, scale_out, l_out);
         0
+    }
+    /// Finishes the searches [`Lanes::q3_first`] left unsettled. This default searches them
+    /// again from the start, 32 side by side with [`Lanes::q3`] ([`q3_gathered`]).
+    #[inline(always)]
+    fn q3_rest(self, jobs: &mut [Q3Job<'_>], nmax: i32) {
+        q3_gathered(self, jobs, nmax)
     }
     /// [`qx16_candidates`] on this backend.
     #[inline(always)]
@@ -250,9 +260,10 @@ impl Lanes for Avx2 {
         nmax: i32,
         scale_out: &mut [f32; N],
         l_out: &mut [[i8; N]; M],
+        state: &mut [[f32; N]; 3],
     ) -> u64 {
         // SAFETY: `self` exists only if the CPU has AVX2 (see `Avx2::detect`).
-        unsafe { super::lanes_avx2::q3_first(x, nmax, scale_out, l_out) }
+        unsafe { super::lanes_avx2::q3_first(x, nmax, scale_out, l_out, state) }
     }
     #[inline(always)]
     fn sums_of_squares(self, x: &[f32], out: &mut [f32]) {
@@ -379,12 +390,18 @@ impl Lanes for Avx512 {
         nmax: i32,
         scale_out: &mut [f32; N],
         l_out: &mut [[i8; N]; M],
+        state: &mut [[f32; N]; 3],
     ) -> u64 {
         if !N.is_multiple_of(16) {
-            return self.avx2().q3_first(x, nmax, scale_out, l_out);
+            return self.avx2().q3_first(x, nmax, scale_out, l_out, state);
         }
         // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
-        unsafe { super::lanes_avx512::q3_first(x, nmax, scale_out, l_out) }
+        unsafe { super::lanes_avx512::q3_first(x, nmax, scale_out, l_out, state) }
+    }
+    #[inline(always)]
+    fn q3_rest(self, jobs: &mut [Q3Job<'_>], nmax: i32) {
+        // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
+        unsafe { super::lanes_avx512::q3_rest(jobs, nmax) }
     }
     #[inline(always)]
     fn qx16_candidates(self, x: &[f32; 16], w: &[f32; 16], nmax: i32, l: &mut [i8; 16]) -> f32 {
@@ -405,6 +422,55 @@ impl Lanes for Avx512 {
     fn transpose16<const N: usize, const B: usize>(self, x: [&Super; B]) -> [[f32; N]; 16] {
         // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
         unsafe { super::lanes_avx512::transpose16::<N, B>(x) }
+    }
+}
+
+/// A Q3_K sub-block that [`Lanes::q3_first`] left unsettled, for [`Lanes::q3_rest`].
+pub(crate) struct Q3Job<'a> {
+    /// Its 16 values.
+    pub(crate) x: &'a [f32; 16],
+    /// The first rounding's `iscale` (`-nmax/max`), as `q3_first` reports it.
+    pub(crate) iscale: f32,
+    /// ggml's `sumlx` and `suml2` after the first rounding, as `q3_first` reports them.
+    pub(crate) sums: [f32; 2],
+    /// Out: the scale `make_q3_quants` returns.
+    pub(crate) scale: f32,
+    /// Out: the levels, offset by `nmax`.
+    pub(crate) l: [i8; 16],
+}
+
+impl<'a> Q3Job<'a> {
+    /// A job for `x` with the state `q3_first` reports for it; the outputs start at zero.
+    pub(crate) fn new(x: &'a [f32; 16], [iscale, sumlx, suml2]: [f32; 3]) -> Self {
+        Q3Job {
+            x,
+            iscale,
+            sums: [sumlx, suml2],
+            scale: 0.0,
+            l: [0; 16],
+        }
+    }
+}
+
+/// [`Lanes::q3_rest`] by searching the jobs again from the start, 32 side by side with
+/// `lanes.q3` (unused lanes hold zeros, an all-zero group whose result is dropped).
+#[inline(always)]
+pub(crate) fn q3_gathered<L: Lanes>(lanes: L, jobs: &mut [Q3Job<'_>], nmax: i32) {
+    for group in jobs.chunks_mut(32) {
+        let mut xt = [[0f32; 32]; 16];
+        for (c, job) in group.iter().enumerate() {
+            for i in 0..16 {
+                xt[i][c] = job.x[i];
+            }
+        }
+        let (mut scale, mut l) = ([0f32; 32], [[0i8; 32]; 16]);
+        lanes.q3(&xt, nmax, &mut scale, &mut l);
+        for (c, job) in group.iter_mut().enumerate() {
+            job.scale = scale[c];
+            for i in 0..16 {
+                job.l[i] = l[i][c];
+            }
+        }
     }
 }
 

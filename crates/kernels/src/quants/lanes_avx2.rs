@@ -572,6 +572,7 @@ pub(crate) fn q3_first<const N: usize, const M: usize>(
     nmax: i32,
     scale_out: &mut [f32; N],
     l_out: &mut [[i8; N]; M],
+    state: &mut [[f32; N]; 3],
 ) -> u64 {
     let kk = N / 8;
     assert!(N.is_multiple_of(8) && kk <= KMAX);
@@ -615,7 +616,15 @@ pub(crate) fn q3_first<const N: usize, const M: usize>(
             );
             lane_unsure = _mm256_or_ps(lane_unsure, _mm256_andnot_ps(sure, pos));
         }
-        unsure |= (_mm256_movemask_ps(lane_unsure) as u64) << (8 * k);
+        let live = _mm256_cmp_ps::<_CMP_GE_OQ>(amax[k], splat(GROUP_MAX_EPS));
+        unsure |= (_mm256_movemask_ps(_mm256_and_ps(lane_unsure, live)) as u64) << (8 * k);
+        st(
+            &mut state[0],
+            k,
+            _mm256_div_ps(splat(-(nmax as f32)), max[k]),
+        );
+        st(&mut state[1], k, sumlx[k]);
+        st(&mut state[2], k, suml2[k]);
     }
     let eps = splat(GROUP_MAX_EPS);
     for k in 0..kk {

@@ -646,6 +646,7 @@ pub(crate) fn q3_first<const N: usize, const M: usize>(
     nmax: i32,
     scale_out: &mut [f32; N],
     l_out: &mut [[i8; N]; M],
+    state: &mut [[f32; N]; 3],
 ) -> u64 {
     let kk = N / 16;
     let st3 = Q3Start::new(x, nmax);
@@ -657,10 +658,155 @@ pub(crate) fn q3_first<const N: usize, const M: usize>(
             let sl20 = _mm512_sub_ps(st3.suml2[k], st3.wl2[i][k]);
             lane_unsure |= q3_unsure(ld(&x[i], k), st3.l[i][k], slx0, sl20, nmax);
         }
-        unsure |= (lane_unsure as u64) << (16 * k);
+        let live = !lt(st3.amax[k], splat(GROUP_MAX_EPS));
+        unsure |= ((lane_unsure & live) as u64) << (16 * k);
+        st(&mut state[0], k, st3.iscale[k]);
+        st(&mut state[1], k, st3.sumlx[k]);
+        st(&mut state[2], k, st3.suml2[k]);
     }
     st3.finish(nmax, scale_out, l_out);
     unsure
+}
+
+/// See [`super::lanes::Lanes::q3_rest`]: ggml's refinement passes, one sub-block per vector
+/// (its 16 values in the lanes) instead of one per lane.
+///
+/// ggml's pass is sixteen dependent steps, yet a step changes the state only when it accepts
+/// a new level, and most do not. So each "round" evaluates the steps of all sixteen positions
+/// at once against the current state and applies the first accepted one the pass has yet to
+/// reach: every position before it, checked against that same state, is exactly what ggml's
+/// pass does there (nothing). When none is left the pass ends, and the next pass starts from
+/// position 0 with the same state, whose first change the same round has already found. A
+/// sub-block thus costs one round per accepted change, plus one to find that nothing is left,
+/// instead of sixteen dependent steps per pass; and the rounds of different sub-blocks, which
+/// do not wait on one another, overlap.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) fn q3_rest(jobs: &mut [super::lanes::Q3Job<'_>], nmax: i32) {
+    for batch in jobs.chunks_mut(Q3_BATCH) {
+        q3_rounds(batch, nmax);
+    }
+}
+
+/// Jobs [`q3_rounds`] interleaves: one row's worth of unsettled sub-blocks is typically 50.
+const Q3_BATCH: usize = 64;
+
+/// [`q3_rest`] on at most [`Q3_BATCH`] jobs.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn q3_rounds(jobs: &mut [super::lanes::Q3Job<'_>], nmax: i32) {
+    let n = jobs.len();
+    assert!(n <= Q3_BATCH);
+    let zero = _mm512_setzero_ps();
+    // Per job: values, ggml's w = x² and w·x, the current levels with their products w·x·l and
+    // w·l·l, and sums; the positions the current pass has yet to visit (a mask), whether the
+    // pass changed anything, the pass number (ggml runs at most five), and whether the
+    // acceptance test may multiply in f32 directly (see `plain_products`).
+    let mut x = [zero; Q3_BATCH];
+    let (mut w, mut wx) = ([zero; Q3_BATCH], [zero; Q3_BATCH]);
+    let (mut l, mut wxl, mut wl2) = ([zero; Q3_BATCH], [zero; Q3_BATCH], [zero; Q3_BATCH]);
+    let mut sums = [[0f32; 2]; Q3_BATCH];
+    let mut ahead = [u16::MAX; Q3_BATCH];
+    let mut changed = [false; Q3_BATCH];
+    let mut pass = [0u8; Q3_BATCH];
+    let mut plain = [false; Q3_BATCH];
+    let mut active = [0u8; Q3_BATCH];
+    let (lo, hi) = (-nmax, nmax - 1);
+    for (j, job) in jobs.iter().enumerate() {
+        let xv = ld(job.x, 0);
+        let wv = _mm512_mul_ps(xv, xv);
+        let wxv = _mm512_mul_ps(wv, xv);
+        let lv = round_clamp_f(_mm512_mul_ps(splat(job.iscale), xv), lo, hi);
+        (x[j], w[j], wx[j], l[j]) = (xv, wv, wxv, lv);
+        wxl[j] = _mm512_mul_ps(wxv, lv);
+        wl2[j] = _mm512_mul_ps(_mm512_mul_ps(wv, lv), lv);
+        sums[j] = job.sums;
+        plain[j] = plain_products(job.iscale);
+        active[j] = j as u8;
+    }
+    // Each sweep over the jobs runs one round of each in two loops: up to the candidate
+    // levels and sums (the division's long chain), then the acceptance test and the
+    // bookkeeping. Split so, each loop's chains are short enough for the out-of-order core
+    // to overlap many jobs; one loop holds fewer rounds in flight, every round's operations
+    // waiting on its own chain.
+    let (mut cand_l, mut cand_slx, mut cand_sl2) =
+        ([zero; Q3_BATCH], [zero; Q3_BATCH], [zero; Q3_BATCH]);
+    let mut cands = [0u16; Q3_BATCH];
+    let mut n_active = n;
+    while n_active > 0 {
+        for a in 0..n_active {
+            let j = active[a] as usize;
+            let [sx, s2] = sums[j];
+            let slx0 = _mm512_sub_ps(splat(sx), wxl[j]);
+            let sl20 = _mm512_sub_ps(splat(s2), wl2[j]);
+            let new_l = round_clamp_f(_mm512_div_ps(_mm512_mul_ps(x[j], sl20), slx0), lo, hi);
+            let slx = _mm512_add_ps(slx0, _mm512_mul_ps(wx[j], new_l));
+            let sl2 = _mm512_add_ps(sl20, _mm512_mul_ps(_mm512_mul_ps(w[j], new_l), new_l));
+            cands[a] =
+                gt(slx0, zero) & _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(new_l, l[j]) & gt(sl2, zero);
+            (cand_l[a], cand_slx[a], cand_sl2[a]) = (new_l, slx, sl2);
+        }
+        let mut kept = 0;
+        for a in 0..n_active {
+            let j = active[a] as usize;
+            let [sx, s2] = sums[j];
+            let (sumlx, suml2) = (splat(sx), splat(s2));
+            let (new_l, slx, sl2, cand) = (cand_l[a], cand_slx[a], cand_sl2[a], cands[a]);
+            // ggml's `slx*slx*suml2 > sumlx*sumlx*sl2`.
+            let (p, c) = (_mm512_mul_ps(slx, slx), splat(sx * sx));
+            let better = if plain[j] {
+                gt(_mm512_mul_ps(p, suml2), _mm512_mul_ps(c, sl2))
+            } else {
+                products_gt(cand, p, suml2, c, sl2)
+            };
+            // The positions whose step ggml accepts with this state. The first one the pass
+            // has yet to reach is its next change; with none, the pass ends, and the next
+            // pass (which runs if this one changed a level and fewer than five have run)
+            // starts from position 0 with this same state, so its first change is the first
+            // accepted position overall. Bit arithmetic, not branches: whether a round finds
+            // a change is a coin toss for the branch predictor.
+            let accepted = (cand & better) as u32;
+            let ahead_accepted = accepted & ahead[j] as u32;
+            let next_pass = (ahead_accepted == 0) as u32 & changed[j] as u32 & (pass[j] < 4) as u32;
+            let take = ahead_accepted | (accepted & 0u32.wrapping_sub(next_pass));
+            let step = (take & take.wrapping_neg()) as u16;
+            l[j] = _mm512_mask_mov_ps(l[j], step, new_l);
+            let new_wxl = _mm512_mul_ps(wx[j], new_l);
+            let new_wl2 = _mm512_mul_ps(_mm512_mul_ps(w[j], new_l), new_l);
+            wxl[j] = _mm512_mask_mov_ps(wxl[j], step, new_wxl);
+            wl2[j] = _mm512_mask_mov_ps(wl2[j], step, new_wl2);
+            sums[j] = [
+                _mm512_cvtss_f32(_mm512_mask_compress_ps(sumlx, step, slx)),
+                _mm512_cvtss_f32(_mm512_mask_compress_ps(suml2, step, sl2)),
+            ];
+            pass[j] += next_pass as u8;
+            // A round without a change ends ggml's search: its pass changed nothing.
+            changed[j] = step != 0;
+            ahead[j] = !(step | step.wrapping_sub(1));
+            active[kept] = j as u8;
+            kept += (step != 0) as usize;
+        }
+        n_active = kept;
+    }
+    for (j, job) in jobs.iter_mut().enumerate() {
+        let li = _mm512_add_epi32(_mm512_cvtps_epi32(l[j]), _mm512_set1_epi32(nmax));
+        // SAFETY: `job.l` is 16 writable bytes; the store is unaligned.
+        unsafe { _mm_storeu_si128(job.l.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(li)) };
+        let [sumlx, suml2] = sums[j];
+        job.scale = if suml2 > 0.0 { sumlx / suml2 } else { 0.0 };
+    }
+}
+
+/// Whether [`q3_rounds`] may evaluate ggml's acceptance products in f32 for a sub-block whose
+/// first rounding used `iscale = -nmax/max` (`|max|` its largest |x|), rather than with
+/// [`products_gt`]. Both give ggml's result (f32 arithmetic is ggml's); the difference is
+/// speed. With tiny values the products fall into the denormal range, where each f32
+/// multiplication costs a microcode assist, and `products_gt` avoids forming them; otherwise
+/// its extra tests cost more than the rare product that cancels down to a denormal. The
+/// products scale as `|max|^8` (and overflow to infinity, which is fast, above about 2^16):
+/// this asks for `|max| >= 2^-10`.
+fn plain_products(iscale: f32) -> bool {
+    iscale.abs() <= 4096.0
 }
 
 /// The state of [`q3`]'s search after its first rounding: per element the level and ggml's
@@ -672,6 +818,7 @@ struct Q3Start<const M: usize> {
     sumlx: [__m512; KMAX],
     suml2: [__m512; KMAX],
     amax: [__m512; KMAX],
+    iscale: [__m512; KMAX],
     kk: usize,
 }
 
@@ -690,10 +837,12 @@ impl<const M: usize> Q3Start<M> {
             sumlx: [zero; KMAX],
             suml2: [zero; KMAX],
             amax,
+            iscale: [zero; KMAX],
             kk,
         };
         for k in 0..kk {
             let iscale = _mm512_div_ps(splat(-(nmax as f32)), max[k]);
+            st.iscale[k] = iscale;
             // The sums stay in registers: accumulating into the struct would put a store and a
             // reload on each step of the chain.
             let (mut sumlx, mut suml2) = (zero, zero);
@@ -913,6 +1062,85 @@ fn transpose_regs(r: [__m512; 16]) -> [__m512; 16] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`q3_rest`] against the whole search ([`super::super::lanes::q3_gathered`], the portable
+    /// loops) on sub-blocks of every magnitude from denormal-prone to overflowing, each started
+    /// from ggml's first rounding as `q3_first` reports it; both the settled sub-blocks (one
+    /// round, no change) and the ones that change count.
+    #[test]
+    fn q3_rest_matches_the_whole_search() {
+        use super::super::lanes::{q3_gathered, Portable, Q3Job};
+        use crate::fp::nearest_int;
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        let mut seed = 0x1234_5678u32;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
+        };
+        let mut xs = Vec::new();
+        for case in 0..200_000 {
+            // Magnitudes from 2^-40 to 2^24, cubed uniform values, some exact ties.
+            let scale = f32::from_bits((87 + (case % 64) as u32) << 23);
+            let x: [f32; 16] = std::array::from_fn(|_| {
+                let u = next() as f32 / u32::MAX as f32 - 0.5;
+                let v = u * u * u * 8.0 * scale;
+                if next() % 16 == 0 {
+                    scale * 0.25
+                } else {
+                    v
+                }
+            });
+            xs.push(x);
+        }
+        let state = |x: &[f32; 16]| -> Option<[f32; 3]> {
+            let (mut max, mut amax) = (0f32, 0f32);
+            for &v in x {
+                if v.abs() > amax {
+                    (amax, max) = (v.abs(), v);
+                }
+            }
+            if amax < super::GROUP_MAX_EPS {
+                return None;
+            }
+            let iscale = -4.0 / max;
+            let (mut sumlx, mut suml2) = (0f32, 0f32);
+            for &v in x {
+                let l = nearest_int(iscale * v).clamp(-4, 3) as f32;
+                let w = v * v;
+                sumlx += w * v * l;
+                suml2 += w * l * l;
+            }
+            Some([iscale, sumlx, suml2])
+        };
+        let mut got: Vec<Q3Job> = xs
+            .iter()
+            .filter_map(|x| state(x).map(|st| Q3Job::new(x, st)))
+            .collect();
+        let mut want: Vec<Q3Job> = got
+            .iter()
+            .map(|j| Q3Job::new(j.x, [j.iscale, j.sums[0], j.sums[1]]))
+            .collect();
+        // SAFETY: AVX-512F was detected above.
+        unsafe { q3_rest(&mut got, 4) };
+        q3_gathered(Portable, &mut want, 4);
+        let mut changed = 0;
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(
+                (g.scale.to_bits(), g.l),
+                (w.scale.to_bits(), w.l),
+                "{:?}",
+                g.x
+            );
+            let first = Q3Job::new(g.x, [g.iscale, g.sums[0], g.sums[1]]);
+            changed += (g.scale.to_bits() != (first.sums[0] / first.sums[1]).to_bits()) as usize;
+        }
+        println!("q3_rest: {} sub-blocks, {changed} refined", got.len());
+        assert!(changed > 100);
+    }
 
     /// [`products_gt`] against f32 arithmetic, on products spread from overflow down through the
     /// denormal range to underflow, with zeros, infinities and NaNs mixed in.

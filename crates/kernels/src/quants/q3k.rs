@@ -8,7 +8,7 @@
 use super::kquants::{
     check_dequant, for_each_super_block, pack_2bit, pack_scales_q3, q3_scale, Super,
 };
-use super::lanes::{block_lanes16, quantize_fast, FastBlock, Lanes, Portable, Weights};
+use super::lanes::{block_lanes16, quantize_fast, FastBlock, Lanes, Portable, Q3Job, Weights};
 use super::search::{make_q3_quants, make_qx_quants};
 use crate::blocks::{BlockQ3K, QK_K};
 use crate::fp::{f16_to_f32, f32_to_f16, nearest_int};
@@ -41,9 +41,9 @@ fn quantize_block_ref(x: &Super, y: &mut BlockQ3K) {
     finish_ref(Portable, x, y, &scales, natural(&l));
 }
 
-/// The search's levels of sub-block `j` when they are kept in element order.
-fn natural(l: &[i8; QK_K]) -> impl Fn(usize, &mut [i8]) + '_ {
-    |j, out| out.copy_from_slice(&l[16 * j..16 * j + 16])
+/// The search's levels by sub-block when they are kept in element order.
+fn natural(l: &[i8; QK_K]) -> impl FnOnce() -> [[i8; 16]; 16] + '_ {
+    || std::array::from_fn(|j| l[16 * j..16 * j + 16].try_into().expect("16 levels"))
 }
 
 /// The reference path after the sub-block searches: 6-bit scales against the largest-magnitude
@@ -54,7 +54,7 @@ fn finish_ref<L: Lanes>(
     x: &Super,
     y: &mut BlockQ3K,
     scales: &[f32; 16],
-    search: impl Fn(usize, &mut [i8]),
+    search: impl FnOnce() -> [[i8; 16]; 16],
 ) {
     let mut l6 = [0i32; 16];
     match lanes.q3_scales(scales) {
@@ -135,7 +135,7 @@ fn finish_impl<L: Lanes>(
     y: &mut BlockQ3K,
     scales: &[f32; 16],
     sw: &[f32; 16],
-    search: impl Fn(usize, &mut [i8]),
+    search: impl FnOnce() -> [[i8; 16]; 16],
     candidates_in_lanes: bool,
 ) {
     let mut ls = [0i8; QK_K / 16];
@@ -196,8 +196,7 @@ const PLAIN_CHUNK: usize = 16;
 /// Up to [`PLAIN_CHUNK`] super-blocks without importance weights. Most sub-blocks' refinement
 /// ends after one pass that changes nothing, which `Lanes::q3_first` settles at full
 /// throughput, two blocks at a time. The few lanes it leaves unsettled (about one sub-block in
-/// ten) go through ggml's whole sequential refinement, whose rows wait on one another, gathered
-/// 32 at a time from all the chunk's blocks so that those waits overlap.
+/// ten) go through the rest of ggml's refinement together, in `Lanes::q3_rest`.
 #[inline(always)]
 fn plain_chunk<L: Lanes>(lanes: L, x: &[f32], y: &mut [BlockQ3K]) {
     let n = y.len();
@@ -206,45 +205,58 @@ fn plain_chunk<L: Lanes>(lanes: L, x: &[f32], y: &mut [BlockQ3K]) {
             .try_into()
             .expect("a QK_K slice")
     };
-    let mut scales = [[0f32; 32]; PLAIN_CHUNK / 2];
-    let mut lt = [[[0i8; 32]; 16]; PLAIN_CHUNK / 2];
-    // Lanes left to the full search: (pair, lane).
-    let mut slow = [(0usize, 0usize); 16 * PLAIN_CHUNK];
-    let mut n_slow = 0;
+    const PAIRS: usize = PLAIN_CHUNK / 2;
+    let mut scales = [[0f32; 32]; PAIRS];
+    let mut lt = [[[0i8; 32]; 16]; PAIRS];
+    let mut state = [[[0f32; 32]; 3]; PAIRS];
+    // Per pair, the lanes left unsettled, and the index of its first job.
+    let (mut unsure, mut first_job) = ([0u64; PAIRS], [0usize; PAIRS]);
+    let mut n_jobs = 0;
     for p in 0..n.div_ceil(2) {
         let pair = [block(2 * p), block((2 * p + 1).min(n - 1))];
         let xt = lanes.transpose16::<32, 2>(pair);
-        let mut unsure = lanes.q3_first(&xt, 4, &mut scales[p], &mut lt[p]);
+        unsure[p] = lanes.q3_first(&xt, 4, &mut scales[p], &mut lt[p], &mut state[p]);
         if 2 * p + 1 >= n {
-            unsure &= 0xffff;
+            unsure[p] &= 0xffff;
         }
-        while unsure != 0 {
-            slow[n_slow] = (p, unsure.trailing_zeros() as usize);
-            n_slow += 1;
-            unsure &= unsure - 1;
+        first_job[p] = n_jobs;
+        n_jobs += unsure[p].count_ones() as usize;
+    }
+    let mut jobs = Vec::with_capacity(n_jobs);
+    for p in 0..n.div_ceil(2) {
+        let mut u = unsure[p];
+        while u != 0 {
+            let lane = u.trailing_zeros() as usize;
+            let xs = &block(2 * p + lane / 16)[16 * (lane % 16)..][..16];
+            let xs = xs.try_into().expect("16 values");
+            jobs.push(Q3Job::new(xs, state[p].map(|v| v[lane])));
+            u &= u - 1;
         }
     }
-    for group in slow[..n_slow].chunks(32) {
-        let mut xt = [[0f32; 32]; 16];
-        for (c, &(p, lane)) in group.iter().enumerate() {
-            let xs = &block(2 * p + lane / 16)[16 * (lane % 16)..];
-            for i in 0..16 {
-                xt[i][c] = xs[i];
-            }
-        }
-        let (mut sc, mut lc) = ([0f32; 32], [[0i8; 32]; 16]);
-        lanes.q3(&xt, 4, &mut sc, &mut lc);
-        for (c, &(p, lane)) in group.iter().enumerate() {
-            scales[p][lane] = sc[c];
-            for i in 0..16 {
-                lt[p][i][lane] = lc[i][c];
-            }
+    lanes.q3_rest(&mut jobs, 4);
+    for p in 0..n.div_ceil(2) {
+        let mut u = unsure[p];
+        for job in &jobs[first_job[p]..first_job[p] + u.count_ones() as usize] {
+            scales[p][u.trailing_zeros() as usize] = job.scale;
+            u &= u - 1;
         }
     }
     for (b, yb) in y.iter_mut().enumerate() {
         let (p, h) = (b / 2, b % 2);
         let s = block_lanes16::<32, 2>(&scales[p], h);
-        finish_ref(lanes, block(b), yb, &s, transposed(&lt[p], h));
+        let levels = || {
+            let mut t = transposed(&lt[p], h);
+            // The unsettled lanes' levels are the jobs'.
+            let mut u = (unsure[p] >> (16 * h)) & 0xffff;
+            let mut k = first_job[p] + (unsure[p] & ((1u64 << (16 * h)) - 1)).count_ones() as usize;
+            while u != 0 {
+                t[u.trailing_zeros() as usize] = jobs[k].l;
+                k += 1;
+                u &= u - 1;
+            }
+            t
+        };
+        finish_ref(lanes, block(b), yb, &s, levels);
     }
 }
 
@@ -264,7 +276,7 @@ fn quantize_blocks<L: Lanes, const N: usize, const B: usize>(
             lanes.q3(&xt, 4, &mut scales, &mut lt);
             for (b, yb) in y.into_iter().enumerate() {
                 let s = block_lanes16::<N, B>(&scales, b);
-                finish_ref(lanes, x[b], yb, &s, transposed(&lt, b));
+                finish_ref(lanes, x[b], yb, &s, || transposed(&lt, b));
             }
         }
         Some(Weights { qw, sumx2 }) => {
@@ -285,41 +297,79 @@ fn quantize_blocks<L: Lanes, const N: usize, const B: usize>(
                     block_lanes16::<N, B>(&scales, b),
                     block_lanes16::<N, B>(&sw, b),
                 );
-                finish_impl(lanes, x[b], yb, &s, &w, transposed(&lt, b), true);
+                finish_impl(lanes, x[b], yb, &s, &w, || transposed(&lt, b), true);
             }
         }
     }
 }
 
-/// The search's levels of block `b`'s sub-block `j` out of the lane order.
-fn transposed<const N: usize>(lt: &[[i8; N]; 16], b: usize) -> impl Fn(usize, &mut [i8]) + '_ {
-    move |j, out| {
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = lt[i][16 * b + j];
+/// The search's levels of block `b` (lanes `16b..16b + 16`) by sub-block, out of the lane
+/// order: a 16×16 byte transpose.
+fn transposed<const N: usize>(lt: &[[i8; N]; 16], b: usize) -> [[i8; 16]; 16] {
+    let rows: [&[i8; 16]; 16] =
+        std::array::from_fn(|i| lt[i][16 * b..16 * b + 16].try_into().expect("16 levels"));
+    transpose_bytes(rows)
+}
+
+/// `out[j][i] = rows[i][j]`. On x86-64, four rounds of SSE2 byte interleaves: interleaving
+/// row `i` with row `i + 8` into rows `2i` and `2i + 1` moves element (r, c) to the position
+/// whose 8-bit index (row bits, then column bits) is r·16 + c rotated left by one bit, so four
+/// rounds swap the row and column halves.
+#[cfg(target_arch = "x86_64")]
+fn transpose_bytes(rows: [&[i8; 16]; 16]) -> [[i8; 16]; 16] {
+    use std::arch::x86_64::*;
+    // SAFETY: SSE2 is part of x86-64; each pointer covers 16 readable or writable bytes and the
+    // loads and stores are unaligned.
+    unsafe {
+        let mut r: [__m128i; 16] =
+            std::array::from_fn(|i| _mm_loadu_si128(rows[i].as_ptr().cast()));
+        for _ in 0..4 {
+            r = std::array::from_fn(|k| {
+                let (a, b) = (r[k / 2], r[k / 2 + 8]);
+                if k % 2 == 0 {
+                    _mm_unpacklo_epi8(a, b)
+                } else {
+                    _mm_unpackhi_epi8(a, b)
+                }
+            });
         }
+        let mut out = [[0i8; 16]; 16];
+        for (o, v) in out.iter_mut().zip(r) {
+            _mm_storeu_si128(o.as_mut_ptr().cast(), v);
+        }
+        out
     }
+}
+
+/// `out[j][i] = rows[i][j]`.
+#[cfg(not(target_arch = "x86_64"))]
+fn transpose_bytes(rows: [&[i8; 16]; 16]) -> [[i8; 16]; 16] {
+    std::array::from_fn(|j| std::array::from_fn(|i| rows[i][j]))
 }
 
 /// The common tail of both paths: re-round against the stored scales (`y.d` times `l6 - 32`,
 /// `l6` being the 6-bit values packed into `y.scales`) with `lanes.requant` (sub-blocks with a
-/// zero scale keep the search's levels, which `search(j, out)` writes), split off the high bit
-/// into `hmask`, pack the low two bits.
+/// zero scale keep the search's levels, which `search()` gives by sub-block; only called when
+/// there are such sub-blocks), split off the high bit into `hmask`, pack the low two bits.
 #[inline(always)]
 fn finish_block<L: Lanes>(
     lanes: L,
     x: &Super,
     y: &mut BlockQ3K,
     l6: &[i32; 16],
-    search: impl Fn(usize, &mut [i8]),
+    search: impl FnOnce() -> [[i8; 16]; 16],
 ) {
     let dd = f16_to_f32(y.d);
     let d: [f32; 16] = std::array::from_fn(|j| dd * (l6[j] - 32) as f32);
     let mut l = [0i8; QK_K];
     let mut skipped = lanes.requant(x, &d, 4, &mut l);
-    while skipped != 0 {
-        let j = skipped.trailing_zeros() as usize;
-        search(j, &mut l[16 * j..16 * j + 16]);
-        skipped &= skipped - 1;
+    if skipped != 0 {
+        let levels = search();
+        while skipped != 0 {
+            let j = skipped.trailing_zeros() as usize;
+            l[16 * j..16 * j + 16].copy_from_slice(&levels[j]);
+            skipped &= skipped - 1;
+        }
     }
 
     // High bit of the first 32 quants into bit 0 of hmask[0..32], the next 32 into bit 1, ...
@@ -431,14 +481,28 @@ mod tests {
             nmax: i32,
             scale_out: &mut [f32; N],
             l_out: &mut [[i8; N]; M],
+            state: &mut [[f32; N]; 3],
         ) -> u64 {
-            // Garbage in the outputs: the full search must overwrite every lane.
+            // Garbage in the outputs: the rest of the search must overwrite every lane.
             Portable.q3(x, nmax, scale_out, l_out);
             scale_out.fill(f32::NAN);
+            state[0].fill(f32::NAN);
             u64::MAX >> (64 - N)
         }
         fn requant(self, x: &Super, d: &[f32; 16], nmax: i32, l: &mut [i8; QK_K]) -> u16 {
             Portable.requant(x, d, nmax, l)
+        }
+    }
+
+    #[test]
+    fn byte_transpose_swaps_rows_and_columns() {
+        let rows: [[i8; 16]; 16] =
+            std::array::from_fn(|i| std::array::from_fn(|j| (16 * i + j) as u8 as i8));
+        let out = transpose_bytes(std::array::from_fn(|i| &rows[i]));
+        for i in 0..16 {
+            for j in 0..16 {
+                assert_eq!(out[j][i], rows[i][j], "({i}, {j})");
+            }
         }
     }
 
