@@ -66,24 +66,26 @@ pub(crate) trait Lanes: Copy {
         scale_out: &mut [f32; N],
         l_out: &mut [[i8; N]; M],
     );
-    /// [`q3`] where the backend can tell cheaply which lanes the refinement passes leave alone:
-    /// the scales and levels of the other lanes (bit `j` of the result set; never a lane
-    /// whose group is all zero) are not final and go to [`Lanes::q3_rest`] with the search's
-    /// state after the first rounding, which `state` receives: `iscale`, `sumlx` and `suml2`
-    /// in `state[0..3]` (lanes not returned may hold anything). This default runs the whole
-    /// search and leaves no lane unsettled.
+    /// [`q3_first`] on this backend: ggml's first rounding and the lanes whose first
+    /// refinement pass might change a level (bit `j` of the result; never an all-zero group),
+    /// which go to [`Lanes::q3_rest`]. The other lanes' searches end there: their scales
+    /// (`scale_out`) are final and their levels are the first rounding's
+    /// ([`Lanes::first_levels`]). `state` receives `iscale` (NaN for all-zero groups),
+    /// `sumlx` and `suml2` after the first rounding, for both.
     #[inline(always)]
     fn q3_first<const N: usize, const M: usize>(
         self,
         x: &[[f32; N]; M],
         nmax: i32,
         scale_out: &mut [f32; N],
-        l_out: &mut [[i8; N]; M],
         state: &mut [[f32; N]; 3],
     ) -> u64 {
-        let _ = state;
-        self.q3(x, nmax, scale_out, l_out);
-        0
+        q3_first(x, nmax, scale_out, state)
+    }
+    /// [`first_levels`] on this backend.
+    #[inline(always)]
+    fn first_levels(self, x: &[f32; 16], iscale: f32, nmax: i32) -> [i8; 16] {
+        first_levels(x, iscale, nmax)
     }
     /// Finishes the searches [`Lanes::q3_first`] left unsettled. This default searches them
     /// again from the start, 32 side by side with [`Lanes::q3`] ([`q3_gathered`]).
@@ -259,11 +261,10 @@ impl Lanes for Avx2 {
         x: &[[f32; N]; M],
         nmax: i32,
         scale_out: &mut [f32; N],
-        l_out: &mut [[i8; N]; M],
         state: &mut [[f32; N]; 3],
     ) -> u64 {
         // SAFETY: `self` exists only if the CPU has AVX2 (see `Avx2::detect`).
-        unsafe { super::lanes_avx2::q3_first(x, nmax, scale_out, l_out, state) }
+        unsafe { super::lanes_avx2::q3_first(x, nmax, scale_out, state) }
     }
     #[inline(always)]
     fn sums_of_squares(self, x: &[f32], out: &mut [f32]) {
@@ -389,14 +390,18 @@ impl Lanes for Avx512 {
         x: &[[f32; N]; M],
         nmax: i32,
         scale_out: &mut [f32; N],
-        l_out: &mut [[i8; N]; M],
         state: &mut [[f32; N]; 3],
     ) -> u64 {
         if !N.is_multiple_of(16) {
-            return self.avx2().q3_first(x, nmax, scale_out, l_out, state);
+            return self.avx2().q3_first(x, nmax, scale_out, state);
         }
         // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
-        unsafe { super::lanes_avx512::q3_first(x, nmax, scale_out, l_out, state) }
+        unsafe { super::lanes_avx512::q3_first(x, nmax, scale_out, state) }
+    }
+    #[inline(always)]
+    fn first_levels(self, x: &[f32; 16], iscale: f32, nmax: i32) -> [i8; 16] {
+        // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
+        unsafe { super::lanes_avx512::first_levels(x, iscale, nmax) }
     }
     #[inline(always)]
     fn q3_rest(self, jobs: &mut [Q3Job<'_>], nmax: i32) {
@@ -1215,6 +1220,74 @@ pub(crate) fn q3<const N: usize, const M: usize>(
             0.0
         };
     }
+}
+
+/// [`q3`]'s first rounding and first refinement pass on `N` groups, without changing them: a
+/// lane is returned (bit `j`) when some row's step, taken against the initial state, would be
+/// accepted. Then ggml's pass changes that lane (its first such row is its first change);
+/// otherwise the pass changes nothing and ggml's search ends with the first rounding. See
+/// [`Lanes::q3_first`] for the outputs.
+#[inline(always)]
+pub(crate) fn q3_first<const N: usize, const M: usize>(
+    x: &[[f32; N]; M],
+    nmax: i32,
+    scale_out: &mut [f32; N],
+    state: &mut [[f32; N]; 3],
+) -> u64 {
+    assert!(N <= 64);
+    let (max, amax) = signed_absmax(x);
+    let mut l = [[0f32; N]; M];
+    let (mut sumlx, mut suml2) = ([0f32; N], [0f32; N]);
+    let iscale: [f32; N] = std::array::from_fn(|j| -(nmax as f32) / max[j]);
+    for i in 0..M {
+        for j in 0..N {
+            let li = round_clamp(iscale[j] * x[i][j], -nmax, nmax - 1) as f32;
+            let wv = x[i][j] * x[i][j];
+            l[i][j] = li;
+            sumlx[j] += wv * x[i][j] * li;
+            suml2[j] += wv * li * li;
+        }
+    }
+    let mut unsure = 0u64;
+    for i in 0..M {
+        for j in 0..N {
+            let (xv, li) = (x[i][j], l[i][j]);
+            let wv = xv * xv;
+            let slx0 = sumlx[j] - wv * xv * li;
+            let sl20 = suml2[j] - wv * li * li;
+            let new_l = round_clamp(xv * sl20 / slx0, -nmax, nmax - 1) as f32;
+            let slx = slx0 + wv * xv * new_l;
+            let sl2 = sl20 + wv * new_l * new_l;
+            let accept = slx0 > 0.0
+                && new_l != li
+                && sl2 > 0.0
+                && slx * slx * suml2[j] > sumlx[j] * sumlx[j] * sl2;
+            unsure |= ((accept && amax[j] >= GROUP_MAX_EPS) as u64) << j;
+        }
+    }
+    for j in 0..N {
+        let live = amax[j] >= GROUP_MAX_EPS;
+        scale_out[j] = if live && suml2[j] > 0.0 {
+            sumlx[j] / suml2[j]
+        } else {
+            0.0
+        };
+        state[0][j] = if live { iscale[j] } else { f32::NAN };
+        state[1][j] = sumlx[j];
+        state[2][j] = suml2[j];
+    }
+    unsure
+}
+
+/// The levels of [`q3`]'s first rounding of one group of 16, offset by `nmax`, from its
+/// `iscale` as [`Lanes::q3_first`] reports it (NaN for an all-zero group, whose levels ggml
+/// leaves at zero).
+#[inline(always)]
+pub(crate) fn first_levels(x: &[f32; 16], iscale: f32, nmax: i32) -> [i8; 16] {
+    if iscale.is_nan() {
+        return [0; 16];
+    }
+    std::array::from_fn(|i| (round_clamp(iscale * x[i], -nmax, nmax - 1) + nmax) as i8)
 }
 
 #[cfg(test)]

@@ -571,7 +571,6 @@ pub(crate) fn q3_first<const N: usize, const M: usize>(
     x: &[[f32; N]; M],
     nmax: i32,
     scale_out: &mut [f32; N],
-    l_out: &mut [[i8; N]; M],
     state: &mut [[f32; N]; 3],
 ) -> u64 {
     let kk = N / 8;
@@ -618,24 +617,17 @@ pub(crate) fn q3_first<const N: usize, const M: usize>(
         }
         let live = _mm256_cmp_ps::<_CMP_GE_OQ>(amax[k], splat(GROUP_MAX_EPS));
         unsure |= (_mm256_movemask_ps(_mm256_and_ps(lane_unsure, live)) as u64) << (8 * k);
+        let iscale = _mm256_div_ps(splat(-(nmax as f32)), max[k]);
         st(
             &mut state[0],
             k,
-            _mm256_div_ps(splat(-(nmax as f32)), max[k]),
+            _mm256_blendv_ps(splat(f32::NAN), iscale, live),
         );
         st(&mut state[1], k, sumlx[k]);
         st(&mut state[2], k, suml2[k]);
     }
     let eps = splat(GROUP_MAX_EPS);
     for k in 0..kk {
-        let dead = _mm256_castps_si256(lt(amax[k], eps));
-        for i in 0..M {
-            let li = _mm256_add_epi32(_mm256_cvtps_epi32(l[i][k]), _mm256_set1_epi32(nmax));
-            let li = to_i32(_mm256_andnot_si256(dead, li));
-            for t in 0..8 {
-                l_out[i][8 * k + t] = li[t] as i8;
-            }
-        }
         let ok = _mm256_and_ps(
             _mm256_cmp_ps::<_CMP_GE_OQ>(amax[k], eps),
             gt(suml2[k], zero),

@@ -645,7 +645,6 @@ pub(crate) fn q3_first<const N: usize, const M: usize>(
     x: &[[f32; N]; M],
     nmax: i32,
     scale_out: &mut [f32; N],
-    l_out: &mut [[i8; N]; M],
     state: &mut [[f32; N]; 3],
 ) -> u64 {
     let kk = N / 16;
@@ -660,11 +659,15 @@ pub(crate) fn q3_first<const N: usize, const M: usize>(
         }
         let live = !lt(st3.amax[k], splat(GROUP_MAX_EPS));
         unsure |= ((lane_unsure & live) as u64) << (16 * k);
-        st(&mut state[0], k, st3.iscale[k]);
+        st(
+            &mut state[0],
+            k,
+            _mm512_mask_mov_ps(splat(f32::NAN), live, st3.iscale[k]),
+        );
         st(&mut state[1], k, st3.sumlx[k]);
         st(&mut state[2], k, st3.suml2[k]);
     }
-    st3.finish(nmax, scale_out, l_out);
+    st3.scales(scale_out);
     unsure
 }
 
@@ -809,6 +812,20 @@ fn plain_products(iscale: f32) -> bool {
     iscale.abs() <= 4096.0
 }
 
+/// See [`super::lanes::first_levels`]; the sixteen roundings side by side.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) fn first_levels(x: &[f32; 16], iscale: f32, nmax: i32) -> [i8; 16] {
+    let mut out = [0i8; 16];
+    if !iscale.is_nan() {
+        let l = round_clamp(_mm512_mul_ps(splat(iscale), ld(x, 0)), -nmax, nmax - 1);
+        let bytes = _mm512_cvtepi32_epi8(_mm512_add_epi32(l, _mm512_set1_epi32(nmax)));
+        // SAFETY: `out` is 16 writable bytes; the store is unaligned.
+        unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), bytes) };
+    }
+    out
+}
+
 /// The state of [`q3`]'s search after its first rounding: per element the level and ggml's
 /// products `w·x·l` and `w·l·l`, per lane the sums of those and the largest |x|.
 struct Q3Start<const M: usize> {
@@ -871,7 +888,7 @@ impl<const M: usize> Q3Start<M> {
         scale_out: &mut [f32; N],
         l_out: &mut [[i8; N]; M],
     ) {
-        let (zero, eps) = (_mm512_setzero_ps(), splat(GROUP_MAX_EPS));
+        let eps = splat(GROUP_MAX_EPS);
         for k in 0..self.kk {
             let live = !lt(self.amax[k], eps);
             for i in 0..M {
@@ -882,7 +899,17 @@ impl<const M: usize> Q3Start<M> {
                 // SAFETY: `out` is 16 writable bytes; the store is unaligned.
                 unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), bytes) };
             }
-            let ok = live & gt(self.suml2[k], zero);
+        }
+        self.scales(scale_out);
+    }
+
+    /// Writes the scales `sumlx/suml2` (zero for all-zero groups).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn scales<const N: usize>(&self, scale_out: &mut [f32; N]) {
+        let (zero, eps) = (_mm512_setzero_ps(), splat(GROUP_MAX_EPS));
+        for k in 0..self.kk {
+            let ok = !lt(self.amax[k], eps) & gt(self.suml2[k], zero);
             let scale = _mm512_div_ps(self.sumlx[k], self.suml2[k]);
             st(scale_out, k, sel(ok, scale, zero));
         }
