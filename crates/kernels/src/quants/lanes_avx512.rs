@@ -425,14 +425,10 @@ pub(crate) fn q3<const N: usize, const M: usize>(
 ) {
     let kk = N / 16;
     let zero = _mm512_setzero_ps();
-    let mut st3 = Q3Start::new(x, nmax);
+    let mut st3 = Q3Start::new(N / 16);
+    st3.fill(x, nmax);
     let Q3Start {
-        l,
-        wxl,
-        wl2,
-        sumlx,
-        suml2,
-        ..
+        rows, sumlx, suml2, ..
     } = &mut st3;
     let mut last_change = M - 1;
     for _itry in 0..5 {
@@ -443,20 +439,22 @@ pub(crate) fn q3<const N: usize, const M: usize>(
             }
             let mut unsure: __mmask16 = 0;
             for k in 0..kk {
-                let slx0 = _mm512_sub_ps(sumlx[k], wxl[i][k]);
-                let sl20 = _mm512_sub_ps(suml2[k], wl2[i][k]);
-                unsure |= q3_unsure(ld(&x[i], k), l[i][k], slx0, sl20, nmax);
+                let e = rows[k].get(i);
+                let slx0 = _mm512_sub_ps(sumlx[k], e.wxl);
+                let sl20 = _mm512_sub_ps(suml2[k], e.wl2);
+                unsure |= q3_unsure(ld(&x[i], k), e.l, slx0, sl20, nmax);
             }
             if unsure == 0 {
                 continue;
             }
             for k in 0..kk {
                 let xv = ld(&x[i], k);
-                let li = l[i][k];
+                let e = rows[k].get(i);
+                let li = e.l;
                 let wv = _mm512_mul_ps(xv, xv);
                 let wx = _mm512_mul_ps(wv, xv);
-                let slx0 = _mm512_sub_ps(sumlx[k], wxl[i][k]);
-                let sl20 = _mm512_sub_ps(suml2[k], wl2[i][k]);
+                let slx0 = _mm512_sub_ps(sumlx[k], e.wxl);
+                let sl20 = _mm512_sub_ps(suml2[k], e.wl2);
                 let new_l = round_clamp_f(
                     _mm512_div_ps(_mm512_mul_ps(xv, sl20), slx0),
                     -nmax,
@@ -479,9 +477,14 @@ pub(crate) fn q3<const N: usize, const M: usize>(
                 if acc == 0 {
                     continue;
                 }
-                l[i][k] = sel(acc, new_l, li);
-                wxl[i][k] = sel(acc, new_wxl, wxl[i][k]);
-                wl2[i][k] = sel(acc, new_wl2, wl2[i][k]);
+                rows[k].set(
+                    i,
+                    Q3Elem {
+                        l: sel(acc, new_l, li),
+                        wxl: sel(acc, new_wxl, e.wxl),
+                        wl2: sel(acc, new_wl2, e.wl2),
+                    },
+                );
                 sumlx[k] = sel(acc, slx, sumlx[k]);
                 suml2[k] = sel(acc, sl2, suml2[k]);
                 changed_at = Some(i);
@@ -648,14 +651,16 @@ pub(crate) fn q3_first<const N: usize, const M: usize>(
     state: &mut [[f32; N]; 3],
 ) -> u64 {
     let kk = N / 16;
-    let st3 = Q3Start::new(x, nmax);
+    let mut st3 = Q3Start::new(N / 16);
+    st3.fill(x, nmax);
     let mut unsure = 0u64;
     for k in 0..kk {
         let mut lane_unsure: __mmask16 = 0;
         for i in 0..M {
-            let slx0 = _mm512_sub_ps(st3.sumlx[k], st3.wxl[i][k]);
-            let sl20 = _mm512_sub_ps(st3.suml2[k], st3.wl2[i][k]);
-            lane_unsure |= q3_unsure(ld(&x[i], k), st3.l[i][k], slx0, sl20, nmax);
+            let e = st3.rows[k].get(i);
+            let slx0 = _mm512_sub_ps(st3.sumlx[k], e.wxl);
+            let sl20 = _mm512_sub_ps(st3.suml2[k], e.wl2);
+            lane_unsure |= q3_unsure(ld(&x[i], k), e.l, slx0, sl20, nmax);
         }
         let live = !lt(st3.amax[k], splat(GROUP_MAX_EPS));
         unsure |= ((lane_unsure & live) as u64) << (16 * k);
@@ -740,11 +745,12 @@ fn q3_rounds(jobs: &mut [super::lanes::Q3Job<'_>], nmax: i32) {
         for a in 0..n_active {
             let j = active[a] as usize;
             let [sx, s2] = sums[j];
+            let (xv, wv, wxv) = (x[j], w[j], wx[j]);
             let slx0 = _mm512_sub_ps(splat(sx), wxl[j]);
             let sl20 = _mm512_sub_ps(splat(s2), wl2[j]);
-            let new_l = round_clamp_f(_mm512_div_ps(_mm512_mul_ps(x[j], sl20), slx0), lo, hi);
-            let slx = _mm512_add_ps(slx0, _mm512_mul_ps(wx[j], new_l));
-            let sl2 = _mm512_add_ps(sl20, _mm512_mul_ps(_mm512_mul_ps(w[j], new_l), new_l));
+            let new_l = round_clamp_f(_mm512_div_ps(_mm512_mul_ps(xv, sl20), slx0), lo, hi);
+            let slx = _mm512_add_ps(slx0, _mm512_mul_ps(wxv, new_l));
+            let sl2 = _mm512_add_ps(sl20, _mm512_mul_ps(_mm512_mul_ps(wv, new_l), new_l));
             cands[a] =
                 gt(slx0, zero) & _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(new_l, l[j]) & gt(sl2, zero);
             (cand_l[a], cand_slx[a], cand_sl2[a]) = (new_l, slx, sl2);
@@ -826,12 +832,11 @@ pub(crate) fn first_levels(x: &[f32; 16], iscale: f32, nmax: i32) -> [i8; 16] {
     out
 }
 
-/// The state of [`q3`]'s search after its first rounding: per element the level and ggml's
-/// products `w·x·l` and `w·l·l`, per lane the sums of those and the largest |x|.
+/// The state of [`q3`]'s search after its first rounding: per element (`rows[k]` holds row
+/// `i`'s for lanes `16k..16k + 16`) the level and ggml's products `w·x·l` and `w·l·l`, per
+/// lane the sums of those, the largest |x| and `iscale`.
 struct Q3Start<const M: usize> {
-    l: [[__m512; KMAX]; M],
-    wxl: [[__m512; KMAX]; M],
-    wl2: [[__m512; KMAX]; M],
+    rows: [Slots<Q3Elem, M>; KMAX],
     sumlx: [__m512; KMAX],
     suml2: [__m512; KMAX],
     amax: [__m512; KMAX],
@@ -839,43 +844,58 @@ struct Q3Start<const M: usize> {
     kk: usize,
 }
 
+/// One row's level and products in [`Q3Start`], for 16 lanes.
+#[derive(Clone, Copy)]
+struct Q3Elem {
+    l: __m512,
+    wxl: __m512,
+    wl2: __m512,
+}
+
 impl<const M: usize> Q3Start<M> {
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn new<const N: usize>(x: &[[f32; N]; M], nmax: i32) -> Self {
-        let kk = N / 16;
-        assert!(N.is_multiple_of(16) && kk <= KMAX);
+    fn new(kk: usize) -> Self {
         let zero = _mm512_setzero_ps();
-        let (max, amax) = signed_absmax(x);
-        let mut st = Q3Start {
-            l: [[zero; KMAX]; M],
-            wxl: [[zero; KMAX]; M],
-            wl2: [[zero; KMAX]; M],
+        Q3Start {
+            rows: std::array::from_fn(|_| Slots::new()),
             sumlx: [zero; KMAX],
             suml2: [zero; KMAX],
-            amax,
+            amax: [zero; KMAX],
             iscale: [zero; KMAX],
             kk,
-        };
+        }
+    }
+
+    /// The first rounding of `x`, into an empty state for `N / 16` vectors per row (a step of
+    /// its own so that the kilobytes of rows are written where they stay, not built and
+    /// moved).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn fill<const N: usize>(&mut self, x: &[[f32; N]; M], nmax: i32) {
+        let kk = N / 16;
+        assert!(N.is_multiple_of(16) && kk <= KMAX && kk == self.kk && self.rows[0].len == 0);
+        let zero = _mm512_setzero_ps();
+        let (max, amax) = signed_absmax(x);
+        self.amax = amax;
         for k in 0..kk {
             let iscale = _mm512_div_ps(splat(-(nmax as f32)), max[k]);
-            st.iscale[k] = iscale;
+            self.iscale[k] = iscale;
             // The sums stay in registers: accumulating into the struct would put a store and a
             // reload on each step of the chain.
             let (mut sumlx, mut suml2) = (zero, zero);
             for i in 0..M {
                 let xv = ld(&x[i], k);
-                let li = round_clamp_f(_mm512_mul_ps(iscale, xv), -nmax, nmax - 1);
+                let l = round_clamp_f(_mm512_mul_ps(iscale, xv), -nmax, nmax - 1);
                 let wv = _mm512_mul_ps(xv, xv);
-                let wxl = _mm512_mul_ps(_mm512_mul_ps(wv, xv), li);
-                let wl2 = _mm512_mul_ps(_mm512_mul_ps(wv, li), li);
+                let wxl = _mm512_mul_ps(_mm512_mul_ps(wv, xv), l);
+                let wl2 = _mm512_mul_ps(_mm512_mul_ps(wv, l), l);
                 sumlx = _mm512_add_ps(sumlx, wxl);
                 suml2 = _mm512_add_ps(suml2, wl2);
-                (st.l[i][k], st.wxl[i][k], st.wl2[i][k]) = (li, wxl, wl2);
+                self.rows[k].push(Q3Elem { l, wxl, wl2 });
             }
-            (st.sumlx[k], st.suml2[k]) = (sumlx, suml2);
+            (self.sumlx[k], self.suml2[k]) = (sumlx, suml2);
         }
-        st
     }
 
     /// Writes the scales `sumlx/suml2` and the levels offset by `nmax` (zero for all-zero
@@ -892,8 +912,10 @@ impl<const M: usize> Q3Start<M> {
         for k in 0..self.kk {
             let live = !lt(self.amax[k], eps);
             for i in 0..M {
-                let li =
-                    _mm512_add_epi32(_mm512_cvtps_epi32(self.l[i][k]), _mm512_set1_epi32(nmax));
+                let li = _mm512_add_epi32(
+                    _mm512_cvtps_epi32(self.rows[k].get(i).l),
+                    _mm512_set1_epi32(nmax),
+                );
                 let out = &mut l_out[i][16 * k..16 * k + 16];
                 let bytes = _mm512_cvtepi32_epi8(_mm512_maskz_mov_epi32(live, li));
                 // SAFETY: `out` is 16 writable bytes; the store is unaligned.
@@ -1084,6 +1106,59 @@ fn transpose_regs(r: [__m512; 16]) -> [__m512; 16] {
         out[c + 12] = _mm512_shuffle_f32x4::<0xDD>(odd01, odd23);
     }
     out
+}
+
+/// Up to `N` values, written in order before they are read, in an array that is not zeroed
+/// first: the searches' per-row and per-job state runs to kilobytes per call, and zeroing it
+/// cost more than some of the work done in it.
+struct Slots<T: Copy, const N: usize> {
+    v: [std::mem::MaybeUninit<T>; N],
+    len: usize,
+}
+
+impl<T: Copy, const N: usize> Slots<T, N> {
+    #[inline(always)]
+    fn new() -> Self {
+        Slots {
+            // SAFETY: an array of `MaybeUninit` needs no initialization. (Not the constant
+            // `[const { MaybeUninit::uninit() }; N]`, which the compiler may fill with zeros.)
+            v: unsafe {
+                std::mem::MaybeUninit::<[std::mem::MaybeUninit<T>; N]>::uninit().assume_init()
+            },
+            len: 0,
+        }
+    }
+
+    /// Appends `t`.
+    ///
+    /// # Panics
+    /// When all `N` slots are written.
+    #[inline(always)]
+    fn push(&mut self, t: T) {
+        self.v[self.len].write(t);
+        self.len += 1;
+    }
+
+    /// The value at `i`.
+    ///
+    /// # Panics
+    /// When `i` has not been written.
+    #[inline(always)]
+    fn get(&self, i: usize) -> T {
+        assert!(i < self.len);
+        // SAFETY: the slots below `len` were written by `push`.
+        unsafe { self.v[i].assume_init() }
+    }
+
+    /// Replaces the value at `i`.
+    ///
+    /// # Panics
+    /// When `i` has not been written.
+    #[inline(always)]
+    fn set(&mut self, i: usize, t: T) {
+        assert!(i < self.len);
+        self.v[i].write(t);
+    }
 }
 
 #[cfg(test)]
