@@ -103,6 +103,19 @@ pub(crate) trait Lanes: Copy {
     fn q3_scales(self, scales: &[f32; 16]) -> Option<([i32; 16], f32)> {
         super::q3k::q3_scales(scales)
     }
+    /// Q3_K's block headers for `y.len()` blocks ([`super::q3k::block_header`] of
+    /// `scales[b]`, with each block's sub-block steps in `steps[b]`).
+    #[inline(always)]
+    fn q3_headers(
+        self,
+        scales: &[[f32; 16]],
+        y: &mut [crate::blocks::BlockQ3K],
+        steps: &mut [[f32; 16]],
+    ) {
+        for ((s, yb), d) in scales.iter().zip(y.iter_mut()).zip(steps.iter_mut()) {
+            *d = super::q3k::block_header(self, s, yb);
+        }
+    }
     /// [`requant`] on this backend.
     fn requant(self, x: &Super, d: &[f32; 16], nmax: i32, l: &mut [i8; QK_K]) -> u16;
     /// [`sums_of_squares`] on this backend.
@@ -407,6 +420,22 @@ impl Lanes for Avx512 {
     fn q3_rest(self, jobs: &mut [Q3Job<'_>], nmax: i32) {
         // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
         unsafe { super::lanes_avx512::q3_rest(jobs, nmax) }
+    }
+    #[inline(always)]
+    fn q3_headers(
+        self,
+        scales: &[[f32; 16]],
+        y: &mut [crate::blocks::BlockQ3K],
+        steps: &mut [[f32; 16]],
+    ) {
+        for ((s, yb), d) in scales
+            .chunks(16)
+            .zip(y.chunks_mut(16))
+            .zip(steps.chunks_mut(16))
+        {
+            // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
+            unsafe { super::lanes_avx512::q3_headers(s, yb, d) }
+        }
     }
     #[inline(always)]
     fn qx16_candidates(self, x: &[f32; 16], w: &[f32; 16], nmax: i32, l: &mut [i8; 16]) -> f32 {

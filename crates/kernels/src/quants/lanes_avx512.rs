@@ -601,6 +601,99 @@ pub(crate) fn qx16_candidates(x: &[f32; 16], w: &[f32; 16], nmax: i32, l: &mut [
     qx16_pick(x, nmax, &iscale, &sumlx, &suml2, l)
 }
 
+/// See [`super::lanes::Lanes::q3_headers`]: up to 16 blocks side by side, one per lane, with
+/// their sub-block scales transposed into 16 vectors, so that each block's search for its
+/// largest scale and its 16 roundings are plain vector steps rather than a horizontal
+/// reduction, a scalar division and a chain of scalar packing per block. Every step is the
+/// scalar one's (`q3_scales`, `pack_scales_q3`, fp16 round trip) on each lane.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) fn q3_headers(
+    scales: &[[f32; 16]],
+    y: &mut [crate::blocks::BlockQ3K],
+    steps: &mut [[f32; 16]],
+) {
+    let n = scales.len();
+    assert!(n <= 16 && y.len() == n && steps.len() == n);
+    let zero = _mm512_setzero_ps();
+    let s = transpose_regs(std::array::from_fn(|b| {
+        if b < n {
+            ld(&scales[b], 0)
+        } else {
+            zero
+        }
+    }));
+    // The first scale of largest magnitude (a NaN never wins ggml's `>`).
+    let (mut amax, mut max) = (zero, zero);
+    for sj in s {
+        let g = gt(abs(sj), amax);
+        amax = sel(g, abs(sj), amax);
+        max = sel(g, sj, max);
+    }
+    let live = _mm512_cmp_ps_mask::<_CMP_NEQ_OQ>(max, zero);
+    let iscale = _mm512_div_ps(splat(-32.0), max);
+    let l6: [__m512i; 16] = std::array::from_fn(|j| {
+        let t = _mm512_castps_si512(_mm512_add_ps(
+            _mm512_mul_ps(iscale, s[j]),
+            splat(12_582_912.0),
+        ));
+        let rounded = _mm512_sub_epi32(
+            _mm512_and_si512(t, _mm512_set1_epi32(0x007f_ffff)),
+            _mm512_set1_epi32(0x0040_0000),
+        );
+        // ggml's int8_t store keeps the low byte, signed.
+        let byte = _mm512_srai_epi32::<24>(_mm512_slli_epi32::<24>(rounded));
+        let clamped = _mm512_min_epi32(
+            _mm512_max_epi32(byte, _mm512_set1_epi32(-32)),
+            _mm512_set1_epi32(31),
+        );
+        _mm512_maskz_mov_epi32(live, _mm512_add_epi32(clamped, _mm512_set1_epi32(32)))
+    });
+    // fp16 d = 1/iscale (0 for all-zero blocks), read back as the dequantizer reads it.
+    let d16 = _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+        _mm512_maskz_div_ps(live, splat(1.0), iscale),
+    );
+    let dd = _mm512_cvtph_ps(d16);
+    let per_sub = transpose_regs(std::array::from_fn(|j| {
+        _mm512_mul_ps(
+            dd,
+            _mm512_cvtepi32_ps(_mm512_sub_epi32(l6[j], _mm512_set1_epi32(32))),
+        )
+    }));
+    let mut d_bits = [0u16; 16];
+    // SAFETY: `d_bits` is 32 writable bytes; the store is unaligned.
+    unsafe { _mm256_storeu_si256(d_bits.as_mut_ptr().cast(), d16) };
+    // The 12 bytes of `pack_scales_q3`, byte `k` of every block in vector `k`: low nibbles of
+    // scales j and j + 8, then bits 4-5 of scales m, m + 4, m + 8, m + 12.
+    let (nibble, two) = (_mm512_set1_epi32(0xF), _mm512_set1_epi32(3));
+    let mut bytes = [[0i8; 16]; 16];
+    for k in 0..12 {
+        let v = if k < 8 {
+            _mm512_or_si512(
+                _mm512_and_si512(l6[k], nibble),
+                _mm512_slli_epi32::<4>(_mm512_and_si512(l6[k + 8], nibble)),
+            )
+        } else {
+            let top = |t: usize| _mm512_and_si512(_mm512_srli_epi32::<4>(l6[k - 8 + 4 * t]), two);
+            _mm512_or_si512(
+                _mm512_or_si512(top(0), _mm512_slli_epi32::<2>(top(1))),
+                _mm512_or_si512(
+                    _mm512_slli_epi32::<4>(top(2)),
+                    _mm512_slli_epi32::<6>(top(3)),
+                ),
+            )
+        };
+        // SAFETY: `bytes[k]` is 16 writable bytes; the store is unaligned.
+        unsafe { _mm_storeu_si128(bytes[k].as_mut_ptr().cast(), _mm512_cvtepi32_epi8(v)) };
+    }
+    let by_block = super::q3k::transpose_bytes(std::array::from_fn(|k| &bytes[k]));
+    for b in 0..n {
+        y[b].scales = std::array::from_fn(|k| by_block[b][k] as u8);
+        y[b].d = d_bits[b];
+        st(&mut steps[b], 0, per_sub[b]);
+    }
+}
+
 /// [`super::q3k::q3_scales`] on one vector: the largest |scale| as an integer maximum of the
 /// bit patterns (which order like the values; NaN lanes count as zero, as ggml's `>` skips
 /// them) and its first lane, then the sixteen roundings side by side.
@@ -1242,6 +1335,71 @@ mod tests {
         }
         println!("q3_rest: {} sub-blocks, {changed} refined", got.len());
         assert!(changed > 100);
+    }
+
+    /// [`q3_headers`] against the block-by-block header ([`super::super::q3k::block_header`]
+    /// with the portable scales search) on scales with NaNs, infinities, zeros, all-zero
+    /// blocks, sign ties for the largest magnitude, and magnitudes whose fp16 `d` is
+    /// subnormal or overflows; 1 to 16 blocks at a time.
+    #[test]
+    fn q3_headers_match_the_block_by_block_header() {
+        use super::super::lanes::Portable;
+        use super::super::q3k::block_header;
+        use crate::blocks::BlockQ3K;
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        let mut seed = 0x0bad_cafeu32;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
+        };
+        let mut checked = 0;
+        for round in 0..400 {
+            let n = 1 + round % 16;
+            let scales: Vec<[f32; 16]> = (0..n)
+                .map(|_| {
+                    let mag = f32::from_bits((100 + next() % 60) << 23);
+                    let kind = next() % 8;
+                    let first: f32 = (next() as f32 / u32::MAX as f32 - 0.5) * mag;
+                    std::array::from_fn(|j| {
+                        let u = (next() as f32 / u32::MAX as f32 - 0.5) * mag;
+                        match (kind, next() % 16) {
+                            (0, _) => 0.0,
+                            (1, 0) => f32::NAN,
+                            (2, 0) => f32::INFINITY,
+                            (3, _) if j % 2 == 1 => -first,
+                            (3, _) => first,
+                            (4, k) if k < 8 => 0.0,
+                            _ => u,
+                        }
+                    })
+                })
+                .collect();
+            let zero = <BlockQ3K as bytemuck::Zeroable>::zeroed();
+            let (mut want, mut got) = (vec![zero; n], vec![zero; n]);
+            let mut want_steps = vec![[0f32; 16]; n];
+            for b in 0..n {
+                want_steps[b] = block_header(Portable, &scales[b], &mut want[b]);
+            }
+            let mut got_steps = vec![[0f32; 16]; n];
+            // SAFETY: AVX-512F was detected above.
+            unsafe { q3_headers(&scales, &mut got, &mut got_steps) };
+            for b in 0..n {
+                assert_eq!(
+                    (got[b].scales, got[b].d),
+                    (want[b].scales, want[b].d),
+                    "{:?}",
+                    scales[b]
+                );
+                let bits = |d: &[f32; 16]| d.map(f32::to_bits);
+                assert_eq!(bits(&got_steps[b]), bits(&want_steps[b]), "{:?}", scales[b]);
+                checked += 1;
+            }
+        }
+        println!("q3_headers: checked {checked} blocks");
     }
 
     /// [`products_gt`] against f32 arithmetic, on products spread from overflow down through the

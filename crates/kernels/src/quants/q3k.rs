@@ -46,8 +46,8 @@ fn natural(l: &[i8; QK_K]) -> impl FnOnce(u16) -> [[i8; 16]; 16] + '_ {
     |_| std::array::from_fn(|j| l[16 * j..16 * j + 16].try_into().expect("16 levels"))
 }
 
-/// The reference path after the sub-block searches: 6-bit scales against the largest-magnitude
-/// scale, fp16 d, then the common tail.
+/// The reference path after the sub-block searches: the block's scales ([`block_header`]),
+/// then the common tail.
 #[inline(always)]
 fn finish_ref<L: Lanes>(
     lanes: L,
@@ -56,6 +56,15 @@ fn finish_ref<L: Lanes>(
     scales: &[f32; 16],
     search: impl FnOnce(u16) -> [[i8; 16]; 16],
 ) {
+    let d = block_header(lanes, scales, y);
+    finish_block(lanes, x, y, &d, search);
+}
+
+/// The reference path's block header: 6-bit scales against the largest-magnitude scale in
+/// `y.scales`, fp16 `d` in `y.d`. Returns each sub-block's step `d·(l6 - 32)` as the
+/// dequantizer reads it back.
+#[inline(always)]
+pub(crate) fn block_header<L: Lanes>(lanes: L, scales: &[f32; 16], y: &mut BlockQ3K) -> [f32; 16] {
     let mut l6 = [0i32; 16];
     match lanes.q3_scales(scales) {
         Some((levels, d)) => {
@@ -68,7 +77,14 @@ fn finish_ref<L: Lanes>(
             y.d = f32_to_f16(0.0);
         }
     }
-    finish_block(lanes, x, y, &l6, search);
+    sub_block_steps(y.d, &l6)
+}
+
+/// Each sub-block's step `d·(l6 - 32)`, `d` read back from fp16.
+#[inline(always)]
+fn sub_block_steps(d: u16, l6: &[i32; 16]) -> [f32; 16] {
+    let dd = f16_to_f32(d);
+    std::array::from_fn(|j| dd * (l6[j] - 32) as f32)
 }
 
 /// `quantize_row_q3_K_ref`'s 6-bit scales: against the first scale of largest magnitude,
@@ -147,7 +163,7 @@ fn finish_impl<L: Lanes>(
     let l6: [i32; 16] = std::array::from_fn(|j| ls[j] as i32);
     pack_scales_q3(&l6, &mut y.scales);
     y.d = f32_to_f16(d_block);
-    finish_block(lanes, x, y, &l6, search);
+    finish_block(lanes, x, y, &sub_block_steps(y.d, &l6), search);
 }
 
 /// The same bytes as [`quantize_row_q3_k`], several times faster: the sixteen sub-block searches of a
@@ -246,9 +262,12 @@ fn plain_chunk<L: Lanes>(lanes: L, x: &[f32], y: &mut [BlockQ3K]) {
             u &= u - 1;
         }
     }
+    let block_scales: [[f32; 16]; PLAIN_CHUNK] =
+        std::array::from_fn(|b| block_lanes16::<32, 2>(&scales[b / 2], b % 2));
+    let mut steps = [[0f32; 16]; PLAIN_CHUNK];
+    lanes.q3_headers(&block_scales[..n], y, &mut steps[..n]);
     for (b, yb) in y.iter_mut().enumerate() {
         let (p, h) = (b / 2, b % 2);
-        let s = block_lanes16::<32, 2>(&scales[p], h);
         let levels = |mut skipped: u16| {
             let mut t = [[0i8; 16]; 16];
             while skipped != 0 {
@@ -264,7 +283,7 @@ fn plain_chunk<L: Lanes>(lanes: L, x: &[f32], y: &mut [BlockQ3K]) {
             }
             t
         };
-        finish_ref(lanes, block(b), yb, &s, levels);
+        finish_block(lanes, block(b), yb, &steps[b], levels);
     }
 }
 
@@ -324,7 +343,7 @@ fn transposed<const N: usize>(lt: &[[i8; N]; 16], b: usize) -> [[i8; 16]; 16] {
 /// whose 8-bit index (row bits, then column bits) is r·16 + c rotated left by one bit, so four
 /// rounds swap the row and column halves.
 #[cfg(target_arch = "x86_64")]
-fn transpose_bytes(rows: [&[i8; 16]; 16]) -> [[i8; 16]; 16] {
+pub(crate) fn transpose_bytes(rows: [&[i8; 16]; 16]) -> [[i8; 16]; 16] {
     use std::arch::x86_64::*;
     // SAFETY: SSE2 is part of x86-64; each pointer covers 16 readable or writable bytes and the
     // loads and stores are unaligned.
@@ -351,12 +370,12 @@ fn transpose_bytes(rows: [&[i8; 16]; 16]) -> [[i8; 16]; 16] {
 
 /// `out[j][i] = rows[i][j]`.
 #[cfg(not(target_arch = "x86_64"))]
-fn transpose_bytes(rows: [&[i8; 16]; 16]) -> [[i8; 16]; 16] {
+pub(crate) fn transpose_bytes(rows: [&[i8; 16]; 16]) -> [[i8; 16]; 16] {
     std::array::from_fn(|j| std::array::from_fn(|i| rows[i][j]))
 }
 
-/// The common tail of both paths: re-round against the stored scales (`y.d` times `l6 - 32`,
-/// `l6` being the 6-bit values packed into `y.scales`) with `lanes.requant` (sub-blocks with a
+/// The common tail of both paths: re-round against the stored scales (`d[j]`, `y.d` times
+/// `l6 - 32`, `l6` being the 6-bit values packed into `y.scales`) with `lanes.requant` (sub-blocks with a
 /// zero scale keep the search's levels, which `search(skipped)` gives by sub-block, at least
 /// for those in the mask `skipped`; only called when there are such sub-blocks), split off the
 /// high bit into `hmask`, pack the low two bits.
@@ -365,13 +384,11 @@ fn finish_block<L: Lanes>(
     lanes: L,
     x: &Super,
     y: &mut BlockQ3K,
-    l6: &[i32; 16],
+    d: &[f32; 16],
     search: impl FnOnce(u16) -> [[i8; 16]; 16],
 ) {
-    let dd = f16_to_f32(y.d);
-    let d: [f32; 16] = std::array::from_fn(|j| dd * (l6[j] - 32) as f32);
     let mut l = [0i8; QK_K];
-    let mut skipped = lanes.requant(x, &d, 4, &mut l);
+    let mut skipped = lanes.requant(x, d, 4, &mut l);
     if skipped != 0 {
         let levels = search(skipped);
         while skipped != 0 {
