@@ -280,6 +280,22 @@ impl Lanes for Avx2 {
         unsafe { super::lanes_avx2::q3_first(x, nmax, scale_out, state) }
     }
     #[inline(always)]
+    fn q3_headers(
+        self,
+        scales: &[[f32; 16]],
+        y: &mut [crate::blocks::BlockQ3K],
+        steps: &mut [[f32; 16]],
+    ) {
+        for ((s, yb), d) in scales
+            .chunks(8)
+            .zip(y.chunks_mut(8))
+            .zip(steps.chunks_mut(8))
+        {
+            // SAFETY: `self` exists only if the CPU has AVX2 (see `Avx2::detect`).
+            unsafe { super::lanes_avx2::q3_headers(s, yb, d) }
+        }
+    }
+    #[inline(always)]
     fn sums_of_squares(self, x: &[f32], out: &mut [f32]) {
         // SAFETY: `self` exists only if the CPU has AVX2 (see `Avx2::detect`).
         unsafe { super::lanes_avx2::sums_of_squares(x, out) }
@@ -1327,6 +1343,83 @@ mod tests {
 
     /// Both backends (the AVX2 one where the CPU has it) against the reference quantizer.
     type RefQuant<B> = fn(&[f32], &mut [B], Option<&[f32]>);
+
+    /// Every backend's [`Lanes::q3_headers`] against the block-by-block header
+    /// ([`q3k::block_header`] with the portable scales search) on scales with NaNs,
+    /// infinities, zeros, all-zero blocks, sign ties for the largest magnitude, and magnitudes
+    /// whose fp16 `d` is subnormal or overflows; 1 to 16 blocks at a time.
+    #[test]
+    fn q3_headers_match_the_block_by_block_header() {
+        use crate::blocks::BlockQ3K;
+        type Headers<'a> = dyn Fn(&mut [BlockQ3K], &mut [[f32; 16]]) + 'a;
+        let mut seed = 0x0bad_cafeu32;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
+        };
+        let mut checked = 0;
+        for round in 0..400 {
+            let n = 1 + round % 16;
+            let scales: Vec<[f32; 16]> = (0..n)
+                .map(|_| {
+                    let mag = f32::from_bits((100 + next() % 60) << 23);
+                    let kind = next() % 8;
+                    let first: f32 = (next() as f32 / u32::MAX as f32 - 0.5) * mag;
+                    std::array::from_fn(|j| {
+                        let u = (next() as f32 / u32::MAX as f32 - 0.5) * mag;
+                        match (kind, next() % 16) {
+                            (0, _) => 0.0,
+                            (1, 0) => f32::NAN,
+                            (2, 0) => f32::INFINITY,
+                            (3, _) if j % 2 == 1 => -first,
+                            (3, _) => first,
+                            (4, k) if k < 8 => 0.0,
+                            _ => u,
+                        }
+                    })
+                })
+                .collect();
+            let zero = <BlockQ3K as bytemuck::Zeroable>::zeroed();
+            let (mut want, mut got) = (vec![zero; n], vec![zero; n]);
+            let mut want_steps = vec![[0f32; 16]; n];
+            for b in 0..n {
+                want_steps[b] = q3k::block_header(Portable, &scales[b], &mut want[b]);
+            }
+            let mut got_steps = vec![[0f32; 16]; n];
+            let mut check = |name: &str, headers: &Headers<'_>| {
+                headers(&mut got, &mut got_steps);
+                for b in 0..n {
+                    assert_eq!(
+                        (got[b].scales, got[b].d),
+                        (want[b].scales, want[b].d),
+                        "{name}: {:?}",
+                        scales[b]
+                    );
+                    let bits = |d: &[f32; 16]| d.map(f32::to_bits);
+                    assert_eq!(
+                        bits(&got_steps[b]),
+                        bits(&want_steps[b]),
+                        "{name}: {:?}",
+                        scales[b]
+                    );
+                    checked += 1;
+                }
+            };
+            #[cfg(target_arch = "x86_64")]
+            if let Some(avx512) = Avx512::detect() {
+                check("avx512", &|y, d| avx512.q3_headers(&scales, y, d));
+            }
+            #[cfg(target_arch = "x86_64")]
+            if let Some(avx2) = Avx2::detect() {
+                check("avx2", &|y, d| avx2.q3_headers(&scales, y, d));
+            }
+            // (Used only where a SIMD backend exists.)
+            let _ = &mut check;
+        }
+        println!("q3_headers: checked {checked} blocks");
+    }
 
     fn backends_match_ref<Q: FastBlock>(reference: RefQuant<Q::Block>)
     where
