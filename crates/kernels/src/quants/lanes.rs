@@ -280,6 +280,11 @@ impl Lanes for Avx2 {
         unsafe { super::lanes_avx2::q3_first(x, nmax, scale_out, state) }
     }
     #[inline(always)]
+    fn q3_rest(self, jobs: &mut [Q3Job<'_>], nmax: i32) {
+        // SAFETY: `self` exists only if the CPU has AVX2 (see `Avx2::detect`).
+        unsafe { super::lanes_avx2::q3_rest(jobs, nmax) }
+    }
+    #[inline(always)]
     fn q3_headers(
         self,
         scales: &[[f32; 16]],
@@ -1344,6 +1349,95 @@ mod tests {
     /// Both backends (the AVX2 one where the CPU has it) against the reference quantizer.
     type RefQuant<B> = fn(&[f32], &mut [B], Option<&[f32]>);
 
+    /// Every backend's [`Lanes::q3_rest`] against the whole search ([`q3_gathered`], the
+    /// portable loops) on sub-blocks of every magnitude from denormal-prone to overflowing, each started
+    /// from ggml's first rounding as `q3_first` reports it; both the settled sub-blocks (one
+    /// round, no change) and the ones that change count.
+    #[test]
+    fn q3_rest_matches_the_whole_search() {
+        use crate::fp::nearest_int;
+        let mut seed = 0x1234_5678u32;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
+        };
+        let mut xs = Vec::new();
+        for case in 0..200_000 {
+            // Magnitudes from 2^-40 to 2^24, cubed uniform values, some exact ties.
+            let scale = f32::from_bits((87 + (case % 64) as u32) << 23);
+            let x: [f32; 16] = std::array::from_fn(|_| {
+                let u = next() as f32 / u32::MAX as f32 - 0.5;
+                let v = u * u * u * 8.0 * scale;
+                if next() % 16 == 0 {
+                    scale * 0.25
+                } else {
+                    v
+                }
+            });
+            xs.push(x);
+        }
+        let state = |x: &[f32; 16]| -> Option<[f32; 3]> {
+            let (mut max, mut amax) = (0f32, 0f32);
+            for &v in x {
+                if v.abs() > amax {
+                    (amax, max) = (v.abs(), v);
+                }
+            }
+            if amax < GROUP_MAX_EPS {
+                return None;
+            }
+            let iscale = -4.0 / max;
+            let (mut sumlx, mut suml2) = (0f32, 0f32);
+            for &v in x {
+                let l = nearest_int(iscale * v).clamp(-4, 3) as f32;
+                let w = v * v;
+                sumlx += w * v * l;
+                suml2 += w * l * l;
+            }
+            Some([iscale, sumlx, suml2])
+        };
+        let jobs = || -> Vec<Q3Job> {
+            xs.iter()
+                .filter_map(|x| state(x).map(|st| Q3Job::new(x, st)))
+                .collect()
+        };
+        let mut want = jobs();
+        q3_gathered(Portable, &mut want, 4);
+        let mut check = |name: &str, rest: &dyn Fn(&mut [Q3Job])| {
+            let mut got = jobs();
+            rest(&mut got);
+            let mut changed = 0;
+            for (g, w) in got.iter().zip(&want) {
+                assert_eq!(
+                    (g.scale.to_bits(), g.l),
+                    (w.scale.to_bits(), w.l),
+                    "{name}: {:?}",
+                    g.x
+                );
+                changed += (g.scale.to_bits() != (g.sums[0] / g.sums[1]).to_bits()) as usize;
+            }
+            println!(
+                "q3_rest ({name}): {} sub-blocks, {changed} refined",
+                got.len()
+            );
+            assert!(changed > 100);
+        };
+        #[cfg(target_arch = "x86_64")]
+        if let Some(avx512) = Avx512::detect() {
+            check("avx512", &|j| avx512.q3_rest(j, 4));
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(avx2) = Avx2::detect() {
+            check("avx2", &|j| avx2.q3_rest(j, 4));
+        }
+        // (Used only where a SIMD backend exists.)
+        let _ = &mut check;
+    }
+
+    /// [`products_gt`] against f32 arithmetic, on products spread from overflow down through the
+    /// denormal range to underflow, with zeros, infinities and NaNs mixed in.
     /// Every backend's [`Lanes::q3_headers`] against the block-by-block header
     /// ([`q3k::block_header`] with the portable scales search) on scales with NaNs,
     /// infinities, zeros, all-zero blocks, sign ties for the largest magnitude, and magnitudes

@@ -656,6 +656,152 @@ pub(crate) fn q3_headers(
     }
 }
 
+/// See [`super::lanes_avx512::q3_rest`]: the same rounds, one sub-block per pair of vectors.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) fn q3_rest(jobs: &mut [super::lanes::Q3Job<'_>], nmax: i32) {
+    for batch in jobs.chunks_mut(Q3_BATCH) {
+        q3_rounds(batch, nmax);
+    }
+}
+
+/// Jobs [`q3_rounds`] interleaves (see the AVX-512 version).
+const Q3_BATCH: usize = 64;
+
+/// A sub-block's 16 values as two vectors.
+type Pair = [__m256; 2];
+
+/// [`q3_rest`] on at most [`Q3_BATCH`] jobs; see the AVX-512 `q3_rounds` for the scheme.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn q3_rounds(jobs: &mut [super::lanes::Q3Job<'_>], nmax: i32) {
+    let n = jobs.len();
+    assert!(n <= Q3_BATCH);
+    let zero = _mm256_setzero_ps();
+    let z2: Pair = [zero; 2];
+    let mut x = [z2; Q3_BATCH];
+    let (mut w, mut wx) = ([z2; Q3_BATCH], [z2; Q3_BATCH]);
+    let (mut l, mut wxl, mut wl2) = ([z2; Q3_BATCH], [z2; Q3_BATCH], [z2; Q3_BATCH]);
+    let mut sums = [[0f32; 2]; Q3_BATCH];
+    let mut ahead = [u16::MAX; Q3_BATCH];
+    let mut changed = [false; Q3_BATCH];
+    let mut pass = [0u8; Q3_BATCH];
+    let mut plain = [false; Q3_BATCH];
+    let mut active = [0u8; Q3_BATCH];
+    let (lo, hi) = (-nmax, nmax - 1);
+    for (j, job) in jobs.iter().enumerate() {
+        for h in 0..2 {
+            let xv = ld(job.x, h);
+            let wv = _mm256_mul_ps(xv, xv);
+            let wxv = _mm256_mul_ps(wv, xv);
+            let lv = round_clamp_f(_mm256_mul_ps(splat(job.iscale), xv), lo, hi);
+            (x[j][h], w[j][h], wx[j][h], l[j][h]) = (xv, wv, wxv, lv);
+            wxl[j][h] = _mm256_mul_ps(wxv, lv);
+            wl2[j][h] = _mm256_mul_ps(_mm256_mul_ps(wv, lv), lv);
+        }
+        sums[j] = job.sums;
+        plain[j] = super::lanes_avx512::plain_products(job.iscale);
+        active[j] = j as u8;
+    }
+    let (mut cand_l, mut cand_slx, mut cand_sl2) = ([z2; Q3_BATCH], [z2; Q3_BATCH], [z2; Q3_BATCH]);
+    let mut cands = [0u32; Q3_BATCH];
+    // A 16-bit lane mask as two vector masks.
+    let lane_bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    let mask_of = |bits: u32, h: usize| -> __m256 {
+        let b = _mm256_set1_epi32(((bits >> (8 * h)) & 0xFF) as i32);
+        _mm256_castsi256_ps(_mm256_cmpeq_epi32(
+            _mm256_and_si256(b, lane_bits),
+            lane_bits,
+        ))
+    };
+    let mut n_active = n;
+    while n_active > 0 {
+        for a in 0..n_active {
+            let j = active[a] as usize;
+            let [sx, s2] = sums[j];
+            let mut cand = 0u32;
+            for h in 0..2 {
+                let slx0 = _mm256_sub_ps(splat(sx), wxl[j][h]);
+                let sl20 = _mm256_sub_ps(splat(s2), wl2[j][h]);
+                let q = _mm256_div_ps(_mm256_mul_ps(x[j][h], sl20), slx0);
+                let new_l = round_clamp_f(q, lo, hi);
+                let slx = _mm256_add_ps(slx0, _mm256_mul_ps(wx[j][h], new_l));
+                let sl2 = _mm256_add_ps(sl20, _mm256_mul_ps(_mm256_mul_ps(w[j][h], new_l), new_l));
+                let c = _mm256_and_ps(
+                    _mm256_and_ps(gt(slx0, zero), _mm256_cmp_ps::<_CMP_NEQ_UQ>(new_l, l[j][h])),
+                    gt(sl2, zero),
+                );
+                cand |= (_mm256_movemask_ps(c) as u32) << (8 * h);
+                (cand_l[a][h], cand_slx[a][h], cand_sl2[a][h]) = (new_l, slx, sl2);
+            }
+            cands[a] = cand;
+        }
+        let mut kept = 0;
+        for a in 0..n_active {
+            let j = active[a] as usize;
+            let [sx, s2] = sums[j];
+            let suml2 = splat(s2);
+            let cand = cands[a];
+            let mut better = 0u32;
+            for h in 0..2 {
+                // ggml's `slx*slx*suml2 > sumlx*sumlx*sl2`.
+                let (p, c) = (
+                    _mm256_mul_ps(cand_slx[a][h], cand_slx[a][h]),
+                    splat(sx * sx),
+                );
+                let g = if plain[j] {
+                    gt(_mm256_mul_ps(p, suml2), _mm256_mul_ps(c, cand_sl2[a][h]))
+                } else {
+                    products_gt(mask_of(cand, h), p, suml2, c, cand_sl2[a][h])
+                };
+                better |= (_mm256_movemask_ps(g) as u32) << (8 * h);
+            }
+            // As in the AVX-512 rounds: the first accepted position the pass has yet to
+            // reach, or, where the pass ends and another follows, the first overall.
+            let accepted = cand & better;
+            let ahead_accepted = accepted & ahead[j] as u32;
+            let next_pass = (ahead_accepted == 0) as u32 & changed[j] as u32 & (pass[j] < 4) as u32;
+            let take = ahead_accepted | (accepted & 0u32.wrapping_sub(next_pass));
+            let step = take & take.wrapping_neg();
+            // Where the step lands, its sums become the state (entry 16: no step).
+            let (mut slx_at, mut sl2_at) = ([0f32; 24], [0f32; 24]);
+            for h in 0..2 {
+                let m = mask_of(step, h);
+                let new_l = cand_l[a][h];
+                l[j][h] = sel(m, new_l, l[j][h]);
+                let new_wxl = _mm256_mul_ps(wx[j][h], new_l);
+                let new_wl2 = _mm256_mul_ps(_mm256_mul_ps(w[j][h], new_l), new_l);
+                wxl[j][h] = sel(m, new_wxl, wxl[j][h]);
+                wl2[j][h] = sel(m, new_wl2, wl2[j][h]);
+                st(&mut slx_at, h, cand_slx[a][h]);
+                st(&mut sl2_at, h, cand_sl2[a][h]);
+            }
+            (slx_at[16], sl2_at[16]) = (sx, s2);
+            let at = (step | 1 << 16).trailing_zeros() as usize;
+            sums[j] = [slx_at[at], sl2_at[at]];
+            pass[j] += next_pass as u8;
+            changed[j] = step != 0;
+            ahead[j] = !(step | step.wrapping_sub(1)) as u16;
+            active[kept] = j as u8;
+            kept += (step != 0) as usize;
+        }
+        n_active = kept;
+    }
+    for (j, job) in jobs.iter_mut().enumerate() {
+        for h in 0..2 {
+            let li = to_i32(_mm256_add_epi32(
+                _mm256_cvtps_epi32(l[j][h]),
+                _mm256_set1_epi32(nmax),
+            ));
+            for t in 0..8 {
+                job.l[8 * h + t] = li[t] as i8;
+            }
+        }
+        let [sumlx, suml2] = sums[j];
+        job.scale = if suml2 > 0.0 { sumlx / suml2 } else { 0.0 };
+    }
+}
+
 /// See [`super::lanes_avx512`]'s `REQUANT_TOL`.
 const REQUANT_TOL: f32 = 1.0 / 16384.0;
 

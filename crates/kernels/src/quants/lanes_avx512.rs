@@ -907,7 +907,7 @@ fn q3_rounds(jobs: &mut [super::lanes::Q3Job<'_>], nmax: i32) {
 /// its extra tests cost more than the rare product that cancels down to a denormal. The
 /// products scale as `|max|^8` (and overflow to infinity, which is fast, above about 2^16):
 /// this asks for `|max| >= 2^-10`.
-fn plain_products(iscale: f32) -> bool {
+pub(crate) fn plain_products(iscale: f32) -> bool {
     iscale.abs() <= 4096.0
 }
 
@@ -1258,87 +1258,6 @@ impl<T: Copy, const N: usize> Slots<T, N> {
 mod tests {
     use super::*;
 
-    /// [`q3_rest`] against the whole search ([`super::super::lanes::q3_gathered`], the portable
-    /// loops) on sub-blocks of every magnitude from denormal-prone to overflowing, each started
-    /// from ggml's first rounding as `q3_first` reports it; both the settled sub-blocks (one
-    /// round, no change) and the ones that change count.
-    #[test]
-    fn q3_rest_matches_the_whole_search() {
-        use super::super::lanes::{q3_gathered, Portable, Q3Job};
-        use crate::fp::nearest_int;
-        if !std::arch::is_x86_feature_detected!("avx512f") {
-            return;
-        }
-        let mut seed = 0x1234_5678u32;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            seed
-        };
-        let mut xs = Vec::new();
-        for case in 0..200_000 {
-            // Magnitudes from 2^-40 to 2^24, cubed uniform values, some exact ties.
-            let scale = f32::from_bits((87 + (case % 64) as u32) << 23);
-            let x: [f32; 16] = std::array::from_fn(|_| {
-                let u = next() as f32 / u32::MAX as f32 - 0.5;
-                let v = u * u * u * 8.0 * scale;
-                if next() % 16 == 0 {
-                    scale * 0.25
-                } else {
-                    v
-                }
-            });
-            xs.push(x);
-        }
-        let state = |x: &[f32; 16]| -> Option<[f32; 3]> {
-            let (mut max, mut amax) = (0f32, 0f32);
-            for &v in x {
-                if v.abs() > amax {
-                    (amax, max) = (v.abs(), v);
-                }
-            }
-            if amax < super::GROUP_MAX_EPS {
-                return None;
-            }
-            let iscale = -4.0 / max;
-            let (mut sumlx, mut suml2) = (0f32, 0f32);
-            for &v in x {
-                let l = nearest_int(iscale * v).clamp(-4, 3) as f32;
-                let w = v * v;
-                sumlx += w * v * l;
-                suml2 += w * l * l;
-            }
-            Some([iscale, sumlx, suml2])
-        };
-        let mut got: Vec<Q3Job> = xs
-            .iter()
-            .filter_map(|x| state(x).map(|st| Q3Job::new(x, st)))
-            .collect();
-        let mut want: Vec<Q3Job> = got
-            .iter()
-            .map(|j| Q3Job::new(j.x, [j.iscale, j.sums[0], j.sums[1]]))
-            .collect();
-        // SAFETY: AVX-512F was detected above.
-        unsafe { q3_rest(&mut got, 4) };
-        q3_gathered(Portable, &mut want, 4);
-        let mut changed = 0;
-        for (g, w) in got.iter().zip(&want) {
-            assert_eq!(
-                (g.scale.to_bits(), g.l),
-                (w.scale.to_bits(), w.l),
-                "{:?}",
-                g.x
-            );
-            let first = Q3Job::new(g.x, [g.iscale, g.sums[0], g.sums[1]]);
-            changed += (g.scale.to_bits() != (first.sums[0] / first.sums[1]).to_bits()) as usize;
-        }
-        println!("q3_rest: {} sub-blocks, {changed} refined", got.len());
-        assert!(changed > 100);
-    }
-
-    /// [`products_gt`] against f32 arithmetic, on products spread from overflow down through the
-    /// denormal range to underflow, with zeros, infinities and NaNs mixed in.
     #[test]
     fn products_gt_matches_f32_arithmetic() {
         if !std::arch::is_x86_feature_detected!("avx512f") {
