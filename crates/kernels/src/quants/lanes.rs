@@ -1340,6 +1340,59 @@ pub(crate) fn first_levels(x: &[f32; 16], iscale: f32, nmax: i32) -> [i8; 16] {
     std::array::from_fn(|i| (round_clamp(iscale * x[i], -nmax, nmax - 1) + nmax) as i8)
 }
 
+/// Up to `N` values, written in order before they are read, in an array that is not zeroed
+/// first: the searches' per-row and per-job state runs to kilobytes per call, and zeroing it
+/// cost more than some of the work done in it.
+pub(crate) struct Slots<T: Copy, const N: usize> {
+    v: [std::mem::MaybeUninit<T>; N],
+    pub(crate) len: usize,
+}
+
+impl<T: Copy, const N: usize> Slots<T, N> {
+    #[inline(always)]
+    pub(crate) fn new() -> Self {
+        Slots {
+            // SAFETY: an array of `MaybeUninit` needs no initialization. (Not the constant
+            // `[const { MaybeUninit::uninit() }; N]`, which the compiler may fill with zeros.)
+            v: unsafe {
+                std::mem::MaybeUninit::<[std::mem::MaybeUninit<T>; N]>::uninit().assume_init()
+            },
+            len: 0,
+        }
+    }
+
+    /// Appends `t`.
+    ///
+    /// # Panics
+    /// When all `N` slots are written.
+    #[inline(always)]
+    pub(crate) fn push(&mut self, t: T) {
+        self.v[self.len].write(t);
+        self.len += 1;
+    }
+
+    /// The value at `i`.
+    ///
+    /// # Panics
+    /// When `i` has not been written.
+    #[inline(always)]
+    pub(crate) fn get(&self, i: usize) -> T {
+        assert!(i < self.len);
+        // SAFETY: the slots below `len` were written by `push`.
+        unsafe { self.v[i].assume_init() }
+    }
+
+    /// Replaces the value at `i`.
+    ///
+    /// # Panics
+    /// When `i` has not been written.
+    #[inline(always)]
+    pub(crate) fn set(&mut self, i: usize, t: T) {
+        assert!(i < self.len);
+        self.v[i].write(t);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{kquants, q2k, q3k, q4k, q5k, q6k, search};

@@ -15,6 +15,7 @@
 
 use std::arch::x86_64::*;
 
+use super::lanes::Slots;
 use super::search::GROUP_MAX_EPS;
 
 /// Vectors per row at most (32 groups: two super-blocks of 16 sub-blocks).
@@ -821,23 +822,25 @@ pub(crate) fn q3_first<const N: usize, const M: usize>(
     assert!(N.is_multiple_of(8) && kk <= KMAX);
     let zero = _mm256_setzero_ps();
     let (max, amax) = signed_absmax(x);
-    let mut l = [[zero; KMAX]; M];
-    let mut wxl = [[zero; KMAX]; M];
-    let mut wl2 = [[zero; KMAX]; M];
+    // Per row, the level and ggml's products `w·x·l` and `w·l·l`, written in place rather
+    // than zeroed first (see `Slots`).
+    let mut rows: [Slots<[__m256; 3], M>; KMAX] = std::array::from_fn(|_| Slots::new());
     let mut sumlx = [zero; KMAX];
     let mut suml2 = [zero; KMAX];
     for k in 0..kk {
         let iscale = _mm256_div_ps(splat(-(nmax as f32)), max[k]);
+        let (mut sx, mut s2) = (zero, zero);
         for i in 0..M {
             let xv = ld(&x[i], k);
             let li = round_clamp_f(_mm256_mul_ps(iscale, xv), -nmax, nmax - 1);
-            l[i][k] = li;
             let wv = _mm256_mul_ps(xv, xv);
-            wxl[i][k] = _mm256_mul_ps(_mm256_mul_ps(wv, xv), li);
-            wl2[i][k] = _mm256_mul_ps(_mm256_mul_ps(wv, li), li);
-            sumlx[k] = _mm256_add_ps(sumlx[k], wxl[i][k]);
-            suml2[k] = _mm256_add_ps(suml2[k], wl2[i][k]);
+            let wxl = _mm256_mul_ps(_mm256_mul_ps(wv, xv), li);
+            let wl2 = _mm256_mul_ps(_mm256_mul_ps(wv, li), li);
+            sx = _mm256_add_ps(sx, wxl);
+            s2 = _mm256_add_ps(s2, wl2);
+            rows[k].push([li, wxl, wl2]);
         }
+        (sumlx[k], suml2[k]) = (sx, s2);
     }
     let (lmin, lmax) = (splat(-(nmax as f32)), splat(nmax as f32 - 1.0));
     let (huge, far, half) = (splat(1.0e37), splat(1_048_576.0), splat(0.5 - Q3_CELL_TOL));
@@ -845,12 +848,13 @@ pub(crate) fn q3_first<const N: usize, const M: usize>(
     for k in 0..kk {
         let mut lane_unsure = zero;
         for i in 0..M {
-            let slx0 = _mm256_sub_ps(sumlx[k], wxl[i][k]);
-            let sl20 = _mm256_sub_ps(suml2[k], wl2[i][k]);
+            let [li, wxl, wl2] = rows[k].get(i);
+            let slx0 = _mm256_sub_ps(sumlx[k], wxl);
+            let sl20 = _mm256_sub_ps(suml2[k], wl2);
             let q = _mm256_mul_ps(_mm256_mul_ps(ld(&x[i], k), sl20), _mm256_rcp_ps(slx0));
             let off = abs(_mm256_sub_ps(
                 _mm256_min_ps(_mm256_max_ps(q, lmin), lmax),
-                l[i][k],
+                li,
             ));
             let pos = gt(slx0, zero);
             let sure = _mm256_and_ps(

@@ -10,6 +10,7 @@
 
 use std::arch::x86_64::*;
 
+use super::lanes::Slots;
 use super::search::GROUP_MAX_EPS;
 
 /// Vectors per row at most (32 groups: two super-blocks of 16 sub-blocks).
@@ -1199,59 +1200,6 @@ fn transpose_regs(r: [__m512; 16]) -> [__m512; 16] {
         out[c + 12] = _mm512_shuffle_f32x4::<0xDD>(odd01, odd23);
     }
     out
-}
-
-/// Up to `N` values, written in order before they are read, in an array that is not zeroed
-/// first: the searches' per-row and per-job state runs to kilobytes per call, and zeroing it
-/// cost more than some of the work done in it.
-struct Slots<T: Copy, const N: usize> {
-    v: [std::mem::MaybeUninit<T>; N],
-    len: usize,
-}
-
-impl<T: Copy, const N: usize> Slots<T, N> {
-    #[inline(always)]
-    fn new() -> Self {
-        Slots {
-            // SAFETY: an array of `MaybeUninit` needs no initialization. (Not the constant
-            // `[const { MaybeUninit::uninit() }; N]`, which the compiler may fill with zeros.)
-            v: unsafe {
-                std::mem::MaybeUninit::<[std::mem::MaybeUninit<T>; N]>::uninit().assume_init()
-            },
-            len: 0,
-        }
-    }
-
-    /// Appends `t`.
-    ///
-    /// # Panics
-    /// When all `N` slots are written.
-    #[inline(always)]
-    fn push(&mut self, t: T) {
-        self.v[self.len].write(t);
-        self.len += 1;
-    }
-
-    /// The value at `i`.
-    ///
-    /// # Panics
-    /// When `i` has not been written.
-    #[inline(always)]
-    fn get(&self, i: usize) -> T {
-        assert!(i < self.len);
-        // SAFETY: the slots below `len` were written by `push`.
-        unsafe { self.v[i].assume_init() }
-    }
-
-    /// Replaces the value at `i`.
-    ///
-    /// # Panics
-    /// When `i` has not been written.
-    #[inline(always)]
-    fn set(&mut self, i: usize, t: T) {
-        assert!(i < self.len);
-        self.v[i].write(t);
-    }
 }
 
 #[cfg(test)]
