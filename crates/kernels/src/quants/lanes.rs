@@ -1343,11 +1343,13 @@ pub(crate) fn first_levels(x: &[f32; 16], iscale: f32, nmax: i32) -> [i8; 16] {
 /// Up to `N` values, written in order before they are read, in an array that is not zeroed
 /// first: the searches' per-row and per-job state runs to kilobytes per call, and zeroing it
 /// cost more than some of the work done in it.
+#[cfg(target_arch = "x86_64")]
 pub(crate) struct Slots<T: Copy, const N: usize> {
     v: [std::mem::MaybeUninit<T>; N],
     pub(crate) len: usize,
 }
 
+#[cfg(target_arch = "x86_64")]
 impl<T: Copy, const N: usize> Slots<T, N> {
     #[inline(always)]
     pub(crate) fn new() -> Self {
