@@ -1196,6 +1196,58 @@ pub(crate) fn qx<const N: usize, const M: usize>(
     }
 }
 
+/// ggml's first rounding in `make_q3_quants` on `N` groups: against each group's first value
+/// of largest magnitude, `iscale = -nmax/max`, the levels, and the sums `Σ w·x·l` and
+/// `Σ w·l·l` (`w = x²`) in index order.
+struct FirstRounding<const N: usize, const M: usize> {
+    l: [[f32; N]; M],
+    sumlx: [f32; N],
+    suml2: [f32; N],
+    iscale: [f32; N],
+    amax: [f32; N],
+}
+
+#[inline(always)]
+fn first_rounding<const N: usize, const M: usize>(
+    x: &[[f32; N]; M],
+    nmax: i32,
+) -> FirstRounding<N, M> {
+    let (max, amax) = signed_absmax(x);
+    let iscale: [f32; N] = std::array::from_fn(|j| -(nmax as f32) / max[j]);
+    let mut l = [[0f32; N]; M];
+    let (mut sumlx, mut suml2) = ([0f32; N], [0f32; N]);
+    for i in 0..M {
+        for j in 0..N {
+            let li = round_clamp(iscale[j] * x[i][j], -nmax, nmax - 1) as f32;
+            let wv = x[i][j] * x[i][j];
+            l[i][j] = li;
+            sumlx[j] += wv * x[i][j] * li;
+            suml2[j] += wv * li * li;
+        }
+    }
+    FirstRounding {
+        l,
+        sumlx,
+        suml2,
+        iscale,
+        amax,
+    }
+}
+
+/// One step of ggml's refinement at value `x` with level `l`, against the sums: whether ggml
+/// accepts the new level, and the new level and sums.
+#[inline(always)]
+fn q3_step(x: f32, l: f32, sumlx: f32, suml2: f32, nmax: i32) -> (bool, f32, f32, f32) {
+    let w = x * x;
+    let slx0 = sumlx - w * x * l;
+    let sl20 = suml2 - w * l * l;
+    let new_l = round_clamp(x * sl20 / slx0, -nmax, nmax - 1) as f32;
+    let slx = slx0 + w * x * new_l;
+    let sl2 = sl20 + w * new_l * new_l;
+    let accept = slx0 > 0.0 && new_l != l && sl2 > 0.0 && slx * slx * suml2 > sumlx * sumlx * sl2;
+    (accept, new_l, slx, sl2)
+}
+
 /// `make_q3_quants(M, nmax, x, L, true)` on `N` groups: the x²-weighted fit refined by up to five
 /// coordinate-descent passes. A pass that changes nothing leaves the state as it found it, so
 /// running further passes on a lane that ggml would already have stopped is a no-op; the loop
@@ -1207,39 +1259,18 @@ pub(crate) fn q3<const N: usize, const M: usize>(
     scale_out: &mut [f32; N],
     l_out: &mut [[i8; N]; M],
 ) {
-    let (max, amax) = signed_absmax(x);
-    let mut w = [[0f32; N]; M];
-    let mut l = [[0f32; N]; M];
-    let mut sumlx = [0f32; N];
-    let mut suml2 = [0f32; N];
-    let mut iscale = [0f32; N];
-    for j in 0..N {
-        iscale[j] = -(nmax as f32) / max[j];
-    }
-    for i in 0..M {
-        for j in 0..N {
-            let li = round_clamp(iscale[j] * x[i][j], -nmax, nmax - 1) as f32;
-            l[i][j] = li;
-            let wv = x[i][j] * x[i][j];
-            w[i][j] = wv;
-            sumlx[j] += wv * x[i][j] * li;
-            suml2[j] += wv * li * li;
-        }
-    }
+    let FirstRounding {
+        mut l,
+        mut sumlx,
+        mut suml2,
+        amax,
+        ..
+    } = first_rounding(x, nmax);
     for _itry in 0..5 {
         let mut changed = [false; N];
         for i in 0..M {
             for j in 0..N {
-                let (wv, xv, li) = (w[i][j], x[i][j], l[i][j]);
-                let slx0 = sumlx[j] - wv * xv * li;
-                let sl20 = suml2[j] - wv * li * li;
-                let new_l = round_clamp(xv * sl20 / slx0, -nmax, nmax - 1) as f32;
-                let slx = slx0 + wv * xv * new_l;
-                let sl2 = sl20 + wv * new_l * new_l;
-                let accept = slx0 > 0.0
-                    && new_l != li
-                    && sl2 > 0.0
-                    && slx * slx * suml2[j] > sumlx[j] * sumlx[j] * sl2;
+                let (accept, new_l, slx, sl2) = q3_step(x[i][j], l[i][j], sumlx[j], suml2[j], nmax);
                 if accept {
                     l[i][j] = new_l;
                     sumlx[j] = slx;
@@ -1285,33 +1316,17 @@ pub(crate) fn q3_first<const N: usize, const M: usize>(
     state: &mut [[f32; N]; 3],
 ) -> u64 {
     assert!(N <= 64);
-    let (max, amax) = signed_absmax(x);
-    let mut l = [[0f32; N]; M];
-    let (mut sumlx, mut suml2) = ([0f32; N], [0f32; N]);
-    let iscale: [f32; N] = std::array::from_fn(|j| -(nmax as f32) / max[j]);
-    for i in 0..M {
-        for j in 0..N {
-            let li = round_clamp(iscale[j] * x[i][j], -nmax, nmax - 1) as f32;
-            let wv = x[i][j] * x[i][j];
-            l[i][j] = li;
-            sumlx[j] += wv * x[i][j] * li;
-            suml2[j] += wv * li * li;
-        }
-    }
+    let FirstRounding {
+        l,
+        sumlx,
+        suml2,
+        iscale,
+        amax,
+    } = first_rounding(x, nmax);
     let mut unsure = 0u64;
     for i in 0..M {
         for j in 0..N {
-            let (xv, li) = (x[i][j], l[i][j]);
-            let wv = xv * xv;
-            let slx0 = sumlx[j] - wv * xv * li;
-            let sl20 = suml2[j] - wv * li * li;
-            let new_l = round_clamp(xv * sl20 / slx0, -nmax, nmax - 1) as f32;
-            let slx = slx0 + wv * xv * new_l;
-            let sl2 = sl20 + wv * new_l * new_l;
-            let accept = slx0 > 0.0
-                && new_l != li
-                && sl2 > 0.0
-                && slx * slx * suml2[j] > sumlx[j] * sumlx[j] * sl2;
+            let (accept, ..) = q3_step(x[i][j], l[i][j], sumlx[j], suml2[j], nmax);
             unsure |= ((accept && amax[j] >= GROUP_MAX_EPS) as u64) << j;
         }
     }

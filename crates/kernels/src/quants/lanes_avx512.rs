@@ -602,6 +602,28 @@ pub(crate) fn qx16_candidates(x: &[f32; 16], w: &[f32; 16], nmax: i32, l: &mut [
     qx16_pick(x, nmax, &iscale, &sumlx, &suml2, l)
 }
 
+/// Q3_K's 6-bit scale levels `clamp(nearest_int(iscale·scale) as int8_t, -32, 31) + 32` on
+/// 16 lanes (ggml stores the rounded value in an `int8_t`, keeping its low byte, before
+/// clamping).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn scale_levels(iscale: __m512, scale: __m512) -> __m512i {
+    let t = _mm512_castps_si512(_mm512_add_ps(
+        _mm512_mul_ps(iscale, scale),
+        splat(12_582_912.0),
+    ));
+    let rounded = _mm512_sub_epi32(
+        _mm512_and_si512(t, _mm512_set1_epi32(0x007f_ffff)),
+        _mm512_set1_epi32(0x0040_0000),
+    );
+    let byte = _mm512_srai_epi32::<24>(_mm512_slli_epi32::<24>(rounded));
+    let clamped = _mm512_min_epi32(
+        _mm512_max_epi32(byte, _mm512_set1_epi32(-32)),
+        _mm512_set1_epi32(31),
+    );
+    _mm512_add_epi32(clamped, _mm512_set1_epi32(32))
+}
+
 /// See [`super::lanes::Lanes::q3_headers`]: up to 16 blocks side by side, one per lane, with
 /// their sub-block scales transposed into 16 vectors, so that each block's search for its
 /// largest scale and its 16 roundings are plain vector steps rather than a horizontal
@@ -633,23 +655,8 @@ pub(crate) fn q3_headers(
     }
     let live = _mm512_cmp_ps_mask::<_CMP_NEQ_OQ>(max, zero);
     let iscale = _mm512_div_ps(splat(-32.0), max);
-    let l6: [__m512i; 16] = std::array::from_fn(|j| {
-        let t = _mm512_castps_si512(_mm512_add_ps(
-            _mm512_mul_ps(iscale, s[j]),
-            splat(12_582_912.0),
-        ));
-        let rounded = _mm512_sub_epi32(
-            _mm512_and_si512(t, _mm512_set1_epi32(0x007f_ffff)),
-            _mm512_set1_epi32(0x0040_0000),
-        );
-        // ggml's int8_t store keeps the low byte, signed.
-        let byte = _mm512_srai_epi32::<24>(_mm512_slli_epi32::<24>(rounded));
-        let clamped = _mm512_min_epi32(
-            _mm512_max_epi32(byte, _mm512_set1_epi32(-32)),
-            _mm512_set1_epi32(31),
-        );
-        _mm512_maskz_mov_epi32(live, _mm512_add_epi32(clamped, _mm512_set1_epi32(32)))
-    });
+    let l6: [__m512i; 16] =
+        std::array::from_fn(|j| _mm512_maskz_mov_epi32(live, scale_levels(iscale, s[j])));
     // fp16 d = 1/iscale (0 for all-zero blocks), read back as the dequantizer reads it.
     let d16 = _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
         _mm512_maskz_div_ps(live, splat(1.0), iscale),
@@ -710,24 +717,7 @@ pub(crate) fn q3_scales(scales: &[f32; 16]) -> Option<([i32; 16], f32)> {
     }
     let first = _mm512_cmpeq_epi32_mask(bits, _mm512_set1_epi32(top as i32)).trailing_zeros();
     let iscale = -32.0 / scales[first as usize];
-    let t = _mm512_castps_si512(_mm512_add_ps(
-        _mm512_mul_ps(splat(iscale), s),
-        splat(12_582_912.0),
-    ));
-    let rounded = _mm512_sub_epi32(
-        _mm512_and_si512(t, _mm512_set1_epi32(0x007f_ffff)),
-        _mm512_set1_epi32(0x0040_0000),
-    );
-    // ggml's int8_t store keeps the low byte, signed.
-    let byte = _mm512_srai_epi32::<24>(_mm512_slli_epi32::<24>(rounded));
-    let clamped = _mm512_min_epi32(
-        _mm512_max_epi32(byte, _mm512_set1_epi32(-32)),
-        _mm512_set1_epi32(31),
-    );
-    Some((
-        to_i32(_mm512_add_epi32(clamped, _mm512_set1_epi32(32))),
-        1.0 / iscale,
-    ))
+    Some((to_i32(scale_levels(splat(iscale), s)), 1.0 / iscale))
 }
 
 /// [`q3`]'s first refinement pass only, with every row checked against the initial state by the
