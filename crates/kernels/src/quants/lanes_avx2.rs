@@ -499,17 +499,7 @@ pub(crate) fn q3<const N: usize, const M: usize>(
             }
         }
     }
-    for k in 0..kk {
-        let ok = _mm256_and_ps(
-            _mm256_cmp_ps::<_CMP_GE_OQ>(amax[k], eps),
-            gt(suml2[k], zero),
-        );
-        st(
-            scale_out,
-            k,
-            sel(ok, _mm256_div_ps(sumlx[k], suml2[k]), zero),
-        );
-    }
+    write_scales(&amax[..kk], &sumlx, &suml2, scale_out);
 }
 
 /// See [`super::lanes::requant`] and [`super::lanes_avx512::requant`] (the same method: a
@@ -803,6 +793,27 @@ fn q3_rounds(jobs: &mut [super::lanes::Q3Job<'_>], nmax: i32) {
     }
 }
 
+/// The scales `sumlx/suml2` of [`q3`]'s lanes, 8 per vector (zero for all-zero groups, and
+/// where `suml2` is not positive, as ggml's early return and division give).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn write_scales<const N: usize>(
+    amax: &[__m256],
+    sumlx: &[__m256],
+    suml2: &[__m256],
+    scale_out: &mut [f32; N],
+) {
+    let (zero, eps) = (_mm256_setzero_ps(), splat(GROUP_MAX_EPS));
+    for (k, &amax) in amax.iter().enumerate() {
+        let ok = _mm256_and_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(amax, eps), gt(suml2[k], zero));
+        st(
+            scale_out,
+            k,
+            sel(ok, _mm256_div_ps(sumlx[k], suml2[k]), zero),
+        );
+    }
+}
+
 /// See [`super::lanes_avx512`]'s `REQUANT_TOL`.
 const REQUANT_TOL: f32 = 1.0 / 16384.0;
 
@@ -827,12 +838,13 @@ pub(crate) fn q3_first<const N: usize, const M: usize>(
     let mut rows: [Slots<[__m256; 3], M>; KMAX] = std::array::from_fn(|_| Slots::new());
     let mut sumlx = [zero; KMAX];
     let mut suml2 = [zero; KMAX];
+    let mut iscale = [zero; KMAX];
     for k in 0..kk {
-        let iscale = _mm256_div_ps(splat(-(nmax as f32)), max[k]);
+        iscale[k] = _mm256_div_ps(splat(-(nmax as f32)), max[k]);
         let (mut sx, mut s2) = (zero, zero);
         for i in 0..M {
             let xv = ld(&x[i], k);
-            let li = round_clamp_f(_mm256_mul_ps(iscale, xv), -nmax, nmax - 1);
+            let li = round_clamp_f(_mm256_mul_ps(iscale[k], xv), -nmax, nmax - 1);
             let wv = _mm256_mul_ps(xv, xv);
             let wxl = _mm256_mul_ps(_mm256_mul_ps(wv, xv), li);
             let wl2 = _mm256_mul_ps(_mm256_mul_ps(wv, li), li);
@@ -865,27 +877,15 @@ pub(crate) fn q3_first<const N: usize, const M: usize>(
         }
         let live = _mm256_cmp_ps::<_CMP_GE_OQ>(amax[k], splat(GROUP_MAX_EPS));
         unsure |= (_mm256_movemask_ps(_mm256_and_ps(lane_unsure, live)) as u64) << (8 * k);
-        let iscale = _mm256_div_ps(splat(-(nmax as f32)), max[k]);
         st(
             &mut state[0],
             k,
-            _mm256_blendv_ps(splat(f32::NAN), iscale, live),
+            _mm256_blendv_ps(splat(f32::NAN), iscale[k], live),
         );
         st(&mut state[1], k, sumlx[k]);
         st(&mut state[2], k, suml2[k]);
     }
-    let eps = splat(GROUP_MAX_EPS);
-    for k in 0..kk {
-        let ok = _mm256_and_ps(
-            _mm256_cmp_ps::<_CMP_GE_OQ>(amax[k], eps),
-            gt(suml2[k], zero),
-        );
-        st(
-            scale_out,
-            k,
-            sel(ok, _mm256_div_ps(sumlx[k], suml2[k]), zero),
-        );
-    }
+    write_scales(&amax[..kk], &sumlx, &suml2, scale_out);
     unsure
 }
 
