@@ -1,7 +1,34 @@
 //! The one error type of the `convert` crate. Every variant names the file, and the tensor
 //! where there is one, so the binary can print a single clear line.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
+
+/// How many bytes of a file-supplied value (a key, a name, a string, a shape) an error message
+/// quotes. Inputs are untrusted: a 1 MB key or a shape of 100k dimensions must still give a
+/// one-line message a terminal or CI log can show.
+pub const MAX_QUOTED: usize = 96;
+
+/// Longest message any error carries; a backstop for messages that quote several values.
+const MAX_MESSAGE: usize = 1024;
+
+/// `s` cut to at most `max` bytes (on a character boundary), with the total length appended
+/// when something was cut, so the message still says how long the value was.
+pub fn cut_to(s: &str, max: usize) -> Cow<'_, str> {
+    if s.len() <= max {
+        return Cow::Borrowed(s);
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}… ({} bytes)", &s[..end], s.len()))
+}
+
+/// `s` cut to [`MAX_QUOTED`] bytes: what every error message quotes of a value from a file.
+pub fn cut(s: &str) -> Cow<'_, str> {
+    cut_to(s, MAX_QUOTED)
+}
 
 /// Anything that can go wrong reading or writing model files.
 #[derive(Debug, thiserror::Error)]
@@ -32,14 +59,14 @@ impl ConvertError {
     pub(crate) fn config(file: &str, message: impl Into<String>) -> Self {
         ConvertError::Config {
             file: file.to_string(),
-            message: message.into(),
+            message: bounded(message.into()),
         }
     }
 
     pub(crate) fn format(file: impl Into<PathBuf>, message: impl Into<String>) -> Self {
         ConvertError::Format {
             file: file.into(),
-            message: message.into(),
+            message: bounded(message.into()),
         }
     }
 
@@ -50,8 +77,8 @@ impl ConvertError {
     ) -> Self {
         ConvertError::Tensor {
             file: file.into(),
-            tensor: tensor.into(),
-            message: message.into(),
+            tensor: cut(&tensor.into()).into_owned(),
+            message: bounded(message.into()),
         }
     }
 
@@ -60,6 +87,14 @@ impl ConvertError {
             file: file.into(),
             source,
         }
+    }
+}
+
+/// `message` cut to [`MAX_MESSAGE`] bytes.
+fn bounded(message: String) -> String {
+    match cut_to(&message, MAX_MESSAGE) {
+        Cow::Borrowed(_) => message,
+        Cow::Owned(short) => short,
     }
 }
 

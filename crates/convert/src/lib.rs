@@ -15,6 +15,6 @@ pub mod tensor;
 
 pub use catalogue::{Need, TensorSpec};
 pub use checkpoint::{Checkpoint, SkippedKind, SkippedTensor};
-pub use config::{Gemma4Config, LayerType, RopeParams, Variant};
+pub use config::{Gemma4Config, LayerType, RopeParams, RopeType, Variant};
 pub use error::{ConvertError, Result};
 pub use tensor::{DType, TensorView};

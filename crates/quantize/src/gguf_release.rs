@@ -40,12 +40,17 @@ pub struct PlanRow {
     pub weighted: bool,
 }
 
-/// The model facts the mix rules read, from the config.
+/// The model facts the mix rules read, from the checkpoint's config.
 pub fn model_facts(ckpt: &Checkpoint) -> ModelFacts {
-    let c = ckpt.config();
+    config_facts(ckpt.config())
+}
+
+/// The model facts the mix rules read from a validated config (whose KV-head counts are
+/// positive).
+pub fn config_facts(c: &convert::Gemma4Config) -> ModelFacts {
     ModelFacts {
         n_expert: c.num_experts,
-        n_gqa: c.num_attention_heads / c.num_kv_heads(0).max(1),
+        n_gqa: c.num_attention_heads / c.num_kv_heads(0),
         n_layer: c.num_hidden_layers,
     }
 }

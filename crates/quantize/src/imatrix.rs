@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use convert::gguf::{Array, GgufFile, Value};
+use convert::error::cut;
+use convert::gguf::{Array, GgufFile, TensorInfo, Value};
+use kernels::GgmlType;
 
 use crate::error::{QuantizeError, Result};
 
@@ -51,6 +53,11 @@ impl Imatrix {
         }
     }
 
+    /// The GGUF format as `llama-imatrix` writes it and `llama-quantize` reads it: per weight,
+    /// an F32 `<name>.in_sum2` (`[n_cols]` or `[n_cols, n_mat]`) and an F32 `<name>.counts`
+    /// with `n_mat` values; an optional F32 `<name>.in_sum` (Σx, for statistics) of the same
+    /// size is checked and not used. Any other type is an error, as in llama.cpp: values of
+    /// another type must never be reinterpreted, nor dropped while the file is recorded as used.
     fn read_gguf(path: &Path) -> Result<Self> {
         let f = GgufFile::open(path)?;
         let md = f.metadata();
@@ -61,37 +68,90 @@ impl Imatrix {
             ));
         }
         let datasets = match md.get("imatrix.datasets") {
+            None => Vec::new(),
             Some(Value::Array(Array::String(v))) => v.clone(),
-            _ => Vec::new(),
-        };
-        let u32_of = |k: &str| md.get(k).and_then(Value::as_u64).unwrap_or(0) as u32;
-        let mut entries = BTreeMap::new();
-        for t in f.tensors() {
-            let Some(name) = t.name.strip_suffix(".in_sum2") else {
-                continue;
-            };
-            let counts_name = format!("{name}.counts");
-            let counts_info = f
-                .header()
-                .tensor(&counts_name)
-                .ok_or_else(|| bad(path, format!("'{}' has no '{counts_name}'", t.name)))?;
-            let n_cols = t.dims[0] as usize;
-            let n_mat = t.dims.get(1).copied().unwrap_or(1) as usize;
-            if counts_info.checked_numel() != Some(n_mat as u64) {
+            Some(v) => {
                 return Err(bad(
                     path,
-                    format!("'{counts_name}' does not have {n_mat} counts"),
+                    format!(
+                        "imatrix.datasets must be ARRAY[STRING], got {}",
+                        v.type_name()
+                    ),
+                ))
+            }
+        };
+        let u32_of = |k: &str| -> Result<u32> {
+            match md.get(k) {
+                None => Ok(0),
+                Some(v) => v
+                    .as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| {
+                        bad(
+                            path,
+                            format!(
+                                "{k} must be an integer from 0 to 2^32-1, got {}",
+                                cut(&v.to_string())
+                            ),
+                        )
+                    }),
+            }
+        };
+        // Group the tensors by weight; other tensors are ignored, as llama.cpp does.
+        let mut parts: BTreeMap<&str, [Option<&TensorInfo>; 3]> = BTreeMap::new();
+        for t in f.tensors() {
+            for (i, suffix) in [".in_sum2", ".counts", ".in_sum"].iter().enumerate() {
+                if let Some(name) = t.name.strip_suffix(suffix) {
+                    parts.entry(name).or_default()[i] = Some(t);
+                    break;
+                }
+            }
+        }
+        let mut entries = BTreeMap::new();
+        for (name, [sums, counts, in_sum]) in parts {
+            let (Some(sums), Some(counts)) = (sums, counts) else {
+                return Err(bad(
+                    path,
+                    format!("'{name}' needs both '{name}.in_sum2' and '{name}.counts'"),
+                ));
+            };
+            for t in [Some(sums), Some(counts), in_sum].into_iter().flatten() {
+                if t.ty != GgmlType::F32 {
+                    return Err(bad(
+                        path,
+                        format!(
+                            "'{}' is {}; importance matrices hold F32 values only",
+                            t.name, t.ty
+                        ),
+                    ));
+                }
+            }
+            let n_cols = sums.dims[0] as usize;
+            let n_values = sums.checked_numel().unwrap_or(0) as usize;
+            if n_cols == 0 || n_values == 0 {
+                return Err(bad(path, format!("'{}' is empty", sums.name)));
+            }
+            let n_mat = n_values / n_cols;
+            if counts.checked_numel() != Some(n_mat as u64) {
+                return Err(bad(
+                    path,
+                    format!("'{}' does not have {n_mat} counts", counts.name),
                 ));
             }
-            let floats = |n: &str| -> Result<Vec<f32>> {
-                let bytes = f.tensor_data(n)?;
-                Ok(bytes
+            if let Some(t) = in_sum.filter(|t| t.checked_numel() != Some(n_values as u64)) {
+                return Err(bad(
+                    path,
+                    format!("'{}' does not have {n_values} values", t.name),
+                ));
+            }
+            let floats = |t: &TensorInfo| -> Result<Vec<f32>> {
+                Ok(f.tensor_data(&t.name)?
                     .chunks_exact(4)
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                     .collect())
             };
-            let sums = floats(&t.name)?;
-            let counts = floats(&counts_name)?;
+            let sums = floats(sums)?;
+            let counts = floats(counts)?;
             if sums.iter().chain(&counts).any(|v| !v.is_finite()) {
                 return Err(bad(path, format!("'{name}' holds NaN or Inf")));
             }
@@ -107,8 +167,8 @@ impl Imatrix {
         Ok(Imatrix {
             entries,
             datasets,
-            chunk_count: u32_of("imatrix.chunk_count"),
-            chunk_size: u32_of("imatrix.chunk_size"),
+            chunk_count: u32_of("imatrix.chunk_count")?,
+            chunk_size: u32_of("imatrix.chunk_size")?,
         })
     }
 
@@ -134,7 +194,9 @@ impl Imatrix {
                 .map_err(|_| bad(path, "name is not UTF-8"))?;
             let ncall = r.i32("call count")?;
             let nval = usize::try_from(r.i32("value count")?)
-                .map_err(|_| bad(path, format!("'{name}': negative value count")))?;
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| bad(path, format!("'{}': no values", cut(&name))))?;
             let raw = r.bytes(
                 nval.checked_mul(4)
                     .ok_or_else(|| bad(path, "value count overflows"))?,
@@ -145,7 +207,7 @@ impl Imatrix {
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect();
             if values.iter().any(|v| !v.is_finite()) {
-                return Err(bad(path, format!("'{name}' holds NaN or Inf")));
+                return Err(bad(path, format!("'{}' holds NaN or Inf", cut(&name))));
             }
             // Legacy values are mean(x²)·ncall; store them as sums over `ncall` "tokens" so
             // `weights` divides them back to the mean.
@@ -211,8 +273,7 @@ impl Imatrix {
     /// Writes llama.cpp's GGUF imatrix format: the keys `llama-imatrix` writes and, per weight in
     /// name order, `<name>.in_sum2` ([n_cols, n_mat]) and `<name>.counts` ([1, n_mat]).
     pub fn write_gguf(&self, path: &Path) -> Result<()> {
-        use convert::gguf::{GgufWriter, Metadata, TensorInfo};
-        use kernels::GgmlType;
+        use convert::gguf::{GgufWriter, Metadata};
         let mut md = Metadata::new();
         md.set("general.type", Value::String("imatrix".into()));
         md.set(

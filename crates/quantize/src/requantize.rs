@@ -5,43 +5,29 @@
 
 use std::path::Path;
 
-use convert::gguf::{GgufFile, TensorInfo, Value};
+use convert::gguf::{GgufFile, TensorInfo};
 use kernels::GgmlType;
 
 use crate::error::{QuantizeError, Result};
-use crate::gguf_release::{set_quantized_keys, write_tensor, PlanRow, ReleaseOptions};
+use crate::gguf_release::{
+    config_facts, set_quantized_keys, write_tensor, PlanRow, ReleaseOptions,
+};
 use crate::mix::{choose_types, quantize_order, Choice, ModelFacts, TensorDesc};
 
 /// Input types that can be re-quantized without compounding error beyond 8 bits.
 const REQUANTIZABLE: [GgmlType; 4] = [GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0];
 
-/// The model facts the mix rules read, from a GGUF's `gemma4.*` keys.
+/// The model facts the mix rules read, from the config of a `gemma4` GGUF file. Reading the
+/// whole config refuses a file of another architecture, one without tensors, and one whose
+/// metadata disagrees with its tensors, before anything is planned or written.
 pub fn model_facts(f: &GgufFile) -> Result<ModelFacts> {
-    let md = f.metadata();
-    let arch = md
-        .get("general.architecture")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let key = |k: &str| md.get(&format!("{arch}.{k}"));
-    let n_layer = key("block_count").and_then(Value::as_u64).ok_or_else(|| {
-        QuantizeError::Options(format!("{}: no {arch}.block_count key", f.path().display()))
-    })? as usize;
-    let n_head = key("attention.head_count")
-        .and_then(Value::as_u64)
-        .unwrap_or(1) as usize;
-    let kv0 = match key("attention.head_count_kv") {
-        Some(Value::Array(convert::gguf::Array::I32(v))) => {
-            v.first().copied().unwrap_or(1).max(1) as usize
-        }
-        Some(v) => v.as_u64().unwrap_or(1).max(1) as usize,
-        None => n_head,
-    };
-    Ok(ModelFacts {
-        n_expert: key("expert_count").and_then(Value::as_u64).unwrap_or(0) as usize,
-        n_gqa: n_head / kv0.max(1),
-        n_layer,
-    })
+    if f.tensors().is_empty() {
+        return Err(QuantizeError::Options(format!(
+            "{}: the file has no tensors to quantize",
+            f.path().display()
+        )));
+    }
+    Ok(config_facts(&convert::llama::config_from_gguf(f)?))
 }
 
 /// Plans and writes `out` from the GGUF `input`.

@@ -5,7 +5,7 @@
 //! denominator is the full head dim, and the remaining pairs get frequency 0 (cos 1, sin 0,
 //! which passes values through bit-exactly). Pairing is half-split (`i` with `i + hd/2`).
 
-use convert::RopeParams;
+use convert::{RopeParams, RopeType};
 
 use crate::error::{Result, VerifyError};
 
@@ -23,12 +23,14 @@ impl RopeTable {
             return Err(VerifyError::Input(format!("head dim {hd} is odd")));
         }
         let half = hd / 2;
-        let rotated = match params.rope_type.as_str() {
-            "proportional" => (params.partial_rotary_factor * hd as f64 / 2.0).floor() as usize,
-            "default" if params.partial_rotary_factor == 1.0 => half,
-            other => {
+        let rotated = match params.rope_type {
+            RopeType::Proportional => {
+                (params.partial_rotary_factor * hd as f64 / 2.0).floor() as usize
+            }
+            RopeType::Default if params.partial_rotary_factor == 1.0 => half,
+            RopeType::Default => {
                 return Err(VerifyError::Input(format!(
-                    "RoPE type '{other}' with partial factor {} is not supported",
+                    "default RoPE with partial factor {} is not supported",
                     params.partial_rotary_factor
                 )))
             }
@@ -85,17 +87,17 @@ impl RopeTable {
 mod tests {
     use super::*;
 
-    fn params(kind: &str, theta: f64, partial: f64) -> RopeParams {
+    fn params(rope_type: RopeType, theta: f64, partial: f64) -> RopeParams {
         RopeParams {
             theta,
             partial_rotary_factor: partial,
-            rope_type: kind.into(),
+            rope_type,
         }
     }
 
     #[test]
     fn position_zero_is_identity_and_norm_is_kept() {
-        let t = RopeTable::new(&params("default", 1e4, 1.0), 8, 3).unwrap();
+        let t = RopeTable::new(&params(RopeType::Default, 1e4, 1.0), 8, 3).unwrap();
         let orig: Vec<f32> = (0..24).map(|i| i as f32 * 0.1 - 1.0).collect();
         let mut x = orig.clone();
         t.apply(&mut x, 1);
@@ -110,7 +112,7 @@ mod tests {
     #[test]
     fn proportional_rotates_only_leading_pairs() {
         // hd 16, factor 0.25 -> 2 rotated pairs of 8: dims 0,1 with 8,9.
-        let t = RopeTable::new(&params("proportional", 1e6, 0.25), 16, 5).unwrap();
+        let t = RopeTable::new(&params(RopeType::Proportional, 1e6, 0.25), 16, 5).unwrap();
         let orig: Vec<f32> = (0..16).map(|i| i as f32 + 1.0).collect();
         let mut x = orig.repeat(5);
         t.apply(&mut x, 1);

@@ -266,6 +266,12 @@ impl Metadata {
         }
     }
 
+    /// Appends `key`, which the caller knows is not present yet (the reader checks for
+    /// duplicates with a hash set, so a header parses in linear time).
+    pub(crate) fn push_new(&mut self, key: String, value: Value) {
+        self.entries.push((key, value));
+    }
+
     /// The value of `key`.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| v)
