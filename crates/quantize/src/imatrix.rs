@@ -120,7 +120,7 @@ impl Imatrix {
                     return Err(bad(
                         path,
                         format!(
-                            "'{}' is {}; importance matrices hold F32 values only",
+                            "'{}' is {}, but importance matrices hold f32 values only (as llama.cpp writes them)",
                             t.name, t.ty
                         ),
                     ));
