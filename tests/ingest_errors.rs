@@ -142,3 +142,96 @@ fn synth_rejects_bad_flags_with_exit_2() {
         assert!(!tmp.path().join("model.safetensors").exists());
     }
 }
+
+/// The e2b fixture's llama.cpp F32 GGUF rewritten into `dir/NAME` with its metadata passed
+/// through `edit` (tensors and data unchanged).
+fn edited_gguf(
+    dir: &std::path::Path,
+    name: &str,
+    edit: impl FnOnce(&mut convert::gguf::Metadata),
+) -> PathBuf {
+    use convert::gguf::{GgufFile, GgufWriter};
+    let src = GgufFile::open(&fixtures_dir().join("e2b-s0/llamacpp/f32.gguf")).unwrap();
+    let mut md = src.metadata().clone();
+    edit(&mut md);
+    let out = dir.join(name);
+    let mut w = GgufWriter::create(&out, &md, src.tensors().to_vec()).unwrap();
+    for t in src.tensors() {
+        w.write_tensor(&t.name, src.tensor_data(&t.name).unwrap())
+            .unwrap();
+    }
+    w.finish().unwrap();
+    out
+}
+
+/// Hostile-input defect 1: a `key_length` of 2^31 in a small GGUF is an input error before
+/// `verify` sizes anything by it (it used to allocate a RoPE table of many GB and abort).
+#[test]
+fn verify_refuses_gguf_sizes_its_tensors_do_not_back() {
+    use convert::gguf::Value;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for (key, value) in [
+        ("gemma4.attention.key_length", Value::U32(1 << 31)),
+        ("gemma4.attention.key_length_swa", Value::U32(1 << 20)),
+        ("gemma4.attention.sliding_window", Value::U64(1 << 40)),
+    ] {
+        let cand = edited_gguf(tmp.path(), &format!("bomb{checked}.gguf"), |md| {
+            md.set(key, value)
+        });
+        let start = std::time::Instant::now();
+        let out = g4q(&[
+            "verify",
+            "--reference",
+            fixtures_dir().join("e2b-s0/released-bf16").to_str().unwrap(),
+            "--candidate",
+            cand.to_str().unwrap(),
+            "--data",
+            fixtures_dir()
+                .join("e2b-s0/llamacpp/imatrix-input.txt")
+                .to_str()
+                .unwrap(),
+            "--ctx",
+            "8",
+            "--chunks",
+            "1",
+        ]);
+        assert_input_error(&out, &[cand.file_name().unwrap().to_str().unwrap()]);
+        assert!(start.elapsed().as_secs() < 60, "{key}: {:?}", start.elapsed());
+        checked += 1;
+    }
+    println!("verify refused {checked} lying GGUF files");
+}
+
+/// Hostile-input defect 15: `quantize` refuses a GGUF of another architecture and one without
+/// tensors (exit 2), and writes nothing.
+#[test]
+fn quantize_refuses_other_architectures_and_empty_files() {
+    use convert::gguf::{Metadata, Value};
+    let tmp = tempfile::tempdir().unwrap();
+    let other = edited_gguf(tmp.path(), "llama.gguf", |md| {
+        md.set("general.architecture", Value::String("llama".into()))
+    });
+    let empty = tmp.path().join("empty.gguf");
+    let mut md = Metadata::new();
+    md.set("general.architecture", Value::String("gemma4".into()));
+    md.set("gemma4.block_count", Value::U32(1));
+    convert::gguf::GgufWriter::create(&empty, &md, Vec::new())
+        .unwrap()
+        .finish()
+        .unwrap();
+    for (input, needle) in [(&other, "is not gemma4"), (&empty, "no tensors")] {
+        let out_path = tmp.path().join("out.gguf");
+        let out = g4q(&[
+            "quantize",
+            input.to_str().unwrap(),
+            "--type",
+            "q8_0",
+            "--out",
+            out_path.to_str().unwrap(),
+        ]);
+        assert_input_error(&out, &[input.file_name().unwrap().to_str().unwrap(), needle]);
+        assert!(!out_path.exists(), "an output was written for {}", input.display());
+    }
+    println!("quantize refused 2 GGUF inputs");
+}
