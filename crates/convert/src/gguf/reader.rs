@@ -32,11 +32,28 @@ impl Header {
     }
 }
 
-/// An open GGUF file: the header plus the memory-mapped bytes.
+/// An open GGUF file: the header plus the file's bytes.
 pub struct GgufFile {
     path: PathBuf,
-    mmap: Mmap,
+    bytes: Bytes,
     header: Header,
+}
+
+/// The bytes of a GGUF file: memory-mapped from disk, or held in memory.
+enum Bytes {
+    Mapped(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(m) => m,
+            Bytes::Owned(v) => v,
+        }
+    }
 }
 
 impl GgufFile {
@@ -48,7 +65,17 @@ impl GgufFile {
         let header = parse_header(&mmap, path)?;
         Ok(GgufFile {
             path: path.to_path_buf(),
-            mmap,
+            bytes: Bytes::Mapped(mmap),
+            header,
+        })
+    }
+
+    /// Validates a GGUF file held in memory; `path` names it in errors.
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Self> {
+        let header = parse_header(&bytes, path)?;
+        Ok(GgufFile {
+            path: path.to_path_buf(),
+            bytes: Bytes::Owned(bytes),
             header,
         })
     }
@@ -80,7 +107,7 @@ impl GgufFile {
             .tensor(name)
             .ok_or_else(|| ConvertError::tensor(&self.path, name, "not in this GGUF file"))?;
         let start = (self.header.data_offset + info.offset) as usize;
-        Ok(&self.mmap[start..start + info.n_bytes() as usize])
+        Ok(&self.bytes[start..start + info.n_bytes() as usize])
     }
 }
 

@@ -9,7 +9,7 @@ use serde_json::Value as Json;
 
 use super::super::gguf::{Array, Metadata, TensorInfo, Value};
 use crate::config::{Gemma4Config, LayerType};
-use crate::error::{ConvertError, Result};
+use crate::error::{cut, ConvertError, Result};
 
 /// `GGML_QNT_VERSION`.
 pub const QUANTIZATION_VERSION: u32 = 2;
@@ -42,18 +42,24 @@ pub fn gemma4_metadata(inp: &MetadataInputs<'_>) -> Result<Metadata> {
     }
     md.set("general.size_label", Value::String(size_label(inp.tensors)));
 
-    let u32v = |v: usize| Value::U32(v as u32);
+    // Validated configs keep every size far below 2^32; a value that does not fit is still an
+    // error here, never a truncated key.
+    let u32v = |v: usize| {
+        u32::try_from(v).map(Value::U32).map_err(|_| {
+            ConvertError::format(inp.dir, format!("{v} does not fit a UINT32 GGUF key"))
+        })
+    };
     let n = c.num_hidden_layers;
-    md.set("gemma4.block_count", u32v(n));
-    md.set("gemma4.context_length", u32v(c.max_position_embeddings));
-    md.set("gemma4.embedding_length", u32v(c.hidden_size));
+    md.set("gemma4.block_count", u32v(n)?);
+    md.set("gemma4.context_length", u32v(c.max_position_embeddings)?);
+    md.set("gemma4.embedding_length", u32v(c.hidden_size)?);
     if c.use_double_wide_mlp {
         let ff = (0..n).map(|l| c.intermediate_size_of(l) as i32).collect();
         md.set("gemma4.feed_forward_length", Value::Array(Array::I32(ff)));
     } else {
-        md.set("gemma4.feed_forward_length", u32v(c.intermediate_size));
+        md.set("gemma4.feed_forward_length", u32v(c.intermediate_size)?);
     }
-    md.set("gemma4.attention.head_count", u32v(c.num_attention_heads));
+    md.set("gemma4.attention.head_count", u32v(c.num_attention_heads)?);
     if c.num_global_key_value_heads.is_some() {
         let kv = (0..n).map(|l| c.num_kv_heads(l) as i32).collect();
         md.set(
@@ -63,7 +69,7 @@ pub fn gemma4_metadata(inp: &MetadataInputs<'_>) -> Result<Metadata> {
     } else {
         md.set(
             "gemma4.attention.head_count_kv",
-            u32v(c.num_key_value_heads),
+            u32v(c.num_key_value_heads)?,
         );
     }
     md.set(
@@ -79,23 +85,23 @@ pub fn gemma4_metadata(inp: &MetadataInputs<'_>) -> Result<Metadata> {
         Value::F32(c.rms_norm_eps as f32),
     );
     if c.enable_moe_block {
-        md.set("gemma4.expert_count", u32v(c.num_experts));
-        md.set("gemma4.expert_used_count", u32v(c.top_k_experts));
+        md.set("gemma4.expert_count", u32v(c.num_experts)?);
+        md.set("gemma4.expert_used_count", u32v(c.top_k_experts)?);
     }
-    md.set("gemma4.attention.key_length", u32v(c.global_head_dim));
-    md.set("gemma4.attention.value_length", u32v(c.global_head_dim));
+    md.set("gemma4.attention.key_length", u32v(c.global_head_dim)?);
+    md.set("gemma4.attention.value_length", u32v(c.global_head_dim)?);
     md.set("general.file_type", Value::U32(inp.file_type));
     if let Some(cap) = c.final_logit_softcapping {
         md.set("gemma4.final_logit_softcapping", Value::F32(cap as f32));
     }
-    md.set("gemma4.attention.sliding_window", u32v(c.sliding_window));
+    md.set("gemma4.attention.sliding_window", u32v(c.sliding_window)?);
     md.set(
         "gemma4.attention.shared_kv_layers",
-        u32v(c.num_kv_shared_layers),
+        u32v(c.num_kv_shared_layers)?,
     );
     md.set(
         "gemma4.embedding_length_per_layer_input",
-        u32v(c.hidden_size_per_layer_input),
+        u32v(c.hidden_size_per_layer_input)?,
     );
     let pattern = c
         .layer_types
@@ -106,17 +112,17 @@ pub fn gemma4_metadata(inp: &MetadataInputs<'_>) -> Result<Metadata> {
         "gemma4.attention.sliding_window_pattern",
         Value::Array(Array::Bool(pattern)),
     );
-    md.set("gemma4.attention.key_length_swa", u32v(c.head_dim));
-    md.set("gemma4.attention.value_length_swa", u32v(c.head_dim));
+    md.set("gemma4.attention.key_length_swa", u32v(c.head_dim)?);
+    md.set("gemma4.attention.value_length_swa", u32v(c.head_dim)?);
     if c.enable_moe_block {
         md.set(
             "gemma4.expert_feed_forward_length",
-            u32v(c.moe_intermediate_size),
+            u32v(c.moe_intermediate_size)?,
         );
     }
-    md.set("gemma4.rope.dimension_count", u32v(c.global_head_dim));
+    md.set("gemma4.rope.dimension_count", u32v(c.global_head_dim)?);
     let swa_rot = (c.head_dim as f64 * c.rope_sliding.partial_rotary_factor) as usize;
-    md.set("gemma4.rope.dimension_count_swa", u32v(swa_rot));
+    md.set("gemma4.rope.dimension_count_swa", u32v(swa_rot)?);
     md.set(
         "general.quantization_version",
         Value::U32(QUANTIZATION_VERSION),
@@ -134,14 +140,31 @@ fn add_sampling(md: &mut Metadata, dir: &Path) -> Result<()> {
     let text = std::fs::read_to_string(&path).map_err(|e| ConvertError::io(&path, e))?;
     let gen: Json = serde_json::from_str(&text)
         .map_err(|e| ConvertError::format(&path, format!("not valid JSON: {e}")))?;
-    if let Some(k) = gen["top_k"].as_i64() {
-        md.set("general.sampling.top_k", Value::I32(k as i32));
+    let bad = |key: &str, v: &Json, expected: &str| {
+        ConvertError::format(
+            &path,
+            format!("{key} must be {expected}, got {}", cut(&v.to_string())),
+        )
+    };
+    let present = |key: &str| Some(&gen[key]).filter(|v| !v.is_null());
+    if let Some(v) = present("top_k") {
+        let k = v
+            .as_i64()
+            .and_then(|k| i32::try_from(k).ok())
+            .ok_or_else(|| bad("top_k", v, "an integer that fits INT32"))?;
+        md.set("general.sampling.top_k", Value::I32(k));
     }
-    if let Some(p) = gen["top_p"].as_f64() {
-        md.set("general.sampling.top_p", Value::F32(p as f32));
-    }
-    if let Some(t) = gen["temperature"].as_f64() {
-        md.set("general.sampling.temp", Value::F32(t as f32));
+    for (key, gguf_key) in [
+        ("top_p", "general.sampling.top_p"),
+        ("temperature", "general.sampling.temp"),
+    ] {
+        if let Some(v) = present(key) {
+            let x = v
+                .as_f64()
+                .filter(|x| (*x as f32).is_finite())
+                .ok_or_else(|| bad(key, v, "a finite number"))?;
+            md.set(gguf_key, Value::F32(x as f32));
+        }
     }
     Ok(())
 }
