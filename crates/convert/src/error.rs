@@ -12,17 +12,26 @@ pub const MAX_QUOTED: usize = 96;
 /// Longest message any error carries; a backstop for messages that quote several values.
 const MAX_MESSAGE: usize = 1024;
 
-/// `s` cut to at most `max` bytes (on a character boundary), with the total length appended
-/// when something was cut, so the message still says how long the value was.
+/// `s` cut to about `max` bytes (on a character boundary), with the total length appended
+/// when something was cut, so the message still says how long the value was; control
+/// characters are escaped (`\n`), so a value from a file never breaks a message into lines.
 pub fn cut_to(s: &str, max: usize) -> Cow<'_, str> {
-    if s.len() <= max {
+    if s.len() <= max && !s.chars().any(char::is_control) {
         return Cow::Borrowed(s);
     }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
+    let mut out = String::with_capacity(max.min(s.len()) + 16);
+    for c in s.chars() {
+        if out.len() >= max {
+            out.push_str(&format!("… ({} bytes)", s.len()));
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
     }
-    Cow::Owned(format!("{}… ({} bytes)", &s[..end], s.len()))
+    Cow::Owned(out)
 }
 
 /// `s` cut to [`MAX_QUOTED`] bytes: what every error message quotes of a value from a file.
@@ -90,8 +99,9 @@ impl ConvertError {
     }
 }
 
-/// `message` cut to [`MAX_MESSAGE`] bytes.
-fn bounded(message: String) -> String {
+/// `message` as one line of at most about [`MAX_MESSAGE`] bytes: what every error of g4q
+/// carries, whatever a file put in it.
+pub fn bounded(message: String) -> String {
     match cut_to(&message, MAX_MESSAGE) {
         Cow::Borrowed(_) => message,
         Cow::Owned(short) => short,

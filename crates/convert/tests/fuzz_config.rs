@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{json, Value};
 
-const CASES: u32 = 3000;
+const CASES: u32 = 20_000;
 const VARIANTS: [Variant; 4] = [Variant::E2B, Variant::E4B, Variant::A26B, Variant::B31];
 
 fn runner() -> TestRunner {

@@ -413,5 +413,15 @@ fn long_values_are_cut_in_messages() {
     b.extend(vec![0u8; 64]);
     short(&b, &["tensor name", "longer than 63 bytes"]);
     checked += 1;
+    // A key with a line break (found by fuzz_gguf): escaped, the message stays one line.
+    let mut b = b"GGUF".to_vec();
+    b.extend(3u32.to_le_bytes());
+    b.extend(0u64.to_le_bytes());
+    b.extend(1u64.to_le_bytes());
+    b.extend(5u64.to_le_bytes());
+    b.extend(b"ab\ncd");
+    b.extend(99u32.to_le_bytes());
+    short(&b, &["'ab\\ncd'", "unknown value type 99"]);
+    checked += 1;
     println!("long_values_are_cut_in_messages: {checked} cases");
 }

@@ -35,7 +35,7 @@ pub struct Imatrix {
 fn bad(path: &Path, message: impl Into<String>) -> QuantizeError {
     QuantizeError::Imatrix {
         file: path.to_path_buf(),
-        message: message.into(),
+        message: convert::error::bounded(message.into()),
     }
 }
 
