@@ -132,11 +132,9 @@ fn apply(bytes: &mut Vec<u8>, header_len: usize, m: &Mutation) {
         ((p * span as f64) as usize).min(bytes.len().saturating_sub(width))
     };
     match m {
-        Mutation::Flip(p, bit) => {
-            if !bytes.is_empty() {
-                let i = pos(*p, 1);
-                bytes[i] ^= 1 << bit;
-            }
+        Mutation::Flip(p, bit) if !bytes.is_empty() => {
+            let i = pos(*p, 1);
+            bytes[i] ^= 1 << bit;
         }
         Mutation::Word(p, v) if bytes.len() >= 8 => {
             let i = pos(*p, 8);

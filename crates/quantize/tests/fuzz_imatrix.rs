@@ -56,11 +56,11 @@ fn gguf_seed(dir: &Path) -> Vec<u8> {
 /// then the call count and the dataset name.
 fn dat_seed() -> Vec<u8> {
     let mut b = 2i32.to_le_bytes().to_vec();
-    for (name, n) in [("blk.0.attn_q.weight", 8), ("blk.1.attn_k.weight", 4)] {
+    for (name, n) in [("blk.0.attn_q.weight", 8i32), ("blk.1.attn_k.weight", 4)] {
         b.extend((name.len() as i32).to_le_bytes());
         b.extend(name.as_bytes());
         b.extend(3i32.to_le_bytes());
-        b.extend((n as i32).to_le_bytes());
+        b.extend(n.to_le_bytes());
         for i in 0..n {
             b.extend((i as f32 * 0.25).to_le_bytes());
         }
