@@ -1,13 +1,70 @@
-//! Reading a [`Gemma4Config`] from the text of a `config.json`, one part of the file at a time:
-//! where the text config sits, the layer plan, the attention shapes, RoPE, MoE, tokens and the
-//! features g4q refuses. A known key of the wrong type is an error naming the key; only
-//! `null` counts as absent.
+//! Reading a [`Gemma4Config`] from the text of a `config.json`, in either form the hub and
+//! transformers write:
+//! - released: `Gemma4ForConditionalGeneration` with a nested `text_config` (flat
+//!   `global_head_dim` / `num_global_key_value_heads`);
+//! - transformers `save_pretrained` of `Gemma4ForCausalLM`: flat, with `per_layer_config`
+//!   overriding `head_dim` / `num_key_value_heads` on full-attention layers.
+//!
+//! One function per part of the file: where the text config sits, the layer plan, the
+//! attention shapes, RoPE, MoE, tokens and the features g4q refuses. A known key of the wrong
+//! type is an error naming the key. A JSON `null` means "absent" everywhere (the released
+//! 26B-A4B config carries `"expert_intermediate_size": null` beside `moe_intermediate_size`).
 
 use serde_json::{Map, Value};
 
 use super::defaults;
-use super::{Gemma4Config, LayerType, RopeParams, RopeType, KNOWN_KEYS};
+use super::{Gemma4Config, LayerType, RopeParams, RopeType};
 use crate::error::{cut, ConvertError, Result};
+
+/// Every text-config key g4q understands or knowingly ignores.
+const KNOWN_KEYS: &[&str] = &[
+    "architectures",
+    "attention_bias",
+    "attention_dropout",
+    "attention_k_eq_v",
+    "bos_token_id",
+    "dtype",
+    "torch_dtype",
+    "enable_moe_block",
+    "eos_token_id",
+    "expert_intermediate_size",
+    "final_logit_softcapping",
+    "global_head_dim",
+    "head_dim",
+    "hidden_activation",
+    "hidden_size",
+    "hidden_size_per_layer_input",
+    "initializer_range",
+    "intermediate_size",
+    "layer_types",
+    "max_position_embeddings",
+    "model_type",
+    "moe_intermediate_size",
+    "num_attention_heads",
+    "num_experts",
+    "num_global_key_value_heads",
+    "num_hidden_layers",
+    "num_key_value_heads",
+    "num_kv_shared_layers",
+    "pad_token_id",
+    "per_layer_config",
+    "rms_norm_eps",
+    "rope_parameters",
+    "sliding_window",
+    "tie_word_embeddings",
+    "top_k_experts",
+    "transformers_version",
+    "use_bidirectional_attention",
+    "use_cache",
+    "use_double_wide_mlp",
+    "vocab_size",
+    "vocab_size_per_layer_input",
+    "attn_logit_softcapping",
+    "output_attentions",
+    "output_hidden_states",
+    "return_dict",
+    "_name_or_path",
+];
 
 /// Parses `text`; `origin` names the file in errors.
 pub(super) fn parse(text: &str, origin: &str) -> Result<Gemma4Config> {

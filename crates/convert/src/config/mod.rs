@@ -1,12 +1,8 @@
-//! `Gemma4Config`: the text-model hyperparameters of a Gemma 4 checkpoint, read from either form
-//! of `config.json` the hub and transformers write:
-//! - released: `Gemma4ForConditionalGeneration` with a nested `text_config` (flat
-//!   `global_head_dim` / `num_global_key_value_heads`);
-//! - transformers `save_pretrained` of `Gemma4ForCausalLM`: flat, with `per_layer_config`
-//!   overriding `head_dim` / `num_key_value_heads` on full-attention layers.
-//!
-//! A JSON `null` means "absent" everywhere (the released 26B-A4B config carries
-//! `"expert_intermediate_size": null` beside `moe_intermediate_size`).
+//! `Gemma4Config`: the text-model hyperparameters of a Gemma 4 checkpoint, the per-layer
+//! questions the forward pass and the converters ask of them (shapes, KV sharing, RoPE), and the
+//! range checks every config passes whatever it was read from. `json.rs` reads it from
+//! `config.json`, [`crate::llama::config_from_gguf`] from a GGUF file's metadata, and
+//! [`defaults`] holds the values of absent keys and the bounds both readers share.
 
 pub mod defaults;
 mod json;
@@ -113,56 +109,6 @@ pub struct Gemma4Config {
     /// dropped).
     pub unknown_keys: Vec<String>,
 }
-
-/// Every text-config key g4q understands or knowingly ignores.
-const KNOWN_KEYS: &[&str] = &[
-    "architectures",
-    "attention_bias",
-    "attention_dropout",
-    "attention_k_eq_v",
-    "bos_token_id",
-    "dtype",
-    "torch_dtype",
-    "enable_moe_block",
-    "eos_token_id",
-    "expert_intermediate_size",
-    "final_logit_softcapping",
-    "global_head_dim",
-    "head_dim",
-    "hidden_activation",
-    "hidden_size",
-    "hidden_size_per_layer_input",
-    "initializer_range",
-    "intermediate_size",
-    "layer_types",
-    "max_position_embeddings",
-    "model_type",
-    "moe_intermediate_size",
-    "num_attention_heads",
-    "num_experts",
-    "num_global_key_value_heads",
-    "num_hidden_layers",
-    "num_key_value_heads",
-    "num_kv_shared_layers",
-    "pad_token_id",
-    "per_layer_config",
-    "rms_norm_eps",
-    "rope_parameters",
-    "sliding_window",
-    "tie_word_embeddings",
-    "top_k_experts",
-    "transformers_version",
-    "use_bidirectional_attention",
-    "use_cache",
-    "use_double_wide_mlp",
-    "vocab_size",
-    "vocab_size_per_layer_input",
-    "attn_logit_softcapping",
-    "output_attentions",
-    "output_hidden_states",
-    "return_dict",
-    "_name_or_path",
-];
 
 impl Gemma4Config {
     /// Parses the text of a `config.json`. `origin` names the file in errors.
