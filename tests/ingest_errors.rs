@@ -183,7 +183,10 @@ fn verify_refuses_gguf_sizes_its_tensors_do_not_back() {
         let out = g4q(&[
             "verify",
             "--reference",
-            fixtures_dir().join("e2b-s0/released-bf16").to_str().unwrap(),
+            fixtures_dir()
+                .join("e2b-s0/released-bf16")
+                .to_str()
+                .unwrap(),
             "--candidate",
             cand.to_str().unwrap(),
             "--data",
@@ -197,7 +200,11 @@ fn verify_refuses_gguf_sizes_its_tensors_do_not_back() {
             "1",
         ]);
         assert_input_error(&out, &[cand.file_name().unwrap().to_str().unwrap()]);
-        assert!(start.elapsed().as_secs() < 60, "{key}: {:?}", start.elapsed());
+        assert!(
+            start.elapsed().as_secs() < 60,
+            "{key}: {:?}",
+            start.elapsed()
+        );
         checked += 1;
     }
     println!("verify refused {checked} lying GGUF files");
@@ -230,8 +237,15 @@ fn quantize_refuses_other_architectures_and_empty_files() {
             "--out",
             out_path.to_str().unwrap(),
         ]);
-        assert_input_error(&out, &[input.file_name().unwrap().to_str().unwrap(), needle]);
-        assert!(!out_path.exists(), "an output was written for {}", input.display());
+        assert_input_error(
+            &out,
+            &[input.file_name().unwrap().to_str().unwrap(), needle],
+        );
+        assert!(
+            !out_path.exists(),
+            "an output was written for {}",
+            input.display()
+        );
     }
     println!("quantize refused 2 GGUF inputs");
 }
