@@ -73,7 +73,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = MathArg::Ggml)]
     pub gguf_math: MathArg,
     /// Worker threads (default: all cores). The figures do not depend on it.
-    #[arg(long)]
+    #[arg(long, value_parser = super::threads::parse)]
     pub threads: Option<usize>,
 }
 
@@ -116,14 +116,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
 
-    let mut builder = rayon::ThreadPoolBuilder::new();
-    if let Some(n) = args.threads {
-        if n == 0 {
-            return Err(super::usage("--threads must be at least 1"));
-        }
-        builder = builder.num_threads(n);
-    }
-    let pool = builder.build().context("starting worker threads")?;
+    let pool = super::threads::pool(args.threads)?;
     let bar = progress::bar(chunks.len() as u64, "verify");
     let start = Instant::now();
     let opts = CompareOptions {
