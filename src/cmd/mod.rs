@@ -130,12 +130,15 @@ mod tests {
         let cases = [
             (anyhow::Error::new(buffer).context("tensor 't'"), 3),
             (internal("logits are not contiguous").context("forward"), 3),
-            (anyhow::Error::new(kernels::KernelError::NotFinite {
-                ty,
-                row: 0,
-                col: 1,
-                value: f32::NAN,
-            }), 2),
+            (
+                anyhow::Error::new(kernels::KernelError::NotFinite {
+                    ty,
+                    row: 0,
+                    col: 1,
+                    value: f32::NAN,
+                }),
+                2,
+            ),
             (usage("--type is required"), 2),
             (anyhow::anyhow!("unclassified"), 3),
         ];

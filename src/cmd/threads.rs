@@ -49,7 +49,15 @@ mod tests {
         assert!((4..=HARD_LIMIT).contains(&max), "{max}");
         assert_eq!(parse("1"), Ok(1));
         assert_eq!(parse(&max.to_string()), Ok(max));
-        for bad in ["0", "-1", "x", "", &(max + 1).to_string(), "100000", "18446744073709551616"] {
+        for bad in [
+            "0",
+            "-1",
+            "x",
+            "",
+            &(max + 1).to_string(),
+            "100000",
+            "18446744073709551616",
+        ] {
             assert!(parse(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -141,15 +141,13 @@ impl FromStr for FileType {
             "F32" | "ALL_F32" => "F32",
             other => other,
         };
-        FileType::all()
-            .find(|f| f.name() == name)
-            .ok_or_else(|| {
-                let names: Vec<&str> = FileType::all().map(FileType::name).collect();
-                format!(
-                    "unknown quantization type '{s}' (one of {})",
-                    names.join(", ")
-                )
-            })
+        FileType::all().find(|f| f.name() == name).ok_or_else(|| {
+            let names: Vec<&str> = FileType::all().map(FileType::name).collect();
+            format!(
+                "unknown quantization type '{s}' (one of {})",
+                names.join(", ")
+            )
+        })
     }
 }
 

@@ -240,11 +240,16 @@ mod tests {
             ("[verify.Gates]\nmax_kld = 0.01\n", "Gates"),
             ("max_kld = 0.01\n", "max_kld"),
             ("[other]\nx = 1\n", "other"),
-            ("[verify.gates]\nmax_kld = 0.01\n[verify.gates.extra]\n", "extra"),
+            (
+                "[verify.gates]\nmax_kld = 0.01\n[verify.gates.extra]\n",
+                "extra",
+            ),
             ("[verify]\nmax_kld = 0.01\n", "max_kld"),
         ];
         for (text, key) in cases {
-            let err = Thresholds::from_toml(text, "g4q.toml").unwrap_err().to_string();
+            let err = Thresholds::from_toml(text, "g4q.toml")
+                .unwrap_err()
+                .to_string();
             assert!(err.starts_with("g4q.toml: line "), "{err}");
             assert!(err.contains(&format!("`{key}`")), "{text:?}: {err}");
             assert!(!err.contains('\n'), "{err}");
