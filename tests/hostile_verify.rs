@@ -428,3 +428,109 @@ fn typed_cli_values_are_usage_errors() {
     }
     println!("checked {} flag errors", cases.len());
 }
+
+/// Every object path of `v` (array elements by index).
+fn object_paths(v: &Value, prefix: &[String], out: &mut Vec<Vec<String>>) {
+    match v {
+        Value::Object(m) => {
+            out.push(prefix.to_vec());
+            for (k, child) in m {
+                let mut p = prefix.to_vec();
+                p.push(k.clone());
+                object_paths(child, &p, out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                let mut p = prefix.to_vec();
+                p.push(i.to_string());
+                object_paths(child, &p, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn at_path<'a>(v: &'a mut Value, path: &[String]) -> &'a mut Value {
+    path.iter().fold(v, |v, p| match v {
+        Value::Array(items) => &mut items[p.parse::<usize>().unwrap()],
+        other => &mut other[p.as_str()],
+    })
+}
+
+/// Defect 14, against the schema: every edit of a real report that the baseline reader
+/// accepts validates against `schemas/verify-report.schema.json` (each field of each object
+/// replaced by a hostile value or removed, and an unknown field added to each object), so the
+/// runtime check is at least as strict as the schema.
+#[test]
+fn accepted_baselines_validate_against_the_schema() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = baseline(tmp.path());
+    let sha = base["reference"]["sha256"].as_str().unwrap().to_string();
+    let schema_path = testkit::repo_root().join("schemas/verify-report.schema.json");
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(schema_path).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    assert!(validator.is_valid(&base));
+    let hostile = [
+        Value::from(1e300),
+        Value::from(-1.0),
+        Value::from(1.5),
+        Value::from(0),
+        Value::from(-7),
+        Value::from(""),
+        Value::from("x"),
+        Value::from("not-g4q"),
+        Value::from("a".repeat(64)),
+        Value::Null,
+        Value::Bool(false),
+        Value::Array(Vec::new()),
+        serde_json::json!({}),
+    ];
+    let mut objects = Vec::new();
+    object_paths(&base, &[], &mut objects);
+    let (mut accepted, mut rejected) = (0, 0);
+    for obj_path in &objects {
+        let keys: Vec<String> = at_path(&mut base.clone(), obj_path)
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        let mut edits: Vec<Value> = Vec::new();
+        for key in &keys {
+            for h in hostile.iter().cloned().map(Some).chain([None]) {
+                let mut v = base.clone();
+                let obj = at_path(&mut v, obj_path).as_object_mut().unwrap();
+                match h {
+                    Some(h) => obj.insert(key.clone(), h),
+                    None => obj.remove(key),
+                };
+                edits.push(v);
+            }
+        }
+        let mut extra = base.clone();
+        at_path(&mut extra, obj_path)
+            .as_object_mut()
+            .unwrap()
+            .insert("unexpected".into(), Value::from(1));
+        edits.push(extra);
+        for v in edits {
+            let text = serde_json::to_string(&v).unwrap();
+            match verify::report::Report::baseline_from_json(&text, "b.json", &sha) {
+                Ok(_) => {
+                    let errors: Vec<String> =
+                        validator.iter_errors(&v).map(|e| e.to_string()).collect();
+                    assert!(
+                        errors.is_empty(),
+                        "accepted but invalid: {errors:?}\n{text}"
+                    );
+                    accepted += 1;
+                }
+                Err(_) => rejected += 1,
+            }
+        }
+    }
+    assert!(accepted > 0 && rejected > 0);
+    println!("{accepted} edited reports accepted (all schema-valid), {rejected} rejected");
+}

@@ -67,6 +67,18 @@ impl Report {
     /// `reference_sha256`, and checks that it can serve as one (see [`Report::check_baseline`]).
     pub fn baseline_from_json(text: &str, file: &str, reference_sha256: &str) -> Result<Self> {
         let report = Report::from_json(text, file)?;
+        // serde skips fields it does not know (and cannot be told otherwise through the
+        // flattened metrics): any key the report would not write back is a stranger.
+        let given: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| VerifyError::Input(format!("{file}: not a g4q verify report: {e}")))?;
+        let known = serde_json::to_value(&report)
+            .map_err(|e| VerifyError::Input(format!("{file}: not a g4q verify report: {e}")))?;
+        if let Some(key) = unknown_key(&given, &known) {
+            return Err(VerifyError::Input(format!(
+                "{file}: not a usable baseline: unknown field {}",
+                cut(&key)
+            )));
+        }
         report.check_baseline(file, reference_sha256)?;
         Ok(report)
     }
@@ -375,6 +387,23 @@ fn implausible(m: &Metrics) -> Option<String> {
         ));
     }
     None
+}
+
+/// The path of the first key of `given` (objects, arrays by index) that `known` lacks.
+fn unknown_key(given: &serde_json::Value, known: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    match (given, known) {
+        (Value::Object(g), Value::Object(k)) => g.iter().find_map(|(key, v)| match k.get(key) {
+            None => Some(key.clone()),
+            Some(kv) => unknown_key(v, kv).map(|inner| format!("{key}.{inner}")),
+        }),
+        (Value::Array(g), Value::Array(k)) => g
+            .iter()
+            .zip(k)
+            .enumerate()
+            .find_map(|(i, (v, kv))| unknown_key(v, kv).map(|inner| format!("{i}.{inner}"))),
+        _ => None,
+    }
 }
 
 fn is_sha256(s: &str) -> bool {
