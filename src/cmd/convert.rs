@@ -8,7 +8,7 @@ use quantize::gguf_release::{self, ReleaseOptions};
 
 use super::awq;
 use super::imatrix::{self, Chunking};
-use super::mix_args::{print_plan, ImatrixSource, MixArgs, Resolved};
+use super::mix_args::{print_plan, ImatrixArg, MixArgs, Resolved};
 use super::{progress, usage};
 
 /// Output formats.
@@ -21,10 +21,9 @@ pub enum Format {
     Awq,
 }
 
-/// Flags of `g4q convert`. `--type` is not required by clap so that `--format awq` (int4 by
-/// definition) can go without it; [`run`] requires it for GGUF.
+/// Flags of `g4q convert`. `--type` is optional so that `--format awq` (int4 by definition) can
+/// go without it; [`run`] requires it for GGUF.
 #[derive(clap::Args, Debug)]
-#[command(mut_arg("ftype", |a| a.required(false).default_value("")))]
 pub struct Args {
     /// The checkpoint folder (config.json, model.safetensors or the sharded index, tokenizer.json).
     pub model: PathBuf,
@@ -59,13 +58,13 @@ pub struct Args {
 /// `quantize.imatrix.file` as `auto`). The flags are checked before the calibration runs, so a
 /// typo does not cost a forward pass over the data.
 fn resolve_mix(args: &Args, ckpt: &Checkpoint) -> anyhow::Result<Resolved> {
-    match (args.mix.imatrix_source(), &args.data) {
-        (ImatrixSource::Auto, Some(data)) => {
+    match (&args.mix.imatrix, &args.data) {
+        (Some(ImatrixArg::Auto), Some(data)) => {
             args.mix.resolve_with(None)?;
             let im = imatrix::compute(&args.model, ckpt, data, &args.chunking)?;
             args.mix.resolve_with(Some((im, "auto".to_string())))
         }
-        (ImatrixSource::Auto, None) => Err(usage("--imatrix auto needs --data FILE.txt")),
+        (Some(ImatrixArg::Auto), None) => Err(usage("--imatrix auto needs --data FILE.txt")),
         (_, Some(_)) if !args.awq => Err(usage(
             "--data is only read with --imatrix auto, --awq or --format awq",
         )),
@@ -87,9 +86,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .ok_or_else(|| usage("--out is required"))?;
         return awq::write_int4(&args.model, args.data.as_deref(), out, &args.awq_args);
     }
-    if args.mix.ftype.is_empty() {
-        return Err(usage("--type is required (except with --format awq)"));
-    }
+    args.mix.required_ftype()?;
     let mut ckpt = Checkpoint::open(&args.model)?;
     // With --awq the rest of the run (imatrix included) reads the AWQ-scaled checkpoint.
     let mut _scaled_dir = None;

@@ -1,11 +1,8 @@
 //! `g4q forward`: run the f32 reference forward pass on token ids or text and write the logits
 //! (and optionally every layer's hidden states) as safetensors.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
 use verify::output::{write_safetensors, OutTensor};
 use verify::{forward_streaming, ForwardOptions, Model, NoObserver, Tokenizer};
 
@@ -35,7 +32,7 @@ pub struct Args {
     #[arg(long)]
     pub stream: bool,
     /// Worker threads (default: all cores). The output does not depend on it.
-    #[arg(long)]
+    #[arg(long, value_parser = super::threads::parse)]
     pub threads: Option<usize>,
 }
 
@@ -50,33 +47,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let tok = Tokenizer::from_model_dir(&args.model)?;
             tok.encode_with_bos(text, ckpt.config().bos_token_id)?
         }
-        (None, None) => anyhow::bail!("give --tokens or --text"),
+        (None, None) => return Err(super::usage("give --tokens or --text")),
     };
-    let mut builder = rayon::ThreadPoolBuilder::new();
-    if let Some(n) = args.threads {
-        if n == 0 {
-            return Err(verify::VerifyError::Input("--threads must be at least 1".into()).into());
-        }
-        builder = builder.num_threads(n);
-    }
-    let pool = builder.build().context("starting worker threads")?;
+    let pool = super::threads::pool(args.threads)?;
 
     let layers = ckpt.config().num_hidden_layers;
-    let bar = if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(layers as u64);
-        if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} layers") {
-            bar.set_style(style);
-        }
-        bar.set_message(format!("forward, {} tokens", ids.len()));
-        Some(bar)
-    } else {
-        None
-    };
-    let mut progress = |done: usize, _total: usize| {
-        if let Some(b) = &bar {
-            b.set_position(done as u64);
-        }
-    };
+    let bar = super::progress::bar(layers as u64, "forward");
+    let mut progress = |done: usize, _total: usize| bar.set_position(done as u64);
     let opts = ForwardOptions {
         hidden_states: args.hidden_states,
     };
@@ -88,11 +65,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Model::load(ckpt)?.forward(&ids, opts, &mut NoObserver, &mut progress)
         }
     })?;
-    if let Some(b) = &bar {
-        b.finish_and_clear();
-    }
+    bar.finish_and_clear();
 
-    let logits = out.logits.as_slice().context("logits are not contiguous")?;
+    let logits = out
+        .logits
+        .as_slice()
+        .ok_or_else(|| super::internal("logits are not contiguous"))?;
     let mut tensors = vec![OutTensor {
         name: "logits".into(),
         shape: vec![out.logits.nrows(), out.logits.ncols()],
@@ -102,7 +80,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         tensors.push(OutTensor {
             name: format!("hidden.{i}"),
             shape: vec![h.nrows(), h.ncols()],
-            data: h.as_slice().context("hidden state is not contiguous")?,
+            data: h
+                .as_slice()
+                .ok_or_else(|| super::internal("hidden state is not contiguous"))?,
         });
     }
     write_safetensors(&args.out, &tensors)?;

@@ -1,6 +1,6 @@
 //! The quantization flags `g4q convert` and `g4q quantize` share, and the dry-run plan printout.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::usage;
 use kernels::GgmlType;
@@ -15,8 +15,9 @@ pub struct MixArgs {
     /// Output type: a llama.cpp mix (Q2_K, Q3_K_S/M/L, Q4_K_S/M, Q5_K_S/M, Q6_K, Q8_0, Q4_0, Q4_1,
     /// Q5_0, Q5_1, IQ4_NL, IQ4_XS) or F32/F16/BF16. Q4_K, Q5_K and Q3_K mean their _M mixes, as
     /// in llama-quantize.
-    #[arg(long = "type", value_name = "TYPE")]
-    pub ftype: String,
+    /// Required by `g4q quantize` and for GGUF output; `--format awq` is int4 by definition.
+    #[arg(long = "type", value_name = "TYPE", value_parser = parse_ftype)]
+    pub ftype: Option<FileType>,
     /// Give every quantizable tensor the mix's base type, without llama.cpp's per-tensor rules.
     #[arg(long)]
     pub pure: bool,
@@ -32,8 +33,28 @@ pub struct MixArgs {
     pub output_tensor_type: Option<String>,
     /// Importance matrix: llama.cpp's GGUF imatrix format or the legacy .dat; with `g4q convert`,
     /// `auto` computes one from --data with the reference forward pass in the same run.
-    #[arg(long, value_name = "FILE|auto")]
-    pub imatrix: Option<PathBuf>,
+    #[arg(long, value_name = "FILE|auto", value_parser = parse_imatrix)]
+    pub imatrix: Option<ImatrixArg>,
+}
+
+/// What `--imatrix` names: a file, or `auto` (write `./auto` for a file of that name).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImatrixArg {
+    /// `--imatrix auto`: computed from calibration text (only `g4q convert` can).
+    Auto,
+    File(PathBuf),
+}
+
+fn parse_imatrix(s: &str) -> Result<ImatrixArg, String> {
+    match s {
+        "" => Err("give a file or `auto`".into()),
+        "auto" => Ok(ImatrixArg::Auto),
+        path => Ok(ImatrixArg::File(PathBuf::from(path))),
+    }
+}
+
+fn parse_ftype(s: &str) -> Result<FileType, String> {
+    s.parse()
 }
 
 /// Why `g4q quantize` refuses `--imatrix auto`: the forward pass runs on checkpoints only.
@@ -42,14 +63,6 @@ const AUTO_NEEDS_CHECKPOINT: &str =
 
 /// The file type, the mix options and the importance matrix with the name recorded for it.
 pub type Resolved = (FileType, MixOptions, Option<(Imatrix, String)>);
-
-/// Where the importance matrix comes from.
-pub enum ImatrixSource<'a> {
-    None,
-    File(&'a Path),
-    /// `--imatrix auto`: computed from calibration text (only `g4q convert` can).
-    Auto,
-}
 
 fn ggml_type(flag: &str, s: &str) -> anyhow::Result<GgmlType> {
     let ty: GgmlType = s.parse().map_err(|e| usage(format!("{flag}: {e}")))?;
@@ -62,21 +75,18 @@ fn ggml_type(flag: &str, s: &str) -> anyhow::Result<GgmlType> {
 }
 
 impl MixArgs {
-    /// What `--imatrix` names.
-    pub fn imatrix_source(&self) -> ImatrixSource<'_> {
-        match &self.imatrix {
-            None => ImatrixSource::None,
-            Some(p) if p.as_os_str() == "auto" => ImatrixSource::Auto,
-            Some(p) => ImatrixSource::File(p),
-        }
+    /// The `--type` given, or the usage error naming what needs it.
+    pub fn required_ftype(&self) -> anyhow::Result<FileType> {
+        self.ftype
+            .ok_or_else(|| usage("--type is required (except with --format awq)"))
     }
 
     /// The file type, mix options and the importance matrix loaded from its file.
     pub fn resolve(&self) -> anyhow::Result<Resolved> {
-        let imatrix = match self.imatrix_source() {
-            ImatrixSource::None => None,
-            ImatrixSource::Auto => return Err(usage(AUTO_NEEDS_CHECKPOINT)),
-            ImatrixSource::File(p) => {
+        let imatrix = match &self.imatrix {
+            None => None,
+            Some(ImatrixArg::Auto) => return Err(usage(AUTO_NEEDS_CHECKPOINT)),
+            Some(ImatrixArg::File(p)) => {
                 let name = p
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
@@ -90,10 +100,7 @@ impl MixArgs {
     /// The file type and mix options for an importance matrix the caller already has (or none),
     /// recorded under the given name.
     pub fn resolve_with(&self, imatrix: Option<(Imatrix, String)>) -> anyhow::Result<Resolved> {
-        let ftype: FileType = self
-            .ftype
-            .parse()
-            .map_err(|e| usage(format!("--type: {e}")))?;
+        let ftype = self.required_ftype()?;
         let mut overrides = Vec::new();
         for spec in &self.tensor_type {
             let (pattern, ty) = spec

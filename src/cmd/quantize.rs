@@ -10,8 +10,9 @@ use quantize::gguf_release::ReleaseOptions;
 use super::mix_args::MixArgs;
 use super::{progress, usage};
 
-/// Flags of `g4q quantize`.
+/// Flags of `g4q quantize` (`--type` is required).
 #[derive(clap::Args, Debug)]
+#[command(mut_arg("ftype", |a| a.required(true)))]
 pub struct Args {
     /// The input GGUF file.
     pub input: PathBuf,

@@ -3,7 +3,6 @@
 //! downloading a model. The generation itself lives in `convert::synth`, which also writes a
 //! synthetic byte-level tokenizer so `--text` and `g4q convert` work on the result.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -51,18 +50,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let variant = Variant::from(args.variant);
     let start = Instant::now();
-    let bar = if std::io::stderr().is_terminal() {
-        let bar = indicatif::ProgressBar::new(0);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .expect("static template"),
-        );
-        bar
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let bar = super::progress::bytes_bar("synth");
     let summary = convert::synth::write_synth(
         &args.out,
         variant,

@@ -73,7 +73,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = MathArg::Ggml)]
     pub gguf_math: MathArg,
     /// Worker threads (default: all cores). The figures do not depend on it.
-    #[arg(long)]
+    #[arg(long, value_parser = super::threads::parse)]
     pub threads: Option<usize>,
 }
 
@@ -107,23 +107,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         chunks: chunks.len(),
         scored: span.name().into(),
     };
+    let reference_record = record(&args.reference, reference.kind())?;
     let baseline = match &args.baseline {
         Some(p) => {
             let text = std::fs::read_to_string(p)
                 .with_context(|| format!("reading baseline {}", p.display()))?;
-            Some(Report::from_json(&text, &p.display().to_string())?)
+            Some(Report::baseline_from_json(
+                &text,
+                &p.display().to_string(),
+                &reference_record.sha256,
+            )?)
         }
         None => None,
     };
 
-    let mut builder = rayon::ThreadPoolBuilder::new();
-    if let Some(n) = args.threads {
-        if n == 0 {
-            return Err(super::usage("--threads must be at least 1"));
-        }
-        builder = builder.num_threads(n);
-    }
-    let pool = builder.build().context("starting worker threads")?;
+    let pool = super::threads::pool(args.threads)?;
     let bar = progress::bar(chunks.len() as u64, "verify");
     let start = Instant::now();
     let opts = CompareOptions {
@@ -154,7 +152,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         tool: "g4q".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         command: command_line(),
-        reference: record(&args.reference, reference.kind())?,
+        reference: reference_record,
         candidate: record(&args.candidate, candidate.kind())?,
         gguf_math: math.name().into(),
         data,
@@ -206,7 +204,7 @@ fn load_tokens(args: &Args, bos: u32) -> anyhow::Result<(InputRecord, Vec<u32>)>
         let text =
             std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
         let ids = parse_token_ids(&text, &p.display().to_string())?;
-        return Ok((record(p, "tokens")?, ids));
+        return Ok((read_record(p, "tokens", &text), ids));
     }
     if !args.reference.is_dir() {
         return Err(super::usage(
@@ -218,7 +216,7 @@ fn load_tokens(args: &Args, bos: u32) -> anyhow::Result<(InputRecord, Vec<u32>)>
         Some(p) => {
             let text =
                 std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            (record(p, "text")?, text)
+            (read_record(p, "text", &text), text)
         }
         None => (
             InputRecord {
@@ -230,6 +228,16 @@ fn load_tokens(args: &Args, bos: u32) -> anyhow::Result<(InputRecord, Vec<u32>)>
         ),
     };
     Ok((input, tok.encode_with_bos(&text, bos)?))
+}
+
+/// The record of an input already read as `text`: its hash is of the bytes read, so a pipe or
+/// a file that changed after reading is recorded as what the run actually saw.
+fn read_record(path: &Path, kind: &str, text: &str) -> InputRecord {
+    InputRecord {
+        path: path.display().to_string(),
+        kind: kind.into(),
+        sha256: sha256_bytes(text.as_bytes()),
+    }
 }
 
 fn record(path: &Path, kind: &str) -> anyhow::Result<InputRecord> {

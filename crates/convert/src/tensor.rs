@@ -134,21 +134,13 @@ impl TensorView<'_> {
     /// consumers that read the raw bytes (a GEMM that widens panel by panel) but must still
     /// refuse a corrupt weight with its name.
     pub fn check_finite(&self) -> Result<()> {
-        let bad = match self.dtype {
-            DType::F32 => self.data.chunks_exact(4).position(|b| {
-                u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & 0x7f80_0000 == 0x7f80_0000
-            }),
-            DType::BF16 => self
-                .data
-                .chunks_exact(2)
-                .position(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7f80 == 0x7f80),
-            DType::F16 => self
-                .data
-                .chunks_exact(2)
-                .position(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7c00 == 0x7c00),
+        let ty = match self.dtype {
+            DType::F32 => kernels::GgmlType::F32,
+            DType::F16 => kernels::GgmlType::F16,
+            DType::BF16 => kernels::GgmlType::BF16,
         };
-        match bad {
-            Some(at) => Err(self.non_finite(at, None)),
+        match crate::gguf::finite::first_non_finite(ty, self.data) {
+            Some((at, _)) => Err(self.non_finite(at, None)),
             None => Ok(()),
         }
     }

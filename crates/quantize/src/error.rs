@@ -16,6 +16,9 @@ pub enum QuantizeError {
         #[source]
         source: kernels::KernelError,
     },
+    /// A weight the output type cannot hold (it would be written as infinity).
+    #[error("tensor '{tensor}': {message}")]
+    Value { tensor: String, message: String },
     /// An importance-matrix file is malformed or does not fit the model.
     #[error("{file}: {message}")]
     Imatrix { file: PathBuf, message: String },

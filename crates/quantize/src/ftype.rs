@@ -30,51 +30,72 @@ pub enum FileType {
     IQ4XS,
 }
 
-/// (name, ftype, llama_ftype id): names as llama-quantize prints them.
-const TABLE: &[(&str, FileType, u32)] = &[
-    ("F32", FileType::AllF32, 0),
-    ("F16", FileType::F16, 1),
-    ("BF16", FileType::BF16, 32),
-    ("Q4_0", FileType::Q4_0, 2),
-    ("Q4_1", FileType::Q4_1, 3),
-    ("Q5_0", FileType::Q5_0, 8),
-    ("Q5_1", FileType::Q5_1, 9),
-    ("Q8_0", FileType::Q8_0, 7),
-    ("Q2_K", FileType::Q2K, 10),
-    ("Q3_K_S", FileType::Q3KS, 11),
-    ("Q3_K_M", FileType::Q3KM, 12),
-    ("Q3_K_L", FileType::Q3KL, 13),
-    ("Q4_K_S", FileType::Q4KS, 14),
-    ("Q4_K_M", FileType::Q4KM, 15),
-    ("Q5_K_S", FileType::Q5KS, 16),
-    ("Q5_K_M", FileType::Q5KM, 17),
-    ("Q6_K", FileType::Q6K, 18),
-    ("IQ4_NL", FileType::IQ4NL, 25),
-    ("IQ4_XS", FileType::IQ4XS, 30),
-];
-
 impl FileType {
+    /// Every supported file type, in the order llama-quantize lists them.
+    pub const ALL: [FileType; 19] = {
+        use FileType::*;
+        [
+            AllF32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2K, Q3KS, Q3KM, Q3KL, Q4KS, Q4KM,
+            Q5KS, Q5KM, Q6K, IQ4NL, IQ4XS,
+        ]
+    };
+
     /// Every supported file type.
     pub fn all() -> impl Iterator<Item = FileType> {
-        TABLE.iter().map(|(_, f, _)| *f)
+        Self::ALL.into_iter()
     }
 
-    /// The `llama_ftype` id.
+    /// The `llama_ftype` id (written as `general.file_type`). An exhaustive match: a new
+    /// variant does not compile until it has its own id.
     pub fn id(self) -> u32 {
-        TABLE
-            .iter()
-            .find(|(_, f, _)| *f == self)
-            .map(|(_, _, id)| *id)
-            .unwrap_or(0)
+        use FileType::*;
+        match self {
+            AllF32 => 0,
+            F16 => 1,
+            Q4_0 => 2,
+            Q4_1 => 3,
+            Q8_0 => 7,
+            Q5_0 => 8,
+            Q5_1 => 9,
+            Q2K => 10,
+            Q3KS => 11,
+            Q3KM => 12,
+            Q3KL => 13,
+            Q4KS => 14,
+            Q4KM => 15,
+            Q5KS => 16,
+            Q5KM => 17,
+            Q6K => 18,
+            IQ4NL => 25,
+            IQ4XS => 30,
+            BF16 => 32,
+        }
     }
 
     /// The name llama-quantize uses.
     pub fn name(self) -> &'static str {
-        TABLE
-            .iter()
-            .find(|(_, f, _)| *f == self)
-            .map(|(n, _, _)| *n)
-            .unwrap_or("F32")
+        use FileType::*;
+        match self {
+            AllF32 => "F32",
+            F16 => "F16",
+            BF16 => "BF16",
+            Q4_0 => "Q4_0",
+            Q4_1 => "Q4_1",
+            Q5_0 => "Q5_0",
+            Q5_1 => "Q5_1",
+            Q8_0 => "Q8_0",
+            Q2K => "Q2_K",
+            Q3KS => "Q3_K_S",
+            Q3KM => "Q3_K_M",
+            Q3KL => "Q3_K_L",
+            Q4KS => "Q4_K_S",
+            Q4KM => "Q4_K_M",
+            Q5KS => "Q5_K_S",
+            Q5KM => "Q5_K_M",
+            Q6K => "Q6_K",
+            IQ4NL => "IQ4_NL",
+            IQ4XS => "IQ4_XS",
+        }
     }
 
     /// `llama_ftype_get_default_type`.
@@ -120,17 +141,13 @@ impl FromStr for FileType {
             "F32" | "ALL_F32" => "F32",
             other => other,
         };
-        TABLE
-            .iter()
-            .find(|(n, _, _)| *n == name)
-            .map(|(_, f, _)| *f)
-            .ok_or_else(|| {
-                let names: Vec<&str> = TABLE.iter().map(|(n, _, _)| *n).collect();
-                format!(
-                    "unknown quantization type '{s}' (one of {})",
-                    names.join(", ")
-                )
-            })
+        FileType::all().find(|f| f.name() == name).ok_or_else(|| {
+            let names: Vec<&str> = FileType::all().map(FileType::name).collect();
+            format!(
+                "unknown quantization type '{s}' (one of {})",
+                names.join(", ")
+            )
+        })
     }
 }
 
@@ -144,8 +161,11 @@ mod tests {
         assert_eq!(FileType::Q4KM.id(), 15);
         assert_eq!(FileType::IQ4XS.default_type(), GgmlType::IQ4XS);
         assert!("Q9_K".parse::<FileType>().is_err());
+        let mut ids = std::collections::HashSet::new();
         for f in FileType::all() {
             assert_eq!(f.name().parse::<FileType>().unwrap(), f);
+            assert!(ids.insert(f.id()), "{f}: id {} used twice", f.id());
         }
+        assert_eq!(ids.len(), FileType::ALL.len());
     }
 }

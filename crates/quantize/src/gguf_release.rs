@@ -7,6 +7,7 @@
 
 use std::path::Path;
 
+use convert::gguf::finite::check_encoded;
 use convert::gguf::{GgufWriter, Metadata, TensorInfo, Value};
 use convert::llama::{self, PlannedTensor};
 use convert::Checkpoint;
@@ -226,10 +227,16 @@ pub(crate) fn write_tensor(
                         source,
                     }
                 })?;
-                w.write_data(&buf)?;
             } else {
-                w.write_data(&llama::encode_unquantized(&values, ty))?;
+                buf = llama::encode_unquantized(&values, ty);
             }
+            check_encoded(ty, &values, &buf, n_per_row).map_err(|message| {
+                QuantizeError::Value {
+                    tensor: name.to_string(),
+                    message,
+                }
+            })?;
+            w.write_data(&buf)?;
             r += n;
         }
     }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use convert::Checkpoint;
 use quantize::awq::export::write_scaled_checkpoint;
-use quantize::awq::{compute_awq, AwqOptions, ScaledWeights};
+use quantize::awq::{compute_awq, AwqOptions, GroupKind, ScaledWeights};
 use quantize::calibrate::calibration_tokens;
 use verify::metrics::score_position;
 use verify::{ForwardOptions, Model, NoObserver, Weights};
@@ -57,11 +57,15 @@ fn expert_groups_are_searched_and_fold_without_changing_the_model() {
     };
     let run = compute_awq(&ckpt, &ids, &opts, &mut |_, _| {}).unwrap();
 
-    let moe: Vec<_> = run.groups.iter().filter(|g| g.group == "moe").collect();
+    let moe: Vec<_> = run
+        .groups
+        .iter()
+        .filter(|g| g.group == GroupKind::Moe)
+        .collect();
     let experts: Vec<_> = run
         .groups
         .iter()
-        .filter(|g| g.group == "expert_down")
+        .filter(|g| g.group == GroupKind::ExpertDown)
         .collect();
     assert_eq!(moe.len(), cfg.num_hidden_layers);
     assert!(!experts.is_empty());

@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use convert::Checkpoint;
 use quantize::awq::export::{write_compressed_tensors, write_scaled_checkpoint};
 use quantize::awq::int4::quantize;
-use quantize::awq::search::{group_output_error, Acts, Mat};
+use quantize::awq::search::{group_output_error, Acts, HeadNorm, Mat};
 use quantize::awq::{compute_awq, AwqOptions, AwqPlan, AwqRun, ScaledWeights};
 use quantize::calibrate::calibration_tokens;
 use verify::awq_weights::AwqWeights;
@@ -96,7 +96,7 @@ fn effective(ckpt: &Checkpoint, plan: &AwqPlan, name: &str) -> Vec<f32> {
         clip: true,
     };
     let (w, r, c) = match sw.transformed(name).unwrap() {
-        Some(t) => t,
+        Some(t) => (t.values, t.rows, t.cols),
         None => dense(ckpt, name),
     };
     let mut d = quantize(&w, r, c, plan.group, None).dequantize();
@@ -171,7 +171,10 @@ fn awq_lowers_every_groups_output_error_on_held_out_activations() {
                 cols: *cols,
             };
             let (mut awq, mut rtn) = (0f64, 0f64);
-            let head = (group == "attn").then(|| cfg.head_dim_of(l));
+            let head = (group == "attn").then(|| HeadNorm {
+                size: cfg.head_dim_of(l),
+                eps: cfg.rms_norm_eps,
+            });
             for w in &weights {
                 let (orig, rows, _) = dense(ckpt, w);
                 let m = Mat {
@@ -189,7 +192,7 @@ fn awq_lowers_every_groups_output_error_on_held_out_activations() {
             let report = run
                 .groups
                 .iter()
-                .find(|g| g.layer == l && g.group == group)
+                .find(|g| g.layer == l && g.group.name() == group)
                 .expect("every group is reported");
             // A scale chosen for a material calibration gain must carry over to held-out text;
             // one chosen for a marginal gain (q-only groups of KV-shared layers) may come out
@@ -287,6 +290,7 @@ fn awq_lowers_model_kld_and_reads_back_exactly() {
             let (w, r, c) = sw
                 .transformed(name)
                 .unwrap()
+                .map(|t| (t.values, t.rows, t.cols))
                 .unwrap_or_else(|| dense(ckpt, name));
             let want = quantize(&w, r, c, GROUP, None).dequantize();
             let (got, gr, gc) = dense(&awq, name);

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::ScoreSpan;
 use crate::error::{Result, VerifyError};
 use crate::metrics::{score_position, MetricSums, Metrics};
-use crate::model::{forward_streaming, ForwardOptions};
+use crate::model::{forward_streaming, ForwardOptions, ForwardOutput};
 use crate::observer::NoObserver;
 use crate::weights::Weights;
 
@@ -110,9 +110,16 @@ pub fn compare_many(
     let mut sums: Vec<Sums> = candidates.iter().map(|_| Sums::default()).collect();
     for (ci, chunk) in chunks.iter().enumerate() {
         let r = forward_streaming(reference, chunk, fwd, &mut NoObserver, &mut |_, _| {})?;
+        check_finite("reference", ci, &r)?;
         let first = opts.span.first(chunk.len());
-        for (cand, acc) in candidates.iter().zip(sums.iter_mut()) {
+        for (k, (cand, acc)) in candidates.iter().zip(sums.iter_mut()).enumerate() {
             let c = forward_streaming(*cand, chunk, fwd, &mut NoObserver, &mut |_, _| {})?;
+            let which = if candidates.len() == 1 {
+                "candidate".to_string()
+            } else {
+                format!("candidate {k}")
+            };
+            check_finite(&which, ci, &c)?;
             // Scored in parallel, folded in position order: the sums never depend on threads.
             let scores: Vec<_> = (first..chunk.len().saturating_sub(1))
                 .into_par_iter()
@@ -139,8 +146,15 @@ pub fn compare_many(
             if acc.metrics.is_empty() {
                 return Err(VerifyError::Input("no positions to score".into()));
             }
+            let metrics = acc.metrics.finish();
+            if let Some((name, value)) = metrics.first_non_finite() {
+                return Err(VerifyError::Input(format!(
+                    "metric {name} is {value}: the models' logits are finite but too far apart \
+                     to score"
+                )));
+            }
             Ok(Comparison {
-                metrics: acc.metrics.finish(),
+                metrics,
                 layers: acc
                     .layers
                     .iter()
@@ -157,6 +171,31 @@ pub fn compare_many(
             })
         })
         .collect()
+}
+
+/// Fails when a model's logits for chunk `ci` hold a NaN or an infinity (the metrics would be
+/// NaN, and NaN passes no gate and fails none): names the model, the position and, when the
+/// residual streams were kept, the first layer whose output went non-finite. The weights were
+/// checked when opened, so this is an overflow in the arithmetic.
+fn check_finite(which: &str, ci: usize, out: &ForwardOutput) -> Result<()> {
+    let Some(flat) = out.logits.iter().position(|v| !v.is_finite()) else {
+        return Ok(());
+    };
+    let vocab = out.logits.ncols().max(1);
+    let layer = out.hidden_states.as_ref().and_then(|hs| {
+        hs.iter()
+            .position(|h| h.iter().any(|v| !v.is_finite()))
+            .map(|i| match i {
+                0 => ", first in the scaled embedding".to_string(),
+                i => format!(", first in the output of layer {}", i - 1),
+            })
+    });
+    Err(VerifyError::Input(format!(
+        "the {which}'s logits are not finite at chunk {ci}, position {}, token {}{}",
+        flat / vocab,
+        flat % vocab,
+        layer.unwrap_or_default()
+    )))
 }
 
 /// Adds one chunk's squared differences and squared reference norms per residual stream.

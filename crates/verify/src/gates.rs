@@ -9,9 +9,9 @@
 //! max_ppl_ratio = 1.02   # ppl_candidate / ppl_reference at most this
 //! ```
 //!
-//! Unknown keys, other sections' typos inside `[verify]`, and thresholds that are negative, not
-//! finite or out of range are errors, not silently ignored: a misspelt gate that never runs is
-//! worse than none.
+//! Unknown tables and keys anywhere in the file (`[verfy.gates]`, `[Verify.Gates]`, a bare
+//! `max_kld` at the top level), and thresholds that are negative, not finite or out of range are
+//! errors, not silently ignored: a misspelt gate that never runs is worse than none.
 
 use serde::{Deserialize, Serialize};
 
@@ -27,7 +27,9 @@ pub struct Thresholds {
     pub max_ppl_ratio: Option<f64>,
 }
 
+/// The whole of `g4q.toml`: `[verify.gates]` is its only table, so anything else is a typo.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ConfigFile {
     verify: Option<VerifySection>,
 }
@@ -40,11 +42,10 @@ struct VerifySection {
 
 impl Thresholds {
     /// Reads the `[verify.gates]` section of a `g4q.toml` text (`file` names it in errors);
-    /// a file without the section sets no gates. Other top-level sections are left to their
-    /// own readers.
+    /// a file without the section sets no gates. Any other table or key is an error.
     pub fn from_toml(text: &str, file: &str) -> Result<Self> {
         let cfg: ConfigFile = toml::from_str(text)
-            .map_err(|e| VerifyError::Input(format!("{file}: {}", e.to_string().trim_end())))?;
+            .map_err(|e| VerifyError::Input(format!("{file}: {}", one_line(&e, text))))?;
         let th = cfg.verify.and_then(|v| v.gates).unwrap_or_default();
         th.validate(file)?;
         Ok(th)
@@ -107,6 +108,23 @@ impl Thresholds {
             ));
         }
         out
+    }
+}
+
+/// A TOML error of `text` on one line: toml's own messages quote the offending line with a
+/// caret underneath; the message (which names the key) and the line number are kept.
+fn one_line(e: &toml::de::Error, text: &str) -> String {
+    let msg = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let line = text.as_bytes()[..span.start.min(text.len())]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1;
+            format!("line {line}: {msg}")
+        }
+        None => msg,
     }
 }
 
@@ -180,7 +198,7 @@ mod tests {
     #[test]
     fn toml_section_is_read_and_flags_override_it() {
         let t = Thresholds::from_toml(
-            "[other]\nx = 1\n[verify.gates]\nmax_kld = 0.01\nmin_top1 = 0.9\n",
+            "# gates\n[verify.gates]\nmax_kld = 0.01\nmin_top1 = 0.9\n",
             "g4q.toml",
         )
         .unwrap();
@@ -211,5 +229,31 @@ mod tests {
             let err = Thresholds::from_toml(text, "g4q.toml").unwrap_err();
             assert!(err.to_string().starts_with("g4q.toml"), "{err}");
         }
+    }
+
+    /// Each misspelling used to be read as "no gates", so the run passed whatever it measured.
+    #[test]
+    fn misspelt_tables_and_stray_keys_are_errors_naming_the_key() {
+        let cases = [
+            ("[verfy.gates]\nmax_kld = 0.01\n", "verfy"),
+            ("[Verify.Gates]\nmax_kld = 0.01\n", "Verify"),
+            ("[verify.Gates]\nmax_kld = 0.01\n", "Gates"),
+            ("max_kld = 0.01\n", "max_kld"),
+            ("[other]\nx = 1\n", "other"),
+            (
+                "[verify.gates]\nmax_kld = 0.01\n[verify.gates.extra]\n",
+                "extra",
+            ),
+            ("[verify]\nmax_kld = 0.01\n", "max_kld"),
+        ];
+        for (text, key) in cases {
+            let err = Thresholds::from_toml(text, "g4q.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("g4q.toml: line "), "{err}");
+            assert!(err.contains(&format!("`{key}`")), "{text:?}: {err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+        println!("{} misspelt configs rejected", cases.len());
     }
 }

@@ -16,6 +16,7 @@
 
 use std::path::Path;
 
+use convert::gguf::finite::first_non_finite;
 use convert::gguf::{GgufFile, TensorInfo};
 use convert::llama::{config_from_gguf, gguf_name};
 use convert::Gemma4Config;
@@ -67,13 +68,55 @@ impl GgufWeights {
             // SAFETY: read-only map; g4q never writes a file it is reading.
             .and_then(|f| unsafe { Mmap::map(&f) })
             .map_err(|e| VerifyError::Input(format!("reading {label}: {e}")))?;
-        Ok(GgufWeights {
+        let weights = GgufWeights {
             label,
             map,
             file,
             config,
             math,
-        })
+        };
+        weights.check_finite()?;
+        Ok(weights)
+    }
+
+    /// Rejects a file with a NaN or infinite weight, naming the tensor. A block type's values
+    /// are its finite integer codes times its f16 scales, so checking the scales (two bytes of
+    /// every block) is enough and costs no dequantization; float tensors are checked value by
+    /// value. Without this, ggml's quantized products can fold a NaN scale into figures that
+    /// look plausible. Each tensor's pages are dropped after its check, so memory stays at
+    /// about one tensor.
+    fn check_finite(&self) -> Result<()> {
+        for info in self.file.tensors() {
+            let data = self
+                .byte_range(info)
+                .and_then(|r| self.map.get(r))
+                .ok_or_else(|| {
+                    VerifyError::shape(&info.name, format!("data lies outside {}", self.label))
+                })?;
+            let bad = first_non_finite(info.ty, data);
+            self.drop_pages(info);
+            if let Some((element, what)) = bad {
+                return Err(VerifyError::shape(
+                    &info.name,
+                    format!("{what} at element {element} in {}", self.label),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops a tensor's pages from this process's memory (see [`Weights::release`]).
+    fn drop_pages(&self, info: &TensorInfo) {
+        let Some(r) = self.byte_range(info).filter(|r| r.end <= self.map.len()) else {
+            return;
+        };
+        // SAFETY: a read-only, file-backed mapping: DONTNEED only drops clean page-cache
+        // references, and any later access (through slices still borrowed) faults the same
+        // bytes back in from the file. Widening to whole pages at worst drops a neighbour's.
+        let _ = unsafe {
+            self.map
+                .unchecked_advise_range(UncheckedAdvice::DontNeed, r.start, r.end - r.start)
+        };
     }
 
     fn info(&self, canonical: &str) -> Result<(&TensorInfo, &[u8])> {
@@ -248,18 +291,8 @@ impl Weights for GgufWeights {
     }
 
     fn release(&self, name: &str) {
-        let Some(info) = gguf_name(name).and_then(|g| self.file.header().tensor(&g)) else {
-            return;
-        };
-        let Some(r) = self.byte_range(info).filter(|r| r.end <= self.map.len()) else {
-            return;
-        };
-        // SAFETY: a read-only, file-backed mapping: DONTNEED only drops clean page-cache
-        // references, and any later access (through slices still borrowed) faults the same
-        // bytes back in from the file. Widening to whole pages at worst drops a neighbour's.
-        let _ = unsafe {
-            self.map
-                .unchecked_advise_range(UncheckedAdvice::DontNeed, r.start, r.end - r.start)
-        };
+        if let Some(info) = gguf_name(name).and_then(|g| self.file.header().tensor(&g)) {
+            self.drop_pages(info);
+        }
     }
 }

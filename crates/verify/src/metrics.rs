@@ -214,6 +214,38 @@ pub struct Metrics {
     pub delta_p_rms_stderr: f64,
 }
 
+impl Metrics {
+    /// Every figure by its report name, in report order.
+    pub fn figures(&self) -> [(&'static str, f64); 18] {
+        [
+            ("ppl_reference", self.ppl_reference),
+            ("ppl_reference_stderr", self.ppl_reference_stderr),
+            ("ppl_candidate", self.ppl_candidate),
+            ("ppl_candidate_stderr", self.ppl_candidate_stderr),
+            ("ppl_ratio", self.ppl_ratio),
+            ("ppl_ratio_stderr", self.ppl_ratio_stderr),
+            ("kld_mean", self.kld_mean),
+            ("kld_mean_stderr", self.kld_mean_stderr),
+            ("kld_median", self.kld_median),
+            ("kld_p99", self.kld_p99),
+            ("kld_max", self.kld_max),
+            ("top1_agreement", self.top1_agreement),
+            ("top1_agreement_stderr", self.top1_agreement_stderr),
+            ("delta_p_mean", self.delta_p_mean),
+            ("delta_p_mean_stderr", self.delta_p_mean_stderr),
+            ("delta_p_rms", self.delta_p_rms),
+            ("delta_p_rms_stderr", self.delta_p_rms_stderr),
+            ("tokens", self.tokens as f64),
+        ]
+    }
+
+    /// The first figure that is NaN or infinite, with its value: such a figure can neither
+    /// pass nor fail a gate honestly, nor be written as JSON.
+    pub fn first_non_finite(&self) -> Option<(&'static str, f64)> {
+        self.figures().into_iter().find(|(_, v)| !v.is_finite())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +271,20 @@ mod tests {
         assert!((s.kld - want).abs() < 1e-15);
         assert!(!s.same_top1);
         assert!((s.delta_p - (pc[0] - pr[0])).abs() < 1e-15);
+    }
+
+    #[test]
+    fn non_finite_logits_give_a_named_non_finite_figure() {
+        let mut sums = MetricSums::default();
+        sums.add(&score_position(&[0.0, 1.0], &[f32::NAN, 1.0], 0));
+        sums.add(&score_position(&[0.0, 1.0], &[0.0, 1.0], 1));
+        let m = sums.finish();
+        let (name, v) = m.first_non_finite().expect("NaN logits give NaN figures");
+        assert_eq!(name, "ppl_candidate");
+        assert!(v.is_nan());
+        let mut clean = MetricSums::default();
+        clean.add(&score_position(&[0.0, 1.0], &[0.5, 1.0], 1));
+        assert_eq!(clean.finish().first_non_finite(), None);
     }
 
     #[test]

@@ -63,6 +63,130 @@ impl Report {
             .map_err(|e| VerifyError::Input(format!("{file}: not a g4q verify report: {e}")))
     }
 
+    /// Parses `text` as the `--baseline` of a run against the reference whose fingerprint is
+    /// `reference_sha256`, and checks that it can serve as one (see [`Report::check_baseline`]).
+    pub fn baseline_from_json(text: &str, file: &str, reference_sha256: &str) -> Result<Self> {
+        let report = Report::from_json(text, file)?;
+        // serde skips fields it does not know (and cannot be told otherwise through the
+        // flattened metrics): any key the report would not write back is a stranger.
+        let given: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| VerifyError::Input(format!("{file}: not a g4q verify report: {e}")))?;
+        let known = serde_json::to_value(&report)
+            .map_err(|e| VerifyError::Input(format!("{file}: not a g4q verify report: {e}")))?;
+        if let Some(key) = unknown_key(&given, &known) {
+            return Err(VerifyError::Input(format!(
+                "{file}: not a usable baseline: unknown field {}",
+                cut(&key)
+            )));
+        }
+        report.check_baseline(file, reference_sha256)?;
+        Ok(report)
+    }
+
+    /// Checks that this report can be a baseline: what `schemas/verify-report.schema.json`
+    /// requires (tool, version, enums, fingerprints, ranges), made against the same reference
+    /// model (`reference_sha256`), and figures that n scored tokens can produce. The regression
+    /// gate trusts the baseline's standard errors as noise, so an impossible one (1e300) would
+    /// turn it off; each is bounded by what its per-token values allow.
+    pub fn check_baseline(&self, file: &str, reference_sha256: &str) -> Result<()> {
+        let bad = |what: String| {
+            Err(VerifyError::Input(format!(
+                "{file}: not a usable baseline: {what}"
+            )))
+        };
+        if self.tool != "g4q" {
+            return bad(format!("tool is {:?}, not \"g4q\"", cut(&self.tool)));
+        }
+        if !is_version(&self.version) {
+            return bad(format!("version {:?} is not x.y.z", cut(&self.version)));
+        }
+        if self.command.is_empty() {
+            return bad("command is empty".into());
+        }
+        for (name, input, kinds) in [
+            ("reference", &self.reference, MODEL_KINDS),
+            ("candidate", &self.candidate, MODEL_KINDS),
+            ("data", &self.data.input, DATA_KINDS),
+        ] {
+            if !kinds.contains(&input.kind.as_str()) {
+                return bad(format!("{name} kind {:?} is unknown", cut(&input.kind)));
+            }
+            if !is_sha256(&input.sha256) {
+                return bad(format!(
+                    "{name} sha256 {:?} is not a sha256",
+                    cut(&input.sha256)
+                ));
+            }
+        }
+        if !is_sha256(&self.data.tokens_sha256) {
+            return bad("data tokens_sha256 is not a sha256".into());
+        }
+        if self.reference.sha256 != reference_sha256 {
+            return bad(format!(
+                "it was made against another reference model (sha256 {}, this run's {})",
+                self.reference.sha256, reference_sha256
+            ));
+        }
+        if !["ggml", "dequantize"].contains(&self.gguf_math.as_str()) {
+            return bad(format!("gguf_math {:?} is unknown", cut(&self.gguf_math)));
+        }
+        if !["second-half", "all"].contains(&self.data.scored.as_str()) {
+            return bad(format!(
+                "data scored {:?} is unknown",
+                cut(&self.data.scored)
+            ));
+        }
+        if self.data.ctx < 2 || self.data.chunks == 0 {
+            return bad(format!(
+                "ctx {} and chunks {} cannot be a run",
+                self.data.ctx, self.data.chunks
+            ));
+        }
+        let m = &self.metrics;
+        if m.tokens == 0 || m.tokens > self.data.ctx.saturating_mul(self.data.chunks) {
+            return bad(format!(
+                "{} tokens scored do not fit {} chunks of {}",
+                m.tokens, self.data.chunks, self.data.ctx
+            ));
+        }
+        if let Some((name, v)) = m.first_non_finite() {
+            return bad(format!("{name} is {v}"));
+        }
+        if let Some(why) = implausible(m) {
+            return bad(why);
+        }
+        for (what, v) in [
+            ("seconds", self.seconds),
+            ("tokens_per_second", self.tokens_per_second),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return bad(format!("{what} is {v}"));
+            }
+        }
+        if let Some(l) = self
+            .layers
+            .iter()
+            .find(|l| !(l.relative_error.is_finite() && l.relative_error >= 0.0))
+        {
+            return bad(format!(
+                "layer {} relative_error is {}",
+                l.index, l.relative_error
+            ));
+        }
+        for g in &self.gates {
+            if !GATE_NAMES.contains(&g.name.as_str())
+                || !["<=", ">="].contains(&g.comparison.as_str())
+            {
+                return bad(format!(
+                    "gate {:?} {:?} is unknown",
+                    cut(&g.name),
+                    cut(&g.comparison)
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The human-readable table.
     pub fn table(&self) -> String {
         let m = &self.metrics;
@@ -177,6 +301,134 @@ impl Report {
             );
         }
         s
+    }
+}
+
+/// What the report's model inputs can be (the schema's `kind` enum).
+const MODEL_KINDS: &[&str] = &["safetensors", "gguf", "awq"];
+/// What its data input can be.
+const DATA_KINDS: &[&str] = &["text", "tokens", "bundled"];
+/// The gates a report can hold.
+const GATE_NAMES: &[&str] = &["max_kld", "min_top1", "max_ppl_ratio", "baseline"];
+
+/// A Gemma 4 logit is soft-capped to ±30, so one token's log-likelihood under one model is within
+/// `2·30 + ln(vocab)` (about 73 nats for a 262k vocabulary) of its log-likelihood under another;
+/// 100 nats bounds the per-token difference of any two runs g4q can make.
+const MAX_NLL_DIFFERENCE: f64 = 100.0;
+
+/// Why the figures of `m` cannot come from `m.tokens` scored positions, or `None`. Each
+/// standard error is `sqrt(var / (n - 1))`, and the variance of a per-token value is bounded by
+/// its range: top-1 hits are 0 or 1 (variance `p (1 - p)`), |Δp| is at most 1 (variance of Δp at
+/// most mean(Δp²) = rms²; of Δp² at most rms²), KLD terms lie in `[0, kld_max]` (variance at
+/// most `kld_max · kld_mean`), and per-token log-likelihood differences lie within
+/// [`MAX_NLL_DIFFERENCE`].
+fn implausible(m: &Metrics) -> Option<String> {
+    let out_of = |name: &str, v: f64, lo: f64, hi: f64| {
+        (!(lo..=hi).contains(&v)).then(|| format!("{name} {v} is outside {lo}..={hi}"))
+    };
+    let checks = [
+        out_of("top1_agreement", m.top1_agreement, 0.0, 1.0),
+        out_of("delta_p_mean", m.delta_p_mean, -1.0, 1.0),
+        out_of("delta_p_rms", m.delta_p_rms, 0.0, 1.0),
+        out_of("ppl_reference", m.ppl_reference, 1.0, f64::MAX),
+        out_of("ppl_candidate", m.ppl_candidate, 1.0, f64::MAX),
+        out_of("ppl_ratio", m.ppl_ratio, f64::MIN_POSITIVE, f64::MAX),
+        out_of("kld_max", m.kld_max, 0.0, f64::MAX),
+    ];
+    if let Some(why) = checks.into_iter().flatten().next() {
+        return Some(why);
+    }
+    for (name, v) in m.figures() {
+        if name.ends_with("_stderr") && v < 0.0 {
+            return Some(format!("{name} {v} is negative"));
+        }
+    }
+    let n = m.tokens as f64;
+    // With one token every standard error is 0.
+    let per = if m.tokens < 2 { 0.0 } else { 1.0 / (n - 1.0) };
+    let kld_mean = m.kld_mean.max(0.0);
+    let p = m.top1_agreement;
+    let bounds = [
+        (
+            "kld_mean_stderr",
+            m.kld_mean_stderr,
+            (m.kld_max * kld_mean * per).sqrt(),
+        ),
+        (
+            "top1_agreement_stderr",
+            m.top1_agreement_stderr,
+            (p * (1.0 - p) * per).sqrt(),
+        ),
+        (
+            "delta_p_mean_stderr",
+            m.delta_p_mean_stderr,
+            m.delta_p_rms * per.sqrt(),
+        ),
+        ("delta_p_rms_stderr", m.delta_p_rms_stderr, 0.5 * per.sqrt()),
+        (
+            "ppl_ratio_stderr",
+            m.ppl_ratio_stderr,
+            m.ppl_ratio * MAX_NLL_DIFFERENCE * per.sqrt(),
+        ),
+    ];
+    for (name, v, bound) in bounds {
+        // Room for rounding: the figures were summed in f64 over many tokens.
+        if v > bound * (1.0 + 1e-6) + 1e-12 {
+            return Some(format!(
+                "{name} {v} is more than {} scored tokens allow ({bound:e})",
+                m.tokens
+            ));
+        }
+    }
+    if m.kld_mean > m.kld_max * (1.0 + 1e-9) + 1e-12 {
+        return Some(format!(
+            "kld_mean {} exceeds kld_max {}",
+            m.kld_mean, m.kld_max
+        ));
+    }
+    None
+}
+
+/// The path of the first key of `given` (objects, arrays by index) that `known` lacks.
+fn unknown_key(given: &serde_json::Value, known: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    match (given, known) {
+        (Value::Object(g), Value::Object(k)) => g.iter().find_map(|(key, v)| match k.get(key) {
+            None => Some(key.clone()),
+            Some(kv) => unknown_key(v, kv).map(|inner| format!("{key}.{inner}")),
+        }),
+        (Value::Array(g), Value::Array(k)) => g
+            .iter()
+            .zip(k)
+            .enumerate()
+            .find_map(|(i, (v, kv))| unknown_key(v, kv).map(|inner| format!("{i}.{inner}"))),
+        _ => None,
+    }
+}
+
+fn is_sha256(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// `x.y.z` with an optional suffix, as the schema's `version` pattern says.
+fn is_version(s: &str) -> bool {
+    let mut parts = s.splitn(3, '.');
+    let number =
+        |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    let (a, b) = (parts.next(), parts.next());
+    let c = parts.next().map(|c| {
+        let end = c.find(|ch: char| !ch.is_ascii_digit()).unwrap_or(c.len());
+        &c[..end]
+    });
+    number(a) && number(b) && number(c)
+}
+
+/// A value from a file shortened for an error message.
+fn cut(s: &str) -> String {
+    const MAX: usize = 40;
+    match s.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
     }
 }
 

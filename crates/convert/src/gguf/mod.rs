@@ -1,6 +1,7 @@
 //! GGUF, the file format llama.cpp loads: a defensive reader ([`GgufFile`]) and a streaming
 //! writer ([`GgufWriter`]) of version 3 files, byte-compatible with gguf-py and gguf.cpp.
 
+pub mod finite;
 mod reader;
 mod value;
 mod writer;

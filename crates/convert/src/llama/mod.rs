@@ -187,7 +187,10 @@ pub fn write_unquantized(ckpt: &Checkpoint, out: &Path, out_type: GgmlType) -> R
         let n_rows = t.shape.iter().product::<usize>() / t.row_len().max(1);
         let mut values = vec![0f32; t.shape.iter().product()];
         source_rows(ckpt, t, 0, n_rows, &mut values)?;
-        writer.write_tensor(&info.name, &encode_unquantized(&values, info.ty))?;
+        let bytes = encode_unquantized(&values, info.ty);
+        crate::gguf::finite::check_encoded(info.ty, &values, &bytes, t.row_len().max(1))
+            .map_err(|message| ConvertError::tensor(out, &info.name, message))?;
+        writer.write_tensor(&info.name, &bytes)?;
         if let Source::Checkpoint(name) = &t.source {
             ckpt.release(name);
         }

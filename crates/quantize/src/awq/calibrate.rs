@@ -18,7 +18,8 @@ use verify::{forward_streaming, ForwardOptions, LinearSite, Observer, Weights};
 
 use crate::awq::plan::{AwqPlan, LayerScales};
 use crate::awq::search::{
-    abs_mean_of, search_clip, search_scale, search_scale_per_input, Acts, Mat, ScaleChoice,
+    abs_mean_of, search_clip, search_scale, search_scale_per_input, Acts, Dense, HeadNorm, Mat,
+    ScaleChoice,
 };
 use crate::error::{QuantizeError, Result};
 
@@ -43,12 +44,45 @@ impl Default for AwqOptions {
     }
 }
 
+/// The kinds of AWQ group: the layers that read one scaled input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum GroupKind {
+    /// Input norm → q (k, v).
+    Attn,
+    /// Pre-FFN norm → gate, up.
+    Ffn,
+    /// up → down.
+    Down,
+    /// The experts' pre-norm → every expert's gate_up.
+    Moe,
+    /// One expert's up → down.
+    ExpertDown,
+}
+
+impl GroupKind {
+    /// The name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupKind::Attn => "attn",
+            GroupKind::Ffn => "ffn",
+            GroupKind::Down => "down",
+            GroupKind::Moe => "moe",
+            GroupKind::ExpertDown => "expert_down",
+        }
+    }
+}
+
+impl std::fmt::Display for GroupKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// What one group's search found, for reports.
 #[derive(Clone, Debug)]
 pub struct GroupReport {
     pub layer: usize,
-    /// `attn`, `ffn`, `down`, `moe` (experts' pre-norm) or `expert_down`.
-    pub group: &'static str,
+    pub group: GroupKind,
     pub alpha: Option<f32>,
     /// Mean squared output error with the chosen scales and with none (calibration rows).
     pub loss: f64,
@@ -65,9 +99,21 @@ pub struct AwqRun {
     pub tokens: usize,
 }
 
-/// One clip search: weight name, its (scaled) input rows and count, its scaled weight and
-/// row count.
-type ClipJob = (String, Vec<f32>, usize, Vec<f32>, usize);
+/// One clip search: a weight with the scales folded in, and its input with the scales
+/// divided out.
+struct ClipJob {
+    weight: String,
+    input: Dense,
+    scaled: Dense,
+}
+
+/// Which MoE input an observed batch is: the tokens routed to `expert`, entering its gate_up
+/// (`down == false`) or its down projection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct ExpertInput {
+    down: bool,
+    expert: usize,
+}
 
 /// Which input of a layer an observed batch is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -93,9 +139,9 @@ struct Collector<'a> {
     src: &'a dyn Weights,
     opts: &'a AwqOptions,
     current: Option<usize>,
-    inputs: BTreeMap<Input, (Vec<f32>, usize, usize)>,
-    /// MoE expert inputs: (is the down input, expert) → routed rows.
-    experts: BTreeMap<(bool, usize), (Vec<f32>, usize, usize)>,
+    inputs: BTreeMap<Input, Dense>,
+    /// MoE expert inputs → routed rows.
+    experts: BTreeMap<ExpertInput, Dense>,
     plan: AwqPlan,
     groups: Vec<GroupReport>,
     layer_seconds: Vec<f64>,
@@ -117,7 +163,8 @@ impl Observer for Collector<'_> {
         if let Some(e) = site.expert {
             if self.opts.experts {
                 let down = site.weight.ends_with("experts.down_proj");
-                self.experts.insert((down, e), (x.to_vec(), rows, cols));
+                self.experts
+                    .insert(ExpertInput { down, expert: e }, dense(x, rows, cols));
             }
             return;
         }
@@ -126,7 +173,7 @@ impl Observer for Collector<'_> {
             .strip_prefix(&format!("layers.{l}."))
             .unwrap_or("");
         if let Some(input) = input_of(suffix) {
-            self.inputs.insert(input, (x.to_vec(), rows, cols));
+            self.inputs.insert(input, dense(x, rows, cols));
         }
     }
 }
@@ -146,19 +193,15 @@ impl Collector<'_> {
         (self.progress)(l + 1, self.src.config().num_hidden_layers);
     }
 
-    fn weight(&self, name: &str) -> Result<(Vec<f32>, usize, usize)> {
-        let m = self.src.matrix(name)?;
-        let (r, c) = (m.rows(), m.cols());
-        let mut w = vec![0f32; r * c];
-        m.rows_to_f32(0, r, &mut w)?;
-        Ok((w, r, c))
+    fn weight(&self, name: &str) -> Result<Dense> {
+        Ok(Dense::read(self.src, name)?)
     }
 
     fn search_layer(
         &mut self,
         l: usize,
-        inputs: &BTreeMap<Input, (Vec<f32>, usize, usize)>,
-        experts: &BTreeMap<(bool, usize), (Vec<f32>, usize, usize)>,
+        inputs: &BTreeMap<Input, Dense>,
+        experts: &BTreeMap<ExpertInput, Dense>,
     ) -> Result<()> {
         let cfg = self.src.config();
         let g = self.opts.group;
@@ -168,13 +211,6 @@ impl Collector<'_> {
             })
         };
         let name = |s: &str| format!("layers.{l}.{s}");
-        fn acts(t: &(Vec<f32>, usize, usize)) -> Acts<'_> {
-            Acts {
-                x: &t.0,
-                rows: t.1,
-                cols: t.2,
-            }
-        }
         for (input, width) in [
             (Input::Attn, cfg.hidden_size),
             (Input::Down, cfg.intermediate_size_of(l)),
@@ -199,7 +235,7 @@ impl Collector<'_> {
             .map(|n| self.weight(n))
             .collect::<Result<Vec<_>>>()?;
         let x_attn = get(Input::Attn)?;
-        let attn = self.group(l, "attn", acts(x_attn), &attn_w);
+        let attn = self.group(l, GroupKind::Attn, x_attn.acts(), &attn_w);
 
         // Group 2: pre-FFN norm → gate, up; group 3: up → down.
         let gate = self.weight(&name("mlp.gate_proj.weight"))?;
@@ -207,76 +243,76 @@ impl Collector<'_> {
         let down = self.weight(&name("mlp.down_proj.weight"))?;
         let x_ffn = get(Input::Ffn)?;
         let x_down = get(Input::Down)?;
-        let ffn = self.group(l, "ffn", acts(x_ffn), &[gate.clone(), up.clone()]);
-        let down_s = self.group(l, "down", acts(x_down), std::slice::from_ref(&down));
+        let ffn = self.group(l, GroupKind::Ffn, x_ffn.acts(), &[gate.clone(), up.clone()]);
+        let down_s = self.group(
+            l,
+            GroupKind::Down,
+            x_down.acts(),
+            std::slice::from_ref(&down),
+        );
 
         if self.opts.clip {
             // Clip search on the scaled weights with the scaled inputs (AutoAWQ skips q and k).
             let o = self.weight(&name("self_attn.o_proj.weight"))?;
             let x_o = get(Input::Out)?;
             let mut jobs: Vec<ClipJob> = Vec::new();
-            let unscale = |x: &(Vec<f32>, usize, usize), s: &[f32]| {
-                let mut v = x.0.clone();
-                for row in v.chunks_exact_mut(x.2) {
+            // The input with the scales divided out, and the weight with them folded in.
+            let unscale = |x: &Dense, s: &[f32]| {
+                let mut v = x.clone();
+                for row in v.values.chunks_exact_mut(x.cols) {
                     row.iter_mut().zip(s).for_each(|(a, &f)| *a /= f);
                 }
                 v
             };
-            let scaled = |w: &(Vec<f32>, usize, usize), cols: &[f32], rows: Option<&[f32]>| {
-                let mut v = w.0.clone();
-                crate::awq::plan::scale_matrix(&mut v, w.2, Some(cols), rows);
+            let scaled = |w: &Dense, cols: &[f32], rows: Option<&[f32]>| {
+                let mut v = w.clone();
+                crate::awq::plan::scale_matrix(&mut v.values, w.cols, Some(cols), rows);
                 v
             };
             if attn_names.len() == 3 {
-                let xs = unscale(x_attn, &attn);
-                jobs.push((
-                    attn_names[2].clone(),
-                    xs,
-                    x_attn.1,
-                    scaled(&attn_w[2], &attn, None),
-                    attn_w[2].1,
-                ));
+                jobs.push(ClipJob {
+                    weight: attn_names[2].clone(),
+                    input: unscale(x_attn, &attn),
+                    scaled: scaled(&attn_w[2], &attn, None),
+                });
             }
-            let ones = vec![1f32; o.2];
-            jobs.push((
-                name("self_attn.o_proj.weight"),
-                x_o.0.clone(),
-                x_o.1,
-                scaled(&o, &ones, None),
-                o.1,
-            ));
+            let ones = vec![1f32; o.cols];
+            jobs.push(ClipJob {
+                weight: name("self_attn.o_proj.weight"),
+                input: x_o.clone(),
+                scaled: scaled(&o, &ones, None),
+            });
             let xs = unscale(x_ffn, &ffn);
-            jobs.push((
-                name("mlp.gate_proj.weight"),
-                xs.clone(),
-                x_ffn.1,
-                scaled(&gate, &ffn, None),
-                gate.1,
-            ));
-            jobs.push((
-                name("mlp.up_proj.weight"),
-                xs,
-                x_ffn.1,
-                scaled(&up, &ffn, Some(&down_s)),
-                up.1,
-            ));
-            let xs = unscale(x_down, &down_s);
-            jobs.push((
-                name("mlp.down_proj.weight"),
-                xs,
-                x_down.1,
-                scaled(&down, &down_s, None),
-                down.1,
-            ));
-            for (n, x, rows, w, wrows) in jobs {
-                let cols = w.len() / wrows.max(1);
+            jobs.push(ClipJob {
+                weight: name("mlp.gate_proj.weight"),
+                input: xs.clone(),
+                scaled: scaled(&gate, &ffn, None),
+            });
+            jobs.push(ClipJob {
+                weight: name("mlp.up_proj.weight"),
+                input: xs,
+                scaled: scaled(&up, &ffn, Some(&down_s)),
+            });
+            jobs.push(ClipJob {
+                weight: name("mlp.down_proj.weight"),
+                input: unscale(x_down, &down_s),
+                scaled: scaled(&down, &down_s, None),
+            });
+            for job in jobs {
+                let cols = job.scaled.values.len() / job.scaled.rows.max(1);
                 if cols % g != 0 {
                     return Err(QuantizeError::Options(format!(
-                        "AWQ: group size {g} does not divide the {cols} columns of {n}"
+                        "AWQ: group size {g} does not divide the {cols} columns of {}",
+                        job.weight
                     )));
                 }
-                let a = Acts { x: &x, rows, cols };
-                self.plan.clips.insert(n, search_clip(a, &w, wrows, g));
+                let a = Acts {
+                    x: &job.input.values,
+                    rows: job.input.rows,
+                    cols,
+                };
+                let bounds = search_clip(a, &job.scaled.values, job.scaled.rows, g);
+                self.plan.clips.insert(job.weight, bounds);
             }
         }
         let (moe_in, moe_down) = if self.opts.experts && cfg.enable_moe_block {
@@ -298,7 +334,7 @@ impl Collector<'_> {
     fn search_experts(
         &mut self,
         l: usize,
-        experts: &BTreeMap<(bool, usize), (Vec<f32>, usize, usize)>,
+        experts: &BTreeMap<ExpertInput, Dense>,
     ) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
         let cfg = self.src.config();
         let (b, i, ne, g) = (
@@ -313,18 +349,13 @@ impl Collector<'_> {
             )));
         }
         let name = |s: &str| format!("layers.{l}.{s}");
-        let acts = |key: (bool, usize)| {
-            experts.get(&key).map(|(x, r, c)| Acts {
-                x,
-                rows: *r,
-                cols: *c,
-            })
-        };
+        let acts =
+            |down: bool, expert: usize| experts.get(&ExpertInput { down, expert }).map(Dense::acts);
         // Experts' pre-norm → every expert's gate_up rows.
-        let (gate_up, _, _) = self.weight(&name("experts.gate_up_proj"))?;
+        let gate_up = self.weight(&name("experts.gate_up_proj"))?.values;
         let items: Vec<(Acts<'_>, Mat<'_>)> = (0..ne)
             .filter_map(|e| {
-                let a = acts((false, e))?;
+                let a = acts(false, e)?;
                 let w = &gate_up[e * 2 * i * b..(e + 1) * 2 * i * b];
                 Some((
                     a,
@@ -338,14 +369,14 @@ impl Collector<'_> {
             .collect();
         let blocks: Vec<Acts<'_>> = items.iter().map(|&(a, _)| a).collect();
         let choice = search_scale_per_input(&abs_mean_of(&blocks, b), &items, g);
-        self.report(l, "moe", &choice);
+        self.report(l, GroupKind::Moe, &choice);
         drop(items);
         drop(gate_up);
         // Per expert: up rows → down columns.
-        let (down, _, _) = self.weight(&name("experts.down_proj"))?;
+        let down = self.weight(&name("experts.down_proj"))?.values;
         let mut moe_down = Vec::with_capacity(ne);
         for e in 0..ne {
-            let s = match acts((true, e)) {
+            let s = match acts(true, e) {
                 Some(a) => {
                     let w = &down[e * b * i..(e + 1) * b * i];
                     let c = search_scale(
@@ -357,7 +388,7 @@ impl Collector<'_> {
                         }],
                         g,
                     );
-                    self.report(l, "expert_down", &c);
+                    self.report(l, GroupKind::ExpertDown, &c);
                     c.s
                 }
                 None => vec![1.0; i],
@@ -367,7 +398,7 @@ impl Collector<'_> {
         Ok((choice.s, moe_down))
     }
 
-    fn report(&mut self, layer: usize, group: &'static str, c: &ScaleChoice) {
+    fn report(&mut self, layer: usize, group: GroupKind, c: &ScaleChoice) {
         self.groups.push(GroupReport {
             layer,
             group,
@@ -377,27 +408,25 @@ impl Collector<'_> {
         });
     }
 
-    fn group(
-        &mut self,
-        layer: usize,
-        group: &'static str,
-        a: Acts<'_>,
-        ws: &[(Vec<f32>, usize, usize)],
-    ) -> Vec<f32> {
-        let head = (group == "attn").then(|| self.src.config().head_dim_of(layer));
-        let mats: Vec<Mat<'_>> = ws
-            .iter()
-            .map(|(w, r, _)| Mat { w, rows: *r, head })
-            .collect();
-        let choice = search_scale(a, &mats, self.opts.group);
-        self.groups.push(GroupReport {
-            layer,
-            group,
-            alpha: choice.alpha,
-            loss: choice.loss,
-            loss_identity: choice.loss_identity,
+    fn group(&mut self, layer: usize, group: GroupKind, a: Acts<'_>, ws: &[Dense]) -> Vec<f32> {
+        let cfg = self.src.config();
+        let head = (group == GroupKind::Attn).then(|| HeadNorm {
+            size: cfg.head_dim_of(layer),
+            eps: cfg.rms_norm_eps,
         });
+        let mats: Vec<Mat<'_>> = ws.iter().map(|w| w.mat(head)).collect();
+        let choice = search_scale(a, &mats, self.opts.group);
+        self.report(layer, group, &choice);
         choice.s
+    }
+}
+
+/// An observed batch of `rows` activations of width `cols`, copied.
+fn dense(x: &[f32], rows: usize, cols: usize) -> Dense {
+    Dense {
+        values: x.to_vec(),
+        rows,
+        cols,
     }
 }
 

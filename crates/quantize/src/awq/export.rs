@@ -25,6 +25,7 @@ use verify::Weights;
 
 use crate::awq::int4::{quantize, Int4Matrix};
 use crate::awq::plan::{quantized_linears, AwqPlan, ScaledWeights};
+use crate::awq::search::Dense;
 use crate::error::{QuantizeError, Result};
 
 /// Files of a model folder copied next to the written weights when present.
@@ -364,10 +365,10 @@ pub fn write_compressed_tensors(
             Ok(match source {
                 Source::Raw(n) => vec![ckpt.tensor(n)?.data.to_vec()],
                 Source::Norm(n) => vec![f32_bytes(&scaled.vector(n)?)],
-                Source::Scaled(n) => vec![f32_bytes(&dense_f32(&scaled, n)?.0)],
+                Source::Scaled(n) => vec![f32_bytes(&dense_f32(&scaled, n)?.values)],
                 Source::Int4(n) => {
-                    let (w, r, c) = dense_f32(&scaled, n)?;
-                    let m = quantize(&w, r, c, g, None);
+                    let d = dense_f32(&scaled, n)?;
+                    let m = quantize(&d.values, d.rows, d.cols, g, None);
                     Weights::release(ckpt, n);
                     int4_tensors(&m)
                 }
@@ -388,15 +389,11 @@ pub fn write_compressed_tensors(
 }
 
 /// `name` through `w` as row-major f32 with its shape.
-fn dense_f32(w: &ScaledWeights<'_>, name: &str) -> Result<(Vec<f32>, usize, usize)> {
-    if let Some(t) = w.transformed(name)? {
-        return Ok(t);
+fn dense_f32(w: &ScaledWeights<'_>, name: &str) -> Result<Dense> {
+    match w.transformed(name)? {
+        Some(t) => Ok(t),
+        None => Ok(Dense::read(w.base, name)?),
     }
-    let m = w.base.matrix(name)?;
-    let (r, c) = (m.rows(), m.cols());
-    let mut v = vec![0f32; r * c];
-    m.rows_to_f32(0, r, &mut v)?;
-    Ok((v, r, c))
 }
 
 /// Writes `ckpt` with the AWQ scales of `plan` folded in (no clipping) as an F32 safetensors
@@ -440,7 +437,7 @@ pub fn write_scaled_checkpoint(
                 Source::Raw(n) => vec![ckpt.tensor(n)?.data.to_vec()],
                 Source::Norm(n) => vec![f32_bytes(&scaled.vector(n)?)],
                 Source::Scaled(n) | Source::Int4(n) => {
-                    vec![f32_bytes(&dense_f32(&scaled, n)?.0)]
+                    vec![f32_bytes(&dense_f32(&scaled, n)?.values)]
                 }
             })
         },

@@ -14,5 +14,5 @@ pub mod int4;
 pub mod plan;
 pub mod search;
 
-pub use calibrate::{compute_awq, AwqOptions, AwqRun, GroupReport};
+pub use calibrate::{compute_awq, AwqOptions, AwqRun, GroupKind, GroupReport};
 pub use plan::{AwqPlan, LayerScales, ScaledWeights};

@@ -24,6 +24,8 @@ use convert::Gemma4Config;
 use verify::weights::DenseMatrix;
 use verify::{Matrix, Result as VResult, Weights};
 
+use crate::awq::search::Dense;
+
 /// Per-channel scales of one decoder layer's three groups.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LayerScales {
@@ -231,17 +233,18 @@ pub struct ScaledWeights<'a> {
 impl ScaledWeights<'_> {
     /// The transformed matrix `name` as row-major f32 `[rows, cols]`, or `None` when the plan
     /// leaves it alone.
-    pub fn transformed(&self, name: &str) -> VResult<Option<(Vec<f32>, usize, usize)>> {
+    pub fn transformed(&self, name: &str) -> VResult<Option<Dense>> {
         let cfg = self.base.config();
         let role = self.plan.role(cfg, name);
         let bounds = self.clip.then(|| self.plan.clips.get(name)).flatten();
         if !matches!(role, Some(Role::Linear { .. } | Role::Experts { .. })) && bounds.is_none() {
             return Ok(None);
         }
-        let m = self.base.matrix(name)?;
-        let (r, c) = (m.rows(), m.cols());
-        let mut w = vec![0f32; r * c];
-        m.rows_to_f32(0, r, &mut w)?;
+        let Dense {
+            values: mut w,
+            rows: r,
+            cols: c,
+        } = Dense::read(self.base, name)?;
         if let Some(Role::Linear { cols, rows }) = role {
             if cols.is_some_and(|s| s.len() != c) || rows.is_some_and(|s| s.len() != r) {
                 return Err(shape_error(name, "AWQ scales do not fit this matrix"));
@@ -257,7 +260,11 @@ impl ScaledWeights<'_> {
             }
             clip_matrix(&mut w, c, self.plan.group, b);
         }
-        Ok(Some((w, r, c)))
+        Ok(Some(Dense {
+            values: w,
+            rows: r,
+            cols: c,
+        }))
     }
 }
 
@@ -272,7 +279,9 @@ impl Weights for ScaledWeights<'_> {
 
     fn matrix(&self, name: &str) -> VResult<Matrix<'_>> {
         match self.transformed(name)? {
-            Some((w, r, c)) => Ok(Box::new(DenseMatrix::from_f32(name, r, c, &w)?)),
+            Some(d) => Ok(Box::new(DenseMatrix::from_f32(
+                name, d.rows, d.cols, &d.values,
+            )?)),
             None => self.base.matrix(name),
         }
     }

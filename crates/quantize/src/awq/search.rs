@@ -16,6 +16,7 @@
 
 use rayon::prelude::*;
 use verify::linear::gemm_f32;
+use verify::Weights;
 
 use crate::awq::int4::{fake_quant_group, quantize};
 
@@ -40,14 +41,58 @@ pub struct Acts<'a> {
 pub struct Mat<'a> {
     pub w: &'a [f32],
     pub rows: usize,
-    /// When the layer's output is RMS-normalised per head of this many rows (Gemma 4's q, k
-    /// and v norms), errors are measured after that norm: each head's error is divided by the
-    /// head's mean square output (+ the norm's epsilon), since the norm rescales it so.
-    pub head: Option<usize>,
+    /// When the layer's output is RMS-normalised per head (Gemma 4's q, k and v norms), errors
+    /// are measured after that norm: each head's error is divided by the head's mean square
+    /// output (+ the norm's epsilon), since the norm rescales it so.
+    pub head: Option<HeadNorm>,
 }
 
-/// The epsilon of Gemma 4's RMS norms.
-const NORM_EPS: f64 = 1e-6;
+/// The per-head RMS norm a layer's output goes through.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HeadNorm {
+    /// Rows of the weight (output features) per head.
+    pub size: usize,
+    /// The norm's epsilon (the model config's `rms_norm_eps`).
+    pub eps: f64,
+}
+
+/// An owned row-major f32 matrix `[rows, cols]`: a weight read whole, or a batch of
+/// calibration activations.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dense {
+    pub values: Vec<f32>,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl Dense {
+    /// Reads matrix `name` of `src` whole, widened to f32.
+    pub fn read(src: &dyn Weights, name: &str) -> verify::Result<Dense> {
+        let m = src.matrix(name)?;
+        let (rows, cols) = (m.rows(), m.cols());
+        let mut values = vec![0f32; rows * cols];
+        m.rows_to_f32(0, rows, &mut values)?;
+        Ok(Dense { values, rows, cols })
+    }
+
+    /// The matrix as activations.
+    pub fn acts(&self) -> Acts<'_> {
+        Acts {
+            x: &self.values,
+            rows: self.rows,
+            cols: self.cols,
+        }
+    }
+
+    /// The matrix as a weight, its output normalised per head when `head` says so.
+    pub fn mat(&self, head: Option<HeadNorm>) -> Mat<'_> {
+        Mat {
+            w: &self.values,
+            rows: self.rows,
+            head,
+        }
+    }
+}
 
 /// The chosen scale of a group and what it was chosen against.
 #[derive(Clone, Debug)]
@@ -107,7 +152,7 @@ pub fn output_error(a: Acts<'_>, w: &[f32], w_hat: &[f32], rows: usize) -> f64 {
 /// Per (token, head) weights `1 / (mean square of the head's reference output + eps)` for a
 /// per-head normalised layer, `[rows_x, rows / head]`; `None` for a plain one.
 fn head_weights(a: Acts<'_>, m: Mat<'_>) -> Option<Vec<f64>> {
-    let h = m.head?;
+    let HeadNorm { size: h, eps } = m.head?;
     let k = a.cols;
     let mut y = vec![0f32; a.rows * m.rows];
     gemm_f32(
@@ -125,7 +170,7 @@ fn head_weights(a: Acts<'_>, m: Mat<'_>) -> Option<Vec<f64>> {
         y.chunks_exact(h)
             .map(|c| {
                 let ms = c.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / h as f64;
-                1.0 / (ms + NORM_EPS)
+                1.0 / (ms + eps)
             })
             .collect(),
     )
@@ -136,7 +181,7 @@ fn weighted_error(a: Acts<'_>, m: Mat<'_>, w_hat: &[f32], inv: Option<&[f64]>) -
     let Some(inv) = inv else {
         return output_error(a, m.w, w_hat, m.rows);
     };
-    let h = m.head.unwrap_or(m.rows);
+    let h = m.head.map_or(m.rows, |n| n.size);
     let k = a.cols;
     let d: Vec<f32> = m.w.iter().zip(w_hat).map(|(p, q)| p - q).collect();
     let mut e = vec![0f32; a.rows * m.rows];
