@@ -1,8 +1,9 @@
 //! `g4q convert`: a checkpoint folder straight to a release file in one streaming pass.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use convert::output::{check_target, Kind};
 use convert::Checkpoint;
 use quantize::gguf_release::{self, ReleaseOptions};
 
@@ -89,6 +90,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     if args.mix.ftype.is_empty() {
         return Err(usage("--type is required (except with --format awq)"));
+    }
+    if let Some(out) = &args.out {
+        let imatrix = match args.mix.imatrix_source() {
+            ImatrixSource::File(p) => Some(p),
+            _ => None,
+        };
+        let inputs: Vec<&Path> = [Some(args.model.as_path()), imatrix, args.data.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect();
+        check_target(out, Kind::File, &inputs)?;
     }
     let mut ckpt = Checkpoint::open(&args.model)?;
     // With --awq the rest of the run (imatrix included) reads the AWQ-scaled checkpoint.
