@@ -188,7 +188,7 @@ mod tests {
         w.write(&[2u8; 14]).unwrap(); // ends `a`, skips `empty`, fills `b`
         let bytes = w.finish().unwrap();
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        assert_eq!(st.tensor("a").unwrap().data(), [[1u8; 10], [2; 6]].concat());
+        assert_eq!(st.tensor("a").unwrap().data(), [&[1u8; 10][..], &[2; 6]].concat());
         assert_eq!(st.tensor("b").unwrap().data(), [2u8; 8]);
         let ours = super::super::parse_header(path, &bytes).unwrap();
         let names: Vec<&str> = ours.iter().map(|t| t.name.as_str()).collect();
