@@ -11,6 +11,9 @@ use convert::stfile::{dtype_size, parse_header};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
+/// Cases per property: about two seconds in all in release.
+const CASES: u32 = 25_000;
+
 static EXECUTIONS: AtomicUsize = AtomicUsize::new(0);
 static ACCEPTED: AtomicUsize = AtomicUsize::new(0);
 
@@ -87,7 +90,7 @@ fn entries() -> impl Strategy<Value = Vec<(String, usize, Vec<u64>, u64)>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 3000, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: CASES, failure_persistence: None, ..ProptestConfig::default() })]
 
     fn random_bytes(bytes in prop::collection::vec(any::<u8>(), 0..96)) {
         check(&bytes);
@@ -132,7 +135,7 @@ proptest! {
     }
 }
 
-/// Runs every property (3000 cases each), prints the totals and checks the generators reached
+/// Runs every property (`CASES` cases each), prints the totals and checks the generators reached
 /// both outcomes.
 #[test]
 fn safetensors_header_parser_survives_fuzzing() {
@@ -143,6 +146,6 @@ fn safetensors_header_parser_survives_fuzzing() {
     let executions = EXECUTIONS.load(Ordering::Relaxed);
     let accepted = ACCEPTED.load(Ordering::Relaxed);
     println!("fuzz_safetensors: {executions} executions, {accepted} accepted headers, 0 crashes");
-    assert!(executions >= 4 * 3000);
+    assert!(executions >= 4 * CASES as usize);
     assert!(accepted > 0, "no generated header was accepted: the generator is broken");
 }
