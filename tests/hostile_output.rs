@@ -112,12 +112,22 @@ fn a_link_planted_at_a_temporary_name_is_never_followed() {
     }
     child.stdin.take().unwrap().write_all(b"go\n").unwrap();
     let res = child.wait_with_output().unwrap();
-    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
     for link in &planted {
-        assert!(std::fs::symlink_metadata(link).unwrap().file_type().is_symlink());
+        assert!(std::fs::symlink_metadata(link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
     }
-    assert!(std::fs::symlink_metadata(&out).unwrap().file_type().is_file());
+    assert!(std::fs::symlink_metadata(&out)
+        .unwrap()
+        .file_type()
+        .is_file());
     println!("checked {} planted links", planted.len());
 }
 
@@ -132,7 +142,11 @@ fn outputs_that_exist_as_something_else_are_refused() {
     let link = tmp.path().join("link.gguf");
     std::os::unix::fs::symlink(&victim, &link).unwrap();
     let fifo = tmp.path().join("fifo.gguf");
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
     let folder = tmp.path().join("folder.gguf");
     std::fs::create_dir(&folder).unwrap();
     let ex = example();
@@ -148,7 +162,15 @@ fn outputs_that_exist_as_something_else_are_refused() {
     }
     // Folder outputs: an existing file or a link is not a folder.
     for target in [&victim, &link] {
-        let synth = ["synth", "--variant", "e2b", "--layers", "1", "--out", s(target)];
+        let synth = [
+            "synth",
+            "--variant",
+            "e2b",
+            "--layers",
+            "1",
+            "--out",
+            s(target),
+        ];
         assert_refused(&g4q(&synth), &["refusing to replace"]);
         let awq = [
             "convert",
@@ -164,7 +186,10 @@ fn outputs_that_exist_as_something_else_are_refused() {
         checked += 2;
     }
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
-    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
     assert!(std::fs::read_dir(&folder).unwrap().next().is_none());
     assert!(temps(tmp.path()).is_empty());
     println!("checked {checked} refused outputs");
@@ -181,9 +206,11 @@ fn outputs_that_are_or_are_inside_an_input_are_refused() {
     let data = tmp.path().join("calib.txt");
     std::fs::write(&data, "some calibration text for the overlap test").unwrap();
     let gguf = tmp.path().join("in.gguf");
-    assert!(g4q(&["convert", s(&model), "--type", "Q8_0", "--out", s(&gguf)])
-        .status
-        .success());
+    assert!(
+        g4q(&["convert", s(&model), "--type", "Q8_0", "--out", s(&gguf)])
+            .status
+            .success()
+    );
     let gguf_bytes = std::fs::read(&gguf).unwrap();
     let dotted = tmp.path().join(".").join("in.gguf");
     let inside = model.join("out.gguf");
@@ -191,12 +218,37 @@ fn outputs_that_are_or_are_inside_an_input_are_refused() {
     let cases: Vec<Vec<&str>> = vec![
         vec!["convert", m, "--type", "Q8_0", "--out", s(&inside)],
         vec!["convert", m, "--type", "Q8_0", "--out", s(&config)],
-        vec!["convert", m, "--format", "awq", "--data", s(&data), "--out", m],
-        vec!["convert", m, "--format", "awq", "--data", s(&data), "--out", s(&inside)],
+        vec![
+            "convert",
+            m,
+            "--format",
+            "awq",
+            "--data",
+            s(&data),
+            "--out",
+            m,
+        ],
+        vec![
+            "convert",
+            m,
+            "--format",
+            "awq",
+            "--data",
+            s(&data),
+            "--out",
+            s(&inside),
+        ],
         vec!["forward", m, "--tokens", "2,3", "--out", s(&inside)],
         vec!["imatrix", m, "--data", s(&data), "--out", s(&inside)],
         vec!["imatrix", m, "--data", s(&data), "--out", s(&data)],
-        vec!["quantize", s(&gguf), "--type", "Q4_K_M", "--out", s(&dotted)],
+        vec![
+            "quantize",
+            s(&gguf),
+            "--type",
+            "Q4_K_M",
+            "--out",
+            s(&dotted),
+        ],
         vec![
             "verify",
             "--reference",
@@ -237,16 +289,31 @@ fn a_file_size_limit_is_a_clear_error_that_leaves_nothing() {
     let json = tmp.path().join("report.json");
     let synth = tmp.path().join("synth");
     let reference_gguf = tmp.path().join("ref.gguf");
-    assert!(g4q(&["convert", s(&ex), "--type", "Q8_0", "--out", s(&reference_gguf)])
-        .status
-        .success());
+    assert!(g4q(&[
+        "convert",
+        s(&ex),
+        "--type",
+        "Q8_0",
+        "--out",
+        s(&reference_gguf)
+    ])
+    .status
+    .success());
     let cases: Vec<(Vec<&str>, &Path)> = vec![
         (
             vec!["convert", s(&ex), "--type", "Q8_0", "--out", s(&gguf)],
             &gguf,
         ),
         (
-            vec!["synth", "--variant", "e2b", "--layers", "1", "--out", s(&synth)],
+            vec![
+                "synth",
+                "--variant",
+                "e2b",
+                "--layers",
+                "1",
+                "--out",
+                s(&synth),
+            ],
             &synth,
         ),
         (
@@ -285,7 +352,10 @@ fn wait_for_temp(dir: &Path, child: &mut Child) {
             child.try_wait().unwrap().is_none(),
             "g4q ended before writing"
         );
-        assert!(start.elapsed() < Duration::from_secs(60), "no temporary entry appeared");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no temporary entry appeared"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -301,7 +371,15 @@ fn interrupting_signals_leave_nothing_behind() {
         let out = tmp.path().join("synth");
         // A 1-layer E2B-wide checkpoint is about 1 GB: seconds of writing to interrupt.
         let mut child = Command::new(env!("CARGO_BIN_EXE_g4q"))
-            .args(["synth", "--variant", "e2b", "--layers", "1", "--out", s(&out)])
+            .args([
+                "synth",
+                "--variant",
+                "e2b",
+                "--layers",
+                "1",
+                "--out",
+                s(&out),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -342,7 +420,11 @@ fn stale_temporary_entries_of_dead_runs_are_removed() {
     std::fs::write(&other, b"mine").unwrap();
     let out = tmp.path().join("out.gguf");
     let res = g4q(&["convert", s(&example()), "--type", "Q8_0", "--out", s(&out)]);
-    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
     assert!(!stale_file.exists());
     assert!(!stale_dir.exists());
     assert!(live.exists());
@@ -358,7 +440,15 @@ fn a_killed_run_is_cleaned_up_by_the_next() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("synth");
     let mut child = Command::new(env!("CARGO_BIN_EXE_g4q"))
-        .args(["synth", "--variant", "e2b", "--layers", "1", "--out", s(&out)])
+        .args([
+            "synth",
+            "--variant",
+            "e2b",
+            "--layers",
+            "1",
+            "--out",
+            s(&out),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -369,9 +459,16 @@ fn a_killed_run_is_cleaned_up_by_the_next() {
     let killed = temps(tmp.path());
     assert!(!killed.is_empty(), "SIGKILL left nothing to clean up");
     let gguf = tmp.path().join("out.gguf");
-    assert!(g4q(&["convert", s(&example()), "--type", "Q8_0", "--out", s(&gguf)])
-        .status
-        .success());
+    assert!(g4q(&[
+        "convert",
+        s(&example()),
+        "--type",
+        "Q8_0",
+        "--out",
+        s(&gguf)
+    ])
+    .status
+    .success());
     let left = temps(tmp.path());
     assert!(left.is_empty(), "left behind: {left:?}");
     println!("checked {} leftovers of a killed run", killed.len());

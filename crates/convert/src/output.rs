@@ -236,7 +236,10 @@ impl OutputFile {
     }
 
     fn file(&mut self) -> &mut File {
-        self.temp.as_mut().expect("present until commit").as_file_mut()
+        self.temp
+            .as_mut()
+            .expect("present until commit")
+            .as_file_mut()
     }
 
     /// Syncs the file, renames it over the target and syncs the folder.
@@ -432,7 +435,10 @@ fn temp_owner(name: &OsStr) -> Option<u32> {
 /// Whether process `pid` exists (a process of another user counts as existing).
 #[cfg(unix)]
 fn process_exists(pid: u32) -> bool {
-    let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
         return false;
     };
     !matches!(

@@ -103,7 +103,9 @@ mod tests {
     fn unpacking_inverts_packing() {
         let (rows, cols, groups) = (11, 21, 3);
         let q: Vec<i8> = (0..rows * cols).map(|i| ((i * 7) % 16) as i8 - 8).collect();
-        let z: Vec<i8> = (0..rows * groups).map(|i| ((i * 5) % 16) as i8 - 8).collect();
+        let z: Vec<i8> = (0..rows * groups)
+            .map(|i| ((i * 5) % 16) as i8 - 8)
+            .collect();
         let packed = pack_rows(&q, rows, cols);
         let zero = pack_zero_points(&z, rows, groups);
         let mut checked = 0;

@@ -132,9 +132,8 @@ pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<Vec<RawTensor>> {
     let entries = parse_entries(path, &bytes[8..data_start])?;
     let mut tensors = Vec::with_capacity(entries.len());
     for (name, entry) in entries {
-        let t = check_entry(name, entry, data_len).map_err(|(name, m)| {
-            ConvertError::tensor(path, name, m)
-        })?;
+        let t = check_entry(name, entry, data_len)
+            .map_err(|(name, m)| ConvertError::tensor(path, name, m))?;
         tensors.push(RawTensor {
             start: data_start + t.start,
             end: data_start + t.end,
@@ -205,7 +204,10 @@ impl<'de, const N: usize> Deserialize<'de> for Bounded<N> {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 write!(f, "a list of at most {N} non-negative integers")
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Self::Value, A::Error> {
+            fn visit_seq<A: SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
                 let mut v = Vec::new();
                 while let Some(x) = seq.next_element::<u64>()? {
                     if v.len() == N {
@@ -228,7 +230,10 @@ fn parse_entries(path: &Path, json: &[u8]) -> Result<Vec<(String, Entry)>> {
     }
     impl<'de> DeserializeSeed<'de> for Entries<'_> {
         type Value = Vec<(String, Entry)>;
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Self::Value, D::Error> {
+        fn deserialize<D: Deserializer<'de>>(
+            self,
+            d: D,
+        ) -> std::result::Result<Self::Value, D::Error> {
             d.deserialize_map(self)
         }
     }
@@ -237,7 +242,10 @@ fn parse_entries(path: &Path, json: &[u8]) -> Result<Vec<(String, Entry)>> {
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str("a JSON object of tensor entries")
         }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+        fn visit_map<A: MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> std::result::Result<Self::Value, A::Error> {
             let mut out = Vec::new();
             let mut seen = HashSet::new();
             while let Some(name) = map.next_key::<String>()? {
@@ -264,7 +272,10 @@ fn parse_entries(path: &Path, json: &[u8]) -> Result<Vec<(String, Entry)>> {
         .and_then(|v| de.end().map(|()| v));
     parsed.map_err(|e| match current.into_inner() {
         Some(name) if e.is_data() => ConvertError::tensor(path, name, format!("header entry: {e}")),
-        _ if e.is_data() => ConvertError::format(path, format!("header is not a JSON object of tensor entries: {e}")),
+        _ if e.is_data() => ConvertError::format(
+            path,
+            format!("header is not a JSON object of tensor entries: {e}"),
+        ),
         _ => ConvertError::format(path, format!("header is not valid JSON: {e}")),
     })
 }
@@ -288,7 +299,10 @@ fn check_entry(
     }
 }
 
-fn check_fields(entry: &Entry, data_len: usize) -> std::result::Result<(Vec<usize>, usize, usize), String> {
+fn check_fields(
+    entry: &Entry,
+    data_len: usize,
+) -> std::result::Result<(Vec<usize>, usize, usize), String> {
     let dtype = &entry.dtype;
     let esize = dtype_size(dtype).ok_or_else(|| format!("unknown dtype '{dtype}'"))?;
     let shape = entry

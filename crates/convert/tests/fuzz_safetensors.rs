@@ -47,7 +47,9 @@ fn with_length(header: &[u8], data_len: usize) -> Vec<u8> {
     bytes
 }
 
-const DTYPES: &[&str] = &["F32", "BF16", "F16", "I32", "I64", "U8", "BOOL", "F8_E4M3", "Q4", ""];
+const DTYPES: &[&str] = &[
+    "F32", "BF16", "F16", "I32", "I64", "U8", "BOOL", "F8_E4M3", "Q4", "",
+];
 
 /// A header of random entries, packed contiguously when `contiguous`, else at random offsets.
 fn header_json(entries: &[(String, usize, Vec<u64>, u64)], contiguous: bool) -> (Vec<u8>, u64) {
@@ -79,10 +81,7 @@ fn entries() -> impl Strategy<Value = Vec<(String, usize, Vec<u64>, u64)>> {
         (
             "[a-c.]{0,6}",
             0usize..DTYPES.len(),
-            prop::collection::vec(
-                prop_oneof![0u64..5, Just(u64::MAX), Just(1 << 40)],
-                0..4,
-            ),
+            prop::collection::vec(prop_oneof![0u64..5, Just(u64::MAX), Just(1 << 40)], 0..4),
             0u64..64,
         ),
         0..6,
@@ -147,5 +146,8 @@ fn safetensors_header_parser_survives_fuzzing() {
     let accepted = ACCEPTED.load(Ordering::Relaxed);
     println!("fuzz_safetensors: {executions} executions, {accepted} accepted headers, 0 crashes");
     assert!(executions >= 4 * CASES as usize);
-    assert!(accepted > 0, "no generated header was accepted: the generator is broken");
+    assert!(
+        accepted > 0,
+        "no generated header was accepted: the generator is broken"
+    );
 }

@@ -44,8 +44,9 @@ pub fn encode_header(
     let mut sizes = Vec::with_capacity(entries.len());
     let mut offset = 0u64;
     for e in entries {
-        let esize = dtype_size(&e.dtype)
-            .ok_or_else(|| ConvertError::tensor(file, &e.name, format!("unknown dtype '{}'", e.dtype)))?;
+        let esize = dtype_size(&e.dtype).ok_or_else(|| {
+            ConvertError::tensor(file, &e.name, format!("unknown dtype '{}'", e.dtype))
+        })?;
         let bytes = e
             .shape
             .iter()
@@ -188,7 +189,10 @@ mod tests {
         w.write(&[2u8; 14]).unwrap(); // ends `a`, skips `empty`, fills `b`
         let bytes = w.finish().unwrap();
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        assert_eq!(st.tensor("a").unwrap().data(), [&[1u8; 10][..], &[2; 6]].concat());
+        assert_eq!(
+            st.tensor("a").unwrap().data(),
+            [&[1u8; 10][..], &[2; 6]].concat()
+        );
         assert_eq!(st.tensor("b").unwrap().data(), [2u8; 8]);
         let ours = super::super::parse_header(path, &bytes).unwrap();
         let names: Vec<&str> = ours.iter().map(|t| t.name.as_str()).collect();
@@ -206,7 +210,13 @@ mod tests {
         let mut w = StWriter::new(path, Vec::new(), None, plan()).unwrap();
         w.write(&[0u8; 4]).unwrap();
         assert!(w.finish().is_err());
-        assert!(StWriter::new(path, Vec::new(), None, vec![StEntry::new("x", "Q4", vec![1])]).is_err());
+        assert!(StWriter::new(
+            path,
+            Vec::new(),
+            None,
+            vec![StEntry::new("x", "Q4", vec![1])]
+        )
+        .is_err());
         println!("checked 4 misuses");
     }
 }
