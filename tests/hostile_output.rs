@@ -344,8 +344,17 @@ fn a_file_size_limit_is_a_clear_error_that_leaves_nothing() {
     println!("checked {} commands under ulimit -f 0", cases.len());
 }
 
-/// Waits until `dir` holds a temporary entry of g4q's (the run is writing), at most 60 s.
-fn wait_for_temp(dir: &Path, child: &mut Child) {
+/// Starts `g4q synth` of a 1-layer E2B-wide checkpoint (about 1 GB: seconds of writing) into
+/// `out` and returns once a temporary entry of it exists beside `out` (at most 60 s).
+fn synth_writing(out: &Path) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_g4q"))
+        .args(["synth", "--variant", "e2b", "--layers", "1", "--out"])
+        .arg(out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let dir = out.parent().unwrap();
     let start = Instant::now();
     while temps(dir).is_empty() {
         assert!(
@@ -358,6 +367,7 @@ fn wait_for_temp(dir: &Path, child: &mut Child) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    child
 }
 
 /// Defect 6: SIGTERM, SIGINT and SIGHUP during a write remove the temporary entries, and g4q
@@ -369,22 +379,7 @@ fn interrupting_signals_leave_nothing_behind() {
     for (name, number) in [("TERM", 15), ("INT", 2), ("HUP", 1)] {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("synth");
-        // A 1-layer E2B-wide checkpoint is about 1 GB: seconds of writing to interrupt.
-        let mut child = Command::new(env!("CARGO_BIN_EXE_g4q"))
-            .args([
-                "synth",
-                "--variant",
-                "e2b",
-                "--layers",
-                "1",
-                "--out",
-                s(&out),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_for_temp(tmp.path(), &mut child);
+        let mut child = synth_writing(&out);
         let sent = Command::new("kill")
             .args([format!("-{name}"), child.id().to_string()])
             .status()
@@ -439,21 +434,7 @@ fn stale_temporary_entries_of_dead_runs_are_removed() {
 fn a_killed_run_is_cleaned_up_by_the_next() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("synth");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_g4q"))
-        .args([
-            "synth",
-            "--variant",
-            "e2b",
-            "--layers",
-            "1",
-            "--out",
-            s(&out),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_temp(tmp.path(), &mut child);
+    let mut child = synth_writing(&out);
     child.kill().unwrap();
     child.wait().unwrap();
     let killed = temps(tmp.path());

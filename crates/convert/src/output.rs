@@ -163,13 +163,16 @@ fn temp_prefix() -> String {
     format!("{TEMP_PREFIX}{}-", std::process::id())
 }
 
-/// Runs `create` with a `tempfile` builder set up for our names and the usual modes. The
-/// `tempfile` crate creates exclusively (`O_EXCL`: never through a planted link) under a random
-/// name, retrying on a collision.
-fn temp_builder<T>(
+/// Runs `create` with a `tempfile` builder set up for our names and the usual modes, and
+/// registers the new entry (at `path_of` it) for the signal handler, under one lock so the
+/// handler never misses one. The `tempfile` crate creates exclusively (`O_EXCL`: never through a
+/// planted link) under a random name, retrying on a collision.
+fn registered<T>(
     kind: Kind,
     create: impl FnOnce(&tempfile::Builder) -> std::io::Result<T>,
+    path_of: impl FnOnce(&T) -> &Path,
 ) -> std::io::Result<T> {
+    let mut live = live();
     let prefix = temp_prefix();
     let mut builder = tempfile::Builder::new();
     builder.prefix(&prefix).rand_bytes(RANDOM_CHARS);
@@ -177,7 +180,18 @@ fn temp_builder<T>(
     builder.permissions(permissions(kind));
     #[cfg(not(unix))]
     let _ = kind;
-    create(&builder)
+    let made = create(&builder)?;
+    live.push(path_of(&made).to_path_buf());
+    Ok(made)
+}
+
+/// The first steps of every output: refuse a target of the wrong kind, and remove the stale
+/// temporary entries of dead runs from the folder it is written in, which is returned.
+fn prepare(target: &Path, kind: Kind) -> Result<&Path> {
+    check_kind(target, kind)?;
+    let dir = parent_of(target)?;
+    remove_stale(dir);
+    Ok(dir)
 }
 
 /// Mode of new files and folders before the umask, as `File::create` and `create_dir` use (the
@@ -217,13 +231,9 @@ impl OutputFile {
     /// Starts `target`: refuses a target that is not a regular file, removes stale temporary
     /// entries of dead g4q processes from its folder and creates the temporary file.
     pub fn create(target: &Path) -> Result<OutputFile> {
-        check_kind(target, Kind::File)?;
-        let dir = parent_of(target)?;
-        remove_stale(dir);
-        let mut live = live();
-        let temp = temp_builder(Kind::File, |b| b.tempfile_in(dir))
+        let dir = prepare(target, Kind::File)?;
+        let temp = registered(Kind::File, |b| b.tempfile_in(dir), |t| t.path())
             .map_err(|e| ConvertError::io(target, e))?;
-        live.push(temp.path().to_path_buf());
         Ok(OutputFile {
             target: target.to_path_buf(),
             temp: Some(temp),
@@ -312,10 +322,9 @@ impl OutputDir {
     /// Starts `target`: refuses a target that is not a folder, removes stale temporary entries
     /// of dead g4q processes from its parent and creates the temporary folder.
     pub fn create(target: &Path) -> Result<OutputDir> {
-        check_kind(target, Kind::Folder)?;
-        let parent = parent_of(target)?;
-        remove_stale(parent);
-        let temp = temp_dir_in(parent).map_err(|e| ConvertError::io(target, e))?;
+        let parent = prepare(target, Kind::Folder)?;
+        let temp = registered(Kind::Folder, |b| b.tempdir_in(parent), |t| t.path())
+            .map_err(|e| ConvertError::io(target, e))?;
         Ok(OutputDir {
             target: target.to_path_buf(),
             temp: Some(temp),
@@ -396,9 +405,9 @@ impl ScratchDir {
     pub fn beside(target: &Path) -> Result<ScratchDir> {
         let parent = parent_of(target)?;
         remove_stale(parent);
-        Ok(ScratchDir(
-            temp_dir_in(parent).map_err(|e| ConvertError::io(parent, e))?,
-        ))
+        let dir = registered(Kind::Folder, |b| b.tempdir_in(parent), |t| t.path())
+            .map_err(|e| ConvertError::io(parent, e))?;
+        Ok(ScratchDir(dir))
     }
 
     pub fn path(&self) -> &Path {
@@ -413,13 +422,6 @@ impl Drop for ScratchDir {
         let _ = std::fs::remove_dir_all(&path);
         unregister(&path);
     }
-}
-
-fn temp_dir_in(parent: &Path) -> std::io::Result<tempfile::TempDir> {
-    let mut live = live();
-    let dir = temp_builder(Kind::Folder, |b| b.tempdir_in(parent))?;
-    live.push(dir.path().to_path_buf());
-    Ok(dir)
 }
 
 /// The process id in a temporary name of ours (`.g4q-tmp-PID-RANDOM`).
