@@ -380,8 +380,10 @@ fn interrupting_signals_leave_nothing_behind() {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("synth");
         let mut child = synth_writing(&out);
-        let sent = Command::new("kill")
-            .args([format!("-{name}"), child.id().to_string()])
+        // The shell's own `kill`, so no procps binary is needed.
+        let sent = Command::new("sh")
+            .arg("-c")
+            .arg(format!("kill -{name} {}", child.id()))
             .status()
             .unwrap();
         assert!(sent.success());
