@@ -341,6 +341,35 @@ impl OutputDir {
         &self.target
     }
 
+    /// `e` with a path inside the temporary folder replaced by the same path under the target,
+    /// so an error names the file the user asked for.
+    pub fn retarget(&self, e: ConvertError) -> ConvertError {
+        let map = |file: PathBuf| match file.strip_prefix(self.path()) {
+            Ok(rest) => self.target.join(rest),
+            Err(_) => file,
+        };
+        match e {
+            ConvertError::Format { file, message } => ConvertError::Format {
+                file: map(file),
+                message,
+            },
+            ConvertError::Tensor {
+                file,
+                tensor,
+                message,
+            } => ConvertError::Tensor {
+                file: map(file),
+                tensor,
+                message,
+            },
+            ConvertError::Io { file, source } => ConvertError::Io {
+                file: map(file),
+                source,
+            },
+            other => other,
+        }
+    }
+
     /// Syncs every file written and moves the folder, or its files, into place.
     pub fn commit(mut self) -> Result<()> {
         let temp = self.temp.take().expect("present until commit");

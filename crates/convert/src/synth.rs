@@ -242,22 +242,26 @@ pub fn write_synth(
         ));
     }
     let out = OutputDir::create(dir)?;
-    let summary = write_checkpoint_files(
-        out.path(),
-        &synth_config(variant, layers, seed),
-        seed,
-        progress,
-    )?;
-    let (tokenizer, tokenizer_config) = synthetic_tokenizer(summary.config.vocab_size);
-    for (name, value) in [
-        ("tokenizer.json", tokenizer),
-        ("tokenizer_config.json", tokenizer_config),
-    ] {
-        let path = out.path().join(name);
-        let text = serde_json::to_string(&value)
-            .map_err(|e| ConvertError::format(&path, e.to_string()))?;
-        write_file(&path, text.as_bytes())?;
-    }
+    let summary = (|| {
+        let summary = write_checkpoint_files(
+            out.path(),
+            &synth_config(variant, layers, seed),
+            seed,
+            progress,
+        )?;
+        let (tokenizer, tokenizer_config) = synthetic_tokenizer(summary.config.vocab_size);
+        for (name, value) in [
+            ("tokenizer.json", tokenizer),
+            ("tokenizer_config.json", tokenizer_config),
+        ] {
+            let path = out.path().join(name);
+            let text = serde_json::to_string(&value)
+                .map_err(|e| ConvertError::format(&path, e.to_string()))?;
+            write_file(&path, text.as_bytes())?;
+        }
+        Ok(summary)
+    })()
+    .map_err(|e| out.retarget(e))?;
     out.commit()?;
     Ok(SynthSummary {
         weights: dir.join(SINGLE_FILE),
@@ -323,7 +327,8 @@ pub fn write_random_checkpoint(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<SynthSummary> {
     let out = OutputDir::create(dir)?;
-    let summary = write_checkpoint_files(out.path(), config_json, seed, progress)?;
+    let summary = write_checkpoint_files(out.path(), config_json, seed, progress)
+        .map_err(|e| out.retarget(e))?;
     out.commit()?;
     Ok(SynthSummary {
         weights: dir.join(SINGLE_FILE),

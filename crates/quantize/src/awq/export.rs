@@ -149,6 +149,17 @@ pub fn quantization_config(group: usize, targets: &[String]) -> Value {
     })
 }
 
+/// Writes the folder `out_dir` atomically: `fill` writes into a temporary folder, which then
+/// moves into place; errors name files under `out_dir`, not the temporary folder.
+fn write_folder(out_dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let out = OutputDir::create(out_dir)?;
+    fill(out.path()).map_err(|e| match e {
+        QuantizeError::Convert(c) => QuantizeError::Convert(out.retarget(c)),
+        other => other,
+    })?;
+    Ok(out.commit()?)
+}
+
 fn write_json(path: &Path, v: &Value) -> Result<()> {
     let text = serde_json::to_string_pretty(v).expect("JSON value serialises") + "\n";
     Ok(write_file(path, text.as_bytes())?)
@@ -267,29 +278,10 @@ pub fn write_compressed_tensors(
             ));
         }
     }
-    let out = OutputDir::create(out_dir)?;
     let summary = ExportSummary {
         quantized: targets.len(),
         dense: units.len() - targets.len(),
     };
-    write_safetensors(
-        &out.path().join("model.safetensors"),
-        &units,
-        |source| {
-            Ok(match source {
-                Source::Raw(n) => vec![ckpt.tensor(n)?.data.to_vec()],
-                Source::Norm(n) => vec![f32_bytes(&scaled.vector(n)?)],
-                Source::Scaled(n) => vec![f32_bytes(&dense_f32(&scaled, n)?.0)],
-                Source::Int4(n) => {
-                    let (w, r, c) = dense_f32(&scaled, n)?;
-                    let m = quantize(&w, r, c, g, None);
-                    Weights::release(ckpt, n);
-                    int4_tensors(&m)
-                }
-            })
-        },
-        progress,
-    )?;
     let mut config = read_config(ckpt)?;
     if let Some(obj) = config.as_object_mut() {
         obj.insert(
@@ -297,9 +289,28 @@ pub fn write_compressed_tensors(
             quantization_config(g, &targets),
         );
     }
-    write_json(&out.path().join("config.json"), &config)?;
-    copy_side_files(ckpt, out.path())?;
-    out.commit()?;
+    write_folder(out_dir, |dir| {
+        write_safetensors(
+            &dir.join("model.safetensors"),
+            &units,
+            |source| {
+                Ok(match source {
+                    Source::Raw(n) => vec![ckpt.tensor(n)?.data.to_vec()],
+                    Source::Norm(n) => vec![f32_bytes(&scaled.vector(n)?)],
+                    Source::Scaled(n) => vec![f32_bytes(&dense_f32(&scaled, n)?.0)],
+                    Source::Int4(n) => {
+                        let (w, r, c) = dense_f32(&scaled, n)?;
+                        let m = quantize(&w, r, c, g, None);
+                        Weights::release(ckpt, n);
+                        int4_tensors(&m)
+                    }
+                })
+            },
+            progress,
+        )?;
+        write_json(&dir.join("config.json"), &config)?;
+        copy_side_files(ckpt, dir)
+    })?;
     Ok(summary)
 }
 
@@ -347,25 +358,25 @@ pub fn write_scaled_checkpoint(
         };
         units.push((vec![StEntry::new(hf, dtype, view.shape.clone())], source));
     }
-    let out = OutputDir::create(out_dir)?;
-    write_safetensors(
-        &out.path().join("model.safetensors"),
-        &units,
-        |source| {
-            Ok(match source {
-                Source::Raw(n) => vec![ckpt.tensor(n)?.data.to_vec()],
-                Source::Norm(n) => vec![f32_bytes(&scaled.vector(n)?)],
-                Source::Scaled(n) | Source::Int4(n) => {
-                    vec![f32_bytes(&dense_f32(&scaled, n)?.0)]
-                }
-            })
-        },
-        progress,
-    )?;
-    write_json(&out.path().join("config.json"), &read_config(ckpt)?)?;
-    copy_side_files(ckpt, out.path())?;
-    out.commit()?;
-    Ok(())
+    let config = read_config(ckpt)?;
+    write_folder(out_dir, |dir| {
+        write_safetensors(
+            &dir.join("model.safetensors"),
+            &units,
+            |source| {
+                Ok(match source {
+                    Source::Raw(n) => vec![ckpt.tensor(n)?.data.to_vec()],
+                    Source::Norm(n) => vec![f32_bytes(&scaled.vector(n)?)],
+                    Source::Scaled(n) | Source::Int4(n) => {
+                        vec![f32_bytes(&dense_f32(&scaled, n)?.0)]
+                    }
+                })
+            },
+            progress,
+        )?;
+        write_json(&dir.join("config.json"), &config)?;
+        copy_side_files(ckpt, dir)
+    })
 }
 
 /// An I/O failure on `file`, as the convert crate reports it.
