@@ -1,7 +1,8 @@
 //! The `g4q` command line: Gemma 4 checkpoints to verified, quantized releases.
 //!
 //! Each subcommand lives in `cmd/`; this file parses flags and maps failures to the documented
-//! exit codes (0 ok, 1 gate failed, 2 usage or input error, 3 internal error).
+//! exit codes (0 ok, 1 gate failed, 2 usage or input error, 3 internal error; 128 + N after
+//! signal N, see `convert::output::install_signal_cleanup`).
 
 mod cmd;
 
@@ -37,6 +38,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = convert::output::install_signal_cleanup() {
+        eprintln!("g4q: warning: no cleanup on interruption: {e}");
+    }
     let result = match cli.command {
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Forward(args) => cmd::forward::run(args),

@@ -6,10 +6,11 @@
 //! layer-streaming reference forward pass while each layer's groups are searched
 //! (`quantize::awq`). A progress bar with an ETA counts layers on a terminal.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
+use convert::output::{check_target, Kind, ScratchDir};
 use convert::Checkpoint;
 use quantize::awq::export::{write_compressed_tensors, write_scaled_checkpoint};
 use quantize::awq::{compute_awq, AwqOptions, AwqPlan};
@@ -87,6 +88,7 @@ pub fn write_int4(
     args: &AwqArgs,
 ) -> anyhow::Result<()> {
     let data = data.ok_or_else(|| usage("--format awq needs --data FILE.txt"))?;
+    check_target(out, Kind::Folder, &[model, data])?;
     let ckpt = Checkpoint::open(model)?;
     let plan = search(model, &ckpt, data, args, !args.no_clip, false)?;
     let bar = progress::bar(0, "write");
@@ -106,37 +108,25 @@ pub fn write_int4(
     Ok(())
 }
 
-/// A folder removed (with its contents) when dropped.
-pub struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// `--awq`: the checkpoint with AWQ scales folded in (no clipping: k-quants pick their own
-/// ranges; the MoE experts are scaled too, since k-quants quantize them), written as F32 next to `out` under the source folder's name (GGUF `general.name`
-/// comes from it) and opened; the folder goes when the guard drops.
+/// ranges; the MoE experts are scaled too, since k-quants quantize them), written as F32 in a
+/// scratch folder beside `out`, under the source folder's name (GGUF `general.name` comes from
+/// it), and opened; the scratch folder goes when the guard drops.
 pub fn scaled_checkpoint(
     model: &Path,
     ckpt: &Checkpoint,
     data: &Path,
     out: &Path,
     args: &AwqArgs,
-) -> anyhow::Result<(TempDir, Checkpoint)> {
+) -> anyhow::Result<(ScratchDir, Checkpoint)> {
     let plan = search(model, ckpt, data, args, false, true)?;
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let guard = TempDir(parent.join(format!(".g4q-awq-{}", std::process::id())));
+    let guard = ScratchDir::beside(out)?;
     let name = model
         .canonicalize()
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_os_string()))
         .unwrap_or_else(|| "model".into());
-    let dir = guard.0.join(name);
+    let dir = guard.path().join(name);
     write_scaled_checkpoint(ckpt, &plan, &dir, &mut |_, _| {})
         .with_context(|| format!("writing the AWQ-scaled checkpoint {}", dir.display()))?;
     let scaled = Checkpoint::open(&dir)?;

@@ -1,8 +1,9 @@
 //! `g4q convert`: a checkpoint folder straight to a release file in one streaming pass.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use convert::output::{check_target, Kind};
 use convert::Checkpoint;
 use quantize::gguf_release::{self, ReleaseOptions};
 
@@ -87,6 +88,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return awq::write_int4(&args.model, args.data.as_deref(), out, &args.awq_args);
     }
     args.mix.required_ftype()?;
+    if let Some(out) = &args.out {
+        let inputs: Vec<&Path> = [
+            Some(args.model.as_path()),
+            args.mix.imatrix_file(),
+            args.data.as_deref(),
+        ]
+            .into_iter()
+            .flatten()
+            .collect();
+        check_target(out, Kind::File, &inputs)?;
+    }
     let mut ckpt = Checkpoint::open(&args.model)?;
     // With --awq the rest of the run (imatrix included) reads the AWQ-scaled checkpoint.
     let mut _scaled_dir = None;

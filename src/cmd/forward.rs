@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use convert::output::{check_target, Kind};
 use verify::output::{write_safetensors, OutTensor};
 use verify::{forward_streaming, ForwardOptions, Model, NoObserver, Tokenizer};
 
@@ -37,6 +38,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    check_target(&args.out, Kind::File, &[&args.model])?;
     // A checkpoint folder, an AWQ int4 release folder or a GGUF file (dequantized weights).
     let opened =
         verify::candidate::Opened::open(&args.model, verify::gguf_weights::GgufMath::Dequantize)?;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
+use convert::output::{check_target, Kind};
 use convert::Checkpoint;
 use quantize::calibrate::{calibration_tokens, compute_imatrix, ImatrixOptions};
 use quantize::imatrix::TensorStats;
@@ -55,6 +56,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (Some(model), Some(data), Some(out)) = (&args.model, &args.data, &args.out) else {
         return Err(usage("give MODEL, --data and --out (or --in-file)"));
     };
+    check_target(out, Kind::File, &[model, data])?;
     let ckpt = Checkpoint::open(model)?;
     let im = compute(model, &ckpt, data, &args.chunking)?;
     im.write_gguf(out)

@@ -1,6 +1,6 @@
 //! The quantization flags `g4q convert` and `g4q quantize` share, and the dry-run plan printout.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::usage;
 use kernels::GgmlType;
@@ -75,6 +75,15 @@ fn ggml_type(flag: &str, s: &str) -> anyhow::Result<GgmlType> {
 }
 
 impl MixArgs {
+    /// The importance matrix file named by `--imatrix`, if any (an input the outputs must not
+    /// overwrite).
+    pub fn imatrix_file(&self) -> Option<&Path> {
+        match &self.imatrix {
+            Some(ImatrixArg::File(p)) => Some(p),
+            _ => None,
+        }
+    }
+
     /// The `--type` given, or the usage error naming what needs it.
     pub fn required_ftype(&self) -> anyhow::Result<FileType> {
         self.ftype

@@ -1,10 +1,11 @@
 //! `g4q quantize`: re-quantizes an existing GGUF (F32, F16, BF16 or Q8_0 tensors) as
 //! llama-quantize does.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use convert::gguf::GgufFile;
+use convert::output::{check_target, Kind};
 use quantize::gguf_release::ReleaseOptions;
 
 use super::mix_args::MixArgs;
@@ -31,9 +32,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "--type {ftype}: g4q quantize writes quantized files; use g4q convert for {ftype}"
         )));
     }
-    if args.out == args.input {
-        return Err(usage("--out must differ from the input file"));
-    }
+    let inputs: Vec<&Path> = [Some(args.input.as_path()), args.mix.imatrix_file()]
+        .into_iter()
+        .flatten()
+        .collect();
+    check_target(&args.out, Kind::File, &inputs)?;
     let bar = progress::bar(input.tensors().len() as u64, "quantize");
     let tick = |done: usize, _all: usize| bar.set_position(done as u64);
     let opts = ReleaseOptions {

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use convert::output::{check_target, Kind};
 use convert::Variant;
 
 /// The variant names `--variant` accepts.
@@ -48,6 +49,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    check_target(&args.out, Kind::Folder, &[])?;
     let variant = Variant::from(args.variant);
     let start = Instant::now();
     let bar = super::progress::bytes_bar("synth");

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
+use convert::output::{check_target, write_file, Kind};
 use verify::candidate::{fingerprint, sha256_bytes, sha256_tokens, InputRecord, Opened};
 use verify::compare::{compare, CompareOptions};
 use verify::data::{chunk_tokens, parse_token_ids, ScoreSpan, BUNDLED_TEXT};
@@ -85,6 +86,20 @@ pub enum MathArg {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(json) = &args.json {
+        let inputs: Vec<&Path> = [
+            Some(args.reference.as_path()),
+            Some(args.candidate.as_path()),
+            args.data.as_deref(),
+            args.tokens_file.as_deref(),
+            args.baseline.as_deref(),
+            Some(args.config.as_deref().unwrap_or(Path::new(DEFAULT_CONFIG))),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        check_target(json, Kind::File, &inputs)?;
+    }
     let thresholds = thresholds(&args)?;
     let math = match args.gguf_math {
         MathArg::Ggml => GgufMath::Ggml,
@@ -165,7 +180,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     print!("{}", report.table());
     if let Some(path) = &args.json {
-        std::fs::write(path, report.to_json() + "\n")
+        write_file(path, (report.to_json() + "\n").as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
     }
     match GateFailed::check(&report.gates) {

@@ -9,7 +9,8 @@ pub mod error;
 pub mod gguf;
 pub mod llama;
 pub mod output;
-mod stfile;
+pub mod pack_quantized;
+pub mod stfile;
 pub mod synth;
 pub mod tensor;
 

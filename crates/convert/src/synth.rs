@@ -10,8 +10,6 @@
 //! Values are deterministic for a seed whatever the thread count: every chunk of every tensor
 //! draws from its own ChaCha8 stream position (stream = tensor index, word = element offset).
 
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rand::RngCore;
@@ -24,6 +22,8 @@ use crate::catalogue::{self, Need, TensorSpec};
 use crate::checkpoint::SINGLE_FILE;
 use crate::config::{Gemma4Config, Variant};
 use crate::error::{ConvertError, Result};
+use crate::output::{write_file, OutputDir, OutputFile};
+use crate::stfile::writer::{StEntry, StWriter};
 
 /// Standard deviation of matrix weights (the usual Gemma initializer range).
 const WEIGHT_STD: f32 = 0.02;
@@ -224,9 +224,10 @@ pub struct SynthSummary {
     pub bytes: u64,
 }
 
-/// Writes `config.json` and `model.safetensors` of a synthetic `variant` checkpoint with
-/// `layers` layers into `dir` (created if needed). `progress(done, total)` is called with bytes
-/// of tensor data written so far.
+/// Writes `config.json`, `model.safetensors` and a synthetic tokenizer of a `variant`
+/// checkpoint with `layers` layers as the folder `dir`, atomically (an [`OutputDir`]): files of
+/// the same names in an existing `dir` are replaced, nothing is left on failure.
+/// `progress(done, total)` is called with bytes of tensor data written so far.
 pub fn write_synth(
     dir: &Path,
     variant: Variant,
@@ -240,19 +241,32 @@ pub fn write_synth(
             "a checkpoint needs at least 1 layer",
         ));
     }
-    let summary =
-        write_random_checkpoint(dir, &synth_config(variant, layers, seed), seed, progress)?;
-    let (tokenizer, tokenizer_config) = synthetic_tokenizer(summary.config.vocab_size);
-    for (name, value) in [
-        ("tokenizer.json", tokenizer),
-        ("tokenizer_config.json", tokenizer_config),
-    ] {
-        let path = dir.join(name);
-        let text = serde_json::to_string(&value)
-            .map_err(|e| ConvertError::format(&path, e.to_string()))?;
-        std::fs::write(&path, text).map_err(|e| ConvertError::io(&path, e))?;
-    }
-    Ok(summary)
+    let out = OutputDir::create(dir)?;
+    let summary = (|| {
+        let summary = write_checkpoint_files(
+            out.path(),
+            &synth_config(variant, layers, seed),
+            seed,
+            progress,
+        )?;
+        let (tokenizer, tokenizer_config) = synthetic_tokenizer(summary.config.vocab_size);
+        for (name, value) in [
+            ("tokenizer.json", tokenizer),
+            ("tokenizer_config.json", tokenizer_config),
+        ] {
+            let path = out.path().join(name);
+            let text = serde_json::to_string(&value)
+                .map_err(|e| ConvertError::format(&path, e.to_string()))?;
+            write_file(&path, text.as_bytes())?;
+        }
+        Ok(summary)
+    })()
+    .map_err(|e| out.retarget(e))?;
+    out.commit()?;
+    Ok(SynthSummary {
+        weights: dir.join(SINGLE_FILE),
+        ..summary
+    })
 }
 
 /// A Gemma-style BPE tokenizer of `vocab_size` tokens for synthetic checkpoints: `<pad>`,
@@ -312,30 +326,32 @@ pub fn write_random_checkpoint(
     seed: u64,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<SynthSummary> {
+    let out = OutputDir::create(dir)?;
+    let summary = write_checkpoint_files(out.path(), config_json, seed, progress)
+        .map_err(|e| out.retarget(e))?;
+    out.commit()?;
+    Ok(SynthSummary {
+        weights: dir.join(SINGLE_FILE),
+        ..summary
+    })
+}
+
+/// Writes `model.safetensors` and `config.json` for `config_json` into `dir`.
+fn write_checkpoint_files(
+    dir: &Path,
+    config_json: &Value,
+    seed: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<SynthSummary> {
     let config_text = serde_json::to_string_pretty(config_json).expect("JSON value serialises");
     let config = Gemma4Config::from_json_str(&config_text, "synthetic config.json")?;
     let specs: Vec<TensorSpec> = catalogue::text_catalogue(&config)?
         .into_iter()
         .filter(|s| s.need == Need::Required)
         .collect();
-
-    std::fs::create_dir_all(dir).map_err(|e| ConvertError::io(dir, e))?;
     let weights = dir.join(SINGLE_FILE);
-    let partial = dir.join(format!("{SINGLE_FILE}.partial"));
-    let bytes = match write_weights(&partial, &specs, seed, progress) {
-        Ok(b) => b,
-        Err(e) => {
-            let _ = std::fs::remove_file(&partial);
-            return Err(e);
-        }
-    };
-    std::fs::rename(&partial, &weights).map_err(|e| ConvertError::io(&weights, e))?;
-    let config_path = dir.join("config.json");
-    let config_partial = dir.join("config.json.partial");
-    std::fs::write(&config_partial, config_text + "\n")
-        .map_err(|e| ConvertError::io(&config_partial, e))?;
-    std::fs::rename(&config_partial, &config_path)
-        .map_err(|e| ConvertError::io(&config_path, e))?;
+    let bytes = write_weights(&weights, &specs, seed, progress)?;
+    write_file(&dir.join("config.json"), (config_text + "\n").as_bytes())?;
     Ok(SynthSummary {
         weights,
         config,
@@ -351,34 +367,16 @@ fn write_weights(
     seed: u64,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<u64> {
-    let io = |e| ConvertError::io(path, e);
     let prefix = catalogue::RELEASED_PREFIX;
-    let mut header = serde_json::Map::new();
-    header.insert("__metadata__".into(), json!({"format": "pt"}));
-    let mut offset = 0u64;
-    for spec in specs {
-        let numel = spec
-            .shape
-            .iter()
-            .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
-            .and_then(|n| n.checked_mul(2))
-            .ok_or_else(|| ConvertError::config("synthetic config", "tensor size overflows"))?;
-        header.insert(
-            format!("{prefix}{}", spec.name),
-            json!({"dtype": "BF16", "shape": spec.shape, "data_offsets": [offset, offset + numel]}),
-        );
-        offset += numel;
-    }
-    let total = offset;
-    let mut header = serde_json::to_vec(&Value::Object(header)).expect("JSON value serialises");
-    // safetensors pads the header with spaces so the data starts 8-byte aligned.
-    header.resize(header.len().next_multiple_of(8), b' ');
-
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("format".into(), json!("pt"));
+    let entries = specs
+        .iter()
+        .map(|spec| StEntry::new(format!("{prefix}{}", spec.name), "BF16", spec.shape.clone()))
+        .collect();
     // Chunks are 2 MB already: written straight to the file, no buffer in between.
-    let mut out = File::create(path).map_err(io)?;
-    out.write_all(&(header.len() as u64).to_le_bytes())
-        .map_err(io)?;
-    out.write_all(&header).map_err(io)?;
+    let mut out = StWriter::new(path, OutputFile::create(path)?, Some(&metadata), entries)?;
+    let total = out.data_len();
     // Every chunk of every tensor, in file order: (tensor index, first element, length, mean).
     let mut jobs = Vec::new();
     for (index, spec) in specs.iter().enumerate() {
@@ -395,10 +393,10 @@ fn write_weights(
         let writer = scope.spawn(move || -> Result<()> {
             for batch in receive {
                 for bytes in &batch {
-                    out.write_all(bytes).map_err(io)?;
+                    out.write(bytes)?;
                 }
             }
-            out.sync_all().map_err(io)
+            out.finish()?.commit()
         });
         let mut done = 0u64;
         for batch in jobs.chunks(CHUNKS_PER_BATCH) {

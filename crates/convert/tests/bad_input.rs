@@ -384,3 +384,41 @@ fn random_header_corruption_never_panics() {
     println!("checked 400 cases: {rejected} rejected, {accepted} accepted");
     assert!(rejected > 300);
 }
+
+/// A shape of a million dimensions (a 2 MB header) is refused by its rank, naming the tensor,
+/// before a list of that length is held; the error line stays short.
+#[test]
+fn shape_with_a_million_dimensions() {
+    let tmp = copy_checkpoint(&e2b_released());
+    edit_header(tmp.path(), |h| {
+        h[GATE0]["shape"] = Value::Array(vec![json!(1); 1_000_000]);
+    });
+    let err = open_err(tmp.path(), &[WEIGHTS, GATE0, "more than 16 values"]);
+    assert!(err.to_string().len() < 500, "{}", err.to_string().len());
+}
+
+/// A name given twice in a header is an error naming it (a JSON map would keep the last).
+#[test]
+fn tensor_named_twice_in_the_header() {
+    let tmp = copy_checkpoint(&e2b_released());
+    let path = tmp.path().join(WEIGHTS);
+    let bytes = std::fs::read(&path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&bytes[8..8 + n]).unwrap().trim_end();
+    // Repeat the first tensor entry at the end of the object.
+    let v: serde_json::Map<String, Value> = serde_json::from_str(header).unwrap();
+    let (name, entry) = v.iter().find(|(k, _)| *k != "__metadata__").unwrap();
+    let doubled = format!(
+        "{},{}:{}}}",
+        &header[..header.len() - 1],
+        serde_json::to_string(name).unwrap(),
+        entry
+    );
+    let mut doubled = doubled.into_bytes();
+    doubled.resize(doubled.len().next_multiple_of(8), b' ');
+    let mut out = (doubled.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&doubled);
+    out.extend_from_slice(&bytes[8 + n..]);
+    std::fs::write(&path, out).unwrap();
+    open_err(tmp.path(), &[WEIGHTS, name, "appears twice"]);
+}

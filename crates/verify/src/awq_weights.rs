@@ -15,32 +15,22 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use convert::pack_quantized;
+use convert::stfile::{RawTensor, StFile};
 use convert::Gemma4Config;
 use serde_json::Value;
 
 use crate::error::{Result, VerifyError};
 use crate::weights::{widen, DenseMatrix, ElemType, Matrix, RowSource, Weights};
 
-/// A raw tensor of the file.
-#[derive(Clone, Debug)]
-struct Raw {
-    dtype: String,
-    shape: Vec<usize>,
-    start: usize,
-    end: usize,
-}
-
-/// An opened AWQ release folder (`config.json` + `model.safetensors`), held in memory.
+/// An opened AWQ release folder (`config.json` + `model.safetensors`, mapped).
 pub struct AwqWeights {
     file: PathBuf,
     config: Gemma4Config,
-    data: Vec<u8>,
-    /// Canonical name → raw tensor (dense tensors, and the parts of quantized ones).
-    raw: HashMap<String, Raw>,
-}
-
-fn format_error(file: &Path, message: impl Into<String>) -> VerifyError {
-    VerifyError::Input(format!("{}: {}", file.display(), message.into()))
+    st: StFile,
+    /// Canonical name → index of its entry in `st` (dense tensors, and the parts of quantized
+    /// ones).
+    raw: HashMap<String, usize>,
 }
 
 fn tensor_error(file: &Path, tensor: &str, message: impl Into<String>) -> VerifyError {
@@ -75,26 +65,28 @@ impl AwqWeights {
         })?;
         let config = Gemma4Config::from_json_str(&text, &config_path.display().to_string())?;
         let file = dir.join("model.safetensors");
-        let data = std::fs::read(&file).map_err(|e| VerifyError::Io {
-            file: file.display().to_string(),
-            source: e,
-        })?;
-        let raw_by_hf = parse_header(&file, &data)?;
-        let prefix = convert::catalogue::text_prefix(raw_by_hf.keys().map(String::as_str));
-        let raw = raw_by_hf
-            .into_iter()
-            .filter_map(|(k, v)| k.strip_prefix(prefix).map(|c| (c.to_string(), v)))
+        let st = StFile::open(&file)?;
+        let names = st.tensors().iter().map(|t| t.name.as_str());
+        let prefix = convert::catalogue::text_prefix(names);
+        let raw = st
+            .tensors()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| t.name.strip_prefix(prefix).map(|c| (c.to_string(), i)))
             .collect();
         Ok(AwqWeights {
             file,
             config,
-            data,
+            st,
             raw,
         })
     }
 
-    fn part(&self, name: &str) -> Option<(&Raw, &[u8])> {
-        self.raw.get(name).map(|r| (r, &self.data[r.start..r.end]))
+    fn part(&self, name: &str) -> Option<(&RawTensor, &[u8])> {
+        self.raw.get(name).map(|&i| {
+            let t = &self.st.tensors()[i];
+            (t, self.st.bytes(t))
+        })
     }
 
     /// Whether `name` (canonical, ending in `.weight`) is stored as int4.
@@ -260,79 +252,6 @@ fn dense_type(file: &Path, name: &str, dtype: &str) -> Result<ElemType> {
     }
 }
 
-/// Parses and bounds-checks a safetensors header; keys are the names as stored.
-fn parse_header(file: &Path, data: &[u8]) -> Result<HashMap<String, Raw>> {
-    let len = data
-        .get(..8)
-        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
-        .ok_or_else(|| format_error(file, "shorter than a safetensors header"))?;
-    let end = usize::try_from(len)
-        .ok()
-        .and_then(|l| l.checked_add(8))
-        .filter(|&e| e <= data.len())
-        .ok_or_else(|| format_error(file, "header length runs past the end of the file"))?;
-    let header: Value = serde_json::from_slice(&data[8..end])
-        .map_err(|e| format_error(file, format!("header is not JSON: {e}")))?;
-    let obj = header
-        .as_object()
-        .ok_or_else(|| format_error(file, "header is not a JSON object"))?;
-    let body = data.len() - end;
-    let mut out = HashMap::new();
-    for (name, v) in obj {
-        if name == "__metadata__" {
-            continue;
-        }
-        let bad = |m: &str| tensor_error(file, name, m.to_string());
-        let dtype = v
-            .get("dtype")
-            .and_then(Value::as_str)
-            .ok_or_else(|| bad("no dtype"))?
-            .to_string();
-        let shape: Vec<usize> = v
-            .get("shape")
-            .and_then(Value::as_array)
-            .ok_or_else(|| bad("no shape"))?
-            .iter()
-            .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
-            .collect::<Option<_>>()
-            .ok_or_else(|| bad("shape is not a list of sizes"))?;
-        let offs: Vec<usize> = v
-            .get("data_offsets")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let [s, e] = offs[..] else {
-            return Err(bad("data_offsets is not two offsets"));
-        };
-        let elem = match dtype.as_str() {
-            "I64" => 8,
-            "F32" | "I32" => 4,
-            "F16" | "BF16" => 2,
-            _ => return Err(bad(&format!("dtype {dtype} is not supported"))),
-        };
-        let want = shape.iter().try_fold(elem, |a: usize, &d| a.checked_mul(d));
-        if s > e || e > body || want != Some(e - s) {
-            return Err(bad(
-                "data_offsets do not match its shape and dtype or leave the file",
-            ));
-        }
-        out.insert(
-            name.clone(),
-            Raw {
-                dtype,
-                shape,
-                start: end + s,
-                end: end + e,
-            },
-        );
-    }
-    Ok(out)
-}
-
 /// An int4 matrix borrowed from the file, dequantized a row at a time.
 struct Int4Rows<'a> {
     name: String,
@@ -354,10 +273,6 @@ fn round_to(t: ElemType, x: f32) -> f32 {
     }
 }
 
-fn word(b: &[u8], i: usize) -> u32 {
-    u32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
-}
-
 impl RowSource for Int4Rows<'_> {
     fn name(&self) -> &str {
         &self.name
@@ -374,7 +289,6 @@ impl RowSource for Int4Rows<'_> {
     fn rows_to_f32(&self, row0: usize, n: usize, out: &mut [f32]) -> Result<()> {
         crate::weights::check_rows(self, row0, n, out.len())?;
         let ng = self.cols / self.group;
-        let words = self.cols.div_ceil(8);
         let es = self.scale_type.size();
         let mut scales = vec![0f32; ng];
         for (i, dst) in out.chunks_exact_mut(self.cols).enumerate() {
@@ -390,11 +304,10 @@ impl RowSource for Int4Rows<'_> {
                 });
             }
             for (j, &s) in scales.iter().enumerate() {
-                let z = ((word(self.zero, (r / 8) * ng + j) >> (4 * (r % 8))) & 0xF) as i32 - 8;
+                let z = pack_quantized::zero_point(self.zero, ng, r, j);
                 let k0 = j * self.group;
                 for (k, d) in (k0..).zip(&mut dst[k0..k0 + self.group]) {
-                    let q =
-                        ((word(self.packed, r * words + k / 8) >> (4 * (k % 8))) & 0xF) as i32 - 8;
+                    let q = pack_quantized::code(self.packed, self.cols, r, k);
                     *d = round_to(self.scale_type, (q - z) as f32 * s);
                 }
             }

@@ -1,10 +1,11 @@
-//! Writes f32 tensors as a safetensors file, atomically: everything goes to a temporary file
-//! beside the target, which is synced and renamed over it only when complete, so a failed run
-//! never leaves a partial file.
+//! Writes f32 tensors (logits, hidden states) as a safetensors file through convert's one
+//! safetensors writer and one atomic output file: a failed run never leaves a partial file.
 
-use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
+
+use convert::output::OutputFile;
+use convert::stfile::writer::{StEntry, StWriter};
 
 use crate::error::{Result, VerifyError};
 
@@ -15,20 +16,12 @@ pub struct OutTensor<'a> {
     pub data: &'a [f32],
 }
 
-fn io_err(path: &Path, e: std::io::Error) -> VerifyError {
-    VerifyError::Io {
-        file: path.display().to_string(),
-        source: e,
-    }
-}
-
 /// Writes `tensors` (in the given order) to `path` as safetensors.
 pub fn write_safetensors(path: &Path, tensors: &[OutTensor<'_>]) -> Result<()> {
-    let mut header = serde_json::Map::new();
-    let mut offset = 0usize;
+    let mut entries = Vec::with_capacity(tensors.len());
     for t in tensors {
-        let numel: usize = t.shape.iter().product();
-        if numel != t.data.len() {
+        let numel = t.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        if numel != Some(t.data.len()) {
             return Err(VerifyError::Input(format!(
                 "tensor '{}' has {} values for shape {:?}",
                 t.name,
@@ -36,46 +29,29 @@ pub fn write_safetensors(path: &Path, tensors: &[OutTensor<'_>]) -> Result<()> {
                 t.shape
             )));
         }
-        let end = offset + 4 * numel;
-        header.insert(
-            t.name.clone(),
-            serde_json::json!({"dtype": "F32", "shape": t.shape, "data_offsets": [offset, end]}),
-        );
-        offset = end;
+        entries.push(StEntry::new(t.name.clone(), "F32", t.shape.clone()));
     }
-    let mut json = serde_json::to_vec(&header).map_err(|e| VerifyError::Input(e.to_string()))?;
-    // Pad the header with spaces so the data starts 8-byte aligned.
-    while json.len() % 8 != 0 {
-        json.push(b' ');
-    }
-
-    let name = path
-        .file_name()
-        .ok_or_else(|| VerifyError::Input(format!("{}: no file name", path.display())))?;
-    let mut temp_name = std::ffi::OsString::from(".");
-    temp_name.push(name);
-    temp_name.push(format!(".tmp-{}", std::process::id()));
-    let temp = path.with_file_name(temp_name);
-    let result = (|| -> std::io::Result<()> {
-        let file = File::create(&temp)?;
-        let mut w = BufWriter::with_capacity(1 << 20, file);
-        w.write_all(&(json.len() as u64).to_le_bytes())?;
-        w.write_all(&json)?;
-        for t in tensors {
-            for chunk in t.data.chunks(1 << 16) {
-                let bytes: Vec<u8> = chunk.iter().flat_map(|v| v.to_le_bytes()).collect();
-                w.write_all(&bytes)?;
-            }
+    let out = BufWriter::with_capacity(1 << 20, OutputFile::create(path)?);
+    let mut w = StWriter::new(path, out, None, entries)?;
+    for t in tensors {
+        for chunk in t.data.chunks(1 << 16) {
+            let bytes: Vec<u8> = chunk.iter().flat_map(|v| v.to_le_bytes()).collect();
+            w.write(&bytes)?;
         }
-        let file = w.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        std::fs::rename(&temp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&temp);
-        return Err(io_err(path, e));
     }
+    let mut out = w.finish()?;
+    out.flush().map_err(|e| io_err(path, e))?;
+    out.into_inner()
+        .map_err(|e| io_err(path, e.into_error()))?
+        .commit()?;
     Ok(())
+}
+
+fn io_err(path: &Path, e: std::io::Error) -> VerifyError {
+    VerifyError::Io {
+        file: path.display().to_string(),
+        source: e,
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,6 @@
 //! to a temporary file beside the target and is renamed into place only by [`GgufWriter::finish`];
 //! a writer dropped before that removes the temporary file, so no partial file is ever left.
 
-use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -12,7 +11,7 @@ use super::reader::pad_to;
 use super::value::{Array, Metadata, Value};
 use super::{TensorInfo, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_DIMS, MAX_NAME_BYTES};
 use crate::error::{ConvertError, Result};
-use crate::output::TempOutput;
+use crate::output::OutputFile;
 
 /// Encodes the header of a GGUF v3 file: magic, counts, metadata, tensor infos and the padding
 /// up to the data section. Tensor offsets are assigned here, contiguous with padding.
@@ -141,8 +140,7 @@ fn put_value(out: &mut Vec<u8>, v: &Value) {
 /// Writes a GGUF file tensor by tensor, in the order the tensor list was given.
 pub struct GgufWriter {
     target: PathBuf,
-    out: BufWriter<File>,
-    temp: TempOutput,
+    out: BufWriter<OutputFile>,
     tensors: Vec<TensorInfo>,
     next: usize,
     alignment: u64,
@@ -156,15 +154,12 @@ impl GgufWriter {
     pub fn create(path: &Path, metadata: &Metadata, mut tensors: Vec<TensorInfo>) -> Result<Self> {
         let header = encode_header(metadata, &mut tensors, path)?;
         let alignment = alignment_of(metadata, path)?;
-        let temp = TempOutput::new(path)?;
-        let file = temp.create()?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let mut out = BufWriter::with_capacity(1 << 20, OutputFile::create(path)?);
         out.write_all(&header)
-            .map_err(|e| ConvertError::io(temp.path(), e))?;
+            .map_err(|e| ConvertError::io(path, e))?;
         Ok(GgufWriter {
             target: path.to_path_buf(),
             out,
-            temp,
             tensors,
             next: 0,
             alignment,
@@ -238,7 +233,7 @@ impl GgufWriter {
         }
         self.out
             .write_all(data)
-            .map_err(|e| ConvertError::io(self.temp.path(), e))?;
+            .map_err(|e| ConvertError::io(&self.target, e))?;
         self.open_bytes = Some(total);
         Ok(())
     }
@@ -268,7 +263,7 @@ impl GgufWriter {
         let padded = pad_to(end, self.alignment).unwrap_or(end);
         self.out
             .write_all(&vec![0u8; (padded - end) as usize])
-            .map_err(|e| ConvertError::io(self.temp.path(), e))?;
+            .map_err(|e| ConvertError::io(&self.target, e))?;
         self.written = padded;
         self.next += 1;
         Ok(())
@@ -280,10 +275,9 @@ impl GgufWriter {
             let missing = &self.tensors[self.next].name;
             return Err(ConvertError::tensor(&self.target, missing, "never written"));
         }
-        let GgufWriter { out, temp, .. } = self;
-        let file = out
-            .into_inner()
-            .map_err(|e| ConvertError::io(temp.path(), e.into_error()))?;
-        temp.commit(file)
+        let GgufWriter { out, target, .. } = self;
+        out.into_inner()
+            .map_err(|e| ConvertError::io(&target, e.into_error()))?
+            .commit()
     }
 }

@@ -14,11 +14,12 @@
 //! Both stream tensor by tensor: the header is planned from shapes, then each tensor is
 //! produced and written, so memory is one tensor (in f32) at a time.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::BufWriter;
 use std::path::Path;
 
-use convert::output::TempOutput;
+use convert::output::{write_file, OutputDir, OutputFile};
+use convert::pack_quantized::{pack_rows, pack_zero_points};
+use convert::stfile::writer::{StEntry, StWriter};
 use convert::{Checkpoint, ConvertError, Gemma4Config};
 use serde_json::{json, Map, Value};
 use verify::Weights;
@@ -41,33 +42,6 @@ pub const SIDE_FILES: &[&str] = &[
     "preprocessor_config.json",
 ];
 
-/// One tensor of a safetensors file being planned.
-#[derive(Clone, Debug)]
-struct Entry {
-    name: String,
-    dtype: &'static str,
-    shape: Vec<usize>,
-    bytes: usize,
-}
-
-fn entry(name: String, dtype: &'static str, shape: Vec<usize>) -> Result<Entry> {
-    let elem = match dtype {
-        "I64" => 8,
-        "F32" | "I32" => 4,
-        _ => 2,
-    };
-    let bytes = shape
-        .iter()
-        .try_fold(elem, |a: usize, &d| a.checked_mul(d))
-        .ok_or_else(|| QuantizeError::Options(format!("tensor '{name}': size overflows")))?;
-    Ok(Entry {
-        name,
-        dtype,
-        shape,
-        bytes,
-    })
-}
-
 /// What produces the bytes of one or more consecutive entries.
 enum Source {
     /// A text tensor's stored bytes.
@@ -83,87 +57,35 @@ enum Source {
 /// Writes a safetensors file: the header from `units`' entries, then each unit's bytes.
 fn write_safetensors(
     path: &Path,
-    units: &[(Vec<Entry>, Source)],
+    units: &[(Vec<StEntry>, Source)],
     mut produce: impl FnMut(&Source) -> Result<Vec<Vec<u8>>>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<()> {
-    let io = |e| io_error(path, e);
-    let mut header = Map::new();
-    header.insert("__metadata__".into(), json!({"format": "pt"}));
-    let mut offset = 0usize;
-    for e in units.iter().flat_map(|u| &u.0) {
-        let end = offset
-            .checked_add(e.bytes)
-            .ok_or_else(|| QuantizeError::Options("safetensors file size overflows".into()))?;
-        header.insert(
-            e.name.clone(),
-            json!({"dtype": e.dtype, "shape": e.shape, "data_offsets": [offset, end]}),
-        );
-        offset = end;
-    }
-    let mut head = serde_json::to_vec(&Value::Object(header)).expect("JSON value serialises");
-    head.resize(head.len().next_multiple_of(8), b' ');
-    let out = TempOutput::new(path)?;
-    let file = out.create()?;
-    let mut w = BufWriter::with_capacity(1 << 20, file);
-    w.write_all(&(head.len() as u64).to_le_bytes())
-        .map_err(io)?;
-    w.write_all(&head).map_err(io)?;
+    let mut metadata = Map::new();
+    metadata.insert("format".into(), json!("pt"));
+    let entries = units.iter().flat_map(|u| u.0.iter().cloned()).collect();
+    let out = BufWriter::with_capacity(1 << 20, OutputFile::create(path)?);
+    let mut w = StWriter::new(path, out, Some(&metadata), entries)?;
     for (i, (entries, source)) in units.iter().enumerate() {
         let parts = produce(source)?;
-        for (e, bytes) in entries.iter().zip(&parts) {
-            if bytes.len() != e.bytes {
-                return Err(QuantizeError::Options(format!(
-                    "tensor '{}': produced {} bytes, planned {}",
-                    e.name,
-                    bytes.len(),
-                    e.bytes
-                )));
-            }
-            w.write_all(bytes).map_err(io)?;
+        if parts.len() != entries.len() {
+            return Err(QuantizeError::Options(format!(
+                "tensor '{}': produced {} parts, planned {}",
+                entries[0].name,
+                parts.len(),
+                entries.len()
+            )));
+        }
+        for bytes in &parts {
+            w.write_tensor(bytes)?;
         }
         progress(i + 1, units.len());
     }
-    let file: File = w.into_inner().map_err(|e| io(e.into_error()))?;
-    out.commit(file)?;
+    w.finish()?
+        .into_inner()
+        .map_err(|e| io_error(path, e.into_error()))?
+        .commit()?;
     Ok(())
-}
-
-/// Packs `[rows, cols]` int4 codes (−8..7) into int32 words of 8 along the columns, +8 offset,
-/// natural order, zero-padded: compressed-tensors' `weight_packed`.
-pub fn pack_rows(q: &[i8], rows: usize, cols: usize) -> Vec<u8> {
-    let words = cols.div_ceil(8);
-    let mut out = Vec::with_capacity(rows * words * 4);
-    for r in 0..rows {
-        let row = &q[r * cols..(r + 1) * cols];
-        for w in 0..words {
-            let mut v = 0u32;
-            for (i, &c) in row[w * 8..(w * 8 + 8).min(cols)].iter().enumerate() {
-                v |= (((c as i32 + 8) as u32) & 0xF) << (4 * i);
-            }
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-    out
-}
-
-/// Packs `[rows, groups]` zero points (−8..7) into `[ceil(rows/8), groups]` int32 words along
-/// the rows (the output dim), +8 offset: compressed-tensors' `weight_zero_point`.
-pub fn pack_zero_points(z: &[i8], rows: usize, groups: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(rows.div_ceil(8) * groups * 4);
-    for rb in 0..rows.div_ceil(8) {
-        for j in 0..groups {
-            let mut v = 0u32;
-            for i in 0..8 {
-                let r = rb * 8 + i;
-                if r < rows {
-                    v |= (((z[r * groups + j] as i32 + 8) as u32) & 0xF) << (4 * i);
-                }
-            }
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-    out
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
@@ -228,14 +150,20 @@ pub fn quantization_config(group: usize, targets: &[String]) -> Value {
     })
 }
 
+/// Writes the folder `out_dir` atomically: `fill` writes into a temporary folder, which then
+/// moves into place; errors name files under `out_dir`, not the temporary folder.
+fn write_folder(out_dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let out = OutputDir::create(out_dir)?;
+    fill(out.path()).map_err(|e| match e {
+        QuantizeError::Convert(c) => QuantizeError::Convert(out.retarget(c)),
+        other => other,
+    })?;
+    Ok(out.commit()?)
+}
+
 fn write_json(path: &Path, v: &Value) -> Result<()> {
-    let out = TempOutput::new(path)?;
-    let mut f = out.create()?;
     let text = serde_json::to_string_pretty(v).expect("JSON value serialises") + "\n";
-    f.write_all(text.as_bytes())
-        .map_err(|e| io_error(path, e))?;
-    out.commit(f)?;
-    Ok(())
+    Ok(write_file(path, text.as_bytes())?)
 }
 
 fn read_config(ckpt: &Checkpoint) -> Result<Value> {
@@ -249,12 +177,9 @@ fn copy_side_files(ckpt: &Checkpoint, out_dir: &Path) -> Result<()> {
     for f in SIDE_FILES {
         let src = ckpt.dir().join(f);
         if src.is_file() {
-            let dst = out_dir.join(f);
-            // Written afresh (not `fs::copy`), so a read-only source's mode does not make a
-            // second run fail to overwrite it.
+            // Written afresh (not `fs::copy`), so the copy gets the usual mode, not the source's.
             let bytes = std::fs::read(&src).map_err(|e| io_error(&src, e))?;
-            let _ = std::fs::remove_file(&dst);
-            std::fs::write(&dst, bytes).map_err(|e| io_error(&dst, e))?;
+            write_file(&out_dir.join(f), &bytes)?;
         }
     }
     Ok(())
@@ -276,7 +201,8 @@ pub struct ExportSummary {
     pub dense: usize,
 }
 
-/// Writes the int4 release of `ckpt` under `plan` into `out_dir` (created if needed):
+/// Writes the int4 release of `ckpt` under `plan` as the folder `out_dir`, atomically (files of
+/// the same names in an existing folder are replaced, nothing is left on failure):
 /// `model.safetensors`, `config.json` with `quantization_config`, and the tokenizer files.
 pub fn write_compressed_tensors(
     ckpt: &Checkpoint,
@@ -311,71 +237,52 @@ pub fn write_compressed_tensors(
             let module = hf.strip_suffix(".weight").unwrap_or(&hf).to_string();
             units.push((
                 vec![
-                    entry(
+                    StEntry::new(
                         format!("{module}.weight_packed"),
                         "I32",
                         vec![rows, cols.div_ceil(8)],
-                    )?,
-                    entry(
+                    ),
+                    StEntry::new(
                         format!("{module}.weight_scale"),
                         "BF16",
                         vec![rows, cols / g],
-                    )?,
-                    entry(
+                    ),
+                    StEntry::new(
                         format!("{module}.weight_zero_point"),
                         "I32",
                         vec![rows.div_ceil(8), cols / g],
-                    )?,
-                    entry(format!("{module}.weight_shape"), "I64", vec![2])?,
+                    ),
+                    StEntry::new(format!("{module}.weight_shape"), "I64", vec![2]),
                 ],
                 Source::Int4(name.clone()),
             ));
             targets.push(module);
         } else if plan.touches(cfg, &name) && view.shape.len() == 1 {
             units.push((
-                vec![entry(hf, "F32", view.shape.clone())?],
+                vec![StEntry::new(hf, "F32", view.shape.clone())],
                 Source::Norm(name.clone()),
             ));
         } else if plan.touches(cfg, &name) {
             // Scaled MoE expert stacks (a plan searched with `experts`) stay dense, in F32.
             units.push((
-                vec![entry(hf, "F32", view.shape.clone())?],
+                vec![StEntry::new(hf, "F32", view.shape.clone())],
                 Source::Scaled(name.clone()),
             ));
         } else {
             units.push((
-                vec![entry(
+                vec![StEntry::new(
                     hf,
                     view.dtype.safetensors_name(),
                     view.shape.clone(),
-                )?],
+                )],
                 Source::Raw(name.clone()),
             ));
         }
     }
-    std::fs::create_dir_all(out_dir).map_err(|e| io_error(out_dir, e))?;
     let summary = ExportSummary {
         quantized: targets.len(),
         dense: units.len() - targets.len(),
     };
-    write_safetensors(
-        &out_dir.join("model.safetensors"),
-        &units,
-        |source| {
-            Ok(match source {
-                Source::Raw(n) => vec![ckpt.tensor(n)?.data.to_vec()],
-                Source::Norm(n) => vec![f32_bytes(&scaled.vector(n)?)],
-                Source::Scaled(n) => vec![f32_bytes(&dense_f32(&scaled, n)?.values)],
-                Source::Int4(n) => {
-                    let d = dense_f32(&scaled, n)?;
-                    let m = quantize(&d.values, d.rows, d.cols, g, None);
-                    Weights::release(ckpt, n);
-                    int4_tensors(&m)
-                }
-            })
-        },
-        progress,
-    )?;
     let mut config = read_config(ckpt)?;
     if let Some(obj) = config.as_object_mut() {
         obj.insert(
@@ -383,8 +290,28 @@ pub fn write_compressed_tensors(
             quantization_config(g, &targets),
         );
     }
-    write_json(&out_dir.join("config.json"), &config)?;
-    copy_side_files(ckpt, out_dir)?;
+    write_folder(out_dir, |dir| {
+        write_safetensors(
+            &dir.join("model.safetensors"),
+            &units,
+            |source| {
+                Ok(match source {
+                    Source::Raw(n) => vec![ckpt.tensor(n)?.data.to_vec()],
+                    Source::Norm(n) => vec![f32_bytes(&scaled.vector(n)?)],
+                    Source::Scaled(n) => vec![f32_bytes(&dense_f32(&scaled, n)?.values)],
+                    Source::Int4(n) => {
+                        let d = dense_f32(&scaled, n)?;
+                        let m = quantize(&d.values, d.rows, d.cols, g, None);
+                        Weights::release(ckpt, n);
+                        int4_tensors(&m)
+                    }
+                })
+            },
+            progress,
+        )?;
+        write_json(&dir.join("config.json"), &config)?;
+        copy_side_files(ckpt, dir)
+    })?;
     Ok(summary)
 }
 
@@ -426,26 +353,27 @@ pub fn write_scaled_checkpoint(
             Source::Raw(_) => view.dtype.safetensors_name(),
             _ => "F32",
         };
-        units.push((vec![entry(hf, dtype, view.shape.clone())?], source));
+        units.push((vec![StEntry::new(hf, dtype, view.shape.clone())], source));
     }
-    std::fs::create_dir_all(out_dir).map_err(|e| io_error(out_dir, e))?;
-    write_safetensors(
-        &out_dir.join("model.safetensors"),
-        &units,
-        |source| {
-            Ok(match source {
-                Source::Raw(n) => vec![ckpt.tensor(n)?.data.to_vec()],
-                Source::Norm(n) => vec![f32_bytes(&scaled.vector(n)?)],
-                Source::Scaled(n) | Source::Int4(n) => {
-                    vec![f32_bytes(&dense_f32(&scaled, n)?.values)]
-                }
-            })
-        },
-        progress,
-    )?;
-    write_json(&out_dir.join("config.json"), &read_config(ckpt)?)?;
-    copy_side_files(ckpt, out_dir)?;
-    Ok(())
+    let config = read_config(ckpt)?;
+    write_folder(out_dir, |dir| {
+        write_safetensors(
+            &dir.join("model.safetensors"),
+            &units,
+            |source| {
+                Ok(match source {
+                    Source::Raw(n) => vec![ckpt.tensor(n)?.data.to_vec()],
+                    Source::Norm(n) => vec![f32_bytes(&scaled.vector(n)?)],
+                    Source::Scaled(n) | Source::Int4(n) => {
+                        vec![f32_bytes(&dense_f32(&scaled, n)?.values)]
+                    }
+                })
+            },
+            progress,
+        )?;
+        write_json(&dir.join("config.json"), &config)?;
+        copy_side_files(ckpt, dir)
+    })
 }
 
 /// An I/O failure on `file`, as the convert crate reports it.
@@ -454,45 +382,4 @@ fn io_error(file: &Path, source: std::io::Error) -> QuantizeError {
         file: file.to_path_buf(),
         source,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn weights_pack_in_natural_order_with_offset_8() {
-        let codes: Vec<i8> = (-8..8).collect();
-        let b = pack_rows(&codes, 1, 16);
-        assert_eq!(
-            b,
-            [0x76543210u32, 0xFEDCBA98].map(u32::to_le_bytes).concat()
-        );
-        // A row of 10 codes takes two words, the second zero-padded above its two codes.
-        let b = pack_rows(&[0i8; 10], 1, 10);
-        assert_eq!(
-            b,
-            [0x88888888u32, 0x00000088].map(u32::to_le_bytes).concat()
-        );
-    }
-
-    #[test]
-    fn zero_points_pack_along_the_output_dim() {
-        // 9 rows, 2 groups: row r, group j has zero point r - 4 + j (within -8..7).
-        let z: Vec<i8> = (0..9)
-            .flat_map(|r| (0..2).map(move |j| (r - 4 + j) as i8))
-            .collect();
-        let b = pack_zero_points(&z, 9, 2);
-        let words: Vec<u32> = b
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        assert_eq!(words.len(), 4);
-        // Word (0, 0): rows 0..8 of group 0, zero point + 8 = r + 4.
-        assert_eq!(words[0], 0xBA987654);
-        assert_eq!(words[1], 0xCBA98765);
-        // Word (1, j): row 8 alone.
-        assert_eq!(words[2], 12);
-        assert_eq!(words[3], 13);
-    }
 }
