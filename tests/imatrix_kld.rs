@@ -8,25 +8,17 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value as Json;
-use testkit::fixtures_dir;
+use testkit::{fixtures_dir, g4q, path_str as s};
 
 fn ok(args: &[&str]) {
-    let out = Command::new(env!("CARGO_BIN_EXE_g4q"))
-        .args(args)
-        .output()
-        .unwrap();
+    let out = g4q!(args);
     assert!(
         out.status.success(),
         "g4q {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 /// `type → mean KLD` from llama.cpp's `kld-eval-a.txt` table.
