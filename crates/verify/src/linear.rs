@@ -160,14 +160,9 @@ mod tests {
     }
 
     fn pseudo(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s as f32 / u32::MAX as f32) - 0.5
-            })
+        testkit::XorShift32::new(seed.wrapping_mul(2654435761).wrapping_add(1))
+            .take(n)
+            .map(|s| (s as f32 / u32::MAX as f32) - 0.5)
             .collect()
     }
 
