@@ -131,9 +131,9 @@ fn released_and_causal_layouts_hold_the_same_values() {
         }
         checked += 1;
     }
-    println!("checked {checked} cases");
     if checked == 0 {
         return testkit::skip_missing_oracle("every causal-f32/ layout");
     }
+    println!("checked {checked} cases");
     assert!(checked >= 4);
 }
