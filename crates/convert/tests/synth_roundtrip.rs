@@ -1,6 +1,5 @@
 //! `synth` writes checkpoints that `Checkpoint::open` accepts, deterministically per seed. Uses
-//! the fixtures' tiny configs (the real-width variants are gigabytes; `g4q synth` is measured
-//! by hand, see the report).
+//! the fixtures' tiny configs: the real-width variants are gigabytes, too large for a test.
 
 use convert::synth::write_random_checkpoint;
 use convert::Checkpoint;
