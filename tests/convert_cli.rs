@@ -7,6 +7,7 @@ use std::process::Output;
 
 use convert::gguf::GgufFile;
 use kernels::GgmlType;
+use testkit::safetensors_file::{read_entries, write_entries};
 use testkit::{g4q, path_str as s};
 
 fn example() -> PathBuf {
@@ -212,21 +213,15 @@ fn bad_input_exits_2_and_leaves_no_file() {
     let out = tmp.path().join("x.gguf");
     // A checkpoint whose weights hold a NaN: the error names the tensor, nothing is written.
     let bad = tmp.path().join("bad");
-    std::fs::create_dir(&bad).unwrap();
-    for f in std::fs::read_dir(example()).unwrap() {
-        let f = f.unwrap().path();
-        std::fs::copy(&f, bad.join(f.file_name().unwrap())).unwrap();
-    }
+    testkit::copy_checkpoint_to(&example(), &bad);
     let st = bad.join("model.safetensors");
-    let mut bytes = std::fs::read(&st).unwrap();
-    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
-    let start = header["model.language_model.norm.weight"]["data_offsets"][0]
-        .as_u64()
-        .unwrap() as usize;
-    let at = 8 + header_len + start;
-    bytes[at..at + 2].copy_from_slice(&[0xc0, 0x7f]); // a bf16 NaN as the first value of norm.weight
-    std::fs::write(&st, bytes).unwrap();
+    let mut entries = read_entries(&st);
+    let norm = entries
+        .iter_mut()
+        .find(|e| e.name == "model.language_model.norm.weight")
+        .unwrap();
+    norm.bytes[..2].copy_from_slice(&[0xc0, 0x7f]); // a bf16 NaN as the first value of norm.weight
+    write_entries(&st, &entries);
     let res = run(
         &["convert", s(&bad), "--type", "Q4_K_M", "--out", s(&out)],
         None,
