@@ -8,16 +8,7 @@ use convert::gguf::{GgufFile, Value};
 use quantize::Imatrix;
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
-use testkit::{fixtures_dir, g4q, path_str as s};
-
-fn ok(args: &[&str]) {
-    let out = g4q!(args);
-    assert!(
-        out.status.success(),
-        "g4q {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use testkit::{fixtures_dir, g4q, g4q_ok, path_str as s};
 
 /// The value following `flag` in a recorded command line.
 fn flag<'a>(cmd: &'a [Json], flag: &str) -> &'a str {
@@ -43,7 +34,7 @@ fn imatrix_command_and_convert_auto() {
         let (ctx, chunks) = (flag(cmd, "-c"), flag(cmd, "--chunks"));
         let data = dir.join("llamacpp/imatrix-input.txt");
         let ours = tmp.path().join(format!("{fixture}.imatrix.gguf"));
-        ok(&[
+        g4q_ok!(&[
             "imatrix",
             s(&model),
             "--data",
@@ -77,7 +68,7 @@ fn imatrix_command_and_convert_auto() {
         // The imatrix computed inside convert is the one the imatrix command writes.
         let auto = tmp.path().join(format!("{fixture}.auto.gguf"));
         let from_file = tmp.path().join(format!("{fixture}.file.gguf"));
-        ok(&[
+        g4q_ok!(&[
             "convert",
             s(&model),
             "--type",
@@ -93,7 +84,7 @@ fn imatrix_command_and_convert_auto() {
             "--out",
             s(&auto),
         ]);
-        ok(&[
+        g4q_ok!(&[
             "convert",
             s(&model),
             "--type",

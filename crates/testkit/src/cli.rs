@@ -17,6 +17,25 @@ macro_rules! g4q {
     };
 }
 
+/// `g4q_ok!(args)` runs the calling test's `g4q` binary with `args` and fails the test, showing
+/// stderr, unless it exits 0; returns its [`Output`].
+#[macro_export]
+macro_rules! g4q_ok {
+    ($args:expr) => {
+        $crate::expect_success($crate::run_g4q(env!("CARGO_BIN_EXE_g4q"), $args), $args)
+    };
+}
+
+/// `out` when its process exited 0; otherwise fails the test naming `args` and showing stderr.
+pub fn expect_success<A: std::fmt::Debug + ?Sized>(out: Output, args: &A) -> Output {
+    assert!(
+        out.status.success(),
+        "g4q {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Runs the binary `bin` with `args`; panics (failing the test) only when it cannot start.
 pub fn run_g4q<I, S>(bin: &str, args: I) -> Output
 where

@@ -18,7 +18,7 @@ pub mod safetensors_file;
 mod cli;
 mod rng;
 
-pub use cli::{path_str, run_g4q};
+pub use cli::{expect_success, path_str, run_g4q};
 pub use oracles::{
     fixture, fixture_dirs, fixture_or_standin, fixtures_bundled, fixtures_dir, golden_bundled,
     golden_dir, llamacpp_source, reference_fixtures, repo_root, require_oracles, skip,
