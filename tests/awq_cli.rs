@@ -4,31 +4,16 @@
 //! bytes and leaves no scratch folder behind, and missing calibration data is a usage error
 //! (exit 2) that writes nothing.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
 
+use testkit::{g4q, path_str as s};
 use verify::awq_weights::AwqWeights;
 use verify::Weights;
 
 fn fixture() -> PathBuf {
-    let root = match std::env::var_os("G4Q_FIXTURES") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"),
-    };
-    let d = root.join("trained-e2b");
+    let d = testkit::fixtures_dir().join("trained-e2b");
     assert!(d.is_dir(), "missing oracle folder {}", d.display());
     d
-}
-
-fn g4q(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_g4q"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 #[test]
@@ -38,7 +23,7 @@ fn format_awq_writes_a_compressed_tensors_release() {
     let out = tmp.path().join("awq");
     let model = f.join("released-bf16");
     let data = f.join("calib.txt");
-    let r = g4q(&[
+    let r = g4q!(&[
         "convert",
         s(&model),
         "--format",
@@ -89,9 +74,9 @@ fn awq_flag_feeds_scaled_weights_to_the_gguf_path() {
     let data = f.join("calib.txt");
     let plain = tmp.path().join("plain.gguf");
     let scaled = tmp.path().join("awq.gguf");
-    let r = g4q(&["convert", s(&model), "--type", "Q4_K_M", "--out", s(&plain)]);
+    let r = g4q!(&["convert", s(&model), "--type", "Q4_K_M", "--out", s(&plain)]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    let r = g4q(&[
+    let r = g4q!(&[
         "convert",
         s(&model),
         "--type",
@@ -136,7 +121,7 @@ fn missing_calibration_data_is_a_usage_error() {
         ],
     ];
     for args in cases {
-        let r = g4q(args);
+        let r = g4q!(args);
         assert_eq!(r.status.code(), Some(2), "{args:?}");
         assert!(String::from_utf8_lossy(&r.stderr).contains("--data"));
         assert!(!out.exists());

@@ -3,26 +3,25 @@
 //! output file.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use convert::gguf::GgufFile;
 use kernels::GgmlType;
+use testkit::safetensors_file::{read_entries, write_entries};
+use testkit::{g4q, path_str as s};
 
 fn example() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/e2b-tiny")
 }
 
-fn g4q(args: &[&str], threads: Option<usize>) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_g4q"));
+/// Runs g4q with `args`, on `threads` rayon threads when given.
+fn run(args: &[&str], threads: Option<usize>) -> Output {
+    let mut cmd = g4q!();
     cmd.args(args);
     if let Some(n) = threads {
         cmd.env("RAYON_NUM_THREADS", n.to_string());
     }
     cmd.output().unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 #[test]
@@ -31,13 +30,13 @@ fn bytes_do_not_depend_on_thread_count() {
     for ty in ["Q4_K_M", "IQ4_XS", "Q8_0"] {
         let one = tmp.path().join(format!("{ty}-1.gguf"));
         let two = tmp.path().join(format!("{ty}-2.gguf"));
-        assert!(g4q(
+        assert!(run(
             &["convert", s(&example()), "--type", ty, "--out", s(&one)],
             Some(1)
         )
         .status
         .success());
-        assert!(g4q(
+        assert!(run(
             &["convert", s(&example()), "--type", ty, "--out", s(&two)],
             Some(2)
         )
@@ -57,7 +56,7 @@ fn bytes_do_not_depend_on_the_simd_path() {
     use kernels::simd::Path as Simd;
     let tmp = tempfile::tempdir().unwrap();
     let convert = |simd: Option<&str>, out: &Path| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_g4q"));
+        let mut cmd = g4q!();
         cmd.args([
             "convert",
             s(&example()),
@@ -106,7 +105,7 @@ fn bytes_do_not_depend_on_the_simd_path() {
 fn dry_run_json_plans_without_writing() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("never.gguf");
-    let res = g4q(
+    let res = run(
         &[
             "convert",
             s(&example()),
@@ -127,7 +126,7 @@ fn dry_run_json_plans_without_writing() {
     let bytes: u64 = tensors.iter().map(|t| t["bytes"].as_u64().unwrap()).sum();
     assert_eq!(bytes, plan["bytes"].as_u64().unwrap());
     // The real file holds exactly the planned tensor bytes (plus header and padding).
-    assert!(g4q(
+    assert!(run(
         &[
             "convert",
             s(&example()),
@@ -156,7 +155,7 @@ fn dry_run_json_plans_without_writing() {
 fn overrides_and_pure_change_the_types() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("o.gguf");
-    let res = g4q(
+    let res = run(
         &[
             "convert",
             s(&example()),
@@ -183,7 +182,7 @@ fn overrides_and_pure_change_the_types() {
     assert_eq!(ty("blk.3.attn_k.weight"), GgmlType::Q4_0);
     // --pure: the tied embedding keeps the base type instead of llama.cpp's Q6_K/Q8_0 rule.
     let pure = tmp.path().join("p.gguf");
-    assert!(g4q(
+    assert!(run(
         &[
             "convert",
             s(&example()),
@@ -214,22 +213,16 @@ fn bad_input_exits_2_and_leaves_no_file() {
     let out = tmp.path().join("x.gguf");
     // A checkpoint whose weights hold a NaN: the error names the tensor, nothing is written.
     let bad = tmp.path().join("bad");
-    std::fs::create_dir(&bad).unwrap();
-    for f in std::fs::read_dir(example()).unwrap() {
-        let f = f.unwrap().path();
-        std::fs::copy(&f, bad.join(f.file_name().unwrap())).unwrap();
-    }
+    testkit::copy_checkpoint_to(&example(), &bad);
     let st = bad.join("model.safetensors");
-    let mut bytes = std::fs::read(&st).unwrap();
-    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
-    let start = header["model.language_model.norm.weight"]["data_offsets"][0]
-        .as_u64()
-        .unwrap() as usize;
-    let at = 8 + header_len + start;
-    bytes[at..at + 2].copy_from_slice(&[0xc0, 0x7f]); // a bf16 NaN as the first value of norm.weight
-    std::fs::write(&st, bytes).unwrap();
-    let res = g4q(
+    let mut entries = read_entries(&st);
+    let norm = entries
+        .iter_mut()
+        .find(|e| e.name == "model.language_model.norm.weight")
+        .unwrap();
+    norm.bytes[..2].copy_from_slice(&[0xc0, 0x7f]); // a bf16 NaN as the first value of norm.weight
+    write_entries(&st, &entries);
+    let res = run(
         &["convert", s(&bad), "--type", "Q4_K_M", "--out", s(&out)],
         None,
     );
@@ -276,7 +269,7 @@ fn bad_input_exits_2_and_leaves_no_file() {
             s(&out),
         ],
     ] {
-        let res = g4q(&args, None);
+        let res = run(&args, None);
         assert_eq!(
             res.status.code(),
             Some(2),
@@ -293,19 +286,19 @@ fn quantize_requantizes_an_f32_gguf_like_a_direct_convert() {
     let f32 = tmp.path().join("f32.gguf");
     let via = tmp.path().join("via.gguf");
     let direct = tmp.path().join("direct.gguf");
-    assert!(g4q(
+    assert!(run(
         &["convert", s(&example()), "--type", "F32", "--out", s(&f32)],
         None
     )
     .status
     .success());
-    assert!(g4q(
+    assert!(run(
         &["quantize", s(&f32), "--type", "Q5_K_M", "--out", s(&via)],
         None
     )
     .status
     .success());
-    assert!(g4q(
+    assert!(run(
         &[
             "convert",
             s(&example()),

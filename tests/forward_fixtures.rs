@@ -3,58 +3,14 @@
 //! position), `--stream` writes byte-identical files, `--threads 1` and `--threads 2` agree,
 //! `--text` tokenizes with BOS like the reference, and bad input exits with code 2.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use testkit::fixtures_dir;
+use std::path::Path;
 
-fn g4q() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_g4q"))
-}
-
-fn tensor_f32(bytes: &[u8], name: &str) -> (Vec<usize>, Vec<f32>) {
-    let st = safetensors::SafeTensors::deserialize(bytes).expect("safetensors parses");
-    let t = st.tensor(name).unwrap_or_else(|_| panic!("{name} missing"));
-    assert_eq!(t.dtype(), safetensors::Dtype::F32, "{name}");
-    let v = t
-        .data()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
-    (t.shape().to_vec(), v)
-}
-
-fn ids_of(bytes: &[u8], name: &str) -> Vec<i64> {
-    let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
-    let t = st.tensor(name).unwrap();
-    t.data()
-        .chunks_exact(8)
-        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-        .collect()
-}
-
-fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
-    let num: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
-        .sum();
-    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
-    (num / den).sqrt()
-}
-
-fn argmax(row: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, v) in row.iter().enumerate() {
-        if *v > row[best] {
-            best = i;
-        }
-    }
-    best
-}
+use testkit::reference::{argmax_rows, rel_l2, Reference, LAYOUTS};
+use testkit::{fixtures_dir, g4q};
 
 /// Runs `g4q forward` and returns the output bytes; panics with stderr on failure.
 fn forward(model: &Path, input: &[&str], extra: &[&str], out: &Path) -> Vec<u8> {
-    let res = g4q()
+    let res = g4q!()
         .arg("forward")
         .arg(model)
         .args(input)
@@ -73,56 +29,41 @@ fn forward(model: &Path, input: &[&str], extra: &[&str], out: &Path) -> Vec<u8> 
 }
 
 fn check_logits(case: &str, got: &[u8], want: &[f32], t: usize) {
-    let (shape, logits) = tensor_f32(got, "logits");
+    let (shape, logits) = Reference::from_bytes(got.to_vec()).f32s("logits");
     assert_eq!(shape[0], t, "{case}");
     assert_eq!(shape[0] * shape[1], want.len(), "{case}");
     let err = rel_l2(&logits, want);
     assert!(err <= 1e-5, "{case}: relative L2 {err:e}");
-    for (pos, (a, b)) in logits
-        .chunks(shape[1])
-        .zip(want.chunks(shape[1]))
-        .enumerate()
-    {
-        assert_eq!(argmax(a), argmax(b), "{case}: argmax at position {pos}");
+    let (ours, theirs) = (argmax_rows(&logits, shape[1]), argmax_rows(want, shape[1]));
+    for (pos, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+        assert_eq!(a, b, "{case}: argmax at position {pos}");
     }
 }
 
 #[test]
 fn forward_cli_reproduces_reference_logits() {
-    let dir = fixtures_dir();
-    let mut folders: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("fixtures folder {}: {e}", dir.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("reference.safetensors").is_file())
-        .collect();
-    folders.sort();
-    assert!(!folders.is_empty(), "no fixtures under {}", dir.display());
+    let folders = testkit::reference_fixtures();
     let tmp = tempfile::tempdir().unwrap();
     let mut checked = 0;
     for folder in &folders {
         let fixture = folder.file_name().unwrap().to_string_lossy().to_string();
-        let reference = std::fs::read(folder.join("reference.safetensors")).unwrap();
+        let reference = Reference::open(folder);
         let meta: serde_json::Value =
             serde_json::from_slice(&std::fs::read(folder.join("reference.json")).unwrap()).unwrap();
-        for layout in ["released-bf16", "causal-f32"] {
+        for layout in LAYOUTS {
             let model = folder.join(layout);
             if !model.is_dir() {
                 continue;
             }
-            for s in 0.. {
-                let seq = format!("seq{s}");
-                let st = safetensors::SafeTensors::deserialize(&reference).unwrap();
-                if st.tensor(&format!("{seq}.input_ids")).is_err() {
-                    break;
-                }
+            for seq in reference.sequences() {
                 let case = format!("{fixture}/{layout}/{seq}");
-                let ids = ids_of(&reference, &format!("{seq}.input_ids"));
+                let ids = reference.ids(&format!("{seq}.input_ids"));
                 let list = ids
                     .iter()
                     .map(|i| i.to_string())
                     .collect::<Vec<_>>()
                     .join(",");
-                let (_, want) = tensor_f32(&reference, &format!("{seq}.logits"));
+                let (_, want) = reference.f32s(&format!("{seq}.logits"));
                 let a = forward(
                     &model,
                     &["--tokens", &list],
@@ -130,15 +71,12 @@ fn forward_cli_reproduces_reference_logits() {
                     &tmp.path().join("a.safetensors"),
                 );
                 check_logits(&case, &a, &want, ids.len());
-                let (hshape, _) = tensor_f32(
-                    &a,
-                    &format!(
-                        "hidden.{}",
-                        meta["tiny_text_config"]["num_hidden_layers"]
-                            .as_u64()
-                            .unwrap()
-                    ),
-                );
+                let (hshape, _) = Reference::from_bytes(a.clone()).f32s(&format!(
+                    "hidden.{}",
+                    meta["tiny_text_config"]["num_hidden_layers"]
+                        .as_u64()
+                        .unwrap()
+                ));
                 assert_eq!(hshape[0], ids.len(), "{case}: hidden state rows");
                 let b = forward(
                     &model,
@@ -193,7 +131,7 @@ fn forward_cli_rejects_bad_input_with_exit_code_2() {
         ),
     ];
     for (what, args) in &cases {
-        let res = g4q()
+        let res = g4q!()
             .arg("forward")
             .arg(&model)
             .args(args)
@@ -209,7 +147,7 @@ fn forward_cli_rejects_bad_input_with_exit_code_2() {
         );
         assert!(!out.exists(), "{what}: output written");
     }
-    let res = g4q()
+    let res = g4q!()
         .args(["forward", "/nonexistent/model", "--tokens", "2", "--out"])
         .arg(&out)
         .output()

@@ -4,34 +4,11 @@
 //! the file (only `quantize.imatrix.file` differs); the weights change the quantized bytes; and
 //! bad flag combinations fail with exit code 2 and no output.
 
-use std::path::Path;
-use std::process::{Command, Output};
-
 use convert::gguf::{GgufFile, Value};
 use quantize::Imatrix;
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
-use testkit::fixtures_dir;
-
-fn g4q(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_g4q"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(args: &[&str]) {
-    let out = g4q(args);
-    assert!(
-        out.status.success(),
-        "g4q {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use testkit::{fixtures_dir, g4q, g4q_ok, path_str as s};
 
 /// The value following `flag` in a recorded command line.
 fn flag<'a>(cmd: &'a [Json], flag: &str) -> &'a str {
@@ -41,13 +18,7 @@ fn flag<'a>(cmd: &'a [Json], flag: &str) -> &'a str {
 
 #[test]
 fn imatrix_command_and_convert_auto() {
-    let root = fixtures_dir();
-    let mut dirs: Vec<_> = std::fs::read_dir(&root)
-        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("llamacpp/imatrix.gguf").exists())
-        .collect();
-    dirs.sort();
+    let dirs = testkit::fixture_dirs("llamacpp/imatrix.gguf");
     assert!(!dirs.is_empty(), "no fixture with llamacpp/imatrix.gguf");
     let tmp = tempfile::tempdir().unwrap();
     let (mut cases, mut same_as_llama, mut weighted_tensors) = (0, 0, 0);
@@ -56,17 +27,14 @@ fn imatrix_command_and_convert_auto() {
         let m: Json =
             serde_json::from_slice(&std::fs::read(dir.join("llamacpp/manifest.json")).unwrap())
                 .unwrap();
-        let model = dir.join(
-            m["converted_from"]
-                .as_str()
-                .unwrap()
-                .trim_end_matches(" (config patched)"),
-        );
+        let Some(model) = testkit::llamacpp_source(dir, &m) else {
+            continue;
+        };
         let cmd = m["files"]["imatrix.gguf"]["command"].as_array().unwrap();
         let (ctx, chunks) = (flag(cmd, "-c"), flag(cmd, "--chunks"));
         let data = dir.join("llamacpp/imatrix-input.txt");
         let ours = tmp.path().join(format!("{fixture}.imatrix.gguf"));
-        ok(&[
+        g4q_ok!(&[
             "imatrix",
             s(&model),
             "--data",
@@ -100,7 +68,7 @@ fn imatrix_command_and_convert_auto() {
         // The imatrix computed inside convert is the one the imatrix command writes.
         let auto = tmp.path().join(format!("{fixture}.auto.gguf"));
         let from_file = tmp.path().join(format!("{fixture}.file.gguf"));
-        ok(&[
+        g4q_ok!(&[
             "convert",
             s(&model),
             "--type",
@@ -116,7 +84,7 @@ fn imatrix_command_and_convert_auto() {
             "--out",
             s(&auto),
         ]);
-        ok(&[
+        g4q_ok!(&[
             "convert",
             s(&model),
             "--type",
@@ -247,7 +215,7 @@ fn bad_calibration_flags_fail_with_code_2() {
         ],
     ];
     for args in &cases {
-        let res = g4q(args);
+        let res = g4q!(args);
         assert_eq!(res.status.code(), Some(2), "g4q {args:?}: {res:?}");
         assert!(!out.exists(), "g4q {args:?} left an output file");
     }
@@ -261,7 +229,7 @@ fn statistics_of_an_existing_imatrix() {
     let mut cases = 0;
     for fixture in ["26b-a4b-s0", "e2b-s0"] {
         let file = fixtures_dir().join(fixture).join("llamacpp/imatrix.gguf");
-        let out = g4q(&["imatrix", "--in-file", s(&file)]);
+        let out = g4q!(&["imatrix", "--in-file", s(&file)]);
         assert!(out.status.success(), "{fixture}: {out:?}");
         let text = String::from_utf8(out.stdout).unwrap();
         let stats = Imatrix::read(&file).unwrap().statistics();

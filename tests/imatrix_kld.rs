@@ -8,26 +8,9 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value as Json;
-use testkit::fixtures_dir;
-
-fn ok(args: &[&str]) {
-    let out = Command::new(env!("CARGO_BIN_EXE_g4q"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "g4q {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use testkit::{fixtures_dir, g4q_ok, path_str as s};
 
 /// `type → mean KLD` from llama.cpp's `kld-eval-a.txt` table.
 fn llama_kld(path: &Path) -> BTreeMap<String, f64> {
@@ -67,7 +50,7 @@ fn own_imatrix_lowers_kld_like_llama_cpps() {
     let llama = llama_kld(&dir.join("llamacpp/kld-eval-a.txt"));
     let tmp = tempfile::tempdir().unwrap();
     let im = tmp.path().join("imatrix.gguf");
-    ok(&[
+    g4q_ok!(&[
         "imatrix",
         s(&model),
         "--data",
@@ -81,7 +64,7 @@ fn own_imatrix_lowers_kld_like_llama_cpps() {
     ]);
     let kld = |gguf: &Path| -> f64 {
         let json = gguf.with_extension("json");
-        ok(&[
+        g4q_ok!(&[
             "verify",
             "--reference",
             s(&model),
@@ -104,8 +87,8 @@ fn own_imatrix_lowers_kld_like_llama_cpps() {
     for ty in ["Q4_K_M", "Q3_K_M", "IQ4_XS"] {
         let plain = tmp.path().join(format!("{ty}.gguf"));
         let weighted = tmp.path().join(format!("{ty}.imatrix.gguf"));
-        ok(&["convert", s(&model), "--type", ty, "--out", s(&plain)]);
-        ok(&[
+        g4q_ok!(&["convert", s(&model), "--type", ty, "--out", s(&plain)]);
+        g4q_ok!(&[
             "convert",
             s(&model),
             "--type",

@@ -1,26 +1,12 @@
 //! End to end: `g4q inspect` on good and corrupt checkpoints. Bad input must exit with code 2
 //! and one `g4q: error: ...` line on stderr naming the file, never a panic.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
-use testkit::fixtures_dir;
+use std::process::Output;
+
+use testkit::{fixtures_dir, g4q};
 
 fn e2b_copy() -> tempfile::TempDir {
-    let src = fixtures_dir().join("e2b-s0/released-bf16");
-    let tmp = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(&src).unwrap() {
-        let path = entry.unwrap().path();
-        let dst = tmp.path().join(path.file_name().unwrap());
-        std::fs::write(&dst, std::fs::read(&path).unwrap()).unwrap();
-    }
-    tmp
-}
-
-fn g4q(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_g4q"))
-        .args(args)
-        .output()
-        .expect("g4q runs")
+    testkit::copy_checkpoint(&fixtures_dir().join("e2b-s0/released-bf16"))
 }
 
 /// Exit code 2, and stderr is exactly one `g4q: error:` line holding every needle.
@@ -42,15 +28,9 @@ fn assert_input_error(out: &Output, needles: &[&str]) {
 #[test]
 fn inspect_reports_every_fixture() {
     let mut checked = 0;
-    let mut folders: Vec<PathBuf> = std::fs::read_dir(fixtures_dir())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("reference.safetensors").is_file())
-        .collect();
-    folders.sort();
-    for folder in folders {
+    for folder in testkit::reference_fixtures() {
         let dir = folder.join("released-bf16");
-        let out = g4q(&["inspect", dir.to_str().unwrap(), "--json"]);
+        let out = g4q!(&["inspect", dir.to_str().unwrap(), "--json"]);
         assert_eq!(
             out.status.code(),
             Some(0),
@@ -81,7 +61,7 @@ fn inspect_reports_every_fixture() {
             .sum();
         assert_eq!(report["parameters"]["text"].as_u64(), Some(sum));
         assert!(report["parameters"]["vision"].as_u64().unwrap() > 0);
-        let text = g4q(&["inspect", dir.to_str().unwrap()]);
+        let text = g4q!(&["inspect", dir.to_str().unwrap()]);
         assert_eq!(text.status.code(), Some(0));
         assert!(String::from_utf8_lossy(&text.stdout).contains("layer plan"));
         checked += 1;
@@ -96,7 +76,7 @@ fn inspect_truncated_checkpoint_exits_2() {
     let path = tmp.path().join("model.safetensors");
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-    let out = g4q(&["inspect", tmp.path().to_str().unwrap()]);
+    let out = g4q!(&["inspect", tmp.path().to_str().unwrap()]);
     assert_input_error(&out, &["model.safetensors", "truncated"]);
 }
 
@@ -107,7 +87,7 @@ fn inspect_huge_header_exits_2() {
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[..8].copy_from_slice(&(u64::MAX / 3).to_le_bytes());
     std::fs::write(&path, &bytes).unwrap();
-    let out = g4q(&["inspect", tmp.path().to_str().unwrap()]);
+    let out = g4q!(&["inspect", tmp.path().to_str().unwrap()]);
     assert_input_error(&out, &["model.safetensors", "implausibly large"]);
 }
 
@@ -117,7 +97,7 @@ fn inspect_unknown_rope_type_exits_2() {
     let path = tmp.path().join("config.json");
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, text.replace("\"proportional\"", "\"yarn\"")).unwrap();
-    let out = g4q(&["inspect", tmp.path().to_str().unwrap(), "--json"]);
+    let out = g4q!(&["inspect", tmp.path().to_str().unwrap(), "--json"]);
     assert_input_error(&out, &["config.json", "rope type 'yarn'"]);
 }
 
@@ -125,7 +105,7 @@ fn inspect_unknown_rope_type_exits_2() {
 fn inspect_missing_folder_exits_2() {
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("nothing-here");
-    let out = g4q(&["inspect", missing.to_str().unwrap()]);
+    let out = g4q!(&["inspect", missing.to_str().unwrap()]);
     assert_input_error(&out, &["nothing-here", "config.json"]);
 }
 
@@ -137,7 +117,7 @@ fn synth_rejects_bad_flags_with_exit_2() {
         ["synth", "--variant", "e3b", "--layers", "2", "--out", dir],
         ["synth", "--variant", "e2b", "--layers", "0", "--out", dir],
     ] {
-        let out = g4q(&args);
+        let out = g4q!(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(!tmp.path().join("model.safetensors").exists());
     }

@@ -6,53 +6,27 @@
 //! value of its 2-D text weights bumped: the same model, measurably different.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-use safetensors::tensor::TensorView;
-use safetensors::{Dtype, SafeTensors};
+use safetensors::SafeTensors;
 use serde_json::Value;
-
-fn fixtures() -> PathBuf {
-    match std::env::var_os("G4Q_FIXTURES") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"),
-    }
-}
+use testkit::safetensors_file::{read_entries, write_entries};
+use testkit::{g4q, path_str as s, XorShift32};
 
 fn reference() -> PathBuf {
-    fixtures().join("e2b-s0/released-bf16")
-}
-
-fn g4q(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_g4q"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+    testkit::fixtures_dir().join("e2b-s0/released-bf16")
 }
 
 /// Copies the reference folder to `dir` with every 7th bf16 value of each 2-D text weight
 /// nudged by one unit in the last place.
 fn perturbed_copy(dir: &Path) -> PathBuf {
-    let src = reference();
     let out = dir.join("perturbed");
-    std::fs::create_dir_all(&out).unwrap();
-    for entry in std::fs::read_dir(&src).unwrap() {
-        let p = entry.unwrap().path();
-        if p.extension().and_then(|e| e.to_str()) != Some("safetensors") {
-            std::fs::copy(&p, out.join(p.file_name().unwrap())).unwrap();
-        }
-    }
-    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
-    for (name, view) in st.tensors() {
-        let mut data = view.data().to_vec();
-        if view.dtype() == Dtype::BF16 && view.shape().len() == 2 && name.contains("layers.") {
-            for (i, c) in data.chunks_exact_mut(2).enumerate() {
+    testkit::copy_checkpoint_to(&reference(), &out);
+    let weights = out.join("model.safetensors");
+    let mut entries = read_entries(&weights);
+    for e in &mut entries {
+        if e.dtype == "BF16" && e.shape.len() == 2 && e.name.contains("layers.") {
+            for (i, c) in e.bytes.chunks_exact_mut(2).enumerate() {
                 let bits = u16::from_le_bytes([c[0], c[1]]);
                 let next = bits.wrapping_add(1);
                 if i % 7 == 0 && (next & 0x7f80) != 0x7f80 {
@@ -60,13 +34,8 @@ fn perturbed_copy(dir: &Path) -> PathBuf {
                 }
             }
         }
-        owned.push((name, view.dtype(), view.shape().to_vec(), data));
     }
-    let views: Vec<(String, TensorView<'_>)> = owned
-        .iter()
-        .map(|(n, d, sh, data)| (n.clone(), TensorView::new(*d, sh.clone(), data).unwrap()))
-        .collect();
-    safetensors::serialize_to_file(views, &None, &out.join("model.safetensors")).unwrap();
+    write_entries(&weights, &entries);
     out
 }
 
@@ -76,16 +45,11 @@ const CTX_ARG: &str = "32";
 
 /// Four chunks of [`CTX`] pre-tokenized ids, each starting with BOS.
 fn tokens() -> Vec<Vec<u32>> {
-    let mut s = 12345u32;
+    let mut rng = XorShift32::new(12345);
     (0..4)
         .map(|_| {
             let mut c = vec![2u32];
-            c.extend((1..CTX).map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                17 + s % 480
-            }));
+            c.extend((1..CTX).map(|_| 17 + rng.next_u32() % 480));
             c
         })
         .collect()
@@ -101,7 +65,7 @@ fn write_tokens(dir: &Path) -> PathBuf {
 /// `[T, V]` logits that `g4q forward` writes for `ids`.
 fn forward_logits(model: &Path, ids: &[u32], out: &Path) -> Vec<Vec<f32>> {
     let list: Vec<String> = ids.iter().map(u32::to_string).collect();
-    let res = g4q(&[
+    let res = g4q!(&[
         "forward",
         s(model),
         "--tokens",
@@ -179,7 +143,7 @@ fn verify(cand: &Path, toks: &Path, extra: &[&str]) -> Output {
         CTX_ARG,
     ];
     args.extend_from_slice(extra);
-    g4q(&args)
+    g4q!(&args)
 }
 
 #[test]
@@ -266,9 +230,12 @@ fn gates_and_bad_inputs_set_the_exit_code() {
     }
     // Bad candidates: missing, truncated, another model's GGUF; bad token files.
     let other = tmp.path().join("other.gguf");
-    let res = g4q(&[
+    let res = g4q!(&[
         "convert",
-        s(&fixtures().join("e2b-kq-s0/released-bf16")),
+        s(&testkit::fixture_or_standin(
+            "e2b-kq-s0/released-bf16",
+            "trained-e2b/released-bf16"
+        )),
         "--type",
         "F32",
         "--out",

@@ -120,12 +120,10 @@ fn linear_bench(c: &mut Criterion) {
     g.finish();
 }
 
-/// The fixture folder whose released-bf16 weights are biggest.
+/// The fixture folder of the full set (`G4Q_FIXTURES`, else `../shared/fixtures`) whose
+/// released-bf16 weights are biggest.
 fn largest_fixture() -> Option<PathBuf> {
-    let dir = match std::env::var_os("G4Q_FIXTURES") {
-        Some(p) => PathBuf::from(p),
-        None => workspace_root().join("../shared/fixtures"),
-    };
+    let dir = testkit::oracles::full_set("G4Q_FIXTURES", "fixtures")?;
     std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path().join("released-bf16")))

@@ -21,15 +21,12 @@ const ROWS: usize = 8;
 
 type Quant<B> = fn(&[f32], &mut [B], Option<&[f32]>);
 
-/// The rows and importance vector of the golden set `s1` (`$G4Q_GOLDEN/s1` or
+/// The rows and importance vector of the full golden set `s1` (`$G4Q_GOLDEN/s1` or
 /// `../shared/golden/s1`; 16 rows of 4096 values of eight characters, see its README), the
-/// same data a C build of ggml's reference can be timed on; `None` when absent.
+/// same data a C build of ggml's reference can be timed on; `None` when absent (the bundled
+/// compact set keeps 8 rows, which would time other work).
 fn golden_inputs() -> Option<(Vec<f32>, Vec<f32>)> {
-    let root = std::env::var_os("G4Q_GOLDEN")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/golden")
-        });
+    let root = testkit::oracles::full_set("G4Q_GOLDEN", "golden")?;
     let read = |name: &str| -> Option<Vec<f32>> {
         let bytes = std::fs::read(root.join("s1").join(name)).ok()?;
         Some(

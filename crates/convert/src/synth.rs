@@ -32,7 +32,7 @@ const CHUNK: usize = 1 << 20;
 /// Chunks generated in parallel before they are written in order.
 const CHUNKS_PER_BATCH: usize = 8;
 
-/// The real text hyperparameters of a released variant (gemma4.md §1.2).
+/// The real text hyperparameters of a released variant (its `config.json`'s `text_config`).
 struct RealShape {
     hidden: usize,
     intermediate: usize,
@@ -529,9 +529,9 @@ mod tests {
 
     #[test]
     fn full_depth_configs_match_the_released_models() {
-        // gemma4.md §3.1: E2B has 540 text tensors (without the unused shared-layer K/V) and
-        // "≈4.65 B" text parameters (the spec's own rough arithmetic; the shapes give 4.63 B),
-        // 2.35 B of them in the per-layer embedding table.
+        // The released E2B has 540 text tensors (without the unused shared-layer K/V) and about
+        // 4.65 B text parameters (the shapes give 4.63 B), 2.35 B of them in the per-layer
+        // embedding table.
         let cfg =
             Gemma4Config::from_json_str(&synth_config(Variant::E2B, 35, 0).to_string(), "e2b")
                 .unwrap();

@@ -2,16 +2,23 @@
 //! test. Each must fail with one clear line naming the file (and the tensor where there is
 //! one), never a panic and never a silent success.
 
-mod common;
+use std::path::{Path, PathBuf};
 
-use std::path::Path;
-
-use common::{copy_checkpoint, e2b_released, edit_index, edit_text_config, Entry};
 use convert::{Checkpoint, ConvertError};
 use serde_json::{json, Value};
+use testkit::copy_checkpoint;
+use testkit::safetensors_file::{
+    edit_index, edit_text_config, read_entries, read_safetensors, shard_in_two, write_entries,
+    write_safetensors, Entry,
+};
 
 const WEIGHTS: &str = "model.safetensors";
 const GATE0: &str = "model.language_model.layers.0.mlp.gate_proj.weight";
+
+/// The fixture checkpoint the tests corrupt: the released-layout E2B one.
+fn e2b_released() -> PathBuf {
+    testkit::fixtures_dir().join("e2b-s0/released-bf16")
+}
 
 /// Opens `dir`, expects an error, checks it is one line holding every `needles` entry.
 fn open_err(dir: &Path, needles: &[&str]) -> ConvertError {
@@ -30,9 +37,9 @@ fn open_err(dir: &Path, needles: &[&str]) -> ConvertError {
 /// Rewrites the header of `dir/model.safetensors` through `edit`, keeping the data bytes.
 fn edit_header(dir: &Path, edit: impl FnOnce(&mut serde_json::Map<String, Value>)) {
     let path = dir.join(WEIGHTS);
-    let (mut header, data) = common::read_safetensors(&path);
+    let (mut header, data) = read_safetensors(&path);
     edit(&mut header);
-    common::write_safetensors(&path, &header, &data);
+    write_safetensors(&path, &header, &data);
 }
 
 fn offsets(header: &serde_json::Map<String, Value>, name: &str) -> (u64, u64) {
@@ -128,10 +135,10 @@ fn shape_disagreeing_with_config() {
 fn shape_in_header_disagreeing_with_config() {
     let tmp = copy_checkpoint(&e2b_released());
     let path = tmp.path().join(WEIGHTS);
-    let mut entries = common::read_entries(&path);
+    let mut entries = read_entries(&path);
     let gate = entries.iter_mut().find(|e| e.name == GATE0).unwrap();
     gate.shape = vec![128, 64];
-    common::write_entries(&path, &entries);
+    write_entries(&path, &entries);
     open_err(tmp.path(), &[GATE0, "[128, 64]", "[64, 128]"]);
 }
 
@@ -148,13 +155,13 @@ fn unsupported_dtype() {
 fn missing_and_unknown_tensors() {
     let tmp = copy_checkpoint(&e2b_released());
     let path = tmp.path().join(WEIGHTS);
-    let entries = common::read_entries(&path);
+    let entries = read_entries(&path);
     let without: Vec<Entry> = entries
         .iter()
         .filter(|e| e.name != GATE0)
         .cloned()
         .collect();
-    common::write_entries(&path, &without);
+    write_entries(&path, &without);
     open_err(tmp.path(), &[WEIGHTS, GATE0, "missing"]);
 
     let mut extra = entries.clone();
@@ -164,7 +171,7 @@ fn missing_and_unknown_tensors() {
         shape: vec![4],
         bytes: vec![0; 8],
     });
-    common::write_entries(&path, &extra);
+    write_entries(&path, &extra);
     open_err(
         tmp.path(),
         &["layers.0.mlp.extra.weight", "unexpected text tensor"],
@@ -177,14 +184,14 @@ fn missing_and_unknown_tensors() {
         shape: vec![4],
         bytes: vec![0; 8],
     });
-    common::write_entries(&path, &extra);
+    write_entries(&path, &extra);
     open_err(tmp.path(), &["decoder.weight", "not a Gemma 4 tensor name"]);
 }
 
 #[test]
 fn sharded_checkpoint_opens_like_the_single_file() {
     let tmp = copy_checkpoint(&e2b_released());
-    common::shard_in_two(tmp.path());
+    shard_in_two(tmp.path());
     let sharded = Checkpoint::open(tmp.path()).unwrap();
     let single = Checkpoint::open(&e2b_released()).unwrap();
     assert_eq!(sharded.files().count(), 2);
@@ -198,7 +205,7 @@ fn sharded_checkpoint_opens_like_the_single_file() {
 #[test]
 fn missing_shard() {
     let tmp = copy_checkpoint(&e2b_released());
-    let (_, second) = common::shard_in_two(tmp.path());
+    let (_, second) = shard_in_two(tmp.path());
     std::fs::remove_file(tmp.path().join(&second)).unwrap();
     open_err(
         tmp.path(),
@@ -209,7 +216,7 @@ fn missing_shard() {
 #[test]
 fn index_naming_a_missing_tensor() {
     let tmp = copy_checkpoint(&e2b_released());
-    let (first, _) = common::shard_in_two(tmp.path());
+    let (first, _) = shard_in_two(tmp.path());
     let ghost = "model.language_model.layers.0.self_attn.ghost.weight";
     edit_index(tmp.path(), |m| {
         m.insert(ghost.into(), json!(first));
@@ -220,17 +227,17 @@ fn index_naming_a_missing_tensor() {
 #[test]
 fn tensor_in_two_shards_or_not_indexed() {
     let tmp = copy_checkpoint(&e2b_released());
-    let (first, second) = common::shard_in_two(tmp.path());
+    let (first, second) = shard_in_two(tmp.path());
     let p1 = tmp.path().join(&first);
     let p2 = tmp.path().join(&second);
-    let one = common::read_entries(&p1);
-    let mut two = common::read_entries(&p2);
+    let one = read_entries(&p1);
+    let mut two = read_entries(&p2);
     two.push(one[0].clone());
-    common::write_entries(&p2, &two);
+    write_entries(&p2, &two);
     open_err(tmp.path(), &[&one[0].name, "also stored in"]);
 
     two.pop();
-    common::write_entries(&p2, &two);
+    write_entries(&p2, &two);
     edit_index(tmp.path(), |m| {
         m.remove(&one[0].name);
     });
@@ -246,11 +253,11 @@ fn tensor_in_two_shards_or_not_indexed() {
 fn nan_in_a_weight_is_reported_on_read() {
     let tmp = copy_checkpoint(&e2b_released());
     let path = tmp.path().join(WEIGHTS);
-    let mut entries = common::read_entries(&path);
+    let mut entries = read_entries(&path);
     let gate = entries.iter_mut().find(|e| e.name == GATE0).unwrap();
     // bf16 NaN at element 130 (row 1, column 2).
     gate.bytes[260..262].copy_from_slice(&0x7fc0u16.to_le_bytes());
-    common::write_entries(&path, &entries);
+    write_entries(&path, &entries);
     let ck = Checkpoint::open(tmp.path()).unwrap();
     let t = ck.tensor("layers.0.mlp.gate_proj.weight").unwrap();
     let msg = t.to_f32().unwrap_err().to_string();

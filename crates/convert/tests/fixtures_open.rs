@@ -2,15 +2,13 @@
 //! checks the config's layer plan against `reference.json`'s `per_layer` list, which
 //! transformers itself produced, and the tensor set against the file.
 
-mod common;
-
 use convert::{Checkpoint, DType, SkippedKind};
 use serde_json::Value;
 
 #[test]
 fn every_fixture_opens_with_the_reference_layer_plan() {
     let mut checked = 0;
-    for folder in common::fixture_folders() {
+    for folder in testkit::reference_fixtures() {
         let reference: Value =
             serde_json::from_str(&std::fs::read_to_string(folder.join("reference.json")).unwrap())
                 .unwrap();
@@ -101,16 +99,18 @@ fn every_fixture_opens_with_the_reference_layer_plan() {
         }
     }
     println!("checked {checked} cases");
+    // The full set has 13 checkpoints; the bundled compact set keeps one layout of 4 variants.
+    let least = if testkit::fixtures_bundled() { 4 } else { 8 };
     assert!(
-        checked >= 8,
-        "expected at least 8 fixture checkpoints, found {checked}"
+        checked >= least,
+        "expected at least {least} fixture checkpoints, found {checked}"
     );
 }
 
 #[test]
 fn released_and_causal_layouts_hold_the_same_values() {
     let mut checked = 0;
-    for folder in common::fixture_folders() {
+    for folder in testkit::reference_fixtures() {
         let causal = folder.join("causal-f32");
         if !causal.is_dir() {
             continue;
@@ -130,6 +130,9 @@ fn released_and_causal_layouts_hold_the_same_values() {
             a.release(name);
         }
         checked += 1;
+    }
+    if checked == 0 {
+        return testkit::skip_missing_oracle("every causal-f32/ layout");
     }
     println!("checked {checked} cases");
     assert!(checked >= 4);

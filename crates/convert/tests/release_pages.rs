@@ -4,8 +4,6 @@
 
 #![cfg(target_os = "linux")]
 
-mod common;
-
 use convert::synth::write_random_checkpoint;
 use convert::Checkpoint;
 use serde_json::{json, Value};
@@ -21,7 +19,7 @@ fn rss_file_kb() -> u64 {
 
 #[test]
 fn release_drops_resident_pages() {
-    let src = common::e2b_released();
+    let src = testkit::fixtures_dir().join("e2b-s0/released-bf16");
     let mut config: Value =
         serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
     // A 16 MB embedding table: large against page-size noise.

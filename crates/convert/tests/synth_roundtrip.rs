@@ -1,8 +1,5 @@
 //! `synth` writes checkpoints that `Checkpoint::open` accepts, deterministically per seed. Uses
-//! the fixtures' tiny configs (the real-width variants are gigabytes; `g4q synth` is measured
-//! by hand, see the report).
-
-mod common;
+//! the fixtures' tiny configs: the real-width variants are gigabytes, too large for a test.
 
 use convert::synth::write_random_checkpoint;
 use convert::Checkpoint;
@@ -11,7 +8,7 @@ use serde_json::Value;
 #[test]
 fn random_checkpoints_open_and_are_deterministic() {
     let mut checked = 0;
-    for folder in common::fixture_folders() {
+    for folder in testkit::reference_fixtures() {
         let src = folder.join("released-bf16");
         let config: Value =
             serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap())

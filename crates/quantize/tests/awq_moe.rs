@@ -4,21 +4,12 @@
 //! output error on the calibration rows, and the scaled checkpoint (the `--awq` GGUF input)
 //! keeps every tensor's shape.
 
-use std::path::{Path, PathBuf};
-
 use convert::Checkpoint;
 use quantize::awq::export::write_scaled_checkpoint;
 use quantize::awq::{compute_awq, AwqOptions, GroupKind, ScaledWeights};
 use quantize::calibrate::calibration_tokens;
 use verify::metrics::score_position;
 use verify::{ForwardOptions, Model, NoObserver, Weights};
-
-fn fixtures() -> PathBuf {
-    match std::env::var_os("G4Q_FIXTURES") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"),
-    }
-}
 
 fn logits(w: &dyn Weights, ids: &[u32]) -> Vec<f32> {
     let out = Model::load(w)
@@ -42,12 +33,12 @@ fn max_kld(a: &[f32], b: &[f32], t: usize) -> f64 {
 
 #[test]
 fn expert_groups_are_searched_and_fold_without_changing_the_model() {
-    let dir = fixtures().join("26b-a4b-s0/released-bf16");
+    let dir = testkit::fixtures_dir().join("26b-a4b-s0/released-bf16");
     assert!(dir.is_dir(), "missing oracle folder {}", dir.display());
     let ckpt = Checkpoint::open(&dir).unwrap();
     let cfg = ckpt.config();
     assert!(cfg.enable_moe_block);
-    let data = fixtures().join("trained-e2b/calib.txt");
+    let data = testkit::fixtures_dir().join("trained-e2b/calib.txt");
     let mut ids = calibration_tokens(&dir, &data, cfg.bos_token_id).unwrap();
     ids.truncate(128);
     let opts = AwqOptions {

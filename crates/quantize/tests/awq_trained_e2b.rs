@@ -8,7 +8,7 @@
 //! row several groups; calibration uses `calib.txt`, evaluation the held-out `eval-a.txt`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use convert::Checkpoint;
@@ -27,15 +27,8 @@ const EVAL_TOKENS: usize = 256;
 /// A calibration loss (relative to no scaling, worse half) at or below this is a material gain.
 const MATERIAL_GAIN: f64 = 0.97;
 
-fn fixtures() -> PathBuf {
-    match std::env::var_os("G4Q_FIXTURES") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"),
-    }
-}
-
 fn model_dir() -> PathBuf {
-    let d = fixtures().join("trained-e2b/released-bf16");
+    let d = testkit::fixtures_dir().join("trained-e2b/released-bf16");
     assert!(d.is_dir(), "missing oracle folder {}", d.display());
     d
 }
@@ -43,7 +36,7 @@ fn model_dir() -> PathBuf {
 fn tokens(file: &str, n: usize) -> Vec<u32> {
     let ckpt = Checkpoint::open(&model_dir()).unwrap();
     let bos = ckpt.config().bos_token_id;
-    let path = fixtures().join("trained-e2b").join(file);
+    let path = testkit::fixtures_dir().join("trained-e2b").join(file);
     let mut t = calibration_tokens(&model_dir(), &path, bos).unwrap();
     assert!(t.len() >= n, "{file} has only {} tokens", t.len());
     t.truncate(n);

@@ -27,14 +27,12 @@ fn imatrix_matches_llama_imatrix() {
         let m: Json =
             serde_json::from_slice(&std::fs::read(dir.join("llamacpp/manifest.json")).unwrap())
                 .unwrap();
-        let from = m["converted_from"]
-            .as_str()
-            .unwrap()
-            .trim_end_matches(" (config patched)");
+        let Some(model_dir) = testkit::llamacpp_source(dir, &m) else {
+            continue;
+        };
         let cmd = m["files"]["imatrix.gguf"]["command"].as_array().unwrap();
         let ctx = flag(cmd, "-c").expect("-c in the imatrix command");
         let max_chunks = flag(cmd, "--chunks");
-        let model_dir = dir.join(from);
         let ckpt = Checkpoint::open(&model_dir).unwrap();
         let data = dir.join("llamacpp/imatrix-input.txt");
         let tokens = calibration_tokens(&model_dir, &data, ckpt.config().bos_token_id).unwrap();

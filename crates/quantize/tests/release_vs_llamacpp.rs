@@ -32,11 +32,10 @@ fn releases_match_llama_quantize() {
         let m: Json =
             serde_json::from_slice(&std::fs::read(dir.join("llamacpp/manifest.json")).unwrap())
                 .unwrap();
-        let from = m["converted_from"]
-            .as_str()
-            .unwrap()
-            .trim_end_matches(" (config patched)");
-        let ckpt = Checkpoint::open(&dir.join(from)).unwrap();
+        let Some(from) = testkit::llamacpp_source(dir, &m) else {
+            continue;
+        };
+        let ckpt = Checkpoint::open(&from).unwrap();
         let imatrix = Imatrix::read(&dir.join("llamacpp/imatrix.gguf")).unwrap();
         for (file, entry) in m["files"].as_object().unwrap() {
             let by_quantize = entry["command"][0]
@@ -106,7 +105,9 @@ fn releases_match_llama_quantize() {
 #[test]
 fn requantizing_llamacpps_f32_file_matches_llama_quantize() {
     let dirs = testkit::fixture_dirs("llamacpp/f32.gguf");
-    assert!(!dirs.is_empty(), "no fixture carries llama.cpp's f32.gguf");
+    if dirs.is_empty() {
+        return testkit::skip_missing_oracle("llama.cpp's llamacpp/f32.gguf of every fixture");
+    }
     let tmp = tempfile::tempdir().unwrap();
     let mut files = 0;
     for dir in &dirs {

@@ -1,41 +1,28 @@
-//! Test-only helpers shared by every crate's tests: where the oracles are. Tests read
-//! `G4Q_FIXTURES` / `G4Q_GOLDEN` when set, else `../shared/fixtures` / `../shared/golden` beside
-//! the repository, so another set of the same shape runs without code changes.
+//! Test-only helpers shared by every crate's tests and benches, each in one place: where the
+//! oracles are and what a test does when one is missing ([`oracles`]), running the `g4q` binary
+//! ([`g4q!`]), the deterministic pseudo-random generator ([`XorShift32`]), copying and rewriting
+//! safetensors checkpoints to corrupt them ([`safetensors_file`]), and reading transformers'
+//! `reference.safetensors` ([`reference`]).
+//!
+//! The oracles come from `G4Q_FIXTURES` / `G4Q_GOLDEN` when set, else from `../shared` beside the
+//! repository (the full set), else from the compact set bundled in `tests/oracles` (see its
+//! README), so the test command passes on a fresh clone with nothing beside it. A check that only
+//! the full set can feed prints `SKIPPED: <test>: <what is missing>`; with
+//! `G4Q_REQUIRE_ORACLES=1` (set by `.ci/run` when the full set is there) every skip fails.
 
-use std::path::{Path, PathBuf};
+pub mod make_oracles;
+pub mod oracles;
+pub mod reference;
+pub mod safetensors_file;
 
-/// The repository root (this crate lives in `crates/testkit`).
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod cli;
+mod rng;
 
-fn from_env_or(var: &str, default: &str) -> PathBuf {
-    match std::env::var_os(var) {
-        Some(p) => PathBuf::from(p),
-        None => repo_root().join(default),
-    }
-}
-
-/// The fixtures folder: `G4Q_FIXTURES`, else `../shared/fixtures`.
-pub fn fixtures_dir() -> PathBuf {
-    from_env_or("G4Q_FIXTURES", "../shared/fixtures")
-}
-
-/// The golden quantization vectors: `G4Q_GOLDEN`, else `../shared/golden`.
-pub fn golden_dir() -> PathBuf {
-    from_env_or("G4Q_GOLDEN", "../shared/golden")
-}
-
-/// The fixture folders that hold `marker` (a relative path such as
-/// `llamacpp/manifest.json`), sorted. Panics, failing the test, when the fixtures folder cannot
-/// be read; whether an empty list is acceptable is the caller's to assert.
-pub fn fixture_dirs(marker: &str) -> Vec<PathBuf> {
-    let root = fixtures_dir();
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .unwrap_or_else(|e| panic!("fixtures folder {}: {e}", root.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join(marker).exists())
-        .collect();
-    dirs.sort();
-    dirs
-}
+pub use cli::{expect_success, path_str, run_g4q};
+pub use oracles::{
+    fixture, fixture_dirs, fixture_or_standin, fixtures_bundled, fixtures_dir, golden_bundled,
+    golden_dir, llamacpp_source, reference_fixtures, repo_root, require_oracles, skip,
+    skip_missing_oracle,
+};
+pub use rng::XorShift32;
+pub use safetensors_file::{copy_checkpoint, copy_checkpoint_to};

@@ -1,4 +1,4 @@
-//! Scaled-dot-product attention of one layer (spec §2.4): scale 1.0, causal mask, optional
+//! Scaled-dot-product attention of one layer: scale 1.0, causal mask, optional
 //! sliding window, GQA by `repeat_interleave` (query head `j` reads KV head `j / (Hq / Hkv)`).
 //!
 //! Heads run in parallel; each head's two GEMMs and its softmax are single-threaded, so the

@@ -1,4 +1,5 @@
-//! One decoder layer of Gemma 4 (spec §2.4): its weights and its forward step over a whole
+//! One decoder layer of Gemma 4 (transformers' `Gemma4TextDecoderLayer`): its weights and its
+//! forward step over a whole
 //! sequence. The same code serves the in-memory and the layer-streaming modes, which is why
 //! their outputs are byte-identical.
 

@@ -1,6 +1,6 @@
 //! `verify`: the f32 reference forward pass of Gemma 4, accuracy metrics, reports and gates.
 //!
-//! The forward pass ([`model`]) follows `../shared/spec/gemma4.md` §2 in float32 and reads its
+//! The forward pass ([`model`]) follows transformers' Gemma 4 text model in float32 and reads its
 //! weights through the [`weights::Weights`] trait, so the safetensors checkpoint and (later)
 //! quantized candidates run through the same code. Calibration hangs on [`observer::Observer`].
 

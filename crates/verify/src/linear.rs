@@ -7,10 +7,9 @@
 //! GEMM call, results are bit-identical for any thread count. Only one panel per worker is ever
 //! widened, so bf16 weights stay bf16 in memory.
 //!
-//! Backend choice: `gemm` 0.18 and `matrixmultiply` 0.3 were measured single-threaded on our
-//! panel shapes (`bench/benches/forward.rs`, group `gemm_backend`): matrixmultiply ran 71-109
-//! GFLOP/s against gemm's 45-46 on 64x1536x64 .. 64x6144x256, so it is the one used, without
-//! its own threading (rayon over panels does that, deterministically).
+//! The backend is `matrixmultiply`, without its own threading (rayon over panels does that,
+//! deterministically): single-threaded on these panel shapes it is the faster of the two
+//! candidates (`bench/README.md`, "Forward pass", has the figures).
 
 use std::ops::Range;
 
@@ -160,14 +159,9 @@ mod tests {
     }
 
     fn pseudo(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s as f32 / u32::MAX as f32) - 0.5
-            })
+        testkit::XorShift32::new(seed.wrapping_mul(2654435761).wrapping_add(1))
+            .take(n)
+            .map(|s| (s as f32 / u32::MAX as f32) - 0.5)
             .collect()
     }
 

@@ -1,5 +1,5 @@
-//! The whole text model: embedding and per-layer inputs (spec §2.3), the decoder layers, final
-//! norm, tied head and softcap (§2.5), in two modes with byte-identical results:
+//! The whole text model: embedding and per-layer inputs, the decoder layers, final norm, tied
+//! head and softcap, in two modes with byte-identical results:
 //! - [`Model`] resolves every weight once and can run many sequences;
 //! - [`forward_streaming`] loads one layer, runs it, drops and releases it, so memory is one
 //!   layer plus activations whatever the model size.

@@ -1,4 +1,4 @@
-//! The mixture-of-experts block of 26B-A4B (spec §2.4, MoE branch): router norm and scale,
+//! The mixture-of-experts block of 26B-A4B, as transformers runs it: router norm and scale,
 //! softmax over all experts, exact top-k, renormalise, per-expert scale, the routed GeGLU experts
 //! and their post-norm. The dense MLP beside it lives in the layer.
 //!

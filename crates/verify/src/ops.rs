@@ -1,4 +1,4 @@
-//! Elementwise primitives of Gemma 4 (spec §2.1), matching transformers in float32.
+//! Elementwise primitives of Gemma 4, matching transformers in float32.
 //!
 //! Reductions (the RMSNorm mean square) are summed in f64 in a fixed order per row, so they are
 //! both closer to exact than torch's f32 sums and independent of the thread count; rows are

@@ -1,4 +1,4 @@
-//! Rotary position tables (spec §2.2), computed the way transformers does in float32.
+//! Rotary position tables, computed the way transformers does in float32.
 //!
 //! Sliding layers use the default RoPE over the whole head; full layers use "proportional" RoPE:
 //! only the first `partial_rotary_factor * hd / 2` frequency pairs rotate, their exponent

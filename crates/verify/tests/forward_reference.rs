@@ -3,9 +3,7 @@
 //! within a looser bound (to localise bugs), and byte-identical results in layer-streaming
 //! mode and with 1 or 2 threads.
 
-mod common;
-
-use common::*;
+use testkit::reference::{argmax_rows, rel_l2, Reference, LAYOUTS};
 use verify::{forward_streaming, ForwardOptions, ForwardOutput, Model, NoObserver};
 
 fn pool(n: usize) -> rayon::ThreadPool {
@@ -30,7 +28,7 @@ fn forward_matches_transformers_on_every_fixture() {
     };
     let mut checked = 0;
     let mut worst = 0f64;
-    for folder in fixture_folders() {
+    for folder in testkit::reference_fixtures() {
         let reference = Reference::open(&folder);
         let fixture = folder.file_name().unwrap().to_string_lossy().to_string();
         for layout in LAYOUTS {

@@ -1,9 +1,7 @@
 //! The observer hook: every linear layer's input is reported once per forward pass, in a fixed
 //! order, with expert token rows that account for exactly top_k routings per token.
 
-mod common;
-
-use common::*;
+use testkit::reference::Reference;
 use verify::{LinearSite, Model, Observer};
 
 /// One observed call: layer, weight, expert, rows, cols and the sum of the activations.
@@ -39,7 +37,7 @@ impl Observer for Recorder {
 #[test]
 fn observer_sees_every_linear_input_deterministically() {
     let mut checked = 0;
-    for folder in fixture_folders() {
+    for folder in testkit::reference_fixtures() {
         let dir = folder.join("released-bf16");
         if !dir.is_dir() {
             continue;

@@ -1,9 +1,7 @@
 //! The tokenizer glue against `tokenizer_tests.json` (ids, token strings and decoded text made
 //! by the Hugging Face tokenizer), on every fixture tokenizer of that vocabulary size.
 
-mod common;
-
-use common::*;
+use testkit::fixtures_dir;
 use verify::Tokenizer;
 
 #[test]
@@ -15,7 +13,7 @@ fn tokenizer_matches_reference_cases() {
     let cases = doc["cases"].as_array().unwrap();
     let mut checked = 0;
     let mut tokenizers = 0;
-    for folder in fixture_folders() {
+    for folder in testkit::reference_fixtures() {
         let file = folder.join("released-bf16/tokenizer.json");
         if !file.is_file() {
             continue;

@@ -1,12 +1,11 @@
 //! The forward pass through wrapped weight sources: streaming mode loads layers in order and
 //! releases every tensor it read; a NaN or a wrongly shaped weight is reported by tensor name.
 
-mod common;
-
 use std::sync::Mutex;
 
-use common::*;
 use convert::{Checkpoint, Gemma4Config};
+use testkit::fixtures_dir;
+use testkit::reference::Reference;
 use verify::weights::DenseMatrix;
 use verify::{forward_streaming, Matrix, NoObserver, Result, Weights};
 

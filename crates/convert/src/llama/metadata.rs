@@ -1,4 +1,4 @@
-//! The metadata llama.cpp's converter writes for `gemma4` (gemma4.md §4.1), in its key order:
+//! The metadata llama.cpp's converter writes for `gemma4`, in its key order:
 //! `general.*` first (sampling defaults from `generation_config.json`, the name from the folder,
 //! the size label from the parameter count), then the `gemma4.*` hyperparameters interleaved as
 //! `Gemma4Model.set_gguf_parameters` sets them.

@@ -1,5 +1,5 @@
 //! Hugging Face → GGUF tensor names for Gemma 4, as llama.cpp's `gguf-py` tensor map and its
-//! `Gemma4Model` converter spell them (gemma4.md §4.2).
+//! `Gemma4Model` converter spell them.
 
 /// Global (non-layer) tensors.
 const GLOBAL: &[(&str, &str)] = &[

@@ -1420,7 +1420,7 @@ mod tests {
     type RefQuant<B> = fn(&[f32], &mut [B], Option<&[f32]>);
 
     /// Every backend's [`Lanes::q3_rest`] against the whole search ([`q3_gathered`], the
-    /// portable loops) on sub-blocks of every magnitude from denormal-prone to overflowing, each started
+    /// portable loops, themselves checked against ggml's `make_q3_quants`) on sub-blocks of every magnitude from denormal-prone to overflowing, each started
     /// from ggml's first rounding as `q3_first` reports it; both the settled sub-blocks (one
     /// round, no change) and the ones that change count.
     #[test]
@@ -1475,6 +1475,13 @@ mod tests {
         };
         let mut want = jobs();
         q3_gathered(Portable, &mut want, 4);
+        // The portable search itself, on every CPU: ggml's whole `make_q3_quants` per sub-block.
+        for w in &want {
+            let mut l = [0i8; 16];
+            let scale = search::make_q3_quants(16, 4, w.x, &mut l, true);
+            assert_eq!((w.scale.to_bits(), w.l), (scale.to_bits(), l), "{:?}", w.x);
+        }
+        println!("q3_rest (portable): {} sub-blocks", want.len());
         let mut check = |name: &str, rest: &dyn Fn(&mut [Q3Job])| {
             let mut got = jobs();
             rest(&mut got);
@@ -1648,6 +1655,7 @@ mod tests {
     /// where a product with `1/d` could round differently from the true quotient.
     #[test]
     fn requant_matches_scalar_at_rounding_boundaries() {
+        use crate::fp::nearest_int;
         let scales = [
             0.0, 1.0, 0.1, -0.7, 3.0e-5, 6.0e-8, 8.3e6, -1.0e-3, 0.37, 2.5, -13.0, 0.011, 7.0e-3,
             1.0e-7, -0.25, 0.6,
@@ -1672,8 +1680,20 @@ mod tests {
                         _ => noise[i] * dj * nmax as f32,
                     }
                 });
-                let mut want = [0i8; QK_K];
-                let want_mask = requant(&x, &d, nmax, &mut want);
+                // The definition, value by value: ggml's rounding of x / d, clamped and offset,
+                // wherever the value's sub-block scale is not zero.
+                let (mut want, mut want_mask) = ([0i8; QK_K], 0u16);
+                for (i, (&v, l)) in x.iter().zip(&mut want).enumerate() {
+                    let dj = d[i / 16];
+                    if dj == 0.0 {
+                        want_mask |= 1 << (i / 16);
+                    } else {
+                        *l = (nearest_int(v / dj).clamp(-nmax, nmax - 1) + nmax) as i8;
+                    }
+                }
+                let mut got = [0i8; QK_K];
+                assert_eq!(Portable.requant(&x, &d, nmax, &mut got), want_mask);
+                assert_eq!(got, want, "portable, nmax {nmax}, seed {seed}");
                 #[cfg(target_arch = "x86_64")]
                 {
                     if let Some(avx2) = Avx2::detect() {
@@ -1691,27 +1711,53 @@ mod tests {
         }
     }
 
+    /// Every backend's `transpose16` against the transpose written the other way round: value
+    /// `k` of the blocks laid end to end is value `k % 16` of sub-block `k / 16`, so it lands in
+    /// row `k % 16`, lane `k / 16`.
     #[test]
     fn transpose16_matches_the_scalar_transpose() {
+        fn scattered<const N: usize>(x: &[f32]) -> [[f32; N]; 16] {
+            let mut out = [[f32::NAN; N]; 16];
+            for (k, &v) in x.iter().enumerate() {
+                out[k % 16][k / 16] = v;
+            }
+            out
+        }
         let x = data(7, 2 * QK_K);
         let blocks: [&Super; 2] = [
             x[..QK_K].try_into().expect("block"),
             x[QK_K..].try_into().expect("block"),
         ];
-        let want = transpose_blocks::<32, 16, 2>(blocks);
-        assert_eq!(Portable.transpose16::<32, 2>(blocks), want);
+        let want = scattered::<32>(&x);
+        let firsts = [scattered::<16>(&x[..QK_K]), scattered::<16>(&x[QK_K..])];
+        let mut checked = 0;
+        let mut check = |name: &str, two: [[f32; 32]; 16], one: [[[f32; 16]; 16]; 2]| {
+            assert_eq!(two, want, "{name}, two blocks");
+            assert_eq!(one, firsts, "{name}, one block");
+            checked += 1;
+        };
+        check(
+            "portable",
+            Portable.transpose16::<32, 2>(blocks),
+            [0, 1].map(|b| Portable.transpose16::<16, 1>([blocks[b]])),
+        );
         #[cfg(target_arch = "x86_64")]
         if let Some(avx2) = Avx2::detect() {
-            assert_eq!(avx2.transpose16::<32, 2>(blocks), want);
-            let one = transpose_blocks::<16, 16, 1>([blocks[0]]);
-            assert_eq!(avx2.transpose16::<16, 1>([blocks[0]]), one);
+            check(
+                "avx2",
+                avx2.transpose16::<32, 2>(blocks),
+                [0, 1].map(|b| avx2.transpose16::<16, 1>([blocks[b]])),
+            );
         }
         #[cfg(target_arch = "x86_64")]
         if let Some(avx512) = Avx512::detect() {
-            assert_eq!(avx512.transpose16::<32, 2>(blocks), want);
-            let one = transpose_blocks::<16, 16, 1>([blocks[1]]);
-            assert_eq!(avx512.transpose16::<16, 1>([blocks[1]]), one);
+            check(
+                "avx512",
+                avx512.transpose16::<32, 2>(blocks),
+                [0, 1].map(|b| avx512.transpose16::<16, 1>([blocks[b]])),
+            );
         }
+        println!("transpose16: checked {checked} backends");
     }
 
     /// The batched Σx² against one sequential sum per block, for counts that leave remainders

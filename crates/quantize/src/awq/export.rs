@@ -1,7 +1,8 @@
 //! Writing AWQ results:
 //!
 //! - [`write_compressed_tensors`]: the int4 release in compressed-tensors' `pack-quantized`
-//!   layout (`../shared/spec/quant-formats.md` §6 and pitfall 8): per quantized linear
+//!   layout (not AutoAWQ's GEMM layout, which interleaves nibbles as 0,2,4,6,1,3,5,7 and
+//!   stores zero points without the +8 offset): per quantized linear
 //!   `weight_packed` int32 `[out, in/8]` (code + 8, element k at bits `4·(k%8)` of word `k/8`,
 //!   natural order), `weight_scale` bf16 `[out, in/G]`, `weight_zero_point` int32
 //!   `[ceil(out/8), in/G]` (zero point + 8 packed along the *output* dim) and `weight_shape`

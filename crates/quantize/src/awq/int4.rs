@@ -1,5 +1,5 @@
-//! Asymmetric group-wise int4, as compressed-tensors' W4A16_ASYM preset stores it
-//! (`../shared/spec/quant-formats.md` §6, "pack-quantized"): per row and group of `group`
+//! Asymmetric group-wise int4, as compressed-tensors' W4A16_ASYM preset stores it in its
+//! "pack-quantized" format: per row and group of `group`
 //! input columns, `min = min(min, 0)`, `max = max(max, 0)`, `scale = (max - min) / 15`,
 //! `zp = round(clamp(-8 - min / scale, -8, 7))`, `q = round(clamp(x / scale + zp, -8, 7))`
 //! (round half to even, as torch.round), dequantized as `(q - zp) * scale` *in bf16*: the

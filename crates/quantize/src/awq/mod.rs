@@ -1,5 +1,5 @@
-//! AWQ: activation-aware int4 weight quantization (issue #6, `../shared/spec/quant-formats.md`
-//! §6) from g4q's own reference forward pass.
+//! AWQ: activation-aware int4 weight quantization (AutoAWQ's scale and clip searches, written
+//! in compressed-tensors' format) from g4q's own reference forward pass.
 //!
 //! - [`int4`]: asymmetric group int4 with bf16 scales, as compressed-tensors stores it;
 //! - [`search`]: the per-channel scale search and the per-group clip search;

@@ -1,5 +1,5 @@
-//! The two AWQ searches on calibration activations (`../shared/spec/quant-formats.md` §6,
-//! AutoAWQ `_search_best_scale` / `_compute_best_clip`):
+//! The two AWQ searches on calibration activations, as AutoAWQ's `_search_best_scale` and
+//! `_compute_best_clip` make them:
 //!
 //! - [`search_scale`]: per input channel `s = mean|x|^α / (mean|ŵ|^(1-α) + 1e-4)` (ŵ: |w| over
 //!   its group's absmax), normalised by `sqrt(max·min)`, over a grid of α, keeping the `s` whose

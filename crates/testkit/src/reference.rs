@@ -1,48 +1,32 @@
-//! Shared helpers of the fixture tests: locating `../shared/fixtures` and reading
-//! `reference.safetensors`.
+//! Reading transformers' `reference.safetensors` (and the files `g4q forward` writes, which hold
+//! the same kinds of tensors), and the two comparisons the forward-pass tests make with it.
 
-#![allow(dead_code)]
+use std::path::Path;
 
-use std::path::{Path, PathBuf};
+use safetensors::{Dtype, SafeTensors};
 
-/// The fixtures folder: `G4Q_FIXTURES`, else `../shared/fixtures` from the workspace root.
-pub fn fixtures_dir() -> PathBuf {
-    testkit::fixtures_dir()
-}
+/// The layouts a fixture folder may hold its checkpoint in; tests run the ones present.
+pub const LAYOUTS: &[&str] = &["released-bf16", "causal-f32"];
 
-/// Fixture folders holding a `reference.safetensors`, sorted. Panics (test failure) when the
-/// fixtures folder is missing or holds none.
-pub fn fixture_folders() -> Vec<PathBuf> {
-    let dir = fixtures_dir();
-    let mut out: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("fixtures folder {} unreadable: {e}", dir.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("reference.safetensors").is_file())
-        .collect();
-    out.sort();
-    assert!(
-        !out.is_empty(),
-        "no fixture with reference.safetensors under {}",
-        dir.display()
-    );
-    out
-}
-
-/// A loaded `reference.safetensors`.
+/// A loaded safetensors file of f32 and i64 tensors.
 pub struct Reference {
     bytes: Vec<u8>,
 }
 
 impl Reference {
+    /// `folder/reference.safetensors`.
     pub fn open(folder: &Path) -> Reference {
         let p = folder.join("reference.safetensors");
-        Reference {
-            bytes: std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
-        }
+        Reference::from_bytes(std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
     }
 
-    fn view(&self, name: &str) -> Option<(Vec<usize>, safetensors::Dtype, Vec<u8>)> {
-        let st = safetensors::SafeTensors::deserialize(&self.bytes).expect("reference parses");
+    /// The file's bytes, e.g. read back from `g4q forward --out`.
+    pub fn from_bytes(bytes: Vec<u8>) -> Reference {
+        Reference { bytes }
+    }
+
+    fn view(&self, name: &str) -> Option<(Vec<usize>, Dtype, Vec<u8>)> {
+        let st = SafeTensors::deserialize(&self.bytes).expect("safetensors parses");
         let t = st.tensor(name).ok()?;
         Some((t.shape().to_vec(), t.dtype(), t.data().to_vec()))
     }
@@ -59,17 +43,19 @@ impl Reference {
             .collect()
     }
 
+    /// An int64 tensor of token ids.
     pub fn ids(&self, name: &str) -> Vec<u32> {
         let (_, dt, data) = self.view(name).unwrap_or_else(|| panic!("{name} missing"));
-        assert_eq!(dt, safetensors::Dtype::I64, "{name}");
+        assert_eq!(dt, Dtype::I64, "{name}");
         data.chunks_exact(8)
             .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
             .collect()
     }
 
+    /// An f32 tensor: shape and values.
     pub fn f32s(&self, name: &str) -> (Vec<usize>, Vec<f32>) {
         let (shape, dt, data) = self.view(name).unwrap_or_else(|| panic!("{name} missing"));
-        assert_eq!(dt, safetensors::Dtype::F32, "{name}");
+        assert_eq!(dt, Dtype::F32, "{name}");
         let v = data
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
@@ -90,7 +76,7 @@ pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
     (num / den.max(1e-300)).sqrt()
 }
 
-/// Index of the largest value of each `width`-wide row.
+/// Index of the largest value of each `width`-wide row (the first one on ties).
 pub fn argmax_rows(x: &[f32], width: usize) -> Vec<usize> {
     x.chunks(width)
         .map(|r| {
@@ -107,6 +93,3 @@ pub fn argmax_rows(x: &[f32], width: usize) -> Vec<usize> {
         })
         .collect()
 }
-
-/// Model layouts the tests run when present.
-pub const LAYOUTS: &[&str] = &["released-bf16", "causal-f32"];
