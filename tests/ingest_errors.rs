@@ -1,6 +1,7 @@
 //! End to end: `g4q inspect` on good and corrupt checkpoints. Bad input must exit with code 2
 //! and one `g4q: error: ...` line on stderr naming the file, never a panic.
 
+use std::path::PathBuf;
 use std::process::Output;
 
 use testkit::{fixtures_dir, g4q};
@@ -123,7 +124,8 @@ fn synth_rejects_bad_flags_with_exit_2() {
     }
 }
 
-/// The e2b fixture's llama.cpp F32 GGUF rewritten into `dir/NAME` with its metadata passed
+/// The e2b fixture's F32 GGUF (g4q's conversion, byte-identical to llama.cpp's, so the test
+/// also runs on the bundled oracle set) rewritten into `dir/NAME` with its metadata passed
 /// through `edit` (tensors and data unchanged).
 fn edited_gguf(
     dir: &std::path::Path,
@@ -131,7 +133,17 @@ fn edited_gguf(
     edit: impl FnOnce(&mut convert::gguf::Metadata),
 ) -> PathBuf {
     use convert::gguf::{GgufFile, GgufWriter};
-    let src = GgufFile::open(&fixtures_dir().join("e2b-s0/llamacpp/f32.gguf")).unwrap();
+    let f32_path = dir.join(format!("{name}.f32-source.gguf"));
+    let model = fixtures_dir().join("e2b-s0/released-bf16");
+    testkit::g4q_ok!(&[
+        "convert",
+        model.to_str().unwrap(),
+        "--type",
+        "F32",
+        "--out",
+        f32_path.to_str().unwrap(),
+    ]);
+    let src = GgufFile::open(&f32_path).unwrap();
     let mut md = src.metadata().clone();
     edit(&mut md);
     let out = dir.join(name);
@@ -160,7 +172,7 @@ fn verify_refuses_gguf_sizes_its_tensors_do_not_back() {
             md.set(key, value)
         });
         let start = std::time::Instant::now();
-        let out = g4q(&[
+        let out = g4q!(&[
             "verify",
             "--reference",
             fixtures_dir()
@@ -209,7 +221,7 @@ fn quantize_refuses_other_architectures_and_empty_files() {
         .unwrap();
     for (input, needle) in [(&other, "is not gemma4"), (&empty, "no tensors")] {
         let out_path = tmp.path().join("out.gguf");
-        let out = g4q(&[
+        let out = g4q!(&[
             "quantize",
             input.to_str().unwrap(),
             "--type",

@@ -2,7 +2,6 @@
 //! fixture E2B config with one key edited per case must be an error naming the file and the
 //! key, never NaN logits downstream, a silent default, a truncated u32 or a panic.
 
-mod common;
 
 use convert::{ConvertError, Gemma4Config};
 use serde_json::{json, Map, Value};
@@ -10,7 +9,7 @@ use serde_json::{json, Map, Value};
 const ORIGIN: &str = "e2b/config.json";
 
 fn released_config() -> Value {
-    let path = common::e2b_released().join("config.json");
+    let path = testkit::fixtures_dir().join("e2b-s0/released-bf16").join("config.json");
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 

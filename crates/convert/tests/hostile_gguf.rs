@@ -3,8 +3,6 @@
 //! an error naming the file and the key or tensor, in one line of bounded length, quickly, with
 //! nothing sized by the lie allocated.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -14,9 +12,21 @@ use convert::gguf::{
 use convert::llama::config_from_gguf;
 use kernels::GgmlType;
 
-/// The llama.cpp-converted E2B fixture: a gemma4 GGUF whose config reads back cleanly.
+/// The E2B fixture converted to F32 (byte-identical to llama.cpp's conversion, which the bundled
+/// oracle set leaves out): a gemma4 GGUF whose config reads back cleanly. Written once per test
+/// binary.
 fn fixture_gguf() -> PathBuf {
-    common::fixtures_dir().join("e2b-s0/llamacpp/f32.gguf")
+    static PATH: std::sync::OnceLock<(tempfile::TempDir, PathBuf)> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("e2b-f32.gguf");
+        let ckpt = convert::Checkpoint::open(&testkit::fixtures_dir().join("e2b-s0/released-bf16"))
+            .expect("fixture opens");
+        convert::llama::write_unquantized(&ckpt, &out, GgmlType::F32).expect("F32 conversion");
+        (dir, out)
+    })
+    .1
+    .clone()
 }
 
 /// `src` rewritten into `dir/NAME.gguf` with its metadata passed through `edit`, tensors and
