@@ -163,10 +163,15 @@ pub fn reference_fixtures() -> Vec<PathBuf> {
 }
 
 /// The checkpoint folder llama.cpp converted to make the files of fixture `dir` (its manifest's
-/// `converted_from`, less the note that the config was patched). `None` after a [`skip`] when
-/// the folder is not there: the bundled set has no `causal-f32/`, and the full set's
-/// `trained-26b-a4b` was converted from a `causal-f32/` twin it does not ship, so no file of
-/// ours can be compared with llama.cpp's there.
+/// `converted_from`, less the note that the config was patched).
+///
+/// A fixture whose files llama.cpp made from a `causal-f32/` twin that the set does not ship
+/// (the bundled set ships none; the full set's `trained-26b-a4b` was converted from its
+/// text-only twin because llama.cpp's converter cannot read the released config's
+/// `expert_intermediate_size: null`) is served by its `released-bf16/` files under the twin's
+/// folder name: every weight is exactly representable in bf16, so both hold the same values,
+/// and GGUF's `general.name` comes from the folder name. Only when neither is there: a
+/// [`skip_missing_oracle`] and `None`.
 pub fn llamacpp_source(dir: &Path, manifest: &serde_json::Value) -> Option<PathBuf> {
     let from = manifest["converted_from"]
         .as_str()
@@ -176,14 +181,30 @@ pub fn llamacpp_source(dir: &Path, manifest: &serde_json::Value) -> Option<PathB
     if path.is_dir() {
         return Some(path);
     }
-    let what = format!(
+    let released = dir.join("released-bf16");
+    if from == "causal-f32" && released.is_dir() {
+        return Some(renamed_twin(&released, from));
+    }
+    skip_missing_oracle(format!(
         "{}, the checkpoint llama.cpp's files were made from",
         path.display()
-    );
-    if fixtures_bundled() {
-        skip_missing_oracle(what);
-    } else {
-        skip(format!("{what}, is not in the fixture set"));
-    }
+    ));
     None
+}
+
+/// A folder named `name` (in a fresh temporary folder that lives as long as the test process)
+/// whose files are links to the files of `src`.
+fn renamed_twin(src: &Path, name: &str) -> PathBuf {
+    let holder = tempfile::tempdir()
+        .unwrap_or_else(|e| panic!("temporary folder: {e}"))
+        .keep();
+    let twin = holder.join(name);
+    std::fs::create_dir(&twin).unwrap_or_else(|e| panic!("{}: {e}", twin.display()));
+    for entry in std::fs::read_dir(src).unwrap_or_else(|e| panic!("{}: {e}", src.display())) {
+        let file = entry.unwrap_or_else(|e| panic!("{}: {e}", src.display())).path();
+        let link = twin.join(file.file_name().expect("a folder entry has a name"));
+        std::os::unix::fs::symlink(&file, &link)
+            .unwrap_or_else(|e| panic!("{}: {e}", link.display()));
+    }
+    twin
 }
