@@ -29,6 +29,9 @@ use super::search::GROUP_MAX_EPS;
 use crate::blocks::QK_K;
 use crate::fp::nearest_int;
 
+pub(crate) use super::vector::Portable;
+use super::vector::{Vector, MAX_GROUPS, MAX_VECTORS};
+
 /// A way to run the lane searches: [`Portable`] (compiler-vectorised loops, any CPU) or, on
 /// x86-64, [`Avx2`] / [`Avx512`] (explicit intrinsics; a value of one proves the CPU has the
 /// instruction set).
@@ -130,9 +133,6 @@ pub(crate) trait Lanes: Copy {
     }
 }
 
-/// The portable backend: the loops in this module.
-#[derive(Clone, Copy)]
-pub(crate) struct Portable;
 
 impl Lanes for Portable {
     #[inline(always)]
@@ -151,6 +151,7 @@ impl Lanes for Portable {
         l_out: &mut [[u8; N]; M],
     ) {
         qkx(
+            self,
             x,
             w,
             nmax,
@@ -173,7 +174,7 @@ impl Lanes for Portable {
         scale_out: &mut [f32; N],
         l_out: &mut [[i8; N]; M],
     ) {
-        qx(x, w, nmax, scale_out, l_out)
+        qx(self, x, w, nmax, scale_out, l_out)
     }
     #[inline(always)]
     fn q3<const N: usize, const M: usize>(
@@ -226,6 +227,7 @@ impl Lanes for Avx2 {
         // SAFETY: `self` exists only if the CPU has AVX2 (see `Avx2::detect`).
         unsafe {
             super::lanes_avx2::qkx(
+                self,
                 x,
                 w,
                 nmax,
@@ -250,7 +252,7 @@ impl Lanes for Avx2 {
         l_out: &mut [[i8; N]; M],
     ) {
         // SAFETY: `self` exists only if the CPU has AVX2 (see `Avx2::detect`).
-        unsafe { super::lanes_avx2::qx(x, w, nmax, scale_out, l_out) }
+        unsafe { super::lanes_avx2::qx(self, x, w, nmax, scale_out, l_out) }
     }
     #[inline(always)]
     fn q3<const N: usize, const M: usize>(
@@ -261,7 +263,7 @@ impl Lanes for Avx2 {
         l_out: &mut [[i8; N]; M],
     ) {
         // SAFETY: `self` exists only if the CPU has AVX2 (see `Avx2::detect`).
-        unsafe { super::lanes_avx2::q3(x, nmax, scale_out, l_out) }
+        unsafe { super::lanes_avx2::q3(self, x, nmax, scale_out, l_out) }
     }
     #[inline(always)]
     fn requant(self, x: &Super, d: &[f32; 16], nmax: i32, l: &mut [i8; QK_K]) -> u16 {
@@ -277,7 +279,7 @@ impl Lanes for Avx2 {
         state: &mut [[f32; N]; 3],
     ) -> u64 {
         // SAFETY: `self` exists only if the CPU has AVX2 (see `Avx2::detect`).
-        unsafe { super::lanes_avx2::q3_first(x, nmax, scale_out, state) }
+        unsafe { super::lanes_avx2::q3_first(self, x, nmax, scale_out, state) }
     }
     #[inline(always)]
     fn q3_rest(self, jobs: &mut [Q3Job<'_>], nmax: i32) {
@@ -370,6 +372,7 @@ impl Lanes for Avx512 {
         // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
         unsafe {
             super::lanes_avx512::qkx(
+                self,
                 x,
                 w,
                 nmax,
@@ -397,7 +400,7 @@ impl Lanes for Avx512 {
             return self.avx2().qx(x, w, nmax, scale_out, l_out);
         }
         // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
-        unsafe { super::lanes_avx512::qx(x, w, nmax, scale_out, l_out) }
+        unsafe { super::lanes_avx512::qx(self, x, w, nmax, scale_out, l_out) }
     }
     #[inline(always)]
     fn q3<const N: usize, const M: usize>(
@@ -411,7 +414,7 @@ impl Lanes for Avx512 {
             return self.avx2().q3(x, nmax, scale_out, l_out);
         }
         // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
-        unsafe { super::lanes_avx512::q3(x, nmax, scale_out, l_out) }
+        unsafe { super::lanes_avx512::q3(self, x, nmax, scale_out, l_out) }
     }
     #[inline(always)]
     fn requant(self, x: &Super, d: &[f32; 16], nmax: i32, l: &mut [i8; QK_K]) -> u16 {
@@ -430,7 +433,7 @@ impl Lanes for Avx512 {
             return self.avx2().q3_first(x, nmax, scale_out, state);
         }
         // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
-        unsafe { super::lanes_avx512::q3_first(x, nmax, scale_out, state) }
+        unsafe { super::lanes_avx512::q3_first(self, x, nmax, scale_out, state) }
     }
     #[inline(always)]
     fn first_levels(self, x: &[f32; 16], iscale: f32, nmax: i32) -> [i8; 16] {
@@ -823,7 +826,8 @@ fn round_clamp(v: f32, lo: i32, hi: i32) -> i32 {
 /// groups of `M` values. Writes each group's scale, `the_min` and levels (`l[i][j]`).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-pub(crate) fn qkx<const N: usize, const M: usize>(
+pub(crate) fn qkx<V: Vector, const N: usize, const M: usize>(
+    v: V,
     x: &[[f32; N]; M],
     w: &[[f32; N]; M],
     nmax: i32,
@@ -836,118 +840,114 @@ pub(crate) fn qkx<const N: usize, const M: usize>(
     the_min: &mut [f32; N],
     l_out: &mut [[u8; N]; M],
 ) {
-    let mut min = x[0];
-    let mut max = x[0];
-    let mut sum_w = w[0];
-    let mut sum_x = [0f32; N];
-    for j in 0..N {
-        sum_x[j] = sum_w[j] * x[0][j];
+    let kk = N / V::LANES;
+    assert!(N.is_multiple_of(V::LANES) && N <= MAX_GROUPS && M > 0);
+    let zero = v.zero();
+    let err = |d: V::F| if use_mad { v.abs(d) } else { v.mul(d, d) };
+    let (mut min, mut max, mut sum_w, mut sum_x) = (v.row(zero), v.row(zero), v.row(zero), v.row(zero));
+    for k in 0..kk {
+        min[k] = v.ld(&x[0], k);
+        max[k] = min[k];
+        sum_w[k] = v.ld(&w[0], k);
+        sum_x[k] = v.mul(sum_w[k], min[k]);
     }
     for i in 1..M {
-        for j in 0..N {
-            let v = x[i][j];
-            if v < min[j] {
-                min[j] = v;
-            }
-            if v > max[j] {
-                max[j] = v;
-            }
-            sum_w[j] += w[i][j];
-            sum_x[j] += w[i][j] * v;
+        for k in 0..kk {
+            let xv = v.ld(&x[i], k);
+            min[k] = v.sel(v.lt(xv, min[k]), xv, min[k]);
+            max[k] = v.sel(v.gt(xv, max[k]), xv, max[k]);
+            let wv = v.ld(&w[i], k);
+            sum_w[k] = v.add(sum_w[k], wv);
+            sum_x[k] = v.add(sum_x[k], v.mul(wv, xv));
         }
     }
-    let mut degenerate = [false; N];
-    let mut iscale = [0f32; N];
-    let mut scale = [0f32; N];
-    for j in 0..N {
-        if min[j] > 0.0 {
-            min[j] = 0.0;
-        }
+    let nmaxf = v.splat(nmax as f32);
+    let mut degenerate = [v.none(); MAX_VECTORS];
+    let (mut iscale, mut scale, mut best_error) = (v.row(zero), v.row(zero), v.row(zero));
+    for k in 0..kk {
+        min[k] = v.sel(v.gt(min[k], zero), zero, min[k]);
+        degenerate[k] = if strict_degenerate {
+            v.eq(max[k], min[k])
+        } else {
+            v.le(max[k], min[k])
+        };
+        iscale[k] = v.div(nmaxf, v.sub(max[k], min[k]));
+        scale[k] = v.div(v.splat(1.0), iscale[k]);
     }
     // What a degenerate group reports as `the_min` (the search on its lane is discarded).
     let min0 = min;
-    for j in 0..N {
-        degenerate[j] = if strict_degenerate {
-            max[j] == min[j]
-        } else {
-            max[j] <= min[j]
-        };
-        iscale[j] = nmax as f32 / (max[j] - min[j]);
-        scale[j] = 1.0 / iscale[j];
-    }
-    let err = |d: f32| if use_mad { d.abs() } else { d * d };
-    let mut best_error = [0f32; N];
     for i in 0..M {
-        for j in 0..N {
-            let l = round_clamp(iscale[j] * (x[i][j] - min[j]), 0, nmax) as f32;
-            let diff = scale[j] * l + min[j] - x[i][j];
-            best_error[j] += w[i][j] * err(diff);
+        for k in 0..kk {
+            let xv = v.ld(&x[i], k);
+            let l = v.round_clamp_f(v.mul(iscale[k], v.sub(xv, min[k])), 0, nmax);
+            let diff = v.sub(v.add(v.mul(scale[k], l), min[k]), xv);
+            best_error[k] = v.add(best_error[k], v.mul(v.ld(&w[i], k), err(diff)));
         }
     }
     // The levels are not carried along: the winning candidate's (iscale, min) reproduce them.
     let mut best_iscale = iscale;
     let mut best_min = min;
     if nstep >= 1 {
-        let mut lf = [[0f32; N]; M];
+        let mut lf = [v.row(zero); M];
         for is in 0..=nstep {
-            let num = rmin + rdelta * is as f32 + nmax as f32;
-            for j in 0..N {
-                iscale[j] = num / (max[j] - min[j]);
+            let num = v.splat(rmin + rdelta * is as f32 + nmax as f32);
+            let (mut sum_l, mut sum_l2, mut sum_xl) = (v.row(zero), v.row(zero), v.row(zero));
+            for k in 0..kk {
+                iscale[k] = v.div(num, v.sub(max[k], min[k]));
             }
-            let mut sum_l = [0f32; N];
-            let mut sum_l2 = [0f32; N];
-            let mut sum_xl = [0f32; N];
             for i in 0..M {
-                for j in 0..N {
-                    let l = round_clamp(iscale[j] * (x[i][j] - min[j]), 0, nmax) as f32;
-                    lf[i][j] = l;
-                    let wv = w[i][j];
-                    sum_l[j] += wv * l;
-                    sum_l2[j] += wv * l * l;
-                    sum_xl[j] += wv * l * x[i][j];
+                for k in 0..kk {
+                    let xv = v.ld(&x[i], k);
+                    let l = v.round_clamp_f(v.mul(iscale[k], v.sub(xv, min[k])), 0, nmax);
+                    lf[i][k] = l;
+                    let wl = v.mul(v.ld(&w[i], k), l);
+                    sum_l[k] = v.add(sum_l[k], wl);
+                    sum_l2[k] = v.add(sum_l2[k], v.mul(wl, l));
+                    sum_xl[k] = v.add(sum_xl[k], v.mul(wl, xv));
                 }
             }
-            let mut this_scale = [0f32; N];
-            let mut this_min = [0f32; N];
-            let mut valid = [false; N];
-            for j in 0..N {
-                let d = sum_w[j] * sum_l2[j] - sum_l[j] * sum_l[j];
-                valid[j] = d > 0.0;
-                let ts = (sum_w[j] * sum_xl[j] - sum_x[j] * sum_l[j]) / d;
-                let tm = (sum_l2[j] * sum_x[j] - sum_l[j] * sum_xl[j]) / d;
-                let clip = tm > 0.0;
-                this_min[j] = if clip { 0.0 } else { tm };
-                this_scale[j] = if clip { sum_xl[j] / sum_l2[j] } else { ts };
+            let mut valid = [v.none(); MAX_VECTORS];
+            let (mut this_scale, mut this_min) = (v.row(zero), v.row(zero));
+            for k in 0..kk {
+                let d = v.sub(v.mul(sum_w[k], sum_l2[k]), v.mul(sum_l[k], sum_l[k]));
+                valid[k] = v.gt(d, zero);
+                let ts = v.div(v.sub(v.mul(sum_w[k], sum_xl[k]), v.mul(sum_x[k], sum_l[k])), d);
+                let tm = v.div(v.sub(v.mul(sum_l2[k], sum_x[k]), v.mul(sum_l[k], sum_xl[k])), d);
+                let clip = v.gt(tm, zero);
+                this_min[k] = v.sel(clip, zero, tm);
+                this_scale[k] = v.sel(clip, v.div(sum_xl[k], sum_l2[k]), ts);
             }
-            let mut cur_error = [0f32; N];
+            let mut cur = v.row(zero);
             for i in 0..M {
-                for j in 0..N {
-                    let diff = this_scale[j] * lf[i][j] + this_min[j] - x[i][j];
-                    cur_error[j] += w[i][j] * err(diff);
+                for k in 0..kk {
+                    let xv = v.ld(&x[i], k);
+                    let diff = v.sub(v.add(v.mul(this_scale[k], lf[i][k]), this_min[k]), xv);
+                    cur[k] = v.add(cur[k], v.mul(v.ld(&w[i], k), err(diff)));
                 }
             }
-            for j in 0..N {
-                if valid[j] && cur_error[j] < best_error[j] {
-                    best_error[j] = cur_error[j];
-                    scale[j] = this_scale[j];
-                    best_iscale[j] = iscale[j];
-                    best_min[j] = min[j];
-                    min[j] = this_min[j];
-                }
+            for k in 0..kk {
+                let acc = v.and(valid[k], v.lt(cur[k], best_error[k]));
+                best_error[k] = v.sel(acc, cur[k], best_error[k]);
+                scale[k] = v.sel(acc, this_scale[k], scale[k]);
+                best_iscale[k] = v.sel(acc, iscale[k], best_iscale[k]);
+                best_min[k] = v.sel(acc, min[k], best_min[k]);
+                min[k] = v.sel(acc, this_min[k], min[k]);
             }
         }
     }
     for i in 0..M {
-        for j in 0..N {
-            let l = round_clamp(best_iscale[j] * (x[i][j] - best_min[j]), 0, nmax);
-            l_out[i][j] = if degenerate[j] { 0 } else { l as u8 };
+        for k in 0..kk {
+            let xv = v.ld(&x[i], k);
+            let l = v.round_clamp(v.mul(best_iscale[k], v.sub(xv, best_min[k])), 0, nmax);
+            v.put_levels(&mut l_out[i], k, l, degenerate[k], |l| l as u8);
         }
     }
-    for j in 0..N {
-        scale_out[j] = if degenerate[j] { 0.0 } else { scale[j] };
-        the_min[j] = if degenerate[j] { -min0[j] } else { -min[j] };
+    for k in 0..kk {
+        v.st(scale_out, k, v.sel(degenerate[k], zero, scale[k]));
+        v.st(the_min, k, v.neg(v.sel(degenerate[k], min0[k], min[k])));
     }
 }
+
 
 /// `make_qx_quants(16, nmax, x, L, 1, Some(w))` for one group, its 19 candidate scales (the
 /// first rounding and `is = -9..=9`, `is != 0`) evaluated side by side: each candidate's sums
@@ -1110,7 +1110,7 @@ pub(crate) fn qp_candidates<const N: usize>(
 /// Largest |x| per group and the signed value holding it (first one wins), as ggml computes
 /// `max`/`amax` in `make_qx_quants` and `make_q3_quants`.
 #[inline(always)]
-fn signed_absmax<const N: usize, const M: usize>(x: &[[f32; N]; M]) -> ([f32; N], [f32; N]) {
+fn signed_absmax_groups<const N: usize, const M: usize>(x: &[[f32; N]; M]) -> ([f32; N], [f32; N]) {
     let mut max = [0f32; N];
     let mut amax = [0f32; N];
     for i in 0..M {
@@ -1125,74 +1125,118 @@ fn signed_absmax<const N: usize, const M: usize>(x: &[[f32; N]; M]) -> ([f32; N]
     (max, amax)
 }
 
+/// Largest |x| per group and the signed value holding it (first one wins), as ggml computes
+/// `max`/`amax` in `make_qx_quants` and `make_q3_quants`.
+#[inline(always)]
+pub(crate) fn signed_absmax<V: Vector, const N: usize, const M: usize>(
+    v: V,
+    x: &[[f32; N]; M],
+) -> (V::Row, V::Row) {
+    let (mut max, mut amax) = (v.row(v.zero()), v.row(v.zero()));
+    for i in 0..M {
+        for k in 0..N / V::LANES {
+            let xv = v.ld(&x[i], k);
+            let ax = v.abs(xv);
+            let g = v.gt(ax, amax[k]);
+            amax[k] = v.sel(g, ax, amax[k]);
+            max[k] = v.sel(g, xv, max[k]);
+        }
+    }
+    (max, amax)
+}
+
+/// Σ w·x·l and Σ w·l·l per lane for levels `clamp(nearest_int(iscale·x), -nmax, nmax-1)`.
+/// `wx` holds the products `w·x`, computed once per search rather than on each of its 19
+/// passes (the same f32 value ggml's `w*x[i]*l` forms first, so the sums are unchanged). The
+/// rounding is [`Vector::round_clamp_small`]: `|iscale·x| ≤ nmax + 0.9` because
+/// `iscale = -(nmax ± 0.9)/max` and `max` has the largest magnitude of its group (a NaN arises
+/// only in an all-zero group, whose lane [`qx`] zeroes at the end).
+#[inline(always)]
+fn qx_sums<V: Vector, const N: usize, const M: usize>(
+    v: V,
+    x: &[[f32; N]; M],
+    w: &[[f32; N]; M],
+    wx: &[[f32; N]; M],
+    nmax: i32,
+    iscale: &V::Row,
+) -> (V::Row, V::Row) {
+    let (mut sumlx, mut suml2) = (v.row(v.zero()), v.row(v.zero()));
+    for i in 0..M {
+        for k in 0..N / V::LANES {
+            let xv = v.ld(&x[i], k);
+            let wv = v.ld(&w[i], k);
+            let l = v.round_clamp_small(v.mul(iscale[k], xv), -nmax, nmax - 1);
+            sumlx[k] = v.add(sumlx[k], v.mul(v.ld(&wx[i], k), l));
+            suml2[k] = v.add(suml2[k], v.mul(v.mul(wv, l), l));
+        }
+    }
+    (sumlx, suml2)
+}
+
 /// `make_qx_quants(M, nmax, x, L, 1, w)` on `N` groups (weights given explicitly: x² for ggml's
 /// built-in type-1 weights). Writes the scales and the levels (offset by `nmax`).
 #[inline(always)]
-pub(crate) fn qx<const N: usize, const M: usize>(
+pub(crate) fn qx<V: Vector, const N: usize, const M: usize>(
+    v: V,
     x: &[[f32; N]; M],
     w: &[[f32; N]; M],
     nmax: i32,
     scale_out: &mut [f32; N],
     l_out: &mut [[i8; N]; M],
 ) {
-    let (max, amax) = signed_absmax(x);
-    let sums = |iscale: &[f32; N]| {
-        let mut sumlx = [0f32; N];
-        let mut suml2 = [0f32; N];
-        for i in 0..M {
-            for j in 0..N {
-                let l = round_clamp(iscale[j] * x[i][j], -nmax, nmax - 1) as f32;
-                sumlx[j] += w[i][j] * x[i][j] * l;
-                suml2[j] += w[i][j] * l * l;
-            }
-        }
-        (sumlx, suml2)
-    };
-    let mut iscale = [0f32; N];
-    for j in 0..N {
-        iscale[j] = -(nmax as f32) / max[j];
+    let kk = N / V::LANES;
+    assert!(N.is_multiple_of(V::LANES) && N <= MAX_GROUPS);
+    let zero = v.zero();
+    let (max, amax) = signed_absmax(v, x);
+    let mut iscale = v.row(zero);
+    for k in 0..kk {
+        iscale[k] = v.div(v.splat(-(nmax as f32)), max[k]);
     }
-    let (sumlx, suml2) = sums(&iscale);
-    let mut scale = [0f32; N];
-    let mut best = [0f32; N];
-    for j in 0..N {
-        scale[j] = if suml2[j] != 0.0 {
-            sumlx[j] / suml2[j]
-        } else {
-            0.0
-        };
-        best[j] = scale[j] * sumlx[j];
+    let mut wx = [[0f32; N]; M];
+    for i in 0..M {
+        for k in 0..kk {
+            v.st(&mut wx[i], k, v.mul(v.ld(&w[i], k), v.ld(&x[i], k)));
+        }
+    }
+    let (sumlx, suml2) = qx_sums(v, x, w, &wx, nmax, &iscale);
+    let (mut scale, mut best) = (v.row(zero), v.row(zero));
+    for k in 0..kk {
+        let nz = v.ne(suml2[k], zero);
+        scale[k] = v.sel(nz, v.div(sumlx[k], suml2[k]), zero);
+        best[k] = v.mul(scale[k], sumlx[k]);
     }
     let mut best_iscale = iscale;
     for is in -9i32..=9 {
         if is == 0 {
             continue;
         }
-        let num = nmax as f32 + 0.1 * is as f32;
-        for j in 0..N {
-            iscale[j] = -num / max[j];
+        let num = v.splat(nmax as f32 + 0.1 * is as f32);
+        for k in 0..kk {
+            iscale[k] = v.div(v.neg(num), max[k]);
         }
-        let (sumlx, suml2) = sums(&iscale);
-        for j in 0..N {
-            if suml2[j] > 0.0 && sumlx[j] * sumlx[j] > best[j] * suml2[j] {
-                scale[j] = sumlx[j] / suml2[j];
-                best[j] = scale[j] * sumlx[j];
-                best_iscale[j] = iscale[j];
-            }
+        let (sumlx, suml2) = qx_sums(v, x, w, &wx, nmax, &iscale);
+        for k in 0..kk {
+            let acc = v.and(
+                v.gt(suml2[k], zero),
+                v.gt(v.mul(sumlx[k], sumlx[k]), v.mul(best[k], suml2[k])),
+            );
+            let s = v.div(sumlx[k], suml2[k]);
+            scale[k] = v.sel(acc, s, scale[k]);
+            best[k] = v.sel(acc, v.mul(s, sumlx[k]), best[k]);
+            best_iscale[k] = v.sel(acc, iscale[k], best_iscale[k]);
         }
     }
+    let eps = v.splat(GROUP_MAX_EPS);
     for i in 0..M {
-        for j in 0..N {
-            let l = nmax + round_clamp(best_iscale[j] * x[i][j], -nmax, nmax - 1);
-            l_out[i][j] = if amax[j] < GROUP_MAX_EPS { 0 } else { l as i8 };
+        for k in 0..kk {
+            let xv = v.ld(&x[i], k);
+            let l = v.round_clamp(v.mul(best_iscale[k], xv), -nmax, nmax - 1);
+            let l = v.add_i(l, nmax);
+            v.put_levels(&mut l_out[i], k, l, v.lt(amax[k], eps), |l| l as i8);
         }
     }
-    for j in 0..N {
-        scale_out[j] = if amax[j] < GROUP_MAX_EPS {
-            0.0
-        } else {
-            scale[j]
-        };
+    for k in 0..kk {
+        v.st(scale_out, k, v.sel(v.lt(amax[k], eps), zero, scale[k]));
     }
 }
 
@@ -1212,7 +1256,7 @@ fn first_rounding<const N: usize, const M: usize>(
     x: &[[f32; N]; M],
     nmax: i32,
 ) -> FirstRounding<N, M> {
-    let (max, amax) = signed_absmax(x);
+    let (max, amax) = signed_absmax_groups(x);
     let iscale: [f32; N] = std::array::from_fn(|j| -(nmax as f32) / max[j]);
     let mut l = [[0f32; N]; M];
     let (mut sumlx, mut suml2) = ([0f32; N], [0f32; N]);
@@ -1770,7 +1814,7 @@ mod tests {
             for (strict, nstep) in [(true, 20), (false, 36), (true, 0)] {
                 let (mut s, mut m, mut l) = ([0f32; 8], [0f32; 8], [[0u8; 8]; 32]);
                 qkx(
-                    &xt, &wt, 15, -1.0, 0.1, nstep, false, strict, &mut s, &mut m, &mut l,
+                    Portable, &xt, &wt, 15, -1.0, 0.1, nstep, false, strict, &mut s, &mut m, &mut l,
                 );
                 for j in 0..8 {
                     let (mut lr, mut aux, mut mr) = ([0u8; 32], [0u8; 32], 0f32);
@@ -1863,7 +1907,7 @@ mod tests {
             let xt = transpose::<16, 16>(&x);
             let wt = transpose::<16, 16>(&w);
             let (mut s, mut l) = ([0f32; 16], [[0i8; 16]; 16]);
-            qx(&xt, &wt, 32, &mut s, &mut l);
+            qx(Portable, &xt, &wt, 32, &mut s, &mut l);
             let (mut s3, mut l3) = ([0f32; 16], [[0i8; 16]; 16]);
             q3(&xt, 4, &mut s3, &mut l3);
             for j in 0..16 {

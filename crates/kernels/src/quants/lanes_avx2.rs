@@ -15,11 +15,161 @@
 
 use std::arch::x86_64::*;
 
-use super::lanes::Slots;
+use super::lanes::{self, Avx2, Slots};
+use super::vector::{Vector, MAX_GROUPS};
+use crate::fp::ROUND_MAGIC;
 use super::search::GROUP_MAX_EPS;
 
 /// Vectors per row at most (32 groups: two super-blocks of 16 sub-blocks).
 const KMAX: usize = 4;
+
+/// The 8-lane operations of the shared searches. Every intrinsic here needs AVX2 (or less),
+/// which the token proves.
+impl Vector for Avx2 {
+    const LANES: usize = 8;
+    type F = __m256;
+    type M = __m256;
+    type I = __m256i;
+    type Row = [__m256; MAX_GROUPS / 8];
+
+    #[inline(always)]
+    fn row(self, v: __m256) -> Self::Row {
+        [v; MAX_GROUPS / 8]
+    }
+    #[inline(always)]
+    fn splat(self, v: f32) -> __m256 {
+        // SAFETY (here and in every method below): `self` proves the CPU has AVX2.
+        unsafe { _mm256_set1_ps(v) }
+    }
+    #[inline(always)]
+    fn load(self, s: &[f32]) -> __m256 {
+        let s = &s[..8];
+        // SAFETY: AVX2 (the token); `s` holds 8 readable floats and the load is unaligned.
+        unsafe { _mm256_loadu_ps(s.as_ptr()) }
+    }
+    #[inline(always)]
+    fn store(self, v: __m256, s: &mut [f32]) {
+        let s = &mut s[..8];
+        // SAFETY: AVX2 (the token); `s` holds 8 writable floats and the store is unaligned.
+        unsafe { _mm256_storeu_ps(s.as_mut_ptr(), v) }
+    }
+    #[inline(always)]
+    fn add(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: AVX2 (the token).
+        unsafe { _mm256_add_ps(a, b) }
+    }
+    #[inline(always)]
+    fn sub(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: AVX2 (the token).
+        unsafe { _mm256_sub_ps(a, b) }
+    }
+    #[inline(always)]
+    fn mul(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: AVX2 (the token).
+        unsafe { _mm256_mul_ps(a, b) }
+    }
+    #[inline(always)]
+    fn div(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: AVX2 (the token).
+        unsafe { _mm256_div_ps(a, b) }
+    }
+    #[inline(always)]
+    fn min(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: AVX2 (the token).
+        unsafe { _mm256_min_ps(a, b) }
+    }
+    #[inline(always)]
+    fn max(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: AVX2 (the token).
+        unsafe { _mm256_max_ps(a, b) }
+    }
+    #[inline(always)]
+    fn abs(self, a: __m256) -> __m256 {
+        // SAFETY: AVX2 (the token).
+        unsafe { _mm256_andnot_ps(_mm256_set1_ps(-0.0), a) }
+    }
+    #[inline(always)]
+    fn neg(self, a: __m256) -> __m256 {
+        // SAFETY: AVX2 (the token).
+        unsafe { _mm256_xor_ps(_mm256_set1_ps(-0.0), a) }
+    }
+    #[inline(always)]
+    fn lt(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: AVX2 (the token).
+        unsafe { _mm256_cmp_ps::<_CMP_LT_OQ>(a, b) }
+    }
+    #[inline(always)]
+    fn gt(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: AVX2 (the token).
+        unsafe { _mm256_cmp_ps::<_CMP_GT_OQ>(a, b) }
+    }
+    #[inline(always)]
+    fn eq(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: AVX2 (the token).
+        unsafe { _mm256_cmp_ps::<_CMP_EQ_OQ>(a, b) }
+    }
+    #[inline(always)]
+    fn le(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: AVX2 (the token).
+        unsafe { _mm256_cmp_ps::<_CMP_LE_OQ>(a, b) }
+    }
+    #[inline(always)]
+    fn ne(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: AVX2 (the token).
+        unsafe { _mm256_cmp_ps::<_CMP_NEQ_UQ>(a, b) }
+    }
+    #[inline(always)]
+    fn none(self) -> __m256 {
+        // SAFETY: AVX2 (the token).
+        unsafe { _mm256_setzero_ps() }
+    }
+    #[inline(always)]
+    fn and(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: AVX2 (the token).
+        unsafe { _mm256_and_ps(a, b) }
+    }
+    #[inline(always)]
+    fn sel(self, m: __m256, t: __m256, f: __m256) -> __m256 {
+        // SAFETY: AVX2 (the token).
+        unsafe { _mm256_blendv_ps(f, t, m) }
+    }
+    #[inline(always)]
+    fn round_clamp(self, v: __m256, lo: i32, hi: i32) -> __m256i {
+        // SAFETY: AVX2 (the token).
+        unsafe {
+            let t = _mm256_castps_si256(_mm256_add_ps(v, _mm256_set1_ps(ROUND_MAGIC)));
+            let i = _mm256_sub_epi32(
+                _mm256_and_si256(t, _mm256_set1_epi32(0x007f_ffff)),
+                _mm256_set1_epi32(0x0040_0000),
+            );
+            _mm256_min_epi32(
+                _mm256_max_epi32(i, _mm256_set1_epi32(lo)),
+                _mm256_set1_epi32(hi),
+            )
+        }
+    }
+    #[inline(always)]
+    fn to_f(self, i: __m256i) -> __m256 {
+        // SAFETY: AVX2 (the token).
+        unsafe { _mm256_cvtepi32_ps(i) }
+    }
+    #[inline(always)]
+    fn add_i(self, i: __m256i, c: i32) -> __m256i {
+        // SAFETY: AVX2 (the token).
+        unsafe { _mm256_add_epi32(i, _mm256_set1_epi32(c)) }
+    }
+    #[inline(always)]
+    fn zero_where(self, m: __m256, i: __m256i) -> __m256i {
+        // SAFETY: AVX2 (the token).
+        unsafe { _mm256_andnot_si256(_mm256_castps_si256(m), i) }
+    }
+    #[inline(always)]
+    fn store_i(self, i: __m256i, s: &mut [i32]) {
+        let s = &mut s[..8];
+        // SAFETY: AVX2 (the token); `s` holds 32 writable bytes and the store is unaligned.
+        unsafe { _mm256_storeu_si256(s.as_mut_ptr().cast(), i) }
+    }
+}
 
 #[inline]
 #[target_feature(enable = "avx2")]
@@ -81,12 +231,6 @@ fn abs(v: __m256) -> __m256 {
 
 #[inline]
 #[target_feature(enable = "avx2")]
-fn neg(v: __m256) -> __m256 {
-    _mm256_xor_ps(_mm256_set1_ps(-0.0), v)
-}
-
-#[inline]
-#[target_feature(enable = "avx2")]
 fn lt(a: __m256, b: __m256) -> __m256 {
     _mm256_cmp_ps::<_CMP_LT_OQ>(a, b)
 }
@@ -104,21 +248,11 @@ fn sel(mask: __m256, t: __m256, f: __m256) -> __m256 {
     _mm256_blendv_ps(f, t, mask)
 }
 
-/// The error term of one element: |d| with `use_mad`, d² otherwise.
-#[inline]
-#[target_feature(enable = "avx2")]
-fn err(d: __m256, use_mad: bool) -> __m256 {
-    if use_mad {
-        abs(d)
-    } else {
-        _mm256_mul_ps(d, d)
-    }
-}
-
-/// See [`super::lanes::qkx`]; same contract, 8 groups per vector.
+/// [`lanes::qkx`] compiled for AVX2.
 #[inline]
 #[target_feature(enable = "avx2")]
 pub(crate) fn qkx<const N: usize, const M: usize>(
+    t: Avx2,
     x: &[[f32; N]; M],
     w: &[[f32; N]; M],
     nmax: i32,
@@ -131,290 +265,41 @@ pub(crate) fn qkx<const N: usize, const M: usize>(
     the_min: &mut [f32; N],
     l_out: &mut [[u8; N]; M],
 ) {
-    let kk = N / 8;
-    assert!(N.is_multiple_of(8) && kk <= KMAX && M > 0);
-    let zero = _mm256_setzero_ps();
-    let mut min = [zero; KMAX];
-    let mut max = [zero; KMAX];
-    let mut sum_w = [zero; KMAX];
-    let mut sum_x = [zero; KMAX];
-    for k in 0..kk {
-        min[k] = ld(&x[0], k);
-        max[k] = min[k];
-        sum_w[k] = ld(&w[0], k);
-        sum_x[k] = _mm256_mul_ps(sum_w[k], min[k]);
-    }
-    for i in 1..M {
-        for k in 0..kk {
-            let v = ld(&x[i], k);
-            min[k] = sel(lt(v, min[k]), v, min[k]);
-            max[k] = sel(gt(v, max[k]), v, max[k]);
-            let wv = ld(&w[i], k);
-            sum_w[k] = _mm256_add_ps(sum_w[k], wv);
-            sum_x[k] = _mm256_add_ps(sum_x[k], _mm256_mul_ps(wv, v));
-        }
-    }
-    let nmaxf = splat(nmax as f32);
-    let mut degenerate = [zero; KMAX];
-    let mut iscale = [zero; KMAX];
-    let mut scale = [zero; KMAX];
-    let mut best_error = [zero; KMAX];
-    for k in 0..kk {
-        min[k] = sel(gt(min[k], zero), zero, min[k]);
-        degenerate[k] = if strict_degenerate {
-            _mm256_cmp_ps::<_CMP_EQ_OQ>(max[k], min[k])
-        } else {
-            _mm256_cmp_ps::<_CMP_LE_OQ>(max[k], min[k])
-        };
-        iscale[k] = _mm256_div_ps(nmaxf, _mm256_sub_ps(max[k], min[k]));
-        scale[k] = _mm256_div_ps(splat(1.0), iscale[k]);
-    }
-    let min0 = min;
-    for i in 0..M {
-        for k in 0..kk {
-            let xv = ld(&x[i], k);
-            let l = round_clamp_f(_mm256_mul_ps(iscale[k], _mm256_sub_ps(xv, min[k])), 0, nmax);
-            let diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(scale[k], l), min[k]), xv);
-            best_error[k] = _mm256_add_ps(
-                best_error[k],
-                _mm256_mul_ps(ld(&w[i], k), err(diff, use_mad)),
-            );
-        }
-    }
-    let mut best_iscale = iscale;
-    let mut best_min = min;
-    if nstep >= 1 {
-        let mut lf = [[zero; KMAX]; M];
-        for is in 0..=nstep {
-            let num = splat(rmin + rdelta * is as f32 + nmax as f32);
-            let mut sum_l = [zero; KMAX];
-            let mut sum_l2 = [zero; KMAX];
-            let mut sum_xl = [zero; KMAX];
-            for k in 0..kk {
-                iscale[k] = _mm256_div_ps(num, _mm256_sub_ps(max[k], min[k]));
-            }
-            for i in 0..M {
-                for k in 0..kk {
-                    let xv = ld(&x[i], k);
-                    let l =
-                        round_clamp_f(_mm256_mul_ps(iscale[k], _mm256_sub_ps(xv, min[k])), 0, nmax);
-                    lf[i][k] = l;
-                    let wl = _mm256_mul_ps(ld(&w[i], k), l);
-                    sum_l[k] = _mm256_add_ps(sum_l[k], wl);
-                    sum_l2[k] = _mm256_add_ps(sum_l2[k], _mm256_mul_ps(wl, l));
-                    sum_xl[k] = _mm256_add_ps(sum_xl[k], _mm256_mul_ps(wl, xv));
-                }
-            }
-            let mut valid = [zero; KMAX];
-            let mut this_scale = [zero; KMAX];
-            let mut this_min = [zero; KMAX];
-            for k in 0..kk {
-                let d = _mm256_sub_ps(
-                    _mm256_mul_ps(sum_w[k], sum_l2[k]),
-                    _mm256_mul_ps(sum_l[k], sum_l[k]),
-                );
-                valid[k] = gt(d, zero);
-                let ts = _mm256_div_ps(
-                    _mm256_sub_ps(
-                        _mm256_mul_ps(sum_w[k], sum_xl[k]),
-                        _mm256_mul_ps(sum_x[k], sum_l[k]),
-                    ),
-                    d,
-                );
-                let tm = _mm256_div_ps(
-                    _mm256_sub_ps(
-                        _mm256_mul_ps(sum_l2[k], sum_x[k]),
-                        _mm256_mul_ps(sum_l[k], sum_xl[k]),
-                    ),
-                    d,
-                );
-                let clip = gt(tm, zero);
-                this_min[k] = sel(clip, zero, tm);
-                this_scale[k] = sel(clip, _mm256_div_ps(sum_xl[k], sum_l2[k]), ts);
-            }
-            let mut cur = [zero; KMAX];
-            for i in 0..M {
-                for k in 0..kk {
-                    let xv = ld(&x[i], k);
-                    let diff = _mm256_sub_ps(
-                        _mm256_add_ps(_mm256_mul_ps(this_scale[k], lf[i][k]), this_min[k]),
-                        xv,
-                    );
-                    cur[k] = _mm256_add_ps(cur[k], _mm256_mul_ps(ld(&w[i], k), err(diff, use_mad)));
-                }
-            }
-            for k in 0..kk {
-                let acc = _mm256_and_ps(valid[k], lt(cur[k], best_error[k]));
-                best_error[k] = sel(acc, cur[k], best_error[k]);
-                scale[k] = sel(acc, this_scale[k], scale[k]);
-                best_iscale[k] = sel(acc, iscale[k], best_iscale[k]);
-                best_min[k] = sel(acc, min[k], best_min[k]);
-                min[k] = sel(acc, this_min[k], min[k]);
-            }
-        }
-    }
-    for i in 0..M {
-        for k in 0..kk {
-            let xv = ld(&x[i], k);
-            let l = round_clamp(
-                _mm256_mul_ps(best_iscale[k], _mm256_sub_ps(xv, best_min[k])),
-                0,
-                nmax,
-            );
-            let l = _mm256_andnot_si256(_mm256_castps_si256(degenerate[k]), l);
-            let l = to_i32(l);
-            for t in 0..8 {
-                l_out[i][8 * k + t] = l[t] as u8;
-            }
-        }
-    }
-    for k in 0..kk {
-        st(scale_out, k, sel(degenerate[k], zero, scale[k]));
-        st(the_min, k, neg(sel(degenerate[k], min0[k], min[k])));
-    }
+    lanes::qkx(
+        t,
+        x,
+        w,
+        nmax,
+        rmin,
+        rdelta,
+        nstep,
+        use_mad,
+        strict_degenerate,
+        scale_out,
+        the_min,
+        l_out,
+    )
 }
 
-/// Largest |x| per lane and the signed value holding it (first one wins).
-#[inline]
-#[target_feature(enable = "avx2")]
-fn signed_absmax<const N: usize, const M: usize>(
-    x: &[[f32; N]; M],
-) -> ([__m256; KMAX], [__m256; KMAX]) {
-    let zero = _mm256_setzero_ps();
-    let mut max = [zero; KMAX];
-    let mut amax = [zero; KMAX];
-    for i in 0..M {
-        for k in 0..N / 8 {
-            let v = ld(&x[i], k);
-            let ax = abs(v);
-            let g = gt(ax, amax[k]);
-            amax[k] = sel(g, ax, amax[k]);
-            max[k] = sel(g, v, max[k]);
-        }
-    }
-    (max, amax)
-}
-
-/// [`round_clamp_f`] for `|v| < 2^22`, in four float operations instead of six: adding and
-/// subtracting 1.5·2^23 rounds to the nearest integer (ties to even) exactly as ggml's
-/// `nearest_int` bit trick does in that range, and clamping integer-valued floats equals
-/// clamping the integers. Outside that range (and for NaN) the two differ, so this is only for
-/// callers whose argument is bounded: the scale search of [`qx`], where `|iscale·x| ≤ nmax + 0.9`
-/// because `iscale = -(nmax ± 0.9)/max` and `max` has the largest magnitude of its group (a NaN
-/// arises only in an all-zero group, whose lane [`qx`] zeroes at the end).
-#[inline]
-#[target_feature(enable = "avx2")]
-fn round_clamp_small(v: __m256, lo: i32, hi: i32) -> __m256 {
-    let magic = _mm256_set1_ps(12_582_912.0);
-    let r = _mm256_sub_ps(_mm256_add_ps(v, magic), magic);
-    _mm256_min_ps(_mm256_max_ps(r, splat(lo as f32)), splat(hi as f32))
-}
-
-/// Σ w·x·l and Σ w·l·l per lane for levels `clamp(nearest_int(iscale·x), -nmax, nmax-1)`.
-/// `wx` holds the products `w·x`, computed once per search rather than on each of its 19
-/// passes (the same f32 value ggml's `w*x[i]*l` forms first, so the sums are unchanged).
-#[inline]
-#[target_feature(enable = "avx2")]
-fn qx_sums<const N: usize, const M: usize>(
-    x: &[[f32; N]; M],
-    w: &[[f32; N]; M],
-    wx: &[[f32; N]; M],
-    nmax: i32,
-    iscale: &[__m256; KMAX],
-) -> ([__m256; KMAX], [__m256; KMAX]) {
-    let zero = _mm256_setzero_ps();
-    let mut sumlx = [zero; KMAX];
-    let mut suml2 = [zero; KMAX];
-    for i in 0..M {
-        for k in 0..N / 8 {
-            let xv = ld(&x[i], k);
-            let wv = ld(&w[i], k);
-            let l = round_clamp_small(_mm256_mul_ps(iscale[k], xv), -nmax, nmax - 1);
-            sumlx[k] = _mm256_add_ps(sumlx[k], _mm256_mul_ps(ld(&wx[i], k), l));
-            suml2[k] = _mm256_add_ps(suml2[k], _mm256_mul_ps(_mm256_mul_ps(wv, l), l));
-        }
-    }
-    (sumlx, suml2)
-}
-
-/// See [`super::lanes::qx`]; same contract, 8 groups per vector.
+/// [`lanes::qx`] compiled for AVX2.
 #[inline]
 #[target_feature(enable = "avx2")]
 pub(crate) fn qx<const N: usize, const M: usize>(
+    t: Avx2,
     x: &[[f32; N]; M],
     w: &[[f32; N]; M],
     nmax: i32,
     scale_out: &mut [f32; N],
     l_out: &mut [[i8; N]; M],
 ) {
-    let kk = N / 8;
-    assert!(N.is_multiple_of(8) && kk <= KMAX);
-    let zero = _mm256_setzero_ps();
-    let (max, amax) = signed_absmax(x);
-    let mut iscale = [zero; KMAX];
-    for k in 0..kk {
-        iscale[k] = _mm256_div_ps(splat(-(nmax as f32)), max[k]);
-    }
-    let mut wx = [[0f32; N]; M];
-    for i in 0..M {
-        for k in 0..kk {
-            st(&mut wx[i], k, _mm256_mul_ps(ld(&w[i], k), ld(&x[i], k)));
-        }
-    }
-    let (sumlx, suml2) = qx_sums(x, w, &wx, nmax, &iscale);
-    let mut scale = [zero; KMAX];
-    let mut best = [zero; KMAX];
-    for k in 0..kk {
-        let nz = _mm256_cmp_ps::<_CMP_NEQ_UQ>(suml2[k], zero);
-        scale[k] = sel(nz, _mm256_div_ps(sumlx[k], suml2[k]), zero);
-        best[k] = _mm256_mul_ps(scale[k], sumlx[k]);
-    }
-    let mut best_iscale = iscale;
-    for is in -9i32..=9 {
-        if is == 0 {
-            continue;
-        }
-        let num = splat(nmax as f32 + 0.1 * is as f32);
-        for k in 0..kk {
-            iscale[k] = _mm256_div_ps(neg(num), max[k]);
-        }
-        let (sumlx, suml2) = qx_sums(x, w, &wx, nmax, &iscale);
-        for k in 0..kk {
-            let acc = _mm256_and_ps(
-                gt(suml2[k], zero),
-                gt(
-                    _mm256_mul_ps(sumlx[k], sumlx[k]),
-                    _mm256_mul_ps(best[k], suml2[k]),
-                ),
-            );
-            let s = _mm256_div_ps(sumlx[k], suml2[k]);
-            scale[k] = sel(acc, s, scale[k]);
-            best[k] = sel(acc, _mm256_mul_ps(s, sumlx[k]), best[k]);
-            best_iscale[k] = sel(acc, iscale[k], best_iscale[k]);
-        }
-    }
-    let eps = splat(GROUP_MAX_EPS);
-    for i in 0..M {
-        for k in 0..kk {
-            let xv = ld(&x[i], k);
-            let l = round_clamp(_mm256_mul_ps(best_iscale[k], xv), -nmax, nmax - 1);
-            let l = _mm256_add_epi32(l, _mm256_set1_epi32(nmax));
-            let l = _mm256_andnot_si256(_mm256_castps_si256(lt(amax[k], eps)), l);
-            let l = to_i32(l);
-            for t in 0..8 {
-                l_out[i][8 * k + t] = l[t] as i8;
-            }
-        }
-    }
-    for k in 0..kk {
-        st(scale_out, k, sel(lt(amax[k], eps), zero, scale[k]));
-    }
+    lanes::qx(t, x, w, nmax, scale_out, l_out)
 }
 
 /// See [`super::lanes::q3`]; same contract, 8 groups per vector.
 #[inline]
 #[target_feature(enable = "avx2")]
 pub(crate) fn q3<const N: usize, const M: usize>(
+    t: Avx2,
     x: &[[f32; N]; M],
     nmax: i32,
     scale_out: &mut [f32; N],
@@ -423,7 +308,7 @@ pub(crate) fn q3<const N: usize, const M: usize>(
     let kk = N / 8;
     assert!(N.is_multiple_of(8) && kk <= KMAX);
     let zero = _mm256_setzero_ps();
-    let (max, amax) = signed_absmax(x);
+    let (max, amax) = lanes::signed_absmax(t, x);
     let mut l = [[zero; KMAX]; M];
     let mut sumlx = [zero; KMAX];
     let mut suml2 = [zero; KMAX];
@@ -824,6 +709,7 @@ const REQUANT_TOL: f32 = 1.0 / 16384.0;
 #[inline]
 #[target_feature(enable = "avx2")]
 pub(crate) fn q3_first<const N: usize, const M: usize>(
+    t: Avx2,
     x: &[[f32; N]; M],
     nmax: i32,
     scale_out: &mut [f32; N],
@@ -832,7 +718,7 @@ pub(crate) fn q3_first<const N: usize, const M: usize>(
     let kk = N / 8;
     assert!(N.is_multiple_of(8) && kk <= KMAX);
     let zero = _mm256_setzero_ps();
-    let (max, amax) = signed_absmax(x);
+    let (max, amax) = lanes::signed_absmax(t, x);
     // Per row, the level and ggml's products `w·x·l` and `w·l·l`, written in place rather
     // than zeroed first (see `Slots`).
     let mut rows: [Slots<[__m256; 3], M>; KMAX] = std::array::from_fn(|_| Slots::new());

@@ -10,11 +10,164 @@
 
 use std::arch::x86_64::*;
 
-use super::lanes::Slots;
+use super::lanes::{self, Avx512, Slots};
+use super::vector::{Vector, MAX_GROUPS};
+use crate::fp::ROUND_MAGIC;
 use super::search::GROUP_MAX_EPS;
 
 /// Vectors per row at most (32 groups: two super-blocks of 16 sub-blocks).
 const KMAX: usize = 2;
+
+/// The 16-lane operations of the shared searches. Every intrinsic here needs AVX-512F (or less),
+/// which the token proves.
+impl Vector for Avx512 {
+    const LANES: usize = 16;
+    type F = __m512;
+    type M = __mmask16;
+    type I = __m512i;
+    type Row = [__m512; MAX_GROUPS / 16];
+
+    #[inline(always)]
+    fn row(self, v: __m512) -> Self::Row {
+        [v; MAX_GROUPS / 16]
+    }
+    #[inline(always)]
+    fn splat(self, v: f32) -> __m512 {
+        // SAFETY (here and in every method below): `self` proves the CPU has AVX-512F.
+        unsafe { _mm512_set1_ps(v) }
+    }
+    #[inline(always)]
+    fn load(self, s: &[f32]) -> __m512 {
+        let s = &s[..16];
+        // SAFETY: AVX-512F (the token); `s` holds 16 readable floats and the load is unaligned.
+        unsafe { _mm512_loadu_ps(s.as_ptr()) }
+    }
+    #[inline(always)]
+    fn store(self, v: __m512, s: &mut [f32]) {
+        let s = &mut s[..16];
+        // SAFETY: AVX-512F (the token); `s` holds 16 writable floats and the store is unaligned.
+        unsafe { _mm512_storeu_ps(s.as_mut_ptr(), v) }
+    }
+    #[inline(always)]
+    fn add(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: AVX-512F (the token).
+        unsafe { _mm512_add_ps(a, b) }
+    }
+    #[inline(always)]
+    fn sub(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: AVX-512F (the token).
+        unsafe { _mm512_sub_ps(a, b) }
+    }
+    #[inline(always)]
+    fn mul(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: AVX-512F (the token).
+        unsafe { _mm512_mul_ps(a, b) }
+    }
+    #[inline(always)]
+    fn div(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: AVX-512F (the token).
+        unsafe { _mm512_div_ps(a, b) }
+    }
+    #[inline(always)]
+    fn min(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: AVX-512F (the token).
+        unsafe { _mm512_min_ps(a, b) }
+    }
+    #[inline(always)]
+    fn max(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: AVX-512F (the token).
+        unsafe { _mm512_max_ps(a, b) }
+    }
+    #[inline(always)]
+    fn abs(self, a: __m512) -> __m512 {
+        // SAFETY: AVX-512F (the token).
+        unsafe { _mm512_abs_ps(a) }
+    }
+    #[inline(always)]
+    fn neg(self, a: __m512) -> __m512 {
+        // SAFETY: AVX-512F (the token).
+        unsafe {
+            _mm512_castsi512_ps(_mm512_xor_si512(
+                _mm512_castps_si512(a),
+                _mm512_set1_epi32(i32::MIN),
+            ))
+        }
+    }
+    #[inline(always)]
+    fn lt(self, a: __m512, b: __m512) -> __mmask16 {
+        // SAFETY: AVX-512F (the token).
+        unsafe { _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, b) }
+    }
+    #[inline(always)]
+    fn gt(self, a: __m512, b: __m512) -> __mmask16 {
+        // SAFETY: AVX-512F (the token).
+        unsafe { _mm512_cmp_ps_mask::<_CMP_GT_OQ>(a, b) }
+    }
+    #[inline(always)]
+    fn eq(self, a: __m512, b: __m512) -> __mmask16 {
+        // SAFETY: AVX-512F (the token).
+        unsafe { _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(a, b) }
+    }
+    #[inline(always)]
+    fn le(self, a: __m512, b: __m512) -> __mmask16 {
+        // SAFETY: AVX-512F (the token).
+        unsafe { _mm512_cmp_ps_mask::<_CMP_LE_OQ>(a, b) }
+    }
+    #[inline(always)]
+    fn ne(self, a: __m512, b: __m512) -> __mmask16 {
+        // SAFETY: AVX-512F (the token).
+        unsafe { _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(a, b) }
+    }
+    #[inline(always)]
+    fn none(self) -> __mmask16 {
+        0
+    }
+    #[inline(always)]
+    fn and(self, a: __mmask16, b: __mmask16) -> __mmask16 {
+        a & b
+    }
+    #[inline(always)]
+    fn sel(self, m: __mmask16, t: __m512, f: __m512) -> __m512 {
+        // SAFETY: AVX-512F (the token).
+        unsafe { _mm512_mask_blend_ps(m, f, t) }
+    }
+    #[inline(always)]
+    fn round_clamp(self, v: __m512, lo: i32, hi: i32) -> __m512i {
+        // SAFETY: AVX-512F (the token).
+        unsafe {
+            let t = _mm512_castps_si512(_mm512_add_ps(v, _mm512_set1_ps(ROUND_MAGIC)));
+            let i = _mm512_sub_epi32(
+                _mm512_and_si512(t, _mm512_set1_epi32(0x007f_ffff)),
+                _mm512_set1_epi32(0x0040_0000),
+            );
+            _mm512_min_epi32(
+                _mm512_max_epi32(i, _mm512_set1_epi32(lo)),
+                _mm512_set1_epi32(hi),
+            )
+        }
+    }
+    #[inline(always)]
+    fn to_f(self, i: __m512i) -> __m512 {
+        // SAFETY: AVX-512F (the token).
+        unsafe { _mm512_cvtepi32_ps(i) }
+    }
+    #[inline(always)]
+    fn add_i(self, i: __m512i, c: i32) -> __m512i {
+        // SAFETY: AVX-512F (the token).
+        unsafe { _mm512_add_epi32(i, _mm512_set1_epi32(c)) }
+    }
+    #[inline(always)]
+    fn zero_where(self, m: __mmask16, i: __m512i) -> __m512i {
+        // SAFETY: AVX-512F (the token).
+        unsafe { _mm512_maskz_mov_epi32(!m, i) }
+    }
+    #[inline(always)]
+    fn store_i(self, i: __m512i, s: &mut [i32]) {
+        let s = &mut s[..16];
+        // SAFETY: AVX-512F (the token); `s` holds 64 writable bytes and the store is unaligned.
+        unsafe { _mm512_storeu_si512(s.as_mut_ptr().cast(), i) }
+    }
+}
 
 #[inline]
 #[target_feature(enable = "avx512f")]
@@ -76,15 +229,6 @@ fn abs(v: __m512) -> __m512 {
 
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn neg(v: __m512) -> __m512 {
-    _mm512_castsi512_ps(_mm512_xor_si512(
-        _mm512_castps_si512(v),
-        _mm512_set1_epi32(i32::MIN),
-    ))
-}
-
-#[inline]
-#[target_feature(enable = "avx512f")]
 fn lt(a: __m512, b: __m512) -> __mmask16 {
     _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, b)
 }
@@ -102,21 +246,11 @@ fn sel(mask: __mmask16, t: __m512, f: __m512) -> __m512 {
     _mm512_mask_blend_ps(mask, f, t)
 }
 
-/// The error term of one element: |d| with `use_mad`, d² otherwise.
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn err(d: __m512, use_mad: bool) -> __m512 {
-    if use_mad {
-        abs(d)
-    } else {
-        _mm512_mul_ps(d, d)
-    }
-}
-
-/// See [`super::lanes::qkx`]; same contract, 16 groups per vector.
+/// [`lanes::qkx`] compiled for AVX-512.
 #[inline]
 #[target_feature(enable = "avx512f")]
 pub(crate) fn qkx<const N: usize, const M: usize>(
+    t: Avx512,
     x: &[[f32; N]; M],
     w: &[[f32; N]; M],
     nmax: i32,
@@ -129,280 +263,34 @@ pub(crate) fn qkx<const N: usize, const M: usize>(
     the_min: &mut [f32; N],
     l_out: &mut [[u8; N]; M],
 ) {
-    let kk = N / 16;
-    assert!(N.is_multiple_of(16) && kk <= KMAX && M > 0);
-    let zero = _mm512_setzero_ps();
-    let mut min = [zero; KMAX];
-    let mut max = [zero; KMAX];
-    let mut sum_w = [zero; KMAX];
-    let mut sum_x = [zero; KMAX];
-    for k in 0..kk {
-        min[k] = ld(&x[0], k);
-        max[k] = min[k];
-        sum_w[k] = ld(&w[0], k);
-        sum_x[k] = _mm512_mul_ps(sum_w[k], min[k]);
-    }
-    for i in 1..M {
-        for k in 0..kk {
-            let v = ld(&x[i], k);
-            min[k] = sel(lt(v, min[k]), v, min[k]);
-            max[k] = sel(gt(v, max[k]), v, max[k]);
-            let wv = ld(&w[i], k);
-            sum_w[k] = _mm512_add_ps(sum_w[k], wv);
-            sum_x[k] = _mm512_add_ps(sum_x[k], _mm512_mul_ps(wv, v));
-        }
-    }
-    let nmaxf = splat(nmax as f32);
-    let mut degenerate: [__mmask16; KMAX] = [0; KMAX];
-    let mut iscale = [zero; KMAX];
-    let mut scale = [zero; KMAX];
-    let mut best_error = [zero; KMAX];
-    for k in 0..kk {
-        min[k] = sel(gt(min[k], zero), zero, min[k]);
-        degenerate[k] = if strict_degenerate {
-            _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(max[k], min[k])
-        } else {
-            _mm512_cmp_ps_mask::<_CMP_LE_OQ>(max[k], min[k])
-        };
-        iscale[k] = _mm512_div_ps(nmaxf, _mm512_sub_ps(max[k], min[k]));
-        scale[k] = _mm512_div_ps(splat(1.0), iscale[k]);
-    }
-    let min0 = min;
-    for i in 0..M {
-        for k in 0..kk {
-            let xv = ld(&x[i], k);
-            let l = round_clamp_f(_mm512_mul_ps(iscale[k], _mm512_sub_ps(xv, min[k])), 0, nmax);
-            let diff = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(scale[k], l), min[k]), xv);
-            best_error[k] = _mm512_add_ps(
-                best_error[k],
-                _mm512_mul_ps(ld(&w[i], k), err(diff, use_mad)),
-            );
-        }
-    }
-    let mut best_iscale = iscale;
-    let mut best_min = min;
-    if nstep >= 1 {
-        let mut lf = [[zero; KMAX]; M];
-        for is in 0..=nstep {
-            let num = splat(rmin + rdelta * is as f32 + nmax as f32);
-            let mut sum_l = [zero; KMAX];
-            let mut sum_l2 = [zero; KMAX];
-            let mut sum_xl = [zero; KMAX];
-            for k in 0..kk {
-                iscale[k] = _mm512_div_ps(num, _mm512_sub_ps(max[k], min[k]));
-            }
-            for i in 0..M {
-                for k in 0..kk {
-                    let xv = ld(&x[i], k);
-                    let l =
-                        round_clamp_f(_mm512_mul_ps(iscale[k], _mm512_sub_ps(xv, min[k])), 0, nmax);
-                    lf[i][k] = l;
-                    let wl = _mm512_mul_ps(ld(&w[i], k), l);
-                    sum_l[k] = _mm512_add_ps(sum_l[k], wl);
-                    sum_l2[k] = _mm512_add_ps(sum_l2[k], _mm512_mul_ps(wl, l));
-                    sum_xl[k] = _mm512_add_ps(sum_xl[k], _mm512_mul_ps(wl, xv));
-                }
-            }
-            let mut valid: [__mmask16; KMAX] = [0; KMAX];
-            let mut this_scale = [zero; KMAX];
-            let mut this_min = [zero; KMAX];
-            for k in 0..kk {
-                let d = _mm512_sub_ps(
-                    _mm512_mul_ps(sum_w[k], sum_l2[k]),
-                    _mm512_mul_ps(sum_l[k], sum_l[k]),
-                );
-                valid[k] = gt(d, zero);
-                let ts = _mm512_div_ps(
-                    _mm512_sub_ps(
-                        _mm512_mul_ps(sum_w[k], sum_xl[k]),
-                        _mm512_mul_ps(sum_x[k], sum_l[k]),
-                    ),
-                    d,
-                );
-                let tm = _mm512_div_ps(
-                    _mm512_sub_ps(
-                        _mm512_mul_ps(sum_l2[k], sum_x[k]),
-                        _mm512_mul_ps(sum_l[k], sum_xl[k]),
-                    ),
-                    d,
-                );
-                let clip = gt(tm, zero);
-                this_min[k] = sel(clip, zero, tm);
-                this_scale[k] = sel(clip, _mm512_div_ps(sum_xl[k], sum_l2[k]), ts);
-            }
-            let mut cur = [zero; KMAX];
-            for i in 0..M {
-                for k in 0..kk {
-                    let xv = ld(&x[i], k);
-                    let diff = _mm512_sub_ps(
-                        _mm512_add_ps(_mm512_mul_ps(this_scale[k], lf[i][k]), this_min[k]),
-                        xv,
-                    );
-                    cur[k] = _mm512_add_ps(cur[k], _mm512_mul_ps(ld(&w[i], k), err(diff, use_mad)));
-                }
-            }
-            for k in 0..kk {
-                let acc = valid[k] & lt(cur[k], best_error[k]);
-                best_error[k] = sel(acc, cur[k], best_error[k]);
-                scale[k] = sel(acc, this_scale[k], scale[k]);
-                best_iscale[k] = sel(acc, iscale[k], best_iscale[k]);
-                best_min[k] = sel(acc, min[k], best_min[k]);
-                min[k] = sel(acc, this_min[k], min[k]);
-            }
-        }
-    }
-    for i in 0..M {
-        for k in 0..kk {
-            let xv = ld(&x[i], k);
-            let l = round_clamp(
-                _mm512_mul_ps(best_iscale[k], _mm512_sub_ps(xv, best_min[k])),
-                0,
-                nmax,
-            );
-            let l = to_i32(_mm512_maskz_mov_epi32(!degenerate[k], l));
-            for t in 0..16 {
-                l_out[i][16 * k + t] = l[t] as u8;
-            }
-        }
-    }
-    for k in 0..kk {
-        st(scale_out, k, sel(degenerate[k], zero, scale[k]));
-        st(the_min, k, neg(sel(degenerate[k], min0[k], min[k])));
-    }
+    lanes::qkx(
+        t,
+        x,
+        w,
+        nmax,
+        rmin,
+        rdelta,
+        nstep,
+        use_mad,
+        strict_degenerate,
+        scale_out,
+        the_min,
+        l_out,
+    )
 }
 
-/// Largest |x| per lane and the signed value holding it (first one wins).
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn signed_absmax<const N: usize, const M: usize>(
-    x: &[[f32; N]; M],
-) -> ([__m512; KMAX], [__m512; KMAX]) {
-    let zero = _mm512_setzero_ps();
-    let mut max = [zero; KMAX];
-    let mut amax = [zero; KMAX];
-    for i in 0..M {
-        for k in 0..N / 16 {
-            let v = ld(&x[i], k);
-            let ax = abs(v);
-            let g = gt(ax, amax[k]);
-            amax[k] = sel(g, ax, amax[k]);
-            max[k] = sel(g, v, max[k]);
-        }
-    }
-    (max, amax)
-}
-
-/// [`round_clamp_f`] for `|v| < 2^22`, in four float operations instead of six: adding and
-/// subtracting 1.5·2^23 rounds to the nearest integer (ties to even) exactly as ggml's
-/// `nearest_int` bit trick does in that range, and clamping integer-valued floats equals
-/// clamping the integers. Outside that range (and for NaN) the two differ, so this is only for
-/// callers whose argument is bounded: the scale search of [`qx`], where `|iscale·x| ≤ nmax + 0.9`
-/// because `iscale = -(nmax ± 0.9)/max` and `max` has the largest magnitude of its group (a NaN
-/// arises only in an all-zero group, whose lane [`qx`] zeroes at the end).
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn round_clamp_small(v: __m512, lo: i32, hi: i32) -> __m512 {
-    let magic = _mm512_set1_ps(12_582_912.0);
-    let r = _mm512_sub_ps(_mm512_add_ps(v, magic), magic);
-    _mm512_min_ps(_mm512_max_ps(r, splat(lo as f32)), splat(hi as f32))
-}
-
-/// Σ w·x·l and Σ w·l·l per lane for levels `clamp(nearest_int(iscale·x), -nmax, nmax-1)`.
-/// `wx` holds the products `w·x`, computed once per search rather than on each of its 19
-/// passes (the same f32 value ggml's `w*x[i]*l` forms first, so the sums are unchanged).
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn qx_sums<const N: usize, const M: usize>(
-    x: &[[f32; N]; M],
-    w: &[[f32; N]; M],
-    wx: &[[f32; N]; M],
-    nmax: i32,
-    iscale: &[__m512; KMAX],
-) -> ([__m512; KMAX], [__m512; KMAX]) {
-    let zero = _mm512_setzero_ps();
-    let mut sumlx = [zero; KMAX];
-    let mut suml2 = [zero; KMAX];
-    for i in 0..M {
-        for k in 0..N / 16 {
-            let xv = ld(&x[i], k);
-            let wv = ld(&w[i], k);
-            let l = round_clamp_small(_mm512_mul_ps(iscale[k], xv), -nmax, nmax - 1);
-            sumlx[k] = _mm512_add_ps(sumlx[k], _mm512_mul_ps(ld(&wx[i], k), l));
-            suml2[k] = _mm512_add_ps(suml2[k], _mm512_mul_ps(_mm512_mul_ps(wv, l), l));
-        }
-    }
-    (sumlx, suml2)
-}
-
-/// See [`super::lanes::qx`]; same contract, 16 groups per vector.
+/// [`lanes::qx`] compiled for AVX-512.
 #[inline]
 #[target_feature(enable = "avx512f")]
 pub(crate) fn qx<const N: usize, const M: usize>(
+    t: Avx512,
     x: &[[f32; N]; M],
     w: &[[f32; N]; M],
     nmax: i32,
     scale_out: &mut [f32; N],
     l_out: &mut [[i8; N]; M],
 ) {
-    let kk = N / 16;
-    assert!(N.is_multiple_of(16) && kk <= KMAX);
-    let zero = _mm512_setzero_ps();
-    let (max, amax) = signed_absmax(x);
-    let mut iscale = [zero; KMAX];
-    for k in 0..kk {
-        iscale[k] = _mm512_div_ps(splat(-(nmax as f32)), max[k]);
-    }
-    let mut wx = [[0f32; N]; M];
-    for i in 0..M {
-        for k in 0..kk {
-            st(&mut wx[i], k, _mm512_mul_ps(ld(&w[i], k), ld(&x[i], k)));
-        }
-    }
-    let (sumlx, suml2) = qx_sums(x, w, &wx, nmax, &iscale);
-    let mut scale = [zero; KMAX];
-    let mut best = [zero; KMAX];
-    for k in 0..kk {
-        let nz = _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(suml2[k], zero);
-        scale[k] = sel(nz, _mm512_div_ps(sumlx[k], suml2[k]), zero);
-        best[k] = _mm512_mul_ps(scale[k], sumlx[k]);
-    }
-    let mut best_iscale = iscale;
-    for is in -9i32..=9 {
-        if is == 0 {
-            continue;
-        }
-        let num = splat(nmax as f32 + 0.1 * is as f32);
-        for k in 0..kk {
-            iscale[k] = _mm512_div_ps(neg(num), max[k]);
-        }
-        let (sumlx, suml2) = qx_sums(x, w, &wx, nmax, &iscale);
-        for k in 0..kk {
-            let acc = gt(suml2[k], zero)
-                & gt(
-                    _mm512_mul_ps(sumlx[k], sumlx[k]),
-                    _mm512_mul_ps(best[k], suml2[k]),
-                );
-            let s = _mm512_div_ps(sumlx[k], suml2[k]);
-            scale[k] = sel(acc, s, scale[k]);
-            best[k] = sel(acc, _mm512_mul_ps(s, sumlx[k]), best[k]);
-            best_iscale[k] = sel(acc, iscale[k], best_iscale[k]);
-        }
-    }
-    let eps = splat(GROUP_MAX_EPS);
-    for i in 0..M {
-        for k in 0..kk {
-            let xv = ld(&x[i], k);
-            let l = round_clamp(_mm512_mul_ps(best_iscale[k], xv), -nmax, nmax - 1);
-            let l = _mm512_add_epi32(l, _mm512_set1_epi32(nmax));
-            let l = to_i32(_mm512_maskz_mov_epi32(!lt(amax[k], eps), l));
-            for t in 0..16 {
-                l_out[i][16 * k + t] = l[t] as i8;
-            }
-        }
-    }
-    for k in 0..kk {
-        st(scale_out, k, sel(lt(amax[k], eps), zero, scale[k]));
-    }
+    lanes::qx(t, x, w, nmax, scale_out, l_out)
 }
 
 /// See [`super::lanes::q3`]; same contract, 16 groups per vector.
@@ -419,6 +307,7 @@ pub(crate) fn qx<const N: usize, const M: usize>(
 #[inline]
 #[target_feature(enable = "avx512f")]
 pub(crate) fn q3<const N: usize, const M: usize>(
+    t: Avx512,
     x: &[[f32; N]; M],
     nmax: i32,
     scale_out: &mut [f32; N],
@@ -427,7 +316,7 @@ pub(crate) fn q3<const N: usize, const M: usize>(
     let kk = N / 16;
     let zero = _mm512_setzero_ps();
     let mut st3 = Q3Start::new(N / 16);
-    st3.fill(x, nmax);
+    st3.fill(t, x, nmax);
     let Q3Start {
         rows, sumlx, suml2, ..
     } = &mut st3;
@@ -729,6 +618,7 @@ pub(crate) fn q3_scales(scales: &[f32; 16]) -> Option<([i32; 16], f32)> {
 #[inline]
 #[target_feature(enable = "avx512f")]
 pub(crate) fn q3_first<const N: usize, const M: usize>(
+    t: Avx512,
     x: &[[f32; N]; M],
     nmax: i32,
     scale_out: &mut [f32; N],
@@ -736,7 +626,7 @@ pub(crate) fn q3_first<const N: usize, const M: usize>(
 ) -> u64 {
     let kk = N / 16;
     let mut st3 = Q3Start::new(N / 16);
-    st3.fill(x, nmax);
+    st3.fill(t, x, nmax);
     let mut unsure = 0u64;
     for k in 0..kk {
         let mut lane_unsure: __mmask16 = 0;
@@ -956,11 +846,11 @@ impl<const M: usize> Q3Start<M> {
     /// moved).
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn fill<const N: usize>(&mut self, x: &[[f32; N]; M], nmax: i32) {
+    fn fill<const N: usize>(&mut self, t: Avx512, x: &[[f32; N]; M], nmax: i32) {
         let kk = N / 16;
         assert!(N.is_multiple_of(16) && kk <= KMAX && kk == self.kk && self.rows[0].len == 0);
         let zero = _mm512_setzero_ps();
-        let (max, amax) = signed_absmax(x);
+        let (max, amax) = lanes::signed_absmax(t, x);
         self.amax = amax;
         for k in 0..kk {
             let iscale = _mm512_div_ps(splat(-(nmax as f32)), max[k]);
