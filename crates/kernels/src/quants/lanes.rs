@@ -133,7 +133,6 @@ pub(crate) trait Lanes: Copy {
     }
 }
 
-
 impl Lanes for Portable {
     #[inline(always)]
     fn qkx<const N: usize, const M: usize>(
@@ -844,7 +843,8 @@ pub(crate) fn qkx<V: Vector, const N: usize, const M: usize>(
     assert!(N.is_multiple_of(V::LANES) && N <= MAX_GROUPS && M > 0);
     let zero = v.zero();
     let err = |d: V::F| if use_mad { v.abs(d) } else { v.mul(d, d) };
-    let (mut min, mut max, mut sum_w, mut sum_x) = (v.row(zero), v.row(zero), v.row(zero), v.row(zero));
+    let (mut min, mut max, mut sum_w, mut sum_x) =
+        (v.row(zero), v.row(zero), v.row(zero), v.row(zero));
     for k in 0..kk {
         min[k] = v.ld(&x[0], k);
         max[k] = min[k];
@@ -911,8 +911,14 @@ pub(crate) fn qkx<V: Vector, const N: usize, const M: usize>(
             for k in 0..kk {
                 let d = v.sub(v.mul(sum_w[k], sum_l2[k]), v.mul(sum_l[k], sum_l[k]));
                 valid[k] = v.gt(d, zero);
-                let ts = v.div(v.sub(v.mul(sum_w[k], sum_xl[k]), v.mul(sum_x[k], sum_l[k])), d);
-                let tm = v.div(v.sub(v.mul(sum_l2[k], sum_x[k]), v.mul(sum_l[k], sum_xl[k])), d);
+                let ts = v.div(
+                    v.sub(v.mul(sum_w[k], sum_xl[k]), v.mul(sum_x[k], sum_l[k])),
+                    d,
+                );
+                let tm = v.div(
+                    v.sub(v.mul(sum_l2[k], sum_x[k]), v.mul(sum_l[k], sum_xl[k])),
+                    d,
+                );
                 let clip = v.gt(tm, zero);
                 this_min[k] = v.sel(clip, zero, tm);
                 this_scale[k] = v.sel(clip, v.div(sum_xl[k], sum_l2[k]), ts);
@@ -947,7 +953,6 @@ pub(crate) fn qkx<V: Vector, const N: usize, const M: usize>(
         v.st(the_min, k, v.neg(v.sel(degenerate[k], min0[k], min[k])));
     }
 }
-
 
 /// `make_qx_quants(16, nmax, x, L, 1, Some(w))` for one group, its 19 candidate scales (the
 /// first rounding and `is = -9..=9`, `is != 0`) evaluated side by side: each candidate's sums

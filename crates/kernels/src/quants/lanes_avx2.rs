@@ -16,9 +16,9 @@
 use std::arch::x86_64::*;
 
 use super::lanes::{self, Avx2, Slots};
+use super::search::GROUP_MAX_EPS;
 use super::vector::{Vector, MAX_GROUPS};
 use crate::fp::ROUND_MAGIC;
-use super::search::GROUP_MAX_EPS;
 
 /// Vectors per row at most (32 groups: two super-blocks of 16 sub-blocks).
 const KMAX: usize = 4;
@@ -38,7 +38,7 @@ impl Vector for Avx2 {
     }
     #[inline(always)]
     fn splat(self, v: f32) -> __m256 {
-        // SAFETY (here and in every method below): `self` proves the CPU has AVX2.
+        // SAFETY: AVX2 (the token), as in every method below.
         unsafe { _mm256_set1_ps(v) }
     }
     #[inline(always)]

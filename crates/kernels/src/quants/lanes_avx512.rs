@@ -11,9 +11,9 @@
 use std::arch::x86_64::*;
 
 use super::lanes::{self, Avx512, Slots};
+use super::search::GROUP_MAX_EPS;
 use super::vector::{Vector, MAX_GROUPS};
 use crate::fp::ROUND_MAGIC;
-use super::search::GROUP_MAX_EPS;
 
 /// Vectors per row at most (32 groups: two super-blocks of 16 sub-blocks).
 const KMAX: usize = 2;
@@ -33,7 +33,7 @@ impl Vector for Avx512 {
     }
     #[inline(always)]
     fn splat(self, v: f32) -> __m512 {
-        // SAFETY (here and in every method below): `self` proves the CPU has AVX-512F.
+        // SAFETY: AVX-512F (the token), as in every method below.
         unsafe { _mm512_set1_ps(v) }
     }
     #[inline(always)]
