@@ -37,10 +37,9 @@ macro_rules! sum_blocks {
     }};
 }
 
-/// Runs the block dequantizer `$f` over every whole block of `$x` into `$out`: one loop per
-/// type, with the type matched outside it rather than on every block (a jump-table dispatch per
-/// block). Measured with AVX2 and 64-byte-aligned output, per 32 values: IQ4_XS 9.5 → 9.0,
-/// Q6_K 10.7 → 10.2, Q3_K 10.9 → 10.4, Q5_K 14.2 → 13.9 cycles.
+/// Runs the super-block dequantizer `$f` over every whole block of `$x` (`$ts` bytes each) into
+/// `$out`, 256 values per block: one loop per type, with the type matched outside it rather
+/// than on every block (a jump-table dispatch per block costs measurably; `bench/README.md`).
 macro_rules! per_block {
     ($x:expr, $out:expr, $ts:expr, $f:ident) => {
         for (b, y) in $x.chunks_exact($ts).zip($out.as_chunks_mut::<256>().0) {
@@ -72,10 +71,9 @@ macro_rules! x86_kernels {
             match ty {
                 F16 => deq_f16(x, out),
                 BF16 => deq_bf16(x, out),
-                // The 32-value formats keep one loop with the match inside: measured, the
-                // per-type loop ran Q8_0 at 16 cycles per 32 values on both paths, this loop
-                // (now over these six types only) at 9.4, where it took 15.4 with AVX2 while
-                // it also served the K-quants. Code generation, not the kernel, decides here.
+                // The 32-value formats keep one loop with the match inside: it ran faster
+                // than one loop per type (code generation, not the kernel, decides here;
+                // the figures are in `bench/README.md`).
                 Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | IQ4NL => {
                     for (b, y) in x.chunks_exact(ts).zip(out.as_chunks_mut::<32>().0) {
                         match ty {
