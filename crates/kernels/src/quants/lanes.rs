@@ -199,6 +199,15 @@ pub(crate) struct Avx2(());
 
 #[cfg(target_arch = "x86_64")]
 impl Avx2 {
+    /// The token, inside code compiled for AVX2: such code runs only after a check found it
+    /// (a safe `target_feature` function can be called safely only from code with the
+    /// feature).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(crate) fn within() -> Self {
+        Avx2(())
+    }
+
     /// The token, if this CPU has AVX2.
     #[inline]
     pub(crate) fn detect() -> Option<Self> {
@@ -321,6 +330,15 @@ pub(crate) struct Avx512(());
 
 #[cfg(target_arch = "x86_64")]
 impl Avx512 {
+    /// The token, inside code compiled for AVX-512F: such code runs only after a check found it
+    /// (a safe `target_feature` function can be called safely only from code with the
+    /// feature).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(crate) fn within() -> Self {
+        Avx512(())
+    }
+
     /// The token, if this CPU has AVX-512F (and AVX2, which every such CPU has).
     #[inline]
     pub(crate) fn detect() -> Option<Self> {

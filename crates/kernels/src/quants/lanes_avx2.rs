@@ -17,29 +17,24 @@ use std::arch::x86_64::*;
 
 use super::lanes::{self, Avx2, Slots};
 use super::search::GROUP_MAX_EPS;
-use super::vector::{Vector, MAX_GROUPS};
+use super::vector::{intrinsics, Vector, MAX_GROUPS};
 use crate::fp::ROUND_MAGIC;
 
 /// Vectors per row at most (32 groups: two super-blocks of 16 sub-blocks).
 const KMAX: usize = 4;
 
-/// The 8-lane operations of the shared searches. Every intrinsic here needs AVX2 (or less),
-/// which the token proves.
+/// The 8-lane operations of the shared searches (AVX2, which the token proves).
 impl Vector for Avx2 {
     const LANES: usize = 8;
     type F = __m256;
     type M = __m256;
     type I = __m256i;
     type Row = [__m256; MAX_GROUPS / 8];
+    type Ints = [i32; 8];
 
     #[inline(always)]
     fn row(self, v: __m256) -> Self::Row {
         [v; MAX_GROUPS / 8]
-    }
-    #[inline(always)]
-    fn splat(self, v: f32) -> __m256 {
-        // SAFETY: AVX2 (the token), as in every method below.
-        unsafe { _mm256_set1_ps(v) }
     }
     #[inline(always)]
     fn load(self, s: &[f32]) -> __m256 {
@@ -54,198 +49,42 @@ impl Vector for Avx2 {
         unsafe { _mm256_storeu_ps(s.as_mut_ptr(), v) }
     }
     #[inline(always)]
-    fn add(self, a: __m256, b: __m256) -> __m256 {
-        // SAFETY: AVX2 (the token).
-        unsafe { _mm256_add_ps(a, b) }
+    fn to_ints(self, i: __m256i) -> [i32; 8] {
+        let mut out = [0i32; 8];
+        // SAFETY: AVX2 (the token); `out` is 32 writable bytes and the store is unaligned.
+        unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), i) };
+        out
     }
-    #[inline(always)]
-    fn sub(self, a: __m256, b: __m256) -> __m256 {
-        // SAFETY: AVX2 (the token).
-        unsafe { _mm256_sub_ps(a, b) }
-    }
-    #[inline(always)]
-    fn mul(self, a: __m256, b: __m256) -> __m256 {
-        // SAFETY: AVX2 (the token).
-        unsafe { _mm256_mul_ps(a, b) }
-    }
-    #[inline(always)]
-    fn div(self, a: __m256, b: __m256) -> __m256 {
-        // SAFETY: AVX2 (the token).
-        unsafe { _mm256_div_ps(a, b) }
-    }
-    #[inline(always)]
-    fn min(self, a: __m256, b: __m256) -> __m256 {
-        // SAFETY: AVX2 (the token).
-        unsafe { _mm256_min_ps(a, b) }
-    }
-    #[inline(always)]
-    fn max(self, a: __m256, b: __m256) -> __m256 {
-        // SAFETY: AVX2 (the token).
-        unsafe { _mm256_max_ps(a, b) }
-    }
-    #[inline(always)]
-    fn abs(self, a: __m256) -> __m256 {
-        // SAFETY: AVX2 (the token).
-        unsafe { _mm256_andnot_ps(_mm256_set1_ps(-0.0), a) }
-    }
-    #[inline(always)]
-    fn neg(self, a: __m256) -> __m256 {
-        // SAFETY: AVX2 (the token).
-        unsafe { _mm256_xor_ps(_mm256_set1_ps(-0.0), a) }
-    }
-    #[inline(always)]
-    fn lt(self, a: __m256, b: __m256) -> __m256 {
-        // SAFETY: AVX2 (the token).
-        unsafe { _mm256_cmp_ps::<_CMP_LT_OQ>(a, b) }
-    }
-    #[inline(always)]
-    fn gt(self, a: __m256, b: __m256) -> __m256 {
-        // SAFETY: AVX2 (the token).
-        unsafe { _mm256_cmp_ps::<_CMP_GT_OQ>(a, b) }
-    }
-    #[inline(always)]
-    fn eq(self, a: __m256, b: __m256) -> __m256 {
-        // SAFETY: AVX2 (the token).
-        unsafe { _mm256_cmp_ps::<_CMP_EQ_OQ>(a, b) }
-    }
-    #[inline(always)]
-    fn le(self, a: __m256, b: __m256) -> __m256 {
-        // SAFETY: AVX2 (the token).
-        unsafe { _mm256_cmp_ps::<_CMP_LE_OQ>(a, b) }
-    }
-    #[inline(always)]
-    fn ne(self, a: __m256, b: __m256) -> __m256 {
-        // SAFETY: AVX2 (the token).
-        unsafe { _mm256_cmp_ps::<_CMP_NEQ_UQ>(a, b) }
-    }
-    #[inline(always)]
-    fn none(self) -> __m256 {
-        // SAFETY: AVX2 (the token).
-        unsafe { _mm256_setzero_ps() }
-    }
-    #[inline(always)]
-    fn and(self, a: __m256, b: __m256) -> __m256 {
-        // SAFETY: AVX2 (the token).
-        unsafe { _mm256_and_ps(a, b) }
-    }
-    #[inline(always)]
-    fn sel(self, m: __m256, t: __m256, f: __m256) -> __m256 {
-        // SAFETY: AVX2 (the token).
-        unsafe { _mm256_blendv_ps(f, t, m) }
-    }
-    #[inline(always)]
-    fn round_clamp(self, v: __m256, lo: i32, hi: i32) -> __m256i {
-        // SAFETY: AVX2 (the token).
-        unsafe {
+    intrinsics! {
+        splat(v: f32) -> __m256 { _mm256_set1_ps(v) }
+        add(a: __m256, b: __m256) -> __m256 { _mm256_add_ps(a, b) }
+        sub(a: __m256, b: __m256) -> __m256 { _mm256_sub_ps(a, b) }
+        mul(a: __m256, b: __m256) -> __m256 { _mm256_mul_ps(a, b) }
+        div(a: __m256, b: __m256) -> __m256 { _mm256_div_ps(a, b) }
+        min(a: __m256, b: __m256) -> __m256 { _mm256_min_ps(a, b) }
+        max(a: __m256, b: __m256) -> __m256 { _mm256_max_ps(a, b) }
+        abs(a: __m256) -> __m256 { _mm256_andnot_ps(_mm256_set1_ps(-0.0), a) }
+        neg(a: __m256) -> __m256 { _mm256_xor_ps(_mm256_set1_ps(-0.0), a) }
+        lt(a: __m256, b: __m256) -> __m256 { _mm256_cmp_ps::<_CMP_LT_OQ>(a, b) }
+        gt(a: __m256, b: __m256) -> __m256 { _mm256_cmp_ps::<_CMP_GT_OQ>(a, b) }
+        eq(a: __m256, b: __m256) -> __m256 { _mm256_cmp_ps::<_CMP_EQ_OQ>(a, b) }
+        le(a: __m256, b: __m256) -> __m256 { _mm256_cmp_ps::<_CMP_LE_OQ>(a, b) }
+        ne(a: __m256, b: __m256) -> __m256 { _mm256_cmp_ps::<_CMP_NEQ_UQ>(a, b) }
+        none() -> __m256 { _mm256_setzero_ps() }
+        and(a: __m256, b: __m256) -> __m256 { _mm256_and_ps(a, b) }
+        sel(m: __m256, t: __m256, f: __m256) -> __m256 { _mm256_blendv_ps(f, t, m) }
+        to_f(i: __m256i) -> __m256 { _mm256_cvtepi32_ps(i) }
+        add_i(i: __m256i, c: i32) -> __m256i { _mm256_add_epi32(i, _mm256_set1_epi32(c)) }
+        zero_where(m: __m256, i: __m256i) -> __m256i { _mm256_andnot_si256(_mm256_castps_si256(m), i) }
+        round_clamp(v: __m256, lo: i32, hi: i32) -> __m256i {
             let t = _mm256_castps_si256(_mm256_add_ps(v, _mm256_set1_ps(ROUND_MAGIC)));
             let i = _mm256_sub_epi32(
                 _mm256_and_si256(t, _mm256_set1_epi32(0x007f_ffff)),
                 _mm256_set1_epi32(0x0040_0000),
             );
-            _mm256_min_epi32(
-                _mm256_max_epi32(i, _mm256_set1_epi32(lo)),
-                _mm256_set1_epi32(hi),
-            )
+            _mm256_min_epi32(_mm256_max_epi32(i, _mm256_set1_epi32(lo)), _mm256_set1_epi32(hi))
         }
     }
-    #[inline(always)]
-    fn to_f(self, i: __m256i) -> __m256 {
-        // SAFETY: AVX2 (the token).
-        unsafe { _mm256_cvtepi32_ps(i) }
-    }
-    #[inline(always)]
-    fn add_i(self, i: __m256i, c: i32) -> __m256i {
-        // SAFETY: AVX2 (the token).
-        unsafe { _mm256_add_epi32(i, _mm256_set1_epi32(c)) }
-    }
-    #[inline(always)]
-    fn zero_where(self, m: __m256, i: __m256i) -> __m256i {
-        // SAFETY: AVX2 (the token).
-        unsafe { _mm256_andnot_si256(_mm256_castps_si256(m), i) }
-    }
-    #[inline(always)]
-    fn store_i(self, i: __m256i, s: &mut [i32]) {
-        let s = &mut s[..8];
-        // SAFETY: AVX2 (the token); `s` holds 32 writable bytes and the store is unaligned.
-        unsafe { _mm256_storeu_si256(s.as_mut_ptr().cast(), i) }
-    }
-}
-
-#[inline]
-#[target_feature(enable = "avx2")]
-fn ld<const N: usize>(row: &[f32; N], k: usize) -> __m256 {
-    let s = &row[8 * k..8 * k + 8];
-    // SAFETY: `s` holds 8 readable floats; the load is unaligned.
-    unsafe { _mm256_loadu_ps(s.as_ptr()) }
-}
-
-#[inline]
-#[target_feature(enable = "avx2")]
-fn st<const N: usize>(row: &mut [f32; N], k: usize, v: __m256) {
-    let s = &mut row[8 * k..8 * k + 8];
-    // SAFETY: `s` holds 8 writable floats; the store is unaligned.
-    unsafe { _mm256_storeu_ps(s.as_mut_ptr(), v) }
-}
-
-#[inline]
-#[target_feature(enable = "avx2")]
-fn to_i32(v: __m256i) -> [i32; 8] {
-    let mut out = [0i32; 8];
-    // SAFETY: `out` is 32 writable bytes; the store is unaligned.
-    unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), v) };
-    out
-}
-
-#[inline]
-#[target_feature(enable = "avx2")]
-fn splat(v: f32) -> __m256 {
-    _mm256_set1_ps(v)
-}
-
-/// ggml's `nearest_int` on 8 lanes, then `clamp(lo, hi)`.
-#[inline]
-#[target_feature(enable = "avx2")]
-fn round_clamp(v: __m256, lo: i32, hi: i32) -> __m256i {
-    let t = _mm256_castps_si256(_mm256_add_ps(v, _mm256_set1_ps(12_582_912.0)));
-    let i = _mm256_sub_epi32(
-        _mm256_and_si256(t, _mm256_set1_epi32(0x007f_ffff)),
-        _mm256_set1_epi32(0x0040_0000),
-    );
-    _mm256_min_epi32(
-        _mm256_max_epi32(i, _mm256_set1_epi32(lo)),
-        _mm256_set1_epi32(hi),
-    )
-}
-
-#[inline]
-#[target_feature(enable = "avx2")]
-fn round_clamp_f(v: __m256, lo: i32, hi: i32) -> __m256 {
-    _mm256_cvtepi32_ps(round_clamp(v, lo, hi))
-}
-
-#[inline]
-#[target_feature(enable = "avx2")]
-fn abs(v: __m256) -> __m256 {
-    _mm256_andnot_ps(_mm256_set1_ps(-0.0), v)
-}
-
-#[inline]
-#[target_feature(enable = "avx2")]
-fn lt(a: __m256, b: __m256) -> __m256 {
-    _mm256_cmp_ps::<_CMP_LT_OQ>(a, b)
-}
-
-#[inline]
-#[target_feature(enable = "avx2")]
-fn gt(a: __m256, b: __m256) -> __m256 {
-    _mm256_cmp_ps::<_CMP_GT_OQ>(a, b)
-}
-
-/// `if mask { t } else { f }` per lane.
-#[inline]
-#[target_feature(enable = "avx2")]
-fn sel(mask: __m256, t: __m256, f: __m256) -> __m256 {
-    _mm256_blendv_ps(f, t, mask)
 }
 
 /// [`lanes::qkx`] compiled for AVX2.
@@ -305,6 +144,7 @@ pub(crate) fn q3<const N: usize, const M: usize>(
     scale_out: &mut [f32; N],
     l_out: &mut [[i8; N]; M],
 ) {
+    let vx = Avx2::within();
     let kk = N / 8;
     assert!(N.is_multiple_of(8) && kk <= KMAX);
     let zero = _mm256_setzero_ps();
@@ -314,12 +154,12 @@ pub(crate) fn q3<const N: usize, const M: usize>(
     let mut suml2 = [zero; KMAX];
     let mut iscale = [zero; KMAX];
     for k in 0..kk {
-        iscale[k] = _mm256_div_ps(splat(-(nmax as f32)), max[k]);
+        iscale[k] = _mm256_div_ps(vx.splat(-(nmax as f32)), max[k]);
     }
     for i in 0..M {
         for k in 0..kk {
-            let xv = ld(&x[i], k);
-            let li = round_clamp_f(_mm256_mul_ps(iscale[k], xv), -nmax, nmax - 1);
+            let xv = vx.ld(&x[i], k);
+            let li = vx.round_clamp_f(_mm256_mul_ps(iscale[k], xv), -nmax, nmax - 1);
             l[i][k] = li;
             let wv = _mm256_mul_ps(xv, xv);
             sumlx[k] = _mm256_add_ps(sumlx[k], _mm256_mul_ps(_mm256_mul_ps(wv, xv), li));
@@ -330,13 +170,13 @@ pub(crate) fn q3<const N: usize, const M: usize>(
         let mut changed = [zero; KMAX];
         for i in 0..M {
             for k in 0..kk {
-                let xv = ld(&x[i], k);
+                let xv = vx.ld(&x[i], k);
                 let li = l[i][k];
                 let wv = _mm256_mul_ps(xv, xv);
                 let wx = _mm256_mul_ps(wv, xv);
                 let slx0 = _mm256_sub_ps(sumlx[k], _mm256_mul_ps(wx, li));
                 let sl20 = _mm256_sub_ps(suml2[k], _mm256_mul_ps(_mm256_mul_ps(wv, li), li));
-                let new_l = round_clamp_f(
+                let new_l = vx.round_clamp_f(
                     _mm256_div_ps(_mm256_mul_ps(xv, sl20), slx0),
                     -nmax,
                     nmax - 1,
@@ -344,8 +184,8 @@ pub(crate) fn q3<const N: usize, const M: usize>(
                 let slx = _mm256_add_ps(slx0, _mm256_mul_ps(wx, new_l));
                 let sl2 = _mm256_add_ps(sl20, _mm256_mul_ps(_mm256_mul_ps(wv, new_l), new_l));
                 let cand = _mm256_and_ps(
-                    _mm256_and_ps(gt(slx0, zero), _mm256_cmp_ps::<_CMP_NEQ_UQ>(new_l, li)),
-                    gt(sl2, zero),
+                    _mm256_and_ps(vx.gt(slx0, zero), _mm256_cmp_ps::<_CMP_NEQ_UQ>(new_l, li)),
+                    vx.gt(sl2, zero),
                 );
                 let acc = if _mm256_movemask_ps(cand) == 0 {
                     zero
@@ -359,9 +199,9 @@ pub(crate) fn q3<const N: usize, const M: usize>(
                     );
                     _mm256_and_ps(cand, better)
                 };
-                l[i][k] = sel(acc, new_l, li);
-                sumlx[k] = sel(acc, slx, sumlx[k]);
-                suml2[k] = sel(acc, sl2, suml2[k]);
+                l[i][k] = vx.sel(acc, new_l, li);
+                sumlx[k] = vx.sel(acc, slx, sumlx[k]);
+                suml2[k] = vx.sel(acc, sl2, suml2[k]);
                 changed[k] = _mm256_or_ps(changed[k], acc);
             }
         }
@@ -373,12 +213,12 @@ pub(crate) fn q3<const N: usize, const M: usize>(
             break;
         }
     }
-    let eps = splat(GROUP_MAX_EPS);
+    let eps = vx.splat(GROUP_MAX_EPS);
     for i in 0..M {
         for k in 0..kk {
             let li = _mm256_add_epi32(_mm256_cvtps_epi32(l[i][k]), _mm256_set1_epi32(nmax));
-            let li = _mm256_andnot_si256(_mm256_castps_si256(lt(amax[k], eps)), li);
-            let li = to_i32(li);
+            let li = _mm256_andnot_si256(_mm256_castps_si256(vx.lt(amax[k], eps)), li);
+            let li = vx.to_ints(li);
             for t in 0..8 {
                 l_out[i][8 * k + t] = li[t] as i8;
             }
@@ -393,17 +233,21 @@ pub(crate) fn q3<const N: usize, const M: usize>(
 #[inline]
 #[target_feature(enable = "avx2")]
 pub(crate) fn requant(x: &[f32; 256], d: &[f32; 16], nmax: i32, l: &mut [i8; 256]) -> u16 {
+    let vx = Avx2::within();
     let zero = _mm256_setzero_ps();
     let mut r = [0f32; 16];
     let mut skipped = 0u16;
     for k in 0..2 {
-        let dv = ld(d, k);
-        st(&mut r, k, _mm256_div_ps(splat(1.0), dv));
+        let dv = vx.ld(d, k);
+        vx.st(&mut r, k, _mm256_div_ps(vx.splat(1.0), dv));
         skipped |= (_mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(dv, zero)) as u16) << (8 * k);
     }
-    let magic = splat(12_582_912.0 + nmax as f32);
-    let (lo, hi) = (splat(-(nmax as f32) - 0.25), splat(nmax as f32 - 0.75));
-    let (limit, bound) = (splat(1_048_576.0), splat(0.5 - REQUANT_TOL));
+    let magic = vx.splat(ROUND_MAGIC + nmax as f32);
+    let (lo, hi) = (
+        vx.splat(-(nmax as f32) - 0.25),
+        vx.splat(nmax as f32 - 0.75),
+    );
+    let (limit, bound) = (vx.splat(1_048_576.0), vx.splat(0.5 - REQUANT_TOL));
     for j in 0..16 {
         if skipped & (1 << j) != 0 {
             continue;
@@ -411,17 +255,20 @@ pub(crate) fn requant(x: &[f32; 256], d: &[f32; 16], nmax: i32, l: &mut [i8; 256
         let xs: &[f32; 16] = x[16 * j..16 * j + 16].try_into().expect("16 values");
         let mut bits = [_mm256_setzero_si256(); 2];
         for k in 0..2 {
-            let xv = ld(xs, k);
-            let q = _mm256_mul_ps(xv, splat(r[j]));
+            let xv = vx.ld(xs, k);
+            let q = _mm256_mul_ps(xv, vx.splat(r[j]));
             let qc = _mm256_min_ps(_mm256_max_ps(q, lo), hi);
             let t = _mm256_add_ps(qc, magic);
-            let off = abs(_mm256_sub_ps(qc, _mm256_sub_ps(t, magic)));
-            let safe = _mm256_and_ps(lt(abs(q), limit), lt(off, bound));
+            let off = vx.abs(_mm256_sub_ps(qc, _mm256_sub_ps(t, magic)));
+            let safe = _mm256_and_ps(vx.lt(vx.abs(q), limit), vx.lt(off, bound));
             bits[k] = if _mm256_movemask_ps(safe) == 0xff {
                 _mm256_and_si256(_mm256_castps_si256(t), _mm256_set1_epi32(0xff))
             } else {
-                let exact = _mm256_div_ps(xv, splat(d[j]));
-                _mm256_add_epi32(round_clamp(exact, -nmax, nmax - 1), _mm256_set1_epi32(nmax))
+                let exact = _mm256_div_ps(xv, vx.splat(d[j]));
+                _mm256_add_epi32(
+                    vx.round_clamp(exact, -nmax, nmax - 1),
+                    _mm256_set1_epi32(nmax),
+                )
             };
         }
         // Levels are 0..2·nmax: pack to u16 (per 128-bit half), restore order, pack to bytes.
@@ -444,6 +291,7 @@ pub(crate) fn q3_headers(
     y: &mut [crate::blocks::BlockQ3K],
     steps: &mut [[f32; 16]],
 ) {
+    let vx = Avx2::within();
     use crate::fp::{f16_to_f32, f32_to_f16};
     let n = scales.len();
     assert!(n <= 8 && y.len() == n && steps.len() == n);
@@ -451,7 +299,7 @@ pub(crate) fn q3_headers(
     let tile = |h: usize| {
         transpose8(std::array::from_fn(|b| {
             if b < n {
-                ld(&scales[b], h)
+                vx.ld(&scales[b], h)
             } else {
                 zero
             }
@@ -462,16 +310,16 @@ pub(crate) fn q3_headers(
     // The first scale of largest magnitude (a NaN never wins ggml's `>`).
     let (mut amax, mut max) = (zero, zero);
     for sj in s {
-        let g = gt(abs(sj), amax);
-        amax = sel(g, abs(sj), amax);
-        max = sel(g, sj, max);
+        let g = vx.gt(vx.abs(sj), amax);
+        amax = vx.sel(g, vx.abs(sj), amax);
+        max = vx.sel(g, sj, max);
     }
     let live = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_NEQ_OQ>(max, zero));
-    let iscale = _mm256_div_ps(splat(-32.0), max);
+    let iscale = _mm256_div_ps(vx.splat(-32.0), max);
     let l6: [__m256i; 16] = std::array::from_fn(|j| {
         let t = _mm256_castps_si256(_mm256_add_ps(
             _mm256_mul_ps(iscale, s[j]),
-            splat(12_582_912.0),
+            vx.splat(ROUND_MAGIC),
         ));
         let rounded = _mm256_sub_epi32(
             _mm256_and_si256(t, _mm256_set1_epi32(0x007f_ffff)),
@@ -487,13 +335,16 @@ pub(crate) fn q3_headers(
     });
     // fp16 d = 1/iscale (0 for all-zero blocks), read back as the dequantizer reads it.
     let mut d = [0f32; 8];
-    st(
+    vx.st(
         &mut d,
         0,
-        _mm256_and_ps(_mm256_castsi256_ps(live), _mm256_div_ps(splat(1.0), iscale)),
+        _mm256_and_ps(
+            _mm256_castsi256_ps(live),
+            _mm256_div_ps(vx.splat(1.0), iscale),
+        ),
     );
     let d_bits = d.map(f32_to_f16);
-    let dd = ld(&d_bits.map(f16_to_f32), 0);
+    let dd = vx.ld(&d_bits.map(f16_to_f32), 0);
     let per_sub: [__m256; 16] = std::array::from_fn(|j| {
         _mm256_mul_ps(
             dd,
@@ -508,7 +359,7 @@ pub(crate) fn q3_headers(
     // AVX-512 version).
     let (nibble, two) = (_mm256_set1_epi32(0xF), _mm256_set1_epi32(3));
     let bytes: [[i32; 8]; 12] = std::array::from_fn(|k| {
-        to_i32(if k < 8 {
+        vx.to_ints(if k < 8 {
             _mm256_or_si256(
                 _mm256_and_si256(l6[k], nibble),
                 _mm256_slli_epi32::<4>(_mm256_and_si256(l6[k + 8], nibble)),
@@ -527,8 +378,8 @@ pub(crate) fn q3_headers(
     for b in 0..n {
         y[b].scales = std::array::from_fn(|k| bytes[k][b] as u8);
         y[b].d = d_bits[b];
-        st(&mut steps[b], 0, d_lo[b]);
-        st(&mut steps[b], 1, d_hi[b]);
+        vx.st(&mut steps[b], 0, d_lo[b]);
+        vx.st(&mut steps[b], 1, d_hi[b]);
     }
 }
 
@@ -551,6 +402,7 @@ type Pair = [__m256; 2];
 #[inline]
 #[target_feature(enable = "avx2")]
 fn q3_rounds(jobs: &mut [super::lanes::Q3Job<'_>], nmax: i32) {
+    let vx = Avx2::within();
     let n = jobs.len();
     assert!(n <= Q3_BATCH);
     let zero = _mm256_setzero_ps();
@@ -567,10 +419,10 @@ fn q3_rounds(jobs: &mut [super::lanes::Q3Job<'_>], nmax: i32) {
     let (lo, hi) = (-nmax, nmax - 1);
     for (j, job) in jobs.iter().enumerate() {
         for h in 0..2 {
-            let xv = ld(job.x, h);
+            let xv = vx.ld(job.x, h);
             let wv = _mm256_mul_ps(xv, xv);
             let wxv = _mm256_mul_ps(wv, xv);
-            let lv = round_clamp_f(_mm256_mul_ps(splat(job.iscale), xv), lo, hi);
+            let lv = vx.round_clamp_f(_mm256_mul_ps(vx.splat(job.iscale), xv), lo, hi);
             (x[j][h], w[j][h], wx[j][h], l[j][h]) = (xv, wv, wxv, lv);
             wxl[j][h] = _mm256_mul_ps(wxv, lv);
             wl2[j][h] = _mm256_mul_ps(_mm256_mul_ps(wv, lv), lv);
@@ -597,15 +449,18 @@ fn q3_rounds(jobs: &mut [super::lanes::Q3Job<'_>], nmax: i32) {
             let [sx, s2] = sums[j];
             let mut cand = 0u32;
             for h in 0..2 {
-                let slx0 = _mm256_sub_ps(splat(sx), wxl[j][h]);
-                let sl20 = _mm256_sub_ps(splat(s2), wl2[j][h]);
+                let slx0 = _mm256_sub_ps(vx.splat(sx), wxl[j][h]);
+                let sl20 = _mm256_sub_ps(vx.splat(s2), wl2[j][h]);
                 let q = _mm256_div_ps(_mm256_mul_ps(x[j][h], sl20), slx0);
-                let new_l = round_clamp_f(q, lo, hi);
+                let new_l = vx.round_clamp_f(q, lo, hi);
                 let slx = _mm256_add_ps(slx0, _mm256_mul_ps(wx[j][h], new_l));
                 let sl2 = _mm256_add_ps(sl20, _mm256_mul_ps(_mm256_mul_ps(w[j][h], new_l), new_l));
                 let c = _mm256_and_ps(
-                    _mm256_and_ps(gt(slx0, zero), _mm256_cmp_ps::<_CMP_NEQ_UQ>(new_l, l[j][h])),
-                    gt(sl2, zero),
+                    _mm256_and_ps(
+                        vx.gt(slx0, zero),
+                        _mm256_cmp_ps::<_CMP_NEQ_UQ>(new_l, l[j][h]),
+                    ),
+                    vx.gt(sl2, zero),
                 );
                 cand |= (_mm256_movemask_ps(c) as u32) << (8 * h);
                 (cand_l[a][h], cand_slx[a][h], cand_sl2[a][h]) = (new_l, slx, sl2);
@@ -616,17 +471,17 @@ fn q3_rounds(jobs: &mut [super::lanes::Q3Job<'_>], nmax: i32) {
         for a in 0..n_active {
             let j = active[a] as usize;
             let [sx, s2] = sums[j];
-            let suml2 = splat(s2);
+            let suml2 = vx.splat(s2);
             let cand = cands[a];
             let mut better = 0u32;
             for h in 0..2 {
                 // ggml's `slx*slx*suml2 > sumlx*sumlx*sl2`.
                 let (p, c) = (
                     _mm256_mul_ps(cand_slx[a][h], cand_slx[a][h]),
-                    splat(sx * sx),
+                    vx.splat(sx * sx),
                 );
                 let g = if plain[j] {
-                    gt(_mm256_mul_ps(p, suml2), _mm256_mul_ps(c, cand_sl2[a][h]))
+                    vx.gt(_mm256_mul_ps(p, suml2), _mm256_mul_ps(c, cand_sl2[a][h]))
                 } else {
                     products_gt(mask_of(cand, h), p, suml2, c, cand_sl2[a][h])
                 };
@@ -644,13 +499,13 @@ fn q3_rounds(jobs: &mut [super::lanes::Q3Job<'_>], nmax: i32) {
             for h in 0..2 {
                 let m = mask_of(step, h);
                 let new_l = cand_l[a][h];
-                l[j][h] = sel(m, new_l, l[j][h]);
+                l[j][h] = vx.sel(m, new_l, l[j][h]);
                 let new_wxl = _mm256_mul_ps(wx[j][h], new_l);
                 let new_wl2 = _mm256_mul_ps(_mm256_mul_ps(w[j][h], new_l), new_l);
-                wxl[j][h] = sel(m, new_wxl, wxl[j][h]);
-                wl2[j][h] = sel(m, new_wl2, wl2[j][h]);
-                st(&mut slx_at, h, cand_slx[a][h]);
-                st(&mut sl2_at, h, cand_sl2[a][h]);
+                wxl[j][h] = vx.sel(m, new_wxl, wxl[j][h]);
+                wl2[j][h] = vx.sel(m, new_wl2, wl2[j][h]);
+                vx.st(&mut slx_at, h, cand_slx[a][h]);
+                vx.st(&mut sl2_at, h, cand_sl2[a][h]);
             }
             (slx_at[16], sl2_at[16]) = (sx, s2);
             let at = (step | 1 << 16).trailing_zeros() as usize;
@@ -665,7 +520,7 @@ fn q3_rounds(jobs: &mut [super::lanes::Q3Job<'_>], nmax: i32) {
     }
     for (j, job) in jobs.iter_mut().enumerate() {
         for h in 0..2 {
-            let li = to_i32(_mm256_add_epi32(
+            let li = vx.to_ints(_mm256_add_epi32(
                 _mm256_cvtps_epi32(l[j][h]),
                 _mm256_set1_epi32(nmax),
             ));
@@ -688,13 +543,17 @@ fn write_scales<const N: usize>(
     suml2: &[__m256],
     scale_out: &mut [f32; N],
 ) {
-    let (zero, eps) = (_mm256_setzero_ps(), splat(GROUP_MAX_EPS));
+    let vx = Avx2::within();
+    let (zero, eps) = (_mm256_setzero_ps(), vx.splat(GROUP_MAX_EPS));
     for (k, &amax) in amax.iter().enumerate() {
-        let ok = _mm256_and_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(amax, eps), gt(suml2[k], zero));
-        st(
+        let ok = _mm256_and_ps(
+            _mm256_cmp_ps::<_CMP_GE_OQ>(amax, eps),
+            vx.gt(suml2[k], zero),
+        );
+        vx.st(
             scale_out,
             k,
-            sel(ok, _mm256_div_ps(sumlx[k], suml2[k]), zero),
+            vx.sel(ok, _mm256_div_ps(sumlx[k], suml2[k]), zero),
         );
     }
 }
@@ -715,6 +574,7 @@ pub(crate) fn q3_first<const N: usize, const M: usize>(
     scale_out: &mut [f32; N],
     state: &mut [[f32; N]; 3],
 ) -> u64 {
+    let vx = Avx2::within();
     let kk = N / 8;
     assert!(N.is_multiple_of(8) && kk <= KMAX);
     let zero = _mm256_setzero_ps();
@@ -726,11 +586,11 @@ pub(crate) fn q3_first<const N: usize, const M: usize>(
     let mut suml2 = [zero; KMAX];
     let mut iscale = [zero; KMAX];
     for k in 0..kk {
-        iscale[k] = _mm256_div_ps(splat(-(nmax as f32)), max[k]);
+        iscale[k] = _mm256_div_ps(vx.splat(-(nmax as f32)), max[k]);
         let (mut sx, mut s2) = (zero, zero);
         for i in 0..M {
-            let xv = ld(&x[i], k);
-            let li = round_clamp_f(_mm256_mul_ps(iscale[k], xv), -nmax, nmax - 1);
+            let xv = vx.ld(&x[i], k);
+            let li = vx.round_clamp_f(_mm256_mul_ps(iscale[k], xv), -nmax, nmax - 1);
             let wv = _mm256_mul_ps(xv, xv);
             let wxl = _mm256_mul_ps(_mm256_mul_ps(wv, xv), li);
             let wl2 = _mm256_mul_ps(_mm256_mul_ps(wv, li), li);
@@ -740,8 +600,12 @@ pub(crate) fn q3_first<const N: usize, const M: usize>(
         }
         (sumlx[k], suml2[k]) = (sx, s2);
     }
-    let (lmin, lmax) = (splat(-(nmax as f32)), splat(nmax as f32 - 1.0));
-    let (huge, far, half) = (splat(1.0e37), splat(1_048_576.0), splat(0.5 - Q3_CELL_TOL));
+    let (lmin, lmax) = (vx.splat(-(nmax as f32)), vx.splat(nmax as f32 - 1.0));
+    let (huge, far, half) = (
+        vx.splat(1.0e37),
+        vx.splat(1_048_576.0),
+        vx.splat(0.5 - Q3_CELL_TOL),
+    );
     let mut unsure = 0u64;
     for k in 0..kk {
         let mut lane_unsure = zero;
@@ -749,27 +613,27 @@ pub(crate) fn q3_first<const N: usize, const M: usize>(
             let [li, wxl, wl2] = rows[k].get(i);
             let slx0 = _mm256_sub_ps(sumlx[k], wxl);
             let sl20 = _mm256_sub_ps(suml2[k], wl2);
-            let q = _mm256_mul_ps(_mm256_mul_ps(ld(&x[i], k), sl20), _mm256_rcp_ps(slx0));
-            let off = abs(_mm256_sub_ps(
+            let q = _mm256_mul_ps(_mm256_mul_ps(vx.ld(&x[i], k), sl20), _mm256_rcp_ps(slx0));
+            let off = vx.abs(_mm256_sub_ps(
                 _mm256_min_ps(_mm256_max_ps(q, lmin), lmax),
                 li,
             ));
-            let pos = gt(slx0, zero);
+            let pos = vx.gt(slx0, zero);
             let sure = _mm256_and_ps(
-                _mm256_and_ps(lt(slx0, huge), lt(abs(q), far)),
-                lt(off, half),
+                _mm256_and_ps(vx.lt(slx0, huge), vx.lt(vx.abs(q), far)),
+                vx.lt(off, half),
             );
             lane_unsure = _mm256_or_ps(lane_unsure, _mm256_andnot_ps(sure, pos));
         }
-        let live = _mm256_cmp_ps::<_CMP_GE_OQ>(amax[k], splat(GROUP_MAX_EPS));
+        let live = _mm256_cmp_ps::<_CMP_GE_OQ>(amax[k], vx.splat(GROUP_MAX_EPS));
         unsure |= (_mm256_movemask_ps(_mm256_and_ps(lane_unsure, live)) as u64) << (8 * k);
-        st(
+        vx.st(
             &mut state[0],
             k,
-            _mm256_blendv_ps(splat(f32::NAN), iscale[k], live),
+            _mm256_blendv_ps(vx.splat(f32::NAN), iscale[k], live),
         );
-        st(&mut state[1], k, sumlx[k]);
-        st(&mut state[2], k, suml2[k]);
+        vx.st(&mut state[1], k, sumlx[k]);
+        vx.st(&mut state[2], k, suml2[k]);
     }
     write_scales(&amax[..kk], &sumlx, &suml2, scale_out);
     unsure
@@ -783,6 +647,7 @@ const Q3_CELL_TOL: f32 = 1.0 / 256.0;
 #[inline]
 #[target_feature(enable = "avx2")]
 pub(crate) fn transpose16<const N: usize, const B: usize>(x: [&[f32; 256]; B]) -> [[f32; N]; 16] {
+    let vx = Avx2::within();
     assert!(N == 16 * B);
     let mut out = [[0f32; N]; 16];
     for (b, xb) in x.into_iter().enumerate() {
@@ -792,7 +657,7 @@ pub(crate) fn transpose16<const N: usize, const B: usize>(x: [&[f32; 256]; B]) -
                     load8(&xb[16 * (8 * jh + j) + 8 * ih..])
                 }));
                 for (t, v) in cols.into_iter().enumerate() {
-                    st(&mut out[8 * ih + t], 2 * b + jh, v);
+                    vx.st(&mut out[8 * ih + t], 2 * b + jh, v);
                 }
             }
         }
@@ -806,6 +671,7 @@ pub(crate) fn transpose16<const N: usize, const B: usize>(x: [&[f32; 256]; B]) -
 #[inline]
 #[target_feature(enable = "avx2")]
 pub(crate) fn sums_of_squares(x: &[f32], out: &mut [f32]) {
+    let vx = Avx2::within();
     assert_eq!(x.len(), out.len() * 256);
     let whole = out.len() / 8 * 8;
     for (xs, sums) in x.chunks_exact(8 * 256).zip(out.chunks_exact_mut(8)) {
@@ -817,7 +683,7 @@ pub(crate) fn sums_of_squares(x: &[f32], out: &mut [f32]) {
             }
         }
         let sums: &mut [f32; 8] = sums.try_into().expect("8 sums");
-        st(sums, 0, acc);
+        vx.st(sums, 0, acc);
     }
     super::lanes::sums_of_squares(&x[whole * 256..], &mut out[whole..]);
 }
@@ -826,8 +692,9 @@ pub(crate) fn sums_of_squares(x: &[f32], out: &mut [f32]) {
 #[inline]
 #[target_feature(enable = "avx2")]
 fn load8(s: &[f32]) -> __m256 {
+    let vx = Avx2::within();
     let s: &[f32; 8] = s[..8].try_into().expect("8 values");
-    ld(s, 0)
+    vx.ld(s, 0)
 }
 
 /// An 8×8 transpose in registers (`out[i]` lane `j` = `r[j]` lane `i`): 32-bit interleaves,
@@ -868,18 +735,23 @@ fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
 #[inline]
 #[target_feature(enable = "avx2")]
 fn products_gt(care: __m256, a: __m256, b: __m256, c: __m256, d: __m256) -> __m256 {
-    let scale = splat(f32::from_bits((127 + 64) << 23)); // 2^64
+    let vx = Avx2::within();
+    let scale = vx.splat(f32::from_bits((127 + 64) << 23)); // 2^64
     let s1 = _mm256_mul_ps(a, _mm256_mul_ps(b, scale));
     let s2 = _mm256_mul_ps(c, _mm256_mul_ps(d, scale));
     let (low, inf) = (
-        splat(f32::from_bits((127 - 62) << 23)),
-        splat(f32::INFINITY),
+        vx.splat(f32::from_bits((127 - 62) << 23)),
+        vx.splat(f32::INFINITY),
     ); // 2^-62
-    let plain =
-        |s: __m256| _mm256_and_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(abs(s), low), lt(abs(s), inf));
+    let plain = |s: __m256| {
+        _mm256_and_ps(
+            _mm256_cmp_ps::<_CMP_GE_OQ>(vx.abs(s), low),
+            vx.lt(vx.abs(s), inf),
+        )
+    };
     let plain = _mm256_and_ps(plain(s1), plain(s2));
     if _mm256_movemask_ps(_mm256_andnot_ps(plain, care)) == 0 {
-        return gt(s1, s2);
+        return vx.gt(s1, s2);
     }
     let mut bits = 0;
     for h in 0..2 {

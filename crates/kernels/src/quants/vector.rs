@@ -37,6 +37,8 @@ pub(crate) trait Vector: Copy {
     type I: Copy;
     /// The vectors of one row of up to [`MAX_GROUPS`] groups (`MAX_GROUPS / LANES` of them).
     type Row: Copy + Index<usize, Output = Self::F> + IndexMut<usize>;
+    /// The lanes of an [`Vector::I`] as an array.
+    type Ints: Copy + Index<usize, Output = i32>;
 
     /// A row of copies of `v`.
     fn row(self, v: Self::F) -> Self::Row;
@@ -77,8 +79,8 @@ pub(crate) trait Vector: Copy {
     fn add_i(self, i: Self::I, c: i32) -> Self::I;
     /// 0 on the lanes of `m`, `i` elsewhere.
     fn zero_where(self, m: Self::M, i: Self::I) -> Self::I;
-    /// Writes the lanes to the first [`Vector::LANES`] values of `s`.
-    fn store_i(self, i: Self::I, s: &mut [i32]);
+    /// The lanes as an array.
+    fn to_ints(self, i: Self::I) -> Self::Ints;
 
     /// Vector `k` of a row of `N` groups.
     #[inline(always)]
@@ -120,13 +122,27 @@ pub(crate) trait Vector: Copy {
         zero: Self::M,
         cast: impl Fn(i32) -> T,
     ) {
-        let mut buf = [0i32; MAX_GROUPS];
-        self.store_i(self.zero_where(zero, i), &mut buf);
+        let buf = self.to_ints(self.zero_where(zero, i));
         for t in 0..Self::LANES {
             out[Self::LANES * k + t] = cast(buf[t]);
         }
     }
 }
+
+/// Methods of an x86 [`Vector`] impl that call one intrinsic expression each. The impl's
+/// `Self` is a backend token, which exists only when the CPU has the instruction set.
+#[cfg(target_arch = "x86_64")]
+macro_rules! intrinsics {
+    ($($name:ident($($a:ident: $t:ty),*) -> $r:ty { $($body:tt)* })*) => {$(
+        #[inline(always)]
+        fn $name(self, $($a: $t),*) -> $r {
+            // SAFETY: `self` proves the CPU has the instruction set (see the token's `detect`).
+            unsafe { $($body)* }
+        }
+    )*};
+}
+#[cfg(target_arch = "x86_64")]
+pub(crate) use intrinsics;
 
 /// The portable lanes: eight-element arrays, operated on element by element (the compiler
 /// turns the loops into whatever vectors the target has).
@@ -160,6 +176,7 @@ impl Vector for Portable {
     type M = [bool; P];
     type I = [i32; P];
     type Row = [[f32; P]; MAX_GROUPS / P];
+    type Ints = [i32; P];
 
     #[inline(always)]
     fn row(self, v: Self::F) -> Self::Row {
@@ -270,7 +287,7 @@ impl Vector for Portable {
         r
     }
     #[inline(always)]
-    fn store_i(self, i: Self::I, s: &mut [i32]) {
-        s[..P].copy_from_slice(&i)
+    fn to_ints(self, i: Self::I) -> Self::Ints {
+        i
     }
 }
