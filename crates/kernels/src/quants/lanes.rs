@@ -27,7 +27,7 @@
 use super::kquants::{check_shapes, Super};
 use super::search::GROUP_MAX_EPS;
 use crate::blocks::QK_K;
-use crate::fp::nearest_int;
+use crate::fp::{nearest_int, ROUND_MAGIC};
 
 pub(crate) use super::vector::Portable;
 use super::vector::{Vector, MAX_GROUPS, MAX_VECTORS};
@@ -187,7 +187,7 @@ impl Lanes for Portable {
     }
     #[inline(always)]
     fn requant(self, x: &Super, d: &[f32; 16], nmax: i32, l: &mut [i8; QK_K]) -> u16 {
-        requant(x, d, nmax, l)
+        requant(self, x, d, nmax, l)
     }
 }
 
@@ -276,7 +276,7 @@ impl Lanes for Avx2 {
     #[inline(always)]
     fn requant(self, x: &Super, d: &[f32; 16], nmax: i32, l: &mut [i8; QK_K]) -> u16 {
         // SAFETY: `self` exists only if the CPU has AVX2 (see `Avx2::detect`).
-        unsafe { super::lanes_avx2::requant(x, d, nmax, l) }
+        unsafe { super::lanes_avx2::requant(self, x, d, nmax, l) }
     }
     #[inline(always)]
     fn q3_first<const N: usize, const M: usize>(
@@ -436,7 +436,7 @@ impl Lanes for Avx512 {
     #[inline(always)]
     fn requant(self, x: &Super, d: &[f32; 16], nmax: i32, l: &mut [i8; QK_K]) -> u16 {
         // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
-        unsafe { super::lanes_avx512::requant(x, d, nmax, l) }
+        unsafe { super::lanes_avx512::requant(self, x, d, nmax, l) }
     }
     #[inline(always)]
     fn q3_first<const N: usize, const M: usize>(
@@ -818,20 +818,66 @@ pub(crate) fn sums_of_squares(x: &[f32], out: &mut [f32]) {
 /// sixteen final sub-block scales, `l[16j+i] = clamp(nearest_int(x[16j+i] / d[j]), -nmax,
 /// nmax-1) + nmax`, for every sub-block whose `d[j]` is not zero. Returns the mask of the
 /// sub-blocks left untouched (bit `j` for `d[j] == 0`), which keep the search's levels.
+///
+/// The quotient `x / d` is formed as `x · (1/d)` with one division per super-block, which can
+/// differ from the correctly rounded quotient by `|x/d| · 2^-23`; `d` is an f16 times a small
+/// integer, so `1/d` is a normal float. A lane whose product lies within [`REQUANT_TOL`] of a
+/// rounding boundary (or is huge, infinite or NaN) could round differently, so any vector
+/// holding such a lane is redone with the true division and ggml's `nearest_int`; every
+/// other lane provably rounds to the same integer. Clamping to `[-nmax - 0.25, nmax - 0.75]`
+/// before rounding applies ggml's clamp, and adding [`ROUND_MAGIC`]` + nmax` leaves
+/// `level + nmax` in the low byte of the sum's bits.
 #[inline(always)]
-pub(crate) fn requant(x: &Super, d: &[f32; 16], nmax: i32, l: &mut [i8; QK_K]) -> u16 {
+pub(crate) fn requant<V: Vector>(
+    v: V,
+    x: &Super,
+    d: &[f32; 16],
+    nmax: i32,
+    l: &mut [i8; QK_K],
+) -> u16 {
+    let per_sub = 16 / V::LANES;
+    let mut r = [0f32; 16];
     let mut skipped = 0u16;
+    for k in 0..per_sub {
+        let dv = v.ld(d, k);
+        v.st(&mut r, k, v.div(v.splat(1.0), dv));
+        skipped |= (v.bits(v.eq(dv, v.zero())) << (V::LANES * k)) as u16;
+    }
+    let magic = v.splat(ROUND_MAGIC + nmax as f32);
+    let (lo, hi) = (v.splat(-(nmax as f32) - 0.25), v.splat(nmax as f32 - 0.75));
+    let (limit, bound) = (v.splat(REQUANT_FAR), v.splat(0.5 - REQUANT_TOL));
+    let all = (1u32 << V::LANES) - 1;
     for j in 0..16 {
-        if d[j] == 0.0 {
-            skipped |= 1 << j;
+        if skipped & (1 << j) != 0 {
             continue;
         }
-        for i in 16 * j..16 * j + 16 {
-            l[i] = (round_clamp(x[i] / d[j], -nmax, nmax - 1) + nmax) as i8;
+        let xs: &[f32; 16] = x[16 * j..16 * j + 16].try_into().expect("16 values");
+        for k in 0..per_sub {
+            let xv = v.ld(xs, k);
+            let q = v.mul(xv, v.splat(r[j]));
+            let qc = v.min(v.max(q, lo), hi);
+            let t = v.add(qc, magic);
+            let off = v.abs(v.sub(qc, v.sub(t, magic)));
+            let safe = v.and(v.lt(v.abs(q), limit), v.lt(off, bound));
+            let bits = if v.bits(safe) == all {
+                v.cast_i(t)
+            } else {
+                let exact = v.div(xv, v.splat(d[j]));
+                v.add_i(v.round_clamp(exact, -nmax, nmax - 1), nmax)
+            };
+            v.store_bytes(bits, &mut l[16 * j + V::LANES * k..]);
         }
     }
     skipped
 }
+
+/// How close to a rounding boundary `x · (1/d)` may come before [`requant`] divides: above the
+/// product's error `|x/d| · 2^-23 ≤ 2^-17` for `|x/d| ≤ 32.25`, plus half an ulp of the true
+/// quotient there.
+const REQUANT_TOL: f32 = 1.0 / 16384.0;
+
+/// Products from `2^20` up (and infinities, NaN) take [`requant`]'s exact path.
+const REQUANT_FAR: f32 = 1_048_576.0;
 
 /// `nearest_int` then `clamp(lo, hi)`, as ggml's `MAX(lo, MIN(hi, nearest_int(v)))`.
 #[inline(always)]
@@ -1745,6 +1791,24 @@ mod tests {
     /// few ulps either side of, every rounding boundary `(k + 1/2)·d` and the clamp limits, plus
     /// zero, NaN, ±∞, huge and denormal values and zero, tiny and negative scales: the inputs
     /// where a product with `1/d` could round differently from the true quotient.
+    /// [`requant`] as the plain loop: re-round one super-block against the
+    /// sixteen final sub-block scales, `l[16j+i] = clamp(nearest_int(x[16j+i] / d[j]), -nmax,
+    /// nmax-1) + nmax`, for every sub-block whose `d[j]` is not zero. Returns the mask of the
+    /// sub-blocks left untouched (bit `j` for `d[j] == 0`), which keep the search's levels.
+    fn requant_scalar(x: &Super, d: &[f32; 16], nmax: i32, l: &mut [i8; QK_K]) -> u16 {
+        let mut skipped = 0u16;
+        for j in 0..16 {
+            if d[j] == 0.0 {
+                skipped |= 1 << j;
+                continue;
+            }
+            for i in 16 * j..16 * j + 16 {
+                l[i] = (round_clamp(x[i] / d[j], -nmax, nmax - 1) + nmax) as i8;
+            }
+        }
+        skipped
+    }
+
     #[test]
     fn requant_matches_scalar_at_rounding_boundaries() {
         let scales = [
@@ -1772,7 +1836,7 @@ mod tests {
                     }
                 });
                 let mut want = [0i8; QK_K];
-                let want_mask = requant(&x, &d, nmax, &mut want);
+                let want_mask = requant_scalar(&x, &d, nmax, &mut want);
                 #[cfg(target_arch = "x86_64")]
                 {
                     if let Some(avx2) = Avx2::detect() {

@@ -55,7 +55,21 @@ impl Vector for Avx2 {
         unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), i) };
         out
     }
+    #[inline(always)]
+    fn store_bytes(self, i: __m256i, out: &mut [i8]) {
+        let out = &mut out[..8];
+        // SAFETY: AVX2 (the token); `out` is 8 writable bytes and the store is unaligned.
+        unsafe {
+            // Low bytes: pack to u16 (per 128-bit half), restore the order, pack to bytes.
+            let i = _mm256_and_si256(i, _mm256_set1_epi32(0xff));
+            let w = _mm256_permute4x64_epi64::<0xD8>(_mm256_packus_epi32(i, i));
+            let b = _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_castsi256_si128(w));
+            _mm_storel_epi64(out.as_mut_ptr().cast(), b)
+        }
+    }
     intrinsics! {
+        bits(m: __m256) -> u32 { _mm256_movemask_ps(m) as u32 }
+        cast_i(f: __m256) -> __m256i { _mm256_castps_si256(f) }
         splat(v: f32) -> __m256 { _mm256_set1_ps(v) }
         add(a: __m256, b: __m256) -> __m256 { _mm256_add_ps(a, b) }
         sub(a: __m256, b: __m256) -> __m256 { _mm256_sub_ps(a, b) }
@@ -227,58 +241,11 @@ pub(crate) fn q3<const N: usize, const M: usize>(
     write_scales(&amax[..kk], &sumlx, &suml2, scale_out);
 }
 
-/// See [`super::lanes::requant`] and [`super::lanes_avx512::requant`] (the same method: a
-/// product with `1/d`, redone with the true division wherever it comes within
-/// [`REQUANT_TOL`] of a rounding boundary); one sub-block is two vectors here.
+/// [`lanes::requant`] compiled for AVX2.
 #[inline]
 #[target_feature(enable = "avx2")]
-pub(crate) fn requant(x: &[f32; 256], d: &[f32; 16], nmax: i32, l: &mut [i8; 256]) -> u16 {
-    let vx = Avx2::within();
-    let zero = _mm256_setzero_ps();
-    let mut r = [0f32; 16];
-    let mut skipped = 0u16;
-    for k in 0..2 {
-        let dv = vx.ld(d, k);
-        vx.st(&mut r, k, _mm256_div_ps(vx.splat(1.0), dv));
-        skipped |= (_mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(dv, zero)) as u16) << (8 * k);
-    }
-    let magic = vx.splat(ROUND_MAGIC + nmax as f32);
-    let (lo, hi) = (
-        vx.splat(-(nmax as f32) - 0.25),
-        vx.splat(nmax as f32 - 0.75),
-    );
-    let (limit, bound) = (vx.splat(1_048_576.0), vx.splat(0.5 - REQUANT_TOL));
-    for j in 0..16 {
-        if skipped & (1 << j) != 0 {
-            continue;
-        }
-        let xs: &[f32; 16] = x[16 * j..16 * j + 16].try_into().expect("16 values");
-        let mut bits = [_mm256_setzero_si256(); 2];
-        for k in 0..2 {
-            let xv = vx.ld(xs, k);
-            let q = _mm256_mul_ps(xv, vx.splat(r[j]));
-            let qc = _mm256_min_ps(_mm256_max_ps(q, lo), hi);
-            let t = _mm256_add_ps(qc, magic);
-            let off = vx.abs(_mm256_sub_ps(qc, _mm256_sub_ps(t, magic)));
-            let safe = _mm256_and_ps(vx.lt(vx.abs(q), limit), vx.lt(off, bound));
-            bits[k] = if _mm256_movemask_ps(safe) == 0xff {
-                _mm256_and_si256(_mm256_castps_si256(t), _mm256_set1_epi32(0xff))
-            } else {
-                let exact = _mm256_div_ps(xv, vx.splat(d[j]));
-                _mm256_add_epi32(
-                    vx.round_clamp(exact, -nmax, nmax - 1),
-                    _mm256_set1_epi32(nmax),
-                )
-            };
-        }
-        // Levels are 0..2·nmax: pack to u16 (per 128-bit half), restore order, pack to bytes.
-        let w = _mm256_permute4x64_epi64::<0xD8>(_mm256_packus_epi32(bits[0], bits[1]));
-        let b = _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256::<1>(w));
-        let out = &mut l[16 * j..16 * j + 16];
-        // SAFETY: `out` is 16 writable bytes; the store is unaligned.
-        unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), b) };
-    }
-    skipped
+pub(crate) fn requant(t: Avx2, x: &[f32; 256], d: &[f32; 16], nmax: i32, l: &mut [i8; 256]) -> u16 {
+    lanes::requant(t, x, d, nmax, l)
 }
 
 /// See [`super::lanes_avx512::q3_headers`]; up to 8 blocks side by side, their sub-block
@@ -557,9 +524,6 @@ fn write_scales<const N: usize>(
         );
     }
 }
-
-/// See [`super::lanes_avx512`]'s `REQUANT_TOL`.
-const REQUANT_TOL: f32 = 1.0 / 16384.0;
 
 /// See [`super::lanes_avx512::q3_first`]: the first refinement pass against the initial state,
 /// returning the lanes it cannot settle. The 12-bit `vrcpps` estimate is within

@@ -58,7 +58,18 @@ impl Vector for Avx512 {
     fn and(self, a: __mmask16, b: __mmask16) -> __mmask16 {
         a & b
     }
+    #[inline(always)]
+    fn bits(self, m: __mmask16) -> u32 {
+        m.into()
+    }
+    #[inline(always)]
+    fn store_bytes(self, i: __m512i, out: &mut [i8]) {
+        let out = &mut out[..16];
+        // SAFETY: AVX-512F (the token); `out` is 16 writable bytes and the store is unaligned.
+        unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(i)) }
+    }
     intrinsics! {
+        cast_i(f: __m512) -> __m512i { _mm512_castps_si512(f) }
         splat(v: f32) -> __m512 { _mm512_set1_ps(v) }
         add(a: __m512, b: __m512) -> __m512 { _mm512_add_ps(a, b) }
         sub(a: __m512, b: __m512) -> __m512 { _mm512_sub_ps(a, b) }
@@ -807,61 +818,18 @@ const Q3_FAR: f32 = 1_048_576.0;
 /// 14-bit reciprocal's error bound holds.
 const Q3_SLX_MAX: f32 = 1.0e37;
 
-/// See [`super::lanes::requant`]; one sub-block (16 values) per vector.
-///
-/// The quotient `x / d` is formed as `x · (1/d)` with one division per super-block, which can
-/// differ from the correctly rounded quotient by `|x/d| · 2^-23`; `d` is an f16 times a small
-/// integer, so `1/d` is a normal float. A lane whose product lies within [`REQUANT_TOL`] of a
-/// rounding boundary (or is huge, infinite or NaN) could round differently, so any vector
-/// holding such a lane is redone with the true division and ggml's `nearest_int`; every
-/// other lane provably rounds to the same integer. Clamping to `[-nmax - 0.25, nmax - 0.75]`
-/// before rounding applies ggml's clamp, and adding `1.5·2^23 + nmax` leaves `level + nmax`
-/// in the low byte of the sum's bits.
+/// [`lanes::requant`] compiled for AVX-512.
 #[inline]
 #[target_feature(enable = "avx512f")]
-pub(crate) fn requant(x: &[f32; 256], d: &[f32; 16], nmax: i32, l: &mut [i8; 256]) -> u16 {
-    let vx = Avx512::within();
-    let dv = vx.ld(d, 0);
-    let skipped = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(dv, _mm512_setzero_ps());
-    let mut r = [0f32; 16];
-    vx.st(&mut r, 0, _mm512_div_ps(vx.splat(1.0), dv));
-    let magic = vx.splat(ROUND_MAGIC + nmax as f32);
-    let (lo, hi) = (
-        vx.splat(-(nmax as f32) - 0.25),
-        vx.splat(nmax as f32 - 0.75),
-    );
-    for j in 0..16 {
-        if skipped & (1 << j) != 0 {
-            continue;
-        }
-        let xs: &[f32; 16] = x[16 * j..16 * j + 16].try_into().expect("16 values");
-        let xv = vx.ld(xs, 0);
-        let q = _mm512_mul_ps(xv, vx.splat(r[j]));
-        let finite = vx.lt(vx.abs(q), vx.splat(1_048_576.0));
-        let qc = _mm512_min_ps(_mm512_max_ps(q, lo), hi);
-        let t = _mm512_add_ps(qc, magic);
-        let off = vx.abs(_mm512_sub_ps(qc, _mm512_sub_ps(t, magic)));
-        let safe = _mm512_mask_cmp_ps_mask::<_CMP_LT_OQ>(finite, off, vx.splat(0.5 - REQUANT_TOL));
-        let bits = if safe == u16::MAX {
-            _mm512_castps_si512(t)
-        } else {
-            let exact = _mm512_div_ps(xv, vx.splat(d[j]));
-            _mm512_add_epi32(
-                vx.round_clamp(exact, -nmax, nmax - 1),
-                _mm512_set1_epi32(nmax),
-            )
-        };
-        let out = &mut l[16 * j..16 * j + 16];
-        // SAFETY: `out` is 16 writable bytes; the store is unaligned.
-        unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(bits)) };
-    }
-    skipped
+pub(crate) fn requant(
+    t: Avx512,
+    x: &[f32; 256],
+    d: &[f32; 16],
+    nmax: i32,
+    l: &mut [i8; 256],
+) -> u16 {
+    lanes::requant(t, x, d, nmax, l)
 }
-
-/// How close to a rounding boundary `x · (1/d)` may come before [`requant`] divides: above the
-/// product's error `|x/d| · 2^-23 ≤ 2^-17` for `|x/d| ≤ 32.25`, plus half an ulp of the true
-/// quotient there.
-const REQUANT_TOL: f32 = 1.0 / 16384.0;
 
 /// [`super::lanes::transpose_blocks`] for sub-blocks of 16: each super-block's 16×16 matrix
 /// (row `j` = sub-block `j`) transposed in registers by [`transpose_regs`] instead of 256

@@ -81,6 +81,12 @@ pub(crate) trait Vector: Copy {
     fn zero_where(self, m: Self::M, i: Self::I) -> Self::I;
     /// The lanes as an array.
     fn to_ints(self, i: Self::I) -> Self::Ints;
+    /// Bit `j` set where lane `j` holds.
+    fn bits(self, m: Self::M) -> u32;
+    /// The float lanes' bits as integers.
+    fn cast_i(self, f: Self::F) -> Self::I;
+    /// Writes the low byte of each lane to the first [`Vector::LANES`] bytes of `out`.
+    fn store_bytes(self, i: Self::I, out: &mut [i8]);
 
     /// Vector `k` of a row of `N` groups.
     #[inline(always)]
@@ -289,5 +295,19 @@ impl Vector for Portable {
     #[inline(always)]
     fn to_ints(self, i: Self::I) -> Self::Ints {
         i
+    }
+    #[inline(always)]
+    fn bits(self, m: Self::M) -> u32 {
+        (0..P).fold(0, |b, j| b | (m[j] as u32) << j)
+    }
+    #[inline(always)]
+    fn cast_i(self, f: Self::F) -> Self::I {
+        map(f, |f| f.to_bits() as i32)
+    }
+    #[inline(always)]
+    fn store_bytes(self, i: Self::I, out: &mut [i8]) {
+        for (o, i) in out[..P].iter_mut().zip(i) {
+            *o = i as i8;
+        }
     }
 }
