@@ -15,12 +15,14 @@
 //! ([`FastBlock::quantize_pair`]): 16 or 32 lanes instead of 8 or 16, which also gives the
 //! out-of-order core independent addition chains to overlap.
 //!
-//! This module holds the portable loops (the compiler vectorises them, partly) and the
-//! dispatch: [`quantize_fast`] picks the AVX-512 or AVX2 intrinsics ([`super::lanes_avx512`],
-//! [`super::lanes_avx2`]) when the CPU has them, in a copy of the row loop compiled for that
-//! instruction set (plain SSE2 is the x86-64 baseline). The instruction set changes only the
-//! vector width: Rust never contracts `a*b+c` into an FMA, and every lane operation is an
-//! IEEE-exact equivalent of the scalar one.
+//! This module holds the searches written once over the lane operations of
+//! [`super::vector::Vector`] ([`qkx`], [`qx`], [`requant`]), the portable versions of the
+//! Q3_K searches, and the dispatch: [`quantize_fast`] picks the AVX-512 or AVX2 backend
+//! ([`super::lanes_avx512`], [`super::lanes_avx2`]) when the CPU has it, in a copy of the row
+//! loop compiled for that instruction set (plain SSE2 is the x86-64 baseline), and the
+//! backends instantiate the shared searches inside their `#[target_feature]` entries. The
+//! instruction set changes only the vector width: Rust never contracts `a*b+c` into an FMA,
+//! and every lane operation is an IEEE-exact equivalent of the scalar one.
 
 #![allow(clippy::needless_range_loop)]
 

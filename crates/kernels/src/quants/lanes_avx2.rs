@@ -1,13 +1,9 @@
-//! AVX2 versions of the lane searches in [`super::lanes`], written with explicit 256-bit
-//! intrinsics (8 groups per vector, `N / 8` vectors per row of the transposed data).
-//!
-//! The portable versions leave vectorisation to the compiler, which packs the per-lane sums
-//! only partly and spills the rest to the stack; here every lane operation is one vector
-//! instruction with the scalar operation's IEEE semantics: `vaddps`/`vmulps`/`vdivps`/
-//! `vsqrtps` round like their scalar forms, comparisons are the ordered predicates Rust's
-//! `<`, `>`, `==`, `<=` use (false on NaN; `!=` is unordered-not-equal), branches become
-//! `vblendvps`, and `nearest_int` is the same integer bit trick. Nothing is fused or
-//! reassociated, so each lane computes exactly what the scalar search computes.
+//! The AVX2 backend of the lane searches in [`super::lanes`] (8 groups per 256-bit vector,
+//! `N / 8` vectors per row of the transposed data): the [`Vector`] operations, the
+//! `#[target_feature]` entries that instantiate the shared searches, and the Q3_K searches and
+//! transposes whose shape depends on the vector width. Every lane operation is one vector
+//! instruction with the scalar operation's IEEE semantics (see [`super::vector`]); branches
+//! become `vblendvps`.
 //!
 //! Everything here requires AVX2; [`super::lanes::Avx2`] is the token proving it is present.
 

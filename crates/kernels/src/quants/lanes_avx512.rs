@@ -1,7 +1,6 @@
-//! AVX-512 versions of the lane searches in [`super::lanes`]: 16 groups per 512-bit vector
-//! (`N / 16` vectors per row of the transposed data), where AVX2 holds 8. Written operation
-//! for operation like [`super::lanes_avx2`] (same IEEE semantics per lane, nothing fused or
-//! reassociated), with mask registers in place of blend masks.
+//! The AVX-512 backend of the lane searches in [`super::lanes`]: 16 groups per 512-bit vector
+//! (`N / 16` vectors per row of the transposed data), where AVX2 holds 8. As
+//! [`super::lanes_avx2`], with mask registers in place of blend masks.
 //!
 //! Everything here requires AVX-512F; [`super::lanes::Avx512`] is the token proving it is
 //! present.
