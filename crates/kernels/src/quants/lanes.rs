@@ -816,6 +816,68 @@ pub(crate) fn sums_of_squares(x: &[f32], out: &mut [f32]) {
     }
 }
 
+/// The `#[target_feature]` entries of the searches written once ([`qkx`], [`qx`], [`requant`])
+/// for one x86 backend: each instantiates the generic search with the backend's token, so its
+/// body is compiled for that instruction set. Callers need the token, and `unsafe` for the
+/// target feature.
+#[cfg(target_arch = "x86_64")]
+macro_rules! search_entries {
+    ($token:ty, $feature:literal) => {
+        /// [`lanes::qkx`] compiled for this backend.
+        #[allow(clippy::too_many_arguments)]
+        #[inline]
+        #[target_feature(enable = $feature)]
+        pub(crate) fn qkx<const N: usize, const M: usize>(
+            t: $token,
+            x: &[[f32; N]; M],
+            w: &[[f32; N]; M],
+            nmax: i32,
+            rmin: f32,
+            rdelta: f32,
+            nstep: i32,
+            use_mad: bool,
+            strict_degenerate: bool,
+            scale_out: &mut [f32; N],
+            the_min: &mut [f32; N],
+            l_out: &mut [[u8; N]; M],
+        ) {
+            lanes::qkx(
+                t, x, w, nmax, rmin, rdelta, nstep, use_mad, strict_degenerate, scale_out,
+                the_min, l_out,
+            )
+        }
+
+        /// [`lanes::qx`] compiled for this backend.
+        #[inline]
+        #[target_feature(enable = $feature)]
+        pub(crate) fn qx<const N: usize, const M: usize>(
+            t: $token,
+            x: &[[f32; N]; M],
+            w: &[[f32; N]; M],
+            nmax: i32,
+            scale_out: &mut [f32; N],
+            l_out: &mut [[i8; N]; M],
+        ) {
+            lanes::qx(t, x, w, nmax, scale_out, l_out)
+        }
+
+        /// [`lanes::requant`] compiled for this backend.
+        #[inline]
+        #[target_feature(enable = $feature)]
+        pub(crate) fn requant(
+            t: $token,
+            x: &[f32; 256],
+            d: &[f32; 16],
+            nmax: i32,
+            l: &mut [i8; 256],
+        ) -> u16 {
+            lanes::requant(t, x, d, nmax, l)
+        }
+    };
+}
+#[cfg(target_arch = "x86_64")]
+pub(crate) use search_entries;
+
 /// The symmetric K-quants' last step (Q3_K, Q6_K): re-round one super-block against the
 /// sixteen final sub-block scales, `l[16j+i] = clamp(nearest_int(x[16j+i] / d[j]), -nmax,
 /// nmax-1) + nmax`, for every sub-block whose `d[j]` is not zero. Returns the mask of the

@@ -97,52 +97,7 @@ impl Vector for Avx2 {
     }
 }
 
-/// [`lanes::qkx`] compiled for AVX2.
-#[inline]
-#[target_feature(enable = "avx2")]
-pub(crate) fn qkx<const N: usize, const M: usize>(
-    t: Avx2,
-    x: &[[f32; N]; M],
-    w: &[[f32; N]; M],
-    nmax: i32,
-    rmin: f32,
-    rdelta: f32,
-    nstep: i32,
-    use_mad: bool,
-    strict_degenerate: bool,
-    scale_out: &mut [f32; N],
-    the_min: &mut [f32; N],
-    l_out: &mut [[u8; N]; M],
-) {
-    lanes::qkx(
-        t,
-        x,
-        w,
-        nmax,
-        rmin,
-        rdelta,
-        nstep,
-        use_mad,
-        strict_degenerate,
-        scale_out,
-        the_min,
-        l_out,
-    )
-}
-
-/// [`lanes::qx`] compiled for AVX2.
-#[inline]
-#[target_feature(enable = "avx2")]
-pub(crate) fn qx<const N: usize, const M: usize>(
-    t: Avx2,
-    x: &[[f32; N]; M],
-    w: &[[f32; N]; M],
-    nmax: i32,
-    scale_out: &mut [f32; N],
-    l_out: &mut [[i8; N]; M],
-) {
-    lanes::qx(t, x, w, nmax, scale_out, l_out)
-}
+lanes::search_entries!(Avx2, "avx2");
 
 /// See [`super::lanes::q3`]; same contract, 8 groups per vector.
 #[inline]
@@ -235,13 +190,6 @@ pub(crate) fn q3<const N: usize, const M: usize>(
         }
     }
     write_scales(&amax[..kk], &sumlx, &suml2, scale_out);
-}
-
-/// [`lanes::requant`] compiled for AVX2.
-#[inline]
-#[target_feature(enable = "avx2")]
-pub(crate) fn requant(t: Avx2, x: &[f32; 256], d: &[f32; 16], nmax: i32, l: &mut [i8; 256]) -> u16 {
-    lanes::requant(t, x, d, nmax, l)
 }
 
 /// See [`super::lanes_avx512::q3_headers`]; up to 8 blocks side by side, their sub-block

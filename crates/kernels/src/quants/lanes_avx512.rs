@@ -98,52 +98,7 @@ impl Vector for Avx512 {
     }
 }
 
-/// [`lanes::qkx`] compiled for AVX-512.
-#[inline]
-#[target_feature(enable = "avx512f")]
-pub(crate) fn qkx<const N: usize, const M: usize>(
-    t: Avx512,
-    x: &[[f32; N]; M],
-    w: &[[f32; N]; M],
-    nmax: i32,
-    rmin: f32,
-    rdelta: f32,
-    nstep: i32,
-    use_mad: bool,
-    strict_degenerate: bool,
-    scale_out: &mut [f32; N],
-    the_min: &mut [f32; N],
-    l_out: &mut [[u8; N]; M],
-) {
-    lanes::qkx(
-        t,
-        x,
-        w,
-        nmax,
-        rmin,
-        rdelta,
-        nstep,
-        use_mad,
-        strict_degenerate,
-        scale_out,
-        the_min,
-        l_out,
-    )
-}
-
-/// [`lanes::qx`] compiled for AVX-512.
-#[inline]
-#[target_feature(enable = "avx512f")]
-pub(crate) fn qx<const N: usize, const M: usize>(
-    t: Avx512,
-    x: &[[f32; N]; M],
-    w: &[[f32; N]; M],
-    nmax: i32,
-    scale_out: &mut [f32; N],
-    l_out: &mut [[i8; N]; M],
-) {
-    lanes::qx(t, x, w, nmax, scale_out, l_out)
-}
+lanes::search_entries!(Avx512, "avx512f");
 
 /// See [`super::lanes::q3`]; same contract, 16 groups per vector.
 ///
@@ -816,19 +771,6 @@ const Q3_FAR: f32 = 1_048_576.0;
 /// The largest `slx` [`q3_unsure`] estimates with: the reciprocal stays a normal float, where the
 /// 14-bit reciprocal's error bound holds.
 const Q3_SLX_MAX: f32 = 1.0e37;
-
-/// [`lanes::requant`] compiled for AVX-512.
-#[inline]
-#[target_feature(enable = "avx512f")]
-pub(crate) fn requant(
-    t: Avx512,
-    x: &[f32; 256],
-    d: &[f32; 16],
-    nmax: i32,
-    l: &mut [i8; 256],
-) -> u16 {
-    lanes::requant(t, x, d, nmax, l)
-}
 
 /// [`super::lanes::transpose_blocks`] for sub-blocks of 16: each super-block's 16×16 matrix
 /// (row `j` = sub-block `j`) transposed in registers by [`transpose_regs`] instead of 256
