@@ -2,6 +2,9 @@
 //! config and a lazily loaded tensor source, and (later) writes releases: GGUF, AWQ
 //! safetensors, ONNX. It knows file formats and tensor names; it does no model math.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 pub mod catalogue;
 pub mod checkpoint;
 pub mod config;

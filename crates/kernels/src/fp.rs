@@ -35,10 +35,15 @@ pub fn f32_to_bf16(x: f32) -> u16 {
     ((u + (0x7fff + ((u >> 16) & 1))) >> 16) as u16
 }
 
-/// ggml's `nearest_int`: round half to even through the 1.5·2^23 trick; valid for |f| ≤ 4194303.
+/// `1.5·2^23`: added to an f32 of magnitude below `2^22`, it leaves the nearest integer (ties
+/// to even) in the low mantissa bits, ggml's `nearest_int` trick.
+pub(crate) const ROUND_MAGIC: f32 = 12_582_912.0;
+
+/// ggml's `nearest_int`: round half to even through the [`ROUND_MAGIC`] trick; valid for
+/// |f| ≤ 4194303.
 #[inline]
 pub fn nearest_int(f: f32) -> i32 {
-    let v = f + 12_582_912.0;
+    let v = f + ROUND_MAGIC;
     (v.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
 }
 

@@ -3,6 +3,9 @@
 //! matrix), a scalar dequantizer, and SIMD dequantize / dot-product kernels (AVX2, AVX-512,
 //! NEON) checked against the scalar twin. Knows nothing of files, models or the CLI.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 pub mod blocks;
 pub mod dot;
 pub mod error;

@@ -4,6 +4,9 @@
 //! weights through the [`weights::Weights`] trait, so the safetensors checkpoint and (later)
 //! quantized candidates run through the same code. Calibration hangs on [`observer::Observer`].
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 pub mod attention;
 pub mod awq_weights;
 pub mod candidate;

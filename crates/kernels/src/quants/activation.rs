@@ -2,7 +2,7 @@
 //! converted to (ggml-cpu's `vec_dot_type`): Q8_0 for Q4_0/Q5_0/Q8_0/IQ4_NL weights, Q8_1 for
 //! Q4_1/Q5_1, Q8_K for the K-quants and IQ4_XS. They never appear in model files.
 //!
-//! Rounding differs by path in ggml (spec §4): the x86 AVX/AVX2 `quantize_row_q8_0` and
+//! Rounding differs by path in ggml: the x86 AVX/AVX2 `quantize_row_q8_0` and
 //! `quantize_row_q8_1` of ggml-cpu scale by `id = 127 / amax` and round half to EVEN
 //! (`_mm256_round_ps(_MM_ROUND_NEAREST)`, the same as NEON's `vcvtnq_s32_f32`), while the
 //! scalar references use `id = 1 / (amax / 127)` and `roundf` (half AWAY from zero). We

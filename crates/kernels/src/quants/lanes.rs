@@ -15,19 +15,24 @@
 //! ([`FastBlock::quantize_pair`]): 16 or 32 lanes instead of 8 or 16, which also gives the
 //! out-of-order core independent addition chains to overlap.
 //!
-//! This module holds the portable loops (the compiler vectorises them, partly) and the
-//! dispatch: [`quantize_fast`] picks the AVX-512 or AVX2 intrinsics ([`super::lanes_avx512`],
-//! [`super::lanes_avx2`]) when the CPU has them, in a copy of the row loop compiled for that
-//! instruction set (plain SSE2 is the x86-64 baseline). The instruction set changes only the
-//! vector width: Rust never contracts `a*b+c` into an FMA, and every lane operation is an
-//! IEEE-exact equivalent of the scalar one.
+//! This module holds the searches written once over the lane operations of
+//! [`super::vector::Vector`] ([`qkx`], [`qx`], [`requant`]), the portable versions of the
+//! Q3_K searches, and the dispatch: [`quantize_fast`] picks the AVX-512 or AVX2 backend
+//! ([`super::lanes_avx512`], [`super::lanes_avx2`]) when the CPU has it, in a copy of the row
+//! loop compiled for that instruction set (plain SSE2 is the x86-64 baseline), and the
+//! backends instantiate the shared searches inside their `#[target_feature]` entries. The
+//! instruction set changes only the vector width: Rust never contracts `a*b+c` into an FMA,
+//! and every lane operation is an IEEE-exact equivalent of the scalar one.
 
 #![allow(clippy::needless_range_loop)]
 
 use super::kquants::{check_shapes, Super};
 use super::search::GROUP_MAX_EPS;
 use crate::blocks::QK_K;
-use crate::fp::nearest_int;
+use crate::fp::{nearest_int, ROUND_MAGIC};
+
+pub(crate) use super::vector::Portable;
+use super::vector::{Vector, MAX_GROUPS, MAX_VECTORS};
 
 /// A way to run the lane searches: [`Portable`] (compiler-vectorised loops, any CPU) or, on
 /// x86-64, [`Avx2`] / [`Avx512`] (explicit intrinsics; a value of one proves the CPU has the
@@ -130,10 +135,6 @@ pub(crate) trait Lanes: Copy {
     }
 }
 
-/// The portable backend: the loops in this module.
-#[derive(Clone, Copy)]
-pub(crate) struct Portable;
-
 impl Lanes for Portable {
     #[inline(always)]
     fn qkx<const N: usize, const M: usize>(
@@ -151,6 +152,7 @@ impl Lanes for Portable {
         l_out: &mut [[u8; N]; M],
     ) {
         qkx(
+            self,
             x,
             w,
             nmax,
@@ -173,7 +175,7 @@ impl Lanes for Portable {
         scale_out: &mut [f32; N],
         l_out: &mut [[i8; N]; M],
     ) {
-        qx(x, w, nmax, scale_out, l_out)
+        qx(self, x, w, nmax, scale_out, l_out)
     }
     #[inline(always)]
     fn q3<const N: usize, const M: usize>(
@@ -187,7 +189,7 @@ impl Lanes for Portable {
     }
     #[inline(always)]
     fn requant(self, x: &Super, d: &[f32; 16], nmax: i32, l: &mut [i8; QK_K]) -> u16 {
-        requant(x, d, nmax, l)
+        requant(self, x, d, nmax, l)
     }
 }
 
@@ -199,6 +201,15 @@ pub(crate) struct Avx2(());
 
 #[cfg(target_arch = "x86_64")]
 impl Avx2 {
+    /// The token, inside code compiled for AVX2: such code runs only after a check found it
+    /// (a safe `target_feature` function can be called safely only from code with the
+    /// feature).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(crate) fn within() -> Self {
+        Avx2(())
+    }
+
     /// The token, if this CPU has AVX2.
     #[inline]
     pub(crate) fn detect() -> Option<Self> {
@@ -226,6 +237,7 @@ impl Lanes for Avx2 {
         // SAFETY: `self` exists only if the CPU has AVX2 (see `Avx2::detect`).
         unsafe {
             super::lanes_avx2::qkx(
+                self,
                 x,
                 w,
                 nmax,
@@ -250,7 +262,7 @@ impl Lanes for Avx2 {
         l_out: &mut [[i8; N]; M],
     ) {
         // SAFETY: `self` exists only if the CPU has AVX2 (see `Avx2::detect`).
-        unsafe { super::lanes_avx2::qx(x, w, nmax, scale_out, l_out) }
+        unsafe { super::lanes_avx2::qx(self, x, w, nmax, scale_out, l_out) }
     }
     #[inline(always)]
     fn q3<const N: usize, const M: usize>(
@@ -261,12 +273,12 @@ impl Lanes for Avx2 {
         l_out: &mut [[i8; N]; M],
     ) {
         // SAFETY: `self` exists only if the CPU has AVX2 (see `Avx2::detect`).
-        unsafe { super::lanes_avx2::q3(x, nmax, scale_out, l_out) }
+        unsafe { super::lanes_avx2::q3(self, x, nmax, scale_out, l_out) }
     }
     #[inline(always)]
     fn requant(self, x: &Super, d: &[f32; 16], nmax: i32, l: &mut [i8; QK_K]) -> u16 {
         // SAFETY: `self` exists only if the CPU has AVX2 (see `Avx2::detect`).
-        unsafe { super::lanes_avx2::requant(x, d, nmax, l) }
+        unsafe { super::lanes_avx2::requant(self, x, d, nmax, l) }
     }
     #[inline(always)]
     fn q3_first<const N: usize, const M: usize>(
@@ -277,7 +289,7 @@ impl Lanes for Avx2 {
         state: &mut [[f32; N]; 3],
     ) -> u64 {
         // SAFETY: `self` exists only if the CPU has AVX2 (see `Avx2::detect`).
-        unsafe { super::lanes_avx2::q3_first(x, nmax, scale_out, state) }
+        unsafe { super::lanes_avx2::q3_first(self, x, nmax, scale_out, state) }
     }
     #[inline(always)]
     fn q3_rest(self, jobs: &mut [Q3Job<'_>], nmax: i32) {
@@ -320,6 +332,15 @@ pub(crate) struct Avx512(());
 
 #[cfg(target_arch = "x86_64")]
 impl Avx512 {
+    /// The token, inside code compiled for AVX-512F: such code runs only after a check found it
+    /// (a safe `target_feature` function can be called safely only from code with the
+    /// feature).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(crate) fn within() -> Self {
+        Avx512(())
+    }
+
     /// The token, if this CPU has AVX-512F (and AVX2, which every such CPU has).
     #[inline]
     pub(crate) fn detect() -> Option<Self> {
@@ -370,6 +391,7 @@ impl Lanes for Avx512 {
         // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
         unsafe {
             super::lanes_avx512::qkx(
+                self,
                 x,
                 w,
                 nmax,
@@ -397,7 +419,7 @@ impl Lanes for Avx512 {
             return self.avx2().qx(x, w, nmax, scale_out, l_out);
         }
         // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
-        unsafe { super::lanes_avx512::qx(x, w, nmax, scale_out, l_out) }
+        unsafe { super::lanes_avx512::qx(self, x, w, nmax, scale_out, l_out) }
     }
     #[inline(always)]
     fn q3<const N: usize, const M: usize>(
@@ -411,12 +433,12 @@ impl Lanes for Avx512 {
             return self.avx2().q3(x, nmax, scale_out, l_out);
         }
         // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
-        unsafe { super::lanes_avx512::q3(x, nmax, scale_out, l_out) }
+        unsafe { super::lanes_avx512::q3(self, x, nmax, scale_out, l_out) }
     }
     #[inline(always)]
     fn requant(self, x: &Super, d: &[f32; 16], nmax: i32, l: &mut [i8; QK_K]) -> u16 {
         // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
-        unsafe { super::lanes_avx512::requant(x, d, nmax, l) }
+        unsafe { super::lanes_avx512::requant(self, x, d, nmax, l) }
     }
     #[inline(always)]
     fn q3_first<const N: usize, const M: usize>(
@@ -430,7 +452,7 @@ impl Lanes for Avx512 {
             return self.avx2().q3_first(x, nmax, scale_out, state);
         }
         // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
-        unsafe { super::lanes_avx512::q3_first(x, nmax, scale_out, state) }
+        unsafe { super::lanes_avx512::q3_first(self, x, nmax, scale_out, state) }
     }
     #[inline(always)]
     fn first_levels(self, x: &[f32; 16], iscale: f32, nmax: i32) -> [i8; 16] {
@@ -794,24 +816,132 @@ pub(crate) fn sums_of_squares(x: &[f32], out: &mut [f32]) {
     }
 }
 
+/// The `#[target_feature]` entries of the searches written once ([`qkx`], [`qx`], [`requant`])
+/// for one x86 backend: each instantiates the generic search with the backend's token, so its
+/// body is compiled for that instruction set. Callers need the token, and `unsafe` for the
+/// target feature.
+#[cfg(target_arch = "x86_64")]
+macro_rules! search_entries {
+    ($token:ty, $feature:literal) => {
+        /// [`lanes::qkx`] compiled for this backend.
+        #[allow(clippy::too_many_arguments)]
+        #[inline]
+        #[target_feature(enable = $feature)]
+        pub(crate) fn qkx<const N: usize, const M: usize>(
+            t: $token,
+            x: &[[f32; N]; M],
+            w: &[[f32; N]; M],
+            nmax: i32,
+            rmin: f32,
+            rdelta: f32,
+            nstep: i32,
+            use_mad: bool,
+            strict_degenerate: bool,
+            scale_out: &mut [f32; N],
+            the_min: &mut [f32; N],
+            l_out: &mut [[u8; N]; M],
+        ) {
+            lanes::qkx(
+                t, x, w, nmax, rmin, rdelta, nstep, use_mad, strict_degenerate, scale_out,
+                the_min, l_out,
+            )
+        }
+
+        /// [`lanes::qx`] compiled for this backend.
+        #[inline]
+        #[target_feature(enable = $feature)]
+        pub(crate) fn qx<const N: usize, const M: usize>(
+            t: $token,
+            x: &[[f32; N]; M],
+            w: &[[f32; N]; M],
+            nmax: i32,
+            scale_out: &mut [f32; N],
+            l_out: &mut [[i8; N]; M],
+        ) {
+            lanes::qx(t, x, w, nmax, scale_out, l_out)
+        }
+
+        /// [`lanes::requant`] compiled for this backend.
+        #[inline]
+        #[target_feature(enable = $feature)]
+        pub(crate) fn requant(
+            t: $token,
+            x: &[f32; 256],
+            d: &[f32; 16],
+            nmax: i32,
+            l: &mut [i8; 256],
+        ) -> u16 {
+            lanes::requant(t, x, d, nmax, l)
+        }
+    };
+}
+#[cfg(target_arch = "x86_64")]
+pub(crate) use search_entries;
+
 /// The symmetric K-quants' last step (Q3_K, Q6_K): re-round one super-block against the
 /// sixteen final sub-block scales, `l[16j+i] = clamp(nearest_int(x[16j+i] / d[j]), -nmax,
 /// nmax-1) + nmax`, for every sub-block whose `d[j]` is not zero. Returns the mask of the
 /// sub-blocks left untouched (bit `j` for `d[j] == 0`), which keep the search's levels.
+///
+/// The quotient `x / d` is formed as `x · (1/d)` with one division per super-block, which can
+/// differ from the correctly rounded quotient by `|x/d| · 2^-23`; `d` is an f16 times a small
+/// integer, so `1/d` is a normal float. A lane whose product lies within [`REQUANT_TOL`] of a
+/// rounding boundary (or is huge, infinite or NaN) could round differently, so any vector
+/// holding such a lane is redone with the true division and ggml's `nearest_int`; every
+/// other lane provably rounds to the same integer. Clamping to `[-nmax - 0.25, nmax - 0.75]`
+/// before rounding applies ggml's clamp, and adding [`ROUND_MAGIC`]` + nmax` leaves
+/// `level + nmax` in the low byte of the sum's bits.
 #[inline(always)]
-pub(crate) fn requant(x: &Super, d: &[f32; 16], nmax: i32, l: &mut [i8; QK_K]) -> u16 {
+pub(crate) fn requant<V: Vector>(
+    v: V,
+    x: &Super,
+    d: &[f32; 16],
+    nmax: i32,
+    l: &mut [i8; QK_K],
+) -> u16 {
+    let per_sub = 16 / V::LANES;
+    let mut r = [0f32; 16];
     let mut skipped = 0u16;
+    for k in 0..per_sub {
+        let dv = v.ld(d, k);
+        v.st(&mut r, k, v.div(v.splat(1.0), dv));
+        skipped |= (v.bits(v.eq(dv, v.zero())) << (V::LANES * k)) as u16;
+    }
+    let magic = v.splat(ROUND_MAGIC + nmax as f32);
+    let (lo, hi) = (v.splat(-(nmax as f32) - 0.25), v.splat(nmax as f32 - 0.75));
+    let (limit, bound) = (v.splat(REQUANT_FAR), v.splat(0.5 - REQUANT_TOL));
+    let all = (1u32 << V::LANES) - 1;
     for j in 0..16 {
-        if d[j] == 0.0 {
-            skipped |= 1 << j;
+        if skipped & (1 << j) != 0 {
             continue;
         }
-        for i in 16 * j..16 * j + 16 {
-            l[i] = (round_clamp(x[i] / d[j], -nmax, nmax - 1) + nmax) as i8;
+        let xs: &[f32; 16] = x[16 * j..16 * j + 16].try_into().expect("16 values");
+        for k in 0..per_sub {
+            let xv = v.ld(xs, k);
+            let q = v.mul(xv, v.splat(r[j]));
+            let qc = v.min(v.max(q, lo), hi);
+            let t = v.add(qc, magic);
+            let off = v.abs(v.sub(qc, v.sub(t, magic)));
+            let safe = v.and(v.lt(v.abs(q), limit), v.lt(off, bound));
+            let bits = if v.bits(safe) == all {
+                v.cast_i(t)
+            } else {
+                let exact = v.div(xv, v.splat(d[j]));
+                v.add_i(v.round_clamp(exact, -nmax, nmax - 1), nmax)
+            };
+            v.store_bytes(bits, &mut l[16 * j + V::LANES * k..]);
         }
     }
     skipped
 }
+
+/// How close to a rounding boundary `x · (1/d)` may come before [`requant`] divides: above the
+/// product's error `|x/d| · 2^-23 ≤ 2^-17` for `|x/d| ≤ 32.25`, plus half an ulp of the true
+/// quotient there.
+const REQUANT_TOL: f32 = 1.0 / 16384.0;
+
+/// Products from `2^20` up (and infinities, NaN) take [`requant`]'s exact path.
+const REQUANT_FAR: f32 = 1_048_576.0;
 
 /// `nearest_int` then `clamp(lo, hi)`, as ggml's `MAX(lo, MIN(hi, nearest_int(v)))`.
 #[inline(always)]
@@ -823,7 +953,8 @@ fn round_clamp(v: f32, lo: i32, hi: i32) -> i32 {
 /// groups of `M` values. Writes each group's scale, `the_min` and levels (`l[i][j]`).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-pub(crate) fn qkx<const N: usize, const M: usize>(
+pub(crate) fn qkx<V: Vector, const N: usize, const M: usize>(
+    v: V,
     x: &[[f32; N]; M],
     w: &[[f32; N]; M],
     nmax: i32,
@@ -836,116 +967,150 @@ pub(crate) fn qkx<const N: usize, const M: usize>(
     the_min: &mut [f32; N],
     l_out: &mut [[u8; N]; M],
 ) {
-    let mut min = x[0];
-    let mut max = x[0];
-    let mut sum_w = w[0];
-    let mut sum_x = [0f32; N];
-    for j in 0..N {
-        sum_x[j] = sum_w[j] * x[0][j];
+    // The error measure is a constant of each instantiation, so that its choice is made once
+    // and not in the error loops: the compiler does not always hoist it (it left the test in
+    // the AVX2 error loop of the 32-group search, 2-4 % on Q2_K).
+    let search = if use_mad {
+        qkx_search::<V, true, N, M>
+    } else {
+        qkx_search::<V, false, N, M>
+    };
+    let params = (nmax, rmin, rdelta, nstep, strict_degenerate);
+    search(v, x, w, params, scale_out, the_min, l_out)
+}
+
+/// The error term of one element: |d| with `MAD`, d² otherwise.
+#[inline(always)]
+fn err<V: Vector, const MAD: bool>(v: V, d: V::F) -> V::F {
+    if MAD {
+        v.abs(d)
+    } else {
+        v.mul(d, d)
+    }
+}
+
+/// [`qkx`] for one error measure (`MAD`: `use_mad`).
+#[inline(always)]
+fn qkx_search<V: Vector, const MAD: bool, const N: usize, const M: usize>(
+    v: V,
+    x: &[[f32; N]; M],
+    w: &[[f32; N]; M],
+    (nmax, rmin, rdelta, nstep, strict_degenerate): (i32, f32, f32, i32, bool),
+    scale_out: &mut [f32; N],
+    the_min: &mut [f32; N],
+    l_out: &mut [[u8; N]; M],
+) {
+    let kk = N / V::LANES;
+    assert!(N.is_multiple_of(V::LANES) && N <= MAX_GROUPS && M > 0);
+    let zero = v.zero();
+    let (mut min, mut max, mut sum_w, mut sum_x) =
+        (v.row(zero), v.row(zero), v.row(zero), v.row(zero));
+    for k in 0..kk {
+        min[k] = v.ld(&x[0], k);
+        max[k] = min[k];
+        sum_w[k] = v.ld(&w[0], k);
+        sum_x[k] = v.mul(sum_w[k], min[k]);
     }
     for i in 1..M {
-        for j in 0..N {
-            let v = x[i][j];
-            if v < min[j] {
-                min[j] = v;
-            }
-            if v > max[j] {
-                max[j] = v;
-            }
-            sum_w[j] += w[i][j];
-            sum_x[j] += w[i][j] * v;
+        for k in 0..kk {
+            let xv = v.ld(&x[i], k);
+            min[k] = v.sel(v.lt(xv, min[k]), xv, min[k]);
+            max[k] = v.sel(v.gt(xv, max[k]), xv, max[k]);
+            let wv = v.ld(&w[i], k);
+            sum_w[k] = v.add(sum_w[k], wv);
+            sum_x[k] = v.add(sum_x[k], v.mul(wv, xv));
         }
     }
-    let mut degenerate = [false; N];
-    let mut iscale = [0f32; N];
-    let mut scale = [0f32; N];
-    for j in 0..N {
-        if min[j] > 0.0 {
-            min[j] = 0.0;
-        }
+    let nmaxf = v.splat(nmax as f32);
+    let mut degenerate = [v.none(); MAX_VECTORS];
+    let (mut iscale, mut scale, mut best_error) = (v.row(zero), v.row(zero), v.row(zero));
+    for k in 0..kk {
+        min[k] = v.sel(v.gt(min[k], zero), zero, min[k]);
+        degenerate[k] = if strict_degenerate {
+            v.eq(max[k], min[k])
+        } else {
+            v.le(max[k], min[k])
+        };
+        iscale[k] = v.div(nmaxf, v.sub(max[k], min[k]));
+        scale[k] = v.div(v.splat(1.0), iscale[k]);
     }
     // What a degenerate group reports as `the_min` (the search on its lane is discarded).
     let min0 = min;
-    for j in 0..N {
-        degenerate[j] = if strict_degenerate {
-            max[j] == min[j]
-        } else {
-            max[j] <= min[j]
-        };
-        iscale[j] = nmax as f32 / (max[j] - min[j]);
-        scale[j] = 1.0 / iscale[j];
-    }
-    let err = |d: f32| if use_mad { d.abs() } else { d * d };
-    let mut best_error = [0f32; N];
     for i in 0..M {
-        for j in 0..N {
-            let l = round_clamp(iscale[j] * (x[i][j] - min[j]), 0, nmax) as f32;
-            let diff = scale[j] * l + min[j] - x[i][j];
-            best_error[j] += w[i][j] * err(diff);
+        for k in 0..kk {
+            let xv = v.ld(&x[i], k);
+            let l = v.round_clamp_f(v.mul(iscale[k], v.sub(xv, min[k])), 0, nmax);
+            let diff = v.sub(v.add(v.mul(scale[k], l), min[k]), xv);
+            best_error[k] = v.add(best_error[k], v.mul(v.ld(&w[i], k), err::<V, MAD>(v, diff)));
         }
     }
     // The levels are not carried along: the winning candidate's (iscale, min) reproduce them.
     let mut best_iscale = iscale;
     let mut best_min = min;
     if nstep >= 1 {
-        let mut lf = [[0f32; N]; M];
+        let mut lf = [v.row(zero); M];
         for is in 0..=nstep {
-            let num = rmin + rdelta * is as f32 + nmax as f32;
-            for j in 0..N {
-                iscale[j] = num / (max[j] - min[j]);
+            let num = v.splat(rmin + rdelta * is as f32 + nmax as f32);
+            let (mut sum_l, mut sum_l2, mut sum_xl) = (v.row(zero), v.row(zero), v.row(zero));
+            for k in 0..kk {
+                iscale[k] = v.div(num, v.sub(max[k], min[k]));
             }
-            let mut sum_l = [0f32; N];
-            let mut sum_l2 = [0f32; N];
-            let mut sum_xl = [0f32; N];
             for i in 0..M {
-                for j in 0..N {
-                    let l = round_clamp(iscale[j] * (x[i][j] - min[j]), 0, nmax) as f32;
-                    lf[i][j] = l;
-                    let wv = w[i][j];
-                    sum_l[j] += wv * l;
-                    sum_l2[j] += wv * l * l;
-                    sum_xl[j] += wv * l * x[i][j];
+                for k in 0..kk {
+                    let xv = v.ld(&x[i], k);
+                    let l = v.round_clamp_f(v.mul(iscale[k], v.sub(xv, min[k])), 0, nmax);
+                    lf[i][k] = l;
+                    let wl = v.mul(v.ld(&w[i], k), l);
+                    sum_l[k] = v.add(sum_l[k], wl);
+                    sum_l2[k] = v.add(sum_l2[k], v.mul(wl, l));
+                    sum_xl[k] = v.add(sum_xl[k], v.mul(wl, xv));
                 }
             }
-            let mut this_scale = [0f32; N];
-            let mut this_min = [0f32; N];
-            let mut valid = [false; N];
-            for j in 0..N {
-                let d = sum_w[j] * sum_l2[j] - sum_l[j] * sum_l[j];
-                valid[j] = d > 0.0;
-                let ts = (sum_w[j] * sum_xl[j] - sum_x[j] * sum_l[j]) / d;
-                let tm = (sum_l2[j] * sum_x[j] - sum_l[j] * sum_xl[j]) / d;
-                let clip = tm > 0.0;
-                this_min[j] = if clip { 0.0 } else { tm };
-                this_scale[j] = if clip { sum_xl[j] / sum_l2[j] } else { ts };
+            let mut valid = [v.none(); MAX_VECTORS];
+            let (mut this_scale, mut this_min) = (v.row(zero), v.row(zero));
+            for k in 0..kk {
+                let d = v.sub(v.mul(sum_w[k], sum_l2[k]), v.mul(sum_l[k], sum_l[k]));
+                valid[k] = v.gt(d, zero);
+                let ts = v.div(
+                    v.sub(v.mul(sum_w[k], sum_xl[k]), v.mul(sum_x[k], sum_l[k])),
+                    d,
+                );
+                let tm = v.div(
+                    v.sub(v.mul(sum_l2[k], sum_x[k]), v.mul(sum_l[k], sum_xl[k])),
+                    d,
+                );
+                let clip = v.gt(tm, zero);
+                this_min[k] = v.sel(clip, zero, tm);
+                this_scale[k] = v.sel(clip, v.div(sum_xl[k], sum_l2[k]), ts);
             }
-            let mut cur_error = [0f32; N];
+            let mut cur = v.row(zero);
             for i in 0..M {
-                for j in 0..N {
-                    let diff = this_scale[j] * lf[i][j] + this_min[j] - x[i][j];
-                    cur_error[j] += w[i][j] * err(diff);
+                for k in 0..kk {
+                    let xv = v.ld(&x[i], k);
+                    let diff = v.sub(v.add(v.mul(this_scale[k], lf[i][k]), this_min[k]), xv);
+                    cur[k] = v.add(cur[k], v.mul(v.ld(&w[i], k), err::<V, MAD>(v, diff)));
                 }
             }
-            for j in 0..N {
-                if valid[j] && cur_error[j] < best_error[j] {
-                    best_error[j] = cur_error[j];
-                    scale[j] = this_scale[j];
-                    best_iscale[j] = iscale[j];
-                    best_min[j] = min[j];
-                    min[j] = this_min[j];
-                }
+            for k in 0..kk {
+                let acc = v.and(valid[k], v.lt(cur[k], best_error[k]));
+                best_error[k] = v.sel(acc, cur[k], best_error[k]);
+                scale[k] = v.sel(acc, this_scale[k], scale[k]);
+                best_iscale[k] = v.sel(acc, iscale[k], best_iscale[k]);
+                best_min[k] = v.sel(acc, min[k], best_min[k]);
+                min[k] = v.sel(acc, this_min[k], min[k]);
             }
         }
     }
     for i in 0..M {
-        for j in 0..N {
-            let l = round_clamp(best_iscale[j] * (x[i][j] - best_min[j]), 0, nmax);
-            l_out[i][j] = if degenerate[j] { 0 } else { l as u8 };
+        for k in 0..kk {
+            let xv = v.ld(&x[i], k);
+            let l = v.round_clamp(v.mul(best_iscale[k], v.sub(xv, best_min[k])), 0, nmax);
+            v.put_levels(&mut l_out[i], k, l, degenerate[k], |l| l as u8);
         }
     }
-    for j in 0..N {
-        scale_out[j] = if degenerate[j] { 0.0 } else { scale[j] };
-        the_min[j] = if degenerate[j] { -min0[j] } else { -min[j] };
+    for k in 0..kk {
+        v.st(scale_out, k, v.sel(degenerate[k], zero, scale[k]));
+        v.st(the_min, k, v.neg(v.sel(degenerate[k], min0[k], min[k])));
     }
 }
 
@@ -1110,7 +1275,7 @@ pub(crate) fn qp_candidates<const N: usize>(
 /// Largest |x| per group and the signed value holding it (first one wins), as ggml computes
 /// `max`/`amax` in `make_qx_quants` and `make_q3_quants`.
 #[inline(always)]
-fn signed_absmax<const N: usize, const M: usize>(x: &[[f32; N]; M]) -> ([f32; N], [f32; N]) {
+fn signed_absmax_groups<const N: usize, const M: usize>(x: &[[f32; N]; M]) -> ([f32; N], [f32; N]) {
     let mut max = [0f32; N];
     let mut amax = [0f32; N];
     for i in 0..M {
@@ -1125,74 +1290,118 @@ fn signed_absmax<const N: usize, const M: usize>(x: &[[f32; N]; M]) -> ([f32; N]
     (max, amax)
 }
 
+/// Largest |x| per group and the signed value holding it (first one wins), as ggml computes
+/// `max`/`amax` in `make_qx_quants` and `make_q3_quants`.
+#[inline(always)]
+pub(crate) fn signed_absmax<V: Vector, const N: usize, const M: usize>(
+    v: V,
+    x: &[[f32; N]; M],
+) -> (V::Row, V::Row) {
+    let (mut max, mut amax) = (v.row(v.zero()), v.row(v.zero()));
+    for i in 0..M {
+        for k in 0..N / V::LANES {
+            let xv = v.ld(&x[i], k);
+            let ax = v.abs(xv);
+            let g = v.gt(ax, amax[k]);
+            amax[k] = v.sel(g, ax, amax[k]);
+            max[k] = v.sel(g, xv, max[k]);
+        }
+    }
+    (max, amax)
+}
+
+/// Σ w·x·l and Σ w·l·l per lane for levels `clamp(nearest_int(iscale·x), -nmax, nmax-1)`.
+/// `wx` holds the products `w·x`, computed once per search rather than on each of its 19
+/// passes (the same f32 value ggml's `w*x[i]*l` forms first, so the sums are unchanged). The
+/// rounding is [`Vector::round_clamp_small`]: `|iscale·x| ≤ nmax + 0.9` because
+/// `iscale = -(nmax ± 0.9)/max` and `max` has the largest magnitude of its group (a NaN arises
+/// only in an all-zero group, whose lane [`qx`] zeroes at the end).
+#[inline(always)]
+fn qx_sums<V: Vector, const N: usize, const M: usize>(
+    v: V,
+    x: &[[f32; N]; M],
+    w: &[[f32; N]; M],
+    wx: &[[f32; N]; M],
+    nmax: i32,
+    iscale: &V::Row,
+) -> (V::Row, V::Row) {
+    let (mut sumlx, mut suml2) = (v.row(v.zero()), v.row(v.zero()));
+    for i in 0..M {
+        for k in 0..N / V::LANES {
+            let xv = v.ld(&x[i], k);
+            let wv = v.ld(&w[i], k);
+            let l = v.round_clamp_small(v.mul(iscale[k], xv), -nmax, nmax - 1);
+            sumlx[k] = v.add(sumlx[k], v.mul(v.ld(&wx[i], k), l));
+            suml2[k] = v.add(suml2[k], v.mul(v.mul(wv, l), l));
+        }
+    }
+    (sumlx, suml2)
+}
+
 /// `make_qx_quants(M, nmax, x, L, 1, w)` on `N` groups (weights given explicitly: x² for ggml's
 /// built-in type-1 weights). Writes the scales and the levels (offset by `nmax`).
 #[inline(always)]
-pub(crate) fn qx<const N: usize, const M: usize>(
+pub(crate) fn qx<V: Vector, const N: usize, const M: usize>(
+    v: V,
     x: &[[f32; N]; M],
     w: &[[f32; N]; M],
     nmax: i32,
     scale_out: &mut [f32; N],
     l_out: &mut [[i8; N]; M],
 ) {
-    let (max, amax) = signed_absmax(x);
-    let sums = |iscale: &[f32; N]| {
-        let mut sumlx = [0f32; N];
-        let mut suml2 = [0f32; N];
-        for i in 0..M {
-            for j in 0..N {
-                let l = round_clamp(iscale[j] * x[i][j], -nmax, nmax - 1) as f32;
-                sumlx[j] += w[i][j] * x[i][j] * l;
-                suml2[j] += w[i][j] * l * l;
-            }
-        }
-        (sumlx, suml2)
-    };
-    let mut iscale = [0f32; N];
-    for j in 0..N {
-        iscale[j] = -(nmax as f32) / max[j];
+    let kk = N / V::LANES;
+    assert!(N.is_multiple_of(V::LANES) && N <= MAX_GROUPS);
+    let zero = v.zero();
+    let (max, amax) = signed_absmax(v, x);
+    let mut iscale = v.row(zero);
+    for k in 0..kk {
+        iscale[k] = v.div(v.splat(-(nmax as f32)), max[k]);
     }
-    let (sumlx, suml2) = sums(&iscale);
-    let mut scale = [0f32; N];
-    let mut best = [0f32; N];
-    for j in 0..N {
-        scale[j] = if suml2[j] != 0.0 {
-            sumlx[j] / suml2[j]
-        } else {
-            0.0
-        };
-        best[j] = scale[j] * sumlx[j];
+    let mut wx = [[0f32; N]; M];
+    for i in 0..M {
+        for k in 0..kk {
+            v.st(&mut wx[i], k, v.mul(v.ld(&w[i], k), v.ld(&x[i], k)));
+        }
+    }
+    let (sumlx, suml2) = qx_sums(v, x, w, &wx, nmax, &iscale);
+    let (mut scale, mut best) = (v.row(zero), v.row(zero));
+    for k in 0..kk {
+        let nz = v.ne(suml2[k], zero);
+        scale[k] = v.sel(nz, v.div(sumlx[k], suml2[k]), zero);
+        best[k] = v.mul(scale[k], sumlx[k]);
     }
     let mut best_iscale = iscale;
     for is in -9i32..=9 {
         if is == 0 {
             continue;
         }
-        let num = nmax as f32 + 0.1 * is as f32;
-        for j in 0..N {
-            iscale[j] = -num / max[j];
+        let num = v.splat(nmax as f32 + 0.1 * is as f32);
+        for k in 0..kk {
+            iscale[k] = v.div(v.neg(num), max[k]);
         }
-        let (sumlx, suml2) = sums(&iscale);
-        for j in 0..N {
-            if suml2[j] > 0.0 && sumlx[j] * sumlx[j] > best[j] * suml2[j] {
-                scale[j] = sumlx[j] / suml2[j];
-                best[j] = scale[j] * sumlx[j];
-                best_iscale[j] = iscale[j];
-            }
+        let (sumlx, suml2) = qx_sums(v, x, w, &wx, nmax, &iscale);
+        for k in 0..kk {
+            let acc = v.and(
+                v.gt(suml2[k], zero),
+                v.gt(v.mul(sumlx[k], sumlx[k]), v.mul(best[k], suml2[k])),
+            );
+            let s = v.div(sumlx[k], suml2[k]);
+            scale[k] = v.sel(acc, s, scale[k]);
+            best[k] = v.sel(acc, v.mul(s, sumlx[k]), best[k]);
+            best_iscale[k] = v.sel(acc, iscale[k], best_iscale[k]);
         }
     }
+    let eps = v.splat(GROUP_MAX_EPS);
     for i in 0..M {
-        for j in 0..N {
-            let l = nmax + round_clamp(best_iscale[j] * x[i][j], -nmax, nmax - 1);
-            l_out[i][j] = if amax[j] < GROUP_MAX_EPS { 0 } else { l as i8 };
+        for k in 0..kk {
+            let xv = v.ld(&x[i], k);
+            let l = v.round_clamp(v.mul(best_iscale[k], xv), -nmax, nmax - 1);
+            let l = v.add_i(l, nmax);
+            v.put_levels(&mut l_out[i], k, l, v.lt(amax[k], eps), |l| l as i8);
         }
     }
-    for j in 0..N {
-        scale_out[j] = if amax[j] < GROUP_MAX_EPS {
-            0.0
-        } else {
-            scale[j]
-        };
+    for k in 0..kk {
+        v.st(scale_out, k, v.sel(v.lt(amax[k], eps), zero, scale[k]));
     }
 }
 
@@ -1212,7 +1421,7 @@ fn first_rounding<const N: usize, const M: usize>(
     x: &[[f32; N]; M],
     nmax: i32,
 ) -> FirstRounding<N, M> {
-    let (max, amax) = signed_absmax(x);
+    let (max, amax) = signed_absmax_groups(x);
     let iscale: [f32; N] = std::array::from_fn(|j| -(nmax as f32) / max[j]);
     let mut l = [[0f32; N]; M];
     let (mut sumlx, mut suml2) = ([0f32; N], [0f32; N]);
@@ -1816,7 +2025,7 @@ mod tests {
             for (strict, nstep) in [(true, 20), (false, 36), (true, 0)] {
                 let (mut s, mut m, mut l) = ([0f32; 8], [0f32; 8], [[0u8; 8]; 32]);
                 qkx(
-                    &xt, &wt, 15, -1.0, 0.1, nstep, false, strict, &mut s, &mut m, &mut l,
+                    Portable, &xt, &wt, 15, -1.0, 0.1, nstep, false, strict, &mut s, &mut m, &mut l,
                 );
                 for j in 0..8 {
                     let (mut lr, mut aux, mut mr) = ([0u8; 32], [0u8; 32], 0f32);
@@ -1909,7 +2118,7 @@ mod tests {
             let xt = transpose::<16, 16>(&x);
             let wt = transpose::<16, 16>(&w);
             let (mut s, mut l) = ([0f32; 16], [[0i8; 16]; 16]);
-            qx(&xt, &wt, 32, &mut s, &mut l);
+            qx(Portable, &xt, &wt, 32, &mut s, &mut l);
             let (mut s3, mut l3) = ([0f32; 16], [[0i8; 16]; 16]);
             q3(&xt, 4, &mut s3, &mut l3);
             for j in 0..16 {

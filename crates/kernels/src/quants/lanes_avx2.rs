@@ -1,13 +1,9 @@
-//! AVX2 versions of the lane searches in [`super::lanes`], written with explicit 256-bit
-//! intrinsics (8 groups per vector, `N / 8` vectors per row of the transposed data).
-//!
-//! The portable versions leave vectorisation to the compiler, which packs the per-lane sums
-//! only partly and spills the rest to the stack; here every lane operation is one vector
-//! instruction with the scalar operation's IEEE semantics: `vaddps`/`vmulps`/`vdivps`/
-//! `vsqrtps` round like their scalar forms, comparisons are the ordered predicates Rust's
-//! `<`, `>`, `==`, `<=` use (false on NaN; `!=` is unordered-not-equal), branches become
-//! `vblendvps`, and `nearest_int` is the same integer bit trick. Nothing is fused or
-//! reassociated, so each lane computes exactly what the scalar search computes.
+//! The AVX2 backend of the lane searches in [`super::lanes`] (8 groups per 256-bit vector,
+//! `N / 8` vectors per row of the transposed data): the [`Vector`] operations, the
+//! `#[target_feature]` entries that instantiate the shared searches, and the Q3_K searches and
+//! transposes whose shape depends on the vector width. Every lane operation is one vector
+//! instruction with the scalar operation's IEEE semantics (see [`super::vector`]); branches
+//! become `vblendvps`.
 //!
 //! Everything here requires AVX2; [`super::lanes::Avx2`] is the token proving it is present.
 
@@ -15,426 +11,120 @@
 
 use std::arch::x86_64::*;
 
-use super::lanes::Slots;
+use super::lanes::{self, Avx2, Slots};
 use super::search::GROUP_MAX_EPS;
+use super::vector::{intrinsics, Vector, MAX_GROUPS};
+use crate::fp::ROUND_MAGIC;
 
 /// Vectors per row at most (32 groups: two super-blocks of 16 sub-blocks).
 const KMAX: usize = 4;
 
-#[inline]
-#[target_feature(enable = "avx2")]
-fn ld<const N: usize>(row: &[f32; N], k: usize) -> __m256 {
-    let s = &row[8 * k..8 * k + 8];
-    // SAFETY: `s` holds 8 readable floats; the load is unaligned.
-    unsafe { _mm256_loadu_ps(s.as_ptr()) }
-}
+/// The 8-lane operations of the shared searches (AVX2, which the token proves).
+impl Vector for Avx2 {
+    const LANES: usize = 8;
+    type F = __m256;
+    type M = __m256;
+    type I = __m256i;
+    type Row = [__m256; MAX_GROUPS / 8];
+    type Ints = [i32; 8];
 
-#[inline]
-#[target_feature(enable = "avx2")]
-fn st<const N: usize>(row: &mut [f32; N], k: usize, v: __m256) {
-    let s = &mut row[8 * k..8 * k + 8];
-    // SAFETY: `s` holds 8 writable floats; the store is unaligned.
-    unsafe { _mm256_storeu_ps(s.as_mut_ptr(), v) }
-}
-
-#[inline]
-#[target_feature(enable = "avx2")]
-fn to_i32(v: __m256i) -> [i32; 8] {
-    let mut out = [0i32; 8];
-    // SAFETY: `out` is 32 writable bytes; the store is unaligned.
-    unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), v) };
-    out
-}
-
-#[inline]
-#[target_feature(enable = "avx2")]
-fn splat(v: f32) -> __m256 {
-    _mm256_set1_ps(v)
-}
-
-/// ggml's `nearest_int` on 8 lanes, then `clamp(lo, hi)`.
-#[inline]
-#[target_feature(enable = "avx2")]
-fn round_clamp(v: __m256, lo: i32, hi: i32) -> __m256i {
-    let t = _mm256_castps_si256(_mm256_add_ps(v, _mm256_set1_ps(12_582_912.0)));
-    let i = _mm256_sub_epi32(
-        _mm256_and_si256(t, _mm256_set1_epi32(0x007f_ffff)),
-        _mm256_set1_epi32(0x0040_0000),
-    );
-    _mm256_min_epi32(
-        _mm256_max_epi32(i, _mm256_set1_epi32(lo)),
-        _mm256_set1_epi32(hi),
-    )
-}
-
-#[inline]
-#[target_feature(enable = "avx2")]
-fn round_clamp_f(v: __m256, lo: i32, hi: i32) -> __m256 {
-    _mm256_cvtepi32_ps(round_clamp(v, lo, hi))
-}
-
-#[inline]
-#[target_feature(enable = "avx2")]
-fn abs(v: __m256) -> __m256 {
-    _mm256_andnot_ps(_mm256_set1_ps(-0.0), v)
-}
-
-#[inline]
-#[target_feature(enable = "avx2")]
-fn neg(v: __m256) -> __m256 {
-    _mm256_xor_ps(_mm256_set1_ps(-0.0), v)
-}
-
-#[inline]
-#[target_feature(enable = "avx2")]
-fn lt(a: __m256, b: __m256) -> __m256 {
-    _mm256_cmp_ps::<_CMP_LT_OQ>(a, b)
-}
-
-#[inline]
-#[target_feature(enable = "avx2")]
-fn gt(a: __m256, b: __m256) -> __m256 {
-    _mm256_cmp_ps::<_CMP_GT_OQ>(a, b)
-}
-
-/// `if mask { t } else { f }` per lane.
-#[inline]
-#[target_feature(enable = "avx2")]
-fn sel(mask: __m256, t: __m256, f: __m256) -> __m256 {
-    _mm256_blendv_ps(f, t, mask)
-}
-
-/// The error term of one element: |d| with `use_mad`, d² otherwise.
-#[inline]
-#[target_feature(enable = "avx2")]
-fn err(d: __m256, use_mad: bool) -> __m256 {
-    if use_mad {
-        abs(d)
-    } else {
-        _mm256_mul_ps(d, d)
+    #[inline(always)]
+    fn row(self, v: __m256) -> Self::Row {
+        [v; MAX_GROUPS / 8]
     }
-}
-
-/// See [`super::lanes::qkx`]; same contract, 8 groups per vector.
-#[inline]
-#[target_feature(enable = "avx2")]
-pub(crate) fn qkx<const N: usize, const M: usize>(
-    x: &[[f32; N]; M],
-    w: &[[f32; N]; M],
-    nmax: i32,
-    rmin: f32,
-    rdelta: f32,
-    nstep: i32,
-    use_mad: bool,
-    strict_degenerate: bool,
-    scale_out: &mut [f32; N],
-    the_min: &mut [f32; N],
-    l_out: &mut [[u8; N]; M],
-) {
-    let kk = N / 8;
-    assert!(N.is_multiple_of(8) && kk <= KMAX && M > 0);
-    let zero = _mm256_setzero_ps();
-    let mut min = [zero; KMAX];
-    let mut max = [zero; KMAX];
-    let mut sum_w = [zero; KMAX];
-    let mut sum_x = [zero; KMAX];
-    for k in 0..kk {
-        min[k] = ld(&x[0], k);
-        max[k] = min[k];
-        sum_w[k] = ld(&w[0], k);
-        sum_x[k] = _mm256_mul_ps(sum_w[k], min[k]);
+    #[inline(always)]
+    fn load(self, s: &[f32]) -> __m256 {
+        let s = &s[..8];
+        // SAFETY: AVX2 (the token); `s` holds 8 readable floats and the load is unaligned.
+        unsafe { _mm256_loadu_ps(s.as_ptr()) }
     }
-    for i in 1..M {
-        for k in 0..kk {
-            let v = ld(&x[i], k);
-            min[k] = sel(lt(v, min[k]), v, min[k]);
-            max[k] = sel(gt(v, max[k]), v, max[k]);
-            let wv = ld(&w[i], k);
-            sum_w[k] = _mm256_add_ps(sum_w[k], wv);
-            sum_x[k] = _mm256_add_ps(sum_x[k], _mm256_mul_ps(wv, v));
+    #[inline(always)]
+    fn store(self, v: __m256, s: &mut [f32]) {
+        let s = &mut s[..8];
+        // SAFETY: AVX2 (the token); `s` holds 8 writable floats and the store is unaligned.
+        unsafe { _mm256_storeu_ps(s.as_mut_ptr(), v) }
+    }
+    #[inline(always)]
+    fn to_ints(self, i: __m256i) -> [i32; 8] {
+        let mut out = [0i32; 8];
+        // SAFETY: AVX2 (the token); `out` is 32 writable bytes and the store is unaligned.
+        unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), i) };
+        out
+    }
+    #[inline(always)]
+    fn store_bytes(self, i: __m256i, out: &mut [i8]) {
+        let out = &mut out[..8];
+        // SAFETY: AVX2 (the token); `out` is 8 writable bytes and the store is unaligned.
+        unsafe {
+            // Low bytes: pack to u16 (per 128-bit half), restore the order, pack to bytes.
+            let i = _mm256_and_si256(i, _mm256_set1_epi32(0xff));
+            let w = _mm256_permute4x64_epi64::<0xD8>(_mm256_packus_epi32(i, i));
+            let b = _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_castsi256_si128(w));
+            _mm_storel_epi64(out.as_mut_ptr().cast(), b)
         }
     }
-    let nmaxf = splat(nmax as f32);
-    let mut degenerate = [zero; KMAX];
-    let mut iscale = [zero; KMAX];
-    let mut scale = [zero; KMAX];
-    let mut best_error = [zero; KMAX];
-    for k in 0..kk {
-        min[k] = sel(gt(min[k], zero), zero, min[k]);
-        degenerate[k] = if strict_degenerate {
-            _mm256_cmp_ps::<_CMP_EQ_OQ>(max[k], min[k])
-        } else {
-            _mm256_cmp_ps::<_CMP_LE_OQ>(max[k], min[k])
-        };
-        iscale[k] = _mm256_div_ps(nmaxf, _mm256_sub_ps(max[k], min[k]));
-        scale[k] = _mm256_div_ps(splat(1.0), iscale[k]);
-    }
-    let min0 = min;
-    for i in 0..M {
-        for k in 0..kk {
-            let xv = ld(&x[i], k);
-            let l = round_clamp_f(_mm256_mul_ps(iscale[k], _mm256_sub_ps(xv, min[k])), 0, nmax);
-            let diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(scale[k], l), min[k]), xv);
-            best_error[k] = _mm256_add_ps(
-                best_error[k],
-                _mm256_mul_ps(ld(&w[i], k), err(diff, use_mad)),
+    intrinsics! {
+        bits(m: __m256) -> u32 { _mm256_movemask_ps(m) as u32 }
+        cast_i(f: __m256) -> __m256i { _mm256_castps_si256(f) }
+        splat(v: f32) -> __m256 { _mm256_set1_ps(v) }
+        add(a: __m256, b: __m256) -> __m256 { _mm256_add_ps(a, b) }
+        sub(a: __m256, b: __m256) -> __m256 { _mm256_sub_ps(a, b) }
+        mul(a: __m256, b: __m256) -> __m256 { _mm256_mul_ps(a, b) }
+        div(a: __m256, b: __m256) -> __m256 { _mm256_div_ps(a, b) }
+        min(a: __m256, b: __m256) -> __m256 { _mm256_min_ps(a, b) }
+        max(a: __m256, b: __m256) -> __m256 { _mm256_max_ps(a, b) }
+        abs(a: __m256) -> __m256 { _mm256_andnot_ps(_mm256_set1_ps(-0.0), a) }
+        neg(a: __m256) -> __m256 { _mm256_xor_ps(_mm256_set1_ps(-0.0), a) }
+        lt(a: __m256, b: __m256) -> __m256 { _mm256_cmp_ps::<_CMP_LT_OQ>(a, b) }
+        gt(a: __m256, b: __m256) -> __m256 { _mm256_cmp_ps::<_CMP_GT_OQ>(a, b) }
+        eq(a: __m256, b: __m256) -> __m256 { _mm256_cmp_ps::<_CMP_EQ_OQ>(a, b) }
+        le(a: __m256, b: __m256) -> __m256 { _mm256_cmp_ps::<_CMP_LE_OQ>(a, b) }
+        ne(a: __m256, b: __m256) -> __m256 { _mm256_cmp_ps::<_CMP_NEQ_UQ>(a, b) }
+        none() -> __m256 { _mm256_setzero_ps() }
+        and(a: __m256, b: __m256) -> __m256 { _mm256_and_ps(a, b) }
+        sel(m: __m256, t: __m256, f: __m256) -> __m256 { _mm256_blendv_ps(f, t, m) }
+        to_f(i: __m256i) -> __m256 { _mm256_cvtepi32_ps(i) }
+        add_i(i: __m256i, c: i32) -> __m256i { _mm256_add_epi32(i, _mm256_set1_epi32(c)) }
+        zero_where(m: __m256, i: __m256i) -> __m256i { _mm256_andnot_si256(_mm256_castps_si256(m), i) }
+        round_clamp(v: __m256, lo: i32, hi: i32) -> __m256i {
+            let t = _mm256_castps_si256(_mm256_add_ps(v, _mm256_set1_ps(ROUND_MAGIC)));
+            let i = _mm256_sub_epi32(
+                _mm256_and_si256(t, _mm256_set1_epi32(0x007f_ffff)),
+                _mm256_set1_epi32(0x0040_0000),
             );
+            _mm256_min_epi32(_mm256_max_epi32(i, _mm256_set1_epi32(lo)), _mm256_set1_epi32(hi))
         }
-    }
-    let mut best_iscale = iscale;
-    let mut best_min = min;
-    if nstep >= 1 {
-        let mut lf = [[zero; KMAX]; M];
-        for is in 0..=nstep {
-            let num = splat(rmin + rdelta * is as f32 + nmax as f32);
-            let mut sum_l = [zero; KMAX];
-            let mut sum_l2 = [zero; KMAX];
-            let mut sum_xl = [zero; KMAX];
-            for k in 0..kk {
-                iscale[k] = _mm256_div_ps(num, _mm256_sub_ps(max[k], min[k]));
-            }
-            for i in 0..M {
-                for k in 0..kk {
-                    let xv = ld(&x[i], k);
-                    let l =
-                        round_clamp_f(_mm256_mul_ps(iscale[k], _mm256_sub_ps(xv, min[k])), 0, nmax);
-                    lf[i][k] = l;
-                    let wl = _mm256_mul_ps(ld(&w[i], k), l);
-                    sum_l[k] = _mm256_add_ps(sum_l[k], wl);
-                    sum_l2[k] = _mm256_add_ps(sum_l2[k], _mm256_mul_ps(wl, l));
-                    sum_xl[k] = _mm256_add_ps(sum_xl[k], _mm256_mul_ps(wl, xv));
-                }
-            }
-            let mut valid = [zero; KMAX];
-            let mut this_scale = [zero; KMAX];
-            let mut this_min = [zero; KMAX];
-            for k in 0..kk {
-                let d = _mm256_sub_ps(
-                    _mm256_mul_ps(sum_w[k], sum_l2[k]),
-                    _mm256_mul_ps(sum_l[k], sum_l[k]),
-                );
-                valid[k] = gt(d, zero);
-                let ts = _mm256_div_ps(
-                    _mm256_sub_ps(
-                        _mm256_mul_ps(sum_w[k], sum_xl[k]),
-                        _mm256_mul_ps(sum_x[k], sum_l[k]),
-                    ),
-                    d,
-                );
-                let tm = _mm256_div_ps(
-                    _mm256_sub_ps(
-                        _mm256_mul_ps(sum_l2[k], sum_x[k]),
-                        _mm256_mul_ps(sum_l[k], sum_xl[k]),
-                    ),
-                    d,
-                );
-                let clip = gt(tm, zero);
-                this_min[k] = sel(clip, zero, tm);
-                this_scale[k] = sel(clip, _mm256_div_ps(sum_xl[k], sum_l2[k]), ts);
-            }
-            let mut cur = [zero; KMAX];
-            for i in 0..M {
-                for k in 0..kk {
-                    let xv = ld(&x[i], k);
-                    let diff = _mm256_sub_ps(
-                        _mm256_add_ps(_mm256_mul_ps(this_scale[k], lf[i][k]), this_min[k]),
-                        xv,
-                    );
-                    cur[k] = _mm256_add_ps(cur[k], _mm256_mul_ps(ld(&w[i], k), err(diff, use_mad)));
-                }
-            }
-            for k in 0..kk {
-                let acc = _mm256_and_ps(valid[k], lt(cur[k], best_error[k]));
-                best_error[k] = sel(acc, cur[k], best_error[k]);
-                scale[k] = sel(acc, this_scale[k], scale[k]);
-                best_iscale[k] = sel(acc, iscale[k], best_iscale[k]);
-                best_min[k] = sel(acc, min[k], best_min[k]);
-                min[k] = sel(acc, this_min[k], min[k]);
-            }
-        }
-    }
-    for i in 0..M {
-        for k in 0..kk {
-            let xv = ld(&x[i], k);
-            let l = round_clamp(
-                _mm256_mul_ps(best_iscale[k], _mm256_sub_ps(xv, best_min[k])),
-                0,
-                nmax,
-            );
-            let l = _mm256_andnot_si256(_mm256_castps_si256(degenerate[k]), l);
-            let l = to_i32(l);
-            for t in 0..8 {
-                l_out[i][8 * k + t] = l[t] as u8;
-            }
-        }
-    }
-    for k in 0..kk {
-        st(scale_out, k, sel(degenerate[k], zero, scale[k]));
-        st(the_min, k, neg(sel(degenerate[k], min0[k], min[k])));
     }
 }
 
-/// Largest |x| per lane and the signed value holding it (first one wins).
-#[inline]
-#[target_feature(enable = "avx2")]
-fn signed_absmax<const N: usize, const M: usize>(
-    x: &[[f32; N]; M],
-) -> ([__m256; KMAX], [__m256; KMAX]) {
-    let zero = _mm256_setzero_ps();
-    let mut max = [zero; KMAX];
-    let mut amax = [zero; KMAX];
-    for i in 0..M {
-        for k in 0..N / 8 {
-            let v = ld(&x[i], k);
-            let ax = abs(v);
-            let g = gt(ax, amax[k]);
-            amax[k] = sel(g, ax, amax[k]);
-            max[k] = sel(g, v, max[k]);
-        }
-    }
-    (max, amax)
-}
-
-/// [`round_clamp_f`] for `|v| < 2^22`, in four float operations instead of six: adding and
-/// subtracting 1.5·2^23 rounds to the nearest integer (ties to even) exactly as ggml's
-/// `nearest_int` bit trick does in that range, and clamping integer-valued floats equals
-/// clamping the integers. Outside that range (and for NaN) the two differ, so this is only for
-/// callers whose argument is bounded: the scale search of [`qx`], where `|iscale·x| ≤ nmax + 0.9`
-/// because `iscale = -(nmax ± 0.9)/max` and `max` has the largest magnitude of its group (a NaN
-/// arises only in an all-zero group, whose lane [`qx`] zeroes at the end).
-#[inline]
-#[target_feature(enable = "avx2")]
-fn round_clamp_small(v: __m256, lo: i32, hi: i32) -> __m256 {
-    let magic = _mm256_set1_ps(12_582_912.0);
-    let r = _mm256_sub_ps(_mm256_add_ps(v, magic), magic);
-    _mm256_min_ps(_mm256_max_ps(r, splat(lo as f32)), splat(hi as f32))
-}
-
-/// Σ w·x·l and Σ w·l·l per lane for levels `clamp(nearest_int(iscale·x), -nmax, nmax-1)`.
-/// `wx` holds the products `w·x`, computed once per search rather than on each of its 19
-/// passes (the same f32 value ggml's `w*x[i]*l` forms first, so the sums are unchanged).
-#[inline]
-#[target_feature(enable = "avx2")]
-fn qx_sums<const N: usize, const M: usize>(
-    x: &[[f32; N]; M],
-    w: &[[f32; N]; M],
-    wx: &[[f32; N]; M],
-    nmax: i32,
-    iscale: &[__m256; KMAX],
-) -> ([__m256; KMAX], [__m256; KMAX]) {
-    let zero = _mm256_setzero_ps();
-    let mut sumlx = [zero; KMAX];
-    let mut suml2 = [zero; KMAX];
-    for i in 0..M {
-        for k in 0..N / 8 {
-            let xv = ld(&x[i], k);
-            let wv = ld(&w[i], k);
-            let l = round_clamp_small(_mm256_mul_ps(iscale[k], xv), -nmax, nmax - 1);
-            sumlx[k] = _mm256_add_ps(sumlx[k], _mm256_mul_ps(ld(&wx[i], k), l));
-            suml2[k] = _mm256_add_ps(suml2[k], _mm256_mul_ps(_mm256_mul_ps(wv, l), l));
-        }
-    }
-    (sumlx, suml2)
-}
-
-/// See [`super::lanes::qx`]; same contract, 8 groups per vector.
-#[inline]
-#[target_feature(enable = "avx2")]
-pub(crate) fn qx<const N: usize, const M: usize>(
-    x: &[[f32; N]; M],
-    w: &[[f32; N]; M],
-    nmax: i32,
-    scale_out: &mut [f32; N],
-    l_out: &mut [[i8; N]; M],
-) {
-    let kk = N / 8;
-    assert!(N.is_multiple_of(8) && kk <= KMAX);
-    let zero = _mm256_setzero_ps();
-    let (max, amax) = signed_absmax(x);
-    let mut iscale = [zero; KMAX];
-    for k in 0..kk {
-        iscale[k] = _mm256_div_ps(splat(-(nmax as f32)), max[k]);
-    }
-    let mut wx = [[0f32; N]; M];
-    for i in 0..M {
-        for k in 0..kk {
-            st(&mut wx[i], k, _mm256_mul_ps(ld(&w[i], k), ld(&x[i], k)));
-        }
-    }
-    let (sumlx, suml2) = qx_sums(x, w, &wx, nmax, &iscale);
-    let mut scale = [zero; KMAX];
-    let mut best = [zero; KMAX];
-    for k in 0..kk {
-        let nz = _mm256_cmp_ps::<_CMP_NEQ_UQ>(suml2[k], zero);
-        scale[k] = sel(nz, _mm256_div_ps(sumlx[k], suml2[k]), zero);
-        best[k] = _mm256_mul_ps(scale[k], sumlx[k]);
-    }
-    let mut best_iscale = iscale;
-    for is in -9i32..=9 {
-        if is == 0 {
-            continue;
-        }
-        let num = splat(nmax as f32 + 0.1 * is as f32);
-        for k in 0..kk {
-            iscale[k] = _mm256_div_ps(neg(num), max[k]);
-        }
-        let (sumlx, suml2) = qx_sums(x, w, &wx, nmax, &iscale);
-        for k in 0..kk {
-            let acc = _mm256_and_ps(
-                gt(suml2[k], zero),
-                gt(
-                    _mm256_mul_ps(sumlx[k], sumlx[k]),
-                    _mm256_mul_ps(best[k], suml2[k]),
-                ),
-            );
-            let s = _mm256_div_ps(sumlx[k], suml2[k]);
-            scale[k] = sel(acc, s, scale[k]);
-            best[k] = sel(acc, _mm256_mul_ps(s, sumlx[k]), best[k]);
-            best_iscale[k] = sel(acc, iscale[k], best_iscale[k]);
-        }
-    }
-    let eps = splat(GROUP_MAX_EPS);
-    for i in 0..M {
-        for k in 0..kk {
-            let xv = ld(&x[i], k);
-            let l = round_clamp(_mm256_mul_ps(best_iscale[k], xv), -nmax, nmax - 1);
-            let l = _mm256_add_epi32(l, _mm256_set1_epi32(nmax));
-            let l = _mm256_andnot_si256(_mm256_castps_si256(lt(amax[k], eps)), l);
-            let l = to_i32(l);
-            for t in 0..8 {
-                l_out[i][8 * k + t] = l[t] as i8;
-            }
-        }
-    }
-    for k in 0..kk {
-        st(scale_out, k, sel(lt(amax[k], eps), zero, scale[k]));
-    }
-}
+lanes::search_entries!(Avx2, "avx2");
 
 /// See [`super::lanes::q3`]; same contract, 8 groups per vector.
 #[inline]
 #[target_feature(enable = "avx2")]
 pub(crate) fn q3<const N: usize, const M: usize>(
+    t: Avx2,
     x: &[[f32; N]; M],
     nmax: i32,
     scale_out: &mut [f32; N],
     l_out: &mut [[i8; N]; M],
 ) {
+    let vx = Avx2::within();
     let kk = N / 8;
     assert!(N.is_multiple_of(8) && kk <= KMAX);
     let zero = _mm256_setzero_ps();
-    let (max, amax) = signed_absmax(x);
+    let (max, amax) = lanes::signed_absmax(t, x);
     let mut l = [[zero; KMAX]; M];
     let mut sumlx = [zero; KMAX];
     let mut suml2 = [zero; KMAX];
     let mut iscale = [zero; KMAX];
     for k in 0..kk {
-        iscale[k] = _mm256_div_ps(splat(-(nmax as f32)), max[k]);
+        iscale[k] = _mm256_div_ps(vx.splat(-(nmax as f32)), max[k]);
     }
     for i in 0..M {
         for k in 0..kk {
-            let xv = ld(&x[i], k);
-            let li = round_clamp_f(_mm256_mul_ps(iscale[k], xv), -nmax, nmax - 1);
+            let xv = vx.ld(&x[i], k);
+            let li = vx.round_clamp_f(_mm256_mul_ps(iscale[k], xv), -nmax, nmax - 1);
             l[i][k] = li;
             let wv = _mm256_mul_ps(xv, xv);
             sumlx[k] = _mm256_add_ps(sumlx[k], _mm256_mul_ps(_mm256_mul_ps(wv, xv), li));
@@ -445,13 +135,13 @@ pub(crate) fn q3<const N: usize, const M: usize>(
         let mut changed = [zero; KMAX];
         for i in 0..M {
             for k in 0..kk {
-                let xv = ld(&x[i], k);
+                let xv = vx.ld(&x[i], k);
                 let li = l[i][k];
                 let wv = _mm256_mul_ps(xv, xv);
                 let wx = _mm256_mul_ps(wv, xv);
                 let slx0 = _mm256_sub_ps(sumlx[k], _mm256_mul_ps(wx, li));
                 let sl20 = _mm256_sub_ps(suml2[k], _mm256_mul_ps(_mm256_mul_ps(wv, li), li));
-                let new_l = round_clamp_f(
+                let new_l = vx.round_clamp_f(
                     _mm256_div_ps(_mm256_mul_ps(xv, sl20), slx0),
                     -nmax,
                     nmax - 1,
@@ -459,8 +149,8 @@ pub(crate) fn q3<const N: usize, const M: usize>(
                 let slx = _mm256_add_ps(slx0, _mm256_mul_ps(wx, new_l));
                 let sl2 = _mm256_add_ps(sl20, _mm256_mul_ps(_mm256_mul_ps(wv, new_l), new_l));
                 let cand = _mm256_and_ps(
-                    _mm256_and_ps(gt(slx0, zero), _mm256_cmp_ps::<_CMP_NEQ_UQ>(new_l, li)),
-                    gt(sl2, zero),
+                    _mm256_and_ps(vx.gt(slx0, zero), _mm256_cmp_ps::<_CMP_NEQ_UQ>(new_l, li)),
+                    vx.gt(sl2, zero),
                 );
                 let acc = if _mm256_movemask_ps(cand) == 0 {
                     zero
@@ -474,9 +164,9 @@ pub(crate) fn q3<const N: usize, const M: usize>(
                     );
                     _mm256_and_ps(cand, better)
                 };
-                l[i][k] = sel(acc, new_l, li);
-                sumlx[k] = sel(acc, slx, sumlx[k]);
-                suml2[k] = sel(acc, sl2, suml2[k]);
+                l[i][k] = vx.sel(acc, new_l, li);
+                sumlx[k] = vx.sel(acc, slx, sumlx[k]);
+                suml2[k] = vx.sel(acc, sl2, suml2[k]);
                 changed[k] = _mm256_or_ps(changed[k], acc);
             }
         }
@@ -488,65 +178,18 @@ pub(crate) fn q3<const N: usize, const M: usize>(
             break;
         }
     }
-    let eps = splat(GROUP_MAX_EPS);
+    let eps = vx.splat(GROUP_MAX_EPS);
     for i in 0..M {
         for k in 0..kk {
             let li = _mm256_add_epi32(_mm256_cvtps_epi32(l[i][k]), _mm256_set1_epi32(nmax));
-            let li = _mm256_andnot_si256(_mm256_castps_si256(lt(amax[k], eps)), li);
-            let li = to_i32(li);
+            let li = _mm256_andnot_si256(_mm256_castps_si256(vx.lt(amax[k], eps)), li);
+            let li = vx.to_ints(li);
             for t in 0..8 {
                 l_out[i][8 * k + t] = li[t] as i8;
             }
         }
     }
     write_scales(&amax[..kk], &sumlx, &suml2, scale_out);
-}
-
-/// See [`super::lanes::requant`] and [`super::lanes_avx512::requant`] (the same method: a
-/// product with `1/d`, redone with the true division wherever it comes within
-/// [`REQUANT_TOL`] of a rounding boundary); one sub-block is two vectors here.
-#[inline]
-#[target_feature(enable = "avx2")]
-pub(crate) fn requant(x: &[f32; 256], d: &[f32; 16], nmax: i32, l: &mut [i8; 256]) -> u16 {
-    let zero = _mm256_setzero_ps();
-    let mut r = [0f32; 16];
-    let mut skipped = 0u16;
-    for k in 0..2 {
-        let dv = ld(d, k);
-        st(&mut r, k, _mm256_div_ps(splat(1.0), dv));
-        skipped |= (_mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(dv, zero)) as u16) << (8 * k);
-    }
-    let magic = splat(12_582_912.0 + nmax as f32);
-    let (lo, hi) = (splat(-(nmax as f32) - 0.25), splat(nmax as f32 - 0.75));
-    let (limit, bound) = (splat(1_048_576.0), splat(0.5 - REQUANT_TOL));
-    for j in 0..16 {
-        if skipped & (1 << j) != 0 {
-            continue;
-        }
-        let xs: &[f32; 16] = x[16 * j..16 * j + 16].try_into().expect("16 values");
-        let mut bits = [_mm256_setzero_si256(); 2];
-        for k in 0..2 {
-            let xv = ld(xs, k);
-            let q = _mm256_mul_ps(xv, splat(r[j]));
-            let qc = _mm256_min_ps(_mm256_max_ps(q, lo), hi);
-            let t = _mm256_add_ps(qc, magic);
-            let off = abs(_mm256_sub_ps(qc, _mm256_sub_ps(t, magic)));
-            let safe = _mm256_and_ps(lt(abs(q), limit), lt(off, bound));
-            bits[k] = if _mm256_movemask_ps(safe) == 0xff {
-                _mm256_and_si256(_mm256_castps_si256(t), _mm256_set1_epi32(0xff))
-            } else {
-                let exact = _mm256_div_ps(xv, splat(d[j]));
-                _mm256_add_epi32(round_clamp(exact, -nmax, nmax - 1), _mm256_set1_epi32(nmax))
-            };
-        }
-        // Levels are 0..2·nmax: pack to u16 (per 128-bit half), restore order, pack to bytes.
-        let w = _mm256_permute4x64_epi64::<0xD8>(_mm256_packus_epi32(bits[0], bits[1]));
-        let b = _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256::<1>(w));
-        let out = &mut l[16 * j..16 * j + 16];
-        // SAFETY: `out` is 16 writable bytes; the store is unaligned.
-        unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), b) };
-    }
-    skipped
 }
 
 /// See [`super::lanes_avx512::q3_headers`]; up to 8 blocks side by side, their sub-block
@@ -559,6 +202,7 @@ pub(crate) fn q3_headers(
     y: &mut [crate::blocks::BlockQ3K],
     steps: &mut [[f32; 16]],
 ) {
+    let vx = Avx2::within();
     use crate::fp::{f16_to_f32, f32_to_f16};
     let n = scales.len();
     assert!(n <= 8 && y.len() == n && steps.len() == n);
@@ -566,7 +210,7 @@ pub(crate) fn q3_headers(
     let tile = |h: usize| {
         transpose8(std::array::from_fn(|b| {
             if b < n {
-                ld(&scales[b], h)
+                vx.ld(&scales[b], h)
             } else {
                 zero
             }
@@ -577,16 +221,16 @@ pub(crate) fn q3_headers(
     // The first scale of largest magnitude (a NaN never wins ggml's `>`).
     let (mut amax, mut max) = (zero, zero);
     for sj in s {
-        let g = gt(abs(sj), amax);
-        amax = sel(g, abs(sj), amax);
-        max = sel(g, sj, max);
+        let g = vx.gt(vx.abs(sj), amax);
+        amax = vx.sel(g, vx.abs(sj), amax);
+        max = vx.sel(g, sj, max);
     }
     let live = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_NEQ_OQ>(max, zero));
-    let iscale = _mm256_div_ps(splat(-32.0), max);
+    let iscale = _mm256_div_ps(vx.splat(-32.0), max);
     let l6: [__m256i; 16] = std::array::from_fn(|j| {
         let t = _mm256_castps_si256(_mm256_add_ps(
             _mm256_mul_ps(iscale, s[j]),
-            splat(12_582_912.0),
+            vx.splat(ROUND_MAGIC),
         ));
         let rounded = _mm256_sub_epi32(
             _mm256_and_si256(t, _mm256_set1_epi32(0x007f_ffff)),
@@ -602,13 +246,16 @@ pub(crate) fn q3_headers(
     });
     // fp16 d = 1/iscale (0 for all-zero blocks), read back as the dequantizer reads it.
     let mut d = [0f32; 8];
-    st(
+    vx.st(
         &mut d,
         0,
-        _mm256_and_ps(_mm256_castsi256_ps(live), _mm256_div_ps(splat(1.0), iscale)),
+        _mm256_and_ps(
+            _mm256_castsi256_ps(live),
+            _mm256_div_ps(vx.splat(1.0), iscale),
+        ),
     );
     let d_bits = d.map(f32_to_f16);
-    let dd = ld(&d_bits.map(f16_to_f32), 0);
+    let dd = vx.ld(&d_bits.map(f16_to_f32), 0);
     let per_sub: [__m256; 16] = std::array::from_fn(|j| {
         _mm256_mul_ps(
             dd,
@@ -623,7 +270,7 @@ pub(crate) fn q3_headers(
     // AVX-512 version).
     let (nibble, two) = (_mm256_set1_epi32(0xF), _mm256_set1_epi32(3));
     let bytes: [[i32; 8]; 12] = std::array::from_fn(|k| {
-        to_i32(if k < 8 {
+        vx.to_ints(if k < 8 {
             _mm256_or_si256(
                 _mm256_and_si256(l6[k], nibble),
                 _mm256_slli_epi32::<4>(_mm256_and_si256(l6[k + 8], nibble)),
@@ -642,8 +289,8 @@ pub(crate) fn q3_headers(
     for b in 0..n {
         y[b].scales = std::array::from_fn(|k| bytes[k][b] as u8);
         y[b].d = d_bits[b];
-        st(&mut steps[b], 0, d_lo[b]);
-        st(&mut steps[b], 1, d_hi[b]);
+        vx.st(&mut steps[b], 0, d_lo[b]);
+        vx.st(&mut steps[b], 1, d_hi[b]);
     }
 }
 
@@ -666,6 +313,7 @@ type Pair = [__m256; 2];
 #[inline]
 #[target_feature(enable = "avx2")]
 fn q3_rounds(jobs: &mut [super::lanes::Q3Job<'_>], nmax: i32) {
+    let vx = Avx2::within();
     let n = jobs.len();
     assert!(n <= Q3_BATCH);
     let zero = _mm256_setzero_ps();
@@ -682,10 +330,10 @@ fn q3_rounds(jobs: &mut [super::lanes::Q3Job<'_>], nmax: i32) {
     let (lo, hi) = (-nmax, nmax - 1);
     for (j, job) in jobs.iter().enumerate() {
         for h in 0..2 {
-            let xv = ld(job.x, h);
+            let xv = vx.ld(job.x, h);
             let wv = _mm256_mul_ps(xv, xv);
             let wxv = _mm256_mul_ps(wv, xv);
-            let lv = round_clamp_f(_mm256_mul_ps(splat(job.iscale), xv), lo, hi);
+            let lv = vx.round_clamp_f(_mm256_mul_ps(vx.splat(job.iscale), xv), lo, hi);
             (x[j][h], w[j][h], wx[j][h], l[j][h]) = (xv, wv, wxv, lv);
             wxl[j][h] = _mm256_mul_ps(wxv, lv);
             wl2[j][h] = _mm256_mul_ps(_mm256_mul_ps(wv, lv), lv);
@@ -712,15 +360,18 @@ fn q3_rounds(jobs: &mut [super::lanes::Q3Job<'_>], nmax: i32) {
             let [sx, s2] = sums[j];
             let mut cand = 0u32;
             for h in 0..2 {
-                let slx0 = _mm256_sub_ps(splat(sx), wxl[j][h]);
-                let sl20 = _mm256_sub_ps(splat(s2), wl2[j][h]);
+                let slx0 = _mm256_sub_ps(vx.splat(sx), wxl[j][h]);
+                let sl20 = _mm256_sub_ps(vx.splat(s2), wl2[j][h]);
                 let q = _mm256_div_ps(_mm256_mul_ps(x[j][h], sl20), slx0);
-                let new_l = round_clamp_f(q, lo, hi);
+                let new_l = vx.round_clamp_f(q, lo, hi);
                 let slx = _mm256_add_ps(slx0, _mm256_mul_ps(wx[j][h], new_l));
                 let sl2 = _mm256_add_ps(sl20, _mm256_mul_ps(_mm256_mul_ps(w[j][h], new_l), new_l));
                 let c = _mm256_and_ps(
-                    _mm256_and_ps(gt(slx0, zero), _mm256_cmp_ps::<_CMP_NEQ_UQ>(new_l, l[j][h])),
-                    gt(sl2, zero),
+                    _mm256_and_ps(
+                        vx.gt(slx0, zero),
+                        _mm256_cmp_ps::<_CMP_NEQ_UQ>(new_l, l[j][h]),
+                    ),
+                    vx.gt(sl2, zero),
                 );
                 cand |= (_mm256_movemask_ps(c) as u32) << (8 * h);
                 (cand_l[a][h], cand_slx[a][h], cand_sl2[a][h]) = (new_l, slx, sl2);
@@ -731,17 +382,17 @@ fn q3_rounds(jobs: &mut [super::lanes::Q3Job<'_>], nmax: i32) {
         for a in 0..n_active {
             let j = active[a] as usize;
             let [sx, s2] = sums[j];
-            let suml2 = splat(s2);
+            let suml2 = vx.splat(s2);
             let cand = cands[a];
             let mut better = 0u32;
             for h in 0..2 {
                 // ggml's `slx*slx*suml2 > sumlx*sumlx*sl2`.
                 let (p, c) = (
                     _mm256_mul_ps(cand_slx[a][h], cand_slx[a][h]),
-                    splat(sx * sx),
+                    vx.splat(sx * sx),
                 );
                 let g = if plain[j] {
-                    gt(_mm256_mul_ps(p, suml2), _mm256_mul_ps(c, cand_sl2[a][h]))
+                    vx.gt(_mm256_mul_ps(p, suml2), _mm256_mul_ps(c, cand_sl2[a][h]))
                 } else {
                     products_gt(mask_of(cand, h), p, suml2, c, cand_sl2[a][h])
                 };
@@ -759,13 +410,13 @@ fn q3_rounds(jobs: &mut [super::lanes::Q3Job<'_>], nmax: i32) {
             for h in 0..2 {
                 let m = mask_of(step, h);
                 let new_l = cand_l[a][h];
-                l[j][h] = sel(m, new_l, l[j][h]);
+                l[j][h] = vx.sel(m, new_l, l[j][h]);
                 let new_wxl = _mm256_mul_ps(wx[j][h], new_l);
                 let new_wl2 = _mm256_mul_ps(_mm256_mul_ps(w[j][h], new_l), new_l);
-                wxl[j][h] = sel(m, new_wxl, wxl[j][h]);
-                wl2[j][h] = sel(m, new_wl2, wl2[j][h]);
-                st(&mut slx_at, h, cand_slx[a][h]);
-                st(&mut sl2_at, h, cand_sl2[a][h]);
+                wxl[j][h] = vx.sel(m, new_wxl, wxl[j][h]);
+                wl2[j][h] = vx.sel(m, new_wl2, wl2[j][h]);
+                vx.st(&mut slx_at, h, cand_slx[a][h]);
+                vx.st(&mut sl2_at, h, cand_sl2[a][h]);
             }
             (slx_at[16], sl2_at[16]) = (sx, s2);
             let at = (step | 1 << 16).trailing_zeros() as usize;
@@ -780,7 +431,7 @@ fn q3_rounds(jobs: &mut [super::lanes::Q3Job<'_>], nmax: i32) {
     }
     for (j, job) in jobs.iter_mut().enumerate() {
         for h in 0..2 {
-            let li = to_i32(_mm256_add_epi32(
+            let li = vx.to_ints(_mm256_add_epi32(
                 _mm256_cvtps_epi32(l[j][h]),
                 _mm256_set1_epi32(nmax),
             ));
@@ -803,19 +454,20 @@ fn write_scales<const N: usize>(
     suml2: &[__m256],
     scale_out: &mut [f32; N],
 ) {
-    let (zero, eps) = (_mm256_setzero_ps(), splat(GROUP_MAX_EPS));
+    let vx = Avx2::within();
+    let (zero, eps) = (_mm256_setzero_ps(), vx.splat(GROUP_MAX_EPS));
     for (k, &amax) in amax.iter().enumerate() {
-        let ok = _mm256_and_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(amax, eps), gt(suml2[k], zero));
-        st(
+        let ok = _mm256_and_ps(
+            _mm256_cmp_ps::<_CMP_GE_OQ>(amax, eps),
+            vx.gt(suml2[k], zero),
+        );
+        vx.st(
             scale_out,
             k,
-            sel(ok, _mm256_div_ps(sumlx[k], suml2[k]), zero),
+            vx.sel(ok, _mm256_div_ps(sumlx[k], suml2[k]), zero),
         );
     }
 }
-
-/// See [`super::lanes_avx512`]'s `REQUANT_TOL`.
-const REQUANT_TOL: f32 = 1.0 / 16384.0;
 
 /// See [`super::lanes_avx512::q3_first`]: the first refinement pass against the initial state,
 /// returning the lanes it cannot settle. The 12-bit `vrcpps` estimate is within
@@ -824,15 +476,17 @@ const REQUANT_TOL: f32 = 1.0 / 16384.0;
 #[inline]
 #[target_feature(enable = "avx2")]
 pub(crate) fn q3_first<const N: usize, const M: usize>(
+    t: Avx2,
     x: &[[f32; N]; M],
     nmax: i32,
     scale_out: &mut [f32; N],
     state: &mut [[f32; N]; 3],
 ) -> u64 {
+    let vx = Avx2::within();
     let kk = N / 8;
     assert!(N.is_multiple_of(8) && kk <= KMAX);
     let zero = _mm256_setzero_ps();
-    let (max, amax) = signed_absmax(x);
+    let (max, amax) = lanes::signed_absmax(t, x);
     // Per row, the level and ggml's products `w·x·l` and `w·l·l`, written in place rather
     // than zeroed first (see `Slots`).
     let mut rows: [Slots<[__m256; 3], M>; KMAX] = std::array::from_fn(|_| Slots::new());
@@ -840,11 +494,11 @@ pub(crate) fn q3_first<const N: usize, const M: usize>(
     let mut suml2 = [zero; KMAX];
     let mut iscale = [zero; KMAX];
     for k in 0..kk {
-        iscale[k] = _mm256_div_ps(splat(-(nmax as f32)), max[k]);
+        iscale[k] = _mm256_div_ps(vx.splat(-(nmax as f32)), max[k]);
         let (mut sx, mut s2) = (zero, zero);
         for i in 0..M {
-            let xv = ld(&x[i], k);
-            let li = round_clamp_f(_mm256_mul_ps(iscale[k], xv), -nmax, nmax - 1);
+            let xv = vx.ld(&x[i], k);
+            let li = vx.round_clamp_f(_mm256_mul_ps(iscale[k], xv), -nmax, nmax - 1);
             let wv = _mm256_mul_ps(xv, xv);
             let wxl = _mm256_mul_ps(_mm256_mul_ps(wv, xv), li);
             let wl2 = _mm256_mul_ps(_mm256_mul_ps(wv, li), li);
@@ -854,8 +508,12 @@ pub(crate) fn q3_first<const N: usize, const M: usize>(
         }
         (sumlx[k], suml2[k]) = (sx, s2);
     }
-    let (lmin, lmax) = (splat(-(nmax as f32)), splat(nmax as f32 - 1.0));
-    let (huge, far, half) = (splat(1.0e37), splat(1_048_576.0), splat(0.5 - Q3_CELL_TOL));
+    let (lmin, lmax) = (vx.splat(-(nmax as f32)), vx.splat(nmax as f32 - 1.0));
+    let (huge, far, half) = (
+        vx.splat(1.0e37),
+        vx.splat(1_048_576.0),
+        vx.splat(0.5 - Q3_CELL_TOL),
+    );
     let mut unsure = 0u64;
     for k in 0..kk {
         let mut lane_unsure = zero;
@@ -863,27 +521,27 @@ pub(crate) fn q3_first<const N: usize, const M: usize>(
             let [li, wxl, wl2] = rows[k].get(i);
             let slx0 = _mm256_sub_ps(sumlx[k], wxl);
             let sl20 = _mm256_sub_ps(suml2[k], wl2);
-            let q = _mm256_mul_ps(_mm256_mul_ps(ld(&x[i], k), sl20), _mm256_rcp_ps(slx0));
-            let off = abs(_mm256_sub_ps(
+            let q = _mm256_mul_ps(_mm256_mul_ps(vx.ld(&x[i], k), sl20), _mm256_rcp_ps(slx0));
+            let off = vx.abs(_mm256_sub_ps(
                 _mm256_min_ps(_mm256_max_ps(q, lmin), lmax),
                 li,
             ));
-            let pos = gt(slx0, zero);
+            let pos = vx.gt(slx0, zero);
             let sure = _mm256_and_ps(
-                _mm256_and_ps(lt(slx0, huge), lt(abs(q), far)),
-                lt(off, half),
+                _mm256_and_ps(vx.lt(slx0, huge), vx.lt(vx.abs(q), far)),
+                vx.lt(off, half),
             );
             lane_unsure = _mm256_or_ps(lane_unsure, _mm256_andnot_ps(sure, pos));
         }
-        let live = _mm256_cmp_ps::<_CMP_GE_OQ>(amax[k], splat(GROUP_MAX_EPS));
+        let live = _mm256_cmp_ps::<_CMP_GE_OQ>(amax[k], vx.splat(GROUP_MAX_EPS));
         unsure |= (_mm256_movemask_ps(_mm256_and_ps(lane_unsure, live)) as u64) << (8 * k);
-        st(
+        vx.st(
             &mut state[0],
             k,
-            _mm256_blendv_ps(splat(f32::NAN), iscale[k], live),
+            _mm256_blendv_ps(vx.splat(f32::NAN), iscale[k], live),
         );
-        st(&mut state[1], k, sumlx[k]);
-        st(&mut state[2], k, suml2[k]);
+        vx.st(&mut state[1], k, sumlx[k]);
+        vx.st(&mut state[2], k, suml2[k]);
     }
     write_scales(&amax[..kk], &sumlx, &suml2, scale_out);
     unsure
@@ -897,6 +555,7 @@ const Q3_CELL_TOL: f32 = 1.0 / 256.0;
 #[inline]
 #[target_feature(enable = "avx2")]
 pub(crate) fn transpose16<const N: usize, const B: usize>(x: [&[f32; 256]; B]) -> [[f32; N]; 16] {
+    let vx = Avx2::within();
     assert!(N == 16 * B);
     let mut out = [[0f32; N]; 16];
     for (b, xb) in x.into_iter().enumerate() {
@@ -906,7 +565,7 @@ pub(crate) fn transpose16<const N: usize, const B: usize>(x: [&[f32; 256]; B]) -
                     load8(&xb[16 * (8 * jh + j) + 8 * ih..])
                 }));
                 for (t, v) in cols.into_iter().enumerate() {
-                    st(&mut out[8 * ih + t], 2 * b + jh, v);
+                    vx.st(&mut out[8 * ih + t], 2 * b + jh, v);
                 }
             }
         }
@@ -920,6 +579,7 @@ pub(crate) fn transpose16<const N: usize, const B: usize>(x: [&[f32; 256]; B]) -
 #[inline]
 #[target_feature(enable = "avx2")]
 pub(crate) fn sums_of_squares(x: &[f32], out: &mut [f32]) {
+    let vx = Avx2::within();
     assert_eq!(x.len(), out.len() * 256);
     let whole = out.len() / 8 * 8;
     for (xs, sums) in x.chunks_exact(8 * 256).zip(out.chunks_exact_mut(8)) {
@@ -931,7 +591,7 @@ pub(crate) fn sums_of_squares(x: &[f32], out: &mut [f32]) {
             }
         }
         let sums: &mut [f32; 8] = sums.try_into().expect("8 sums");
-        st(sums, 0, acc);
+        vx.st(sums, 0, acc);
     }
     super::lanes::sums_of_squares(&x[whole * 256..], &mut out[whole..]);
 }
@@ -940,8 +600,9 @@ pub(crate) fn sums_of_squares(x: &[f32], out: &mut [f32]) {
 #[inline]
 #[target_feature(enable = "avx2")]
 fn load8(s: &[f32]) -> __m256 {
+    let vx = Avx2::within();
     let s: &[f32; 8] = s[..8].try_into().expect("8 values");
-    ld(s, 0)
+    vx.ld(s, 0)
 }
 
 /// An 8×8 transpose in registers (`out[i]` lane `j` = `r[j]` lane `i`): 32-bit interleaves,
@@ -982,18 +643,23 @@ fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
 #[inline]
 #[target_feature(enable = "avx2")]
 fn products_gt(care: __m256, a: __m256, b: __m256, c: __m256, d: __m256) -> __m256 {
-    let scale = splat(f32::from_bits((127 + 64) << 23)); // 2^64
+    let vx = Avx2::within();
+    let scale = vx.splat(f32::from_bits((127 + 64) << 23)); // 2^64
     let s1 = _mm256_mul_ps(a, _mm256_mul_ps(b, scale));
     let s2 = _mm256_mul_ps(c, _mm256_mul_ps(d, scale));
     let (low, inf) = (
-        splat(f32::from_bits((127 - 62) << 23)),
-        splat(f32::INFINITY),
+        vx.splat(f32::from_bits((127 - 62) << 23)),
+        vx.splat(f32::INFINITY),
     ); // 2^-62
-    let plain =
-        |s: __m256| _mm256_and_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(abs(s), low), lt(abs(s), inf));
+    let plain = |s: __m256| {
+        _mm256_and_ps(
+            _mm256_cmp_ps::<_CMP_GE_OQ>(vx.abs(s), low),
+            vx.lt(vx.abs(s), inf),
+        )
+    };
     let plain = _mm256_and_ps(plain(s1), plain(s2));
     if _mm256_movemask_ps(_mm256_andnot_ps(plain, care)) == 0 {
-        return gt(s1, s2);
+        return vx.gt(s1, s2);
     }
     let mut bits = 0;
     for h in 0..2 {

@@ -1,7 +1,6 @@
-//! AVX-512 versions of the lane searches in [`super::lanes`]: 16 groups per 512-bit vector
-//! (`N / 16` vectors per row of the transposed data), where AVX2 holds 8. Written operation
-//! for operation like [`super::lanes_avx2`] (same IEEE semantics per lane, nothing fused or
-//! reassociated), with mask registers in place of blend masks.
+//! The AVX-512 backend of the lane searches in [`super::lanes`]: 16 groups per 512-bit vector
+//! (`N / 16` vectors per row of the transposed data), where AVX2 holds 8. As
+//! [`super::lanes_avx2`], with mask registers in place of blend masks.
 //!
 //! Everything here requires AVX-512F; [`super::lanes::Avx512`] is the token proving it is
 //! present.
@@ -10,400 +9,96 @@
 
 use std::arch::x86_64::*;
 
-use super::lanes::Slots;
+use super::lanes::{self, Avx512, Slots};
 use super::search::GROUP_MAX_EPS;
+use super::vector::{intrinsics, Vector, MAX_GROUPS};
+use crate::fp::ROUND_MAGIC;
 
 /// Vectors per row at most (32 groups: two super-blocks of 16 sub-blocks).
 const KMAX: usize = 2;
 
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn ld<const N: usize>(row: &[f32; N], k: usize) -> __m512 {
-    let s = &row[16 * k..16 * k + 16];
-    // SAFETY: `s` holds 16 readable floats; the load is unaligned.
-    unsafe { _mm512_loadu_ps(s.as_ptr()) }
-}
+/// The 16-lane operations of the shared searches (AVX-512F, which the token proves).
+impl Vector for Avx512 {
+    const LANES: usize = 16;
+    type F = __m512;
+    type M = __mmask16;
+    type I = __m512i;
+    type Row = [__m512; MAX_GROUPS / 16];
+    type Ints = [i32; 16];
 
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn st<const N: usize>(row: &mut [f32; N], k: usize, v: __m512) {
-    let s = &mut row[16 * k..16 * k + 16];
-    // SAFETY: `s` holds 16 writable floats; the store is unaligned.
-    unsafe { _mm512_storeu_ps(s.as_mut_ptr(), v) }
-}
-
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn to_i32(v: __m512i) -> [i32; 16] {
-    let mut out = [0i32; 16];
-    // SAFETY: `out` is 64 writable bytes; the store is unaligned.
-    unsafe { _mm512_storeu_si512(out.as_mut_ptr().cast(), v) };
-    out
-}
-
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn splat(v: f32) -> __m512 {
-    _mm512_set1_ps(v)
-}
-
-/// ggml's `nearest_int` on 16 lanes, then `clamp(lo, hi)`.
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn round_clamp(v: __m512, lo: i32, hi: i32) -> __m512i {
-    let t = _mm512_castps_si512(_mm512_add_ps(v, _mm512_set1_ps(12_582_912.0)));
-    let i = _mm512_sub_epi32(
-        _mm512_and_si512(t, _mm512_set1_epi32(0x007f_ffff)),
-        _mm512_set1_epi32(0x0040_0000),
-    );
-    _mm512_min_epi32(
-        _mm512_max_epi32(i, _mm512_set1_epi32(lo)),
-        _mm512_set1_epi32(hi),
-    )
-}
-
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn round_clamp_f(v: __m512, lo: i32, hi: i32) -> __m512 {
-    _mm512_cvtepi32_ps(round_clamp(v, lo, hi))
-}
-
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn abs(v: __m512) -> __m512 {
-    _mm512_abs_ps(v)
-}
-
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn neg(v: __m512) -> __m512 {
-    _mm512_castsi512_ps(_mm512_xor_si512(
-        _mm512_castps_si512(v),
-        _mm512_set1_epi32(i32::MIN),
-    ))
-}
-
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn lt(a: __m512, b: __m512) -> __mmask16 {
-    _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, b)
-}
-
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn gt(a: __m512, b: __m512) -> __mmask16 {
-    _mm512_cmp_ps_mask::<_CMP_GT_OQ>(a, b)
-}
-
-/// `if mask { t } else { f }` per lane.
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn sel(mask: __mmask16, t: __m512, f: __m512) -> __m512 {
-    _mm512_mask_blend_ps(mask, f, t)
-}
-
-/// The error term of one element: |d| with `use_mad`, d² otherwise.
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn err(d: __m512, use_mad: bool) -> __m512 {
-    if use_mad {
-        abs(d)
-    } else {
-        _mm512_mul_ps(d, d)
+    #[inline(always)]
+    fn row(self, v: __m512) -> Self::Row {
+        [v; MAX_GROUPS / 16]
     }
-}
-
-/// See [`super::lanes::qkx`]; same contract, 16 groups per vector.
-#[inline]
-#[target_feature(enable = "avx512f")]
-pub(crate) fn qkx<const N: usize, const M: usize>(
-    x: &[[f32; N]; M],
-    w: &[[f32; N]; M],
-    nmax: i32,
-    rmin: f32,
-    rdelta: f32,
-    nstep: i32,
-    use_mad: bool,
-    strict_degenerate: bool,
-    scale_out: &mut [f32; N],
-    the_min: &mut [f32; N],
-    l_out: &mut [[u8; N]; M],
-) {
-    let kk = N / 16;
-    assert!(N.is_multiple_of(16) && kk <= KMAX && M > 0);
-    let zero = _mm512_setzero_ps();
-    let mut min = [zero; KMAX];
-    let mut max = [zero; KMAX];
-    let mut sum_w = [zero; KMAX];
-    let mut sum_x = [zero; KMAX];
-    for k in 0..kk {
-        min[k] = ld(&x[0], k);
-        max[k] = min[k];
-        sum_w[k] = ld(&w[0], k);
-        sum_x[k] = _mm512_mul_ps(sum_w[k], min[k]);
+    #[inline(always)]
+    fn load(self, s: &[f32]) -> __m512 {
+        let s = &s[..16];
+        // SAFETY: AVX-512F (the token); `s` holds 16 readable floats and the load is unaligned.
+        unsafe { _mm512_loadu_ps(s.as_ptr()) }
     }
-    for i in 1..M {
-        for k in 0..kk {
-            let v = ld(&x[i], k);
-            min[k] = sel(lt(v, min[k]), v, min[k]);
-            max[k] = sel(gt(v, max[k]), v, max[k]);
-            let wv = ld(&w[i], k);
-            sum_w[k] = _mm512_add_ps(sum_w[k], wv);
-            sum_x[k] = _mm512_add_ps(sum_x[k], _mm512_mul_ps(wv, v));
-        }
+    #[inline(always)]
+    fn store(self, v: __m512, s: &mut [f32]) {
+        let s = &mut s[..16];
+        // SAFETY: AVX-512F (the token); `s` holds 16 writable floats and the store is unaligned.
+        unsafe { _mm512_storeu_ps(s.as_mut_ptr(), v) }
     }
-    let nmaxf = splat(nmax as f32);
-    let mut degenerate: [__mmask16; KMAX] = [0; KMAX];
-    let mut iscale = [zero; KMAX];
-    let mut scale = [zero; KMAX];
-    let mut best_error = [zero; KMAX];
-    for k in 0..kk {
-        min[k] = sel(gt(min[k], zero), zero, min[k]);
-        degenerate[k] = if strict_degenerate {
-            _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(max[k], min[k])
-        } else {
-            _mm512_cmp_ps_mask::<_CMP_LE_OQ>(max[k], min[k])
-        };
-        iscale[k] = _mm512_div_ps(nmaxf, _mm512_sub_ps(max[k], min[k]));
-        scale[k] = _mm512_div_ps(splat(1.0), iscale[k]);
+    #[inline(always)]
+    fn to_ints(self, i: __m512i) -> [i32; 16] {
+        let mut out = [0i32; 16];
+        // SAFETY: AVX-512F (the token); `out` is 64 writable bytes and the store is unaligned.
+        unsafe { _mm512_storeu_si512(out.as_mut_ptr().cast(), i) };
+        out
     }
-    let min0 = min;
-    for i in 0..M {
-        for k in 0..kk {
-            let xv = ld(&x[i], k);
-            let l = round_clamp_f(_mm512_mul_ps(iscale[k], _mm512_sub_ps(xv, min[k])), 0, nmax);
-            let diff = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(scale[k], l), min[k]), xv);
-            best_error[k] = _mm512_add_ps(
-                best_error[k],
-                _mm512_mul_ps(ld(&w[i], k), err(diff, use_mad)),
+    #[inline(always)]
+    fn none(self) -> __mmask16 {
+        0
+    }
+    #[inline(always)]
+    fn and(self, a: __mmask16, b: __mmask16) -> __mmask16 {
+        a & b
+    }
+    #[inline(always)]
+    fn bits(self, m: __mmask16) -> u32 {
+        m.into()
+    }
+    #[inline(always)]
+    fn store_bytes(self, i: __m512i, out: &mut [i8]) {
+        let out = &mut out[..16];
+        // SAFETY: AVX-512F (the token); `out` is 16 writable bytes and the store is unaligned.
+        unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(i)) }
+    }
+    intrinsics! {
+        cast_i(f: __m512) -> __m512i { _mm512_castps_si512(f) }
+        splat(v: f32) -> __m512 { _mm512_set1_ps(v) }
+        add(a: __m512, b: __m512) -> __m512 { _mm512_add_ps(a, b) }
+        sub(a: __m512, b: __m512) -> __m512 { _mm512_sub_ps(a, b) }
+        mul(a: __m512, b: __m512) -> __m512 { _mm512_mul_ps(a, b) }
+        div(a: __m512, b: __m512) -> __m512 { _mm512_div_ps(a, b) }
+        min(a: __m512, b: __m512) -> __m512 { _mm512_min_ps(a, b) }
+        max(a: __m512, b: __m512) -> __m512 { _mm512_max_ps(a, b) }
+        abs(a: __m512) -> __m512 { _mm512_abs_ps(a) }
+        neg(a: __m512) -> __m512 { _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(a), _mm512_set1_epi32(i32::MIN))) }
+        lt(a: __m512, b: __m512) -> __mmask16 { _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, b) }
+        gt(a: __m512, b: __m512) -> __mmask16 { _mm512_cmp_ps_mask::<_CMP_GT_OQ>(a, b) }
+        eq(a: __m512, b: __m512) -> __mmask16 { _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(a, b) }
+        le(a: __m512, b: __m512) -> __mmask16 { _mm512_cmp_ps_mask::<_CMP_LE_OQ>(a, b) }
+        ne(a: __m512, b: __m512) -> __mmask16 { _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(a, b) }
+        sel(m: __mmask16, t: __m512, f: __m512) -> __m512 { _mm512_mask_blend_ps(m, f, t) }
+        to_f(i: __m512i) -> __m512 { _mm512_cvtepi32_ps(i) }
+        add_i(i: __m512i, c: i32) -> __m512i { _mm512_add_epi32(i, _mm512_set1_epi32(c)) }
+        zero_where(m: __mmask16, i: __m512i) -> __m512i { _mm512_maskz_mov_epi32(!m, i) }
+        round_clamp(v: __m512, lo: i32, hi: i32) -> __m512i {
+            let t = _mm512_castps_si512(_mm512_add_ps(v, _mm512_set1_ps(ROUND_MAGIC)));
+            let i = _mm512_sub_epi32(
+                _mm512_and_si512(t, _mm512_set1_epi32(0x007f_ffff)),
+                _mm512_set1_epi32(0x0040_0000),
             );
+            _mm512_min_epi32(_mm512_max_epi32(i, _mm512_set1_epi32(lo)), _mm512_set1_epi32(hi))
         }
-    }
-    let mut best_iscale = iscale;
-    let mut best_min = min;
-    if nstep >= 1 {
-        let mut lf = [[zero; KMAX]; M];
-        for is in 0..=nstep {
-            let num = splat(rmin + rdelta * is as f32 + nmax as f32);
-            let mut sum_l = [zero; KMAX];
-            let mut sum_l2 = [zero; KMAX];
-            let mut sum_xl = [zero; KMAX];
-            for k in 0..kk {
-                iscale[k] = _mm512_div_ps(num, _mm512_sub_ps(max[k], min[k]));
-            }
-            for i in 0..M {
-                for k in 0..kk {
-                    let xv = ld(&x[i], k);
-                    let l =
-                        round_clamp_f(_mm512_mul_ps(iscale[k], _mm512_sub_ps(xv, min[k])), 0, nmax);
-                    lf[i][k] = l;
-                    let wl = _mm512_mul_ps(ld(&w[i], k), l);
-                    sum_l[k] = _mm512_add_ps(sum_l[k], wl);
-                    sum_l2[k] = _mm512_add_ps(sum_l2[k], _mm512_mul_ps(wl, l));
-                    sum_xl[k] = _mm512_add_ps(sum_xl[k], _mm512_mul_ps(wl, xv));
-                }
-            }
-            let mut valid: [__mmask16; KMAX] = [0; KMAX];
-            let mut this_scale = [zero; KMAX];
-            let mut this_min = [zero; KMAX];
-            for k in 0..kk {
-                let d = _mm512_sub_ps(
-                    _mm512_mul_ps(sum_w[k], sum_l2[k]),
-                    _mm512_mul_ps(sum_l[k], sum_l[k]),
-                );
-                valid[k] = gt(d, zero);
-                let ts = _mm512_div_ps(
-                    _mm512_sub_ps(
-                        _mm512_mul_ps(sum_w[k], sum_xl[k]),
-                        _mm512_mul_ps(sum_x[k], sum_l[k]),
-                    ),
-                    d,
-                );
-                let tm = _mm512_div_ps(
-                    _mm512_sub_ps(
-                        _mm512_mul_ps(sum_l2[k], sum_x[k]),
-                        _mm512_mul_ps(sum_l[k], sum_xl[k]),
-                    ),
-                    d,
-                );
-                let clip = gt(tm, zero);
-                this_min[k] = sel(clip, zero, tm);
-                this_scale[k] = sel(clip, _mm512_div_ps(sum_xl[k], sum_l2[k]), ts);
-            }
-            let mut cur = [zero; KMAX];
-            for i in 0..M {
-                for k in 0..kk {
-                    let xv = ld(&x[i], k);
-                    let diff = _mm512_sub_ps(
-                        _mm512_add_ps(_mm512_mul_ps(this_scale[k], lf[i][k]), this_min[k]),
-                        xv,
-                    );
-                    cur[k] = _mm512_add_ps(cur[k], _mm512_mul_ps(ld(&w[i], k), err(diff, use_mad)));
-                }
-            }
-            for k in 0..kk {
-                let acc = valid[k] & lt(cur[k], best_error[k]);
-                best_error[k] = sel(acc, cur[k], best_error[k]);
-                scale[k] = sel(acc, this_scale[k], scale[k]);
-                best_iscale[k] = sel(acc, iscale[k], best_iscale[k]);
-                best_min[k] = sel(acc, min[k], best_min[k]);
-                min[k] = sel(acc, this_min[k], min[k]);
-            }
-        }
-    }
-    for i in 0..M {
-        for k in 0..kk {
-            let xv = ld(&x[i], k);
-            let l = round_clamp(
-                _mm512_mul_ps(best_iscale[k], _mm512_sub_ps(xv, best_min[k])),
-                0,
-                nmax,
-            );
-            let l = to_i32(_mm512_maskz_mov_epi32(!degenerate[k], l));
-            for t in 0..16 {
-                l_out[i][16 * k + t] = l[t] as u8;
-            }
-        }
-    }
-    for k in 0..kk {
-        st(scale_out, k, sel(degenerate[k], zero, scale[k]));
-        st(the_min, k, neg(sel(degenerate[k], min0[k], min[k])));
     }
 }
 
-/// Largest |x| per lane and the signed value holding it (first one wins).
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn signed_absmax<const N: usize, const M: usize>(
-    x: &[[f32; N]; M],
-) -> ([__m512; KMAX], [__m512; KMAX]) {
-    let zero = _mm512_setzero_ps();
-    let mut max = [zero; KMAX];
-    let mut amax = [zero; KMAX];
-    for i in 0..M {
-        for k in 0..N / 16 {
-            let v = ld(&x[i], k);
-            let ax = abs(v);
-            let g = gt(ax, amax[k]);
-            amax[k] = sel(g, ax, amax[k]);
-            max[k] = sel(g, v, max[k]);
-        }
-    }
-    (max, amax)
-}
-
-/// [`round_clamp_f`] for `|v| < 2^22`, in four float operations instead of six: adding and
-/// subtracting 1.5·2^23 rounds to the nearest integer (ties to even) exactly as ggml's
-/// `nearest_int` bit trick does in that range, and clamping integer-valued floats equals
-/// clamping the integers. Outside that range (and for NaN) the two differ, so this is only for
-/// callers whose argument is bounded: the scale search of [`qx`], where `|iscale·x| ≤ nmax + 0.9`
-/// because `iscale = -(nmax ± 0.9)/max` and `max` has the largest magnitude of its group (a NaN
-/// arises only in an all-zero group, whose lane [`qx`] zeroes at the end).
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn round_clamp_small(v: __m512, lo: i32, hi: i32) -> __m512 {
-    let magic = _mm512_set1_ps(12_582_912.0);
-    let r = _mm512_sub_ps(_mm512_add_ps(v, magic), magic);
-    _mm512_min_ps(_mm512_max_ps(r, splat(lo as f32)), splat(hi as f32))
-}
-
-/// Σ w·x·l and Σ w·l·l per lane for levels `clamp(nearest_int(iscale·x), -nmax, nmax-1)`.
-/// `wx` holds the products `w·x`, computed once per search rather than on each of its 19
-/// passes (the same f32 value ggml's `w*x[i]*l` forms first, so the sums are unchanged).
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn qx_sums<const N: usize, const M: usize>(
-    x: &[[f32; N]; M],
-    w: &[[f32; N]; M],
-    wx: &[[f32; N]; M],
-    nmax: i32,
-    iscale: &[__m512; KMAX],
-) -> ([__m512; KMAX], [__m512; KMAX]) {
-    let zero = _mm512_setzero_ps();
-    let mut sumlx = [zero; KMAX];
-    let mut suml2 = [zero; KMAX];
-    for i in 0..M {
-        for k in 0..N / 16 {
-            let xv = ld(&x[i], k);
-            let wv = ld(&w[i], k);
-            let l = round_clamp_small(_mm512_mul_ps(iscale[k], xv), -nmax, nmax - 1);
-            sumlx[k] = _mm512_add_ps(sumlx[k], _mm512_mul_ps(ld(&wx[i], k), l));
-            suml2[k] = _mm512_add_ps(suml2[k], _mm512_mul_ps(_mm512_mul_ps(wv, l), l));
-        }
-    }
-    (sumlx, suml2)
-}
-
-/// See [`super::lanes::qx`]; same contract, 16 groups per vector.
-#[inline]
-#[target_feature(enable = "avx512f")]
-pub(crate) fn qx<const N: usize, const M: usize>(
-    x: &[[f32; N]; M],
-    w: &[[f32; N]; M],
-    nmax: i32,
-    scale_out: &mut [f32; N],
-    l_out: &mut [[i8; N]; M],
-) {
-    let kk = N / 16;
-    assert!(N.is_multiple_of(16) && kk <= KMAX);
-    let zero = _mm512_setzero_ps();
-    let (max, amax) = signed_absmax(x);
-    let mut iscale = [zero; KMAX];
-    for k in 0..kk {
-        iscale[k] = _mm512_div_ps(splat(-(nmax as f32)), max[k]);
-    }
-    let mut wx = [[0f32; N]; M];
-    for i in 0..M {
-        for k in 0..kk {
-            st(&mut wx[i], k, _mm512_mul_ps(ld(&w[i], k), ld(&x[i], k)));
-        }
-    }
-    let (sumlx, suml2) = qx_sums(x, w, &wx, nmax, &iscale);
-    let mut scale = [zero; KMAX];
-    let mut best = [zero; KMAX];
-    for k in 0..kk {
-        let nz = _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(suml2[k], zero);
-        scale[k] = sel(nz, _mm512_div_ps(sumlx[k], suml2[k]), zero);
-        best[k] = _mm512_mul_ps(scale[k], sumlx[k]);
-    }
-    let mut best_iscale = iscale;
-    for is in -9i32..=9 {
-        if is == 0 {
-            continue;
-        }
-        let num = splat(nmax as f32 + 0.1 * is as f32);
-        for k in 0..kk {
-            iscale[k] = _mm512_div_ps(neg(num), max[k]);
-        }
-        let (sumlx, suml2) = qx_sums(x, w, &wx, nmax, &iscale);
-        for k in 0..kk {
-            let acc = gt(suml2[k], zero)
-                & gt(
-                    _mm512_mul_ps(sumlx[k], sumlx[k]),
-                    _mm512_mul_ps(best[k], suml2[k]),
-                );
-            let s = _mm512_div_ps(sumlx[k], suml2[k]);
-            scale[k] = sel(acc, s, scale[k]);
-            best[k] = sel(acc, _mm512_mul_ps(s, sumlx[k]), best[k]);
-            best_iscale[k] = sel(acc, iscale[k], best_iscale[k]);
-        }
-    }
-    let eps = splat(GROUP_MAX_EPS);
-    for i in 0..M {
-        for k in 0..kk {
-            let xv = ld(&x[i], k);
-            let l = round_clamp(_mm512_mul_ps(best_iscale[k], xv), -nmax, nmax - 1);
-            let l = _mm512_add_epi32(l, _mm512_set1_epi32(nmax));
-            let l = to_i32(_mm512_maskz_mov_epi32(!lt(amax[k], eps), l));
-            for t in 0..16 {
-                l_out[i][16 * k + t] = l[t] as i8;
-            }
-        }
-    }
-    for k in 0..kk {
-        st(scale_out, k, sel(lt(amax[k], eps), zero, scale[k]));
-    }
-}
+lanes::search_entries!(Avx512, "avx512f");
 
 /// See [`super::lanes::q3`]; same contract, 16 groups per vector.
 ///
@@ -419,15 +114,17 @@ pub(crate) fn qx<const N: usize, const M: usize>(
 #[inline]
 #[target_feature(enable = "avx512f")]
 pub(crate) fn q3<const N: usize, const M: usize>(
+    t: Avx512,
     x: &[[f32; N]; M],
     nmax: i32,
     scale_out: &mut [f32; N],
     l_out: &mut [[i8; N]; M],
 ) {
+    let vx = Avx512::within();
     let kk = N / 16;
     let zero = _mm512_setzero_ps();
     let mut st3 = Q3Start::new(N / 16);
-    st3.fill(x, nmax);
+    st3.fill(t, x, nmax);
     let Q3Start {
         rows, sumlx, suml2, ..
     } = &mut st3;
@@ -443,20 +140,20 @@ pub(crate) fn q3<const N: usize, const M: usize>(
                 let e = rows[k].get(i);
                 let slx0 = _mm512_sub_ps(sumlx[k], e.wxl);
                 let sl20 = _mm512_sub_ps(suml2[k], e.wl2);
-                unsure |= q3_unsure(ld(&x[i], k), e.l, slx0, sl20, nmax);
+                unsure |= q3_unsure(vx.ld(&x[i], k), e.l, slx0, sl20, nmax);
             }
             if unsure == 0 {
                 continue;
             }
             for k in 0..kk {
-                let xv = ld(&x[i], k);
+                let xv = vx.ld(&x[i], k);
                 let e = rows[k].get(i);
                 let li = e.l;
                 let wv = _mm512_mul_ps(xv, xv);
                 let wx = _mm512_mul_ps(wv, xv);
                 let slx0 = _mm512_sub_ps(sumlx[k], e.wxl);
                 let sl20 = _mm512_sub_ps(suml2[k], e.wl2);
-                let new_l = round_clamp_f(
+                let new_l = vx.round_clamp_f(
                     _mm512_div_ps(_mm512_mul_ps(xv, sl20), slx0),
                     -nmax,
                     nmax - 1,
@@ -465,8 +162,9 @@ pub(crate) fn q3<const N: usize, const M: usize>(
                 let new_wl2 = _mm512_mul_ps(_mm512_mul_ps(wv, new_l), new_l);
                 let slx = _mm512_add_ps(slx0, new_wxl);
                 let sl2 = _mm512_add_ps(sl20, new_wl2);
-                let cand =
-                    gt(slx0, zero) & _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(new_l, li) & gt(sl2, zero);
+                let cand = vx.gt(slx0, zero)
+                    & _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(new_l, li)
+                    & vx.gt(sl2, zero);
                 let better = products_gt(
                     cand,
                     _mm512_mul_ps(slx, slx),
@@ -481,13 +179,13 @@ pub(crate) fn q3<const N: usize, const M: usize>(
                 rows[k].set(
                     i,
                     Q3Elem {
-                        l: sel(acc, new_l, li),
-                        wxl: sel(acc, new_wxl, e.wxl),
-                        wl2: sel(acc, new_wl2, e.wl2),
+                        l: vx.sel(acc, new_l, li),
+                        wxl: vx.sel(acc, new_wxl, e.wxl),
+                        wl2: vx.sel(acc, new_wl2, e.wl2),
                     },
                 );
-                sumlx[k] = sel(acc, slx, sumlx[k]);
-                suml2[k] = sel(acc, sl2, suml2[k]);
+                sumlx[k] = vx.sel(acc, slx, sumlx[k]);
+                suml2[k] = vx.sel(acc, sl2, suml2[k]);
                 changed_at = Some(i);
             }
         }
@@ -514,19 +212,20 @@ pub(crate) fn q3<const N: usize, const M: usize>(
 #[inline]
 #[target_feature(enable = "avx512f")]
 fn products_gt(care: __mmask16, a: __m512, b: __m512, c: __m512, d: __m512) -> __mmask16 {
-    let scale = splat(f32::from_bits((127 + 64) << 23)); // 2^64
+    let vx = Avx512::within();
+    let scale = vx.splat(f32::from_bits((127 + 64) << 23)); // 2^64
     let s1 = _mm512_mul_ps(a, _mm512_mul_ps(b, scale));
     let s2 = _mm512_mul_ps(c, _mm512_mul_ps(d, scale));
     let (low, inf) = (
-        splat(f32::from_bits((127 - 62) << 23)),
-        splat(f32::INFINITY),
+        vx.splat(f32::from_bits((127 - 62) << 23)),
+        vx.splat(f32::INFINITY),
     ); // 2^-62
-    let plain = _mm512_mask_cmp_ps_mask::<_CMP_GE_OQ>(care, abs(s1), low);
-    let plain = _mm512_mask_cmp_ps_mask::<_CMP_LT_OQ>(plain, abs(s1), inf);
-    let plain = _mm512_mask_cmp_ps_mask::<_CMP_GE_OQ>(plain, abs(s2), low);
-    let plain = _mm512_mask_cmp_ps_mask::<_CMP_LT_OQ>(plain, abs(s2), inf);
+    let plain = _mm512_mask_cmp_ps_mask::<_CMP_GE_OQ>(care, vx.abs(s1), low);
+    let plain = _mm512_mask_cmp_ps_mask::<_CMP_LT_OQ>(plain, vx.abs(s1), inf);
+    let plain = _mm512_mask_cmp_ps_mask::<_CMP_GE_OQ>(plain, vx.abs(s2), low);
+    let plain = _mm512_mask_cmp_ps_mask::<_CMP_LT_OQ>(plain, vx.abs(s2), inf);
     if plain == care {
-        return gt(s1, s2);
+        return vx.gt(s1, s2);
     }
     let mut out: __mmask16 = 0;
     for h in 0..2 {
@@ -578,26 +277,27 @@ fn f32_rounded(p: __m512d) -> __m512d {
 #[inline]
 #[target_feature(enable = "avx512f")]
 pub(crate) fn qx16_candidates(x: &[f32; 16], w: &[f32; 16], nmax: i32, l: &mut [i8; 16]) -> f32 {
+    let vx = Avx512::within();
     use super::lanes::{qx16_iscales, qx16_pick, QX16_LANES};
     let Some(iscale) = qx16_iscales(x, nmax) else {
         *l = [0; 16];
         return 0.0;
     };
-    let iv = [ld(&iscale, 0), ld(&iscale, 1)];
+    let iv = [vx.ld(&iscale, 0), vx.ld(&iscale, 1)];
     let zero = _mm512_setzero_ps();
     let (mut sx, mut s2) = ([zero; 2], [zero; 2]);
     for i in 0..16 {
-        let (xv, wv, wx) = (splat(x[i]), splat(w[i]), splat(w[i] * x[i]));
+        let (xv, wv, wx) = (vx.splat(x[i]), vx.splat(w[i]), vx.splat(w[i] * x[i]));
         for h in 0..2 {
-            let li = round_clamp_f(_mm512_mul_ps(iv[h], xv), -nmax, nmax - 1);
+            let li = vx.round_clamp_f(_mm512_mul_ps(iv[h], xv), -nmax, nmax - 1);
             sx[h] = _mm512_add_ps(sx[h], _mm512_mul_ps(wx, li));
             s2[h] = _mm512_add_ps(s2[h], _mm512_mul_ps(_mm512_mul_ps(wv, li), li));
         }
     }
     let (mut sumlx, mut suml2) = ([0f32; QX16_LANES], [0f32; QX16_LANES]);
     for h in 0..2 {
-        st(&mut sumlx, h, sx[h]);
-        st(&mut suml2, h, s2[h]);
+        vx.st(&mut sumlx, h, sx[h]);
+        vx.st(&mut suml2, h, s2[h]);
     }
     qx16_pick(x, nmax, &iscale, &sumlx, &suml2, l)
 }
@@ -608,9 +308,10 @@ pub(crate) fn qx16_candidates(x: &[f32; 16], w: &[f32; 16], nmax: i32, l: &mut [
 #[inline]
 #[target_feature(enable = "avx512f")]
 fn scale_levels(iscale: __m512, scale: __m512) -> __m512i {
+    let vx = Avx512::within();
     let t = _mm512_castps_si512(_mm512_add_ps(
         _mm512_mul_ps(iscale, scale),
-        splat(12_582_912.0),
+        vx.splat(ROUND_MAGIC),
     ));
     let rounded = _mm512_sub_epi32(
         _mm512_and_si512(t, _mm512_set1_epi32(0x007f_ffff)),
@@ -636,12 +337,13 @@ pub(crate) fn q3_headers(
     y: &mut [crate::blocks::BlockQ3K],
     steps: &mut [[f32; 16]],
 ) {
+    let vx = Avx512::within();
     let n = scales.len();
     assert!(n <= 16 && y.len() == n && steps.len() == n);
     let zero = _mm512_setzero_ps();
     let s = transpose_regs(std::array::from_fn(|b| {
         if b < n {
-            ld(&scales[b], 0)
+            vx.ld(&scales[b], 0)
         } else {
             zero
         }
@@ -649,17 +351,17 @@ pub(crate) fn q3_headers(
     // The first scale of largest magnitude (a NaN never wins ggml's `>`).
     let (mut amax, mut max) = (zero, zero);
     for sj in s {
-        let g = gt(abs(sj), amax);
-        amax = sel(g, abs(sj), amax);
-        max = sel(g, sj, max);
+        let g = vx.gt(vx.abs(sj), amax);
+        amax = vx.sel(g, vx.abs(sj), amax);
+        max = vx.sel(g, sj, max);
     }
     let live = _mm512_cmp_ps_mask::<_CMP_NEQ_OQ>(max, zero);
-    let iscale = _mm512_div_ps(splat(-32.0), max);
+    let iscale = _mm512_div_ps(vx.splat(-32.0), max);
     let l6: [__m512i; 16] =
         std::array::from_fn(|j| _mm512_maskz_mov_epi32(live, scale_levels(iscale, s[j])));
     // fp16 d = 1/iscale (0 for all-zero blocks), read back as the dequantizer reads it.
     let d16 = _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-        _mm512_maskz_div_ps(live, splat(1.0), iscale),
+        _mm512_maskz_div_ps(live, vx.splat(1.0), iscale),
     );
     let dd = _mm512_cvtph_ps(d16);
     let per_sub = transpose_regs(std::array::from_fn(|j| {
@@ -698,7 +400,7 @@ pub(crate) fn q3_headers(
     for b in 0..n {
         y[b].scales = std::array::from_fn(|k| by_block[b][k] as u8);
         y[b].d = d_bits[b];
-        st(&mut steps[b], 0, per_sub[b]);
+        vx.st(&mut steps[b], 0, per_sub[b]);
     }
 }
 
@@ -708,16 +410,17 @@ pub(crate) fn q3_headers(
 #[inline]
 #[target_feature(enable = "avx512f")]
 pub(crate) fn q3_scales(scales: &[f32; 16]) -> Option<([i32; 16], f32)> {
-    let s = ld(scales, 0);
+    let vx = Avx512::within();
+    let s = vx.ld(scales, 0);
     let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(s, s);
-    let bits = _mm512_maskz_mov_epi32(!nan, _mm512_castps_si512(abs(s)));
+    let bits = _mm512_maskz_mov_epi32(!nan, _mm512_castps_si512(vx.abs(s)));
     let top = _mm512_reduce_max_epu32(bits);
     if top == 0 {
         return None;
     }
     let first = _mm512_cmpeq_epi32_mask(bits, _mm512_set1_epi32(top as i32)).trailing_zeros();
     let iscale = -32.0 / scales[first as usize];
-    Some((to_i32(scale_levels(splat(iscale), s)), 1.0 / iscale))
+    Some((vx.to_ints(scale_levels(vx.splat(iscale), s)), 1.0 / iscale))
 }
 
 /// [`q3`]'s first refinement pass only, with every row checked against the initial state by the
@@ -729,14 +432,16 @@ pub(crate) fn q3_scales(scales: &[f32; 16]) -> Option<([i32; 16], f32)> {
 #[inline]
 #[target_feature(enable = "avx512f")]
 pub(crate) fn q3_first<const N: usize, const M: usize>(
+    t: Avx512,
     x: &[[f32; N]; M],
     nmax: i32,
     scale_out: &mut [f32; N],
     state: &mut [[f32; N]; 3],
 ) -> u64 {
+    let vx = Avx512::within();
     let kk = N / 16;
     let mut st3 = Q3Start::new(N / 16);
-    st3.fill(x, nmax);
+    st3.fill(t, x, nmax);
     let mut unsure = 0u64;
     for k in 0..kk {
         let mut lane_unsure: __mmask16 = 0;
@@ -744,17 +449,17 @@ pub(crate) fn q3_first<const N: usize, const M: usize>(
             let e = st3.rows[k].get(i);
             let slx0 = _mm512_sub_ps(st3.sumlx[k], e.wxl);
             let sl20 = _mm512_sub_ps(st3.suml2[k], e.wl2);
-            lane_unsure |= q3_unsure(ld(&x[i], k), e.l, slx0, sl20, nmax);
+            lane_unsure |= q3_unsure(vx.ld(&x[i], k), e.l, slx0, sl20, nmax);
         }
-        let live = !lt(st3.amax[k], splat(GROUP_MAX_EPS));
+        let live = !vx.lt(st3.amax[k], vx.splat(GROUP_MAX_EPS));
         unsure |= ((lane_unsure & live) as u64) << (16 * k);
-        st(
+        vx.st(
             &mut state[0],
             k,
-            _mm512_mask_mov_ps(splat(f32::NAN), live, st3.iscale[k]),
+            _mm512_mask_mov_ps(vx.splat(f32::NAN), live, st3.iscale[k]),
         );
-        st(&mut state[1], k, st3.sumlx[k]);
-        st(&mut state[2], k, st3.suml2[k]);
+        vx.st(&mut state[1], k, st3.sumlx[k]);
+        vx.st(&mut state[2], k, st3.suml2[k]);
     }
     st3.scales(scale_out);
     unsure
@@ -787,6 +492,7 @@ const Q3_BATCH: usize = 64;
 #[inline]
 #[target_feature(enable = "avx512f")]
 fn q3_rounds(jobs: &mut [super::lanes::Q3Job<'_>], nmax: i32) {
+    let vx = Avx512::within();
     let n = jobs.len();
     assert!(n <= Q3_BATCH);
     let zero = _mm512_setzero_ps();
@@ -805,10 +511,10 @@ fn q3_rounds(jobs: &mut [super::lanes::Q3Job<'_>], nmax: i32) {
     let mut active = [0u8; Q3_BATCH];
     let (lo, hi) = (-nmax, nmax - 1);
     for (j, job) in jobs.iter().enumerate() {
-        let xv = ld(job.x, 0);
+        let xv = vx.ld(job.x, 0);
         let wv = _mm512_mul_ps(xv, xv);
         let wxv = _mm512_mul_ps(wv, xv);
-        let lv = round_clamp_f(_mm512_mul_ps(splat(job.iscale), xv), lo, hi);
+        let lv = vx.round_clamp_f(_mm512_mul_ps(vx.splat(job.iscale), xv), lo, hi);
         (x[j], w[j], wx[j], l[j]) = (xv, wv, wxv, lv);
         wxl[j] = _mm512_mul_ps(wxv, lv);
         wl2[j] = _mm512_mul_ps(_mm512_mul_ps(wv, lv), lv);
@@ -830,25 +536,26 @@ fn q3_rounds(jobs: &mut [super::lanes::Q3Job<'_>], nmax: i32) {
             let j = active[a] as usize;
             let [sx, s2] = sums[j];
             let (xv, wv, wxv) = (x[j], w[j], wx[j]);
-            let slx0 = _mm512_sub_ps(splat(sx), wxl[j]);
-            let sl20 = _mm512_sub_ps(splat(s2), wl2[j]);
-            let new_l = round_clamp_f(_mm512_div_ps(_mm512_mul_ps(xv, sl20), slx0), lo, hi);
+            let slx0 = _mm512_sub_ps(vx.splat(sx), wxl[j]);
+            let sl20 = _mm512_sub_ps(vx.splat(s2), wl2[j]);
+            let new_l = vx.round_clamp_f(_mm512_div_ps(_mm512_mul_ps(xv, sl20), slx0), lo, hi);
             let slx = _mm512_add_ps(slx0, _mm512_mul_ps(wxv, new_l));
             let sl2 = _mm512_add_ps(sl20, _mm512_mul_ps(_mm512_mul_ps(wv, new_l), new_l));
-            cands[a] =
-                gt(slx0, zero) & _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(new_l, l[j]) & gt(sl2, zero);
+            cands[a] = vx.gt(slx0, zero)
+                & _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(new_l, l[j])
+                & vx.gt(sl2, zero);
             (cand_l[a], cand_slx[a], cand_sl2[a]) = (new_l, slx, sl2);
         }
         let mut kept = 0;
         for a in 0..n_active {
             let j = active[a] as usize;
             let [sx, s2] = sums[j];
-            let (sumlx, suml2) = (splat(sx), splat(s2));
+            let (sumlx, suml2) = (vx.splat(sx), vx.splat(s2));
             let (new_l, slx, sl2, cand) = (cand_l[a], cand_slx[a], cand_sl2[a], cands[a]);
             // ggml's `slx*slx*suml2 > sumlx*sumlx*sl2`.
-            let (p, c) = (_mm512_mul_ps(slx, slx), splat(sx * sx));
+            let (p, c) = (_mm512_mul_ps(slx, slx), vx.splat(sx * sx));
             let better = if plain[j] {
-                gt(_mm512_mul_ps(p, suml2), _mm512_mul_ps(c, sl2))
+                vx.gt(_mm512_mul_ps(p, suml2), _mm512_mul_ps(c, sl2))
             } else {
                 products_gt(cand, p, suml2, c, sl2)
             };
@@ -906,9 +613,14 @@ pub(crate) fn plain_products(iscale: f32) -> bool {
 #[inline]
 #[target_feature(enable = "avx512f")]
 pub(crate) fn first_levels(x: &[f32; 16], iscale: f32, nmax: i32) -> [i8; 16] {
+    let vx = Avx512::within();
     let mut out = [0i8; 16];
     if !iscale.is_nan() {
-        let l = round_clamp(_mm512_mul_ps(splat(iscale), ld(x, 0)), -nmax, nmax - 1);
+        let l = vx.round_clamp(
+            _mm512_mul_ps(vx.splat(iscale), vx.ld(x, 0)),
+            -nmax,
+            nmax - 1,
+        );
         let bytes = _mm512_cvtepi32_epi8(_mm512_add_epi32(l, _mm512_set1_epi32(nmax)));
         // SAFETY: `out` is 16 writable bytes; the store is unaligned.
         unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), bytes) };
@@ -956,21 +668,22 @@ impl<const M: usize> Q3Start<M> {
     /// moved).
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn fill<const N: usize>(&mut self, x: &[[f32; N]; M], nmax: i32) {
+    fn fill<const N: usize>(&mut self, t: Avx512, x: &[[f32; N]; M], nmax: i32) {
+        let vx = Avx512::within();
         let kk = N / 16;
         assert!(N.is_multiple_of(16) && kk <= KMAX && kk == self.kk && self.rows[0].len == 0);
         let zero = _mm512_setzero_ps();
-        let (max, amax) = signed_absmax(x);
+        let (max, amax) = lanes::signed_absmax(t, x);
         self.amax = amax;
         for k in 0..kk {
-            let iscale = _mm512_div_ps(splat(-(nmax as f32)), max[k]);
+            let iscale = _mm512_div_ps(vx.splat(-(nmax as f32)), max[k]);
             self.iscale[k] = iscale;
             // The sums stay in registers: accumulating into the struct would put a store and a
             // reload on each step of the chain.
             let (mut sumlx, mut suml2) = (zero, zero);
             for i in 0..M {
-                let xv = ld(&x[i], k);
-                let l = round_clamp_f(_mm512_mul_ps(iscale, xv), -nmax, nmax - 1);
+                let xv = vx.ld(&x[i], k);
+                let l = vx.round_clamp_f(_mm512_mul_ps(iscale, xv), -nmax, nmax - 1);
                 let wv = _mm512_mul_ps(xv, xv);
                 let wxl = _mm512_mul_ps(_mm512_mul_ps(wv, xv), l);
                 let wl2 = _mm512_mul_ps(_mm512_mul_ps(wv, l), l);
@@ -992,9 +705,10 @@ impl<const M: usize> Q3Start<M> {
         scale_out: &mut [f32; N],
         l_out: &mut [[i8; N]; M],
     ) {
-        let eps = splat(GROUP_MAX_EPS);
+        let vx = Avx512::within();
+        let eps = vx.splat(GROUP_MAX_EPS);
         for k in 0..self.kk {
-            let live = !lt(self.amax[k], eps);
+            let live = !vx.lt(self.amax[k], eps);
             for i in 0..M {
                 let li = _mm512_add_epi32(
                     _mm512_cvtps_epi32(self.rows[k].get(i).l),
@@ -1013,11 +727,12 @@ impl<const M: usize> Q3Start<M> {
     #[inline]
     #[target_feature(enable = "avx512f")]
     fn scales<const N: usize>(&self, scale_out: &mut [f32; N]) {
-        let (zero, eps) = (_mm512_setzero_ps(), splat(GROUP_MAX_EPS));
+        let vx = Avx512::within();
+        let (zero, eps) = (_mm512_setzero_ps(), vx.splat(GROUP_MAX_EPS));
         for k in 0..self.kk {
-            let ok = !lt(self.amax[k], eps) & gt(self.suml2[k], zero);
+            let ok = !vx.lt(self.amax[k], eps) & vx.gt(self.suml2[k], zero);
             let scale = _mm512_div_ps(self.sumlx[k], self.suml2[k]);
-            st(scale_out, k, sel(ok, scale, zero));
+            vx.st(scale_out, k, vx.sel(ok, scale, zero));
         }
     }
 }
@@ -1030,16 +745,17 @@ impl<const M: usize> Q3Start<M> {
 #[inline]
 #[target_feature(enable = "avx512f")]
 fn q3_unsure(x: __m512, l: __m512, slx: __m512, sl2: __m512, nmax: i32) -> __mmask16 {
+    let vx = Avx512::within();
     let q = _mm512_mul_ps(_mm512_mul_ps(x, sl2), _mm512_rcp14_ps(slx));
-    let (lmin, lmax) = (splat(-(nmax as f32)), splat(nmax as f32 - 1.0));
-    let off = abs(_mm512_sub_ps(
+    let (lmin, lmax) = (vx.splat(-(nmax as f32)), vx.splat(nmax as f32 - 1.0));
+    let off = vx.abs(_mm512_sub_ps(
         _mm512_min_ps(_mm512_max_ps(q, lmin), lmax),
         l,
     ));
-    let pos = gt(slx, _mm512_setzero_ps());
-    let sure = _mm512_mask_cmp_ps_mask::<_CMP_LT_OQ>(pos, slx, splat(Q3_SLX_MAX));
-    let sure = _mm512_mask_cmp_ps_mask::<_CMP_LT_OQ>(sure, abs(q), splat(Q3_FAR));
-    let sure = _mm512_mask_cmp_ps_mask::<_CMP_LT_OQ>(sure, off, splat(0.5 - Q3_CELL_TOL));
+    let pos = vx.gt(slx, _mm512_setzero_ps());
+    let sure = _mm512_mask_cmp_ps_mask::<_CMP_LT_OQ>(pos, slx, vx.splat(Q3_SLX_MAX));
+    let sure = _mm512_mask_cmp_ps_mask::<_CMP_LT_OQ>(sure, vx.abs(q), vx.splat(Q3_FAR));
+    let sure = _mm512_mask_cmp_ps_mask::<_CMP_LT_OQ>(sure, off, vx.splat(0.5 - Q3_CELL_TOL));
     pos & !sure
 }
 
@@ -1056,67 +772,19 @@ const Q3_FAR: f32 = 1_048_576.0;
 /// 14-bit reciprocal's error bound holds.
 const Q3_SLX_MAX: f32 = 1.0e37;
 
-/// See [`super::lanes::requant`]; one sub-block (16 values) per vector.
-///
-/// The quotient `x / d` is formed as `x · (1/d)` with one division per super-block, which can
-/// differ from the correctly rounded quotient by `|x/d| · 2^-23`; `d` is an f16 times a small
-/// integer, so `1/d` is a normal float. A lane whose product lies within [`REQUANT_TOL`] of a
-/// rounding boundary (or is huge, infinite or NaN) could round differently, so any vector
-/// holding such a lane is redone with the true division and ggml's `nearest_int`; every
-/// other lane provably rounds to the same integer. Clamping to `[-nmax - 0.25, nmax - 0.75]`
-/// before rounding applies ggml's clamp, and adding `1.5·2^23 + nmax` leaves `level + nmax`
-/// in the low byte of the sum's bits.
-#[inline]
-#[target_feature(enable = "avx512f")]
-pub(crate) fn requant(x: &[f32; 256], d: &[f32; 16], nmax: i32, l: &mut [i8; 256]) -> u16 {
-    let dv = ld(d, 0);
-    let skipped = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(dv, _mm512_setzero_ps());
-    let mut r = [0f32; 16];
-    st(&mut r, 0, _mm512_div_ps(splat(1.0), dv));
-    let magic = splat(12_582_912.0 + nmax as f32);
-    let (lo, hi) = (splat(-(nmax as f32) - 0.25), splat(nmax as f32 - 0.75));
-    for j in 0..16 {
-        if skipped & (1 << j) != 0 {
-            continue;
-        }
-        let xs: &[f32; 16] = x[16 * j..16 * j + 16].try_into().expect("16 values");
-        let xv = ld(xs, 0);
-        let q = _mm512_mul_ps(xv, splat(r[j]));
-        let finite = lt(abs(q), splat(1_048_576.0));
-        let qc = _mm512_min_ps(_mm512_max_ps(q, lo), hi);
-        let t = _mm512_add_ps(qc, magic);
-        let off = abs(_mm512_sub_ps(qc, _mm512_sub_ps(t, magic)));
-        let safe = _mm512_mask_cmp_ps_mask::<_CMP_LT_OQ>(finite, off, splat(0.5 - REQUANT_TOL));
-        let bits = if safe == u16::MAX {
-            _mm512_castps_si512(t)
-        } else {
-            let exact = _mm512_div_ps(xv, splat(d[j]));
-            _mm512_add_epi32(round_clamp(exact, -nmax, nmax - 1), _mm512_set1_epi32(nmax))
-        };
-        let out = &mut l[16 * j..16 * j + 16];
-        // SAFETY: `out` is 16 writable bytes; the store is unaligned.
-        unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(bits)) };
-    }
-    skipped
-}
-
-/// How close to a rounding boundary `x · (1/d)` may come before [`requant`] divides: above the
-/// product's error `|x/d| · 2^-23 ≤ 2^-17` for `|x/d| ≤ 32.25`, plus half an ulp of the true
-/// quotient there.
-const REQUANT_TOL: f32 = 1.0 / 16384.0;
-
 /// [`super::lanes::transpose_blocks`] for sub-blocks of 16: each super-block's 16×16 matrix
 /// (row `j` = sub-block `j`) transposed in registers by [`transpose_regs`] instead of 256
 /// scalar moves.
 #[inline]
 #[target_feature(enable = "avx512f")]
 pub(crate) fn transpose16<const N: usize, const B: usize>(x: [&[f32; 256]; B]) -> [[f32; N]; 16] {
+    let vx = Avx512::within();
     assert!(N == 16 * B);
     let mut out = [[0f32; N]; 16];
     for (b, xb) in x.into_iter().enumerate() {
         let cols = transpose_regs(std::array::from_fn(|j| load16(&xb[16 * j..])));
         for (i, v) in cols.into_iter().enumerate() {
-            st(&mut out[i], b, v);
+            vx.st(&mut out[i], b, v);
         }
     }
     out
@@ -1128,6 +796,7 @@ pub(crate) fn transpose16<const N: usize, const B: usize>(x: [&[f32; 256]; B]) -
 #[inline]
 #[target_feature(enable = "avx512f")]
 pub(crate) fn sums_of_squares(x: &[f32], out: &mut [f32]) {
+    let vx = Avx512::within();
     assert_eq!(x.len(), out.len() * 256);
     let whole = out.len() / 16 * 16;
     for (xs, sums) in x.chunks_exact(16 * 256).zip(out.chunks_exact_mut(16)) {
@@ -1139,7 +808,7 @@ pub(crate) fn sums_of_squares(x: &[f32], out: &mut [f32]) {
             }
         }
         let sums: &mut [f32; 16] = sums.try_into().expect("16 sums");
-        st(sums, 0, acc);
+        vx.st(sums, 0, acc);
     }
     super::lanes::sums_of_squares(&x[whole * 256..], &mut out[whole..]);
 }
@@ -1148,8 +817,9 @@ pub(crate) fn sums_of_squares(x: &[f32], out: &mut [f32]) {
 #[inline]
 #[target_feature(enable = "avx512f")]
 fn load16(s: &[f32]) -> __m512 {
+    let vx = Avx512::within();
     let s: &[f32; 16] = s[..16].try_into().expect("16 values");
-    ld(s, 0)
+    vx.ld(s, 0)
 }
 
 /// A 16×16 transpose in registers (`out[i]` lane `j` = `r[j]` lane `i`), in the usual four

@@ -2,7 +2,7 @@
 //! `quantize_row_*_ref`, `quantize_row_*_impl` (the importance-matrix paths) and
 //! `dequantize_row_*` from `ggml-quants.c`.
 //!
-//! Bit-exactness notes (see the spec, §2): the reference paths truncate with `(int8_t)(v + 8.5f)`
+//! Bit-exactness notes: the reference paths truncate with `(int8_t)(v + 8.5f)`
 //! (Rust's `as` conversion truncates toward zero the same way for in-range values) and Q8_0 uses
 //! `roundf` (half away from zero = [`f32::round`]); every float expression keeps C's evaluation
 //! order and no operation is fused, matching ggml-base built without `-march` flags.

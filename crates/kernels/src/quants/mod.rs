@@ -22,6 +22,7 @@ pub mod q4k;
 pub mod q5k;
 pub mod q6k;
 pub mod search;
+mod vector;
 
 use bytemuck::Pod;
 use rayon::prelude::*;

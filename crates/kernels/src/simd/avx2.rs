@@ -37,14 +37,13 @@ macro_rules! sum_blocks {
     }};
 }
 
-/// Runs the block dequantizer `$f` over every whole block of `$x` into `$out`: one loop per
-/// type, with the type matched outside it rather than on every block (a jump-table dispatch per
-/// block). Measured with AVX2 and 64-byte-aligned output, per 32 values: IQ4_XS 9.5 → 9.0,
-/// Q6_K 10.7 → 10.2, Q3_K 10.9 → 10.4, Q5_K 14.2 → 13.9 cycles.
+/// Runs the super-block dequantizer `$f` over every whole block of `$x` (`$ts` bytes each) into
+/// `$out`, 256 values per block: one loop per type, with the type matched outside it rather
+/// than on every block (a jump-table dispatch per block costs measurably; `bench/README.md`).
 macro_rules! per_block {
-    ($x:expr, $out:expr, $ts:expr, $bs:expr, $f:ident) => {
-        for (b, y) in $x.chunks_exact($ts).zip($out.chunks_exact_mut($bs)) {
-            $f(b, y.as_mut_ptr())
+    ($x:expr, $out:expr, $ts:expr, $f:ident) => {
+        for (b, y) in $x.chunks_exact($ts).zip($out.as_chunks_mut::<256>().0) {
+            $f(b, y)
         }
     };
 }
@@ -69,17 +68,14 @@ macro_rules! x86_kernels {
         pub unsafe fn dequantize(ty: GgmlType, x: &[u8], out: &mut [f32]) {
             use GgmlType::*;
             let ts = ty.type_size();
-            let bs = ty.block_size();
             match ty {
                 F16 => deq_f16(x, out),
                 BF16 => deq_bf16(x, out),
-                // The 32-value formats keep one loop with the match inside: measured, the
-                // per-type loop ran Q8_0 at 16 cycles per 32 values on both paths, this loop
-                // (now over these six types only) at 9.4, where it took 15.4 with AVX2 while
-                // it also served the K-quants. Code generation, not the kernel, decides here.
+                // The 32-value formats keep one loop with the match inside: it ran faster
+                // than one loop per type (code generation, not the kernel, decides here;
+                // the figures are in `bench/README.md`).
                 Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | IQ4NL => {
-                    for (b, y) in x.chunks_exact(ts).zip(out.chunks_exact_mut(bs)) {
-                        let y = y.as_mut_ptr();
+                    for (b, y) in x.chunks_exact(ts).zip(out.as_chunks_mut::<32>().0) {
                         match ty {
                             Q4_0 => deq_q4_0(b, y),
                             Q4_1 => deq_q4_1(b, y),
@@ -90,12 +86,12 @@ macro_rules! x86_kernels {
                         }
                     }
                 }
-                Q2K => per_block!(x, out, ts, bs, deq_q2_k),
-                Q3K => per_block!(x, out, ts, bs, deq_q3_k),
-                Q4K => per_block!(x, out, ts, bs, deq_q4_k),
-                Q5K => per_block!(x, out, ts, bs, deq_q5_k),
-                Q6K => per_block!(x, out, ts, bs, deq_q6_k),
-                IQ4XS => per_block!(x, out, ts, bs, deq_iq4_xs),
+                Q2K => per_block!(x, out, ts, deq_q2_k),
+                Q3K => per_block!(x, out, ts, deq_q3_k),
+                Q4K => per_block!(x, out, ts, deq_q4_k),
+                Q5K => per_block!(x, out, ts, deq_q5_k),
+                Q6K => per_block!(x, out, ts, deq_q6_k),
+                IQ4XS => per_block!(x, out, ts, deq_iq4_xs),
                 F32 | Q8_1 | Q8K => scalar::dequantize(ty, x, out),
             }
         }
@@ -134,14 +130,14 @@ macro_rules! x86_kernels {
         /// instruction instead of a call).
         #[target_feature(enable = $feat)]
         #[inline]
-        unsafe fn f16_at(b: &[u8], off: usize) -> f32 {
+        fn f16_at(b: &[u8], off: usize) -> f32 {
             _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16_at(b, off) as i32)))
         }
 
         /// The fp16 fields at `off` of four consecutive blocks `stride` bytes apart, as f32.
         #[target_feature(enable = $feat)]
         #[inline]
-        unsafe fn halves4(b: &[u8], off: usize, stride: usize) -> __m128 {
+        fn halves4(b: &[u8], off: usize, stride: usize) -> __m128 {
             let h = _mm_setr_epi16(
                 u16_at(b, off) as i16,
                 u16_at(b, off + stride) as i16,
@@ -158,7 +154,7 @@ macro_rules! x86_kernels {
         /// Σ over blocks of `m · s`: the Q4_1/Q5_1 minimum (fp16 at offset 2 of the weight
         /// block) times the Q8_1 block sum `s` (fp16 at offset 2), four blocks at a time.
         #[target_feature(enable = $feat)]
-        unsafe fn min_sums(x: &[u8], y: &[u8], xs: usize) -> f32 {
+        fn min_sums(x: &[u8], y: &[u8], xs: usize) -> f32 {
             let mut acc = _mm_setzero_ps();
             let mut xc = x.chunks_exact(4 * xs);
             let mut yc = y.chunks_exact(4 * 36);
@@ -181,21 +177,48 @@ macro_rules! x86_kernels {
 
         #[target_feature(enable = $feat)]
         #[inline]
-        unsafe fn load256(b: &[u8], off: usize) -> __m256i {
-            debug_assert!(off + 32 <= b.len());
-            _mm256_loadu_si256(b.as_ptr().add(off) as *const __m256i)
+        fn load256(b: &[u8], off: usize) -> __m256i {
+            let s = &b[off..off + 32];
+            // SAFETY: `s` holds 32 readable bytes; the load is unaligned.
+            unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
         }
 
         #[target_feature(enable = $feat)]
         #[inline]
-        unsafe fn load128(b: &[u8], off: usize) -> __m128i {
-            debug_assert!(off + 16 <= b.len());
-            _mm_loadu_si128(b.as_ptr().add(off) as *const __m128i)
+        fn load128(b: &[u8], off: usize) -> __m128i {
+            let s = &b[off..off + 16];
+            // SAFETY: `s` holds 16 readable bytes; the load is unaligned.
+            unsafe { _mm_loadu_si128(s.as_ptr().cast()) }
+        }
+
+        /// Writes 8 floats to `out[..8]`.
+        #[target_feature(enable = $feat)]
+        #[inline]
+        fn store8(out: &mut [f32], v: __m256) {
+            let s = &mut out[..8];
+            // SAFETY: `s` holds 8 writable floats; the store is unaligned.
+            unsafe { _mm256_storeu_ps(s.as_mut_ptr(), v) }
+        }
+
+        /// The 32 values of a block's output at `at`.
+        #[inline(always)]
+        fn part(y: &mut [f32; 256], at: usize) -> &mut [f32; 32] {
+            (&mut y[at..at + 32]).try_into().expect("32 values")
+        }
+
+        /// The two 16-value halves of 32 values.
+        #[inline(always)]
+        fn halves(y: &mut [f32; 32]) -> (&mut [f32; 16], &mut [f32; 16]) {
+            let (lo, hi) = y.split_at_mut(16);
+            (
+                lo.try_into().expect("16 values"),
+                hi.try_into().expect("16 values"),
+            )
         }
 
         #[target_feature(enable = $feat)]
         #[inline]
-        unsafe fn hsum_f32x8(x: __m256) -> f32 {
+        fn hsum_f32x8(x: __m256) -> f32 {
             let r = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps::<1>(x));
             let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
             let r = _mm_add_ss(r, _mm_movehdup_ps(r));
@@ -206,7 +229,7 @@ macro_rules! x86_kernels {
         /// the element order of the legacy formats.
         #[target_feature(enable = $feat)]
         #[inline]
-        unsafe fn nibbles32(b: &[u8], off: usize) -> __m256i {
+        fn nibbles32(b: &[u8], off: usize) -> __m256i {
             let t = load128(b, off);
             let v = _mm256_set_m128i(_mm_srli_epi16::<4>(t), t);
             _mm256_and_si256(v, _mm256_set1_epi8(0x0f))
@@ -215,7 +238,7 @@ macro_rules! x86_kernels {
         /// The 32 bits of the u32 at `off` as 32 bytes, 0xFF where the bit is set.
         #[target_feature(enable = $feat)]
         #[inline]
-        unsafe fn bits32(b: &[u8], off: usize) -> __m256i {
+        fn bits32(b: &[u8], off: usize) -> __m256i {
             let x = u32_at(b, off) as i32;
             let shuf = _mm256_set_epi64x(
                 0x0303_0303_0303_0303,
@@ -232,7 +255,7 @@ macro_rules! x86_kernels {
         /// (|x| × sign(y, x)) so the unsigned × signed multiply applies. `y` must not hold -128.
         #[target_feature(enable = $feat)]
         #[inline]
-        unsafe fn mul_sum_i8_pairs_float(x: __m256i, y: __m256i) -> __m256 {
+        fn mul_sum_i8_pairs_float(x: __m256i, y: __m256i) -> __m256 {
             let ax = _mm256_sign_epi8(x, x);
             let sy = _mm256_sign_epi8(y, x);
             _mm256_cvtepi32_ps(mul_sum_us8_pairs(_mm256_setzero_si256(), ax, sy))
@@ -241,7 +264,7 @@ macro_rules! x86_kernels {
         /// Per-pair i16 sums of the i8 × i8 products (sign trick, no saturation for |x| ≤ 127).
         #[target_feature(enable = $feat)]
         #[inline]
-        unsafe fn mul_add_epi8(x: __m256i, y: __m256i) -> __m256i {
+        fn mul_add_epi8(x: __m256i, y: __m256i) -> __m256i {
             _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
         }
 
@@ -249,7 +272,7 @@ macro_rules! x86_kernels {
         /// matching the two 16-value sub-blocks that one 32-byte `maddubs` covers.
         #[target_feature(enable = $feat)]
         #[inline]
-        unsafe fn scale_pair(sc: __m128i, a: usize) -> __m256i {
+        fn scale_pair(sc: __m128i, a: usize) -> __m256i {
             const K: u64 = 0x0101_0101_0101_0101;
             let shuf = _mm_set_epi64x((K * (a as u64 + 1)) as i64, (K * a as u64) as i64);
             _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc, shuf))
@@ -258,47 +281,49 @@ macro_rules! x86_kernels {
         /// 16 i8 values → 16 floats `q * d` at `out`.
         #[target_feature(enable = $feat)]
         #[inline]
-        unsafe fn store16_mul(out: *mut f32, q: __m128i, d: __m256) {
+        fn store16_mul(out: &mut [f32; 16], q: __m128i, d: __m256) {
             let lo = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
             let hi = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128::<8>(q)));
-            _mm256_storeu_ps(out, _mm256_mul_ps(lo, d));
-            _mm256_storeu_ps(out.add(8), _mm256_mul_ps(hi, d));
+            store8(&mut out[..8], _mm256_mul_ps(lo, d));
+            store8(&mut out[8..], _mm256_mul_ps(hi, d));
         }
 
         /// 16 i8 values → 16 floats `q * d + m` at `out` (a separate add, as ggml rounds).
         #[target_feature(enable = $feat)]
         #[inline]
-        unsafe fn store16_mul_add(out: *mut f32, q: __m128i, d: __m256, m: __m256) {
+        fn store16_mul_add(out: &mut [f32; 16], q: __m128i, d: __m256, m: __m256) {
             let lo = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
             let hi = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128::<8>(q)));
-            _mm256_storeu_ps(out, _mm256_add_ps(_mm256_mul_ps(lo, d), m));
-            _mm256_storeu_ps(out.add(8), _mm256_add_ps(_mm256_mul_ps(hi, d), m));
+            store8(&mut out[..8], _mm256_add_ps(_mm256_mul_ps(lo, d), m));
+            store8(&mut out[8..], _mm256_add_ps(_mm256_mul_ps(hi, d), m));
         }
 
         /// 32 i8 values → 32 floats `q * d`.
         #[target_feature(enable = $feat)]
         #[inline]
-        unsafe fn store32_mul(out: *mut f32, q: __m256i, d: f32) {
+        fn store32_mul(out: &mut [f32; 32], q: __m256i, d: f32) {
             let d = _mm256_set1_ps(d);
-            store16_mul(out, _mm256_castsi256_si128(q), d);
-            store16_mul(out.add(16), _mm256_extracti128_si256::<1>(q), d);
+            let (lo, hi) = halves(out);
+            store16_mul(lo, _mm256_castsi256_si128(q), d);
+            store16_mul(hi, _mm256_extracti128_si256::<1>(q), d);
         }
 
         /// 32 i8 values → 32 floats `q * d + m`.
         #[target_feature(enable = $feat)]
         #[inline]
-        unsafe fn store32_mul_add(out: *mut f32, q: __m256i, d: f32, m: f32) {
+        fn store32_mul_add(out: &mut [f32; 32], q: __m256i, d: f32, m: f32) {
             let (d, m) = (_mm256_set1_ps(d), _mm256_set1_ps(m));
-            store16_mul_add(out, _mm256_castsi256_si128(q), d, m);
-            store16_mul_add(out.add(16), _mm256_extracti128_si256::<1>(q), d, m);
+            let (lo, hi) = halves(out);
+            store16_mul_add(lo, _mm256_castsi256_si128(q), d, m);
+            store16_mul_add(hi, _mm256_extracti128_si256::<1>(q), d, m);
         }
 
         /// Looks the 32 nibbles of 16 packed bytes up in the IQ4_NL code book (low nibbles
         /// first), giving signed bytes.
         #[target_feature(enable = $feat)]
         #[inline]
-        unsafe fn iq4_lookup(b: &[u8], off: usize) -> __m256i {
-            let values = _mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i);
+        fn iq4_lookup(b: &[u8], off: usize) -> __m256i {
+            let values = load128(bytemuck::cast_slice(&KVALUES_IQ4NL), 0);
             let m4 = _mm_set1_epi8(0x0f);
             let t = load128(b, off);
             let lo = _mm_shuffle_epi8(values, _mm_and_si128(t, m4));
@@ -309,79 +334,79 @@ macro_rules! x86_kernels {
         /// Q8_K quants at 32-byte chunk `k` of activation block `yb`.
         #[target_feature(enable = $feat)]
         #[inline]
-        unsafe fn q8k(yb: &[u8], k: usize) -> __m256i {
+        fn q8k(yb: &[u8], k: usize) -> __m256i {
             load256(yb, Q8K_QS + 32 * k)
         }
 
         // ------------------------------------------------------------ dequantize
 
         #[target_feature(enable = $feat)]
-        unsafe fn deq_f16(x: &[u8], out: &mut [f32]) {
+        fn deq_f16(x: &[u8], out: &mut [f32]) {
             let mut xc = x.chunks_exact(16);
             let mut oc = out.chunks_exact_mut(8);
             for (b, y) in (&mut xc).zip(&mut oc) {
-                _mm256_storeu_ps(y.as_mut_ptr(), _mm256_cvtph_ps(load128(b, 0)));
+                store8(y, _mm256_cvtph_ps(load128(b, 0)));
             }
             scalar::dequantize(GgmlType::F16, xc.remainder(), oc.into_remainder());
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn deq_bf16(x: &[u8], out: &mut [f32]) {
+        fn deq_bf16(x: &[u8], out: &mut [f32]) {
             let mut xc = x.chunks_exact(16);
             let mut oc = out.chunks_exact_mut(8);
             for (b, y) in (&mut xc).zip(&mut oc) {
                 let w = _mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(load128(b, 0)));
-                _mm256_storeu_ps(y.as_mut_ptr(), _mm256_castsi256_ps(w));
+                store8(y, _mm256_castsi256_ps(w));
             }
             scalar::dequantize(GgmlType::BF16, xc.remainder(), oc.into_remainder());
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn deq_q4_0(b: &[u8], y: *mut f32) {
+        fn deq_q4_0(b: &[u8], y: &mut [f32; 32]) {
             let q = _mm256_sub_epi8(nibbles32(b, Q4_0_QS), _mm256_set1_epi8(8));
             store32_mul(y, q, f16_at(b, 0));
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn deq_q4_1(b: &[u8], y: *mut f32) {
+        fn deq_q4_1(b: &[u8], y: &mut [f32; 32]) {
             store32_mul_add(y, nibbles32(b, Q4_1_QS), f16_at(b, 0), f16_at(b, Q4_1_M));
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn deq_q5_0(b: &[u8], y: *mut f32) {
+        fn deq_q5_0(b: &[u8], y: &mut [f32; 32]) {
             let hi = _mm256_andnot_si256(bits32(b, Q5_0_QH), _mm256_set1_epi8(0xf0u8 as i8));
             let q = _mm256_or_si256(nibbles32(b, Q5_0_QS), hi);
             store32_mul(y, q, f16_at(b, 0));
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn deq_q5_1(b: &[u8], y: *mut f32) {
+        fn deq_q5_1(b: &[u8], y: &mut [f32; 32]) {
             let hi = _mm256_and_si256(bits32(b, Q5_1_QH), _mm256_set1_epi8(0x10));
             let q = _mm256_or_si256(nibbles32(b, Q5_1_QS), hi);
             store32_mul_add(y, q, f16_at(b, 0), f16_at(b, Q5_1_M));
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn deq_q8_0(b: &[u8], y: *mut f32) {
+        fn deq_q8_0(b: &[u8], y: &mut [f32; 32]) {
             store32_mul(y, load256(b, Q8_0_QS), f16_at(b, 0));
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn deq_iq4_nl(b: &[u8], y: *mut f32) {
+        fn deq_iq4_nl(b: &[u8], y: &mut [f32; 32]) {
             store32_mul(y, iq4_lookup(b, Q4_0_QS), f16_at(b, 0));
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn deq_iq4_xs(b: &[u8], y: *mut f32) {
+        fn deq_iq4_xs(b: &[u8], y: &mut [f32; 256]) {
             let d = f16_at(b, 0);
             for ib in 0..8 {
                 let dl = d * iq4xs_scale(b, ib) as f32;
-                store32_mul(y.add(32 * ib), iq4_lookup(b, IQ4XS_QS + 16 * ib), dl);
+                store32_mul(part(y, 32 * ib), iq4_lookup(b, IQ4XS_QS + 16 * ib), dl);
             }
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn deq_q2_k(b: &[u8], y: *mut f32) {
+        fn deq_q2_k(b: &[u8], y: &mut [f32; 256]) {
             let d = f16_at(b, Q2K_D);
             let min = f16_at(b, Q2K_DMIN);
             let m3 = _mm256_set1_epi8(3);
@@ -393,22 +418,22 @@ macro_rules! x86_kernels {
                         m3,
                     );
                     let is = 8 * half + 2 * j;
-                    let base = y.add(128 * half + 32 * j);
-                    for (p, qp) in [
-                        (0, _mm256_castsi256_si128(q)),
-                        (1, _mm256_extracti128_si256::<1>(q)),
+                    let (lo, hi) = halves(part(y, 128 * half + 32 * j));
+                    for (p, out, qp) in [
+                        (0, lo, _mm256_castsi256_si128(q)),
+                        (1, hi, _mm256_extracti128_si256::<1>(q)),
                     ] {
                         let sc = b[Q2K_SCALES + is + p];
                         let dl = _mm256_set1_ps(d * (sc & 0xf) as f32);
                         let ml = _mm256_set1_ps(-(min * (sc >> 4) as f32));
-                        store16_mul_add(base.add(16 * p), qp, dl, ml);
+                        store16_mul_add(out, qp, dl, ml);
                     }
                 }
             }
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn deq_q3_k(b: &[u8], y: *mut f32) {
+        fn deq_q3_k(b: &[u8], y: &mut [f32; 256]) {
             let d_all = f16_at(b, Q3K_D);
             let scales = q3k_scales(&b[Q3K_SCALES..Q3K_SCALES + 12]);
             let hbits = load256(b, Q3K_HMASK);
@@ -425,17 +450,17 @@ macro_rules! x86_kernels {
                     let set = _mm256_cmpeq_epi8(_mm256_and_si256(hbits, mask), mask);
                     let q = _mm256_sub_epi8(low, _mm256_andnot_si256(set, four));
                     let is = 8 * half + 2 * j;
-                    let base = y.add(128 * half + 32 * j);
+                    let (lo, hi) = halves(part(y, 128 * half + 32 * j));
                     let d0 = _mm256_set1_ps(d_all * scales[is] as f32);
                     let d1 = _mm256_set1_ps(d_all * scales[is + 1] as f32);
-                    store16_mul(base, _mm256_castsi256_si128(q), d0);
-                    store16_mul(base.add(16), _mm256_extracti128_si256::<1>(q), d1);
+                    store16_mul(lo, _mm256_castsi256_si128(q), d0);
+                    store16_mul(hi, _mm256_extracti128_si256::<1>(q), d1);
                 }
             }
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn deq_q4_k(b: &[u8], y: *mut f32) {
+        fn deq_q4_k(b: &[u8], y: &mut [f32; 256]) {
             let d = f16_at(b, 0);
             let min = f16_at(b, Q4K_DMIN);
             let sm = k4_scales_mins(&b[Q4K_SCALES..Q4K_SCALES + 12]);
@@ -446,13 +471,13 @@ macro_rules! x86_kernels {
                 let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4);
                 let (s1, s2) = (sm[2 * c] as f32, sm[2 * c + 1] as f32);
                 let (m1, m2) = (sm[8 + 2 * c] as f32, sm[9 + 2 * c] as f32);
-                store32_mul_add(y.add(64 * c), lo, d * s1, -(min * m1));
-                store32_mul_add(y.add(64 * c + 32), hi, d * s2, -(min * m2));
+                store32_mul_add(part(y, 64 * c), lo, d * s1, -(min * m1));
+                store32_mul_add(part(y, 64 * c + 32), hi, d * s2, -(min * m2));
             }
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn deq_q5_k(b: &[u8], y: *mut f32) {
+        fn deq_q5_k(b: &[u8], y: &mut [f32; 256]) {
             let d = f16_at(b, 0);
             let min = f16_at(b, Q5K_DMIN);
             let sm = k4_scales_mins(&b[Q5K_SCALES..Q5K_SCALES + 12]);
@@ -471,8 +496,8 @@ macro_rules! x86_kernels {
                 let hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4), h2);
                 let (s1, s2) = (sm[2 * c] as f32, sm[2 * c + 1] as f32);
                 let (m1, m2) = (sm[8 + 2 * c] as f32, sm[9 + 2 * c] as f32);
-                store32_mul_add(y.add(64 * c), lo, d * s1, -(min * m1));
-                store32_mul_add(y.add(64 * c + 32), hi, d * s2, -(min * m2));
+                store32_mul_add(part(y, 64 * c), lo, d * s1, -(min * m1));
+                store32_mul_add(part(y, 64 * c + 32), hi, d * s2, -(min * m2));
             }
         }
 
@@ -480,7 +505,7 @@ macro_rules! x86_kernels {
         /// Q6_K block as unsigned 6-bit bytes (0..63).
         #[target_feature(enable = $feat)]
         #[inline]
-        unsafe fn q6_groups(b: &[u8], half: usize) -> [__m256i; 4] {
+        fn q6_groups(b: &[u8], half: usize) -> [__m256i; 4] {
             let m4 = _mm256_set1_epi8(0x0f);
             let m2 = _mm256_set1_epi8(3);
             let l1 = load256(b, Q6K_QL + 64 * half);
@@ -499,7 +524,7 @@ macro_rules! x86_kernels {
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn deq_q6_k(b: &[u8], y: *mut f32) {
+        fn deq_q6_k(b: &[u8], y: &mut [f32; 256]) {
             let d = f16_at(b, Q6K_D);
             let m32 = _mm256_set1_epi8(32);
             for half in 0..2 {
@@ -509,9 +534,9 @@ macro_rules! x86_kernels {
                     let is = 8 * half + 2 * g;
                     let d0 = _mm256_set1_ps(d * b[Q6K_SCALES + is] as i8 as f32);
                     let d1 = _mm256_set1_ps(d * b[Q6K_SCALES + is + 1] as i8 as f32);
-                    let base = y.add(128 * half + 32 * g);
-                    store16_mul(base, _mm256_castsi256_si128(q), d0);
-                    store16_mul(base.add(16), _mm256_extracti128_si256::<1>(q), d1);
+                    let (lo, hi) = halves(part(y, 128 * half + 32 * g));
+                    store16_mul(lo, _mm256_castsi256_si128(q), d0);
+                    store16_mul(hi, _mm256_extracti128_si256::<1>(q), d1);
                 }
             }
         }
@@ -519,14 +544,14 @@ macro_rules! x86_kernels {
         // ------------------------------------------------------------ dot products
 
         #[target_feature(enable = $feat)]
-        unsafe fn dot_f32(x: &[u8], y: &[u8]) -> f32 {
+        fn dot_f32(x: &[u8], y: &[u8]) -> f32 {
             let mut acc = [_mm256_setzero_ps(); 4];
             let mut xc = x.chunks_exact(128);
             let mut yc = y.chunks_exact(128);
             for (a, b) in (&mut xc).zip(&mut yc) {
                 for (k, s) in acc.iter_mut().enumerate() {
-                    let va = _mm256_loadu_ps(a.as_ptr().add(32 * k) as *const f32);
-                    let vb = _mm256_loadu_ps(b.as_ptr().add(32 * k) as *const f32);
+                    let va = _mm256_castsi256_ps(load256(a, 32 * k));
+                    let vb = _mm256_castsi256_ps(load256(b, 32 * k));
                     *s = _mm256_fmadd_ps(va, vb, *s);
                 }
             }
@@ -535,7 +560,7 @@ macro_rules! x86_kernels {
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn dot_f16(x: &[u8], y: &[u8]) -> f32 {
+        fn dot_f16(x: &[u8], y: &[u8]) -> f32 {
             let mut acc = [_mm256_setzero_ps(); 4];
             let mut xc = x.chunks_exact(64);
             let mut yc = y.chunks_exact(64);
@@ -551,7 +576,7 @@ macro_rules! x86_kernels {
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn dot_bf16(x: &[u8], y: &[u8]) -> f32 {
+        fn dot_bf16(x: &[u8], y: &[u8]) -> f32 {
             let mut acc = [_mm256_setzero_ps(); 4];
             let mut xc = x.chunks_exact(64);
             let mut yc = y.chunks_exact(64);
@@ -567,7 +592,7 @@ macro_rules! x86_kernels {
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn dot_q4_0(x: &[u8], y: &[u8]) -> f32 {
+        fn dot_q4_0(x: &[u8], y: &[u8]) -> f32 {
             let acc = sum_blocks!(x, y, 18, 34, |xb, yb| {
                 let qx = _mm256_sub_epi8(nibbles32(xb, Q4_0_QS), _mm256_set1_epi8(8));
                 mul_sum_i8_pairs_float(qx, load256(yb, Q8_0_QS))
@@ -576,7 +601,7 @@ macro_rules! x86_kernels {
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn dot_q4_1(x: &[u8], y: &[u8]) -> f32 {
+        fn dot_q4_1(x: &[u8], y: &[u8]) -> f32 {
             let acc = sum_blocks!(x, y, 20, 36, |xb, yb| {
                 let zero = _mm256_setzero_si256();
                 let p = mul_sum_us8_pairs(zero, nibbles32(xb, Q4_1_QS), load256(yb, Q8_1_QS));
@@ -586,7 +611,7 @@ macro_rules! x86_kernels {
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn dot_q5_0(x: &[u8], y: &[u8]) -> f32 {
+        fn dot_q5_0(x: &[u8], y: &[u8]) -> f32 {
             let acc = sum_blocks!(x, y, 22, 34, |xb, yb| {
                 let hi = _mm256_andnot_si256(bits32(xb, Q5_0_QH), _mm256_set1_epi8(0xf0u8 as i8));
                 let qx = _mm256_or_si256(nibbles32(xb, Q5_0_QS), hi);
@@ -596,7 +621,7 @@ macro_rules! x86_kernels {
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn dot_q5_1(x: &[u8], y: &[u8]) -> f32 {
+        fn dot_q5_1(x: &[u8], y: &[u8]) -> f32 {
             let acc = sum_blocks!(x, y, 24, 36, |xb, yb| {
                 let hi = _mm256_and_si256(bits32(xb, Q5_1_QH), _mm256_set1_epi8(0x10));
                 let qx = _mm256_or_si256(nibbles32(xb, Q5_1_QS), hi);
@@ -607,7 +632,7 @@ macro_rules! x86_kernels {
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn dot_q8_0(x: &[u8], y: &[u8]) -> f32 {
+        fn dot_q8_0(x: &[u8], y: &[u8]) -> f32 {
             let acc = sum_blocks!(x, y, 34, 34, |xb, yb| {
                 mul_sum_i8_pairs_float(load256(xb, Q8_0_QS), load256(yb, Q8_0_QS))
             });
@@ -615,7 +640,7 @@ macro_rules! x86_kernels {
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn dot_iq4_nl(x: &[u8], y: &[u8]) -> f32 {
+        fn dot_iq4_nl(x: &[u8], y: &[u8]) -> f32 {
             let acc = sum_blocks!(x, y, 18, 34, |xb, yb| {
                 mul_sum_i8_pairs_float(iq4_lookup(xb, Q4_0_QS), load256(yb, Q8_0_QS))
             });
@@ -623,7 +648,7 @@ macro_rules! x86_kernels {
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn dot_q2_k(x: &[u8], y: &[u8]) -> f32 {
+        fn dot_q2_k(x: &[u8], y: &[u8]) -> f32 {
             let mut acc = _mm256_setzero_ps();
             let mut acc_m = _mm256_setzero_ps();
             let m3 = _mm256_set1_epi8(3);
@@ -655,14 +680,14 @@ macro_rules! x86_kernels {
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn dot_q3_k(x: &[u8], y: &[u8]) -> f32 {
+        fn dot_q3_k(x: &[u8], y: &[u8]) -> f32 {
             let mut acc = _mm256_setzero_ps();
             let m3 = _mm256_set1_epi8(3);
             let four = _mm256_set1_epi8(4);
             for (xb, yb) in x.chunks_exact(110).zip(y.chunks_exact(292)) {
                 let d = f16_at(xb, Q3K_D) * f32_at(yb, 0);
                 let scales = q3k_scales(&xb[Q3K_SCALES..Q3K_SCALES + 12]);
-                let sc = _mm_loadu_si128(scales.as_ptr() as *const __m128i);
+                let sc = load128(bytemuck::cast_slice(&scales), 0);
                 let hbits = load256(xb, Q3K_HMASK);
                 let mut sumi = _mm256_setzero_si256();
                 for half in 0..2 {
@@ -693,7 +718,7 @@ macro_rules! x86_kernels {
         /// pairs then `madd` with the 8 mins); `sm` holds 8 scales then 8 mins.
         #[target_feature(enable = $feat)]
         #[inline]
-        unsafe fn k4_mins_prod(yb: &[u8], sm: __m256i) -> __m128i {
+        fn k4_mins_prod(yb: &[u8], sm: __m256i) -> __m128i {
             let bsums = load256(yb, Q8K_BSUMS);
             let pairs = _mm_hadd_epi16(
                 _mm256_castsi256_si128(bsums),
@@ -705,7 +730,7 @@ macro_rules! x86_kernels {
         /// 16 i16 lanes all holding scale `j` of the 8 in `scales` (duplicated halves).
         #[target_feature(enable = $feat)]
         #[inline]
-        unsafe fn k4_scale(scales: __m256i, j: usize) -> __m256i {
+        fn k4_scale(scales: __m256i, j: usize) -> __m256i {
             let pair = (2 * j as i16) | ((2 * j as i16 + 1) << 8);
             _mm256_shuffle_epi8(scales, _mm256_set1_epi16(pair))
         }
@@ -714,12 +739,12 @@ macro_rules! x86_kernels {
         /// vectors (sub-blocks 2c and 2c + 1) of 64-value chunk `c`.
         #[target_feature(enable = $feat)]
         #[inline]
-        unsafe fn dot_k4(
+        fn dot_k4(
             x: &[u8],
             y: &[u8],
             ts: usize,
             scales_off: usize,
-            quants: unsafe fn(&[u8], usize) -> (__m256i, __m256i),
+            quants: impl Fn(&[u8], usize) -> (__m256i, __m256i),
         ) -> f32 {
             let mut acc = _mm256_setzero_ps();
             let mut acc_m = _mm_setzero_ps();
@@ -728,7 +753,7 @@ macro_rules! x86_kernels {
                 let d = dy * f16_at(xb, 0);
                 let dmin = -dy * f16_at(xb, 2);
                 let sm = k4_scales_mins(&xb[scales_off..scales_off + 12]);
-                let sm = _mm256_cvtepu8_epi16(_mm_loadu_si128(sm.as_ptr() as *const __m128i));
+                let sm = _mm256_cvtepu8_epi16(load128(&sm, 0));
                 let prod = k4_mins_prod(yb, sm);
                 acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m);
                 let sc = _mm256_castsi256_si128(sm);
@@ -751,7 +776,7 @@ macro_rules! x86_kernels {
 
         #[target_feature(enable = $feat)]
         #[inline]
-        unsafe fn q4k_quants(xb: &[u8], c: usize) -> (__m256i, __m256i) {
+        fn q4k_quants(xb: &[u8], c: usize) -> (__m256i, __m256i) {
             let m4 = _mm256_set1_epi8(0x0f);
             let bits = load256(xb, Q4K_QS + 32 * c);
             (
@@ -762,7 +787,7 @@ macro_rules! x86_kernels {
 
         #[target_feature(enable = $feat)]
         #[inline]
-        unsafe fn q5k_quants(xb: &[u8], c: usize) -> (__m256i, __m256i) {
+        fn q5k_quants(xb: &[u8], c: usize) -> (__m256i, __m256i) {
             let m4 = _mm256_set1_epi8(0x0f);
             let sixteen = _mm256_set1_epi8(16);
             let hbits = load256(xb, Q5K_QH);
@@ -778,17 +803,17 @@ macro_rules! x86_kernels {
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn dot_q4_k(x: &[u8], y: &[u8]) -> f32 {
-            dot_k4(x, y, 144, Q4K_SCALES, q4k_quants)
+        fn dot_q4_k(x: &[u8], y: &[u8]) -> f32 {
+            dot_k4(x, y, 144, Q4K_SCALES, |xb, c| q4k_quants(xb, c))
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn dot_q5_k(x: &[u8], y: &[u8]) -> f32 {
-            dot_k4(x, y, 176, Q5K_SCALES, q5k_quants)
+        fn dot_q5_k(x: &[u8], y: &[u8]) -> f32 {
+            dot_k4(x, y, 176, Q5K_SCALES, |xb, c| q5k_quants(xb, c))
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn dot_q6_k(x: &[u8], y: &[u8]) -> f32 {
+        fn dot_q6_k(x: &[u8], y: &[u8]) -> f32 {
             let mut acc = _mm256_setzero_ps();
             let m32 = _mm256_set1_epi8(32);
             for (xb, yb) in x.chunks_exact(210).zip(y.chunks_exact(292)) {
@@ -814,7 +839,7 @@ macro_rules! x86_kernels {
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn dot_iq4_xs(x: &[u8], y: &[u8]) -> f32 {
+        fn dot_iq4_xs(x: &[u8], y: &[u8]) -> f32 {
             let mut acc = _mm256_setzero_ps();
             for (xb, yb) in x.chunks_exact(136).zip(y.chunks_exact(292)) {
                 let mut sumi = _mm256_setzero_si256();
@@ -838,7 +863,7 @@ x86_kernels!("avx2,fma,f16c");
 /// `madd` with ones (ggml's non-VNNI `mul_sum_us8_pairs_float`).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn mul_sum_us8_pairs(acc: __m256i, ax: __m256i, sy: __m256i) -> __m256i {
+fn mul_sum_us8_pairs(acc: __m256i, ax: __m256i, sy: __m256i) -> __m256i {
     let dot = _mm256_maddubs_epi16(ax, sy);
     _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_set1_epi16(1), dot))
 }

@@ -18,7 +18,7 @@ mod k256 {
     /// u8 × i8 products summed four to an i32 lane and added to `acc` in one VNNI `vpdpbusd`.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
     #[inline]
-    unsafe fn mul_sum_us8_pairs(acc: __m256i, ax: __m256i, sy: __m256i) -> __m256i {
+    fn mul_sum_us8_pairs(acc: __m256i, ax: __m256i, sy: __m256i) -> __m256i {
         _mm256_dpbusd_epi32(acc, ax, sy)
     }
 }
@@ -34,8 +34,7 @@ pub unsafe fn dequantize(ty: GgmlType, x: &[u8], out: &mut [f32]) {
             let mut xc = x.chunks_exact(32);
             let mut oc = out.chunks_exact_mut(16);
             for (b, y) in (&mut xc).zip(&mut oc) {
-                let h = _mm256_loadu_si256(b.as_ptr() as *const __m256i);
-                _mm512_storeu_ps(y.as_mut_ptr(), _mm512_cvtph_ps(h));
+                store16(y, _mm512_cvtph_ps(load256(b)));
             }
             scalar::dequantize(ty, xc.remainder(), oc.into_remainder());
         }
@@ -43,13 +42,13 @@ pub unsafe fn dequantize(ty: GgmlType, x: &[u8], out: &mut [f32]) {
             let mut xc = x.chunks_exact(32);
             let mut oc = out.chunks_exact_mut(16);
             for (b, y) in (&mut xc).zip(&mut oc) {
-                let h = _mm256_loadu_si256(b.as_ptr() as *const __m256i);
-                let w = _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h));
-                _mm512_storeu_ps(y.as_mut_ptr(), _mm512_castsi512_ps(w));
+                let w = _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(load256(b)));
+                store16(y, _mm512_castsi512_ps(w));
             }
             scalar::dequantize(ty, xc.remainder(), oc.into_remainder());
         }
-        _ => k256::dequantize(ty, x, out),
+        // SAFETY: this function's features are the ones `k256` is compiled for.
+        _ => unsafe { k256::dequantize(ty, x, out) },
     }
 }
 
@@ -62,29 +61,51 @@ pub unsafe fn dequantize(ty: GgmlType, x: &[u8], out: &mut [f32]) {
 pub unsafe fn vec_dot(ty: GgmlType, x: &[u8], y: &[u8]) -> f32 {
     match ty {
         GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => dot_float(ty, x, y),
-        _ => k256::vec_dot(ty, x, y),
+        // SAFETY: this function's features are the ones `k256` is compiled for.
+        _ => unsafe { k256::vec_dot(ty, x, y) },
     }
 }
 
 /// 16 values of a float format at byte offset `off`, widened to f32.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-unsafe fn load16(ty: GgmlType, b: &[u8], off: usize) -> __m512 {
-    let p = b.as_ptr().add(off);
+fn load16(ty: GgmlType, b: &[u8], off: usize) -> __m512 {
     match ty {
-        GgmlType::F32 => _mm512_loadu_ps(p as *const f32),
-        GgmlType::F16 => _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)),
+        GgmlType::F32 => {
+            let s = &b[off..off + 64];
+            // SAFETY: `s` holds 64 readable bytes; the load is unaligned.
+            unsafe { _mm512_loadu_ps(s.as_ptr().cast()) }
+        }
+        GgmlType::F16 => _mm512_cvtph_ps(load256(&b[off..])),
         _ => {
-            let h = _mm256_loadu_si256(p as *const __m256i);
+            let h = load256(&b[off..]);
             _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
         }
     }
 }
 
+/// The first 32 bytes of `b`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn load256(b: &[u8]) -> __m256i {
+    let s = &b[..32];
+    // SAFETY: `s` holds 32 readable bytes; the load is unaligned.
+    unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
+}
+
+/// Writes 16 floats to `out[..16]`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn store16(out: &mut [f32], v: __m512) {
+    let s = &mut out[..16];
+    // SAFETY: `s` holds 16 writable floats; the store is unaligned.
+    unsafe { _mm512_storeu_ps(s.as_mut_ptr(), v) }
+}
+
 /// F32/F16/BF16 dot: four 16-lane FMA accumulators over 64 values at a time, the tail by the
 /// scalar loop.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn dot_float(ty: GgmlType, x: &[u8], y: &[u8]) -> f32 {
+fn dot_float(ty: GgmlType, x: &[u8], y: &[u8]) -> f32 {
     let step = 64 * ty.type_size();
     let lane = 16 * ty.type_size();
     let mut acc = [_mm512_setzero_ps(); 4];

@@ -147,7 +147,7 @@ pub fn iq4xs_scale(b: &[u8], ib: usize) -> i32 {
 mod tests {
     use super::*;
 
-    /// `get_scale_min_k4` as the spec writes it, to check the word-shuffle version against.
+    /// `get_scale_min_k4` as ggml writes it, to check the word-shuffle version against.
     fn get_scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
         if j < 4 {
             (q[j] & 63, q[j + 4] & 63)
@@ -174,7 +174,7 @@ mod tests {
     }
 
     #[test]
-    fn q3k_unpack_matches_spec() {
+    fn q3k_unpack_matches_ggml() {
         let mut s = [0u8; 12];
         for seed in 0u32..2000 {
             for (i, b) in s.iter_mut().enumerate() {

@@ -14,6 +14,8 @@ pub use arm::*;
 pub use emulated::*;
 
 #[cfg(target_arch = "aarch64")]
+// Register-only NEON intrinsics are safe to call on newer toolchains; the blocks stay for older
+// ones that still mark them `unsafe`.
 #[allow(unused_unsafe)]
 mod arm {
     use std::arch::aarch64::*;
@@ -29,78 +31,93 @@ mod arm {
     #[inline(always)]
     pub fn load_u8(b: &[u8], off: usize) -> U8x16 {
         let s = &b[off..off + 16];
+        // SAFETY: `s` is 16 readable bytes (checked); NEON is in the AArch64 baseline.
         unsafe { vld1q_u8(s.as_ptr()) }
     }
     /// `vld1q_s8` of `b[off..off + 16]`.
     #[inline(always)]
     pub fn load_i8(b: &[u8], off: usize) -> I8x16 {
         let s = &b[off..off + 16];
+        // SAFETY: `s` is 16 readable bytes (checked); NEON is in the AArch64 baseline.
         unsafe { vld1q_s8(s.as_ptr() as *const i8) }
     }
     /// `vld1q_u8` of an array.
     #[inline(always)]
     pub fn from_u8(a: [u8; 16]) -> U8x16 {
+        // SAFETY: `a` is 16 readable bytes; NEON is in the AArch64 baseline.
         unsafe { vld1q_u8(a.as_ptr()) }
     }
     /// `vld1q_s8` of an array.
     #[inline(always)]
     pub fn from_i8(a: [i8; 16]) -> I8x16 {
+        // SAFETY: `a` is 16 readable bytes; NEON is in the AArch64 baseline.
         unsafe { vld1q_s8(a.as_ptr()) }
     }
     /// `vdupq_n_u8`.
     #[inline(always)]
     pub fn splat_u8(v: u8) -> U8x16 {
+        // SAFETY: NEON is part of the AArch64 baseline, and this touches no memory.
         unsafe { vdupq_n_u8(v) }
     }
     /// `vandq_u8`.
     #[inline(always)]
     pub fn and_u8(a: U8x16, b: U8x16) -> U8x16 {
+        // SAFETY: NEON is part of the AArch64 baseline, and this touches no memory.
         unsafe { vandq_u8(a, b) }
     }
     /// `vorrq_u8`.
     #[inline(always)]
     pub fn or_u8(a: U8x16, b: U8x16) -> U8x16 {
+        // SAFETY: NEON is part of the AArch64 baseline, and this touches no memory.
         unsafe { vorrq_u8(a, b) }
     }
     /// `vshlq_u8` by `-n`: logical right shift of every byte by `n` (0..8).
     #[inline(always)]
     pub fn shr_u8(a: U8x16, n: u32) -> U8x16 {
+        // SAFETY: NEON is part of the AArch64 baseline, and this touches no memory.
         unsafe { vshlq_u8(a, vdupq_n_s8(-(n as i8))) }
     }
     /// `vshlq_u8` by `n`: left shift of every byte by `n` (0..8), bits shifted out are lost.
     #[inline(always)]
     pub fn shl_u8(a: U8x16, n: u32) -> U8x16 {
+        // SAFETY: NEON is part of the AArch64 baseline, and this touches no memory.
         unsafe { vshlq_u8(a, vdupq_n_s8(n as i8)) }
     }
     /// `vtstq_u8`: 0xFF where `a & b` is non-zero, else 0.
     #[inline(always)]
     pub fn test_u8(a: U8x16, b: U8x16) -> U8x16 {
+        // SAFETY: NEON is part of the AArch64 baseline, and this touches no memory.
         unsafe { vtstq_u8(a, b) }
     }
     /// `vreinterpretq_s8_u8`.
     #[inline(always)]
     pub fn as_i8(a: U8x16) -> I8x16 {
+        // SAFETY: NEON is part of the AArch64 baseline, and this touches no memory.
         unsafe { vreinterpretq_s8_u8(a) }
     }
     /// `vreinterpretq_u8_s8`.
     #[inline(always)]
     pub fn as_u8(a: I8x16) -> U8x16 {
+        // SAFETY: NEON is part of the AArch64 baseline, and this touches no memory.
         unsafe { vreinterpretq_u8_s8(a) }
     }
     /// `vsubq_s8` (wrapping).
     #[inline(always)]
     pub fn sub_i8(a: I8x16, b: I8x16) -> I8x16 {
+        // SAFETY: NEON is part of the AArch64 baseline, and this touches no memory.
         unsafe { vsubq_s8(a, b) }
     }
     /// `vqtbl1q_s8`: `table[idx[i]]`, 0 for indices ≥ 16.
     #[inline(always)]
     pub fn lookup_i8(table: I8x16, idx: U8x16) -> I8x16 {
+        // SAFETY: NEON is part of the AArch64 baseline, and this touches no memory.
         unsafe { vqtbl1q_s8(table, idx) }
     }
     /// Adds the 16 products `a[i]·b[i]` into `acc` (lane layout unspecified, see module docs):
     /// ggml's baseline-NEON `ggml_vdotq_s32` (`vmull_s8`, `vpaddlq_s16`, `vaddq_s32`).
     #[inline(always)]
     pub fn dot_i8(acc: I32x4, a: I8x16, b: I8x16) -> I32x4 {
+        // SAFETY: NEON is part of the AArch64 baseline, and this touches no memory.
         unsafe {
             let p0 = vmull_s8(vget_low_s8(a), vget_low_s8(b));
             let p1 = vmull_high_s8(a, b);
@@ -110,37 +127,44 @@ mod arm {
     /// `vdupq_n_s32(0)`.
     #[inline(always)]
     pub fn zero_i32() -> I32x4 {
+        // SAFETY: NEON is part of the AArch64 baseline, and this touches no memory.
         unsafe { vdupq_n_s32(0) }
     }
     /// `vaddvq_s32` (wrapping).
     #[inline(always)]
     pub fn hsum_i32(a: I32x4) -> i32 {
+        // SAFETY: NEON is part of the AArch64 baseline, and this touches no memory.
         unsafe { vaddvq_s32(a) }
     }
     /// `vmovl_s8` of the low half.
     #[inline(always)]
     pub fn widen_lo_i8(a: I8x16) -> I16x8 {
+        // SAFETY: NEON is part of the AArch64 baseline, and this touches no memory.
         unsafe { vmovl_s8(vget_low_s8(a)) }
     }
     /// `vmovl_high_s8`.
     #[inline(always)]
     pub fn widen_hi_i8(a: I8x16) -> I16x8 {
+        // SAFETY: NEON is part of the AArch64 baseline, and this touches no memory.
         unsafe { vmovl_high_s8(a) }
     }
     /// `vmovl_s16` of the low half.
     #[inline(always)]
     pub fn widen_lo_i16(a: I16x8) -> I32x4 {
+        // SAFETY: NEON is part of the AArch64 baseline, and this touches no memory.
         unsafe { vmovl_s16(vget_low_s16(a)) }
     }
     /// `vmovl_high_s16`.
     #[inline(always)]
     pub fn widen_hi_i16(a: I16x8) -> I32x4 {
+        // SAFETY: NEON is part of the AArch64 baseline, and this touches no memory.
         unsafe { vmovl_high_s16(a) }
     }
     /// The 8 u16 of `b[off..off + 16]` widened to u32 (`vmovl_u16` of the low half when `hi` is
     /// false, `vmovl_high_u16` otherwise).
     #[inline(always)]
     pub fn load_widen_u16(b: &[u8], off: usize, hi: bool) -> U32x4 {
+        // SAFETY: NEON is part of the AArch64 baseline, and this touches no memory.
         unsafe {
             let v = vreinterpretq_u16_u8(load_u8(b, off));
             if hi {
@@ -153,52 +177,62 @@ mod arm {
     /// `vshlq_n_u32::<16>` then `vreinterpretq_f32_u32`: bf16 bits to f32.
     #[inline(always)]
     pub fn bf16_bits_to_f32(a: U32x4) -> F32x4 {
+        // SAFETY: NEON is part of the AArch64 baseline, and this touches no memory.
         unsafe { vreinterpretq_f32_u32(vshlq_n_u32::<16>(a)) }
     }
     /// `vcvtq_f32_s32`.
     #[inline(always)]
     pub fn cvt_f32(a: I32x4) -> F32x4 {
+        // SAFETY: NEON is part of the AArch64 baseline, and this touches no memory.
         unsafe { vcvtq_f32_s32(a) }
     }
     /// `vdupq_n_f32`.
     #[inline(always)]
     pub fn splat_f32(v: f32) -> F32x4 {
+        // SAFETY: NEON is part of the AArch64 baseline, and this touches no memory.
         unsafe { vdupq_n_f32(v) }
     }
     /// `vmulq_f32`.
     #[inline(always)]
     pub fn mul_f32(a: F32x4, b: F32x4) -> F32x4 {
+        // SAFETY: NEON is part of the AArch64 baseline, and this touches no memory.
         unsafe { vmulq_f32(a, b) }
     }
     /// `vaddq_f32`.
     #[inline(always)]
     pub fn add_f32(a: F32x4, b: F32x4) -> F32x4 {
+        // SAFETY: NEON is part of the AArch64 baseline, and this touches no memory.
         unsafe { vaddq_f32(a, b) }
     }
     /// `vfmaq_f32`: `acc + a·b` with one rounding.
     #[inline(always)]
     pub fn fma_f32(acc: F32x4, a: F32x4, b: F32x4) -> F32x4 {
+        // SAFETY: NEON is part of the AArch64 baseline, and this touches no memory.
         unsafe { vfmaq_f32(acc, a, b) }
     }
     /// `vaddvq_f32`: `(a0 + a1) + (a2 + a3)`.
     #[inline(always)]
     pub fn hsum_f32(a: F32x4) -> f32 {
+        // SAFETY: NEON is part of the AArch64 baseline, and this touches no memory.
         unsafe { vaddvq_f32(a) }
     }
     /// `vld1q_u8` of `b[off..off + 16]` reinterpreted as four little-endian f32.
     #[inline(always)]
     pub fn load_f32(b: &[u8], off: usize) -> F32x4 {
+        // SAFETY: NEON is part of the AArch64 baseline, and this touches no memory.
         unsafe { vreinterpretq_f32_u8(load_u8(b, off)) }
     }
     /// `vld1q_f32` of an array.
     #[inline(always)]
     pub fn from_f32(a: [f32; 4]) -> F32x4 {
+        // SAFETY: `a` is 4 readable floats; NEON is in the AArch64 baseline.
         unsafe { vld1q_f32(a.as_ptr()) }
     }
     /// `vst1q_f32` into `out[off..off + 4]`.
     #[inline(always)]
     pub fn store_f32(out: &mut [f32], off: usize, v: F32x4) {
         let s = &mut out[off..off + 4];
+        // SAFETY: `s` is 4 writable floats (checked); NEON is in the AArch64 baseline.
         unsafe { vst1q_f32(s.as_mut_ptr(), v) }
     }
 }
