@@ -19,6 +19,9 @@ pub enum Format {
     /// AWQ int4 (asymmetric, --group-size) as compressed-tensors pack-quantized safetensors: a
     /// folder that transformers (with compressed-tensors) and vLLM load. Needs --data.
     Awq,
+    /// ONNX for onnxruntime: a folder with model.onnx, model.onnx.data and the tokenizer files
+    /// (`--type f32`).
+    Onnx,
 }
 
 /// Flags of `g4q convert`. `--type` is not required by clap so that `--format awq` (int4 by
@@ -87,6 +90,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .ok_or_else(|| usage("--out is required"))?;
         return awq::write_int4(&args.model, args.data.as_deref(), out, &args.awq_args);
     }
+    if let Format::Onnx = args.format {
+        return onnx(&args);
+    }
     if args.mix.ftype.is_empty() {
         return Err(usage("--type is required (except with --format awq)"));
     }
@@ -131,6 +137,38 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         out.display(),
         rows.len(),
         bytes as f64 / (1 << 20) as f64
+    );
+    Ok(())
+}
+
+/// `--format onnx`: the ONNX release folder.
+fn onnx(args: &Args) -> anyhow::Result<()> {
+    use convert::onnx::{OnnxOptions, OnnxType};
+    if args.awq || args.dry_run || args.data.is_some() {
+        return Err(usage(
+            "--format onnx takes none of --awq, --dry-run, --data",
+        ));
+    }
+    let ty = OnnxType::parse(&args.mix.ftype).ok_or_else(|| {
+        usage(format!(
+            "--format onnx: unknown --type '{}' (expected f32)",
+            args.mix.ftype
+        ))
+    })?;
+    let out = args
+        .out
+        .as_deref()
+        .ok_or_else(|| usage("--out is required"))?;
+    let ckpt = Checkpoint::open(&args.model)?;
+    let s = convert::onnx::write(&ckpt, out, &OnnxOptions { ty })
+        .with_context(|| format!("writing {}", out.display()))?;
+    eprintln!(
+        "g4q: wrote {} (ONNX {}, {} nodes, {} initializers, {:.2} MiB external data)",
+        out.display(),
+        ty.name(),
+        s.nodes,
+        s.initializers,
+        s.data_bytes as f64 / (1 << 20) as f64
     );
     Ok(())
 }

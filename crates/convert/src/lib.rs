@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod gguf;
 pub mod llama;
+pub mod onnx;
 pub mod output;
 mod stfile;
 pub mod synth;

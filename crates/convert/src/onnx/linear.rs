@@ -1,0 +1,82 @@
+//! How the weights of linear layers and embedding tables become graph nodes, per release type.
+//! The decoder graph is the same for every type; only these three building blocks change.
+
+use onnx_protobuf::tensor_proto::DataType;
+
+use super::graph::{f32_bytes, Attr, GraphBuilder};
+use crate::error::Result;
+
+/// Writes weight initializers and the nodes that use them.
+pub trait LinearWriter {
+    /// `x [N, cols] @ W.T` for the `[rows, cols]` weight `name` with values `w`; returns the
+    /// output `[N, rows]`.
+    fn linear(
+        &mut self,
+        g: &mut GraphBuilder<'_>,
+        x: &str,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        w: &[f32],
+    ) -> Result<String>;
+
+    /// Writes the `[rows, cols]` table `name` and looks up `ids`; returns `[.., cols]` f32.
+    fn embedding(
+        &mut self,
+        g: &mut GraphBuilder<'_>,
+        ids: &str,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        e: &[f32],
+    ) -> Result<String>;
+
+    /// The tied head: `x [N, cols] @ E.T` with the table `name` written by
+    /// [`LinearWriter::embedding`].
+    fn head(&mut self, g: &mut GraphBuilder<'_>, x: &str, name: &str) -> Result<String>;
+}
+
+/// Every weight as f32 (`Gemm` with `transB`, `Gather`): the exact reference graph.
+pub struct F32Writer;
+
+impl LinearWriter for F32Writer {
+    fn linear(
+        &mut self,
+        g: &mut GraphBuilder<'_>,
+        x: &str,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        w: &[f32],
+    ) -> Result<String> {
+        g.initializer(
+            name,
+            DataType::FLOAT,
+            &[rows as i64, cols as i64],
+            &f32_bytes(w),
+        )?;
+        Ok(g.op("Gemm", &[x, name], vec![("transB", Attr::Int(1))]))
+    }
+
+    fn embedding(
+        &mut self,
+        g: &mut GraphBuilder<'_>,
+        ids: &str,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        e: &[f32],
+    ) -> Result<String> {
+        g.initializer(
+            name,
+            DataType::FLOAT,
+            &[rows as i64, cols as i64],
+            &f32_bytes(e),
+        )?;
+        Ok(g.op("Gather", &[name, ids], vec![]))
+    }
+
+    fn head(&mut self, g: &mut GraphBuilder<'_>, x: &str, name: &str) -> Result<String> {
+        Ok(g.op("Gemm", &[x, name], vec![("transB", Attr::Int(1))]))
+    }
+}
