@@ -570,11 +570,95 @@ impl<'a, 'd> Decoder<'a, 'd> {
         self.linear(&a, &format!("{prefix}.down_proj.weight"), b, inter)
     }
 
-    /// The MoE expert branch (after its post-norm) for residual `h` `[N, B]`.
-    fn moe(&mut self, l: usize, _h: &str) -> Result<String> {
-        Err(ConvertError::config(
-            &self.ckpt.dir().join("config.json").display().to_string(),
-            format!("layer {l}: the ONNX writer does not export mixture-of-experts layers yet"),
-        ))
+    /// The MoE expert branch (after its post-norm) for residual `h` `[N, B]` (spec §2.4):
+    /// router softmax over every expert, exact top-k, renormalised and scaled per expert; the
+    /// routing weights are scattered into a dense `[N, E]` matrix (0 for experts not chosen),
+    /// every expert runs on every token, and the weighted outputs are summed. Standard
+    /// operators only: each expert not chosen contributes exactly 0, at E/k times the
+    /// arithmetic of a gathered implementation.
+    fn moe(&mut self, l: usize, h: &str) -> Result<String> {
+        let cfg = self.cfg;
+        let n = |s: &str| format!("layers.{l}.{s}");
+        let (b, e, i, k) = (
+            cfg.hidden_size,
+            cfg.num_experts,
+            cfg.moe_intermediate_size,
+            cfg.top_k_experts,
+        );
+        if k == 0 || k > e {
+            return Err(ConvertError::config(
+                &self.ckpt.dir().join("config.json").display().to_string(),
+                format!("top_k_experts {k} is not between 1 and num_experts {e}"),
+            ));
+        }
+        let z = self.rms(h, None)?;
+        let rs = self.vector(&n("router.scale"), b)?;
+        let z = self.g.op("Mul", &[&z, &rs], vec![]);
+        let z = self.scale(&z, (b as f64).powf(-0.5) as f32)?;
+        let logits = self.linear(&z, &n("router.proj.weight"), e, b)?;
+        let probs = self
+            .g
+            .op("Softmax", &[&logits], vec![("axis", Attr::Int(-1))]);
+        let kk = self.g.ints(&[k as i64])?;
+        let top = self.g.node(
+            "",
+            "TopK",
+            &[&probs, &kk],
+            2,
+            vec![
+                ("axis", Attr::Int(-1)),
+                ("largest", Attr::Int(1)),
+                ("sorted", Attr::Int(1)),
+            ],
+        );
+        let axes = self.g.ints(&[-1])?;
+        let sum = self.g.op(
+            "ReduceSum",
+            &[&top[0], &axes],
+            vec![("keepdims", Attr::Int(1))],
+        );
+        let wk = self.g.op("Div", &[&top[0], &sum], vec![]);
+        let pes = self.vector(&n("router.per_expert_scale"), e)?;
+        let scale = self.g.op("Gather", &[&pes, &top[1]], vec![]);
+        let wk = self.g.op("Mul", &[&wk, &scale], vec![]);
+        let shape = self.g.op("Shape", &[&probs], vec![]);
+        let zeros = self.g.op("ConstantOfShape", &[&shape], vec![]);
+        let dense = self.g.op(
+            "ScatterElements",
+            &[&zeros, &top[1], &wk],
+            vec![("axis", Attr::Int(1))],
+        );
+
+        let w = self.vector(&n("pre_feedforward_layernorm_2.weight"), b)?;
+        let xe = self.rms(h, Some(&w))?;
+        let gu = self.linear(&xe, &n("experts.gate_up_proj"), e * 2 * i, b)?;
+        let gu = self.reshape(&gu, &[-1, e as i64, 2 * i as i64])?;
+        let split = self.g.ints(&[i as i64, i as i64])?;
+        let parts = self.g.node(
+            "",
+            "Split",
+            &[&gu, &split],
+            2,
+            vec![("axis", Attr::Int(-1))],
+        );
+        let gate = self.gelu(&parts[0]);
+        let act = self.g.op("Mul", &[&gate, &parts[1]], vec![]);
+        // [N, E, I] -> [E, N, I], one product per expert -> [E, N, B]
+        let act = self.transpose(&act, &[1, 0, 2]);
+        let name = n("experts.down_proj");
+        let wd = self.read(&name, &[e * b, i])?;
+        let y = self.lin.experts(&mut self.g, &act, &name, e, b, i, &wd)?;
+        drop(wd);
+        // weight [N, E] -> [E, N, 1], weighted sum over experts
+        let wt = self.transpose(&dense, &[1, 0]);
+        let ax = self.g.ints(&[2])?;
+        let wt = self.g.op("Unsqueeze", &[&wt, &ax], vec![]);
+        let y = self.g.op("Mul", &[&y, &wt], vec![]);
+        let ax0 = self.g.ints(&[0])?;
+        let f2 = self
+            .g
+            .op("ReduceSum", &[&y, &ax0], vec![("keepdims", Attr::Int(0))]);
+        let w = self.vector(&n("post_feedforward_layernorm_2.weight"), b)?;
+        self.rms(&f2, Some(&w))
     }
 }

@@ -31,6 +31,20 @@ pub trait LinearWriter {
         e: &[f32],
     ) -> Result<String>;
 
+    /// Per-expert products: `x [E, N, cols]`, expert `e` times its `[rows, cols]` slice of the
+    /// `[E * rows, cols]` stack `name`; returns `[E, N, rows]`.
+    #[allow(clippy::too_many_arguments)]
+    fn experts(
+        &mut self,
+        g: &mut GraphBuilder<'_>,
+        x: &str,
+        name: &str,
+        experts: usize,
+        rows: usize,
+        cols: usize,
+        w: &[f32],
+    ) -> Result<String>;
+
     /// The tied head: `x [N, cols] @ E.T` with the table `name` written by
     /// [`LinearWriter::embedding`].
     fn head(&mut self, g: &mut GraphBuilder<'_>, x: &str, name: &str) -> Result<String>;
@@ -74,6 +88,30 @@ impl LinearWriter for F32Writer {
             &f32_bytes(e),
         )?;
         Ok(g.op("Gather", &[name, ids], vec![]))
+    }
+
+    fn experts(
+        &mut self,
+        g: &mut GraphBuilder<'_>,
+        x: &str,
+        name: &str,
+        experts: usize,
+        rows: usize,
+        cols: usize,
+        w: &[f32],
+    ) -> Result<String> {
+        g.initializer(
+            name,
+            DataType::FLOAT,
+            &[experts as i64, rows as i64, cols as i64],
+            &f32_bytes(w),
+        )?;
+        let wt = g.op(
+            "Transpose",
+            &[name],
+            vec![("perm", Attr::Ints(vec![0, 2, 1]))],
+        );
+        Ok(g.op("MatMul", &[x, &wt], vec![]))
     }
 
     fn head(&mut self, g: &mut GraphBuilder<'_>, x: &str, name: &str) -> Result<String> {
