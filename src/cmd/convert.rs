@@ -55,6 +55,13 @@ pub struct Args {
     pub awq: bool,
     #[command(flatten)]
     pub awq_args: awq::AwqArgs,
+    /// ONNX int4: input columns per MatMulNBits block (32, 64 or 128).
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub block_size: usize,
+    /// ONNX int4: MatMulNBits accuracy_level (0 = f32 activations; 4 = onnxruntime may quantize
+    /// activations to int8 on CPU, faster and less exact).
+    #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(i64).range(0..=4))]
+    pub accuracy_level: i64,
 }
 
 /// The file type, mix options and importance matrix: loaded from `--imatrix FILE`, or with
@@ -143,7 +150,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 /// `--format onnx`: the ONNX release folder.
 fn onnx(args: &Args) -> anyhow::Result<()> {
-    use convert::onnx::{OnnxOptions, OnnxType};
+    use quantize::onnx_release::{self, OnnxOptions, OnnxType, BLOCK_SIZES};
     if args.awq || args.dry_run || args.data.is_some() {
         return Err(usage(
             "--format onnx takes none of --awq, --dry-run, --data",
@@ -151,17 +158,40 @@ fn onnx(args: &Args) -> anyhow::Result<()> {
     }
     let ty = OnnxType::parse(&args.mix.ftype).ok_or_else(|| {
         usage(format!(
-            "--format onnx: unknown --type '{}' (expected f32)",
+            "--format onnx: unknown --type '{}' (expected f32 or int4)",
             args.mix.ftype
         ))
     })?;
+    if !BLOCK_SIZES.contains(&args.block_size) {
+        return Err(usage(format!(
+            "--block-size {} is not one of 32, 64, 128",
+            args.block_size
+        )));
+    }
     let out = args
         .out
         .as_deref()
         .ok_or_else(|| usage("--out is required"))?;
     let ckpt = Checkpoint::open(&args.model)?;
-    let s = convert::onnx::write(&ckpt, out, &OnnxOptions { ty })
+    let opts = OnnxOptions {
+        ty,
+        block_size: args.block_size,
+        accuracy_level: args.accuracy_level,
+    };
+    let (s, fallbacks) = onnx_release::write(&ckpt, out, &opts)
         .with_context(|| format!("writing {}", out.display()))?;
+    for f in &fallbacks {
+        match f.block_size {
+            Some(b) => eprintln!(
+                "g4q: {}: block size {b} (its width is not a multiple of {})",
+                f.tensor, args.block_size
+            ),
+            None => eprintln!(
+                "g4q: {}: f32 (no block size of 16 or more divides its width)",
+                f.tensor
+            ),
+        }
+    }
     eprintln!(
         "g4q: wrote {} (ONNX {}, {} nodes, {} initializers, {:.2} MiB external data)",
         out.display(),

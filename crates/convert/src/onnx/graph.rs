@@ -192,6 +192,20 @@ impl<'d> GraphBuilder<'d> {
         self.constant(DataType::INT64, &[], v.to_le_bytes().to_vec())
     }
 
+    /// A uint8 scalar (0-d) constant.
+    pub fn u8(&mut self, v: u8) -> Result<String> {
+        self.constant(DataType::UINT8, &[], vec![v])
+    }
+
+    /// Dims of the initializer `name`, if one was written.
+    pub fn dims_of(&self, name: &str) -> Option<&[i64]> {
+        self.graph
+            .initializer
+            .iter()
+            .find(|t| t.name == name)
+            .map(|t| t.dims.as_slice())
+    }
+
     /// An f32 scalar (0-d) constant.
     pub fn float(&mut self, v: f32) -> Result<String> {
         self.constant(DataType::FLOAT, &[], v.to_le_bytes().to_vec())

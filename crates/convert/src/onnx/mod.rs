@@ -19,7 +19,9 @@ use crate::error::{ConvertError, Result};
 use decoder::Decoder;
 use external::ExternalData;
 use graph::{GraphBuilder, MS_DOMAIN};
-use linear::{F32Writer, LinearWriter};
+use linear::LinearWriter;
+
+pub use onnx_protobuf;
 
 /// The graph file inside a release folder.
 pub const MODEL_FILE: &str = "model.onnx";
@@ -41,36 +43,6 @@ const COPIED: [&str; 5] = [
     "chat_template.jinja",
 ];
 
-/// Weight types of an ONNX release.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OnnxType {
-    /// Every weight f32: the reference graph.
-    F32,
-}
-
-impl OnnxType {
-    /// The `--type` name.
-    pub fn name(self) -> &'static str {
-        match self {
-            OnnxType::F32 => "f32",
-        }
-    }
-
-    /// Parses a `--type` name.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "f32" => Some(OnnxType::F32),
-            _ => None,
-        }
-    }
-}
-
-/// What to write.
-#[derive(Clone, Debug)]
-pub struct OnnxOptions {
-    pub ty: OnnxType,
-}
-
 /// What was written.
 #[derive(Clone, Debug)]
 pub struct OnnxSummary {
@@ -80,15 +52,13 @@ pub struct OnnxSummary {
     pub data_bytes: u64,
 }
 
-/// Writes the ONNX release folder `out` for `ckpt`.
-pub fn write(ckpt: &Checkpoint, out: &Path, opts: &OnnxOptions) -> Result<OnnxSummary> {
+/// Writes the ONNX release folder `out` for `ckpt`, its weights written by `lin` (the release
+/// type: [`linear::F32Writer`] here, quantized writers in the `quantize` crate).
+pub fn write(ckpt: &Checkpoint, out: &Path, lin: &mut dyn LinearWriter) -> Result<OnnxSummary> {
     write_folder(out, |dir| {
         let mut data = ExternalData::create(dir, DATA_FILE)?;
-        let mut lin: Box<dyn LinearWriter> = match opts.ty {
-            OnnxType::F32 => Box::new(F32Writer),
-        };
         let g = GraphBuilder::new("gemma4_text_decoder", &mut data);
-        let mut dec = Decoder::new(g, ckpt, lin.as_mut())?;
+        let mut dec = Decoder::new(g, ckpt, lin)?;
         dec.build()?;
         let graph = dec.g.finish();
         let summary = OnnxSummary {
