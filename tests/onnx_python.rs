@@ -145,20 +145,22 @@ fn reference(dir: &Path) -> Vec<(Vec<u32>, Vec<f32>)> {
 fn run_onnx(
     py: &Path,
     model: &Path,
-    ty: &str,
+    ty: &[&str],
     out: &Path,
     seqs: &[Vec<u32>],
 ) -> Vec<(Vec<f32>, Option<Vec<f32>>)> {
     let res = Command::new(env!("CARGO_BIN_EXE_g4q"))
         .arg("convert")
         .arg(model)
-        .args(["--format", "onnx", "--type", ty, "--out"])
+        .args(["--format", "onnx", "--type"])
+        .args(ty)
+        .arg("--out")
         .arg(out)
         .output()
         .unwrap();
     assert!(
         res.status.success(),
-        "g4q convert --format onnx --type {ty} {}: {}",
+        "g4q convert --format onnx --type {ty:?} {}: {}",
         model.display(),
         String::from_utf8_lossy(&res.stderr)
     );
@@ -209,7 +211,7 @@ fn onnx_f32_exports_match_the_reference_in_onnxruntime() {
         let refs = reference(dir);
         assert!(!refs.is_empty(), "{name}: no sequences");
         let seqs: Vec<Vec<u32>> = refs.iter().map(|(ids, _)| ids.clone()).collect();
-        let got = run_onnx(&py, &model, "f32", &tmp.path().join(&name), &seqs);
+        let got = run_onnx(&py, &model, &["f32"], &tmp.path().join(&name), &seqs);
         let ckpt = Checkpoint::open(&model).unwrap();
         let ours = Model::load(&ckpt).unwrap();
         let mut worst = 0f64;
@@ -250,5 +252,72 @@ fn onnx_f32_exports_match_the_reference_in_onnxruntime() {
     );
     println!(
         "onnx: {variants} fixtures, {cases} logit comparisons within {BOUND:e} ({decoded} sequences decoded through the KV cache)"
+    );
+}
+
+/// The int4 (MatMulNBits) export at block sizes 32 and 128, with f32 activations
+/// (`--accuracy-level 0`), matches our forward pass reading the same folder (the weights
+/// dequantized as onnxruntime defines it) to the same bound, prefill and decode.
+#[test]
+fn onnx_int4_exports_match_our_forward_pass_on_their_weights() {
+    let Some(py) = python_with_onnxruntime() else {
+        println!(
+            "onnx int4: SKIPPED: onnxruntime and numpy could not be installed from PyPI into target/py-onnx (pip failed)"
+        );
+        return;
+    };
+    let dirs = fixture_dirs("reference.safetensors");
+    assert!(!dirs.is_empty(), "no fixtures with reference.safetensors");
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut exports, mut cases, mut decoded) = (0, 0, 0);
+    for dir in &dirs {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let model = dir.join("released-bf16");
+        let seqs: Vec<Vec<u32>> = reference(dir).into_iter().map(|(ids, _)| ids).collect();
+        for block in ["32", "128"] {
+            let out = tmp.path().join(format!("{name}-int4-{block}"));
+            let ty = ["int4", "--block-size", block, "--accuracy-level", "0"];
+            let got = run_onnx(&py, &model, &ty, &out, &seqs);
+            let release = verify::onnx_weights::OnnxWeights::open(&out).unwrap();
+            let ours = Model::load(&release).unwrap();
+            let mut worst = 0f64;
+            for (q, (ids, (prefill, decode))) in seqs.iter().zip(&got).enumerate() {
+                let fwd = ours
+                    .forward(
+                        ids,
+                        ForwardOptions::default(),
+                        &mut NoObserver,
+                        &mut |_, _| {},
+                    )
+                    .unwrap();
+                let fwd = fwd.logits.as_slice().unwrap();
+                let mut checks = vec![("prefill", prefill)];
+                if let Some(decode) = decode {
+                    checks.push(("8 decode steps", decode));
+                    decoded += 1;
+                }
+                for (what, got) in checks {
+                    let err = rel_max(got, fwd);
+                    assert!(
+                        err <= BOUND,
+                        "{name} seq{q} int4 block {block} {what} vs our forward pass: relative {err:e}"
+                    );
+                    worst = worst.max(err);
+                    cases += 1;
+                }
+            }
+            println!(
+                "onnx: {name} int4 block {block}: {} sequences, worst relative {worst:.2e}",
+                seqs.len()
+            );
+            exports += 1;
+        }
+    }
+    assert!(
+        decoded > 0,
+        "no sequence was long enough to decode {DECODE} steps"
+    );
+    println!(
+        "onnx: {exports} int4 exports, {cases} logit comparisons within {BOUND:e} ({decoded} sequences decoded through the KV cache)"
     );
 }

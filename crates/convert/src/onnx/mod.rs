@@ -33,9 +33,10 @@ pub const IR_VERSION: i64 = 10;
 /// as an input; 21 is the newest every onnxruntime since 1.20 runs.
 pub const OPSET: i64 = 21;
 
-/// Files copied from the checkpoint folder when present (what tokenizers and
-/// onnxruntime-genai read beside the model).
-const COPIED: [&str; 5] = [
+/// Files copied from the checkpoint folder when present: the model config (which `verify` reads
+/// to run the release) and what tokenizers and onnxruntime-genai read beside the model.
+const COPIED: [&str; 6] = [
+    "config.json",
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
