@@ -107,7 +107,7 @@ pub fn write_int4(
 }
 
 /// A folder removed (with its contents) when dropped.
-pub struct TempDir(PathBuf);
+pub struct TempDir(pub PathBuf);
 
 impl Drop for TempDir {
     fn drop(&mut self) {

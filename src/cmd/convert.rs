@@ -151,10 +151,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// `--format onnx`: the ONNX release folder.
 fn onnx(args: &Args) -> anyhow::Result<()> {
     use quantize::onnx_release::{self, OnnxOptions, OnnxType, BLOCK_SIZES};
-    if args.awq || args.dry_run || args.data.is_some() {
-        return Err(usage(
-            "--format onnx takes none of --awq, --dry-run, --data",
-        ));
+    if args.dry_run {
+        return Err(usage("--format onnx does not take --dry-run"));
+    }
+    if args.data.is_some() != args.awq {
+        return Err(usage("--format onnx: --awq and --data go together"));
     }
     let ty = OnnxType::parse(&args.mix.ftype).ok_or_else(|| {
         usage(format!(
@@ -172,11 +173,35 @@ fn onnx(args: &Args) -> anyhow::Result<()> {
         .out
         .as_deref()
         .ok_or_else(|| usage("--out is required"))?;
-    let ckpt = Checkpoint::open(&args.model)?;
+    if args.awq && ty != OnnxType::Int4 {
+        return Err(usage("--awq needs --type int4 with --format onnx"));
+    }
+    let mut ckpt = Checkpoint::open(&args.model)?;
+    let mut clips = Default::default();
+    // With --awq: the AWQ search at the block size (scales, and clip bounds unless --no-clip),
+    // the scales folded into an f32 checkpoint beside --out, and that checkpoint exported.
+    let mut _scaled_dir = None;
+    if let Some(data) = args.data.as_deref() {
+        let mut a = args.awq_args.clone();
+        a.group_size = args.block_size;
+        let plan = awq::search(&args.model, &ckpt, data, &a, !a.no_clip, true)?;
+        let parent = match out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let guard = awq::TempDir(parent.join(format!(".g4q-onnx-awq-{}", std::process::id())));
+        let dir = guard.0.join("scaled");
+        quantize::awq::export::write_scaled_checkpoint(&ckpt, &plan, &dir, &mut |_, _| {})
+            .with_context(|| format!("writing the AWQ-scaled checkpoint {}", dir.display()))?;
+        ckpt = Checkpoint::open(&dir)?;
+        clips = plan.clips;
+        _scaled_dir = Some(guard);
+    }
     let opts = OnnxOptions {
         ty,
         block_size: args.block_size,
         accuracy_level: args.accuracy_level,
+        clips,
     };
     let (s, fallbacks) = onnx_release::write(&ckpt, out, &opts)
         .with_context(|| format!("writing {}", out.display()))?;

@@ -26,6 +26,7 @@ use convert::onnx::linear::{F32Writer, LinearWriter};
 use convert::onnx::onnx_protobuf::tensor_proto::DataType;
 use convert::onnx::{write as write_onnx, OnnxSummary};
 use convert::Checkpoint;
+use std::collections::BTreeMap;
 
 use crate::awq::int4::{quantize, Int4Matrix};
 
@@ -63,7 +64,7 @@ impl OnnxType {
 }
 
 /// What to write.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct OnnxOptions {
     pub ty: OnnxType,
     /// Input columns per int4 block (one of [`BLOCK_SIZES`]).
@@ -71,6 +72,9 @@ pub struct OnnxOptions {
     /// `MatMulNBits` `accuracy_level`: 0 unset (f32 activations), 4 lets onnxruntime quantize
     /// the activations to int8 per block (faster on CPU, not what `verify` computes).
     pub accuracy_level: i64,
+    /// AWQ clip bounds by weight name, one per (row, block) at `block_size` (`AwqPlan::clips`
+    /// of a search run at that group size); empty for round-to-nearest.
+    pub clips: BTreeMap<String, Vec<f32>>,
 }
 
 /// A weight written at another block size (or f32) than asked for.
@@ -106,6 +110,7 @@ pub fn write(
             let mut w = Int4Writer {
                 block_size: opts.block_size,
                 accuracy_level: opts.accuracy_level,
+                clips: opts.clips.clone(),
                 fallbacks: Vec::new(),
             };
             let s = write_onnx(ckpt, out, &mut w)?;
@@ -118,6 +123,8 @@ pub fn write(
 pub struct Int4Writer {
     pub block_size: usize,
     pub accuracy_level: i64,
+    /// AWQ clip bounds (see [`OnnxOptions::clips`]).
+    pub clips: BTreeMap<String, Vec<f32>>,
     pub fallbacks: Vec<Fallback>,
 }
 
@@ -161,16 +168,16 @@ impl Int4Writer {
         b
     }
 
-    /// Writes `{prefix}.qweight/.scales/.zero_points` for the `[rows, cols]` matrix `w`.
+    /// Writes `{prefix}.qweight/.scales/.zero_points` for the `[rows, cols]` matrix `w`,
+    /// clipped first to `clip` (one bound per row and block) when given.
     fn write_int4(
         g: &mut GraphBuilder<'_>,
         prefix: &str,
         w: &[f32],
-        rows: usize,
-        cols: usize,
-        bs: usize,
+        (rows, cols, bs): (usize, usize, usize),
+        clip: Option<&[f32]>,
     ) -> convert::Result<()> {
-        let m = quantize(w, rows, cols, bs, None);
+        let m = quantize(w, rows, cols, bs, clip);
         let (b, s, z) = matmulnbits_tensors(&m);
         let kb = (cols / bs) as i64;
         let r = rows as i64;
@@ -255,7 +262,12 @@ impl LinearWriter for Int4Writer {
         let Some(bs) = self.block(name, cols) else {
             return F32Writer.linear(g, x, name, rows, cols, w);
         };
-        Self::write_int4(g, name, w, rows, cols, bs)?;
+        // Clip bounds apply only at the block size they were searched for.
+        let clip = self
+            .clips
+            .get(name)
+            .filter(|c| bs == self.block_size && c.len() == rows * (cols / bs));
+        Self::write_int4(g, name, w, (rows, cols, bs), clip.map(Vec::as_slice))?;
         Ok(self.matmul(g, x, name, rows, cols, bs))
     }
 
@@ -271,7 +283,7 @@ impl LinearWriter for Int4Writer {
         let Some(bs) = self.block(name, cols) else {
             return F32Writer.embedding(g, ids, name, rows, cols, e);
         };
-        Self::write_int4(g, name, e, rows, cols, bs)?;
+        Self::write_int4(g, name, e, (rows, cols, bs), None)?;
         let kb = (cols / bs) as i64;
         // codes [.., kb, bs/2] -> [.., kb, bs/2, 2] -> [.., kb, bs]
         let q = g.op("Gather", &[&format!("{name}.qweight"), ids], vec![]);
@@ -316,7 +328,7 @@ impl LinearWriter for Int4Writer {
         for e in 0..experts {
             let prefix = format!("{name}.{e}");
             let we = &w[e * rows * cols..(e + 1) * rows * cols];
-            Self::write_int4(g, &prefix, we, rows, cols, bs)?;
+            Self::write_int4(g, &prefix, we, (rows, cols, bs), None)?;
             let idx = g.int(e as i64)?;
             let xe = g.op("Gather", &[x, &idx], vec![("axis", Attr::Int(0))]);
             let y = self.matmul(g, &xe, &prefix, rows, cols, bs);
