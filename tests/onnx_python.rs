@@ -255,7 +255,8 @@ fn onnx_f32_exports_match_the_reference_in_onnxruntime() {
     );
 }
 
-/// The int4 (MatMulNBits) export at block sizes 32 and 128, with f32 activations
+/// The int4 (MatMulNBits) export at block sizes 32 and 128 (and with `--awq` on `trained-e2b`),
+/// with f32 activations
 /// (`--accuracy-level 0`), matches our forward pass reading the same folder (the weights
 /// dequantized as onnxruntime defines it) to the same bound, prefill and decode.
 #[test]
@@ -274,9 +275,19 @@ fn onnx_int4_exports_match_our_forward_pass_on_their_weights() {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
         let model = dir.join("released-bf16");
         let seqs: Vec<Vec<u32>> = reference(dir).into_iter().map(|(ids, _)| ids).collect();
-        for block in ["32", "128"] {
-            let out = tmp.path().join(format!("{name}-int4-{block}"));
-            let ty = ["int4", "--block-size", block, "--accuracy-level", "0"];
+        let calib = dir.join("calib.txt");
+        let calib = calib.to_str().unwrap();
+        let mut runs = vec![("32", false), ("128", false)];
+        // The AWQ path on the trained fixture (the search needs text the tokenizer knows).
+        if name == "trained-e2b" {
+            runs.push(("32", true));
+        }
+        for (block, awq) in runs {
+            let out = tmp.path().join(format!("{name}-int4-{block}-{awq}"));
+            let mut ty = vec!["int4", "--block-size", block, "--accuracy-level", "0"];
+            if awq {
+                ty.extend(["--awq", "--data", calib, "--awq-tokens", "128"]);
+            }
             let got = run_onnx(&py, &model, &ty, &out, &seqs);
             let release = verify::onnx_weights::OnnxWeights::open(&out).unwrap();
             let ours = Model::load(&release).unwrap();
@@ -300,14 +311,15 @@ fn onnx_int4_exports_match_our_forward_pass_on_their_weights() {
                     let err = rel_max(got, fwd);
                     assert!(
                         err <= BOUND,
-                        "{name} seq{q} int4 block {block} {what} vs our forward pass: relative {err:e}"
+                        "{name} seq{q} int4 block {block} (awq {awq}) {what} vs our forward pass: relative {err:e}"
                     );
                     worst = worst.max(err);
                     cases += 1;
                 }
             }
             println!(
-                "onnx: {name} int4 block {block}: {} sequences, worst relative {worst:.2e}",
+                "onnx: {name} int4 block {block}{}: {} sequences, worst relative {worst:.2e}",
+                if awq { " --awq" } else { "" },
                 seqs.len()
             );
             exports += 1;
