@@ -255,15 +255,16 @@ fn onnx_f32_exports_match_the_reference_in_onnxruntime() {
     );
 }
 
-/// The int4 (MatMulNBits) export at block sizes 32 and 128 (and with `--awq` on `trained-e2b`),
+/// The int4 (MatMulNBits) export at block sizes 32 and 128 (and with `--awq` on `trained-e2b`)
+/// and the int8 export,
 /// with f32 activations
 /// (`--accuracy-level 0`), matches our forward pass reading the same folder (the weights
 /// dequantized as onnxruntime defines it) to the same bound, prefill and decode.
 #[test]
-fn onnx_int4_exports_match_our_forward_pass_on_their_weights() {
+fn onnx_int4_and_int8_exports_match_our_forward_pass_on_their_weights() {
     let Some(py) = python_with_onnxruntime() else {
         println!(
-            "onnx int4: SKIPPED: onnxruntime and numpy could not be installed from PyPI into target/py-onnx (pip failed)"
+            "onnx int4/int8: SKIPPED: onnxruntime and numpy could not be installed from PyPI into target/py-onnx (pip failed)"
         );
         return;
     };
@@ -277,14 +278,18 @@ fn onnx_int4_exports_match_our_forward_pass_on_their_weights() {
         let seqs: Vec<Vec<u32>> = reference(dir).into_iter().map(|(ids, _)| ids).collect();
         let calib = dir.join("calib.txt");
         let calib = calib.to_str().unwrap();
-        let mut runs = vec![("32", false), ("128", false)];
+        let mut runs = vec![
+            ("int4", "32", false),
+            ("int4", "128", false),
+            ("int8", "32", false),
+        ];
         // The AWQ path on the trained fixture (the search needs text the tokenizer knows).
         if name == "trained-e2b" {
-            runs.push(("32", true));
+            runs.push(("int4", "32", true));
         }
-        for (block, awq) in runs {
-            let out = tmp.path().join(format!("{name}-int4-{block}-{awq}"));
-            let mut ty = vec!["int4", "--block-size", block, "--accuracy-level", "0"];
+        for (kind, block, awq) in runs {
+            let out = tmp.path().join(format!("{name}-{kind}-{block}-{awq}"));
+            let mut ty = vec![kind, "--block-size", block, "--accuracy-level", "0"];
             if awq {
                 ty.extend(["--awq", "--data", calib, "--awq-tokens", "128"]);
             }
@@ -311,14 +316,14 @@ fn onnx_int4_exports_match_our_forward_pass_on_their_weights() {
                     let err = rel_max(got, fwd);
                     assert!(
                         err <= BOUND,
-                        "{name} seq{q} int4 block {block} (awq {awq}) {what} vs our forward pass: relative {err:e}"
+                        "{name} seq{q} {kind} block {block} (awq {awq}) {what} vs our forward pass: relative {err:e}"
                     );
                     worst = worst.max(err);
                     cases += 1;
                 }
             }
             println!(
-                "onnx: {name} int4 block {block}{}: {} sequences, worst relative {worst:.2e}",
+                "onnx: {name} {kind} block {block}{}: {} sequences, worst relative {worst:.2e}",
                 if awq { " --awq" } else { "" },
                 seqs.len()
             );
@@ -330,6 +335,6 @@ fn onnx_int4_exports_match_our_forward_pass_on_their_weights() {
         "no sequence was long enough to decode {DECODE} steps"
     );
     println!(
-        "onnx: {exports} int4 exports, {cases} logit comparisons within {BOUND:e} ({decoded} sequences decoded through the KV cache)"
+        "onnx: {exports} int4/int8 exports, {cases} logit comparisons within {BOUND:e} ({decoded} sequences decoded through the KV cache)"
     );
 }

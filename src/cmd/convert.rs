@@ -159,7 +159,7 @@ fn onnx(args: &Args) -> anyhow::Result<()> {
     }
     let ty = OnnxType::parse(&args.mix.ftype).ok_or_else(|| {
         usage(format!(
-            "--format onnx: unknown --type '{}' (expected f32 or int4)",
+            "--format onnx: unknown --type '{}' (expected f32, int8 or int4)",
             args.mix.ftype
         ))
     })?;
@@ -212,7 +212,7 @@ fn onnx(args: &Args) -> anyhow::Result<()> {
                 f.tensor, args.block_size
             ),
             None => eprintln!(
-                "g4q: {}: f32 (no block size of 16 or more divides its width)",
+                "g4q: {}: f32 (no block size the type allows divides its width)",
                 f.tensor
             ),
         }

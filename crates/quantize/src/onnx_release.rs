@@ -1,6 +1,7 @@
-//! ONNX releases by type: f32 (the reference graph) or int4, where every linear layer is
+//! ONNX releases by type: f32 (the reference graph), int4, where every linear layer is
 //! onnxruntime's `com.microsoft` `MatMulNBits` (4 bits, asymmetric: one f32 scale and one 4-bit
-//! zero point per block of `block_size` input columns).
+//! zero point per block of `block_size` input columns), or int8 (`MatMulNBits` with 8 bits:
+//! ggml's Q8_0 codes, symmetric blocks of 32, the default zero point).
 //!
 //! The int4 codes are those of [`crate::awq::int4`] (the round-to-nearest quantizer the AWQ
 //! search evaluates; with `--awq` the checkpoint handed in is already AWQ-scaled and clipped),
@@ -42,6 +43,9 @@ pub enum OnnxType {
     F32,
     /// Linear layers and the embedding int4 (`MatMulNBits`); norms and scalars f32.
     Int4,
+    /// Linear layers and the embedding int8 (`MatMulNBits` with 8 bits): ggml's Q8_0 codes
+    /// and scales (symmetric, blocks of 32, the default zero point 128).
+    Int8,
 }
 
 impl OnnxType {
@@ -50,6 +54,7 @@ impl OnnxType {
         match self {
             OnnxType::F32 => "f32",
             OnnxType::Int4 => "int4",
+            OnnxType::Int8 => "int8",
         }
     }
 
@@ -58,6 +63,7 @@ impl OnnxType {
         match s.to_ascii_lowercase().as_str() {
             "f32" => Some(OnnxType::F32),
             "int4" => Some(OnnxType::Int4),
+            "int8" => Some(OnnxType::Int8),
             _ => None,
         }
     }
@@ -106,9 +112,11 @@ pub fn write(
 ) -> convert::Result<(OnnxSummary, Vec<Fallback>)> {
     match opts.ty {
         OnnxType::F32 => Ok((write_onnx(ckpt, out, &mut F32Writer)?, Vec::new())),
-        OnnxType::Int4 => {
-            let mut w = Int4Writer {
-                block_size: opts.block_size,
+        OnnxType::Int4 | OnnxType::Int8 => {
+            let int8 = opts.ty == OnnxType::Int8;
+            let mut w = NBitsWriter {
+                bits: if int8 { 8 } else { 4 },
+                block_size: if int8 { Q8_BLOCK } else { opts.block_size },
                 accuracy_level: opts.accuracy_level,
                 clips: opts.clips.clone(),
                 fallbacks: Vec::new(),
@@ -119,8 +127,13 @@ pub fn write(
     }
 }
 
-/// The int4 `MatMulNBits` writer.
-pub struct Int4Writer {
+/// Block of the int8 type: ggml's Q8_0 block.
+pub const Q8_BLOCK: usize = 32;
+
+/// The `MatMulNBits` writer: int4 (asymmetric, [`crate::awq::int4`]) or int8 (Q8_0).
+pub struct NBitsWriter {
+    /// 4 or 8.
+    pub bits: u8,
     pub block_size: usize,
     pub accuracy_level: i64,
     /// AWQ clip bounds (see [`OnnxOptions::clips`]).
@@ -156,9 +169,37 @@ pub fn matmulnbits_tensors(m: &Int4Matrix) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     (b, f32_bytes(&scales), zp)
 }
 
-impl Int4Writer {
+/// `B` and `scales` bytes of `[rows, cols]` as Q8_0 blocks in MatMulNBits' 8-bit layout
+/// (codes + 128, one per byte; the default zero point 128 undoes the shift).
+pub fn q8_tensors(w: &[f32], rows: usize, cols: usize) -> (Vec<u8>, Vec<u8>) {
+    use kernels::blocks::BlockQ8_0;
+    let kb = cols / Q8_BLOCK;
+    let mut blocks = vec![
+        BlockQ8_0 {
+            d: 0,
+            qs: [0; Q8_BLOCK]
+        };
+        kb
+    ];
+    let mut b = Vec::with_capacity(rows * cols);
+    let mut scales = Vec::with_capacity(rows * kb);
+    for row in w.chunks_exact(cols) {
+        kernels::quants::legacy::quantize_row_q8_0(row, &mut blocks, None);
+        for blk in &blocks {
+            b.extend(blk.qs.iter().map(|&q| (q as i16 + 128) as u8));
+            scales.push(kernels::fp::f16_to_f32(blk.d));
+        }
+    }
+    (b, f32_bytes(&scales))
+}
+
+impl NBitsWriter {
     fn block(&mut self, name: &str, cols: usize) -> Option<usize> {
-        let b = block_for(cols, self.block_size);
+        let b = if self.bits == 8 {
+            cols.is_multiple_of(Q8_BLOCK).then_some(Q8_BLOCK)
+        } else {
+            block_for(cols, self.block_size)
+        };
         if b != Some(self.block_size) {
             self.fallbacks.push(Fallback {
                 tensor: name.to_string(),
@@ -168,15 +209,26 @@ impl Int4Writer {
         b
     }
 
-    /// Writes `{prefix}.qweight/.scales/.zero_points` for the `[rows, cols]` matrix `w`,
-    /// clipped first to `clip` (one bound per row and block) when given.
-    fn write_int4(
+    /// Writes `{prefix}.qweight/.scales(/.zero_points)` for the `[rows, cols]` matrix `w`,
+    /// clipped first to `clip` (one bound per row and block, int4) when given. The `qweight`
+    /// initializer carries its `bits` as metadata, so a reader needs no graph walk.
+    fn write_q(
+        &self,
         g: &mut GraphBuilder<'_>,
         prefix: &str,
         w: &[f32],
         (rows, cols, bs): (usize, usize, usize),
         clip: Option<&[f32]>,
     ) -> convert::Result<()> {
+        let q = format!("{prefix}.qweight");
+        if self.bits == 8 {
+            let (b, s) = q8_tensors(w, rows, cols);
+            let kb = (cols / bs) as i64;
+            g.initializer(&q, DataType::UINT8, &[rows as i64, kb, bs as i64], &b)?;
+            g.annotate(&q, "bits", "8");
+            let sn = format!("{prefix}.scales");
+            return g.initializer(&sn, DataType::FLOAT, &[rows as i64, kb], &s);
+        }
         let m = quantize(w, rows, cols, bs, clip);
         let (b, s, z) = matmulnbits_tensors(&m);
         let kb = (cols / bs) as i64;
@@ -194,6 +246,7 @@ impl Int4Writer {
             &[r, (kb + 1) / 2],
             &z,
         )?;
+        g.annotate(&q, "bits", "4");
         Ok(())
     }
 
@@ -211,15 +264,20 @@ impl Int4Writer {
             format!("{prefix}.scales"),
             format!("{prefix}.zero_points"),
         );
+        let inputs: &[&str] = if self.bits == 8 {
+            &[x, &q, &s]
+        } else {
+            &[x, &q, &s, &z]
+        };
         g.node(
             MS_DOMAIN,
             "MatMulNBits",
-            &[x, &q, &s, &z],
+            inputs,
             1,
             vec![
                 ("K", Attr::Int(cols as i64)),
                 ("N", Attr::Int(rows as i64)),
-                ("bits", Attr::Int(4)),
+                ("bits", Attr::Int(self.bits as i64)),
                 ("block_size", Attr::Int(bs as i64)),
                 ("accuracy_level", Attr::Int(self.accuracy_level)),
             ],
@@ -249,7 +307,7 @@ impl Int4Writer {
     }
 }
 
-impl LinearWriter for Int4Writer {
+impl LinearWriter for NBitsWriter {
     fn linear(
         &mut self,
         g: &mut GraphBuilder<'_>,
@@ -267,7 +325,7 @@ impl LinearWriter for Int4Writer {
             .clips
             .get(name)
             .filter(|c| bs == self.block_size && c.len() == rows * (cols / bs));
-        Self::write_int4(g, name, w, (rows, cols, bs), clip.map(Vec::as_slice))?;
+        self.write_q(g, name, w, (rows, cols, bs), clip.map(Vec::as_slice))?;
         Ok(self.matmul(g, x, name, rows, cols, bs))
     }
 
@@ -283,8 +341,27 @@ impl LinearWriter for Int4Writer {
         let Some(bs) = self.block(name, cols) else {
             return F32Writer.embedding(g, ids, name, rows, cols, e);
         };
-        Self::write_int4(g, name, e, (rows, cols, bs), None)?;
+        self.write_q(g, name, e, (rows, cols, bs), None)?;
         let kb = (cols / bs) as i64;
+        if self.bits == 8 {
+            // codes [.., kb, 32] - 128, times the block scales, -> [.., cols]
+            let q = g.op("Gather", &[&format!("{name}.qweight"), ids], vec![]);
+            let q = g.op(
+                "Cast",
+                &[&q],
+                vec![("to", Attr::Int(DataType::FLOAT as i64))],
+            );
+            let zp = g.float(128.0)?;
+            let d = g.op("Sub", &[&q, &zp], vec![]);
+            let axis = g.ints(&[-1])?;
+            let sc = g.op("Gather", &[&format!("{name}.scales"), ids], vec![]);
+            let sc = g.op("Unsqueeze", &[&sc, &axis], vec![]);
+            let w = g.op("Mul", &[&d, &sc], vec![]);
+            let lead = g.op("Shape", &[ids], vec![]);
+            let tail = g.ints(&[cols as i64])?;
+            let shape = g.op("Concat", &[&lead, &tail], vec![("axis", Attr::Int(0))]);
+            return Ok(g.op("Reshape", &[&w, &shape], vec![]));
+        }
         // codes [.., kb, bs/2] -> [.., kb, bs/2, 2] -> [.., kb, bs]
         let q = g.op("Gather", &[&format!("{name}.qweight"), ids], vec![]);
         let q = Self::unpack(g, &q)?;
@@ -328,7 +405,7 @@ impl LinearWriter for Int4Writer {
         for e in 0..experts {
             let prefix = format!("{name}.{e}");
             let we = &w[e * rows * cols..(e + 1) * rows * cols];
-            Self::write_int4(g, &prefix, we, (rows, cols, bs), None)?;
+            self.write_q(g, &prefix, we, (rows, cols, bs), None)?;
             let idx = g.int(e as i64)?;
             let xe = g.op("Gather", &[x, &idx], vec![("axis", Attr::Int(0))]);
             let y = self.matmul(g, &xe, &prefix, rows, cols, bs);
@@ -351,7 +428,7 @@ impl LinearWriter for Int4Writer {
                 message: "the tied head has no embedding table to read".into(),
             });
         };
-        let bs = (half * 2) as usize;
+        let bs = if self.bits == 8 { half } else { half * 2 } as usize;
         Ok(self.matmul(g, x, name, rows as usize, kb as usize * bs, bs))
     }
 }

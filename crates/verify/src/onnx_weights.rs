@@ -7,7 +7,9 @@
 //! `MatMulNBits` triple `W.qweight` (uint8 `[N, k_blocks, block/2]`, two codes per byte, low
 //! nibble first), `W.scales` (f32 `[N, k_blocks]`) and `W.zero_points` (uint8
 //! `[N, ceil(k_blocks/2)]`, packed the same way), served as the matrix `W` dequantized as
-//! onnxruntime defines it: `(q - zp) * scale` in f32. A stacked expert weight is one such triple
+//! onnxruntime defines it: `(q - zp) * scale` in f32. An int8 weight (its `qweight` carries the
+//! metadata `bits: 8`) has one code per byte, `[N, k_blocks, block]`, and no zero points: the
+//! default 128. A stacked expert weight is one such triple
 //! per expert (`W.{e}.qweight`, ...), served as the whole stack.
 //!
 //! Everything read from the files is checked before use: the protobuf must parse, external data
@@ -32,11 +34,12 @@ enum Bytes {
     External(Range<usize>),
 }
 
-/// One initializer: element type, dims and bytes.
+/// One initializer: element type, dims, bytes and `bits` metadata (MatMulNBits weights).
 struct Init {
     elem: i32,
     dims: Vec<usize>,
     bytes: Bytes,
+    bits: Option<String>,
 }
 
 /// An opened ONNX release folder.
@@ -175,10 +178,16 @@ impl OnnxWeights {
             }
             Bytes::Inline(t.raw_data)
         };
+        let bits = t
+            .metadata_props
+            .iter()
+            .find(|e| e.key == "bits")
+            .map(|e| e.value.clone());
         Ok(Init {
             elem: t.data_type,
             dims,
             bytes,
+            bits,
         })
     }
 
@@ -205,26 +214,43 @@ impl OnnxWeights {
         Ok(init)
     }
 
-    /// The MatMulNBits triple under `prefix`, checked against each other.
+    /// The MatMulNBits weight under `prefix` (4 bits with packed zero points, or 8 bits with
+    /// the default zero point 128), its parts checked against each other.
     fn int4(&self, prefix: &str) -> Result<Int4Part<'_>> {
         let q = self.get(&format!("{prefix}.qweight"), DataType::UINT8)?;
         let s = self.get(&format!("{prefix}.scales"), DataType::FLOAT)?;
-        let z = self.get(&format!("{prefix}.zero_points"), DataType::UINT8)?;
-        let &[n, kb, half] = q.dims.as_slice() else {
-            return Err(err(
-                &self.dir,
-                prefix,
-                "qweight is not [N, k_blocks, block/2]",
-            ));
+        let bits = match q.bits.as_deref() {
+            None | Some("4") => 4,
+            Some("8") => 8,
+            Some(other) => {
+                return Err(err(
+                    &self.dir,
+                    prefix,
+                    format!("{other} bits are not supported"),
+                ))
+            }
         };
-        if half == 0 || s.dims != [n, kb] || z.dims != [n, kb.div_ceil(2)] {
+        let &[n, kb, blob] = q.dims.as_slice() else {
+            return Err(err(&self.dir, prefix, "qweight is not [N, k_blocks, blob]"));
+        };
+        let zp = if bits == 4 {
+            let z = self.get(&format!("{prefix}.zero_points"), DataType::UINT8)?;
+            if z.dims != [n, kb.div_ceil(2)] {
+                return Err(err(
+                    &self.dir,
+                    prefix,
+                    format!("zero points {:?} do not fit qweight {:?}", z.dims, q.dims),
+                ));
+            }
+            Some(self.bytes(z))
+        } else {
+            None
+        };
+        if blob == 0 || s.dims != [n, kb] {
             return Err(err(
                 &self.dir,
                 prefix,
-                format!(
-                    "scales {:?} / zero points {:?} do not fit qweight {:?}",
-                    s.dims, z.dims, q.dims
-                ),
+                format!("scales {:?} do not fit qweight {:?}", s.dims, q.dims),
             ));
         }
         let mut scales = vec![0f32; n * kb];
@@ -237,10 +263,10 @@ impl OnnxWeights {
         Ok(Int4Part {
             rows: n,
             blocks: kb,
-            block: half * 2,
+            block: if bits == 8 { blob } else { blob * 2 },
             q: self.bytes(q),
             scales,
-            zp: self.bytes(z),
+            zp,
         })
     }
 }
@@ -252,7 +278,8 @@ struct Int4Part<'a> {
     block: usize,
     q: &'a [u8],
     scales: Vec<f32>,
-    zp: &'a [u8],
+    /// Packed 4-bit zero points; `None` for 8-bit codes (zero point 128).
+    zp: Option<&'a [u8]>,
 }
 
 impl Int4Part<'_> {
@@ -263,8 +290,19 @@ impl Int4Part<'_> {
     /// Row `r` dequantized as onnxruntime does: `(q - zp) * scale`.
     fn row(&self, r: usize, out: &mut [f32]) {
         let cols = self.cols();
+        let Some(zp) = self.zp else {
+            let q = &self.q[r * cols..(r + 1) * cols];
+            for (b, dst) in out.chunks_mut(self.block).enumerate() {
+                let s = self.scales[r * self.blocks + b];
+                let codes = &q[b * self.block..(b + 1) * self.block];
+                for (o, &c) in dst.iter_mut().zip(codes) {
+                    *o = (c as f32 - 128.0) * s;
+                }
+            }
+            return;
+        };
         let q = &self.q[r * cols / 2..(r + 1) * cols / 2];
-        let zrow = &self.zp[r * self.blocks.div_ceil(2)..(r + 1) * self.blocks.div_ceil(2)];
+        let zrow = &zp[r * self.blocks.div_ceil(2)..(r + 1) * self.blocks.div_ceil(2)];
         for (b, dst) in out.chunks_mut(self.block).enumerate() {
             let zp = ((zrow[b / 2] >> (4 * (b % 2))) & 0xF) as f32;
             let s = self.scales[r * self.blocks + b];

@@ -197,6 +197,19 @@ impl<'d> GraphBuilder<'d> {
         self.constant(DataType::UINT8, &[], vec![v])
     }
 
+    /// Adds a `key: value` metadata entry to the initializer `name` (ignored by runtimes; read
+    /// back by `verify`). Does nothing when there is no such initializer.
+    pub fn annotate(&mut self, name: &str, key: &str, value: &str) {
+        if let Some(t) = self.graph.initializer.iter_mut().find(|t| t.name == name) {
+            t.metadata_props
+                .push(onnx_protobuf::StringStringEntryProto {
+                    key: key.to_string(),
+                    value: value.to_string(),
+                    ..Default::default()
+                });
+        }
+    }
+
     /// Dims of the initializer `name`, if one was written.
     pub fn dims_of(&self, name: &str) -> Option<&[i64]> {
         self.graph
