@@ -278,18 +278,23 @@ fn onnx_int4_and_int8_exports_match_our_forward_pass_on_their_weights() {
         let seqs: Vec<Vec<u32>> = reference(dir).into_iter().map(|(ids, _)| ids).collect();
         let calib = dir.join("calib.txt");
         let calib = calib.to_str().unwrap();
+        // (type, block size, --awq, embedding bits)
         let mut runs = vec![
-            ("int4", "32", false),
-            ("int4", "128", false),
-            ("int8", "32", false),
+            ("int4", "32", false, "8"),
+            ("int4", "128", false, "8"),
+            ("int4", "32", false, "4"),
+            ("int8", "32", false, "8"),
         ];
         // The AWQ path on the trained fixture (the search needs text the tokenizer knows).
         if name == "trained-e2b" {
-            runs.push(("int4", "32", true));
+            runs.push(("int4", "32", true, "8"));
         }
-        for (kind, block, awq) in runs {
-            let out = tmp.path().join(format!("{name}-{kind}-{block}-{awq}"));
+        for (kind, block, awq, emb) in runs {
+            let out = tmp
+                .path()
+                .join(format!("{name}-{kind}-{block}-{awq}-{emb}"));
             let mut ty = vec![kind, "--block-size", block, "--accuracy-level", "0"];
+            ty.extend(["--embedding-bits", emb]);
             if awq {
                 ty.extend(["--awq", "--data", calib, "--awq-tokens", "128"]);
             }
@@ -316,14 +321,14 @@ fn onnx_int4_and_int8_exports_match_our_forward_pass_on_their_weights() {
                     let err = rel_max(got, fwd);
                     assert!(
                         err <= BOUND,
-                        "{name} seq{q} {kind} block {block} (awq {awq}) {what} vs our forward pass: relative {err:e}"
+                        "{name} seq{q} {kind} block {block} (awq {awq}, embedding bits {emb}) {what} vs our forward pass: relative {err:e}"
                     );
                     worst = worst.max(err);
                     cases += 1;
                 }
             }
             println!(
-                "onnx: {name} {kind} block {block}{}: {} sequences, worst relative {worst:.2e}",
+                "onnx: {name} {kind} block {block}{} (embeddings {emb} bits): {} sequences, worst relative {worst:.2e}",
                 if awq { " --awq" } else { "" },
                 seqs.len()
             );

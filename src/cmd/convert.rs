@@ -58,6 +58,10 @@ pub struct Args {
     /// ONNX int4: input columns per MatMulNBits block (32, 64 or 128).
     #[arg(long, default_value_t = 32, value_name = "N")]
     pub block_size: usize,
+    /// ONNX int4: bits of the embedding tables (the tied head and the per-layer embedding):
+    /// 8 (Q8_0 blocks of 32) or 4 (like the linear layers).
+    #[arg(long, default_value_t = 8, value_name = "BITS")]
+    pub embedding_bits: u8,
     /// ONNX int4: MatMulNBits accuracy_level (0 = f32 activations; 4 = onnxruntime may quantize
     /// activations to int8 on CPU, faster and less exact).
     #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(i64).range(0..=4))]
@@ -163,6 +167,12 @@ fn onnx(args: &Args) -> anyhow::Result<()> {
             args.mix.ftype
         ))
     })?;
+    if !matches!(args.embedding_bits, 4 | 8) {
+        return Err(usage(format!(
+            "--embedding-bits {} is not 4 or 8",
+            args.embedding_bits
+        )));
+    }
     if !BLOCK_SIZES.contains(&args.block_size) {
         return Err(usage(format!(
             "--block-size {} is not one of 32, 64, 128",
@@ -201,6 +211,7 @@ fn onnx(args: &Args) -> anyhow::Result<()> {
         ty,
         block_size: args.block_size,
         accuracy_level: args.accuracy_level,
+        embedding_bits: args.embedding_bits,
         clips,
     };
     let (s, fallbacks) = onnx_release::write(&ckpt, out, &opts)

@@ -78,6 +78,9 @@ pub struct OnnxOptions {
     /// `MatMulNBits` `accuracy_level`: 0 unset (f32 activations), 4 lets onnxruntime quantize
     /// the activations to int8 per block (faster on CPU, not what `verify` computes).
     pub accuracy_level: i64,
+    /// int4 releases: bits of the embedding tables (the tied head and the per-layer embedding),
+    /// 4 or 8 (Q8_0 blocks, as for int8).
+    pub embedding_bits: u8,
     /// AWQ clip bounds by weight name, one per (row, block) at `block_size` (`AwqPlan::clips`
     /// of a search run at that group size); empty for round-to-nearest.
     pub clips: BTreeMap<String, Vec<f32>>,
@@ -116,6 +119,7 @@ pub fn write(
             let int8 = opts.ty == OnnxType::Int8;
             let mut w = NBitsWriter {
                 bits: if int8 { 8 } else { 4 },
+                embedding_bits: if int8 { 8 } else { opts.embedding_bits },
                 block_size: if int8 { Q8_BLOCK } else { opts.block_size },
                 accuracy_level: opts.accuracy_level,
                 clips: opts.clips.clone(),
@@ -132,8 +136,10 @@ pub const Q8_BLOCK: usize = 32;
 
 /// The `MatMulNBits` writer: int4 (asymmetric, [`crate::awq::int4`]) or int8 (Q8_0).
 pub struct NBitsWriter {
-    /// 4 or 8.
+    /// Bits of the linear layers: 4 or 8.
     pub bits: u8,
+    /// Bits of the embedding tables (the tied head and the per-layer embedding): 4 or 8.
+    pub embedding_bits: u8,
     pub block_size: usize,
     pub accuracy_level: i64,
     /// AWQ clip bounds (see [`OnnxOptions::clips`]).
@@ -194,8 +200,8 @@ pub fn q8_tensors(w: &[f32], rows: usize, cols: usize) -> (Vec<u8>, Vec<u8>) {
 }
 
 impl NBitsWriter {
-    fn block(&mut self, name: &str, cols: usize) -> Option<usize> {
-        let b = if self.bits == 8 {
+    fn block(&mut self, name: &str, cols: usize, bits: u8) -> Option<usize> {
+        let b = if bits == 8 {
             cols.is_multiple_of(Q8_BLOCK).then_some(Q8_BLOCK)
         } else {
             block_for(cols, self.block_size)
@@ -219,9 +225,10 @@ impl NBitsWriter {
         w: &[f32],
         (rows, cols, bs): (usize, usize, usize),
         clip: Option<&[f32]>,
+        bits: u8,
     ) -> convert::Result<()> {
         let q = format!("{prefix}.qweight");
-        if self.bits == 8 {
+        if bits == 8 {
             let (b, s) = q8_tensors(w, rows, cols);
             let kb = (cols / bs) as i64;
             g.initializer(&q, DataType::UINT8, &[rows as i64, kb, bs as i64], &b)?;
@@ -258,13 +265,14 @@ impl NBitsWriter {
         rows: usize,
         cols: usize,
         bs: usize,
+        bits: u8,
     ) -> String {
         let (q, s, z) = (
             format!("{prefix}.qweight"),
             format!("{prefix}.scales"),
             format!("{prefix}.zero_points"),
         );
-        let inputs: &[&str] = if self.bits == 8 {
+        let inputs: &[&str] = if bits == 8 {
             &[x, &q, &s]
         } else {
             &[x, &q, &s, &z]
@@ -277,7 +285,7 @@ impl NBitsWriter {
             vec![
                 ("K", Attr::Int(cols as i64)),
                 ("N", Attr::Int(rows as i64)),
-                ("bits", Attr::Int(self.bits as i64)),
+                ("bits", Attr::Int(bits as i64)),
                 ("block_size", Attr::Int(bs as i64)),
                 ("accuracy_level", Attr::Int(self.accuracy_level)),
             ],
@@ -317,7 +325,7 @@ impl LinearWriter for NBitsWriter {
         cols: usize,
         w: &[f32],
     ) -> convert::Result<String> {
-        let Some(bs) = self.block(name, cols) else {
+        let Some(bs) = self.block(name, cols, self.bits) else {
             return F32Writer.linear(g, x, name, rows, cols, w);
         };
         // Clip bounds apply only at the block size they were searched for.
@@ -325,8 +333,15 @@ impl LinearWriter for NBitsWriter {
             .clips
             .get(name)
             .filter(|c| bs == self.block_size && c.len() == rows * (cols / bs));
-        self.write_q(g, name, w, (rows, cols, bs), clip.map(Vec::as_slice))?;
-        Ok(self.matmul(g, x, name, rows, cols, bs))
+        self.write_q(
+            g,
+            name,
+            w,
+            (rows, cols, bs),
+            clip.map(Vec::as_slice),
+            self.bits,
+        )?;
+        Ok(self.matmul(g, x, name, rows, cols, bs, self.bits))
     }
 
     fn embedding(
@@ -338,12 +353,12 @@ impl LinearWriter for NBitsWriter {
         cols: usize,
         e: &[f32],
     ) -> convert::Result<String> {
-        let Some(bs) = self.block(name, cols) else {
+        let Some(bs) = self.block(name, cols, self.embedding_bits) else {
             return F32Writer.embedding(g, ids, name, rows, cols, e);
         };
-        self.write_q(g, name, e, (rows, cols, bs), None)?;
+        self.write_q(g, name, e, (rows, cols, bs), None, self.embedding_bits)?;
         let kb = (cols / bs) as i64;
-        if self.bits == 8 {
+        if self.embedding_bits == 8 {
             // codes [.., kb, 32] - 128, times the block scales, -> [.., cols]
             let q = g.op("Gather", &[&format!("{name}.qweight"), ids], vec![]);
             let q = g.op(
@@ -397,7 +412,7 @@ impl LinearWriter for NBitsWriter {
         cols: usize,
         w: &[f32],
     ) -> convert::Result<String> {
-        let Some(bs) = self.block(name, cols) else {
+        let Some(bs) = self.block(name, cols, self.bits) else {
             return F32Writer.experts(g, x, name, experts, rows, cols, w);
         };
         let ax = g.ints(&[0])?;
@@ -405,10 +420,10 @@ impl LinearWriter for NBitsWriter {
         for e in 0..experts {
             let prefix = format!("{name}.{e}");
             let we = &w[e * rows * cols..(e + 1) * rows * cols];
-            self.write_q(g, &prefix, we, (rows, cols, bs), None)?;
+            self.write_q(g, &prefix, we, (rows, cols, bs), None, self.bits)?;
             let idx = g.int(e as i64)?;
             let xe = g.op("Gather", &[x, &idx], vec![("axis", Attr::Int(0))]);
-            let y = self.matmul(g, &xe, &prefix, rows, cols, bs);
+            let y = self.matmul(g, &xe, &prefix, rows, cols, bs, self.bits);
             outs.push(g.op("Unsqueeze", &[&y, &ax], vec![]));
         }
         let refs: Vec<&str> = outs.iter().map(String::as_str).collect();
@@ -428,8 +443,9 @@ impl LinearWriter for NBitsWriter {
                 message: "the tied head has no embedding table to read".into(),
             });
         };
-        let bs = if self.bits == 8 { half } else { half * 2 } as usize;
-        Ok(self.matmul(g, x, name, rows as usize, kb as usize * bs, bs))
+        let bits = self.embedding_bits;
+        let bs = if bits == 8 { half } else { half * 2 } as usize;
+        Ok(self.matmul(g, x, name, rows as usize, kb as usize * bs, bs, bits))
     }
 }
 
