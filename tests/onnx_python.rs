@@ -256,15 +256,15 @@ fn onnx_f32_exports_match_the_reference_in_onnxruntime() {
 }
 
 /// The int4 (MatMulNBits) export at block sizes 32 and 128 (and with `--awq` on `trained-e2b`)
-/// and the int8 export,
+/// and the int8 and f16 exports,
 /// with f32 activations
 /// (`--accuracy-level 0`), matches our forward pass reading the same folder (the weights
 /// dequantized as onnxruntime defines it) to the same bound, prefill and decode.
 #[test]
-fn onnx_int4_and_int8_exports_match_our_forward_pass_on_their_weights() {
+fn onnx_f16_int8_int4_exports_match_our_forward_pass_on_their_weights() {
     let Some(py) = python_with_onnxruntime() else {
         println!(
-            "onnx int4/int8: SKIPPED: onnxruntime and numpy could not be installed from PyPI into target/py-onnx (pip failed)"
+            "onnx f16/int8/int4: SKIPPED: onnxruntime and numpy could not be installed from PyPI into target/py-onnx (pip failed)"
         );
         return;
     };
@@ -284,6 +284,7 @@ fn onnx_int4_and_int8_exports_match_our_forward_pass_on_their_weights() {
             ("int4", "128", false, "8"),
             ("int4", "32", false, "4"),
             ("int8", "32", false, "8"),
+            ("f16", "32", false, "8"),
         ];
         // The AWQ path on the trained fixture (the search needs text the tokenizer knows).
         if name == "trained-e2b" {
@@ -340,6 +341,6 @@ fn onnx_int4_and_int8_exports_match_our_forward_pass_on_their_weights() {
         "no sequence was long enough to decode {DECODE} steps"
     );
     println!(
-        "onnx: {exports} int4/int8 exports, {cases} logit comparisons within {BOUND:e} ({decoded} sequences decoded through the KV cache)"
+        "onnx: {exports} f16/int8/int4 exports, {cases} logit comparisons within {BOUND:e} ({decoded} sequences decoded through the KV cache)"
     );
 }

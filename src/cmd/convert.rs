@@ -163,7 +163,7 @@ fn onnx(args: &Args) -> anyhow::Result<()> {
     }
     let ty = OnnxType::parse(&args.mix.ftype).ok_or_else(|| {
         usage(format!(
-            "--format onnx: unknown --type '{}' (expected f32, int8 or int4)",
+            "--format onnx: unknown --type '{}' (expected f32, f16, int8 or int4)",
             args.mix.ftype
         ))
     })?;

@@ -23,7 +23,7 @@
 //! (at least 16) under `block_size` that divides it, else to f32.
 
 use convert::onnx::graph::{f32_bytes, Attr, GraphBuilder, MS_DOMAIN};
-use convert::onnx::linear::{F32Writer, LinearWriter};
+use convert::onnx::linear::{F16Writer, F32Writer, LinearWriter};
 use convert::onnx::onnx_protobuf::tensor_proto::DataType;
 use convert::onnx::{write as write_onnx, OnnxSummary};
 use convert::Checkpoint;
@@ -41,6 +41,8 @@ const MIN_BLOCK: usize = 16;
 pub enum OnnxType {
     /// Every weight f32: the reference graph.
     F32,
+    /// Weights f16 (rounded to nearest even), norms and activations f32.
+    F16,
     /// Linear layers and the embedding int4 (`MatMulNBits`); norms and scalars f32.
     Int4,
     /// Linear layers and the embedding int8 (`MatMulNBits` with 8 bits): ggml's Q8_0 codes
@@ -53,6 +55,7 @@ impl OnnxType {
     pub fn name(self) -> &'static str {
         match self {
             OnnxType::F32 => "f32",
+            OnnxType::F16 => "f16",
             OnnxType::Int4 => "int4",
             OnnxType::Int8 => "int8",
         }
@@ -62,6 +65,7 @@ impl OnnxType {
     pub fn parse(s: &str) -> Option<Self> {
         match s.to_ascii_lowercase().as_str() {
             "f32" => Some(OnnxType::F32),
+            "f16" => Some(OnnxType::F16),
             "int4" => Some(OnnxType::Int4),
             "int8" => Some(OnnxType::Int8),
             _ => None,
@@ -115,6 +119,7 @@ pub fn write(
 ) -> convert::Result<(OnnxSummary, Vec<Fallback>)> {
     match opts.ty {
         OnnxType::F32 => Ok((write_onnx(ckpt, out, &mut F32Writer)?, Vec::new())),
+        OnnxType::F16 => Ok((write_onnx(ckpt, out, &mut F16Writer)?, Vec::new())),
         OnnxType::Int4 | OnnxType::Int8 => {
             let int8 = opts.ty == OnnxType::Int8;
             let mut w = NBitsWriter {

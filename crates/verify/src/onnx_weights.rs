@@ -2,8 +2,8 @@
 //! `model.onnx.data`) as a [`Weights`] source, so `g4q forward` and `g4q verify` run it through
 //! the reference forward pass.
 //!
-//! Initializers carry the canonical weight names. A dense weight is an f32 initializer under its
-//! own name (3-D expert stacks `[E, a, b]` come back as `[E*a, b]`). An int4 weight `W` is the
+//! Initializers carry the canonical weight names. A dense weight is an f32 (or f16) initializer
+//! under its own name (3-D expert stacks `[E, a, b]` come back as `[E*a, b]`). An int4 weight `W` is the
 //! `MatMulNBits` triple `W.qweight` (uint8 `[N, k_blocks, block/2]`, two codes per byte, low
 //! nibble first), `W.scales` (f32 `[N, k_blocks]`) and `W.zero_points` (uint8
 //! `[N, ceil(k_blocks/2)]`, packed the same way), served as the matrix `W` dequantized as
@@ -60,6 +60,7 @@ fn err(dir: &Path, tensor: &str, message: impl Into<String>) -> VerifyError {
 fn elem_size(elem: i32) -> Option<usize> {
     match elem {
         x if x == DataType::FLOAT as i32 => Some(4),
+        x if x == DataType::FLOAT16 as i32 => Some(2),
         x if x == DataType::UINT8 as i32 => Some(1),
         x if x == DataType::INT64 as i32 => Some(8),
         x if x == DataType::BOOL as i32 => Some(1),
@@ -381,10 +382,15 @@ impl Weights for OnnxWeights {
                     ))
                 }
             };
-            self.get(name, DataType::FLOAT)?;
+            let elem = if init.elem == DataType::FLOAT16 as i32 {
+                ElemType::F16
+            } else {
+                self.get(name, DataType::FLOAT)?;
+                ElemType::F32
+            };
             let m = DenseMatrix::new(
                 name,
-                ElemType::F32,
+                elem,
                 rows,
                 cols,
                 std::borrow::Cow::Borrowed(self.bytes(init)),

@@ -118,3 +118,95 @@ impl LinearWriter for F32Writer {
         Ok(g.op("Gemm", &[x, name], vec![("transB", Attr::Int(1))]))
     }
 }
+
+/// Weights as f16 (norms, scalars and the graph's activations stay f32): each table is stored
+/// once in f16 and widened by a `Cast` where it is used (onnxruntime folds the casts of
+/// constant weights when it loads the model, so this halves the file, not the memory).
+pub struct F16Writer;
+
+/// Little-endian f16 bytes of `v` (round to nearest even).
+fn f16_bytes(v: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len() * 2);
+    for x in v {
+        out.extend_from_slice(&half::f16::from_f32(*x).to_bits().to_le_bytes());
+    }
+    out
+}
+
+fn to_f32(g: &mut GraphBuilder<'_>, x: &str) -> String {
+    g.op(
+        "Cast",
+        &[x],
+        vec![("to", Attr::Int(DataType::FLOAT as i64))],
+    )
+}
+
+impl LinearWriter for F16Writer {
+    fn linear(
+        &mut self,
+        g: &mut GraphBuilder<'_>,
+        x: &str,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        w: &[f32],
+    ) -> Result<String> {
+        g.initializer(
+            name,
+            DataType::FLOAT16,
+            &[rows as i64, cols as i64],
+            &f16_bytes(w),
+        )?;
+        let w = to_f32(g, name);
+        Ok(g.op("Gemm", &[x, &w], vec![("transB", Attr::Int(1))]))
+    }
+
+    fn embedding(
+        &mut self,
+        g: &mut GraphBuilder<'_>,
+        ids: &str,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        e: &[f32],
+    ) -> Result<String> {
+        g.initializer(
+            name,
+            DataType::FLOAT16,
+            &[rows as i64, cols as i64],
+            &f16_bytes(e),
+        )?;
+        let rows = g.op("Gather", &[name, ids], vec![]);
+        Ok(to_f32(g, &rows))
+    }
+
+    fn experts(
+        &mut self,
+        g: &mut GraphBuilder<'_>,
+        x: &str,
+        name: &str,
+        experts: usize,
+        rows: usize,
+        cols: usize,
+        w: &[f32],
+    ) -> Result<String> {
+        g.initializer(
+            name,
+            DataType::FLOAT16,
+            &[experts as i64, rows as i64, cols as i64],
+            &f16_bytes(w),
+        )?;
+        let w = to_f32(g, name);
+        let wt = g.op(
+            "Transpose",
+            &[&w],
+            vec![("perm", Attr::Ints(vec![0, 2, 1]))],
+        );
+        Ok(g.op("MatMul", &[x, &wt], vec![]))
+    }
+
+    fn head(&mut self, g: &mut GraphBuilder<'_>, x: &str, name: &str) -> Result<String> {
+        let w = to_f32(g, name);
+        Ok(g.op("Gemm", &[x, &w], vec![("transB", Attr::Int(1))]))
+    }
+}
