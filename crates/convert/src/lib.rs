@@ -10,6 +10,7 @@ pub mod gguf;
 pub mod llama;
 pub mod onnx;
 pub mod output;
+pub mod rope;
 mod stfile;
 pub mod synth;
 pub mod tensor;

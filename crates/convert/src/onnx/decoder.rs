@@ -22,6 +22,7 @@ use super::linear::LinearWriter;
 use crate::checkpoint::Checkpoint;
 use crate::config::{Gemma4Config, LayerType, RopeParams};
 use crate::error::{ConvertError, Result};
+use crate::rope::rope_inv_freq;
 
 /// Graph input and output names.
 pub const INPUT_IDS: &str = "input_ids";
@@ -37,36 +38,6 @@ pub fn past_name(l: usize, kind: &str) -> String {
 /// `present.{l}.key` / `.value`.
 pub fn present_name(l: usize, kind: &str) -> String {
     format!("present.{l}.{kind}")
-}
-
-/// Inverse RoPE frequencies of a layer with head dim `hd` (spec §2.2): `1 / theta^(2i / hd)`
-/// for the rotated pairs, 0 (cos 1, sin 0: a bit-exact pass-through) for the rest.
-pub fn rope_inv_freq(params: &RopeParams, hd: usize) -> std::result::Result<Vec<f32>, String> {
-    if !hd.is_multiple_of(2) {
-        return Err(format!("head dim {hd} is odd"));
-    }
-    let half = hd / 2;
-    let rotated = match params.rope_type.as_str() {
-        "proportional" => (params.partial_rotary_factor * hd as f64 / 2.0).floor() as usize,
-        "default" if params.partial_rotary_factor == 1.0 => half,
-        other => {
-            return Err(format!(
-                "RoPE type '{other}' with partial factor {} is not supported",
-                params.partial_rotary_factor
-            ))
-        }
-    }
-    .min(half);
-    Ok((0..half)
-        .map(|i| {
-            if i < rotated {
-                let e = (2 * i) as f32 / hd as f32;
-                1.0f32 / (params.theta.powf(e as f64) as f32)
-            } else {
-                0.0
-            }
-        })
-        .collect())
 }
 
 /// cos and sin `[batch, seq, 1, hd/2]` of one RoPE setup.
