@@ -267,9 +267,7 @@ impl NBitsWriter {
         g: &mut GraphBuilder<'_>,
         x: &str,
         prefix: &str,
-        rows: usize,
-        cols: usize,
-        bs: usize,
+        (rows, cols, bs): (usize, usize, usize),
         bits: u8,
     ) -> String {
         let (q, s, z) = (
@@ -346,7 +344,7 @@ impl LinearWriter for NBitsWriter {
             clip.map(Vec::as_slice),
             self.bits,
         )?;
-        Ok(self.matmul(g, x, name, rows, cols, bs, self.bits))
+        Ok(self.matmul(g, x, name, (rows, cols, bs), self.bits))
     }
 
     fn embedding(
@@ -428,7 +426,7 @@ impl LinearWriter for NBitsWriter {
             self.write_q(g, &prefix, we, (rows, cols, bs), None, self.bits)?;
             let idx = g.int(e as i64)?;
             let xe = g.op("Gather", &[x, &idx], vec![("axis", Attr::Int(0))]);
-            let y = self.matmul(g, &xe, &prefix, rows, cols, bs, self.bits);
+            let y = self.matmul(g, &xe, &prefix, (rows, cols, bs), self.bits);
             outs.push(g.op("Unsqueeze", &[&y, &ax], vec![]));
         }
         let refs: Vec<&str> = outs.iter().map(String::as_str).collect();
@@ -450,7 +448,7 @@ impl LinearWriter for NBitsWriter {
         };
         let bits = self.embedding_bits;
         let bs = if bits == 8 { half } else { half * 2 } as usize;
-        Ok(self.matmul(g, x, name, rows as usize, kb as usize * bs, bs, bits))
+        Ok(self.matmul(g, x, name, (rows as usize, kb as usize * bs, bs), bits))
     }
 }
 
