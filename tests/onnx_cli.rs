@@ -165,5 +165,25 @@ fn bad_input_exits_2_and_leaves_nothing() {
     checked += 1;
     assert_eq!(listing(tmp.path()), vec!["notes".to_string()]);
     assert_eq!(listing(&other), vec!["keep.txt".to_string()]);
-    println!("onnx cli: {checked} bad inputs exit 2 with one line and leave nothing");
+    // --dry-run converts everything, says which tensors fall back, and writes nothing.
+    let res = g4q(
+        &[
+            "convert",
+            s(&ex),
+            "--format",
+            "onnx",
+            "--type",
+            "int4",
+            "--block-size",
+            "128",
+            "--dry-run",
+        ],
+        None,
+    );
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(res.status.success(), "{err}");
+    assert!(err.contains("dry run, nothing written"), "{err}");
+    assert_eq!(listing(tmp.path()), vec!["notes".to_string()]);
+    checked += 1;
+    println!("onnx cli: {checked} bad inputs exit 2 with one line and leave nothing (and a dry run writes nothing)");
 }

@@ -1,6 +1,6 @@
 //! `g4q convert`: a checkpoint folder straight to a release file in one streaming pass.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use convert::Checkpoint;
@@ -155,9 +155,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// `--format onnx`: the ONNX release folder.
 fn onnx(args: &Args) -> anyhow::Result<()> {
     use quantize::onnx_release::{self, OnnxOptions, OnnxType, BLOCK_SIZES};
-    if args.dry_run {
-        return Err(usage("--format onnx does not take --dry-run"));
-    }
     if args.data.is_some() != args.awq {
         return Err(usage("--format onnx: --awq and --data go together"));
     }
@@ -179,10 +176,14 @@ fn onnx(args: &Args) -> anyhow::Result<()> {
             args.block_size
         )));
     }
-    let out = args
-        .out
-        .as_deref()
-        .ok_or_else(|| usage("--out is required"))?;
+    if args.awq && args.dry_run {
+        return Err(usage("--format onnx: --dry-run plans without --awq"));
+    }
+    let out = match (args.out.as_deref(), args.dry_run) {
+        (_, true) => None,
+        (Some(o), false) => Some(o),
+        (None, false) => return Err(usage("--out is required")),
+    };
     if args.awq && ty != OnnxType::Int4 {
         return Err(usage("--awq needs --type int4 with --format onnx"));
     }
@@ -195,7 +196,7 @@ fn onnx(args: &Args) -> anyhow::Result<()> {
         let mut a = args.awq_args.clone();
         a.group_size = args.block_size;
         let plan = awq::search(&args.model, &ckpt, data, &a, !a.no_clip, true)?;
-        let parent = match out.parent() {
+        let parent = match out.and_then(Path::parent) {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
@@ -214,8 +215,10 @@ fn onnx(args: &Args) -> anyhow::Result<()> {
         embedding_bits: args.embedding_bits,
         clips,
     };
-    let (s, fallbacks) = onnx_release::write(&ckpt, out, &opts)
-        .with_context(|| format!("writing {}", out.display()))?;
+    let (s, fallbacks) = onnx_release::write(&ckpt, out, &opts).with_context(|| match out {
+        Some(out) => format!("writing {}", out.display()),
+        None => "planning the ONNX release".to_string(),
+    })?;
     for f in &fallbacks {
         match f.block_size {
             Some(b) => eprintln!(
@@ -228,9 +231,12 @@ fn onnx(args: &Args) -> anyhow::Result<()> {
             ),
         }
     }
+    let what = match out {
+        Some(out) => format!("wrote {}", out.display()),
+        None => "dry run, nothing written".to_string(),
+    };
     eprintln!(
-        "g4q: wrote {} (ONNX {}, {} nodes, {} initializers, {:.2} MiB external data)",
-        out.display(),
+        "g4q: {what} (ONNX {}, {} nodes, {} initializers, {:.2} MiB external data)",
         ty.name(),
         s.nodes,
         s.initializers,

@@ -111,15 +111,20 @@ pub fn block_for(cols: usize, want: usize) -> Option<usize> {
     None
 }
 
-/// Writes the ONNX release folder `out`; returns what was written and the fallbacks.
+/// Writes the ONNX release folder `out` (or, with `out` `None`, only plans it: every weight is
+/// converted and counted, nothing is written); returns the summary and the fallbacks.
 pub fn write(
     ckpt: &Checkpoint,
-    out: &std::path::Path,
+    out: Option<&std::path::Path>,
     opts: &OnnxOptions,
 ) -> convert::Result<(OnnxSummary, Vec<Fallback>)> {
+    let run = |lin: &mut dyn LinearWriter| match out {
+        Some(out) => write_onnx(ckpt, out, lin),
+        None => convert::onnx::plan(ckpt, lin),
+    };
     match opts.ty {
-        OnnxType::F32 => Ok((write_onnx(ckpt, out, &mut F32Writer)?, Vec::new())),
-        OnnxType::F16 => Ok((write_onnx(ckpt, out, &mut F16Writer)?, Vec::new())),
+        OnnxType::F32 => Ok((run(&mut F32Writer)?, Vec::new())),
+        OnnxType::F16 => Ok((run(&mut F16Writer)?, Vec::new())),
         OnnxType::Int4 | OnnxType::Int8 => {
             let int8 = opts.ty == OnnxType::Int8;
             let mut w = NBitsWriter {
@@ -130,7 +135,7 @@ pub fn write(
                 clips: opts.clips.clone(),
                 fallbacks: Vec::new(),
             };
-            let s = write_onnx(ckpt, out, &mut w)?;
+            let s = run(&mut w)?;
             Ok((s, w.fallbacks))
         }
     }
@@ -206,12 +211,13 @@ pub fn q8_tensors(w: &[f32], rows: usize, cols: usize) -> (Vec<u8>, Vec<u8>) {
 
 impl NBitsWriter {
     fn block(&mut self, name: &str, cols: usize, bits: u8) -> Option<usize> {
+        let want = if bits == 8 { Q8_BLOCK } else { self.block_size };
         let b = if bits == 8 {
             cols.is_multiple_of(Q8_BLOCK).then_some(Q8_BLOCK)
         } else {
-            block_for(cols, self.block_size)
+            block_for(cols, want)
         };
-        if b != Some(self.block_size) {
+        if b != Some(want) {
             self.fallbacks.push(Fallback {
                 tensor: name.to_string(),
                 block_size: b,

@@ -22,9 +22,9 @@ pub const EXTERNAL_MIN_BYTES: usize = 1024;
 /// aligned slices.
 pub const ALIGN: u64 = 64;
 
-/// The data file being written.
+/// The data file being written (or, for a dry run, only counted).
 pub struct ExternalData {
-    out: BufWriter<File>,
+    out: Option<BufWriter<File>>,
     path: PathBuf,
     /// File name as written into each tensor's `location` (relative to the model file).
     location: String,
@@ -37,11 +37,21 @@ impl ExternalData {
         let path = dir.join(location);
         let f = File::create(&path).map_err(|e| ConvertError::io(&path, e))?;
         Ok(ExternalData {
-            out: BufWriter::with_capacity(1 << 20, f),
+            out: Some(BufWriter::with_capacity(1 << 20, f)),
             path,
             location: location.to_string(),
             offset: 0,
         })
+    }
+
+    /// A sink that writes nothing and only counts (what `--dry-run` reports).
+    pub fn counting(location: &str) -> Self {
+        ExternalData {
+            out: None,
+            path: PathBuf::from(location),
+            location: location.to_string(),
+            offset: 0,
+        }
     }
 
     /// Bytes written so far (padding included).
@@ -75,9 +85,10 @@ impl ExternalData {
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        self.out
-            .write_all(bytes)
-            .map_err(|e| ConvertError::io(&self.path, e))?;
+        if let Some(out) = self.out.as_mut() {
+            out.write_all(bytes)
+                .map_err(|e| ConvertError::io(&self.path, e))?;
+        }
         self.offset += bytes.len() as u64;
         Ok(())
     }
@@ -85,8 +96,10 @@ impl ExternalData {
     /// Flushes and syncs the file.
     pub fn finish(self) -> Result<()> {
         let path = self.path;
-        let f = self
-            .out
+        let Some(out) = self.out else {
+            return Ok(());
+        };
+        let f = out
             .into_inner()
             .map_err(|e| ConvertError::io(&path, e.into_error()))?;
         f.sync_all().map_err(|e| ConvertError::io(&path, e))

@@ -97,6 +97,21 @@ pub fn write(ckpt: &Checkpoint, out: &Path, lin: &mut dyn LinearWriter) -> Resul
     })
 }
 
+/// Builds the graph of `ckpt` as [`write`] would, reading and converting every weight, but
+/// writes nothing: what `--dry-run` reports.
+pub fn plan(ckpt: &Checkpoint, lin: &mut dyn LinearWriter) -> Result<OnnxSummary> {
+    let mut data = ExternalData::counting(DATA_FILE);
+    let g = GraphBuilder::new("gemma4_text_decoder", &mut data);
+    let mut dec = Decoder::new(g, ckpt, lin)?;
+    dec.build()?;
+    let graph = dec.g.finish();
+    Ok(OnnxSummary {
+        nodes: graph.node.len(),
+        initializers: graph.initializer.len(),
+        data_bytes: data.len(),
+    })
+}
+
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let mut f = std::fs::File::create(path).map_err(|e| ConvertError::io(path, e))?;
