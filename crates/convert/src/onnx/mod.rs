@@ -149,9 +149,14 @@ fn write_folder<T>(target: &Path, fill: impl FnOnce(&Path) -> Result<T>) -> Resu
     std::fs::create_dir_all(&temp.0).map_err(|e| ConvertError::io(&temp.0, e))?;
     let out = fill(&temp.0)?;
     if target.exists() {
-        let old = TempDir(sibling("old"));
-        std::fs::rename(target, &old.0).map_err(|e| ConvertError::io(target, e))?;
-        std::fs::rename(&temp.0, target).map_err(|e| ConvertError::io(target, e))?;
+        let old = sibling("old");
+        std::fs::rename(target, &old).map_err(|e| ConvertError::io(target, e))?;
+        if let Err(e) = std::fs::rename(&temp.0, target) {
+            // Put the earlier release back rather than lose it.
+            let _ = std::fs::rename(&old, target);
+            return Err(ConvertError::io(target, e));
+        }
+        drop(TempDir(old));
     } else {
         std::fs::rename(&temp.0, target).map_err(|e| ConvertError::io(target, e))?;
     }
