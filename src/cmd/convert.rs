@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use convert::output::{check_target, Kind};
+use convert::output::{check_target, Kind, ScratchDir};
 use convert::Checkpoint;
 use quantize::gguf_release::{self, ReleaseOptions};
 
@@ -20,6 +20,9 @@ pub enum Format {
     /// AWQ int4 (asymmetric, --group-size) as compressed-tensors pack-quantized safetensors: a
     /// folder that transformers (with compressed-tensors) and vLLM load. Needs --data.
     Awq,
+    /// ONNX for onnxruntime: a folder with model.onnx, model.onnx.data and the tokenizer files
+    /// (`--type f32`).
+    Onnx,
 }
 
 /// Flags of `g4q convert`. `--type` is optional so that `--format awq` (int4 by definition) can
@@ -52,6 +55,17 @@ pub struct Args {
     pub awq: bool,
     #[command(flatten)]
     pub awq_args: awq::AwqArgs,
+    /// ONNX int4: input columns per MatMulNBits block (32, 64 or 128).
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub block_size: usize,
+    /// ONNX int4: bits of the embedding tables (the tied head and the per-layer embedding):
+    /// 8 (Q8_0 blocks of 32) or 4 (like the linear layers).
+    #[arg(long, default_value_t = 8, value_name = "BITS")]
+    pub embedding_bits: u8,
+    /// ONNX int4: MatMulNBits accuracy_level (0 = f32 activations; 4 = onnxruntime may quantize
+    /// activations to int8 on CPU, faster and less exact).
+    #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(i64).range(0..=4))]
+    pub accuracy_level: i64,
 }
 
 /// The file type, mix options and importance matrix: loaded from `--imatrix FILE`, or with
@@ -86,6 +100,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .as_deref()
             .ok_or_else(|| usage("--out is required"))?;
         return awq::write_int4(&args.model, args.data.as_deref(), out, &args.awq_args);
+    }
+    if let Format::Onnx = args.format {
+        return onnx(&args);
     }
     args.mix.required_ftype()?;
     if let Some(out) = &args.out {
@@ -140,6 +157,100 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         out.display(),
         rows.len(),
         bytes as f64 / (1 << 20) as f64
+    );
+    Ok(())
+}
+
+/// `--format onnx`: the ONNX release folder.
+fn onnx(args: &Args) -> anyhow::Result<()> {
+    use quantize::onnx_release::{self, OnnxOptions, OnnxType, BLOCK_SIZES};
+    if args.data.is_some() != args.awq {
+        return Err(usage("--format onnx: --awq and --data go together"));
+    }
+    let ty = args.mix.onnx_type()?;
+    if !matches!(args.embedding_bits, 4 | 8) {
+        return Err(usage(format!(
+            "--embedding-bits {} is not 4 or 8",
+            args.embedding_bits
+        )));
+    }
+    if !BLOCK_SIZES.contains(&args.block_size) {
+        return Err(usage(format!(
+            "--block-size {} is not one of 32, 64, 128",
+            args.block_size
+        )));
+    }
+    if args.awq && args.dry_run {
+        return Err(usage("--format onnx: --dry-run plans without --awq"));
+    }
+    let out = match (args.out.as_deref(), args.dry_run) {
+        (_, true) => None,
+        (Some(o), false) => Some(o),
+        (None, false) => return Err(usage("--out is required")),
+    };
+    if args.awq && ty != OnnxType::Int4 {
+        return Err(usage("--awq needs --type int4 with --format onnx"));
+    }
+    if let Some(out) = out {
+        let inputs: Vec<&Path> = [Some(args.model.as_path()), args.data.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect();
+        check_target(out, Kind::Folder, &inputs)?;
+    }
+    let mut ckpt = Checkpoint::open(&args.model)?;
+    let mut clips = Default::default();
+    // With --awq: the AWQ search at the block size (scales, and clip bounds unless --no-clip),
+    // the scales folded into an f32 checkpoint beside --out, and that checkpoint exported.
+    let mut _scaled_dir = None;
+    if let Some(data) = args.data.as_deref() {
+        let mut a = args.awq_args.clone();
+        a.group_size = args.block_size;
+        let plan = awq::search(&args.model, &ckpt, data, &a, !a.no_clip, true)?;
+        let Some(out) = out else {
+            return Err(usage("--out is required"));
+        };
+        let guard = ScratchDir::beside(out)?;
+        let dir = guard.path().join("scaled");
+        quantize::awq::export::write_scaled_checkpoint(&ckpt, &plan, &dir, &mut |_, _| {})
+            .with_context(|| format!("writing the AWQ-scaled checkpoint {}", dir.display()))?;
+        ckpt = Checkpoint::open(&dir)?;
+        clips = plan.clips;
+        _scaled_dir = Some(guard);
+    }
+    let opts = OnnxOptions {
+        ty,
+        block_size: args.block_size,
+        accuracy_level: args.accuracy_level,
+        embedding_bits: args.embedding_bits,
+        clips,
+    };
+    let (s, fallbacks) = onnx_release::write(&ckpt, out, &opts).with_context(|| match out {
+        Some(out) => format!("writing {}", out.display()),
+        None => "planning the ONNX release".to_string(),
+    })?;
+    for f in &fallbacks {
+        match f.block_size {
+            Some(b) => eprintln!(
+                "g4q: {}: block size {b} (its width is not a multiple of {})",
+                f.tensor, args.block_size
+            ),
+            None => eprintln!(
+                "g4q: {}: f32 (no block size the type allows divides its width)",
+                f.tensor
+            ),
+        }
+    }
+    let what = match out {
+        Some(out) => format!("wrote {}", out.display()),
+        None => "dry run, nothing written".to_string(),
+    };
+    eprintln!(
+        "g4q: {what} (ONNX {}, {} nodes, {} initializers, {:.2} MiB external data)",
+        ty.name(),
+        s.nodes,
+        s.initializers,
+        s.data_bytes as f64 / (1 << 20) as f64
     );
     Ok(())
 }

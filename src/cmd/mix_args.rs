@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use super::usage;
 use kernels::GgmlType;
 use quantize::gguf_release::PlanRow;
+use quantize::onnx_release::OnnxType;
 use quantize::{FileType, Imatrix, MixOptions};
 use regex::Regex;
 use serde_json::json;
@@ -15,9 +16,10 @@ pub struct MixArgs {
     /// Output type: a llama.cpp mix (Q2_K, Q3_K_S/M/L, Q4_K_S/M, Q5_K_S/M, Q6_K, Q8_0, Q4_0, Q4_1,
     /// Q5_0, Q5_1, IQ4_NL, IQ4_XS) or F32/F16/BF16. Q4_K, Q5_K and Q3_K mean their _M mixes, as
     /// in llama-quantize.
+    /// With `--format onnx`: f32, f16, int8 or int4.
     /// Required by `g4q quantize` and for GGUF output; `--format awq` is int4 by definition.
-    #[arg(long = "type", value_name = "TYPE", value_parser = parse_ftype)]
-    pub ftype: Option<FileType>,
+    #[arg(long = "type", value_name = "TYPE", value_parser = parse_type)]
+    pub ftype: Option<TypeArg>,
     /// Give every quantizable tensor the mix's base type, without llama.cpp's per-tensor rules.
     #[arg(long)]
     pub pure: bool,
@@ -53,8 +55,19 @@ fn parse_imatrix(s: &str) -> Result<ImatrixArg, String> {
     }
 }
 
-fn parse_ftype(s: &str) -> Result<FileType, String> {
-    s.parse()
+/// What `--type` names: a llama.cpp file type, or one of the ONNX weight types that is not one
+/// (`int4`, `int8`). `f32` and `f16` parse as file types and serve ONNX too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TypeArg {
+    File(FileType),
+    Onnx(OnnxType),
+}
+
+fn parse_type(s: &str) -> Result<TypeArg, String> {
+    match s.parse::<FileType>() {
+        Ok(f) => Ok(TypeArg::File(f)),
+        Err(e) => OnnxType::parse(s).map(TypeArg::Onnx).ok_or(e),
+    }
 }
 
 /// Why `g4q quantize` refuses `--imatrix auto`: the forward pass runs on checkpoints only.
@@ -86,8 +99,27 @@ impl MixArgs {
 
     /// The `--type` given, or the usage error naming what needs it.
     pub fn required_ftype(&self) -> anyhow::Result<FileType> {
-        self.ftype
-            .ok_or_else(|| usage("--type is required (except with --format awq)"))
+        match self.ftype {
+            Some(TypeArg::File(f)) => Ok(f),
+            Some(TypeArg::Onnx(t)) => Err(usage(format!(
+                "--type {}: an ONNX weight type; GGUF takes a llama.cpp type (or use --format onnx)",
+                t.name()
+            ))),
+            None => Err(usage("--type is required (except with --format awq)")),
+        }
+    }
+
+    /// The `--type` of an ONNX release (f32, f16, int8 or int4), or the usage error.
+    pub fn onnx_type(&self) -> anyhow::Result<OnnxType> {
+        match self.ftype {
+            Some(TypeArg::Onnx(t)) => Ok(t),
+            Some(TypeArg::File(FileType::AllF32)) => Ok(OnnxType::F32),
+            Some(TypeArg::File(FileType::F16)) => Ok(OnnxType::F16),
+            Some(TypeArg::File(f)) => Err(usage(format!(
+                "--format onnx: --type {f} is a GGUF type (expected f32, f16, int8 or int4)"
+            ))),
+            None => Err(usage("--format onnx: --type is required (f32, f16, int8 or int4)")),
+        }
     }
 
     /// The file type, mix options and the importance matrix loaded from its file.

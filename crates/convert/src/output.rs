@@ -307,6 +307,15 @@ fn sync_dir(dir: &Path) {
     }
 }
 
+/// Writes the folder `target` through an [`OutputDir`]: `fill` writes into the temporary
+/// folder, which then moves into place; its errors name files under `target`.
+pub fn write_dir<T>(target: &Path, fill: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+    let out = OutputDir::create(target)?;
+    let value = fill(out.path()).map_err(|e| out.retarget(e))?;
+    out.commit()?;
+    Ok(value)
+}
+
 /// A folder being written: a temporary folder beside `target`, filled through
 /// [`OutputDir::path`], that becomes `target` on [`OutputDir::commit`] and disappears with its
 /// contents if dropped before.

@@ -8,6 +8,7 @@ pub mod ftype;
 pub mod gguf_release;
 pub mod imatrix;
 pub mod mix;
+pub mod onnx_release;
 pub mod requantize;
 
 pub use error::{QuantizeError, Result};

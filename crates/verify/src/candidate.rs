@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::awq_weights::AwqWeights;
 use crate::error::{Result, VerifyError};
 use crate::gguf_weights::{GgufMath, GgufWeights};
+use crate::onnx_weights::OnnxWeights;
 use crate::weights::Weights;
 
 /// An opened model: the weights and what kind of file they came from.
@@ -20,13 +21,17 @@ pub enum Opened {
     Gguf(GgufWeights),
     /// An AWQ int4 release folder (compressed-tensors pack-quantized).
     Awq(AwqWeights),
+    /// An ONNX release folder (model.onnx + model.onnx.data).
+    Onnx(OnnxWeights),
 }
 
 impl Opened {
     /// Opens `path`: a folder is a safetensors checkpoint, a file a GGUF release whose
     /// products are computed as `math` says.
     pub fn open(path: &Path, math: GgufMath) -> Result<Self> {
-        if path.is_dir() && AwqWeights::is_release(path) {
+        if path.is_dir() && OnnxWeights::is_release(path) {
+            Ok(Opened::Onnx(OnnxWeights::open(path)?))
+        } else if path.is_dir() && AwqWeights::is_release(path) {
             Ok(Opened::Awq(AwqWeights::open(path)?))
         } else if path.is_dir() {
             Ok(Opened::Safetensors(Checkpoint::open(path)?))
@@ -46,6 +51,7 @@ impl Opened {
             Opened::Safetensors(c) => c,
             Opened::Gguf(g) => g,
             Opened::Awq(a) => a,
+            Opened::Onnx(o) => o,
         }
     }
 
@@ -55,6 +61,7 @@ impl Opened {
             Opened::Safetensors(_) => "safetensors",
             Opened::Gguf(_) => "gguf",
             Opened::Awq(_) => "awq",
+            Opened::Onnx(_) => "onnx",
         }
     }
 }
@@ -66,7 +73,8 @@ pub struct InputRecord {
     /// `safetensors`, `gguf`, `text`, `tokens` or `bundled`.
     pub kind: String,
     /// sha256 of a file; for a folder, of each file's name and bytes in name order (the
-    /// files the checkpoint is made of: `*.json` and `*.safetensors`).
+    /// files the checkpoint is made of: `*.json`, `*.safetensors`, and an ONNX release's
+    /// `model.onnx` and `model.onnx.data`).
     pub sha256: String,
 }
 
@@ -81,7 +89,7 @@ pub fn fingerprint(path: &Path) -> Result<String> {
                 p.is_file()
                     && matches!(
                         p.extension().and_then(|e| e.to_str()),
-                        Some("json" | "safetensors")
+                        Some("json" | "safetensors" | "onnx" | "data")
                     )
             })
             .collect();

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod model;
 pub mod moe;
 pub mod observer;
+pub mod onnx_weights;
 pub mod ops;
 pub mod output;
 pub mod report;

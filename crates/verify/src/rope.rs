@@ -5,7 +5,7 @@
 //! denominator is the full head dim, and the remaining pairs get frequency 0 (cos 1, sin 0,
 //! which passes values through bit-exactly). Pairing is half-split (`i` with `i + hd/2`).
 
-use convert::{RopeParams, RopeType};
+use convert::RopeParams;
 
 use crate::error::{Result, VerifyError};
 
@@ -19,35 +19,8 @@ pub struct RopeTable {
 impl RopeTable {
     /// Builds the table for positions `0..t` of a layer with head dim `hd`.
     pub fn new(params: &RopeParams, hd: usize, t: usize) -> Result<Self> {
-        if !hd.is_multiple_of(2) {
-            return Err(VerifyError::Input(format!("head dim {hd} is odd")));
-        }
-        let half = hd / 2;
-        let rotated = match params.rope_type {
-            RopeType::Proportional => {
-                (params.partial_rotary_factor * hd as f64 / 2.0).floor() as usize
-            }
-            RopeType::Default if params.partial_rotary_factor == 1.0 => half,
-            RopeType::Default => {
-                return Err(VerifyError::Input(format!(
-                    "default RoPE with partial factor {} is not supported",
-                    params.partial_rotary_factor
-                )))
-            }
-        }
-        .min(half);
-        // inv_freq[i] = 1 / base ** (f32(2i) / f32(hd)): the exponent is an f32 division and
-        // the power is rounded to f32, as torch computes it.
-        let inv_freq: Vec<f32> = (0..half)
-            .map(|i| {
-                if i < rotated {
-                    let e = (2 * i) as f32 / hd as f32;
-                    1.0f32 / (params.theta.powf(e as f64) as f32)
-                } else {
-                    0.0
-                }
-            })
-            .collect();
+        let inv_freq = convert::rope::rope_inv_freq(params, hd).map_err(VerifyError::Input)?;
+        let half = inv_freq.len();
         let mut cos = Vec::with_capacity(t * half);
         let mut sin = Vec::with_capacity(t * half);
         for pos in 0..t {
@@ -86,6 +59,7 @@ impl RopeTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use convert::RopeType;
 
     fn params(rope_type: RopeType, theta: f64, partial: f64) -> RopeParams {
         RopeParams {
