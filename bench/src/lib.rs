@@ -3,3 +3,4 @@
 //! Criterion benches in `benches/` (see README.md).
 
 pub mod host;
+pub mod limits;
