@@ -1,6 +1,10 @@
 //! `bench`: what g4q's formats cost on the machine they run on. The host fingerprint
-//! ([`host`]), its measured limits ([`limits`]) and the products `g4q bench` times, plus the
-//! Criterion benches in `benches/` (see README.md).
+//! ([`host`]), its measured limits ([`limits`]), the products `g4q bench` times ([`formats`],
+//! [`awq`]), plus the Criterion benches in `benches/` (see README.md).
 
+pub mod awq;
+pub mod estimate;
+pub mod formats;
 pub mod host;
 pub mod limits;
+pub mod report;
