@@ -149,6 +149,39 @@ fn estimate_from_the_plan_validates() {
     println!("estimate: {e}");
 }
 
+#[test]
+fn estimate_from_a_device_profile() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_path = tmp.path().join("d.json");
+    let out = g4q(&[
+        "bench",
+        "--variant",
+        "31b",
+        "--type",
+        "Q4_K_M",
+        "--ctx",
+        "32768",
+        "--device",
+        "nvidia-h100-sxm",
+        "--json",
+        s(&out_path),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&out_path).unwrap()).unwrap();
+    assert_eq!(r["device"]["name"], "nvidia-h100-sxm");
+    // 31B at 32k: 50 sliding layers × 1024 × 16 KiB + 10 full × 32768 × 4 KiB (K only).
+    assert_eq!(
+        r["estimate"]["kv_cache_bytes"],
+        50u64 * 1024 * 16_384 + 10 * 32_768 * 4096
+    );
+    assert!(r["estimate"]["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
+    println!("profile estimate: {}", r["estimate"]);
+}
+
 fn report(host: &str, cpu: &str, bw: f64, results: Value) -> Value {
     json!({
         "schema": "g4q-bench/1", "g4q_version": "0.1.0",
@@ -224,7 +257,15 @@ fn merge_puts_machines_side_by_side() {
 
 #[test]
 fn bad_input_exits_2_with_one_line() {
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 9] = [
+        (
+            &["bench", "--type", "Q4_K_M", "--device", "pdp-11"],
+            "unknown device 'pdp-11'",
+        ),
+        (
+            &["bench", "--device", "nvidia-l4"],
+            "--device needs --model or --type",
+        ),
         (&["bench", "--variant", "7b"], "unknown variant '7b'"),
         (
             &["bench", "--types", "Q4_K,Q7_K"],

@@ -120,7 +120,33 @@ pub struct Speeds {
     pub read_gbs: f64,
 }
 
+/// Share of the memory bandwidth a device profile's decode is modelled at (the share this
+/// issue's CPU kernels are held to; measured figures replace it on machines we can run).
+pub const PROFILE_DECODE_EFFICIENCY: f64 = 0.7;
+/// Share of the fp16 peak a device profile's prefill is modelled at.
+pub const PROFILE_PREFILL_EFFICIENCY: f64 = 0.5;
+
 impl Speeds {
+    /// Modelled speeds of a device profile for `types`: decode at
+    /// [`PROFILE_DECODE_EFFICIENCY`] of its bandwidth, prefill at
+    /// [`PROFILE_PREFILL_EFFICIENCY`] of its fp16 peak, whatever the format.
+    pub fn from_device(d: &crate::devices::Device, types: &[GgmlType]) -> Speeds {
+        let mut s = Speeds {
+            read_gbs: d.memory_bandwidth_gbs,
+            ..Speeds::default()
+        };
+        for t in types {
+            let name = t.name().to_ascii_uppercase();
+            s.decode_gbs.insert(
+                name.clone(),
+                d.memory_bandwidth_gbs * PROFILE_DECODE_EFFICIENCY,
+            );
+            s.prefill_gflops
+                .insert(name, d.peak_fp16_tflops * 1e3 * PROFILE_PREFILL_EFFICIENCY);
+        }
+        s
+    }
+
     /// Speeds at `threads` from measurements: per type, the mean over shapes of the fastest
     /// path's figure (prefill512 where measured, else prefill128).
     pub fn from_results(results: &[Measurement], threads: usize, read_gbs: f64) -> Speeds {

@@ -3,6 +3,7 @@
 //! [`awq`]), plus the Criterion benches in `benches/` (see README.md).
 
 pub mod awq;
+pub mod devices;
 pub mod estimate;
 pub mod formats;
 pub mod host;

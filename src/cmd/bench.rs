@@ -71,6 +71,10 @@ pub struct Args {
     /// (ggml math) and report it beside the estimate (at context 1, which the pass runs).
     #[arg(long, requires = "model")]
     pub measure_forward: bool,
+    /// With --model or --type: estimate for this bundled device profile (devices/*.toml, e.g.
+    /// nvidia-h100-sxm) from its modelled figures instead of measuring here.
+    #[arg(long, conflicts_with = "measure_forward")]
+    pub device: Option<String>,
 }
 
 /// Splits a comma-separated flag value into trimmed, non-empty items.
@@ -223,6 +227,34 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         None
     };
+    if let Some(name) = &args.device {
+        let Some((model_name, cfg, tensors)) = &model else {
+            return Err(usage("--device needs --model or --type"));
+        };
+        let device = ::bench::devices::find(name).map_err(usage)?;
+        let speeds = Speeds::from_device(&device, &estimate::matrix_types(cfg, tensors));
+        let e = estimate::estimate(
+            format!("{model_name} on {} (profile)", device.display),
+            cfg,
+            tensors,
+            args.ctx as usize,
+            device.threads as usize,
+            &speeds,
+        )
+        .map_err(anyhow::Error::msg)?;
+        print_estimate(&e);
+        if e.memory_bytes > device.memory_bytes {
+            println!(
+                "does not fit: {:.2} GiB needed, {:.2} GiB on the device",
+                e.memory_bytes as f64 / (1u64 << 30) as f64,
+                device.memory_bytes as f64 / (1u64 << 30) as f64
+            );
+        }
+        if let Some(path) = &args.json {
+            write_json(path, &serde_json::json!({"device": device, "estimate": e}))?;
+        }
+        return Ok(());
+    }
     let ws_bytes = match (args.working_set_mib, args.quick) {
         (Some(m), _) => m.max(1) << 20,
         (None, true) => 128 << 20,
@@ -467,7 +499,7 @@ fn print_row(m: &Measurement) {
 
 /// Writes the report through convert's atomic writer, so a failed run never leaves a partial
 /// file.
-fn write_json(path: &std::path::Path, report: &Report) -> anyhow::Result<()> {
+fn write_json(path: &std::path::Path, report: &impl serde::Serialize) -> anyhow::Result<()> {
     use std::io::Write;
     let text = serde_json::to_string_pretty(report)?;
     let out = convert::output::TempOutput::new(path)?;
