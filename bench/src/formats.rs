@@ -292,31 +292,87 @@ impl Matrix {
     }
 }
 
-/// Runs one product on the calling rayon pool.
-fn product(
-    m: &Matrix,
-    path: Path,
-    rows: usize,
-    cols: usize,
-    x: &[f32],
-    t: usize,
-    y: &mut [f32],
-) -> Result<(), String> {
-    match m {
-        Matrix::Ggml(ty, w) => kernels::matmul::matmul_with(path, *ty, w, rows, cols, x, t, y)
-            .map_err(|e| e.to_string()),
-        Matrix::Awq(a) => {
-            a.matmul(x, t, y);
-            Ok(())
-        }
-    }
-}
-
 /// The kernel path name a measurement of `format` on `path` reports.
 pub fn path_name(format: Format, path: Path) -> String {
     match format {
         Format::Ggml(_) => path.name().to_string(),
         Format::AwqInt4 { .. } => crate::awq::PATH_NAME.to_string(),
+    }
+}
+
+/// One product ready to run: the matrix copies of a working set, the activations and the
+/// output, cycling to the next copy on every run.
+pub struct Product {
+    mats: Vec<Matrix>,
+    rows: usize,
+    cols: usize,
+    t: usize,
+    x: Vec<f32>,
+    y: Vec<f32>,
+    next: usize,
+}
+
+impl Product {
+    /// `op` of `format` at `shape` over copies of the matrix adding up to at least
+    /// `working_set_bytes` (one copy if it alone is larger).
+    pub fn new(
+        format: Format,
+        shape: &Shape,
+        op: Op,
+        working_set_bytes: u64,
+    ) -> Result<Product, String> {
+        let (rows, cols) = (shape.rows, shape.cols);
+        let one = make_matrix(format, rows, cols)?;
+        let copies = (working_set_bytes as usize)
+            .div_ceil(one.bytes().max(1))
+            .max(1);
+        let mut mats = Vec::with_capacity(copies);
+        for _ in 1..copies {
+            mats.push(match &one {
+                Matrix::Ggml(t, b) => Matrix::Ggml(*t, b.clone()),
+                Matrix::Awq(a) => Matrix::Awq(a.clone()),
+            });
+        }
+        mats.push(one);
+        let t = op.tokens();
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        let x = (0..t * cols).map(|_| rng.gen::<f32>() - 0.5).collect();
+        Ok(Product {
+            mats,
+            rows,
+            cols,
+            t,
+            x,
+            y: vec![0f32; t * rows],
+            next: 0,
+        })
+    }
+
+    /// Bytes of one matrix.
+    pub fn matrix_bytes(&self) -> usize {
+        self.mats[0].bytes()
+    }
+
+    /// Copies in the working set.
+    pub fn copies(&self) -> usize {
+        self.mats.len()
+    }
+
+    /// Runs the product on the next copy, on the calling rayon pool.
+    pub fn run(&mut self, path: Path) -> Result<(), String> {
+        let m = &self.mats[self.next % self.mats.len()];
+        self.next += 1;
+        let (rows, cols, t) = (self.rows, self.cols, self.t);
+        match m {
+            Matrix::Ggml(ty, w) => {
+                kernels::matmul::matmul_with(path, *ty, w, rows, cols, &self.x, t, &mut self.y)
+                    .map_err(|e| e.to_string())
+            }
+            Matrix::Awq(a) => {
+                a.matmul(&self.x, t, &mut self.y);
+                Ok(())
+            }
+        }
     }
 }
 
@@ -331,24 +387,8 @@ pub fn measure(
     budget: Budget,
     bandwidth_gbs: f64,
 ) -> Result<Measurement, String> {
-    let (rows, cols) = (shape.rows, shape.cols);
-    let one = make_matrix(format, rows, cols)?;
-    let mb = one.bytes();
-    let copies = (budget.working_set_bytes as usize)
-        .div_ceil(mb.max(1))
-        .max(1);
-    let mut mats = Vec::with_capacity(copies);
-    for _ in 1..copies {
-        mats.push(match &one {
-            Matrix::Ggml(t, b) => Matrix::Ggml(*t, b.clone()),
-            Matrix::Awq(a) => Matrix::Awq(a.clone()),
-        });
-    }
-    mats.push(one);
-    let t = op.tokens();
-    let mut rng = ChaCha8Rng::seed_from_u64(12);
-    let x: Vec<f32> = (0..t * cols).map(|_| rng.gen::<f32>() - 0.5).collect();
-    let mut y = vec![0f32; t * rows];
+    let mut p = Product::new(format, shape, op, budget.working_set_bytes)?;
+    let (mb, copies, t) = (p.matrix_bytes(), p.copies(), op.tokens());
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
@@ -358,31 +398,28 @@ pub fn measure(
         // Warm-up (page faults, pool start): decode touches every copy once, as the timed
         // rounds will; prefill runs one product (it is compute-bound, and one pass over all
         // copies would cost more than the measurement).
-        let warm = if t == 1 { copies } else { 1 };
-        for m in &mats[..warm] {
-            product(m, path, rows, cols, &x, t, &mut y)?;
+        for _ in 0..if t == 1 { copies } else { 1 } {
+            p.run(path)?;
         }
-        let mut i = 0;
         for _ in 0..budget.rounds.max(1) {
             let start = Instant::now();
             let mut n = 0usize;
             while n == 0 || start.elapsed().as_secs_f64() < budget.min_round_s {
-                product(&mats[i % copies], path, rows, cols, &x, t, &mut y)?;
-                i += 1;
+                p.run(path)?;
                 n += 1;
             }
             best = best.min(start.elapsed().as_secs_f64() / n as f64);
         }
         Ok(())
     })?;
-    std::hint::black_box(&y);
+    std::hint::black_box(&p.y);
     let weight_gbs = mb as f64 / best / 1e9;
     Ok(Measurement {
         ty: format.to_string(),
         op: op.to_string(),
         shape: shape.name.clone(),
-        rows,
-        cols,
+        rows: shape.rows,
+        cols: shape.cols,
         path: path_name(format, path),
         threads,
         working_set_bytes: (mb * copies) as u64,
@@ -394,7 +431,7 @@ pub fn measure(
         } else {
             0.0
         },
-        gflops: 2.0 * (rows * cols * t) as f64 / best / 1e9,
+        gflops: 2.0 * (shape.rows * shape.cols * t) as f64 / best / 1e9,
     })
 }
 
