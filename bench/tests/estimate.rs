@@ -7,10 +7,10 @@ use bench::formats::variant_config;
 use convert::Variant;
 
 /// (variant, ctx, KV cache bytes, compute buffer bytes), counted by hand:
-/// KV = sliding layers × min(N, window) × kv_heads × 256 × 2 B × (K, V)
-///    + full layers × N × global_kv_heads × 512 × 2 B × (K, V or K only);
-/// compute = 4 B × 512 × (vocab 262144 + 2 × widest MLP + 3 × hidden + heads × 512)
-///         + 4 B × 512 × heads × N.
+/// - KV = sliding layers × min(N, window) × kv_heads × 256 × 2 B × (K, V) + full layers × N ×
+///   global_kv_heads × 512 × 2 B × (K, V or K only);
+/// - compute = 4 B × 512 × (vocab 262144 + 2 × widest MLP + 3 × hidden + heads × 512) +
+///   4 B × 512 × heads × N.
 const HAND: [(Variant, usize, u64, u64); 8] = [
     // E2B: 35 layers, 20 KV-shared → layers 0..14 cache: 12 sliding, 3 full (4, 9, 14);
     // 1 KV head; widest MLP 12288 (double-wide), hidden 1536, 8 heads.
