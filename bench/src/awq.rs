@@ -4,9 +4,9 @@
 //! Layout (the one `verify::awq_weights` reads): codes `q + 8` as nibbles, eight per u32 word
 //! along the input (`[out, in/8]`), bf16 scales `[out, in/G]`, zero points `zp + 8` as nibbles
 //! packed eight per u32 along the *rows* (`[ceil(out/8), in/G]`). A weight is `(q − zp) ·
-//! scale`. There is no integer AWQ kernel on the CPU (ggml has none; vLLM's are GPU-only):
-//! g4q widens rows to f32 and multiplies in f32, so that is what is timed, as path
-//! [`PATH_NAME`].
+//! scale`. g4q has no integer AWQ kernel (ggml has no AWQ type): its forward pass widens rows
+//! to f32 and multiplies in f32, so that is what is timed, as path [`PATH_NAME`] (the widening
+//! here skips verify's rounding of each weight to the scale's dtype: a timing, not a reference).
 
 use rayon::prelude::*;
 
