@@ -88,27 +88,39 @@ pub fn read_dir(dir: &Path) -> Result<Vec<(String, Report)>, String> {
 }
 
 /// One Markdown table: a row per format (known formats in g4q's order, then any other name),
-/// a column per machine; each cell the machine's fastest all-thread decode in weight GB/s with
-/// its share of that machine's measured bandwidth, `–` where not measured.
-pub fn merge_markdown(reports: &[Report]) -> String {
+/// a column per report, titled by its machine (and its file name, when two files come from the
+/// same machine); each cell the machine's fastest all-thread decode in weight GB/s with its
+/// share of that machine's measured bandwidth, `–` where not measured.
+pub fn merge_markdown(files: &[(String, Report)]) -> String {
+    let reports: Vec<&Report> = files.iter().map(|(_, r)| r).collect();
     let mut order: BTreeMap<(usize, String), ()> = BTreeMap::new();
     let known: Vec<String> = Format::all().iter().map(|f| f.to_string()).collect();
-    for r in reports {
+    for r in &reports {
         for m in &r.results {
             let rank = known.iter().position(|k| *k == m.ty).unwrap_or(known.len());
             order.insert((rank, m.ty.clone()), ());
         }
     }
     let mut out = String::from("| format |");
-    for r in reports {
-        out.push_str(&format!(" {} |", r.machine().replace('|', "/")));
+    for (stem, r) in files {
+        let twin = reports
+            .iter()
+            .filter(|o| o.machine() == r.machine())
+            .count()
+            > 1;
+        let title = if twin {
+            format!("{} [{stem}]", r.machine())
+        } else {
+            r.machine()
+        };
+        out.push_str(&format!(" {} |", title.replace('|', "/")));
     }
     out.push_str("\n|---|");
     out.push_str(&"---:|".repeat(reports.len()));
     out.push('\n');
     for (_, ty) in order.keys() {
         out.push_str(&format!("| {ty} |"));
-        for r in reports {
+        for r in &reports {
             match r.decode_summary(ty) {
                 Some((gbs, pct)) => out.push_str(&format!(" {gbs:.1} GB/s ({pct:.0}%) |")),
                 None => out.push_str(" – |"),
@@ -117,4 +129,60 @@ pub fn merge_markdown(reports: &[Report]) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(host: &str, gbs: f64) -> Report {
+        let m = Measurement {
+            ty: "Q4_K".into(),
+            op: "decode".into(),
+            shape: "ffn_up".into(),
+            rows: 1,
+            cols: 256,
+            path: "avx2".into(),
+            threads: 2,
+            working_set_bytes: 1,
+            matrix_bytes: 1,
+            time_s: 1.0,
+            weight_gbs: gbs,
+            percent_of_bandwidth: 50.0,
+            gflops: 1.0,
+        };
+        Report {
+            schema: SCHEMA.into(),
+            g4q_version: "0".into(),
+            host: Host {
+                name: host.into(),
+                cpu_model: "X".into(),
+                ..Host::default()
+            },
+            limits: Limits::default(),
+            variant: "e2b".into(),
+            quick: true,
+            results: vec![m],
+            estimate: None,
+        }
+    }
+
+    #[test]
+    fn files_of_one_machine_are_told_apart_by_name() {
+        let files = vec![
+            ("monday".to_string(), report("m", 1.0)),
+            ("tuesday".to_string(), report("m", 2.0)),
+            ("other".to_string(), report("n", 3.0)),
+        ];
+        let table = merge_markdown(&files);
+        assert_eq!(
+            table.lines().next().unwrap(),
+            "| format | m (X) [monday] | m (X) [tuesday] | n (X) |"
+        );
+        assert_eq!(
+            table.lines().nth(2).unwrap(),
+            "| Q4_K | 1.0 GB/s (50%) | 2.0 GB/s (50%) | 3.0 GB/s (50%) |"
+        );
+        println!("checked 2 table lines");
+    }
 }

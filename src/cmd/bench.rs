@@ -211,7 +211,6 @@ fn plan(args: &Args, logical: usize) -> anyhow::Result<Plan> {
 pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(dir) = &args.merge {
         let reports = report::read_dir(dir).map_err(usage)?;
-        let reports: Vec<Report> = reports.into_iter().map(|(_, r)| r).collect();
         print!("{}", report::merge_markdown(&reports));
         return Ok(());
     }
