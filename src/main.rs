@@ -34,6 +34,8 @@ enum Command {
     Verify(cmd::verify::Args),
     /// Compute an importance matrix (llama.cpp's GGUF imatrix) from calibration text.
     Imatrix(cmd::imatrix::Args),
+    /// Time every format's decode and prefill products here, against the measured bandwidth.
+    Bench(cmd::bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
         Command::Quantize(args) => cmd::quantize::run(args),
         Command::Imatrix(args) => cmd::imatrix::run(args),
         Command::Verify(args) => cmd::verify::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

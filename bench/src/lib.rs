@@ -1,1 +1,11 @@
-//! Criterion benches for g4q; see `benches/` and README.md.
+//! `bench`: what g4q's formats cost on the machine they run on. The host fingerprint
+//! ([`host`]), its measured limits ([`limits`]), the products `g4q bench` times ([`formats`],
+//! [`awq`]), plus the Criterion benches in `benches/` (see README.md).
+
+pub mod awq;
+pub mod devices;
+pub mod estimate;
+pub mod formats;
+pub mod host;
+pub mod limits;
+pub mod report;

@@ -1,6 +1,7 @@
 //! One module per subcommand, plus the mapping from errors to exit codes.
 
 pub mod awq;
+pub mod bench;
 pub mod convert;
 pub mod forward;
 pub mod imatrix;

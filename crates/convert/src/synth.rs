@@ -121,6 +121,12 @@ fn real_shape(v: Variant) -> RealShape {
     }
 }
 
+/// Number of decoder layers of the released `v` (`synth_config(v, real_layers(v), _)` is the
+/// released model's own config).
+pub fn real_layers(v: Variant) -> usize {
+    real_shape(v).real_layers
+}
+
 /// Layer types for `n` layers: the variant's sliding/full period, and always full last (as in
 /// every released config).
 fn layer_types(period: usize, n: usize) -> Vec<&'static str> {
