@@ -39,7 +39,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     if let Err(e) = convert::output::install_signal_cleanup() {
         eprintln!("g4q: warning: no cleanup on interruption: {e}");
     }
@@ -60,4 +63,29 @@ fn main() -> ExitCode {
             ExitCode::from(cmd::exit_code(&err))
         }
     }
+}
+
+/// Prints a flag error as the one `g4q: error:` line every other input error is (clap's own text
+/// spans several lines, with usage and a hint), exit code 2; `--help` and `--version` print as
+/// clap prints them.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    let text = e.to_string();
+    let message: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| l.trim())
+        .collect();
+    let message = message.join(" ");
+    let message = message.strip_prefix("error: ").unwrap_or(&message);
+    eprintln!("g4q: error: {message} (see g4q --help)");
+    ExitCode::from(2)
 }

@@ -111,9 +111,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.mix.imatrix_file(),
             args.data.as_deref(),
         ]
-            .into_iter()
-            .flatten()
-            .collect();
+        .into_iter()
+        .flatten()
+        .collect();
         check_target(out, Kind::File, &inputs)?;
     }
     let mut ckpt = Checkpoint::open(&args.model)?;

@@ -118,7 +118,9 @@ impl MixArgs {
             Some(TypeArg::File(f)) => Err(usage(format!(
                 "--format onnx: --type {f} is a GGUF type (expected f32, f16, int8 or int4)"
             ))),
-            None => Err(usage("--format onnx: --type is required (f32, f16, int8 or int4)")),
+            None => Err(usage(
+                "--format onnx: --type is required (f32, f16, int8 or int4)",
+            )),
         }
     }
 

@@ -20,7 +20,7 @@ fn flag(cmd: &[Json], flag: &str) -> Option<usize> {
 fn imatrix_matches_llama_imatrix() {
     let dirs = testkit::fixture_dirs("llamacpp/imatrix.gguf");
     assert!(!dirs.is_empty(), "no fixture with llamacpp/imatrix.gguf");
-    let (mut cases, mut entries, mut close) = (0, 0usize, 0usize);
+    let (mut cases, mut entries, mut close, mut moved) = (0, 0usize, 0usize, 0usize);
     let (mut worst_total, mut worst_entry) = (0f64, 0f64);
     for dir in &dirs {
         let fixture = dir.file_name().unwrap().to_string_lossy().into_owned();
@@ -58,7 +58,8 @@ fn imatrix_matches_llama_imatrix() {
         for (name, t) in &theirs.entries {
             let o = &ours.entries[name];
             assert_eq!(o.n_cols, t.n_cols, "{fixture} {name}: columns");
-            assert_eq!(o.counts, t.counts, "{fixture} {name}: counts");
+            moved +=
+                testkit::assert_counts_close(&format!("{fixture} {name}"), &o.counts, &t.counts);
             let total = |v: &[f32]| v.iter().map(|&x| f64::from(x)).sum::<f64>();
             let (a, b) = (total(&o.sums), total(&t.sums));
             let rel = (a - b).abs() / b.abs().max(f64::MIN_POSITIVE);
@@ -95,7 +96,7 @@ fn imatrix_matches_llama_imatrix() {
     }
     println!(
         "checked {cases} cases: {entries} entries, {:.3}% within 2%, worst tensor total {:.3e}, \
-         worst entry {:.3e}",
+         worst entry {:.3e}, {moved} expert routings counted elsewhere by llama.cpp",
         100.0 * close as f64 / entries as f64,
         worst_total,
         worst_entry

@@ -10,6 +10,7 @@
 //! the full set can feed prints `SKIPPED: <test>: <what is missing>`; with
 //! `G4Q_REQUIRE_ORACLES=1` (set by `.ci/run` when the full set is there) every skip fails.
 
+pub mod imatrix_counts;
 pub mod make_oracles;
 pub mod oracles;
 pub mod reference;
@@ -19,6 +20,7 @@ mod cli;
 mod rng;
 
 pub use cli::{expect_success, path_str, run_g4q};
+pub use imatrix_counts::assert_counts_close;
 pub use oracles::{
     fixture, fixture_dirs, fixture_or_standin, fixtures_bundled, fixtures_dir, golden_bundled,
     golden_dir, llamacpp_source, reference_fixtures, repo_root, require_oracles, skip,

@@ -201,7 +201,9 @@ fn renamed_twin(src: &Path, name: &str) -> PathBuf {
     let twin = holder.join(name);
     std::fs::create_dir(&twin).unwrap_or_else(|e| panic!("{}: {e}", twin.display()));
     for entry in std::fs::read_dir(src).unwrap_or_else(|e| panic!("{}: {e}", src.display())) {
-        let file = entry.unwrap_or_else(|e| panic!("{}: {e}", src.display())).path();
+        let file = entry
+            .unwrap_or_else(|e| panic!("{}: {e}", src.display()))
+            .path();
         let link = twin.join(file.file_name().expect("a folder entry has a name"));
         std::os::unix::fs::symlink(&file, &link)
             .unwrap_or_else(|e| panic!("{}: {e}", link.display()));

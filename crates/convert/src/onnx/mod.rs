@@ -112,4 +112,3 @@ pub fn plan(ckpt: &Checkpoint, lin: &mut dyn LinearWriter) -> Result<OnnxSummary
         data_bytes: data.len(),
     })
 }
-

@@ -842,8 +842,18 @@ macro_rules! search_entries {
             l_out: &mut [[u8; N]; M],
         ) {
             lanes::qkx(
-                t, x, w, nmax, rmin, rdelta, nstep, use_mad, strict_degenerate, scale_out,
-                the_min, l_out,
+                t,
+                x,
+                w,
+                nmax,
+                rmin,
+                rdelta,
+                nstep,
+                use_mad,
+                strict_degenerate,
+                scale_out,
+                the_min,
+                l_out,
             )
         }
 
