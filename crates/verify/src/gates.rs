@@ -251,6 +251,21 @@ mod tests {
         }
     }
 
+    /// The `finite` gate fails with its message as the error line; the metric gates keep
+    /// writing no `message`, so reports of finite runs keep their bytes.
+    #[test]
+    fn the_finite_gate_fails_with_its_message() {
+        let g = GateResult::not_finite("the candidate's tensor 'x': NaN".into());
+        assert!(!g.passed);
+        let err = GateFailed::check(&[g]).unwrap().to_string();
+        assert_eq!(err, "gate failed: finite: the candidate's tensor 'x': NaN");
+        let kld = GateResult::at_most("max_kld", "kld_mean", 0.1, 0.2);
+        assert!(!serde_json::to_string(&kld).unwrap().contains("message"));
+        let err = GateFailed::check(&[kld]).unwrap().to_string();
+        assert_eq!(err, "gate failed: max_kld: kld_mean 0.2 > 0.1");
+        println!("checked 2 failing gates");
+    }
+
     /// Each misspelling used to be read as "no gates", so the run passed whatever it measured.
     #[test]
     fn misspelt_tables_and_stray_keys_are_errors_naming_the_key() {
