@@ -162,11 +162,54 @@ fn patch_gguf(path: &Path, name: &str, offset: usize, bytes: &[u8]) {
     std::fs::write(path, all).unwrap();
 }
 
-/// Defect 8: a NaN block scale or an infinite float weight in a GGUF candidate is an error
-/// naming the tensor under both kinds of arithmetic, where ggml's products used to fold it
-/// into a tiny KLD and exit 0 with no gates.
+/// The schema every report must follow.
+fn report_schema() -> jsonschema::Validator {
+    let path = testkit::repo_root().join("schemas/verify-report.schema.json");
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    jsonschema::validator_for(&schema).unwrap()
+}
+
+/// Asserts that a run failed the `finite` gate: exit 1 with one `gate failed: finite:` line
+/// holding every needle, and a schema-valid report at `json` without metrics whose one gate
+/// is the failing `finite` one with the same message; and that the report is refused as a
+/// baseline (exit 2, saying why).
+fn assert_not_finite(what: &str, out: &Output, json: &Path, needles: &[&str]) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(1), "{what}: {err}");
+    assert_eq!(err.lines().count(), 1, "{what}: not one line: {err}");
+    assert!(err.contains("gate failed: finite: "), "{what}: {err}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    let errors: Vec<String> = report_schema()
+        .iter_errors(&report)
+        .map(|e| e.to_string())
+        .collect();
+    assert_eq!(errors, Vec::<String>::new(), "{what}: {report}");
+    let gates = report["gates"].as_array().unwrap();
+    assert_eq!(gates.len(), 1, "{what}: {report}");
+    assert_eq!(gates[0]["name"], "finite");
+    assert_eq!(gates[0]["passed"], false);
+    let message = gates[0]["message"].as_str().unwrap();
+    assert!(err.contains(message), "{what}: {message} vs {err}");
+    for n in needles {
+        assert!(message.contains(n), "{what}: expected '{n}' in: {message}");
+    }
+    for metric in ["tokens", "kld_mean", "ppl_ratio", "top1_agreement"] {
+        assert!(report.get(metric).is_none(), "{what}: {metric} in {report}");
+    }
+    let dir = json.parent().unwrap();
+    let res = verify(dir, &reference(), &["--baseline", s(json)]);
+    assert_input_error(
+        what,
+        &res,
+        &[s(json), "not a usable baseline", "failed gate finite"],
+    );
+}
+
+/// Defect 8: a NaN block scale or an infinite float weight in a GGUF candidate fails the run
+/// with a line naming the tensor under both kinds of arithmetic (where ggml's products used to
+/// fold it into a tiny KLD and exit 0 with no gates), and the report says so.
 #[test]
-fn non_finite_gguf_weights_are_errors_naming_the_tensor() {
+fn non_finite_gguf_weights_fail_the_finite_gate_naming_the_tensor() {
     let tmp = tempfile::tempdir().unwrap();
     let nan = half::f16::NAN.to_le_bytes();
     let inf = half::f16::INFINITY.to_le_bytes();
@@ -192,12 +235,48 @@ fn non_finite_gguf_weights_are_errors_naming_the_tensor() {
         };
         patch_gguf(&gguf, UP_PROJ_GGUF, offset, &bytes);
         for math in ["ggml", "dequantize"] {
-            let out = verify(tmp.path(), &gguf, &["--gguf-math", math]);
-            assert_input_error(&format!("{ty} {math}"), &out, &[UP_PROJ_GGUF, s(&gguf)]);
+            let json = tmp.path().join("report.json");
+            let out = verify(
+                tmp.path(),
+                &gguf,
+                &["--gguf-math", math, "--json", s(&json), "--max-kld", "1"],
+            );
+            assert_not_finite(
+                &format!("{ty} {math}"),
+                &out,
+                &json,
+                &[UP_PROJ_GGUF, s(&gguf)],
+            );
             cases += 1;
         }
     }
     println!("checked {cases} corrupt candidates");
+}
+
+/// Defect 8 beyond GGUF: a safetensors candidate with an infinite weight, or with a finite
+/// weight so large that the forward pass overflows into NaN logits, fails the `finite` gate
+/// with a report naming the tensor or the position.
+#[test]
+fn non_finite_candidate_results_fail_the_finite_gate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            f32::INFINITY,
+            vec![
+                "layers.0.mlp.up_proj.weight",
+                "non-finite value at element 130",
+            ],
+        ),
+        (3.0e38, vec!["logits are not finite at chunk 0, position 0"]),
+    ];
+    for (value, needles) in &cases {
+        let dir = tempfile::tempdir_in(tmp.path()).unwrap();
+        let model = checkpoint_with(dir.path(), UP_PROJ, 130, *value);
+        let json = dir.path().join("report.json");
+        let out = verify(dir.path(), &model, &["--json", s(&json)]);
+        assert_not_finite(&format!("{value}"), &out, &json, needles);
+    }
+    println!("checked {} non-finite candidates", cases.len());
 }
 
 /// Defect 9: a finite weight the output type cannot hold (70144 in F16, a block whose Q8_0

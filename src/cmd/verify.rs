@@ -1,6 +1,9 @@
 //! `g4q verify`: the accuracy of a candidate (GGUF file or safetensors folder) against the f32
 //! reference forward pass, with both models streaming over the same token chunks; prints a
-//! table, writes the JSON report and applies the CI gates (exit 1 when one fails).
+//! table, writes the JSON report and applies the CI gates (exit 1 when one fails). A candidate
+//! whose weights, logits or metrics are NaN or infinite fails the `finite` gate: the report is
+//! still written, without metrics, and the exit code is 1; input that cannot be scored at all
+//! (unreadable, another model, a non-finite reference) is exit 2 with no report.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -10,10 +13,10 @@ use convert::output::{check_target, write_file, Kind};
 use verify::candidate::{fingerprint, sha256_bytes, sha256_tokens, InputRecord, Opened};
 use verify::compare::{compare, CompareOptions};
 use verify::data::{chunk_tokens, parse_token_ids, ScoreSpan, BUNDLED_TEXT};
-use verify::gates::{GateFailed, Thresholds};
+use verify::gates::{GateFailed, GateResult, Thresholds};
 use verify::gguf_weights::GgufMath;
 use verify::report::{BaselineComparison, DataRecord, Report};
-use verify::Tokenizer;
+use verify::{Tokenizer, VerifyError};
 
 use super::progress;
 
@@ -106,7 +109,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         MathArg::Dequantize => GgufMath::Dequantize,
     };
     let reference = Opened::open(&args.reference, math)?;
-    let candidate = Opened::open(&args.candidate, math)?;
+    // A candidate with a NaN or infinite weight is a candidate that fails (the `finite` gate,
+    // in the report), not unreadable input; a reference must be finite.
+    let candidate = match Opened::open(&args.candidate, math) {
+        Ok(c) => Ok(c),
+        Err(e @ VerifyError::NonFinite { .. }) => Err(format!("the candidate's {e}")),
+        Err(e) => return Err(e.into()),
+    };
     let bos = reference.weights().config().bos_token_id;
     let (data_input, tokens) = load_tokens(&args, bos)?;
     let chunks = chunk_tokens(&tokens, args.ctx, args.chunks, bos)?;
@@ -137,46 +146,81 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
 
     let pool = super::threads::pool(args.threads)?;
-    let bar = progress::bar(chunks.len() as u64, "verify");
     let start = Instant::now();
-    let opts = CompareOptions {
-        span,
-        layer_errors: !args.no_layer_errors,
+    let scored = match &candidate {
+        Ok(candidate) => {
+            let bar = progress::bar(chunks.len() as u64, "verify");
+            let opts = CompareOptions {
+                span,
+                layer_errors: !args.no_layer_errors,
+            };
+            let cmp = pool.install(|| {
+                compare(
+                    reference.weights(),
+                    candidate.weights(),
+                    &chunks,
+                    opts,
+                    &mut |done, _| bar.set_position(done as u64),
+                )
+            });
+            bar.finish_and_clear();
+            match cmp {
+                Ok(cmp) => Ok(cmp),
+                Err(VerifyError::CandidateNotFinite(why)) => Err(why),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(why) => Err(why.clone()),
     };
-    let cmp = pool.install(|| {
-        compare(
-            reference.weights(),
-            candidate.weights(),
-            &chunks,
-            opts,
-            &mut |done, _| bar.set_position(done as u64),
-        )
-    })?;
-    bar.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();
 
-    let mut gates = thresholds.evaluate(&cmp.metrics);
-    let baseline = baseline.map(|b| {
-        let file = args.baseline.as_deref().unwrap_or(Path::new("")).display();
-        BaselineComparison::new(&file.to_string(), &b, &cmp.metrics, &data)
-    });
-    if let Some(b) = &baseline {
-        gates.push(b.gate());
-    }
+    let (metrics, layers, gates, baseline, tokens_per_second) = match scored {
+        Ok(cmp) => {
+            let mut gates = thresholds.evaluate(&cmp.metrics);
+            let baseline = baseline.as_ref().and_then(|b| {
+                let file = args.baseline.as_deref().unwrap_or(Path::new("")).display();
+                let base = b.metrics.as_ref()?;
+                Some(BaselineComparison::new(
+                    &file.to_string(),
+                    base,
+                    &b.data,
+                    &cmp.metrics,
+                    &data,
+                ))
+            });
+            if let Some(b) = &baseline {
+                gates.push(b.gate());
+            }
+            let speed = (chunks.len() * args.ctx) as f64 / seconds.max(1e-9);
+            (Some(cmp.metrics), cmp.layers, gates, baseline, speed)
+        }
+        // Nothing to compare with the gates or the baseline: the one verdict is the failure.
+        Err(why) => (
+            None,
+            Vec::new(),
+            vec![GateResult::not_finite(why)],
+            None,
+            0.0,
+        ),
+    };
+    let candidate_kind = match &candidate {
+        Ok(c) => c.kind(),
+        Err(_) => Opened::kind_of(&args.candidate)?,
+    };
     let report = Report {
         tool: "g4q".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         command: command_line(),
         reference: reference_record,
-        candidate: record(&args.candidate, candidate.kind())?,
+        candidate: record(&args.candidate, candidate_kind)?,
         gguf_math: math.name().into(),
         data,
-        metrics: cmp.metrics,
-        layers: cmp.layers,
+        metrics,
+        layers,
         gates,
         baseline,
         seconds,
-        tokens_per_second: (chunks.len() * args.ctx) as f64 / seconds.max(1e-9),
+        tokens_per_second,
     };
     print!("{}", report.table());
     if let Some(path) = &args.json {

@@ -230,10 +230,10 @@ impl Weights for AwqWeights {
         let t = dense_type(&self.file, name, &raw.dtype)?;
         let mut out = vec![0f32; bytes.len() / t.size()];
         if !widen(t, bytes, &mut out) {
-            return Err(VerifyError::NonFinite {
-                tensor: name.to_string(),
-                index: out.iter().position(|v| !v.is_finite()).unwrap_or(0),
-            });
+            return Err(VerifyError::non_finite(
+                name,
+                out.iter().position(|v| !v.is_finite()).unwrap_or(0),
+            ));
         }
         Ok(out)
     }
@@ -298,10 +298,10 @@ impl RowSource for Int4Rows<'_> {
                 &self.scale[r * ng * es..(r + 1) * ng * es],
                 &mut scales,
             ) {
-                return Err(VerifyError::NonFinite {
-                    tensor: format!("{}.weight_scale", self.name),
-                    index: r * ng,
-                });
+                return Err(VerifyError::non_finite(
+                    &format!("{}.weight_scale", self.name),
+                    r * ng,
+                ));
             }
             for (j, &s) in scales.iter().enumerate() {
                 let z = pack_quantized::zero_point(self.zero, ng, r, j);

@@ -26,17 +26,27 @@ pub enum Opened {
 }
 
 impl Opened {
-    /// Opens `path`: a folder is a safetensors checkpoint, a file a GGUF release whose
-    /// products are computed as `math` says.
+    /// Opens `path`: a folder is a safetensors checkpoint (or an AWQ or ONNX release), a file
+    /// a GGUF release whose products are computed as `math` says.
     pub fn open(path: &Path, math: GgufMath) -> Result<Self> {
+        match Opened::kind_of(path)? {
+            "onnx" => Ok(Opened::Onnx(OnnxWeights::open(path)?)),
+            "awq" => Ok(Opened::Awq(AwqWeights::open(path)?)),
+            "safetensors" => Ok(Opened::Safetensors(Checkpoint::open(path)?)),
+            _ => Ok(Opened::Gguf(GgufWeights::open(path, math)?)),
+        }
+    }
+
+    /// What [`Opened::open`] reads `path` as: its [`Opened::kind`] once opened.
+    pub fn kind_of(path: &Path) -> Result<&'static str> {
         if path.is_dir() && OnnxWeights::is_release(path) {
-            Ok(Opened::Onnx(OnnxWeights::open(path)?))
+            Ok("onnx")
         } else if path.is_dir() && AwqWeights::is_release(path) {
-            Ok(Opened::Awq(AwqWeights::open(path)?))
+            Ok("awq")
         } else if path.is_dir() {
-            Ok(Opened::Safetensors(Checkpoint::open(path)?))
+            Ok("safetensors")
         } else if path.is_file() {
-            Ok(Opened::Gguf(GgufWeights::open(path, math)?))
+            Ok("gguf")
         } else {
             Err(VerifyError::Input(format!(
                 "{}: no such file or folder",

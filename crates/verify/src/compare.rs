@@ -113,13 +113,17 @@ pub fn compare_many(
         check_finite("reference", ci, &r)?;
         let first = opts.span.first(chunk.len());
         for (k, (cand, acc)) in candidates.iter().zip(sums.iter_mut()).enumerate() {
-            let c = forward_streaming(*cand, chunk, fwd, &mut NoObserver, &mut |_, _| {})?;
-            let which = if candidates.len() == 1 {
-                "candidate".to_string()
-            } else {
-                format!("candidate {k}")
-            };
-            check_finite(&which, ci, &c)?;
+            let which = candidate_name(k, candidates.len());
+            let c = forward_streaming(*cand, chunk, fwd, &mut NoObserver, &mut |_, _| {}).map_err(
+                |e| match e {
+                    VerifyError::NonFinite { .. } => {
+                        VerifyError::CandidateNotFinite(format!("the {which}'s {e}"))
+                    }
+                    e => e,
+                },
+            )?;
+            check_finite(&which, ci, &c)
+                .map_err(|e| VerifyError::CandidateNotFinite(e.to_string()))?;
             // Scored in parallel, folded in position order: the sums never depend on threads.
             let scores: Vec<_> = (first..chunk.len().saturating_sub(1))
                 .into_par_iter()
@@ -142,15 +146,17 @@ pub fn compare_many(
         progress(ci + 1, chunks.len());
     }
     sums.into_iter()
-        .map(|acc| {
+        .enumerate()
+        .map(|(k, acc)| {
             if acc.metrics.is_empty() {
                 return Err(VerifyError::Input("no positions to score".into()));
             }
             let metrics = acc.metrics.finish();
             if let Some((name, value)) = metrics.first_non_finite() {
-                return Err(VerifyError::Input(format!(
-                    "metric {name} is {value}: the models' logits are finite but too far apart \
-                     to score"
+                let which = candidate_name(k, candidates.len());
+                return Err(VerifyError::CandidateNotFinite(format!(
+                    "metric {name} is {value}: the {which}'s logits are finite but too far from \
+                     the reference's to score"
                 )));
             }
             Ok(Comparison {
@@ -171,6 +177,15 @@ pub fn compare_many(
             })
         })
         .collect()
+}
+
+/// How errors name candidate `k` of `n`.
+fn candidate_name(k: usize, n: usize) -> String {
+    if n == 1 {
+        "candidate".to_string()
+    } else {
+        format!("candidate {k}")
+    }
 }
 
 /// Fails when a model's logits for chunk `ci` hold a NaN or an infinity (the metrics would be

@@ -10,9 +10,14 @@ pub enum VerifyError {
     /// A weight has a shape the config does not predict.
     #[error("tensor '{tensor}': {message}")]
     Shape { tensor: String, message: String },
-    /// A weight holds NaN or infinity.
-    #[error("tensor '{tensor}': non-finite value at element {index}")]
-    NonFinite { tensor: String, index: usize },
+    /// A weight holds NaN or infinity: `what` says where (element, block scale, file).
+    #[error("tensor '{tensor}': {what}")]
+    NonFinite { tensor: String, what: String },
+    /// A candidate's weights, logits or metrics came out NaN or infinite while it was scored
+    /// against a finite reference: the candidate fails (`g4q verify` reports a failing
+    /// `finite` gate) rather than the input being unreadable.
+    #[error("{0}")]
+    CandidateNotFinite(String),
     /// The caller's input (token ids, text, options) cannot be run.
     #[error("{0}")]
     Input(String),
@@ -29,6 +34,14 @@ pub enum VerifyError {
 }
 
 impl VerifyError {
+    /// A weight whose element `index` (row-major) is NaN or infinite.
+    pub(crate) fn non_finite(tensor: &str, index: usize) -> Self {
+        VerifyError::NonFinite {
+            tensor: tensor.to_string(),
+            what: format!("non-finite value at element {index}"),
+        }
+    }
+
     pub(crate) fn shape(tensor: &str, message: impl Into<String>) -> Self {
         VerifyError::Shape {
             tensor: tensor.to_string(),

@@ -131,7 +131,7 @@ fn one_line(e: &toml::de::Error, text: &str) -> String {
 /// One gate's verdict.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GateResult {
-    /// Gate name (`max_kld`, `min_top1`, `max_ppl_ratio`, `baseline`).
+    /// Gate name (`max_kld`, `min_top1`, `max_ppl_ratio`, `baseline`, `finite`).
     pub name: String,
     /// The report field it checks.
     pub metric: String,
@@ -140,6 +140,10 @@ pub struct GateResult {
     pub threshold: f64,
     pub value: f64,
     pub passed: bool,
+    /// What went wrong, in words, where the figures cannot say it (the `finite` gate names
+    /// the tensor or the position that was NaN or infinite).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub message: Option<String>,
 }
 
 impl GateResult {
@@ -152,6 +156,7 @@ impl GateResult {
             threshold,
             value,
             passed: value <= threshold,
+            message: None,
         }
     }
 
@@ -164,6 +169,18 @@ impl GateResult {
             threshold,
             value,
             passed: value >= threshold,
+            message: None,
+        }
+    }
+
+    /// The gate a run fails when the candidate's weights, logits or metrics are NaN or
+    /// infinite (`message` says which tensor or position): such a candidate cannot be scored,
+    /// so it fails outright instead of every metric gate passing or failing on NaN. It is only
+    /// in a report when it failed, so reports of finite runs are unchanged.
+    pub fn not_finite(message: String) -> Self {
+        GateResult {
+            message: Some(message),
+            ..GateResult::at_most("finite", "non_finite", 0.0, 1.0)
         }
     }
 }
@@ -182,9 +199,12 @@ impl GateFailed {
         let failed: Vec<String> = gates
             .iter()
             .filter(|g| !g.passed)
-            .map(|g| {
-                let op = if g.comparison == "<=" { ">" } else { "<" };
-                format!("{}: {} {} {op} {}", g.name, g.metric, g.value, g.threshold)
+            .map(|g| match &g.message {
+                Some(m) => format!("{}: {m}", g.name),
+                None => {
+                    let op = if g.comparison == "<=" { ">" } else { "<" };
+                    format!("{}: {} {} {op} {}", g.name, g.metric, g.value, g.threshold)
+                }
             })
             .collect();
         (!failed.is_empty()).then_some(GateFailed { failed })
@@ -229,6 +249,21 @@ mod tests {
             let err = Thresholds::from_toml(text, "g4q.toml").unwrap_err();
             assert!(err.to_string().starts_with("g4q.toml"), "{err}");
         }
+    }
+
+    /// The `finite` gate fails with its message as the error line; the metric gates keep
+    /// writing no `message`, so reports of finite runs keep their bytes.
+    #[test]
+    fn the_finite_gate_fails_with_its_message() {
+        let g = GateResult::not_finite("the candidate's tensor 'x': NaN".into());
+        assert!(!g.passed);
+        let err = GateFailed::check(&[g]).unwrap().to_string();
+        assert_eq!(err, "gate failed: finite: the candidate's tensor 'x': NaN");
+        let kld = GateResult::at_most("max_kld", "kld_mean", 0.1, 0.2);
+        assert!(!serde_json::to_string(&kld).unwrap().contains("message"));
+        let err = GateFailed::check(&[kld]).unwrap().to_string();
+        assert_eq!(err, "gate failed: max_kld: kld_mean 0.2 > 0.1");
+        println!("checked 2 failing gates");
     }
 
     /// Each misspelling used to be read as "no gates", so the run passed whatever it measured.

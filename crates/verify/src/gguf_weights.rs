@@ -96,10 +96,10 @@ impl GgufWeights {
             let bad = first_non_finite(info.ty, data);
             self.drop_pages(info);
             if let Some((element, what)) = bad {
-                return Err(VerifyError::shape(
-                    &info.name,
-                    format!("{what} at element {element} in {}", self.label),
-                ));
+                return Err(VerifyError::NonFinite {
+                    tensor: info.name.clone(),
+                    what: format!("{what} at element {element} in {}", self.label),
+                });
             }
         }
         Ok(())
@@ -183,10 +183,7 @@ impl RowSource for GgufMatrix<'_> {
             })?;
         }
         if let Some(bad) = out.iter().position(|v| !v.is_finite()) {
-            return Err(VerifyError::NonFinite {
-                tensor: self.name.clone(),
-                index: row0 * self.cols + bad,
-            });
+            return Err(VerifyError::non_finite(&self.name, row0 * self.cols + bad));
         }
         Ok(())
     }

@@ -256,10 +256,10 @@ impl OnnxWeights {
         }
         let mut scales = vec![0f32; n * kb];
         if !widen(ElemType::F32, self.bytes(s), &mut scales) {
-            return Err(VerifyError::NonFinite {
-                tensor: format!("{prefix}.scales"),
-                index: scales.iter().position(|v| !v.is_finite()).unwrap_or(0),
-            });
+            return Err(VerifyError::non_finite(
+                &format!("{prefix}.scales"),
+                scales.iter().position(|v| !v.is_finite()).unwrap_or(0),
+            ));
         }
         Ok(Int4Part {
             rows: n,

@@ -38,8 +38,10 @@ pub struct Report {
     /// How GGUF models multiplied: `ggml` (8-bit activations, as llama.cpp) or `dequantize`.
     pub gguf_math: String,
     pub data: DataRecord,
+    /// Absent when the candidate's weights, logits or metrics were not finite: the run then
+    /// stopped and its failing `finite` gate says where.
     #[serde(flatten)]
-    pub metrics: Metrics,
+    pub metrics: Option<Metrics>,
     /// Relative error of the residual stream after the embedding (0) and each layer (`i + 1`).
     pub layers: Vec<LayerError>,
     pub gates: Vec<GateResult>,
@@ -47,7 +49,8 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub baseline: Option<BaselineComparison>,
     pub seconds: f64,
-    /// Tokens run through both models per second (every position of every chunk).
+    /// Tokens run through both models per second (every position of every chunk); 0 when the
+    /// run stopped on a non-finite candidate.
     pub tokens_per_second: f64,
 }
 
@@ -67,6 +70,28 @@ impl Report {
     /// `reference_sha256`, and checks that it can serve as one (see [`Report::check_baseline`]).
     pub fn baseline_from_json(text: &str, file: &str, reference_sha256: &str) -> Result<Self> {
         let report = Report::from_json(text, file)?;
+        // Before the unknown-field check: a report without metrics would otherwise be refused
+        // for its first metric key, which says nothing of why.
+        if report.metrics.is_none() {
+            let why = match report
+                .gates
+                .iter()
+                .find(|g| g.name == "finite" && !g.passed)
+            {
+                Some(g) => format!(
+                    "its run failed gate finite ({}), so it has no metrics",
+                    cut_long(g.message.as_deref().unwrap_or(""))
+                ),
+                // The flattened metrics read as absent whatever failed: ask which one did.
+                None => match serde_json::from_str::<Metrics>(text) {
+                    Err(e) => format!("its metrics are incomplete: {}", cut_long(&e.to_string())),
+                    Ok(_) => "its metrics are incomplete".to_string(),
+                },
+            };
+            return Err(VerifyError::Input(format!(
+                "{file}: not a usable baseline: {why}"
+            )));
+        }
         // serde skips fields it does not know (and cannot be told otherwise through the
         // flattened metrics): any key the report would not write back is a stranger.
         let given: serde_json::Value = serde_json::from_str(text)
@@ -142,7 +167,9 @@ impl Report {
                 self.data.ctx, self.data.chunks
             ));
         }
-        let m = &self.metrics;
+        let Some(m) = &self.metrics else {
+            return bad("it has no metrics".into());
+        };
         if m.tokens == 0 || m.tokens > self.data.ctx.saturating_mul(self.data.chunks) {
             return bad(format!(
                 "{} tokens scored do not fit {} chunks of {}",
@@ -189,7 +216,6 @@ impl Report {
 
     /// The human-readable table.
     pub fn table(&self) -> String {
-        let m = &self.metrics;
         let mut s = String::new();
         let mut line = |k: &str, v: String| s.push_str(&format!("  {k:<22} {v}\n"));
         line("reference", self.reference.path.clone());
@@ -211,6 +237,13 @@ impl Report {
                 self.data.input.path, self.data.chunks, self.data.ctx, self.data.scored
             ),
         );
+        let Some(m) = &self.metrics else {
+            line("metrics", "none: the candidate is not finite".into());
+            for g in &self.gates {
+                line(&format!("gate {}", g.name), gate_verdict(g));
+            }
+            return s;
+        };
         line("tokens scored", m.tokens.to_string());
         line(
             "PPL reference",
@@ -291,16 +324,21 @@ impl Report {
             }
         }
         for g in &self.gates {
-            let verdict = if g.passed { "pass" } else { "FAIL" };
-            line(
-                &format!("gate {}", g.name),
-                format!(
-                    "{verdict}: {} {:.6} {} {}",
-                    g.metric, g.value, g.comparison, g.threshold
-                ),
-            );
+            line(&format!("gate {}", g.name), gate_verdict(g));
         }
         s
+    }
+}
+
+/// A gate's line in the table: its message when it has one, else value against threshold.
+fn gate_verdict(g: &GateResult) -> String {
+    let verdict = if g.passed { "pass" } else { "FAIL" };
+    match &g.message {
+        Some(m) => format!("{verdict}: {m}"),
+        None => format!(
+            "{verdict}: {} {:.6} {} {}",
+            g.metric, g.value, g.comparison, g.threshold
+        ),
     }
 }
 
@@ -309,7 +347,7 @@ const MODEL_KINDS: &[&str] = &["safetensors", "gguf", "awq"];
 /// What its data input can be.
 const DATA_KINDS: &[&str] = &["text", "tokens", "bundled"];
 /// The gates a report can hold.
-const GATE_NAMES: &[&str] = &["max_kld", "min_top1", "max_ppl_ratio", "baseline"];
+const GATE_NAMES: &[&str] = &["max_kld", "min_top1", "max_ppl_ratio", "baseline", "finite"];
 
 /// A Gemma 4 logit is soft-capped to ±30, so one token's log-likelihood under one model is within
 /// `2·30 + ln(vocab)` (about 73 nats for a 262k vocabulary) of its log-likelihood under another;
@@ -425,8 +463,16 @@ fn is_version(s: &str) -> bool {
 
 /// A value from a file shortened for an error message.
 fn cut(s: &str) -> String {
-    const MAX: usize = 40;
-    match s.char_indices().nth(MAX) {
+    cut_at(s, 40)
+}
+
+/// A message from a file (a gate's) shortened for an error message.
+fn cut_long(s: &str) -> String {
+    cut_at(s, 200)
+}
+
+fn cut_at(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
         Some((i, _)) => format!("{}...", &s[..i]),
         None => s.to_string(),
     }
@@ -458,8 +504,13 @@ impl BaselineComparison {
     /// Compares `current` with `base`: KLD mean, top-1 agreement, the perplexity ratio and
     /// RMS Δp, each flagged as a regression when it is worse by more than two combined
     /// standard errors (about 95% confidence that the change is real).
-    pub fn new(file: &str, base: &Report, current: &Metrics, data: &DataRecord) -> Self {
-        let b = &base.metrics;
+    pub fn new(
+        file: &str,
+        b: &Metrics,
+        base_data: &DataRecord,
+        current: &Metrics,
+        data: &DataRecord,
+    ) -> Self {
         // (name, baseline, its stderr, current, its stderr, higher is worse)
         let rows = [
             (
@@ -511,8 +562,8 @@ impl BaselineComparison {
             .collect();
         BaselineComparison {
             file: file.into(),
-            same_data: base.data.tokens_sha256 == data.tokens_sha256
-                && base.data.scored == data.scored,
+            same_data: base_data.tokens_sha256 == data.tokens_sha256
+                && base_data.scored == data.scored,
             metrics,
         }
     }

@@ -142,10 +142,7 @@ impl RowSource for DenseMatrix<'_> {
         let src = &self.bytes[start..start + n * self.cols * es];
         if !widen(self.dtype, src, out) {
             let bad = out.iter().position(|v| !v.is_finite()).unwrap_or(0);
-            return Err(VerifyError::NonFinite {
-                tensor: self.name.clone(),
-                index: row0 * self.cols + bad,
-            });
+            return Err(VerifyError::non_finite(&self.name, row0 * self.cols + bad));
         }
         Ok(())
     }
@@ -228,10 +225,7 @@ pub fn vector_of<W: Weights + ?Sized>(w: &W, name: &str, len: usize) -> Result<V
         ));
     }
     if let Some(bad) = v.iter().position(|x| !x.is_finite()) {
-        return Err(VerifyError::NonFinite {
-            tensor: name.to_string(),
-            index: bad,
-        });
+        return Err(VerifyError::non_finite(name, bad));
     }
     Ok(v)
 }

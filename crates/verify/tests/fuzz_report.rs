@@ -48,7 +48,7 @@ fn valid_report() -> Report {
             chunks: 8,
             scored: "second-half".into(),
         },
-        metrics: sums.finish(),
+        metrics: Some(sums.finish()),
         layers: Vec::new(),
         gates: Vec::new(),
         baseline: None,
@@ -110,7 +110,10 @@ fn fuzz<S: Strategy>(
 
 /// What any accepted baseline must satisfy.
 fn check_accepted(r: &Report) -> Result<(), TestCaseError> {
-    let m = &r.metrics;
+    let m = r
+        .metrics
+        .as_ref()
+        .expect("an accepted baseline has metrics");
     prop_assert_eq!(&r.tool, "g4q");
     prop_assert_eq!(&r.reference.sha256, REFERENCE_SHA);
     prop_assert!(m.tokens >= 1 && m.tokens <= r.data.ctx * r.data.chunks);
@@ -135,7 +138,8 @@ fn the_valid_report_is_a_baseline() {
     let r = valid_report();
     let back = Report::baseline_from_json(&r.to_json(), "base.json", REFERENCE_SHA).unwrap();
     // serde_json parses floats to within an ulp (without its float_roundtrip feature).
-    for ((name, a), (_, b)) in back.metrics.figures().into_iter().zip(r.metrics.figures()) {
+    let (back_m, m) = (back.metrics.as_ref().unwrap(), r.metrics.as_ref().unwrap());
+    for ((name, a), (_, b)) in back_m.figures().into_iter().zip(m.figures()) {
         assert!((a - b).abs() <= 1e-15 * b.abs(), "{name}: {a} vs {b}");
     }
     assert_eq!(
