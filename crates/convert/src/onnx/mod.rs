@@ -1,12 +1,14 @@
 //! ONNX releases: the Gemma 4 text decoder as one `model.onnx` graph (prefill and KV-cache
 //! decoding, onnxruntime-genai's input/output names) with its weights in `model.onnx.data`,
-//! plus the tokenizer files, written as one folder that appears only when complete.
+//! plus the tokenizer files and onnxruntime-genai's `genai_config.json` ([`genai`]), written as
+//! one folder that appears only when complete.
 //!
 //! Messages are the `onnx-protobuf` crate's; large tensors are streamed to the external data
 //! file one at a time ([`external`]), so memory holds one weight plus the graph.
 
 pub mod decoder;
 pub mod external;
+pub mod genai;
 pub mod graph;
 pub mod linear;
 
@@ -57,6 +59,13 @@ pub struct OnnxSummary {
 /// Writes the ONNX release folder `out` for `ckpt`, its weights written by `lin` (the release
 /// type: [`linear::F32Writer`] here, quantized writers in the `quantize` crate).
 pub fn write(ckpt: &Checkpoint, out: &Path, lin: &mut dyn LinearWriter) -> Result<OnnxSummary> {
+    let (search, extra_eos) = genai::read_generation_config(ckpt.dir())?;
+    let mut eos = ckpt.config().eos_token_ids.clone();
+    for id in extra_eos {
+        if !eos.contains(&id) {
+            eos.push(id);
+        }
+    }
     write_dir(out, |dir| {
         let mut data = ExternalData::create(dir, DATA_FILE)?;
         let g = GraphBuilder::new("gemma4_text_decoder", &mut data);
@@ -94,6 +103,11 @@ pub fn write(ckpt: &Checkpoint, out: &Path, lin: &mut dyn LinearWriter) -> Resul
                 std::fs::copy(&src, &dst).map_err(|e| ConvertError::io(&dst, e))?;
             }
         }
+        let genai = genai::genai_config(ckpt.config(), MODEL_FILE, &eos, &search);
+        let path = dir.join(genai::GENAI_FILE);
+        let text = serde_json::to_string_pretty(&genai)
+            .map_err(|e| ConvertError::format(&path, format!("encoding: {e}")))?;
+        std::fs::write(&path, text + "\n").map_err(|e| ConvertError::io(&path, e))?;
         Ok(summary)
     })
 }
@@ -101,6 +115,7 @@ pub fn write(ckpt: &Checkpoint, out: &Path, lin: &mut dyn LinearWriter) -> Resul
 /// Builds the graph of `ckpt` as [`write`] would, reading and converting every weight, but
 /// writes nothing: what `--dry-run` reports.
 pub fn plan(ckpt: &Checkpoint, lin: &mut dyn LinearWriter) -> Result<OnnxSummary> {
+    genai::read_generation_config(ckpt.dir())?;
     let mut data = ExternalData::counting(DATA_FILE);
     let g = GraphBuilder::new("gemma4_text_decoder", &mut data);
     let mut dec = Decoder::new(g, ckpt, lin)?;
