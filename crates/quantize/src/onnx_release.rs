@@ -23,7 +23,7 @@
 //! (at least 16) under `block_size` that divides it, else to f32.
 
 use convert::onnx::graph::{f32_bytes, Attr, GraphBuilder, MS_DOMAIN};
-use convert::onnx::linear::{F16Writer, F32Writer, LinearWriter};
+use convert::onnx::linear::{to_f32, F16Writer, F32Writer, LinearWriter, Weight};
 use convert::onnx::onnx_protobuf::tensor_proto::DataType;
 use convert::onnx::{write as write_onnx, OnnxSummary};
 use convert::Checkpoint;
@@ -316,11 +316,7 @@ impl NBitsWriter {
         let lo = g.op("Unsqueeze", &[&lo, &ax], vec![]);
         let hi = g.op("Unsqueeze", &[&hi, &ax], vec![]);
         let both = g.op("Concat", &[&lo, &hi], vec![("axis", Attr::Int(-1))]);
-        Ok(g.op(
-            "Cast",
-            &[&both],
-            vec![("to", Attr::Int(DataType::FLOAT as i64))],
-        ))
+        Ok(to_f32(g, &both))
     }
 }
 
@@ -329,13 +325,16 @@ impl LinearWriter for NBitsWriter {
         &mut self,
         g: &mut GraphBuilder<'_>,
         x: &str,
-        name: &str,
-        rows: usize,
-        cols: usize,
-        w: &[f32],
+        w: Weight<'_>,
     ) -> convert::Result<String> {
+        let Weight {
+            name,
+            rows,
+            cols,
+            values,
+        } = w;
         let Some(bs) = self.block(name, cols, self.bits) else {
-            return F32Writer.linear(g, x, name, rows, cols, w);
+            return F32Writer.linear(g, x, w);
         };
         // Clip bounds apply only at the block size they were searched for.
         let clip = self
@@ -345,7 +344,7 @@ impl LinearWriter for NBitsWriter {
         self.write_q(
             g,
             name,
-            w,
+            values,
             (rows, cols, bs),
             clip.map(Vec::as_slice),
             self.bits,
@@ -357,24 +356,25 @@ impl LinearWriter for NBitsWriter {
         &mut self,
         g: &mut GraphBuilder<'_>,
         ids: &str,
-        name: &str,
-        rows: usize,
-        cols: usize,
-        e: &[f32],
+        e: Weight<'_>,
     ) -> convert::Result<String> {
+        let (name, rows, cols) = (e.name, e.rows, e.cols);
         let Some(bs) = self.block(name, cols, self.embedding_bits) else {
-            return F32Writer.embedding(g, ids, name, rows, cols, e);
+            return F32Writer.embedding(g, ids, e);
         };
-        self.write_q(g, name, e, (rows, cols, bs), None, self.embedding_bits)?;
+        self.write_q(
+            g,
+            name,
+            e.values,
+            (rows, cols, bs),
+            None,
+            self.embedding_bits,
+        )?;
         let kb = (cols / bs) as i64;
         if self.embedding_bits == 8 {
             // codes [.., kb, 32] - 128, times the block scales, -> [.., cols]
             let q = g.op("Gather", &[&format!("{name}.qweight"), ids], vec![]);
-            let q = g.op(
-                "Cast",
-                &[&q],
-                vec![("to", Attr::Int(DataType::FLOAT as i64))],
-            );
+            let q = to_f32(g, &q);
             let zp = g.float(128.0)?;
             let d = g.op("Sub", &[&q, &zp], vec![]);
             let axis = g.ints(&[-1])?;
@@ -415,20 +415,18 @@ impl LinearWriter for NBitsWriter {
         &mut self,
         g: &mut GraphBuilder<'_>,
         x: &str,
-        name: &str,
+        w: Weight<'_>,
         experts: usize,
-        rows: usize,
-        cols: usize,
-        w: &[f32],
     ) -> convert::Result<String> {
+        let (name, rows, cols) = (w.name, w.rows, w.cols);
         let Some(bs) = self.block(name, cols, self.bits) else {
-            return F32Writer.experts(g, x, name, experts, rows, cols, w);
+            return F32Writer.experts(g, x, w, experts);
         };
         let ax = g.ints(&[0])?;
         let mut outs = Vec::with_capacity(experts);
         for e in 0..experts {
             let prefix = format!("{name}.{e}");
-            let we = &w[e * rows * cols..(e + 1) * rows * cols];
+            let we = &w.values[e * rows * cols..(e + 1) * rows * cols];
             self.write_q(g, &prefix, we, (rows, cols, bs), None, self.bits)?;
             let idx = g.int(e as i64)?;
             let xe = g.op("Gather", &[x, &idx], vec![("axis", Attr::Int(0))]);

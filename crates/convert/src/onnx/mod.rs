@@ -87,13 +87,7 @@ pub fn write(ckpt: &Checkpoint, out: &Path, lin: &mut dyn LinearWriter) -> Resul
             .write_to_bytes()
             .map_err(|e| ConvertError::format(&path, format!("encoding the ONNX model: {e}")))?;
         std::fs::write(&path, &bytes).map_err(|e| ConvertError::io(&path, e))?;
-        for name in COPIED {
-            let src = ckpt.dir().join(name);
-            if src.is_file() {
-                let dst = dir.join(name);
-                std::fs::copy(&src, &dst).map_err(|e| ConvertError::io(&dst, e))?;
-            }
-        }
+        ckpt.copy_side_files(&COPIED, dir)?;
         Ok(summary)
     })
 }
@@ -112,4 +106,3 @@ pub fn plan(ckpt: &Checkpoint, lin: &mut dyn LinearWriter) -> Result<OnnxSummary
         data_bytes: data.len(),
     })
 }
-
