@@ -2,14 +2,15 @@
 //! fixture E2B config with one key edited per case must be an error naming the file and the
 //! key, never NaN logits downstream, a silent default, a truncated u32 or a panic.
 
-
 use convert::{ConvertError, Gemma4Config};
 use serde_json::{json, Map, Value};
 
 const ORIGIN: &str = "e2b/config.json";
 
 fn released_config() -> Value {
-    let path = testkit::fixtures_dir().join("e2b-s0/released-bf16").join("config.json");
+    let path = testkit::fixtures_dir()
+        .join("e2b-s0/released-bf16")
+        .join("config.json");
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
