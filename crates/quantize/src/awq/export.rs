@@ -174,18 +174,6 @@ fn read_config(ckpt: &Checkpoint) -> Result<Value> {
         .map_err(|e| QuantizeError::Options(format!("{}: not valid JSON: {e}", path.display())))
 }
 
-fn copy_side_files(ckpt: &Checkpoint, out_dir: &Path) -> Result<()> {
-    for f in SIDE_FILES {
-        let src = ckpt.dir().join(f);
-        if src.is_file() {
-            // Written afresh (not `fs::copy`), so the copy gets the usual mode, not the source's.
-            let bytes = std::fs::read(&src).map_err(|e| io_error(&src, e))?;
-            write_file(&out_dir.join(f), &bytes)?;
-        }
-    }
-    Ok(())
-}
-
 /// Every text tensor of `ckpt` in file order, the unused shared K/V included.
 fn all_names(ckpt: &Checkpoint) -> Vec<String> {
     let mut names: Vec<String> = ckpt.text_tensors().into_iter().map(String::from).collect();
@@ -311,7 +299,7 @@ pub fn write_compressed_tensors(
             progress,
         )?;
         write_json(&dir.join("config.json"), &config)?;
-        copy_side_files(ckpt, dir)
+        Ok(ckpt.copy_side_files(SIDE_FILES, dir)?)
     })?;
     Ok(summary)
 }
@@ -373,7 +361,7 @@ pub fn write_scaled_checkpoint(
             progress,
         )?;
         write_json(&dir.join("config.json"), &config)?;
-        copy_side_files(ckpt, dir)
+        Ok(ckpt.copy_side_files(SIDE_FILES, dir)?)
     })
 }
 
