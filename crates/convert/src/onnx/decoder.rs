@@ -18,7 +18,7 @@
 use onnx_protobuf::tensor_proto::DataType;
 
 use super::graph::{Attr, Dim, GraphBuilder};
-use super::linear::{LinearWriter, Weight};
+use super::linear::{Experts, LinearWriter, Weight};
 use crate::checkpoint::Checkpoint;
 use crate::config::{Gemma4Config, LayerType, RopeParams};
 use crate::error::{ConvertError, Result};
@@ -638,13 +638,16 @@ impl<'a, 'd> Decoder<'a, 'd> {
         let act = self.transpose(&act, &[1, 0, 2]);
         let name = n("experts.down_proj");
         let wd = self.read(&name, &[e * b, i])?;
-        let down = Weight {
-            name: &name,
-            rows: b,
-            cols: i,
-            values: &wd,
+        let down = Experts {
+            count: e,
+            weight: Weight {
+                name: &name,
+                rows: b,
+                cols: i,
+                values: &wd,
+            },
         };
-        let y = self.lin.experts(&mut self.g, &act, down, e)?;
+        let y = self.lin.experts(&mut self.g, &act, down)?;
         drop(wd);
         // weight [N, E] -> [E, N, 1], weighted sum over experts
         let wt = self.transpose(&dense, &[1, 0]);

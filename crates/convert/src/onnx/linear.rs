@@ -6,14 +6,21 @@ use onnx_protobuf::tensor_proto::DataType;
 use super::graph::{f32_bytes, Attr, GraphBuilder};
 use crate::error::Result;
 
-/// A weight handed to a [`LinearWriter`]: the `[rows, cols]` matrix `name`, row-major f32 (for
-/// [`LinearWriter::experts`], each expert's `[rows, cols]` slice of the stack, one after another).
+/// A weight handed to a [`LinearWriter`]: the `[rows, cols]` matrix `name`, row-major f32.
 #[derive(Clone, Copy)]
 pub struct Weight<'a> {
     pub name: &'a str,
     pub rows: usize,
     pub cols: usize,
     pub values: &'a [f32],
+}
+
+/// A stack of `count` expert matrices under one name: `weight.values` holds each expert's
+/// `[weight.rows, weight.cols]` matrix, one after another.
+#[derive(Clone, Copy)]
+pub struct Experts<'a> {
+    pub count: usize,
+    pub weight: Weight<'a>,
 }
 
 /// Writes weight initializers and the nodes that use them.
@@ -24,15 +31,9 @@ pub trait LinearWriter {
     /// Writes the table `e` and looks up `ids`; returns `[.., cols]` f32.
     fn embedding(&mut self, g: &mut GraphBuilder<'_>, ids: &str, e: Weight<'_>) -> Result<String>;
 
-    /// Per-expert products: `x [E, N, cols]`, expert `e` times its `[rows, cols]` slice of the
-    /// `[E * rows, cols]` stack `w`; returns `[E, N, rows]`.
-    fn experts(
-        &mut self,
-        g: &mut GraphBuilder<'_>,
-        x: &str,
-        w: Weight<'_>,
-        experts: usize,
-    ) -> Result<String>;
+    /// Per-expert products: `x [E, N, cols]`, expert `e` times its `[rows, cols]` matrix of the
+    /// stack `w`; returns `[E, N, rows]`.
+    fn experts(&mut self, g: &mut GraphBuilder<'_>, x: &str, w: Experts<'_>) -> Result<String>;
 
     /// The tied head: `x [N, cols] @ E.T` with the table `name` written by
     /// [`LinearWriter::embedding`].
@@ -109,14 +110,9 @@ impl<T: FloatStore> LinearWriter for T {
         Ok(T::widen(g, &rows))
     }
 
-    fn experts(
-        &mut self,
-        g: &mut GraphBuilder<'_>,
-        x: &str,
-        w: Weight<'_>,
-        experts: usize,
-    ) -> Result<String> {
-        store::<T>(g, w, &[experts as i64, w.rows as i64, w.cols as i64])?;
+    fn experts(&mut self, g: &mut GraphBuilder<'_>, x: &str, w: Experts<'_>) -> Result<String> {
+        let (e, w) = (w.count, w.weight);
+        store::<T>(g, w, &[e as i64, w.rows as i64, w.cols as i64])?;
         let wf = T::widen(g, w.name);
         let wt = g.op(
             "Transpose",
