@@ -134,8 +134,9 @@ impl<'w> Model<'w> {
             g: &self.globals,
             layers: Layers::Loaded(&self.layers),
             ids,
+            opts,
         };
-        run(pass, opts, observer, progress)
+        run(pass, observer, progress)
     }
 
     /// The logits on `ids` with the default options, row-major `[T, vocab]`: what comparisons
@@ -164,8 +165,9 @@ impl<'w> Model<'w> {
             g: &self.globals,
             layers: Layers::Loaded(&self.layers),
             ids,
+            opts: ForwardOptions::default(),
         };
-        run_layers(pass, ForwardOptions::default(), observer, progress).map(|_| ())
+        run_layers(pass, observer, progress).map(|_| ())
     }
 }
 
@@ -184,8 +186,9 @@ pub fn forward_streaming(
         g: &globals,
         layers: Layers::Stream,
         ids,
+        opts,
     };
-    run(pass, opts, observer, progress)
+    run(pass, observer, progress)
 }
 
 enum Layers<'a, 'w> {
@@ -194,23 +197,23 @@ enum Layers<'a, 'w> {
 }
 
 /// What one forward pass runs over: the weights (the globals loaded, the layers loaded or
-/// streamed) and the tokens.
+/// streamed), the tokens and the options.
 struct Pass<'a, 'w> {
     src: &'a dyn Weights,
     g: &'a GlobalWeights<'w>,
     layers: Layers<'a, 'w>,
     ids: &'a [u32],
+    opts: ForwardOptions,
 }
 
 fn run(
     pass: Pass<'_, '_>,
-    opts: ForwardOptions,
     observer: &mut dyn Observer,
     progress: Progress<'_>,
 ) -> Result<ForwardOutput> {
     let (src, g, ids) = (pass.src, pass.g, pass.ids);
     let streaming = matches!(pass.layers, Layers::Stream);
-    let (mut h, hidden) = run_layers(pass, opts, observer, progress)?;
+    let (mut h, hidden) = run_layers(pass, observer, progress)?;
     let cfg = src.config();
     let t = ids.len();
     rms_norm_rows(
@@ -233,7 +236,6 @@ type LayersOutput = (Vec<f32>, Option<Vec<Array2<f32>>>);
 /// The embedding, per-layer inputs and every decoder layer: everything but the head.
 fn run_layers(
     pass: Pass<'_, '_>,
-    opts: ForwardOptions,
     observer: &mut dyn Observer,
     progress: Progress<'_>,
 ) -> Result<LayersOutput> {
@@ -242,6 +244,7 @@ fn run_layers(
         g,
         layers,
         ids,
+        opts,
     } = pass;
     let cfg = src.config();
     let t = ids.len();
