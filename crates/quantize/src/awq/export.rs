@@ -279,29 +279,38 @@ pub fn write_compressed_tensors(
             quantization_config(g, &targets),
         );
     }
-    write_folder(out_dir, |dir| {
-        write_safetensors(
-            &dir.join("model.safetensors"),
-            &units,
-            |source| {
-                Ok(match source {
-                    Source::Raw(n) => vec![ckpt.tensor(n)?.data.to_vec()],
-                    Source::Norm(n) => vec![f32_bytes(&scaled.vector(n)?)],
-                    Source::Scaled(n) => vec![f32_bytes(&dense_f32(&scaled, n)?.values)],
-                    Source::Int4(n) => {
-                        let d = dense_f32(&scaled, n)?;
-                        let m = quantize(&d.values, d.rows, d.cols, g, None);
-                        Weights::release(ckpt, n);
-                        int4_tensors(&m)
-                    }
-                })
-            },
-            progress,
-        )?;
-        write_json(&dir.join("config.json"), &config)?;
-        Ok(ckpt.copy_side_files(SIDE_FILES, dir)?)
-    })?;
+    let bytes = |source: &Source| {
+        Ok(match source {
+            Source::Raw(n) => vec![ckpt.tensor(n)?.data.to_vec()],
+            Source::Norm(n) => vec![f32_bytes(&scaled.vector(n)?)],
+            Source::Scaled(n) => vec![f32_bytes(&dense_f32(&scaled, n)?.values)],
+            Source::Int4(n) => {
+                let d = dense_f32(&scaled, n)?;
+                let m = quantize(&d.values, d.rows, d.cols, g, None);
+                Weights::release(ckpt, n);
+                int4_tensors(&m)
+            }
+        })
+    };
+    write_release(ckpt, out_dir, &units, &config, bytes, progress)?;
     Ok(summary)
+}
+
+/// Writes the release folder `out_dir` atomically: `model.safetensors` of `units` (the bytes of
+/// each source from `bytes`), `config.json` and the tokenizer files of `ckpt`.
+fn write_release(
+    ckpt: &Checkpoint,
+    out_dir: &Path,
+    units: &[(Vec<StEntry>, Source)],
+    config: &Value,
+    bytes: impl FnMut(&Source) -> Result<Vec<Vec<u8>>>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<()> {
+    write_folder(out_dir, |dir| {
+        write_safetensors(&dir.join("model.safetensors"), units, bytes, progress)?;
+        write_json(&dir.join("config.json"), config)?;
+        Ok(ckpt.copy_side_files(SIDE_FILES, dir)?)
+    })
 }
 
 /// `name` through `w` as row-major f32 with its shape.
@@ -345,24 +354,16 @@ pub fn write_scaled_checkpoint(
         units.push((vec![StEntry::new(hf, dtype, view.shape.clone())], source));
     }
     let config = read_config(ckpt)?;
-    write_folder(out_dir, |dir| {
-        write_safetensors(
-            &dir.join("model.safetensors"),
-            &units,
-            |source| {
-                Ok(match source {
-                    Source::Raw(n) => vec![ckpt.tensor(n)?.data.to_vec()],
-                    Source::Norm(n) => vec![f32_bytes(&scaled.vector(n)?)],
-                    Source::Scaled(n) | Source::Int4(n) => {
-                        vec![f32_bytes(&dense_f32(&scaled, n)?.values)]
-                    }
-                })
-            },
-            progress,
-        )?;
-        write_json(&dir.join("config.json"), &config)?;
-        Ok(ckpt.copy_side_files(SIDE_FILES, dir)?)
-    })
+    let bytes = |source: &Source| {
+        Ok(match source {
+            Source::Raw(n) => vec![ckpt.tensor(n)?.data.to_vec()],
+            Source::Norm(n) => vec![f32_bytes(&scaled.vector(n)?)],
+            Source::Scaled(n) | Source::Int4(n) => {
+                vec![f32_bytes(&dense_f32(&scaled, n)?.values)]
+            }
+        })
+    };
+    write_release(ckpt, out_dir, &units, &config, bytes, progress)
 }
 
 /// An I/O failure on `file`, as the convert crate reports it.
