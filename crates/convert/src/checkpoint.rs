@@ -249,6 +249,20 @@ impl Checkpoint {
         &self.dir
     }
 
+    /// Copies those of `names` that the model folder holds (tokenizer and other side files a
+    /// release carries along) into `out_dir`, each written afresh through
+    /// [`crate::output::write_file`] so it gets the usual mode, not the source's.
+    pub fn copy_side_files(&self, names: &[&str], out_dir: &Path) -> Result<()> {
+        for name in names {
+            let src = self.dir.join(name);
+            if src.is_file() {
+                let bytes = std::fs::read(&src).map_err(|e| ConvertError::io(&src, e))?;
+                crate::output::write_file(&out_dir.join(name), &bytes)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The weight files, in the order they were opened.
     pub fn files(&self) -> impl Iterator<Item = &Path> {
         self.files.iter().map(|f| f.path.as_path())

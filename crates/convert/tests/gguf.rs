@@ -130,20 +130,14 @@ fn reads_llamacpp_files_as_the_manifest_records_them() {
         assert_eq!(h.tensors.len(), want_t.len(), "{ctx}");
         for (t, w) in h.tensors.iter().zip(want_t) {
             assert_eq!(t.name, w["name"].as_str().unwrap(), "{ctx}");
-            assert_eq!(
-                t.ty.name().to_uppercase(),
-                w["type"].as_str().unwrap().to_uppercase(),
-                "{ctx}: {}",
-                t.name
+            testkit::gguf_oracle::assert_tensor_entry(
+                &ctx,
+                &t.name,
+                t.ty.name(),
+                &t.dims,
+                t.offset,
+                w,
             );
-            let shape: Vec<u64> = w["shape"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|d| d.as_u64().unwrap())
-                .collect();
-            assert_eq!(t.dims, shape, "{ctx}: {}", t.name);
-            assert_eq!(t.offset, w["offset"].as_u64().unwrap(), "{ctx}: {}", t.name);
             let data = f.tensor_data(&t.name).unwrap();
             assert_eq!(
                 data.len() as u64,

@@ -174,20 +174,14 @@ fn f32_conversion_matches_llamacpp() {
         let want_names: Vec<&str> = want_t.iter().map(|t| t["name"].as_str().unwrap()).collect();
         assert_eq!(got_names, want_names, "{ctx}: tensor names and order");
         for (t, w) in f.tensors().iter().zip(want_t) {
-            assert_eq!(
-                t.ty.name().to_uppercase(),
-                w["type"].as_str().unwrap().to_uppercase(),
-                "{ctx}: {}",
-                t.name
+            testkit::gguf_oracle::assert_tensor_entry(
+                &ctx,
+                &t.name,
+                t.ty.name(),
+                &t.dims,
+                t.offset,
+                w,
             );
-            let shape: Vec<u64> = w["shape"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|d| d.as_u64().unwrap())
-                .collect();
-            assert_eq!(t.dims, shape, "{ctx}: {}", t.name);
-            assert_eq!(t.offset, w["offset"].as_u64().unwrap(), "{ctx}: {}", t.name);
             let sha = hex::encode(Sha256::digest(f.tensor_data(&t.name).unwrap()));
             assert_eq!(
                 sha,

@@ -23,10 +23,11 @@
 //! (at least 16) under `block_size` that divides it, else to f32.
 
 use convert::onnx::graph::{f32_bytes, Attr, GraphBuilder, MS_DOMAIN};
-use convert::onnx::linear::{F16Writer, F32Writer, LinearWriter};
+use convert::onnx::linear::{to_f32, Experts, F16Writer, F32Writer, LinearWriter, Weight};
 use convert::onnx::onnx_protobuf::tensor_proto::DataType;
 use convert::onnx::{write as write_onnx, OnnxSummary};
 use convert::Checkpoint;
+use convert::Result;
 use std::collections::BTreeMap;
 
 use crate::awq::int4::{quantize, Int4Matrix};
@@ -117,7 +118,7 @@ pub fn write(
     ckpt: &Checkpoint,
     out: Option<&std::path::Path>,
     opts: &OnnxOptions,
-) -> convert::Result<(OnnxSummary, Vec<Fallback>)> {
+) -> Result<(OnnxSummary, Vec<Fallback>)> {
     let run = |lin: &mut dyn LinearWriter| match out {
         Some(out) => write_onnx(ckpt, out, lin),
         None => convert::onnx::plan(ckpt, lin),
@@ -237,7 +238,7 @@ impl NBitsWriter {
         (rows, cols, bs): (usize, usize, usize),
         clip: Option<&[f32]>,
         bits: u8,
-    ) -> convert::Result<()> {
+    ) -> Result<()> {
         let q = format!("{prefix}.qweight");
         if bits == 8 {
             let (b, s) = q8_tensors(w, rows, cols);
@@ -303,7 +304,7 @@ impl NBitsWriter {
     }
 
     /// Splits each uint8 of `x` into its low and high nibble along a new last axis, as f32.
-    fn unpack(g: &mut GraphBuilder<'_>, x: &str) -> convert::Result<String> {
+    fn unpack(g: &mut GraphBuilder<'_>, x: &str) -> Result<String> {
         let mask = g.u8(0x0F)?;
         let four = g.u8(4)?;
         let lo = g.op("BitwiseAnd", &[x, &mask], vec![]);
@@ -316,26 +317,20 @@ impl NBitsWriter {
         let lo = g.op("Unsqueeze", &[&lo, &ax], vec![]);
         let hi = g.op("Unsqueeze", &[&hi, &ax], vec![]);
         let both = g.op("Concat", &[&lo, &hi], vec![("axis", Attr::Int(-1))]);
-        Ok(g.op(
-            "Cast",
-            &[&both],
-            vec![("to", Attr::Int(DataType::FLOAT as i64))],
-        ))
+        Ok(to_f32(g, &both))
     }
 }
 
 impl LinearWriter for NBitsWriter {
-    fn linear(
-        &mut self,
-        g: &mut GraphBuilder<'_>,
-        x: &str,
-        name: &str,
-        rows: usize,
-        cols: usize,
-        w: &[f32],
-    ) -> convert::Result<String> {
+    fn linear(&mut self, g: &mut GraphBuilder<'_>, x: &str, w: Weight<'_>) -> Result<String> {
+        let Weight {
+            name,
+            rows,
+            cols,
+            values,
+        } = w;
         let Some(bs) = self.block(name, cols, self.bits) else {
-            return F32Writer.linear(g, x, name, rows, cols, w);
+            return F32Writer.linear(g, x, w);
         };
         // Clip bounds apply only at the block size they were searched for.
         let clip = self
@@ -345,7 +340,7 @@ impl LinearWriter for NBitsWriter {
         self.write_q(
             g,
             name,
-            w,
+            values,
             (rows, cols, bs),
             clip.map(Vec::as_slice),
             self.bits,
@@ -353,28 +348,24 @@ impl LinearWriter for NBitsWriter {
         Ok(self.matmul(g, x, name, (rows, cols, bs), self.bits))
     }
 
-    fn embedding(
-        &mut self,
-        g: &mut GraphBuilder<'_>,
-        ids: &str,
-        name: &str,
-        rows: usize,
-        cols: usize,
-        e: &[f32],
-    ) -> convert::Result<String> {
+    fn embedding(&mut self, g: &mut GraphBuilder<'_>, ids: &str, e: Weight<'_>) -> Result<String> {
+        let (name, rows, cols) = (e.name, e.rows, e.cols);
         let Some(bs) = self.block(name, cols, self.embedding_bits) else {
-            return F32Writer.embedding(g, ids, name, rows, cols, e);
+            return F32Writer.embedding(g, ids, e);
         };
-        self.write_q(g, name, e, (rows, cols, bs), None, self.embedding_bits)?;
+        self.write_q(
+            g,
+            name,
+            e.values,
+            (rows, cols, bs),
+            None,
+            self.embedding_bits,
+        )?;
         let kb = (cols / bs) as i64;
         if self.embedding_bits == 8 {
             // codes [.., kb, 32] - 128, times the block scales, -> [.., cols]
             let q = g.op("Gather", &[&format!("{name}.qweight"), ids], vec![]);
-            let q = g.op(
-                "Cast",
-                &[&q],
-                vec![("to", Attr::Int(DataType::FLOAT as i64))],
-            );
+            let q = to_f32(g, &q);
             let zp = g.float(128.0)?;
             let d = g.op("Sub", &[&q, &zp], vec![]);
             let axis = g.ints(&[-1])?;
@@ -411,24 +402,16 @@ impl LinearWriter for NBitsWriter {
         Ok(g.op("Reshape", &[&w, &shape], vec![]))
     }
 
-    fn experts(
-        &mut self,
-        g: &mut GraphBuilder<'_>,
-        x: &str,
-        name: &str,
-        experts: usize,
-        rows: usize,
-        cols: usize,
-        w: &[f32],
-    ) -> convert::Result<String> {
+    fn experts(&mut self, g: &mut GraphBuilder<'_>, x: &str, w: Experts<'_>) -> Result<String> {
+        let (experts, name, rows, cols) = (w.count, w.weight.name, w.weight.rows, w.weight.cols);
         let Some(bs) = self.block(name, cols, self.bits) else {
-            return F32Writer.experts(g, x, name, experts, rows, cols, w);
+            return F32Writer.experts(g, x, w);
         };
         let ax = g.ints(&[0])?;
         let mut outs = Vec::with_capacity(experts);
         for e in 0..experts {
             let prefix = format!("{name}.{e}");
-            let we = &w[e * rows * cols..(e + 1) * rows * cols];
+            let we = &w.weight.values[e * rows * cols..(e + 1) * rows * cols];
             self.write_q(g, &prefix, we, (rows, cols, bs), None, self.bits)?;
             let idx = g.int(e as i64)?;
             let xe = g.op("Gather", &[x, &idx], vec![("axis", Attr::Int(0))]);
@@ -439,7 +422,7 @@ impl LinearWriter for NBitsWriter {
         Ok(g.op("Concat", &refs, vec![("axis", Attr::Int(0))]))
     }
 
-    fn head(&mut self, g: &mut GraphBuilder<'_>, x: &str, name: &str) -> convert::Result<String> {
+    fn head(&mut self, g: &mut GraphBuilder<'_>, x: &str, name: &str) -> Result<String> {
         // The head reads the table `embedding` wrote: f32 when it fell back, else int4, whose
         // `B` shape [N, k_blocks, block / 2] gives N, K and the block.
         if g.dims_of(name).is_some() {

@@ -9,19 +9,10 @@ use quantize::awq::export::write_scaled_checkpoint;
 use quantize::awq::{compute_awq, AwqOptions, GroupKind, ScaledWeights};
 use quantize::calibrate::calibration_tokens;
 use verify::metrics::score_position;
-use verify::{ForwardOptions, Model, NoObserver, Weights};
+use verify::{Model, Weights};
 
 fn logits(w: &dyn Weights, ids: &[u32]) -> Vec<f32> {
-    let out = Model::load(w)
-        .unwrap()
-        .forward(
-            ids,
-            ForwardOptions::default(),
-            &mut NoObserver,
-            &mut |_, _| {},
-        )
-        .unwrap();
-    out.logits.iter().copied().collect()
+    Model::load(w).unwrap().logits(ids).unwrap()
 }
 
 fn max_kld(a: &[f32], b: &[f32], t: usize) -> f64 {

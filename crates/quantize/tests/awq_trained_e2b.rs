@@ -19,7 +19,7 @@ use quantize::awq::{compute_awq, AwqOptions, AwqPlan, AwqRun, ScaledWeights};
 use quantize::calibrate::calibration_tokens;
 use verify::awq_weights::AwqWeights;
 use verify::metrics::score_position;
-use verify::{ForwardOptions, LinearSite, Model, NoObserver, Observer, Weights};
+use verify::{ForwardOptions, LinearSite, Model, Observer, Weights};
 
 const GROUP: usize = 64;
 const CALIB_TOKENS: usize = 256;
@@ -222,16 +222,7 @@ fn awq_lowers_every_groups_output_error_on_held_out_activations() {
 
 /// The model's logits on `ids`, row-major `[T, vocab]`.
 fn logits(w: &dyn Weights, ids: &[u32]) -> Vec<f32> {
-    let out = Model::load(w)
-        .unwrap()
-        .forward(
-            ids,
-            ForwardOptions::default(),
-            &mut NoObserver,
-            &mut |_, _| {},
-        )
-        .unwrap();
-    out.logits.iter().copied().collect()
+    Model::load(w).unwrap().logits(ids).unwrap()
 }
 
 /// Mean KLD (reference ‖ candidate) over every position of `ids`.

@@ -16,9 +16,7 @@ fn mixes_choose_llamacpps_types() {
     assert!(!dirs.is_empty());
     let (mut files, mut tensors) = (0, 0);
     for dir in &dirs {
-        let m: Json =
-            serde_json::from_slice(&std::fs::read(dir.join("llamacpp/manifest.json")).unwrap())
-                .unwrap();
+        let m = testkit::llamacpp_manifest(dir);
         let base = &m["files"]["f32.gguf"]["gguf"];
         let md = &base["metadata"];
         let n_head = md["gemma4.attention.head_count"]["value"].as_u64().unwrap();
@@ -47,18 +45,9 @@ fn mixes_choose_llamacpps_types() {
             })
             .collect();
         input.sort_by(|a, b| quantize_order(&a.name, &b.name));
-        for (file, entry) in m["files"].as_object().unwrap() {
-            let by_quantize = entry["command"][0]
-                .as_str()
-                .is_some_and(|c| c.ends_with("llama-quantize"));
-            let Some(stem) = file.strip_suffix(".gguf").filter(|_| by_quantize) else {
-                continue;
-            };
-            let (mix, imatrix) = match stem.strip_suffix(".imatrix") {
-                Some(s) => (s, true),
-                None => (stem, false),
-            };
-            let Ok(ftype) = mix.parse::<FileType>() else {
+        for q in testkit::quantized_files(&m) {
+            let (file, entry, imatrix) = (q.file, q.entry, q.imatrix);
+            let Ok(ftype) = q.mix.parse::<FileType>() else {
                 continue;
             };
             let opts = MixOptions {

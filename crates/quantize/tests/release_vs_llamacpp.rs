@@ -29,26 +29,15 @@ fn releases_match_llama_quantize() {
     let tmp = tempfile::tempdir().unwrap();
     let (mut files, mut tensors, mut mismatched) = (0, 0, Vec::new());
     for dir in &dirs {
-        let m: Json =
-            serde_json::from_slice(&std::fs::read(dir.join("llamacpp/manifest.json")).unwrap())
-                .unwrap();
+        let m = testkit::llamacpp_manifest(dir);
         let Some(from) = testkit::llamacpp_source(dir, &m) else {
             continue;
         };
         let ckpt = Checkpoint::open(&from).unwrap();
         let imatrix = Imatrix::read(&dir.join("llamacpp/imatrix.gguf")).unwrap();
-        for (file, entry) in m["files"].as_object().unwrap() {
-            let by_quantize = entry["command"][0]
-                .as_str()
-                .is_some_and(|c| c.ends_with("llama-quantize"));
-            let Some(stem) = file.strip_suffix(".gguf").filter(|_| by_quantize) else {
-                continue;
-            };
-            let (mix, with_imatrix) = match stem.strip_suffix(".imatrix") {
-                Some(s) => (s, true),
-                None => (stem, false),
-            };
-            let ftype: FileType = mix.parse().unwrap();
+        for q in testkit::quantized_files(&m) {
+            let (file, entry, with_imatrix) = (q.file, q.entry, q.imatrix);
+            let ftype: FileType = q.mix.parse().unwrap();
             let opts = ReleaseOptions {
                 ftype,
                 mix: MixOptions::default(),
@@ -111,9 +100,7 @@ fn requantizing_llamacpps_f32_file_matches_llama_quantize() {
     let tmp = tempfile::tempdir().unwrap();
     let mut files = 0;
     for dir in &dirs {
-        let m: Json =
-            serde_json::from_slice(&std::fs::read(dir.join("llamacpp/manifest.json")).unwrap())
-                .unwrap();
+        let m = testkit::llamacpp_manifest(dir);
         let input = GgufFile::open(&dir.join("llamacpp/f32.gguf")).unwrap();
         let imatrix = Imatrix::read(&dir.join("llamacpp/imatrix.gguf")).unwrap();
         for (mix, with_imatrix) in [("Q4_K_M", false), ("Q2_K", false), ("IQ4_XS", true)] {

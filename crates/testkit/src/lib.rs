@@ -10,6 +10,8 @@
 //! the full set can feed prints `SKIPPED: <test>: <what is missing>`; with
 //! `G4Q_REQUIRE_ORACLES=1` (set by `.ci/run` when the full set is there) every skip fails.
 
+pub mod fuzz;
+pub mod gguf_oracle;
 pub mod imatrix_counts;
 pub mod make_oracles;
 pub mod oracles;
@@ -23,8 +25,8 @@ pub use cli::{expect_success, path_str, run_g4q};
 pub use imatrix_counts::assert_counts_close;
 pub use oracles::{
     fixture, fixture_dirs, fixture_or_standin, fixtures_bundled, fixtures_dir, golden_bundled,
-    golden_dir, llamacpp_source, reference_fixtures, repo_root, require_oracles, skip,
-    skip_missing_oracle,
+    golden_dir, llamacpp_manifest, llamacpp_source, quantized_files, reference_fixtures, repo_root,
+    require_oracles, skip, skip_missing_oracle, QuantizedFile,
 };
 pub use rng::XorShift32;
 pub use safetensors_file::{copy_checkpoint, copy_checkpoint_to};

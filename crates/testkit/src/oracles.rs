@@ -192,6 +192,52 @@ pub fn llamacpp_source(dir: &Path, manifest: &serde_json::Value) -> Option<PathB
     None
 }
 
+/// The fixture folder `dir`'s `llamacpp/manifest.json`: what llama.cpp's tools wrote there.
+pub fn llamacpp_manifest(dir: &Path) -> serde_json::Value {
+    let path = dir.join("llamacpp/manifest.json");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A GGUF file of a llama.cpp manifest that llama-quantize wrote.
+pub struct QuantizedFile<'a> {
+    /// The file name, `{mix}.gguf` or `{mix}.imatrix.gguf`.
+    pub file: &'a str,
+    /// The file type name (`Q4_K_M`).
+    pub mix: &'a str,
+    /// Whether llama-quantize was given the fixture's importance matrix.
+    pub imatrix: bool,
+    /// The manifest's entry for the file (its `gguf` dump, the command).
+    pub entry: &'a serde_json::Value,
+}
+
+/// The files of `manifest` that llama-quantize wrote, in the manifest's order.
+pub fn quantized_files(manifest: &serde_json::Value) -> Vec<QuantizedFile<'_>> {
+    let files = manifest["files"]
+        .as_object()
+        .expect("manifest has no files");
+    let mut out = Vec::new();
+    for (file, entry) in files {
+        let by_quantize = entry["command"][0]
+            .as_str()
+            .is_some_and(|c| c.ends_with("llama-quantize"));
+        let Some(stem) = file.strip_suffix(".gguf").filter(|_| by_quantize) else {
+            continue;
+        };
+        let (mix, imatrix) = match stem.strip_suffix(".imatrix") {
+            Some(s) => (s, true),
+            None => (stem, false),
+        };
+        out.push(QuantizedFile {
+            file,
+            mix,
+            imatrix,
+            entry,
+        });
+    }
+    out
+}
+
 /// A folder named `name` (in a fresh temporary folder that lives as long as the test process)
 /// whose files are links to the files of `src`.
 fn renamed_twin(src: &Path, name: &str) -> PathBuf {

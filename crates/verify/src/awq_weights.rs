@@ -21,7 +21,7 @@ use convert::Gemma4Config;
 use serde_json::Value;
 
 use crate::error::{Result, VerifyError};
-use crate::weights::{widen, DenseMatrix, ElemType, Matrix, RowSource, Weights};
+use crate::weights::{widen, DenseMatrix, Dims, ElemType, Matrix, RowSource, Weights};
 
 /// An opened AWQ release folder (`config.json` + `model.safetensors`, mapped).
 pub struct AwqWeights {
@@ -274,20 +274,11 @@ fn round_to(t: ElemType, x: f32) -> f32 {
 }
 
 impl RowSource for Int4Rows<'_> {
-    fn name(&self) -> &str {
-        &self.name
+    fn dims(&self) -> Dims<'_> {
+        Dims::new(&self.name, self.rows, self.cols)
     }
 
-    fn rows(&self) -> usize {
-        self.rows
-    }
-
-    fn cols(&self) -> usize {
-        self.cols
-    }
-
-    fn rows_to_f32(&self, row0: usize, n: usize, out: &mut [f32]) -> Result<()> {
-        crate::weights::check_rows(self, row0, n, out.len())?;
+    fn read_rows(&self, row0: usize, _n: usize, out: &mut [f32]) -> Result<()> {
         let ng = self.cols / self.group;
         let es = self.scale_type.size();
         let mut scales = vec![0f32; ng];

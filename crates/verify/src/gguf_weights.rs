@@ -24,7 +24,7 @@ use kernels::GgmlType;
 use memmap2::{Mmap, UncheckedAdvice};
 
 use crate::error::{Result, VerifyError};
-use crate::weights::{Matrix, RowSource, Weights};
+use crate::weights::{Dims, Matrix, RowSource, Weights};
 
 /// How the matrix products of a GGUF candidate are computed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,20 +157,11 @@ struct GgufMatrix<'a> {
 }
 
 impl RowSource for GgufMatrix<'_> {
-    fn name(&self) -> &str {
-        &self.name
+    fn dims(&self) -> Dims<'_> {
+        Dims::new(&self.name, self.rows, self.cols)
     }
 
-    fn rows(&self) -> usize {
-        self.rows
-    }
-
-    fn cols(&self) -> usize {
-        self.cols
-    }
-
-    fn rows_to_f32(&self, row0: usize, n: usize, out: &mut [f32]) -> Result<()> {
-        crate::weights::check_rows(self, row0, n, out.len())?;
+    fn read_rows(&self, row0: usize, n: usize, out: &mut [f32]) -> Result<()> {
         let src = &self.data[row0 * self.row_bytes..(row0 + n) * self.row_bytes];
         // Row by row: each ggml row is whole blocks, and one row at a time keeps the scratch in
         // the caller's panel buffer.

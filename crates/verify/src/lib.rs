@@ -34,4 +34,4 @@ pub use error::{Result, VerifyError};
 pub use model::{forward_streaming, ForwardOptions, ForwardOutput, Model};
 pub use observer::{LinearSite, NoObserver, Observer};
 pub use tokenizer::Tokenizer;
-pub use weights::{Matrix, RowSource, Weights};
+pub use weights::{Dims, Matrix, RowSource, Weights};

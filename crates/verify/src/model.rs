@@ -129,15 +129,26 @@ impl<'w> Model<'w> {
         observer: &mut dyn Observer,
         progress: Progress<'_>,
     ) -> Result<ForwardOutput> {
-        run(
-            self.src,
-            &self.globals,
-            Layers::Loaded(&self.layers),
+        let pass = Pass {
+            src: self.src,
+            g: &self.globals,
+            layers: Layers::Loaded(&self.layers),
             ids,
             opts,
-            observer,
-            progress,
-        )
+        };
+        run(pass, observer, progress)
+    }
+
+    /// The logits on `ids` with the default options, row-major `[T, vocab]`: what comparisons
+    /// of two weight sources read.
+    pub fn logits(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        let out = self.forward(
+            ids,
+            ForwardOptions::default(),
+            &mut crate::observer::NoObserver,
+            &mut |_, _| {},
+        )?;
+        Ok(out.logits.iter().copied().collect())
     }
 
     /// Runs the embedding and the decoder layers on `ids` for the observer's sake only: no final
@@ -149,18 +160,14 @@ impl<'w> Model<'w> {
         observer: &mut dyn Observer,
         progress: Progress<'_>,
     ) -> Result<()> {
-        let opts = ForwardOptions::default();
-        let layers = Layers::Loaded(&self.layers);
-        run_layers(
-            self.src,
-            &self.globals,
-            layers,
+        let pass = Pass {
+            src: self.src,
+            g: &self.globals,
+            layers: Layers::Loaded(&self.layers),
             ids,
-            opts,
-            observer,
-            progress,
-        )
-        .map(|_| ())
+            opts: ForwardOptions::default(),
+        };
+        run_layers(pass, observer, progress).map(|_| ())
     }
 }
 
@@ -174,7 +181,14 @@ pub fn forward_streaming(
     progress: Progress<'_>,
 ) -> Result<ForwardOutput> {
     let globals = GlobalWeights::load(src)?;
-    run(src, &globals, Layers::Stream, ids, opts, observer, progress)
+    let pass = Pass {
+        src,
+        g: &globals,
+        layers: Layers::Stream,
+        ids,
+        opts,
+    };
+    run(pass, observer, progress)
 }
 
 enum Layers<'a, 'w> {
@@ -182,17 +196,24 @@ enum Layers<'a, 'w> {
     Stream,
 }
 
-fn run(
-    src: &dyn Weights,
-    g: &GlobalWeights<'_>,
-    layers: Layers<'_, '_>,
-    ids: &[u32],
+/// What one forward pass runs over: the weights (the globals loaded, the layers loaded or
+/// streamed), the tokens and the options.
+struct Pass<'a, 'w> {
+    src: &'a dyn Weights,
+    g: &'a GlobalWeights<'w>,
+    layers: Layers<'a, 'w>,
+    ids: &'a [u32],
     opts: ForwardOptions,
+}
+
+fn run(
+    pass: Pass<'_, '_>,
     observer: &mut dyn Observer,
     progress: Progress<'_>,
 ) -> Result<ForwardOutput> {
-    let streaming = matches!(layers, Layers::Stream);
-    let (mut h, hidden) = run_layers(src, g, layers, ids, opts, observer, progress)?;
+    let (src, g, ids) = (pass.src, pass.g, pass.ids);
+    let streaming = matches!(pass.layers, Layers::Stream);
+    let (mut h, hidden) = run_layers(pass, observer, progress)?;
     let cfg = src.config();
     let t = ids.len();
     rms_norm_rows(
@@ -214,14 +235,17 @@ type LayersOutput = (Vec<f32>, Option<Vec<Array2<f32>>>);
 
 /// The embedding, per-layer inputs and every decoder layer: everything but the head.
 fn run_layers(
-    src: &dyn Weights,
-    g: &GlobalWeights<'_>,
-    layers: Layers<'_, '_>,
-    ids: &[u32],
-    opts: ForwardOptions,
+    pass: Pass<'_, '_>,
     observer: &mut dyn Observer,
     progress: Progress<'_>,
 ) -> Result<LayersOutput> {
+    let Pass {
+        src,
+        g,
+        layers,
+        ids,
+        opts,
+    } = pass;
     let cfg = src.config();
     let t = ids.len();
     let b = cfg.hidden_size;

@@ -26,7 +26,7 @@ use convert::Gemma4Config;
 use memmap2::Mmap;
 
 use crate::error::{Result, VerifyError};
-use crate::weights::{check_rows, widen, DenseMatrix, ElemType, Matrix, RowSource, Weights};
+use crate::weights::{widen, DenseMatrix, Dims, ElemType, Matrix, RowSource, Weights};
 
 /// Where an initializer's bytes are.
 enum Bytes {
@@ -325,20 +325,11 @@ struct Int4Matrix<'a> {
 }
 
 impl RowSource for Int4Matrix<'_> {
-    fn name(&self) -> &str {
-        &self.name
+    fn dims(&self) -> Dims<'_> {
+        Dims::new(&self.name, self.rows, self.cols)
     }
 
-    fn rows(&self) -> usize {
-        self.rows
-    }
-
-    fn cols(&self) -> usize {
-        self.cols
-    }
-
-    fn rows_to_f32(&self, row0: usize, n: usize, out: &mut [f32]) -> Result<()> {
-        check_rows(self, row0, n, out.len())?;
+    fn read_rows(&self, row0: usize, _n: usize, out: &mut [f32]) -> Result<()> {
         for (i, dst) in out.chunks_mut(self.cols).enumerate() {
             let mut r = row0 + i;
             let part = self

@@ -16,14 +16,29 @@ use crate::error::{Result, VerifyError};
 
 /// A 2-D weight `[rows, cols]` (`[out, in]` for a linear layer) that widens rows on demand.
 pub trait RowSource: Send + Sync {
+    /// Name and size: the one thing every source reports the same way.
+    fn dims(&self) -> Dims<'_>;
     /// Canonical tensor name, for errors and observers.
-    fn name(&self) -> &str;
+    fn name(&self) -> &str {
+        self.dims().name
+    }
     /// Number of rows (outputs of a linear layer).
-    fn rows(&self) -> usize;
+    fn rows(&self) -> usize {
+        self.dims().rows
+    }
     /// Number of columns (inputs of a linear layer).
-    fn cols(&self) -> usize;
-    /// Writes rows `row0 .. row0 + n` as f32 into `out` (`n * cols` values, row-major).
-    fn rows_to_f32(&self, row0: usize, n: usize, out: &mut [f32]) -> Result<()>;
+    fn cols(&self) -> usize {
+        self.dims().cols
+    }
+    /// Writes rows `row0 .. row0 + n` as f32 into `out` (`n * cols` values, row-major), after
+    /// checking that they lie inside the matrix and that `out` holds exactly them.
+    fn rows_to_f32(&self, row0: usize, n: usize, out: &mut [f32]) -> Result<()> {
+        self.dims().check_rows(row0, n, out.len())?;
+        self.read_rows(row0, n, out)
+    }
+    /// What [`RowSource::rows_to_f32`] does once the bounds are checked: each source's hot loop
+    /// indexes without re-deriving them.
+    fn read_rows(&self, row0: usize, n: usize, out: &mut [f32]) -> Result<()>;
     /// `x[t, cols] @ W[rows, :].T` computed by the source itself, or `None` (the default) to let
     /// the f32 GEMM widen rows. Quantized GGUF candidates use it to run ggml's own quantized
     /// dot products (activations rounded to 8 bits), so their error matches llama.cpp's.
@@ -37,22 +52,34 @@ pub trait RowSource: Send + Sync {
     }
 }
 
-/// Checks that rows `row0 .. row0 + n` lie inside `src` and that `out_len` values hold exactly
-/// those rows: the common precondition of every [`RowSource::rows_to_f32`], checked once here so
-/// each source's hot loop can index without re-deriving bounds.
-pub(crate) fn check_rows(src: &dyn RowSource, row0: usize, n: usize, out_len: usize) -> Result<()> {
-    let inside = row0.checked_add(n).is_some_and(|e| e <= src.rows());
-    if !inside || Some(out_len) != n.checked_mul(src.cols()) {
-        return Err(VerifyError::shape(
-            src.name(),
-            format!(
-                "rows {row0}..{row0}+{n} into {out_len} values is outside [{}, {}]",
-                src.rows(),
-                src.cols()
-            ),
-        ));
+/// Name and size of a [`RowSource`] matrix.
+#[derive(Clone, Copy, Debug)]
+pub struct Dims<'a> {
+    pub name: &'a str,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl<'a> Dims<'a> {
+    pub fn new(name: &'a str, rows: usize, cols: usize) -> Self {
+        Dims { name, rows, cols }
     }
-    Ok(())
+
+    /// Checks that rows `row0 .. row0 + n` lie inside the matrix and that `out_len` values hold
+    /// exactly those rows.
+    fn check_rows(&self, row0: usize, n: usize, out_len: usize) -> Result<()> {
+        let inside = row0.checked_add(n).is_some_and(|e| e <= self.rows);
+        if !inside || Some(out_len) != n.checked_mul(self.cols) {
+            return Err(VerifyError::shape(
+                self.name,
+                format!(
+                    "rows {row0}..{row0}+{n} into {out_len} values is outside [{}, {}]",
+                    self.rows, self.cols
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A boxed matrix borrowed from (or owned by) its weight source.
@@ -123,20 +150,11 @@ impl<'a> DenseMatrix<'a> {
 }
 
 impl RowSource for DenseMatrix<'_> {
-    fn name(&self) -> &str {
-        &self.name
+    fn dims(&self) -> Dims<'_> {
+        Dims::new(&self.name, self.rows, self.cols)
     }
 
-    fn rows(&self) -> usize {
-        self.rows
-    }
-
-    fn cols(&self) -> usize {
-        self.cols
-    }
-
-    fn rows_to_f32(&self, row0: usize, n: usize, out: &mut [f32]) -> Result<()> {
-        check_rows(self, row0, n, out.len())?;
+    fn read_rows(&self, row0: usize, n: usize, out: &mut [f32]) -> Result<()> {
         let es = self.dtype.size();
         let start = row0 * self.cols * es;
         let src = &self.bytes[start..start + n * self.cols * es];

@@ -4,7 +4,7 @@
 //! Bounded: a fixed number of cases, printed at the end.
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
+use testkit::fuzz::fuzz;
 use verify::gates::Thresholds;
 
 const TABLES: &[&str] = &[
@@ -101,29 +101,6 @@ fn model((top, tables): &Config_) -> Option<Thresholds> {
         }
     }
     Some(th)
-}
-
-/// Runs `test` on `cases` values of `strategy` and prints how many ran.
-fn fuzz<S: Strategy>(
-    name: &str,
-    cases: u32,
-    strategy: S,
-    test: impl Fn(S::Value) -> Result<(), TestCaseError>,
-) {
-    let runs = std::cell::Cell::new(0u32);
-    let mut runner = TestRunner::new(Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
-    });
-    let result = runner.run(&strategy, |v| {
-        runs.set(runs.get() + 1);
-        test(v)
-    });
-    if let Err(e) = result {
-        panic!("{name}: {e}");
-    }
-    println!("{name}: {} executions, no failures", runs.get());
 }
 
 #[test]

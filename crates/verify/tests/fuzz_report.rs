@@ -5,8 +5,8 @@
 //! cases, printed at the end.
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
 use serde_json::Value;
+use testkit::fuzz::fuzz;
 use verify::candidate::InputRecord;
 use verify::metrics::{score_position, MetricSums};
 use verify::report::{DataRecord, Report};
@@ -84,28 +84,6 @@ fn hostile_value() -> impl Strategy<Value = Value> {
         Just(Value::from("not-g4q")),
         Just(Value::from("a".repeat(64))),
     ]
-}
-
-fn fuzz<S: Strategy>(
-    name: &str,
-    cases: u32,
-    strategy: S,
-    test: impl Fn(S::Value) -> Result<(), TestCaseError>,
-) {
-    let runs = std::cell::Cell::new(0u32);
-    let mut runner = TestRunner::new(Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
-    });
-    let result = runner.run(&strategy, |v| {
-        runs.set(runs.get() + 1);
-        test(v)
-    });
-    if let Err(e) = result {
-        panic!("{name}: {e}");
-    }
-    println!("{name}: {} executions, no failures", runs.get());
 }
 
 /// What any accepted baseline must satisfy.

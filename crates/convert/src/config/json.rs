@@ -13,6 +13,7 @@
 use serde_json::{Map, Value};
 
 use super::defaults;
+use super::keys::TypedKeys;
 use super::{Gemma4Config, LayerType, RopeParams, RopeType};
 use crate::error::{cut, ConvertError, Result};
 
@@ -379,6 +380,22 @@ struct Reader<'a> {
     prefix: &'a str,
 }
 
+impl<'a> TypedKeys<'a> for Reader<'a> {
+    type Value = Value;
+
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        self.obj.get(key).filter(|v| !v.is_null())
+    }
+
+    fn wrong_type(&self, key: &str, expected: &str, got: &Value) -> ConvertError {
+        self.err(format!(
+            "{}{key} must be {expected}, got {}",
+            self.prefix,
+            cut(&got.to_string())
+        ))
+    }
+}
+
 impl<'a> Reader<'a> {
     fn new(obj: &'a Map<String, Value>, origin: &'a str, prefix: &'a str) -> Self {
         Reader {
@@ -390,28 +407,6 @@ impl<'a> Reader<'a> {
 
     fn err(&self, message: impl Into<String>) -> ConvertError {
         ConvertError::config(self.origin, message)
-    }
-
-    fn wrong_type(&self, key: &str, expected: &str, got: &Value) -> ConvertError {
-        self.err(format!(
-            "{}{key} must be {expected}, got {}",
-            self.prefix,
-            cut(&got.to_string())
-        ))
-    }
-
-    fn get(&self, key: &str) -> Option<&'a Value> {
-        self.obj.get(key).filter(|v| !v.is_null())
-    }
-
-    fn usize_opt(&self, key: &str) -> Result<Option<usize>> {
-        self.get(key)
-            .map(|v| {
-                v.as_u64()
-                    .and_then(|n| usize::try_from(n).ok())
-                    .ok_or_else(|| self.wrong_type(key, "a non-negative integer", v))
-            })
-            .transpose()
     }
 
     fn usize_req(&self, key: &str) -> Result<usize> {
@@ -443,15 +438,6 @@ impl<'a> Reader<'a> {
             .map(|v| {
                 v.as_bool()
                     .ok_or_else(|| self.wrong_type(key, "true or false", v))
-            })
-            .transpose()
-    }
-
-    fn str_opt(&self, key: &str) -> Result<Option<&'a str>> {
-        self.get(key)
-            .map(|v| {
-                v.as_str()
-                    .ok_or_else(|| self.wrong_type(key, "a string", v))
             })
             .transpose()
     }

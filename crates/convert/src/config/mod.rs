@@ -6,6 +6,7 @@
 
 pub mod defaults;
 mod json;
+pub(crate) mod keys;
 
 use crate::error::ConvertError;
 

@@ -6,6 +6,7 @@
 //! [`Gemma4Config::validate`]'s ranges, and every size is checked against the shapes of the
 //! tensors it describes before anything sized by it (a RoPE table, a KV cache) is allocated.
 
+use crate::config::keys::TypedKeys;
 use crate::config::{defaults, Gemma4Config, LayerType, RopeParams, RopeType};
 use crate::error::{cut, ConvertError, Result};
 use crate::gguf::{Array, GgufFile, Value};
@@ -254,9 +255,11 @@ struct Keys<'a> {
     f: &'a GgufFile,
 }
 
-impl<'a> Keys<'a> {
-    fn err(&self, message: impl Into<String>) -> ConvertError {
-        ConvertError::format(self.f.path(), message)
+impl<'a> TypedKeys<'a> for Keys<'a> {
+    type Value = Value;
+
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        self.f.metadata().get(key)
     }
 
     fn wrong_type(&self, key: &str, expected: &str, got: &Value) -> ConvertError {
@@ -266,39 +269,20 @@ impl<'a> Keys<'a> {
             cut(&got.to_string())
         ))
     }
+}
 
-    fn get(&self, key: &str) -> Option<&'a Value> {
-        self.f.metadata().get(key)
-    }
-
-    fn str_opt(&self, key: &str) -> Result<Option<&'a str>> {
-        self.get(key)
-            .map(|v| {
-                v.as_str()
-                    .ok_or_else(|| self.wrong_type(key, "a string", v))
-            })
-            .transpose()
-    }
-
-    /// A non-negative integer of any width; `None` when absent. Ranges are checked by
-    /// [`Gemma4Config::validate`].
-    fn size_opt(&self, key: &str) -> Result<Option<usize>> {
-        self.get(key)
-            .map(|v| {
-                v.as_u64()
-                    .and_then(|n| usize::try_from(n).ok())
-                    .ok_or_else(|| self.wrong_type(key, "a non-negative integer", v))
-            })
-            .transpose()
+impl<'a> Keys<'a> {
+    fn err(&self, message: impl Into<String>) -> ConvertError {
+        ConvertError::format(self.f.path(), message)
     }
 
     fn size(&self, key: &str) -> Result<usize> {
-        self.size_opt(key)?
+        self.usize_opt(key)?
             .ok_or_else(|| self.err(format!("{key} is missing")))
     }
 
     fn size_or(&self, key: &str, default: usize) -> Result<usize> {
-        Ok(self.size_opt(key)?.unwrap_or(default))
+        Ok(self.usize_opt(key)?.unwrap_or(default))
     }
 
     fn float_opt(&self, key: &str) -> Result<Option<f64>> {

@@ -18,7 +18,7 @@
 use onnx_protobuf::tensor_proto::DataType;
 
 use super::graph::{Attr, Dim, GraphBuilder};
-use super::linear::LinearWriter;
+use super::linear::{Experts, LinearWriter, Weight};
 use crate::checkpoint::Checkpoint;
 use crate::config::{Gemma4Config, LayerType, RopeParams};
 use crate::error::{ConvertError, Result};
@@ -119,7 +119,13 @@ impl<'a, 'd> Decoder<'a, 'd> {
     /// `x [N, cols] @ W.T` for the `[rows, cols]` weight `name`.
     fn linear(&mut self, x: &str, name: &str, rows: usize, cols: usize) -> Result<String> {
         let w = self.read(name, &[rows, cols])?;
-        self.lin.linear(&mut self.g, x, name, rows, cols, &w)
+        let w = Weight {
+            name,
+            rows,
+            cols,
+            values: &w,
+        };
+        self.lin.linear(&mut self.g, x, w)
     }
 
     /// RMSNorm over the last axis: `x / sqrt(mean(x^2) + eps) * w` (no `1 + w`).
@@ -214,9 +220,16 @@ impl<'a, 'd> Decoder<'a, 'd> {
         // Embedding, scaled by the f32 sqrt(hidden).
         let embed = "embed_tokens.weight";
         let e = self.read(embed, &[v, hsz])?;
-        let rows = self
-            .lin
-            .embedding(&mut self.g, INPUT_IDS, embed, v, hsz, &e)?;
+        let rows = self.lin.embedding(
+            &mut self.g,
+            INPUT_IDS,
+            Weight {
+                name: embed,
+                rows: v,
+                cols: hsz,
+                values: &e,
+            },
+        )?;
         drop(e);
         let h0 = self.reshape(&rows, &[-1, hsz as i64])?;
         let mut h = self.scale(&h0, (hsz as f64).sqrt() as f32)?;
@@ -293,9 +306,16 @@ impl<'a, 'd> Decoder<'a, 'd> {
             INPUT_IDS.to_string()
         };
         let e = self.read(name, &[vp, nl * p])?;
-        let tok = self
-            .lin
-            .embedding(&mut self.g, &ids, name, vp, nl * p, &e)?;
+        let tok = self.lin.embedding(
+            &mut self.g,
+            &ids,
+            Weight {
+                name,
+                rows: vp,
+                cols: nl * p,
+                values: &e,
+            },
+        )?;
         drop(e);
         let tok = self.reshape(&tok, &[-1, nl as i64, p as i64])?;
         let tok = self.scale(&tok, (p as f64).sqrt() as f32)?;
@@ -618,7 +638,16 @@ impl<'a, 'd> Decoder<'a, 'd> {
         let act = self.transpose(&act, &[1, 0, 2]);
         let name = n("experts.down_proj");
         let wd = self.read(&name, &[e * b, i])?;
-        let y = self.lin.experts(&mut self.g, &act, &name, e, b, i, &wd)?;
+        let down = Experts {
+            count: e,
+            weight: Weight {
+                name: &name,
+                rows: b,
+                cols: i,
+                values: &wd,
+            },
+        };
+        let y = self.lin.experts(&mut self.g, &act, down)?;
         drop(wd);
         // weight [N, E] -> [E, N, 1], weighted sum over experts
         let wt = self.transpose(&dense, &[1, 0]);

@@ -96,13 +96,7 @@ pub fn write(ckpt: &Checkpoint, out: &Path, lin: &mut dyn LinearWriter) -> Resul
             .write_to_bytes()
             .map_err(|e| ConvertError::format(&path, format!("encoding the ONNX model: {e}")))?;
         std::fs::write(&path, &bytes).map_err(|e| ConvertError::io(&path, e))?;
-        for name in COPIED {
-            let src = ckpt.dir().join(name);
-            if src.is_file() {
-                let dst = dir.join(name);
-                std::fs::copy(&src, &dst).map_err(|e| ConvertError::io(&dst, e))?;
-            }
-        }
+        ckpt.copy_side_files(&COPIED, dir)?;
         let genai = genai::genai_config(ckpt.config(), MODEL_FILE, &eos, &search);
         let path = dir.join(genai::GENAI_FILE);
         let text = serde_json::to_string_pretty(&genai)

@@ -174,18 +174,6 @@ fn read_config(ckpt: &Checkpoint) -> Result<Value> {
         .map_err(|e| QuantizeError::Options(format!("{}: not valid JSON: {e}", path.display())))
 }
 
-fn copy_side_files(ckpt: &Checkpoint, out_dir: &Path) -> Result<()> {
-    for f in SIDE_FILES {
-        let src = ckpt.dir().join(f);
-        if src.is_file() {
-            // Written afresh (not `fs::copy`), so the copy gets the usual mode, not the source's.
-            let bytes = std::fs::read(&src).map_err(|e| io_error(&src, e))?;
-            write_file(&out_dir.join(f), &bytes)?;
-        }
-    }
-    Ok(())
-}
-
 /// Every text tensor of `ckpt` in file order, the unused shared K/V included.
 fn all_names(ckpt: &Checkpoint) -> Vec<String> {
     let mut names: Vec<String> = ckpt.text_tensors().into_iter().map(String::from).collect();
@@ -291,29 +279,38 @@ pub fn write_compressed_tensors(
             quantization_config(g, &targets),
         );
     }
-    write_folder(out_dir, |dir| {
-        write_safetensors(
-            &dir.join("model.safetensors"),
-            &units,
-            |source| {
-                Ok(match source {
-                    Source::Raw(n) => vec![ckpt.tensor(n)?.data.to_vec()],
-                    Source::Norm(n) => vec![f32_bytes(&scaled.vector(n)?)],
-                    Source::Scaled(n) => vec![f32_bytes(&dense_f32(&scaled, n)?.values)],
-                    Source::Int4(n) => {
-                        let d = dense_f32(&scaled, n)?;
-                        let m = quantize(&d.values, d.rows, d.cols, g, None);
-                        Weights::release(ckpt, n);
-                        int4_tensors(&m)
-                    }
-                })
-            },
-            progress,
-        )?;
-        write_json(&dir.join("config.json"), &config)?;
-        copy_side_files(ckpt, dir)
-    })?;
+    let bytes = |source: &Source| {
+        Ok(match source {
+            Source::Raw(n) => vec![ckpt.tensor(n)?.data.to_vec()],
+            Source::Norm(n) => vec![f32_bytes(&scaled.vector(n)?)],
+            Source::Scaled(n) => vec![f32_bytes(&dense_f32(&scaled, n)?.values)],
+            Source::Int4(n) => {
+                let d = dense_f32(&scaled, n)?;
+                let m = quantize(&d.values, d.rows, d.cols, g, None);
+                Weights::release(ckpt, n);
+                int4_tensors(&m)
+            }
+        })
+    };
+    write_release(ckpt, out_dir, &units, &config, bytes, progress)?;
     Ok(summary)
+}
+
+/// Writes the release folder `out_dir` atomically: `model.safetensors` of `units` (the bytes of
+/// each source from `bytes`), `config.json` and the tokenizer files of `ckpt`.
+fn write_release(
+    ckpt: &Checkpoint,
+    out_dir: &Path,
+    units: &[(Vec<StEntry>, Source)],
+    config: &Value,
+    bytes: impl FnMut(&Source) -> Result<Vec<Vec<u8>>>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<()> {
+    write_folder(out_dir, |dir| {
+        write_safetensors(&dir.join("model.safetensors"), units, bytes, progress)?;
+        write_json(&dir.join("config.json"), config)?;
+        Ok(ckpt.copy_side_files(SIDE_FILES, dir)?)
+    })
 }
 
 /// `name` through `w` as row-major f32 with its shape.
@@ -357,24 +354,16 @@ pub fn write_scaled_checkpoint(
         units.push((vec![StEntry::new(hf, dtype, view.shape.clone())], source));
     }
     let config = read_config(ckpt)?;
-    write_folder(out_dir, |dir| {
-        write_safetensors(
-            &dir.join("model.safetensors"),
-            &units,
-            |source| {
-                Ok(match source {
-                    Source::Raw(n) => vec![ckpt.tensor(n)?.data.to_vec()],
-                    Source::Norm(n) => vec![f32_bytes(&scaled.vector(n)?)],
-                    Source::Scaled(n) | Source::Int4(n) => {
-                        vec![f32_bytes(&dense_f32(&scaled, n)?.values)]
-                    }
-                })
-            },
-            progress,
-        )?;
-        write_json(&dir.join("config.json"), &config)?;
-        copy_side_files(ckpt, dir)
-    })
+    let bytes = |source: &Source| {
+        Ok(match source {
+            Source::Raw(n) => vec![ckpt.tensor(n)?.data.to_vec()],
+            Source::Norm(n) => vec![f32_bytes(&scaled.vector(n)?)],
+            Source::Scaled(n) | Source::Int4(n) => {
+                vec![f32_bytes(&dense_f32(&scaled, n)?.values)]
+            }
+        })
+    };
+    write_release(ckpt, out_dir, &units, &config, bytes, progress)
 }
 
 /// An I/O failure on `file`, as the convert crate reports it.
