@@ -217,112 +217,133 @@ impl Avx2 {
     }
 }
 
+/// The [`Lanes`] impl of an x86 backend token: each search calls the backend module's
+/// `#[target_feature]` entry. With `narrow`, searches over a number of groups that is not a
+/// multiple of the vector width go to the narrower backend instead. `$extra` holds the
+/// methods only this backend overrides.
 #[cfg(target_arch = "x86_64")]
-impl Lanes for Avx2 {
-    #[inline(always)]
-    fn qkx<const N: usize, const M: usize>(
-        self,
-        x: &[[f32; N]; M],
-        w: &[[f32; N]; M],
-        nmax: i32,
-        rmin: f32,
-        rdelta: f32,
-        nstep: i32,
-        use_mad: bool,
-        strict_degenerate: bool,
-        scale_out: &mut [f32; N],
-        the_min: &mut [f32; N],
-        l_out: &mut [[u8; N]; M],
-    ) {
-        // SAFETY: `self` exists only if the CPU has AVX2 (see `Avx2::detect`).
-        unsafe {
-            super::lanes_avx2::qkx(
+macro_rules! x86_lanes {
+    ($token:ident, $module:ident $(, narrow: $narrow:ident)?; $($extra:tt)*) => {
+        impl Lanes for $token {
+            #[inline(always)]
+            fn qkx<const N: usize, const M: usize>(
                 self,
-                x,
-                w,
-                nmax,
-                rmin,
-                rdelta,
-                nstep,
-                use_mad,
-                strict_degenerate,
-                scale_out,
-                the_min,
-                l_out,
-            )
+                x: &[[f32; N]; M],
+                w: &[[f32; N]; M],
+                nmax: i32,
+                rmin: f32,
+                rdelta: f32,
+                nstep: i32,
+                use_mad: bool,
+                strict_degenerate: bool,
+                scale_out: &mut [f32; N],
+                the_min: &mut [f32; N],
+                l_out: &mut [[u8; N]; M],
+            ) {
+                $(if !N.is_multiple_of(<$token as Vector>::LANES) {
+                    return self.$narrow().qkx(
+                        x, w, nmax, rmin, rdelta, nstep, use_mad, strict_degenerate, scale_out,
+                        the_min, l_out,
+                    );
+                })?
+                // SAFETY: `self` exists only if the CPU has the instruction set (`detect`).
+                unsafe {
+                    super::$module::qkx(
+                        self, x, w, nmax, rmin, rdelta, nstep, use_mad, strict_degenerate,
+                        scale_out, the_min, l_out,
+                    )
+                }
+            }
+            #[inline(always)]
+            fn qx<const N: usize, const M: usize>(
+                self,
+                x: &[[f32; N]; M],
+                w: &[[f32; N]; M],
+                nmax: i32,
+                scale_out: &mut [f32; N],
+                l_out: &mut [[i8; N]; M],
+            ) {
+                $(if !N.is_multiple_of(<$token as Vector>::LANES) {
+                    return self.$narrow().qx(x, w, nmax, scale_out, l_out);
+                })?
+                // SAFETY: `self` exists only if the CPU has the instruction set (`detect`).
+                unsafe { super::$module::qx(self, x, w, nmax, scale_out, l_out) }
+            }
+            #[inline(always)]
+            fn q3<const N: usize, const M: usize>(
+                self,
+                x: &[[f32; N]; M],
+                nmax: i32,
+                scale_out: &mut [f32; N],
+                l_out: &mut [[i8; N]; M],
+            ) {
+                $(if !N.is_multiple_of(<$token as Vector>::LANES) {
+                    return self.$narrow().q3(x, nmax, scale_out, l_out);
+                })?
+                // SAFETY: `self` exists only if the CPU has the instruction set (`detect`).
+                unsafe { super::$module::q3(self, x, nmax, scale_out, l_out) }
+            }
+            #[inline(always)]
+            fn requant(self, x: &Super, d: &[f32; 16], nmax: i32, l: &mut [i8; QK_K]) -> u16 {
+                // SAFETY: `self` exists only if the CPU has the instruction set (`detect`).
+                unsafe { super::$module::requant(self, x, d, nmax, l) }
+            }
+            #[inline(always)]
+            fn q3_first<const N: usize, const M: usize>(
+                self,
+                x: &[[f32; N]; M],
+                nmax: i32,
+                scale_out: &mut [f32; N],
+                state: &mut [[f32; N]; 3],
+            ) -> u64 {
+                $(if !N.is_multiple_of(<$token as Vector>::LANES) {
+                    return self.$narrow().q3_first(x, nmax, scale_out, state);
+                })?
+                // SAFETY: `self` exists only if the CPU has the instruction set (`detect`).
+                unsafe { super::$module::q3_first(self, x, nmax, scale_out, state) }
+            }
+            #[inline(always)]
+            fn q3_rest(self, jobs: &mut [Q3Job<'_>], nmax: i32) {
+                // SAFETY: `self` exists only if the CPU has the instruction set (`detect`).
+                unsafe { super::$module::q3_rest(jobs, nmax) }
+            }
+            #[inline(always)]
+            fn q3_headers(
+                self,
+                scales: &[[f32; 16]],
+                y: &mut [crate::blocks::BlockQ3K],
+                steps: &mut [[f32; 16]],
+            ) {
+                let lanes = <$token as Vector>::LANES;
+                for ((s, yb), d) in scales
+                    .chunks(lanes)
+                    .zip(y.chunks_mut(lanes))
+                    .zip(steps.chunks_mut(lanes))
+                {
+                    // SAFETY: `self` exists only if the CPU has the instruction set (`detect`).
+                    unsafe { super::$module::q3_headers(s, yb, d) }
+                }
+            }
+            #[inline(always)]
+            fn sums_of_squares(self, x: &[f32], out: &mut [f32]) {
+                // SAFETY: `self` exists only if the CPU has the instruction set (`detect`).
+                unsafe { super::$module::sums_of_squares(x, out) }
+            }
+            #[inline(always)]
+            fn transpose16<const N: usize, const B: usize>(
+                self,
+                x: [&Super; B],
+            ) -> [[f32; N]; 16] {
+                // SAFETY: `self` exists only if the CPU has the instruction set (`detect`).
+                unsafe { super::$module::transpose16::<N, B>(x) }
+            }
+            $($extra)*
         }
-    }
-    #[inline(always)]
-    fn qx<const N: usize, const M: usize>(
-        self,
-        x: &[[f32; N]; M],
-        w: &[[f32; N]; M],
-        nmax: i32,
-        scale_out: &mut [f32; N],
-        l_out: &mut [[i8; N]; M],
-    ) {
-        // SAFETY: `self` exists only if the CPU has AVX2 (see `Avx2::detect`).
-        unsafe { super::lanes_avx2::qx(self, x, w, nmax, scale_out, l_out) }
-    }
-    #[inline(always)]
-    fn q3<const N: usize, const M: usize>(
-        self,
-        x: &[[f32; N]; M],
-        nmax: i32,
-        scale_out: &mut [f32; N],
-        l_out: &mut [[i8; N]; M],
-    ) {
-        // SAFETY: `self` exists only if the CPU has AVX2 (see `Avx2::detect`).
-        unsafe { super::lanes_avx2::q3(self, x, nmax, scale_out, l_out) }
-    }
-    #[inline(always)]
-    fn requant(self, x: &Super, d: &[f32; 16], nmax: i32, l: &mut [i8; QK_K]) -> u16 {
-        // SAFETY: `self` exists only if the CPU has AVX2 (see `Avx2::detect`).
-        unsafe { super::lanes_avx2::requant(self, x, d, nmax, l) }
-    }
-    #[inline(always)]
-    fn q3_first<const N: usize, const M: usize>(
-        self,
-        x: &[[f32; N]; M],
-        nmax: i32,
-        scale_out: &mut [f32; N],
-        state: &mut [[f32; N]; 3],
-    ) -> u64 {
-        // SAFETY: `self` exists only if the CPU has AVX2 (see `Avx2::detect`).
-        unsafe { super::lanes_avx2::q3_first(self, x, nmax, scale_out, state) }
-    }
-    #[inline(always)]
-    fn q3_rest(self, jobs: &mut [Q3Job<'_>], nmax: i32) {
-        // SAFETY: `self` exists only if the CPU has AVX2 (see `Avx2::detect`).
-        unsafe { super::lanes_avx2::q3_rest(jobs, nmax) }
-    }
-    #[inline(always)]
-    fn q3_headers(
-        self,
-        scales: &[[f32; 16]],
-        y: &mut [crate::blocks::BlockQ3K],
-        steps: &mut [[f32; 16]],
-    ) {
-        for ((s, yb), d) in scales
-            .chunks(8)
-            .zip(y.chunks_mut(8))
-            .zip(steps.chunks_mut(8))
-        {
-            // SAFETY: `self` exists only if the CPU has AVX2 (see `Avx2::detect`).
-            unsafe { super::lanes_avx2::q3_headers(s, yb, d) }
-        }
-    }
-    #[inline(always)]
-    fn sums_of_squares(self, x: &[f32], out: &mut [f32]) {
-        // SAFETY: `self` exists only if the CPU has AVX2 (see `Avx2::detect`).
-        unsafe { super::lanes_avx2::sums_of_squares(x, out) }
-    }
-    #[inline(always)]
-    fn transpose16<const N: usize, const B: usize>(self, x: [&Super; B]) -> [[f32; N]; 16] {
-        // SAFETY: `self` exists only if the CPU has AVX2 (see `Avx2::detect`).
-        unsafe { super::lanes_avx2::transpose16::<N, B>(x) }
-    }
+    };
 }
+
+#[cfg(target_arch = "x86_64")]
+x86_lanes!(Avx2, lanes_avx2;);
 
 /// The AVX-512 backend ([`super::lanes_avx512`]) for searches over a multiple of 16 groups;
 /// others (Q4_K/Q5_K's 8 sub-blocks of a lone super-block) go to the [`Avx2`] kernels. Only [`Avx512::detect`] makes one, after checking the CPU.
@@ -357,128 +378,11 @@ impl Avx512 {
 }
 
 #[cfg(target_arch = "x86_64")]
-impl Lanes for Avx512 {
-    #[inline(always)]
-    fn qkx<const N: usize, const M: usize>(
-        self,
-        x: &[[f32; N]; M],
-        w: &[[f32; N]; M],
-        nmax: i32,
-        rmin: f32,
-        rdelta: f32,
-        nstep: i32,
-        use_mad: bool,
-        strict_degenerate: bool,
-        scale_out: &mut [f32; N],
-        the_min: &mut [f32; N],
-        l_out: &mut [[u8; N]; M],
-    ) {
-        if !N.is_multiple_of(16) {
-            return self.avx2().qkx(
-                x,
-                w,
-                nmax,
-                rmin,
-                rdelta,
-                nstep,
-                use_mad,
-                strict_degenerate,
-                scale_out,
-                the_min,
-                l_out,
-            );
-        }
-        // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
-        unsafe {
-            super::lanes_avx512::qkx(
-                self,
-                x,
-                w,
-                nmax,
-                rmin,
-                rdelta,
-                nstep,
-                use_mad,
-                strict_degenerate,
-                scale_out,
-                the_min,
-                l_out,
-            )
-        }
-    }
-    #[inline(always)]
-    fn qx<const N: usize, const M: usize>(
-        self,
-        x: &[[f32; N]; M],
-        w: &[[f32; N]; M],
-        nmax: i32,
-        scale_out: &mut [f32; N],
-        l_out: &mut [[i8; N]; M],
-    ) {
-        if !N.is_multiple_of(16) {
-            return self.avx2().qx(x, w, nmax, scale_out, l_out);
-        }
-        // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
-        unsafe { super::lanes_avx512::qx(self, x, w, nmax, scale_out, l_out) }
-    }
-    #[inline(always)]
-    fn q3<const N: usize, const M: usize>(
-        self,
-        x: &[[f32; N]; M],
-        nmax: i32,
-        scale_out: &mut [f32; N],
-        l_out: &mut [[i8; N]; M],
-    ) {
-        if !N.is_multiple_of(16) {
-            return self.avx2().q3(x, nmax, scale_out, l_out);
-        }
-        // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
-        unsafe { super::lanes_avx512::q3(self, x, nmax, scale_out, l_out) }
-    }
-    #[inline(always)]
-    fn requant(self, x: &Super, d: &[f32; 16], nmax: i32, l: &mut [i8; QK_K]) -> u16 {
-        // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
-        unsafe { super::lanes_avx512::requant(self, x, d, nmax, l) }
-    }
-    #[inline(always)]
-    fn q3_first<const N: usize, const M: usize>(
-        self,
-        x: &[[f32; N]; M],
-        nmax: i32,
-        scale_out: &mut [f32; N],
-        state: &mut [[f32; N]; 3],
-    ) -> u64 {
-        if !N.is_multiple_of(16) {
-            return self.avx2().q3_first(x, nmax, scale_out, state);
-        }
-        // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
-        unsafe { super::lanes_avx512::q3_first(self, x, nmax, scale_out, state) }
-    }
+x86_lanes!(Avx512, lanes_avx512, narrow: avx2;
     #[inline(always)]
     fn first_levels(self, x: &[f32; 16], iscale: f32, nmax: i32) -> [i8; 16] {
         // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
         unsafe { super::lanes_avx512::first_levels(x, iscale, nmax) }
-    }
-    #[inline(always)]
-    fn q3_rest(self, jobs: &mut [Q3Job<'_>], nmax: i32) {
-        // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
-        unsafe { super::lanes_avx512::q3_rest(jobs, nmax) }
-    }
-    #[inline(always)]
-    fn q3_headers(
-        self,
-        scales: &[[f32; 16]],
-        y: &mut [crate::blocks::BlockQ3K],
-        steps: &mut [[f32; 16]],
-    ) {
-        for ((s, yb), d) in scales
-            .chunks(16)
-            .zip(y.chunks_mut(16))
-            .zip(steps.chunks_mut(16))
-        {
-            // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
-            unsafe { super::lanes_avx512::q3_headers(s, yb, d) }
-        }
     }
     #[inline(always)]
     fn qx16_candidates(self, x: &[f32; 16], w: &[f32; 16], nmax: i32, l: &mut [i8; 16]) -> f32 {
@@ -490,17 +394,7 @@ impl Lanes for Avx512 {
         // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
         unsafe { super::lanes_avx512::q3_scales(scales) }
     }
-    #[inline(always)]
-    fn sums_of_squares(self, x: &[f32], out: &mut [f32]) {
-        // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
-        unsafe { super::lanes_avx512::sums_of_squares(x, out) }
-    }
-    #[inline(always)]
-    fn transpose16<const N: usize, const B: usize>(self, x: [&Super; B]) -> [[f32; N]; 16] {
-        // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
-        unsafe { super::lanes_avx512::transpose16::<N, B>(x) }
-    }
-}
+);
 
 /// A Q3_K sub-block that [`Lanes::q3_first`] left unsettled, for [`Lanes::q3_rest`].
 pub(crate) struct Q3Job<'a> {
@@ -842,8 +736,18 @@ macro_rules! search_entries {
             l_out: &mut [[u8; N]; M],
         ) {
             lanes::qkx(
-                t, x, w, nmax, rmin, rdelta, nstep, use_mad, strict_degenerate, scale_out,
-                the_min, l_out,
+                t,
+                x,
+                w,
+                nmax,
+                rmin,
+                rdelta,
+                nstep,
+                use_mad,
+                strict_degenerate,
+                scale_out,
+                the_min,
+                l_out,
             )
         }
 
