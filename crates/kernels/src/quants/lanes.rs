@@ -16,7 +16,8 @@
 //! out-of-order core independent addition chains to overlap.
 //!
 //! This module holds the searches written once over the lane operations of
-//! [`super::vector::Vector`] ([`qkx`], [`qx`], [`requant`]), the portable versions of the
+//! [`super::vector::Vector`] ([`qkx`], [`qx`], [`requant`], and the tiled
+//! [`sums_of_squares_tiled`] and [`transpose16_tiled`]), the portable versions of the
 //! Q3_K searches, and the dispatch: [`quantize_fast`] picks the AVX-512 or AVX2 backend
 //! ([`super::lanes_avx512`], [`super::lanes_avx2`]) when the CPU has it, in a copy of the row
 //! loop compiled for that instruction set (plain SSE2 is the x86-64 baseline), and the
@@ -327,7 +328,7 @@ macro_rules! x86_lanes {
             #[inline(always)]
             fn sums_of_squares(self, x: &[f32], out: &mut [f32]) {
                 // SAFETY: `self` exists only if the CPU has the instruction set (`detect`).
-                unsafe { super::$module::sums_of_squares(x, out) }
+                unsafe { super::$module::sums_of_squares(self, x, out) }
             }
             #[inline(always)]
             fn transpose16<const N: usize, const B: usize>(
@@ -335,7 +336,7 @@ macro_rules! x86_lanes {
                 x: [&Super; B],
             ) -> [[f32; N]; 16] {
                 // SAFETY: `self` exists only if the CPU has the instruction set (`detect`).
-                unsafe { super::$module::transpose16::<N, B>(x) }
+                unsafe { super::$module::transpose16::<N, B>(self, x) }
             }
             $($extra)*
         }
@@ -710,7 +711,55 @@ pub(crate) fn sums_of_squares(x: &[f32], out: &mut [f32]) {
     }
 }
 
-/// The `#[target_feature]` entries of the searches written once ([`qkx`], [`qx`], [`requant`])
+/// Σx² of each super-block as [`sums_of_squares`] computes it, [`Vector::LANES`] blocks at a
+/// time with one block per lane: each tile (`LANES` consecutive values of `LANES` blocks) is
+/// transposed so that every vector addition adds the next value of each block, in index order.
+/// The blocks left over go to [`sums_of_squares`].
+#[inline(always)]
+pub(crate) fn sums_of_squares_tiled<V: Vector>(v: V, x: &[f32], out: &mut [f32]) {
+    let n = V::LANES;
+    assert_eq!(x.len(), out.len() * QK_K);
+    let whole = out.len() / n * n;
+    for (xs, sums) in x.chunks_exact(n * QK_K).zip(out.chunks_exact_mut(n)) {
+        let mut acc = v.zero();
+        for t in 0..QK_K / n {
+            let cols = v.transpose(v.tile(|b| v.load(&xs[QK_K * b + n * t..])));
+            for i in 0..n {
+                acc = v.add(acc, v.mul(cols[i], cols[i]));
+            }
+        }
+        v.store(acc, sums);
+    }
+    sums_of_squares(&x[whole * QK_K..], &mut out[whole..]);
+}
+
+/// [`transpose_blocks`] for sub-blocks of 16: each super-block's 16×16 matrix (row `j` =
+/// sub-block `j`) as `(16 / LANES)²` tiles transposed in registers ([`Vector::transpose`])
+/// instead of 256 scalar moves.
+#[inline(always)]
+pub(crate) fn transpose16_tiled<V: Vector, const N: usize, const B: usize>(
+    v: V,
+    x: [&Super; B],
+) -> [[f32; N]; 16] {
+    let n = V::LANES;
+    let tiles = 16 / n;
+    assert!(N == 16 * B && tiles * n == 16);
+    let mut out = [[0f32; N]; 16];
+    for (b, xb) in x.into_iter().enumerate() {
+        for jh in 0..tiles {
+            for ih in 0..tiles {
+                let cols = v.transpose(v.tile(|j| v.load(&xb[16 * (n * jh + j) + n * ih..])));
+                for t in 0..n {
+                    v.st(&mut out[n * ih + t], tiles * b + jh, cols[t]);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The `#[target_feature]` entries of the searches written once ([`qkx`], [`qx`], [`requant`],
+/// [`sums_of_squares_tiled`], [`transpose16_tiled`])
 /// for one x86 backend: each instantiates the generic search with the backend's token, so its
 /// body is compiled for that instruction set. Callers need the token, and `unsafe` for the
 /// target feature.
@@ -776,6 +825,23 @@ macro_rules! search_entries {
             l: &mut [i8; 256],
         ) -> u16 {
             lanes::requant(t, x, d, nmax, l)
+        }
+
+        /// [`lanes::sums_of_squares_tiled`] compiled for this backend.
+        #[inline]
+        #[target_feature(enable = $feature)]
+        pub(crate) fn sums_of_squares(t: $token, x: &[f32], out: &mut [f32]) {
+            lanes::sums_of_squares_tiled(t, x, out)
+        }
+
+        /// [`lanes::transpose16_tiled`] compiled for this backend.
+        #[inline]
+        #[target_feature(enable = $feature)]
+        pub(crate) fn transpose16<const N: usize, const B: usize>(
+            t: $token,
+            x: [&[f32; 256]; B],
+        ) -> [[f32; N]; 16] {
+            lanes::transpose16_tiled(t, x)
         }
     };
 }
@@ -1854,6 +1920,11 @@ mod tests {
             Portable.transpose16::<32, 2>(blocks),
             [0, 1].map(|b| Portable.transpose16::<16, 1>([blocks[b]])),
         );
+        check(
+            "portable tiles",
+            transpose16_tiled::<_, 32, 2>(Portable, blocks),
+            [0, 1].map(|b| transpose16_tiled::<_, 16, 1>(Portable, [blocks[b]])),
+        );
         #[cfg(target_arch = "x86_64")]
         if let Some(avx2) = Avx2::detect() {
             check(
@@ -1877,6 +1948,7 @@ mod tests {
     /// after the groups of 16 (and of 8).
     #[test]
     fn sums_of_squares_keep_each_blocks_order() {
+        let mut checked = 0;
         for blocks in [1, 7, 16, 21, 35] {
             let x = data(blocks as u32, blocks * QK_K);
             let want: Vec<f32> = x
@@ -1886,6 +1958,9 @@ mod tests {
             let mut got = vec![0.0; blocks];
             Portable.sums_of_squares(&x, &mut got);
             assert_eq!(got, want, "portable, {blocks} blocks");
+            let mut got = vec![0.0; blocks];
+            sums_of_squares_tiled(Portable, &x, &mut got);
+            assert_eq!(got, want, "portable tiles, {blocks} blocks");
             #[cfg(target_arch = "x86_64")]
             if let Some(avx2) = Avx2::detect() {
                 let mut got = vec![0.0; blocks];
@@ -1898,7 +1973,9 @@ mod tests {
                 avx512.sums_of_squares(&x, &mut got);
                 assert_eq!(got, want, "avx512, {blocks} blocks");
             }
+            checked += blocks;
         }
+        println!("sums_of_squares: checked {checked} blocks per backend");
     }
 
     fn data(seed: u32, n: usize) -> Vec<f32> {
