@@ -335,8 +335,9 @@ macro_rules! x86_lanes {
                 self,
                 x: [&Super; B],
             ) -> [[f32; N]; 16] {
-                // SAFETY: `self` exists only if the CPU has the instruction set (`detect`).
-                unsafe { super::$module::transpose16::<N, B>(self, x) }
+                // Inlined into the caller's `#[target_feature]` code (no entry of its own: as a
+                // separate function, its result went through memory).
+                transpose16_tiled(self, x)
             }
             $($extra)*
         }
@@ -759,7 +760,7 @@ pub(crate) fn transpose16_tiled<V: Vector, const N: usize, const B: usize>(
 }
 
 /// The `#[target_feature]` entries of the searches written once ([`qkx`], [`qx`], [`requant`],
-/// [`sums_of_squares_tiled`], [`transpose16_tiled`])
+/// [`sums_of_squares_tiled`])
 /// for one x86 backend: each instantiates the generic search with the backend's token, so its
 /// body is compiled for that instruction set. Callers need the token, and `unsafe` for the
 /// target feature.
@@ -832,16 +833,6 @@ macro_rules! search_entries {
         #[target_feature(enable = $feature)]
         pub(crate) fn sums_of_squares(t: $token, x: &[f32], out: &mut [f32]) {
             lanes::sums_of_squares_tiled(t, x, out)
-        }
-
-        /// [`lanes::transpose16_tiled`] compiled for this backend.
-        #[inline]
-        #[target_feature(enable = $feature)]
-        pub(crate) fn transpose16<const N: usize, const B: usize>(
-            t: $token,
-            x: [&[f32; 256]; B],
-        ) -> [[f32; N]; 16] {
-            lanes::transpose16_tiled(t, x)
         }
     };
 }
