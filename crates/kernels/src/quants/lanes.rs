@@ -16,7 +16,8 @@
 //! out-of-order core independent addition chains to overlap.
 //!
 //! This module holds the searches written once over the lane operations of
-//! [`super::vector::Vector`] ([`qkx`], [`qx`], [`requant`]), the portable versions of the
+//! [`super::vector::Vector`] ([`qkx`], [`qx`], [`requant`], and the tiled
+//! [`sums_of_squares_tiled`] and [`transpose16_tiled`]), the portable versions of the
 //! Q3_K searches, and the dispatch: [`quantize_fast`] picks the AVX-512 or AVX2 backend
 //! ([`super::lanes_avx512`], [`super::lanes_avx2`]) when the CPU has it, in a copy of the row
 //! loop compiled for that instruction set (plain SSE2 is the x86-64 baseline), and the
@@ -217,112 +218,134 @@ impl Avx2 {
     }
 }
 
+/// The [`Lanes`] impl of an x86 backend token: each search calls the backend module's
+/// `#[target_feature]` entry. With `narrow`, searches over a number of groups that is not a
+/// multiple of the vector width go to the narrower backend instead. `$extra` holds the
+/// methods only this backend overrides.
 #[cfg(target_arch = "x86_64")]
-impl Lanes for Avx2 {
-    #[inline(always)]
-    fn qkx<const N: usize, const M: usize>(
-        self,
-        x: &[[f32; N]; M],
-        w: &[[f32; N]; M],
-        nmax: i32,
-        rmin: f32,
-        rdelta: f32,
-        nstep: i32,
-        use_mad: bool,
-        strict_degenerate: bool,
-        scale_out: &mut [f32; N],
-        the_min: &mut [f32; N],
-        l_out: &mut [[u8; N]; M],
-    ) {
-        // SAFETY: `self` exists only if the CPU has AVX2 (see `Avx2::detect`).
-        unsafe {
-            super::lanes_avx2::qkx(
+macro_rules! x86_lanes {
+    ($token:ident, $module:ident $(, narrow: $narrow:ident)?; $($extra:tt)*) => {
+        impl Lanes for $token {
+            #[inline(always)]
+            fn qkx<const N: usize, const M: usize>(
                 self,
-                x,
-                w,
-                nmax,
-                rmin,
-                rdelta,
-                nstep,
-                use_mad,
-                strict_degenerate,
-                scale_out,
-                the_min,
-                l_out,
-            )
+                x: &[[f32; N]; M],
+                w: &[[f32; N]; M],
+                nmax: i32,
+                rmin: f32,
+                rdelta: f32,
+                nstep: i32,
+                use_mad: bool,
+                strict_degenerate: bool,
+                scale_out: &mut [f32; N],
+                the_min: &mut [f32; N],
+                l_out: &mut [[u8; N]; M],
+            ) {
+                $(if !N.is_multiple_of(<$token as Vector>::LANES) {
+                    return self.$narrow().qkx(
+                        x, w, nmax, rmin, rdelta, nstep, use_mad, strict_degenerate, scale_out,
+                        the_min, l_out,
+                    );
+                })?
+                // SAFETY: `self` exists only if the CPU has the instruction set (`detect`).
+                unsafe {
+                    super::$module::qkx(
+                        self, x, w, nmax, rmin, rdelta, nstep, use_mad, strict_degenerate,
+                        scale_out, the_min, l_out,
+                    )
+                }
+            }
+            #[inline(always)]
+            fn qx<const N: usize, const M: usize>(
+                self,
+                x: &[[f32; N]; M],
+                w: &[[f32; N]; M],
+                nmax: i32,
+                scale_out: &mut [f32; N],
+                l_out: &mut [[i8; N]; M],
+            ) {
+                $(if !N.is_multiple_of(<$token as Vector>::LANES) {
+                    return self.$narrow().qx(x, w, nmax, scale_out, l_out);
+                })?
+                // SAFETY: `self` exists only if the CPU has the instruction set (`detect`).
+                unsafe { super::$module::qx(self, x, w, nmax, scale_out, l_out) }
+            }
+            #[inline(always)]
+            fn q3<const N: usize, const M: usize>(
+                self,
+                x: &[[f32; N]; M],
+                nmax: i32,
+                scale_out: &mut [f32; N],
+                l_out: &mut [[i8; N]; M],
+            ) {
+                $(if !N.is_multiple_of(<$token as Vector>::LANES) {
+                    return self.$narrow().q3(x, nmax, scale_out, l_out);
+                })?
+                // SAFETY: `self` exists only if the CPU has the instruction set (`detect`).
+                unsafe { super::$module::q3(self, x, nmax, scale_out, l_out) }
+            }
+            #[inline(always)]
+            fn requant(self, x: &Super, d: &[f32; 16], nmax: i32, l: &mut [i8; QK_K]) -> u16 {
+                // SAFETY: `self` exists only if the CPU has the instruction set (`detect`).
+                unsafe { super::$module::requant(self, x, d, nmax, l) }
+            }
+            #[inline(always)]
+            fn q3_first<const N: usize, const M: usize>(
+                self,
+                x: &[[f32; N]; M],
+                nmax: i32,
+                scale_out: &mut [f32; N],
+                state: &mut [[f32; N]; 3],
+            ) -> u64 {
+                $(if !N.is_multiple_of(<$token as Vector>::LANES) {
+                    return self.$narrow().q3_first(x, nmax, scale_out, state);
+                })?
+                // SAFETY: `self` exists only if the CPU has the instruction set (`detect`).
+                unsafe { super::$module::q3_first(self, x, nmax, scale_out, state) }
+            }
+            #[inline(always)]
+            fn q3_rest(self, jobs: &mut [Q3Job<'_>], nmax: i32) {
+                // SAFETY: `self` exists only if the CPU has the instruction set (`detect`).
+                unsafe { super::$module::q3_rest(jobs, nmax) }
+            }
+            #[inline(always)]
+            fn q3_headers(
+                self,
+                scales: &[[f32; 16]],
+                y: &mut [crate::blocks::BlockQ3K],
+                steps: &mut [[f32; 16]],
+            ) {
+                let lanes = <$token as Vector>::LANES;
+                for ((s, yb), d) in scales
+                    .chunks(lanes)
+                    .zip(y.chunks_mut(lanes))
+                    .zip(steps.chunks_mut(lanes))
+                {
+                    // SAFETY: `self` exists only if the CPU has the instruction set (`detect`).
+                    unsafe { super::$module::q3_headers(s, yb, d) }
+                }
+            }
+            #[inline(always)]
+            fn sums_of_squares(self, x: &[f32], out: &mut [f32]) {
+                // SAFETY: `self` exists only if the CPU has the instruction set (`detect`).
+                unsafe { super::$module::sums_of_squares(self, x, out) }
+            }
+            #[inline(always)]
+            fn transpose16<const N: usize, const B: usize>(
+                self,
+                x: [&Super; B],
+            ) -> [[f32; N]; 16] {
+                // Inlined into the caller's `#[target_feature]` code (no entry of its own: as a
+                // separate function, its result went through memory).
+                transpose16_tiled(self, x)
+            }
+            $($extra)*
         }
-    }
-    #[inline(always)]
-    fn qx<const N: usize, const M: usize>(
-        self,
-        x: &[[f32; N]; M],
-        w: &[[f32; N]; M],
-        nmax: i32,
-        scale_out: &mut [f32; N],
-        l_out: &mut [[i8; N]; M],
-    ) {
-        // SAFETY: `self` exists only if the CPU has AVX2 (see `Avx2::detect`).
-        unsafe { super::lanes_avx2::qx(self, x, w, nmax, scale_out, l_out) }
-    }
-    #[inline(always)]
-    fn q3<const N: usize, const M: usize>(
-        self,
-        x: &[[f32; N]; M],
-        nmax: i32,
-        scale_out: &mut [f32; N],
-        l_out: &mut [[i8; N]; M],
-    ) {
-        // SAFETY: `self` exists only if the CPU has AVX2 (see `Avx2::detect`).
-        unsafe { super::lanes_avx2::q3(self, x, nmax, scale_out, l_out) }
-    }
-    #[inline(always)]
-    fn requant(self, x: &Super, d: &[f32; 16], nmax: i32, l: &mut [i8; QK_K]) -> u16 {
-        // SAFETY: `self` exists only if the CPU has AVX2 (see `Avx2::detect`).
-        unsafe { super::lanes_avx2::requant(self, x, d, nmax, l) }
-    }
-    #[inline(always)]
-    fn q3_first<const N: usize, const M: usize>(
-        self,
-        x: &[[f32; N]; M],
-        nmax: i32,
-        scale_out: &mut [f32; N],
-        state: &mut [[f32; N]; 3],
-    ) -> u64 {
-        // SAFETY: `self` exists only if the CPU has AVX2 (see `Avx2::detect`).
-        unsafe { super::lanes_avx2::q3_first(self, x, nmax, scale_out, state) }
-    }
-    #[inline(always)]
-    fn q3_rest(self, jobs: &mut [Q3Job<'_>], nmax: i32) {
-        // SAFETY: `self` exists only if the CPU has AVX2 (see `Avx2::detect`).
-        unsafe { super::lanes_avx2::q3_rest(jobs, nmax) }
-    }
-    #[inline(always)]
-    fn q3_headers(
-        self,
-        scales: &[[f32; 16]],
-        y: &mut [crate::blocks::BlockQ3K],
-        steps: &mut [[f32; 16]],
-    ) {
-        for ((s, yb), d) in scales
-            .chunks(8)
-            .zip(y.chunks_mut(8))
-            .zip(steps.chunks_mut(8))
-        {
-            // SAFETY: `self` exists only if the CPU has AVX2 (see `Avx2::detect`).
-            unsafe { super::lanes_avx2::q3_headers(s, yb, d) }
-        }
-    }
-    #[inline(always)]
-    fn sums_of_squares(self, x: &[f32], out: &mut [f32]) {
-        // SAFETY: `self` exists only if the CPU has AVX2 (see `Avx2::detect`).
-        unsafe { super::lanes_avx2::sums_of_squares(x, out) }
-    }
-    #[inline(always)]
-    fn transpose16<const N: usize, const B: usize>(self, x: [&Super; B]) -> [[f32; N]; 16] {
-        // SAFETY: `self` exists only if the CPU has AVX2 (see `Avx2::detect`).
-        unsafe { super::lanes_avx2::transpose16::<N, B>(x) }
-    }
+    };
 }
+
+#[cfg(target_arch = "x86_64")]
+x86_lanes!(Avx2, lanes_avx2;);
 
 /// The AVX-512 backend ([`super::lanes_avx512`]) for searches over a multiple of 16 groups;
 /// others (Q4_K/Q5_K's 8 sub-blocks of a lone super-block) go to the [`Avx2`] kernels. Only [`Avx512::detect`] makes one, after checking the CPU.
@@ -357,128 +380,11 @@ impl Avx512 {
 }
 
 #[cfg(target_arch = "x86_64")]
-impl Lanes for Avx512 {
-    #[inline(always)]
-    fn qkx<const N: usize, const M: usize>(
-        self,
-        x: &[[f32; N]; M],
-        w: &[[f32; N]; M],
-        nmax: i32,
-        rmin: f32,
-        rdelta: f32,
-        nstep: i32,
-        use_mad: bool,
-        strict_degenerate: bool,
-        scale_out: &mut [f32; N],
-        the_min: &mut [f32; N],
-        l_out: &mut [[u8; N]; M],
-    ) {
-        if !N.is_multiple_of(16) {
-            return self.avx2().qkx(
-                x,
-                w,
-                nmax,
-                rmin,
-                rdelta,
-                nstep,
-                use_mad,
-                strict_degenerate,
-                scale_out,
-                the_min,
-                l_out,
-            );
-        }
-        // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
-        unsafe {
-            super::lanes_avx512::qkx(
-                self,
-                x,
-                w,
-                nmax,
-                rmin,
-                rdelta,
-                nstep,
-                use_mad,
-                strict_degenerate,
-                scale_out,
-                the_min,
-                l_out,
-            )
-        }
-    }
-    #[inline(always)]
-    fn qx<const N: usize, const M: usize>(
-        self,
-        x: &[[f32; N]; M],
-        w: &[[f32; N]; M],
-        nmax: i32,
-        scale_out: &mut [f32; N],
-        l_out: &mut [[i8; N]; M],
-    ) {
-        if !N.is_multiple_of(16) {
-            return self.avx2().qx(x, w, nmax, scale_out, l_out);
-        }
-        // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
-        unsafe { super::lanes_avx512::qx(self, x, w, nmax, scale_out, l_out) }
-    }
-    #[inline(always)]
-    fn q3<const N: usize, const M: usize>(
-        self,
-        x: &[[f32; N]; M],
-        nmax: i32,
-        scale_out: &mut [f32; N],
-        l_out: &mut [[i8; N]; M],
-    ) {
-        if !N.is_multiple_of(16) {
-            return self.avx2().q3(x, nmax, scale_out, l_out);
-        }
-        // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
-        unsafe { super::lanes_avx512::q3(self, x, nmax, scale_out, l_out) }
-    }
-    #[inline(always)]
-    fn requant(self, x: &Super, d: &[f32; 16], nmax: i32, l: &mut [i8; QK_K]) -> u16 {
-        // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
-        unsafe { super::lanes_avx512::requant(self, x, d, nmax, l) }
-    }
-    #[inline(always)]
-    fn q3_first<const N: usize, const M: usize>(
-        self,
-        x: &[[f32; N]; M],
-        nmax: i32,
-        scale_out: &mut [f32; N],
-        state: &mut [[f32; N]; 3],
-    ) -> u64 {
-        if !N.is_multiple_of(16) {
-            return self.avx2().q3_first(x, nmax, scale_out, state);
-        }
-        // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
-        unsafe { super::lanes_avx512::q3_first(self, x, nmax, scale_out, state) }
-    }
+x86_lanes!(Avx512, lanes_avx512, narrow: avx2;
     #[inline(always)]
     fn first_levels(self, x: &[f32; 16], iscale: f32, nmax: i32) -> [i8; 16] {
         // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
         unsafe { super::lanes_avx512::first_levels(x, iscale, nmax) }
-    }
-    #[inline(always)]
-    fn q3_rest(self, jobs: &mut [Q3Job<'_>], nmax: i32) {
-        // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
-        unsafe { super::lanes_avx512::q3_rest(jobs, nmax) }
-    }
-    #[inline(always)]
-    fn q3_headers(
-        self,
-        scales: &[[f32; 16]],
-        y: &mut [crate::blocks::BlockQ3K],
-        steps: &mut [[f32; 16]],
-    ) {
-        for ((s, yb), d) in scales
-            .chunks(16)
-            .zip(y.chunks_mut(16))
-            .zip(steps.chunks_mut(16))
-        {
-            // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
-            unsafe { super::lanes_avx512::q3_headers(s, yb, d) }
-        }
     }
     #[inline(always)]
     fn qx16_candidates(self, x: &[f32; 16], w: &[f32; 16], nmax: i32, l: &mut [i8; 16]) -> f32 {
@@ -490,17 +396,7 @@ impl Lanes for Avx512 {
         // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
         unsafe { super::lanes_avx512::q3_scales(scales) }
     }
-    #[inline(always)]
-    fn sums_of_squares(self, x: &[f32], out: &mut [f32]) {
-        // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
-        unsafe { super::lanes_avx512::sums_of_squares(x, out) }
-    }
-    #[inline(always)]
-    fn transpose16<const N: usize, const B: usize>(self, x: [&Super; B]) -> [[f32; N]; 16] {
-        // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
-        unsafe { super::lanes_avx512::transpose16::<N, B>(x) }
-    }
-}
+);
 
 /// A Q3_K sub-block that [`Lanes::q3_first`] left unsettled, for [`Lanes::q3_rest`].
 pub(crate) struct Q3Job<'a> {
@@ -816,7 +712,55 @@ pub(crate) fn sums_of_squares(x: &[f32], out: &mut [f32]) {
     }
 }
 
-/// The `#[target_feature]` entries of the searches written once ([`qkx`], [`qx`], [`requant`])
+/// Σx² of each super-block as [`sums_of_squares`] computes it, [`Vector::LANES`] blocks at a
+/// time with one block per lane: each tile (`LANES` consecutive values of `LANES` blocks) is
+/// transposed so that every vector addition adds the next value of each block, in index order.
+/// The blocks left over go to [`sums_of_squares`].
+#[inline(always)]
+pub(crate) fn sums_of_squares_tiled<V: Vector>(v: V, x: &[f32], out: &mut [f32]) {
+    let n = V::LANES;
+    assert_eq!(x.len(), out.len() * QK_K);
+    let whole = out.len() / n * n;
+    for (xs, sums) in x.chunks_exact(n * QK_K).zip(out.chunks_exact_mut(n)) {
+        let mut acc = v.zero();
+        for t in 0..QK_K / n {
+            let cols = v.transpose(v.tile(|b| v.load(&xs[QK_K * b + n * t..])));
+            for i in 0..n {
+                acc = v.add(acc, v.mul(cols[i], cols[i]));
+            }
+        }
+        v.store(acc, sums);
+    }
+    sums_of_squares(&x[whole * QK_K..], &mut out[whole..]);
+}
+
+/// [`transpose_blocks`] for sub-blocks of 16: each super-block's 16×16 matrix (row `j` =
+/// sub-block `j`) as `(16 / LANES)²` tiles transposed in registers ([`Vector::transpose`])
+/// instead of 256 scalar moves.
+#[inline(always)]
+pub(crate) fn transpose16_tiled<V: Vector, const N: usize, const B: usize>(
+    v: V,
+    x: [&Super; B],
+) -> [[f32; N]; 16] {
+    let n = V::LANES;
+    let tiles = 16 / n;
+    assert!(N == 16 * B && tiles * n == 16);
+    let mut out = [[0f32; N]; 16];
+    for (b, xb) in x.into_iter().enumerate() {
+        for jh in 0..tiles {
+            for ih in 0..tiles {
+                let cols = v.transpose(v.tile(|j| v.load(&xb[16 * (n * jh + j) + n * ih..])));
+                for t in 0..n {
+                    v.st(&mut out[n * ih + t], tiles * b + jh, cols[t]);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The `#[target_feature]` entries of the searches written once ([`qkx`], [`qx`], [`requant`],
+/// [`sums_of_squares_tiled`])
 /// for one x86 backend: each instantiates the generic search with the backend's token, so its
 /// body is compiled for that instruction set. Callers need the token, and `unsafe` for the
 /// target feature.
@@ -882,6 +826,13 @@ macro_rules! search_entries {
             l: &mut [i8; 256],
         ) -> u16 {
             lanes::requant(t, x, d, nmax, l)
+        }
+
+        /// [`lanes::sums_of_squares_tiled`] compiled for this backend.
+        #[inline]
+        #[target_feature(enable = $feature)]
+        pub(crate) fn sums_of_squares(t: $token, x: &[f32], out: &mut [f32]) {
+            lanes::sums_of_squares_tiled(t, x, out)
         }
     };
 }
@@ -1960,6 +1911,11 @@ mod tests {
             Portable.transpose16::<32, 2>(blocks),
             [0, 1].map(|b| Portable.transpose16::<16, 1>([blocks[b]])),
         );
+        check(
+            "portable tiles",
+            transpose16_tiled::<_, 32, 2>(Portable, blocks),
+            [0, 1].map(|b| transpose16_tiled::<_, 16, 1>(Portable, [blocks[b]])),
+        );
         #[cfg(target_arch = "x86_64")]
         if let Some(avx2) = Avx2::detect() {
             check(
@@ -1983,6 +1939,7 @@ mod tests {
     /// after the groups of 16 (and of 8).
     #[test]
     fn sums_of_squares_keep_each_blocks_order() {
+        let mut checked = 0;
         for blocks in [1, 7, 16, 21, 35] {
             let x = data(blocks as u32, blocks * QK_K);
             let want: Vec<f32> = x
@@ -1992,6 +1949,9 @@ mod tests {
             let mut got = vec![0.0; blocks];
             Portable.sums_of_squares(&x, &mut got);
             assert_eq!(got, want, "portable, {blocks} blocks");
+            let mut got = vec![0.0; blocks];
+            sums_of_squares_tiled(Portable, &x, &mut got);
+            assert_eq!(got, want, "portable tiles, {blocks} blocks");
             #[cfg(target_arch = "x86_64")]
             if let Some(avx2) = Avx2::detect() {
                 let mut got = vec![0.0; blocks];
@@ -2004,7 +1964,9 @@ mod tests {
                 avx512.sums_of_squares(&x, &mut got);
                 assert_eq!(got, want, "avx512, {blocks} blocks");
             }
+            checked += blocks;
         }
+        println!("sums_of_squares: checked {checked} blocks per backend");
     }
 
     fn data(seed: u32, n: usize) -> Vec<f32> {

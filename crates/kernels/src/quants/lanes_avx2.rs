@@ -1,9 +1,8 @@
 //! The AVX2 backend of the lane searches in [`super::lanes`] (8 groups per 256-bit vector,
 //! `N / 8` vectors per row of the transposed data): the [`Vector`] operations, the
-//! `#[target_feature]` entries that instantiate the shared searches, and the Q3_K searches and
-//! transposes whose shape depends on the vector width. Every lane operation is one vector
-//! instruction with the scalar operation's IEEE semantics (see [`super::vector`]); branches
-//! become `vblendvps`.
+//! `#[target_feature]` entries that instantiate the shared searches, and the Q3_K searches
+//! still written per backend. Every lane operation is one vector instruction with the scalar
+//! operation's IEEE semantics (see [`super::vector`]); branches become `vblendvps`.
 //!
 //! Everything here requires AVX2; [`super::lanes::Avx2`] is the token proving it is present.
 
@@ -27,6 +26,7 @@ impl Vector for Avx2 {
     type I = __m256i;
     type Row = [__m256; MAX_GROUPS / 8];
     type Ints = [i32; 8];
+    type Tile = [__m256; 8];
 
     #[inline(always)]
     fn row(self, v: __m256) -> Self::Row {
@@ -63,7 +63,12 @@ impl Vector for Avx2 {
             _mm_storel_epi64(out.as_mut_ptr().cast(), b)
         }
     }
+    #[inline(always)]
+    fn tile(self, f: impl FnMut(usize) -> __m256) -> [__m256; 8] {
+        std::array::from_fn(f)
+    }
     intrinsics! {
+        transpose(t: [__m256; 8]) -> [__m256; 8] { transpose8(t) }
         bits(m: __m256) -> u32 { _mm256_movemask_ps(m) as u32 }
         cast_i(f: __m256) -> __m256i { _mm256_castps_si256(f) }
         splat(v: f32) -> __m256 { _mm256_set1_ps(v) }
@@ -549,61 +554,6 @@ pub(crate) fn q3_first<const N: usize, const M: usize>(
 
 /// How far inside a level's rounding cell [`q3_first`]'s estimate must lie (see there).
 const Q3_CELL_TOL: f32 = 1.0 / 256.0;
-
-/// [`super::lanes::transpose_blocks`] for sub-blocks of 16: each super-block's 16×16 matrix as
-/// four 8×8 tiles transposed in registers ([`transpose8`]).
-#[inline]
-#[target_feature(enable = "avx2")]
-pub(crate) fn transpose16<const N: usize, const B: usize>(x: [&[f32; 256]; B]) -> [[f32; N]; 16] {
-    let vx = Avx2::within();
-    assert!(N == 16 * B);
-    let mut out = [[0f32; N]; 16];
-    for (b, xb) in x.into_iter().enumerate() {
-        for jh in 0..2 {
-            for ih in 0..2 {
-                let cols = transpose8(std::array::from_fn(|j| {
-                    load8(&xb[16 * (8 * jh + j) + 8 * ih..])
-                }));
-                for (t, v) in cols.into_iter().enumerate() {
-                    vx.st(&mut out[8 * ih + t], 2 * b + jh, v);
-                }
-            }
-        }
-    }
-    out
-}
-
-/// Σx² of each super-block (see [`super::lanes::sums_of_squares`]), eight blocks at a time with
-/// one block per lane, each 8×8 tile transposed so that every vector addition adds the next
-/// value of each block, in index order.
-#[inline]
-#[target_feature(enable = "avx2")]
-pub(crate) fn sums_of_squares(x: &[f32], out: &mut [f32]) {
-    let vx = Avx2::within();
-    assert_eq!(x.len(), out.len() * 256);
-    let whole = out.len() / 8 * 8;
-    for (xs, sums) in x.chunks_exact(8 * 256).zip(out.chunks_exact_mut(8)) {
-        let mut acc = _mm256_setzero_ps();
-        for t in 0..32 {
-            let cols = transpose8(std::array::from_fn(|b| load8(&xs[256 * b + 8 * t..])));
-            for v in cols {
-                acc = _mm256_add_ps(acc, _mm256_mul_ps(v, v));
-            }
-        }
-        let sums: &mut [f32; 8] = sums.try_into().expect("8 sums");
-        vx.st(sums, 0, acc);
-    }
-    super::lanes::sums_of_squares(&x[whole * 256..], &mut out[whole..]);
-}
-
-/// The first 8 values of `s`, unaligned.
-#[inline]
-#[target_feature(enable = "avx2")]
-fn load8(s: &[f32]) -> __m256 {
-    let vx = Avx2::within();
-    let s: &[f32; 8] = s[..8].try_into().expect("8 values");
-    vx.ld(s, 0)
-}
 
 /// An 8×8 transpose in registers (`out[i]` lane `j` = `r[j]` lane `i`): 32-bit interleaves,
 /// 64-bit shuffles within 128-bit lanes, then 128-bit lane swaps.

@@ -25,6 +25,7 @@ impl Vector for Avx512 {
     type I = __m512i;
     type Row = [__m512; MAX_GROUPS / 16];
     type Ints = [i32; 16];
+    type Tile = [__m512; 16];
 
     #[inline(always)]
     fn row(self, v: __m512) -> Self::Row {
@@ -67,7 +68,12 @@ impl Vector for Avx512 {
         // SAFETY: AVX-512F (the token); `out` is 16 writable bytes and the store is unaligned.
         unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(i)) }
     }
+    #[inline(always)]
+    fn tile(self, f: impl FnMut(usize) -> __m512) -> [__m512; 16] {
+        std::array::from_fn(f)
+    }
     intrinsics! {
+        transpose(t: [__m512; 16]) -> [__m512; 16] { transpose_regs(t) }
         cast_i(f: __m512) -> __m512i { _mm512_castps_si512(f) }
         splat(v: f32) -> __m512 { _mm512_set1_ps(v) }
         add(a: __m512, b: __m512) -> __m512 { _mm512_add_ps(a, b) }
@@ -771,56 +777,6 @@ const Q3_FAR: f32 = 1_048_576.0;
 /// The largest `slx` [`q3_unsure`] estimates with: the reciprocal stays a normal float, where the
 /// 14-bit reciprocal's error bound holds.
 const Q3_SLX_MAX: f32 = 1.0e37;
-
-/// [`super::lanes::transpose_blocks`] for sub-blocks of 16: each super-block's 16×16 matrix
-/// (row `j` = sub-block `j`) transposed in registers by [`transpose_regs`] instead of 256
-/// scalar moves.
-#[inline]
-#[target_feature(enable = "avx512f")]
-pub(crate) fn transpose16<const N: usize, const B: usize>(x: [&[f32; 256]; B]) -> [[f32; N]; 16] {
-    let vx = Avx512::within();
-    assert!(N == 16 * B);
-    let mut out = [[0f32; N]; 16];
-    for (b, xb) in x.into_iter().enumerate() {
-        let cols = transpose_regs(std::array::from_fn(|j| load16(&xb[16 * j..])));
-        for (i, v) in cols.into_iter().enumerate() {
-            vx.st(&mut out[i], b, v);
-        }
-    }
-    out
-}
-
-/// Σx² of each super-block (see [`super::lanes::sums_of_squares`]), sixteen blocks at a time
-/// with one block per lane: each 16×16 tile (16 consecutive values of 16 blocks) is transposed
-/// so that every vector addition adds the next value of each block, in index order.
-#[inline]
-#[target_feature(enable = "avx512f")]
-pub(crate) fn sums_of_squares(x: &[f32], out: &mut [f32]) {
-    let vx = Avx512::within();
-    assert_eq!(x.len(), out.len() * 256);
-    let whole = out.len() / 16 * 16;
-    for (xs, sums) in x.chunks_exact(16 * 256).zip(out.chunks_exact_mut(16)) {
-        let mut acc = _mm512_setzero_ps();
-        for t in 0..16 {
-            let cols = transpose_regs(std::array::from_fn(|b| load16(&xs[256 * b + 16 * t..])));
-            for v in cols {
-                acc = _mm512_add_ps(acc, _mm512_mul_ps(v, v));
-            }
-        }
-        let sums: &mut [f32; 16] = sums.try_into().expect("16 sums");
-        vx.st(sums, 0, acc);
-    }
-    super::lanes::sums_of_squares(&x[whole * 256..], &mut out[whole..]);
-}
-
-/// The first 16 values of `s`, unaligned.
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn load16(s: &[f32]) -> __m512 {
-    let vx = Avx512::within();
-    let s: &[f32; 16] = s[..16].try_into().expect("16 values");
-    vx.ld(s, 0)
-}
 
 /// A 16×16 transpose in registers (`out[i]` lane `j` = `r[j]` lane `i`), in the usual four
 /// stages of 16 shuffles: 32-bit and 64-bit interleaves within 128-bit lanes, then two rounds

@@ -39,6 +39,8 @@ pub(crate) trait Vector: Copy {
     type Row: Copy + Index<usize, Output = Self::F> + IndexMut<usize>;
     /// The lanes of an [`Vector::I`] as an array.
     type Ints: Copy + Index<usize, Output = i32>;
+    /// [`Vector::LANES`] vectors: a square of `LANES × LANES` values.
+    type Tile: Copy + Index<usize, Output = Self::F>;
 
     /// A row of copies of `v`.
     fn row(self, v: Self::F) -> Self::Row;
@@ -87,6 +89,10 @@ pub(crate) trait Vector: Copy {
     fn cast_i(self, f: Self::F) -> Self::I;
     /// Writes the low byte of each lane to the first [`Vector::LANES`] bytes of `out`.
     fn store_bytes(self, i: Self::I, out: &mut [i8]);
+    /// The tile of vectors `f(0)` … `f(LANES - 1)`.
+    fn tile(self, f: impl FnMut(usize) -> Self::F) -> Self::Tile;
+    /// The tile transposed: lane `j` of vector `i` becomes lane `i` of vector `j`.
+    fn transpose(self, t: Self::Tile) -> Self::Tile;
 
     /// Vector `k` of a row of `N` groups.
     #[inline(always)]
@@ -183,6 +189,7 @@ impl Vector for Portable {
     type I = [i32; P];
     type Row = [[f32; P]; MAX_GROUPS / P];
     type Ints = [i32; P];
+    type Tile = [[f32; P]; P];
 
     #[inline(always)]
     fn row(self, v: Self::F) -> Self::Row {
@@ -309,5 +316,13 @@ impl Vector for Portable {
         for (o, i) in out[..P].iter_mut().zip(i) {
             *o = i as i8;
         }
+    }
+    #[inline(always)]
+    fn tile(self, f: impl FnMut(usize) -> Self::F) -> Self::Tile {
+        std::array::from_fn(f)
+    }
+    #[inline(always)]
+    fn transpose(self, t: Self::Tile) -> Self::Tile {
+        std::array::from_fn(|i| std::array::from_fn(|j| t[j][i]))
     }
 }
