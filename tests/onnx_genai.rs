@@ -5,7 +5,8 @@
 //! f32 export (`trained-e2b` among them) that equal our forward pass's greedy tokens and
 //! transformers' `greedy.sequence`.
 //! When onnxruntime-genai cannot be installed the generation test says so with a `SKIPPED:`
-//! line and passes without checking.
+//! line and passes without checking (a failure under `G4Q_REQUIRE_ORACLES=1`, which `.ci/run`
+//! sets when the full oracle set is there).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -323,17 +324,20 @@ fn tokenize_like_us(py: &Path, fixture: &Path, out: &Path) {
 #[test]
 fn onnxruntime_genai_generates_our_greedy_tokens() {
     let Some(py) = python_with_genai() else {
-        println!(
-            "onnx genai: SKIPPED: onnxruntime-genai could not be installed from PyPI into target/py-genai (pip failed)"
+        testkit::skip(
+            "onnxruntime-genai could not be installed from PyPI into target/py-genai (pip failed)",
         );
         return;
     };
     let dirs = fixture_dirs("reference.safetensors");
-    assert!(
-        dirs.iter()
-            .any(|d| d.file_name().is_some_and(|n| n == "trained-e2b")),
-        "the trained-e2b fixture is missing"
-    );
+    if !dirs
+        .iter()
+        .any(|d| d.file_name().is_some_and(|n| n == "trained-e2b"))
+    {
+        // The bundled compact set leaves out trained-e2b's reference outputs: the other
+        // fixtures still run.
+        testkit::skip_missing_oracle("trained-e2b/reference.safetensors (its greedy tokens)");
+    }
     let tmp = tempfile::tempdir().unwrap();
     let mut variants = 0;
     for dir in &dirs {
