@@ -4,7 +4,7 @@
 //! installed (no registry), the test prints a `SKIPPED` line and passes without checking, except
 //! under `G4Q_REQUIRE_ORACLES=1` (CI), where gguf-py counts as an oracle and the skip fails.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use convert::gguf::GgufFile;
@@ -28,38 +28,11 @@ fn root() -> PathBuf {
 
 /// A virtualenv with gguf + numpy, built once under target/; `None` when pip cannot install.
 fn python_with_gguf() -> Option<PathBuf> {
-    let venv = root().join("target/py-gguf");
-    let py = venv.join("bin/python");
-    let ok = |p: &Path| {
-        Command::new(p)
-            .args(["-c", "import gguf, numpy"])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if py.exists() && ok(&py) {
-        return Some(py);
-    }
-    let made = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .is_ok_and(|s| s.success());
-    let installed = made
-        && Command::new(venv.join("bin/pip"))
-            .args([
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "gguf==0.19.0",
-                "numpy",
-            ])
-            .status()
-            .is_ok_and(|s| s.success());
-    if installed && ok(&py) {
-        Some(py)
-    } else {
-        None
-    }
+    testkit::venv_python(
+        &root().join("target/py-gguf"),
+        &["gguf==0.19.0", "numpy"],
+        "gguf, numpy",
+    )
 }
 
 #[test]

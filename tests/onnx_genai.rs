@@ -50,37 +50,11 @@ fn root() -> PathBuf {
 /// A virtualenv with onnxruntime-genai, built once under target/; `None` when pip cannot
 /// install it.
 fn python_with_genai() -> Option<PathBuf> {
-    let venv = root().join("target/py-genai");
-    let py = venv.join("bin/python");
-    let ok = |p: &Path| {
-        Command::new(p)
-            .args(["-c", "import onnxruntime_genai"])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if py.exists() && ok(&py) {
-        return Some(py);
-    }
-    let made = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .is_ok_and(|s| s.success());
-    let installed = made
-        && Command::new(venv.join("bin/pip"))
-            .args([
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "onnxruntime-genai",
-            ])
-            .status()
-            .is_ok_and(|s| s.success());
-    if installed && ok(&py) {
-        Some(py)
-    } else {
-        None
-    }
+    testkit::venv_python(
+        &root().join("target/py-genai"),
+        &["onnxruntime-genai"],
+        "onnxruntime_genai",
+    )
 }
 
 /// `g4q convert MODEL --format onnx --type TY... --out OUT`.

@@ -61,38 +61,11 @@ fn root() -> PathBuf {
 /// A virtualenv with onnxruntime + numpy, built once under target/; `None` when pip cannot
 /// install them.
 fn python_with_onnxruntime() -> Option<PathBuf> {
-    let venv = root().join("target/py-onnx");
-    let py = venv.join("bin/python");
-    let ok = |p: &Path| {
-        Command::new(p)
-            .args(["-c", "import onnxruntime, numpy"])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if py.exists() && ok(&py) {
-        return Some(py);
-    }
-    let made = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .is_ok_and(|s| s.success());
-    let installed = made
-        && Command::new(venv.join("bin/pip"))
-            .args([
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "onnxruntime",
-                "numpy",
-            ])
-            .status()
-            .is_ok_and(|s| s.success());
-    if installed && ok(&py) {
-        Some(py)
-    } else {
-        None
-    }
+    testkit::venv_python(
+        &root().join("target/py-onnx"),
+        &["onnxruntime", "numpy"],
+        "onnxruntime, numpy",
+    )
 }
 
 fn read_f32(path: &Path) -> Vec<f32> {

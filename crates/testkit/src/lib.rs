@@ -15,6 +15,7 @@ pub mod gguf_oracle;
 pub mod imatrix_counts;
 pub mod make_oracles;
 pub mod oracles;
+pub mod python;
 pub mod reference;
 pub mod safetensors_file;
 
@@ -28,5 +29,6 @@ pub use oracles::{
     golden_dir, llamacpp_manifest, llamacpp_source, quantized_files, reference_fixtures, repo_root,
     require_oracles, skip, skip_missing_oracle, QuantizedFile,
 };
+pub use python::venv_python;
 pub use rng::XorShift32;
 pub use safetensors_file::{copy_checkpoint, copy_checkpoint_to};
