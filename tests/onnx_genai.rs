@@ -59,21 +59,11 @@ fn python_with_genai() -> Option<PathBuf> {
 
 /// `g4q convert MODEL --format onnx --type TY... --out OUT`.
 fn export(model: &Path, ty: &[&str], out: &Path) {
-    let res = Command::new(env!("CARGO_BIN_EXE_g4q"))
-        .arg("convert")
-        .arg(model)
-        .args(["--format", "onnx", "--type"])
-        .args(ty)
-        .arg("--out")
-        .arg(out)
-        .output()
-        .unwrap();
-    assert!(
-        res.status.success(),
-        "g4q convert --format onnx {}: {}",
-        model.display(),
-        String::from_utf8_lossy(&res.stderr)
-    );
+    let (model, out) = (testkit::path_str(model), testkit::path_str(out));
+    let mut args = vec!["convert", model, "--format", "onnx", "--type"];
+    args.extend(ty);
+    args.extend(["--out", out]);
+    testkit::g4q_ok!(&args);
 }
 
 /// The int64 tensor `name` of a fixture's `reference.safetensors`.

@@ -123,21 +123,11 @@ fn run_onnx(
     out: &Path,
     seqs: &[Vec<u32>],
 ) -> Vec<(Vec<f32>, Option<Vec<f32>>)> {
-    let res = Command::new(env!("CARGO_BIN_EXE_g4q"))
-        .arg("convert")
-        .arg(model)
-        .args(["--format", "onnx", "--type"])
-        .args(ty)
-        .arg("--out")
-        .arg(out)
-        .output()
-        .unwrap();
-    assert!(
-        res.status.success(),
-        "g4q convert --format onnx --type {ty:?} {}: {}",
-        model.display(),
-        String::from_utf8_lossy(&res.stderr)
-    );
+    let (model_s, out_s) = (testkit::path_str(model), testkit::path_str(out));
+    let mut args = vec!["convert", model_s, "--format", "onnx", "--type"];
+    args.extend(ty);
+    args.extend(["--out", out_s]);
+    testkit::g4q_ok!(&args);
     let work = out.with_extension("run");
     std::fs::create_dir_all(&work).unwrap();
     let json = work.join("seqs.json");
