@@ -34,6 +34,8 @@ enum Command {
     Verify(cmd::verify::Args),
     /// Compute an importance matrix (llama.cpp's GGUF imatrix) from calibration text.
     Imatrix(cmd::imatrix::Args),
+    /// A whole verified release: every GGUF type (and AWQ/ONNX), reports, model card, checksums.
+    Release(cmd::release::Args),
     /// Time every format's decode and prefill products here, against the measured bandwidth.
     Bench(cmd::bench::Args),
 }
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
         Command::Imatrix(args) => cmd::imatrix::run(args),
         Command::Verify(args) => cmd::verify::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Release(args) => cmd::release::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

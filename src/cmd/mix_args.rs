@@ -47,7 +47,7 @@ pub enum ImatrixArg {
     File(PathBuf),
 }
 
-fn parse_imatrix(s: &str) -> Result<ImatrixArg, String> {
+pub(super) fn parse_imatrix(s: &str) -> Result<ImatrixArg, String> {
     match s {
         "" => Err("give a file or `auto`".into()),
         "auto" => Ok(ImatrixArg::Auto),

@@ -9,6 +9,7 @@ pub mod inspect;
 mod mix_args;
 mod progress;
 pub mod quantize;
+pub mod release;
 pub mod synth;
 mod threads;
 pub mod verify;
@@ -80,6 +81,16 @@ impl std::error::Error for Usage {}
 /// A usage error with `msg`.
 pub fn usage(msg: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Usage(msg.into()))
+}
+
+/// `arg` as one shell word: as is when it is plain, else single-quoted (the command lines that
+/// reports and model cards record).
+pub fn shell_quote(arg: &str) -> String {
+    if arg.is_empty() || arg.contains(|c: char| c.is_whitespace() || "'\"$\\".contains(c)) {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    } else {
+        arg.to_string()
+    }
 }
 
 /// The error and its causes on one line, outermost first. A cause whose text the line already

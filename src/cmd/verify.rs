@@ -235,7 +235,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 /// Thresholds from the config file (explicit, or ./g4q.toml when present) overridden by flags.
 fn thresholds(args: &Args) -> anyhow::Result<Thresholds> {
-    let file = match &args.config {
+    let flags = Thresholds {
+        max_kld: args.max_kld,
+        min_top1: args.min_top1,
+        max_ppl_ratio: args.max_ppl_ratio,
+    };
+    gate_thresholds(args.config.as_deref(), flags)
+}
+
+/// The gates of `config` (or ./g4q.toml when it exists) overridden by `flags`: what `verify`
+/// and `release` gate on.
+pub(super) fn gate_thresholds(
+    config: Option<&Path>,
+    flags: Thresholds,
+) -> anyhow::Result<Thresholds> {
+    let file = match config {
         Some(p) => {
             let text =
                 std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
@@ -247,11 +261,6 @@ fn thresholds(args: &Args) -> anyhow::Result<Thresholds> {
             Thresholds::from_toml(&text, DEFAULT_CONFIG)?
         }
         None => Thresholds::default(),
-    };
-    let flags = Thresholds {
-        max_kld: args.max_kld,
-        min_top1: args.min_top1,
-        max_ppl_ratio: args.max_ppl_ratio,
     };
     flags.validate("flags")?;
     Ok(file.overridden_by(flags))
@@ -310,13 +319,7 @@ fn record(path: &Path, kind: &str) -> anyhow::Result<InputRecord> {
 /// The command line as typed, arguments with spaces or quotes single-quoted.
 fn command_line() -> String {
     std::env::args()
-        .map(|a| {
-            if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "'\"$\\".contains(c)) {
-                format!("'{}'", a.replace('\'', r"'\''"))
-            } else {
-                a
-            }
-        })
+        .map(|a| super::shell_quote(&a))
         .collect::<Vec<_>>()
         .join(" ")
 }
