@@ -110,7 +110,7 @@ fn k8s_job(recipe: &Recipe, image: &str, out: &str, shards: usize) -> String {
         .collect();
     format!(
         "# g4q release of {name} split over {shards} workers: a Kubernetes Indexed Job.\n\
-         # Worker I makes shard I/{shards} into {parts}/I on the volume mounted at /work (the\n\
+         # Worker I makes shard I/{shards} into {parts}-parts/I on the volume mounted at /work (the\n\
          # paths below are as given to --plan: give paths under /work). When all succeeded:\n\
          #   g4q release --merge {merge} --out {out}\n\
          apiVersion: batch/v1\n\
@@ -122,7 +122,7 @@ fn k8s_job(recipe: &Recipe, image: &str, out: &str, shards: usize) -> String {
          \x20         volumeMounts:\n            - name: work\n              mountPath: /work\n\
          \x20     volumes:\n        - name: work\n          persistentVolumeClaim:\n            claimName: g4q-release\n",
         name = recipe.name,
-        parts = k8s_part(out, ""),
+        parts = out,
         merge = merge.join(" "),
         out = shell_quote(out),
     )
