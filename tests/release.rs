@@ -339,6 +339,25 @@ fn release_reports_equal_verify_and_the_card_matches_them() {
             "{t}"
         );
     }
+    // The shipped imatrix reproduces the GGUF files with g4q convert.
+    let again = tmp.path().join("again.gguf");
+    let q4 = format!("{NAME}-Q4_K_M.gguf");
+    let imatrix = out.join("imatrix.gguf");
+    let args = [
+        "convert",
+        s(&model),
+        "--type",
+        "Q4_K_M",
+        "--imatrix",
+        s(&imatrix),
+        "--out",
+        s(&again),
+    ];
+    testkit::expect_success(g4q!(&args), &args);
+    assert!(
+        std::fs::read(&again).unwrap() == std::fs::read(out.join(&q4)).unwrap(),
+        "{q4}"
+    );
     println!(
         "{checked} reports equal g4q verify's; {} card rows checked",
         rows.len() - 1
@@ -561,4 +580,86 @@ fn bad_flags_exit_2_before_any_work() {
     }
     assert!(!out.exists());
     println!("{} bad flag sets refused", cases.len());
+}
+
+/// sha256 (hex) of a file.
+fn sha256_file(p: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(std::fs::read(p).unwrap()))
+}
+
+#[test]
+fn awq_and_onnx_folders_equal_the_card_commands() {
+    let Some((model, calib, eval)) = fixture() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("release");
+    let args = [
+        "release",
+        s(&model),
+        "--out",
+        s(&out),
+        "--name",
+        NAME,
+        "--types",
+        "Q4_K_M",
+        "--formats",
+        "gguf,awq,onnx",
+        "--awq",
+        "--data",
+        s(&calib),
+        "--awq-tokens",
+        "64",
+        "--eval",
+        s(&eval),
+        "--ctx",
+        "64",
+        "--chunks",
+        "2",
+        "--no-layer-errors",
+    ];
+    testkit::expect_success(g4q!(&args), &args);
+    let release = read_json(&out.join("release.json"));
+    assert_valid(&validator("release.schema.json"), &release, "release.json");
+    let kinds: Vec<&str> = release["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["gguf", "awq", "onnx"]);
+    for f in release["files"].as_array().unwrap() {
+        assert!(f["kld_mean"].as_f64().unwrap() > 0.0, "{f}");
+    }
+    // Every `g4q convert` line of the card, run in an empty folder, makes the same bytes.
+    let card = std::fs::read_to_string(out.join("README.md")).unwrap();
+    let block = card
+        .split("Each file on its own:\n\n```sh\n")
+        .nth(1)
+        .unwrap();
+    let block = block.split("```").next().unwrap();
+    let again = tmp.path().join("again");
+    std::fs::create_dir(&again).unwrap();
+    let mut commands = 0;
+    for line in block.lines().filter(|l| l.starts_with("g4q convert ")) {
+        let a: Vec<&str> = line.split(' ').skip(1).collect();
+        let res = g4q!().current_dir(&again).args(&a).output().unwrap();
+        assert!(
+            res.status.success(),
+            "{line}: {}",
+            String::from_utf8_lossy(&res.stderr)
+        );
+        commands += 1;
+    }
+    assert_eq!(commands, 3);
+    let sums = std::fs::read_to_string(out.join("SHA256SUMS")).unwrap();
+    for line in sums.lines() {
+        let (sha, path) = line.split_once("  ").unwrap();
+        assert_eq!(sha256_file(&again.join(path)), sha, "{path}");
+    }
+    println!(
+        "{commands} card commands remade {} files byte for byte",
+        sums.lines().count()
+    );
 }
