@@ -36,6 +36,8 @@ enum Command {
     Imatrix(cmd::imatrix::Args),
     /// Time every format's decode and prefill products here, against the measured bandwidth.
     Bench(cmd::bench::Args),
+    /// Recommend the quantization to ship to each device from measured accuracy, size and speed.
+    Recommend(cmd::recommend::Args),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
         Command::Imatrix(args) => cmd::imatrix::run(args),
         Command::Verify(args) => cmd::verify::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Recommend(args) => cmd::recommend::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,6 +9,7 @@ pub mod inspect;
 mod mix_args;
 mod progress;
 pub mod quantize;
+pub mod recommend;
 pub mod synth;
 mod threads;
 pub mod verify;
