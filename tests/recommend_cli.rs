@@ -517,3 +517,73 @@ fn reports_constraints_ties_and_exit_codes() {
     checked += 7;
     println!("checked {checked} cases");
 }
+
+/// A `g4q bench --json` file of a machine: its host, limits and the decode / prefill results of
+/// `gbs` weight GB/s for Q8_0 and Q6_K.
+fn bench_file(host: &str, gbs: f64) -> Value {
+    let m = |ty: &str, op: &str| {
+        json!({"type": ty, "op": op, "shape": "ffn_up", "rows": 6144, "cols": 1536, "path": "avx2",
+               "threads": 8, "working_set_bytes": 1, "matrix_bytes": 1, "time_s": 1.0,
+               "weight_gbs": gbs, "percent_of_bandwidth": 50.0, "gflops": 100.0})
+    };
+    json!({
+        "schema": "g4q-bench/1", "g4q_version": "0.1.0",
+        "host": {"name": host, "os": "linux", "arch": "x86_64", "cpu_vendor": "v", "cpu_model": "CPU",
+                 "features": ["avx2"], "physical_cores": 4, "logical_cores": 8,
+                 "caches": {"l1d_bytes": null, "l2_bytes": null, "l3_bytes": 1024},
+                 "memory_bytes": 17_179_869_184u64},
+        "limits": {"read_bandwidth_gbs": 2.0 * gbs, "read_bandwidth_1t_gbs": gbs, "triad_bandwidth_gbs": gbs,
+                   "triad_bandwidth_1t_gbs": gbs, "fma_gflops_per_core": 10.0, "threads": 8,
+                   "buffer_bytes": 1024},
+        "variant": "e2b", "quick": true,
+        "results": [m("Q8_0", "decode"), m("Q8_0", "prefill128"), m("Q6_K", "decode"), m("Q6_K", "prefill128")]
+    })
+}
+
+#[test]
+fn bench_files_are_devices_with_their_measured_speeds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reports = tmp.path().join("reports");
+    std::fs::create_dir(&reports).unwrap();
+    let r = verify_report("/rel/Q8_0.gguf", 0.001, 0.0001, 0.99, 1.001);
+    std::fs::write(reports.join("q8.json"), r.to_string()).unwrap();
+    let (fast, slow) = (tmp.path().join("fast.json"), tmp.path().join("slow.json"));
+    std::fs::write(&fast, bench_file("fast-host", 40.0).to_string()).unwrap();
+    std::fs::write(&slow, bench_file("slow-host", 10.0).to_string()).unwrap();
+    let path = tmp.path().join("r.json");
+    g4q_ok!(&[
+        "recommend",
+        "--variant",
+        "e2b",
+        "--device",
+        s(&fast),
+        "--device",
+        s(&slow),
+        "--candidates",
+        "Q8_0",
+        "--reports",
+        s(&reports),
+        "--json",
+        s(&path),
+    ]);
+    let r = read_json(&path);
+    assert_valid(&r);
+    let (f, sl) = (&r["devices"][0], &r["devices"][1]);
+    assert_eq!(
+        (f["name"].as_str(), f["speeds"].as_str()),
+        (Some("fast-host"), Some("measured"))
+    );
+    assert_eq!(f["memory_bytes"], 17_179_869_184u64);
+    assert_eq!(f["pick"], "Q8_0");
+    let tps = |d: &Value| {
+        candidate(d, "Q8_0")["decode_tokens_per_s"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(tps(f) > 2.0 * tps(sl), "{} vs {}", tps(f), tps(sl));
+    // A bench file that is not one: exit 2, one line.
+    std::fs::write(&slow, "{\"schema\": \"g4q-bench/1\"}").unwrap();
+    let out = g4q!(&["recommend", "--variant", "e2b", "--device", s(&slow)]);
+    assert_usage(&out, "slow.json: not a g4q bench report");
+    println!("checked 2 bench-file devices and a malformed one");
+}
