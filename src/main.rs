@@ -38,6 +38,8 @@ enum Command {
     Release(cmd::release::Args),
     /// Time every format's decode and prefill products here, against the measured bandwidth.
     Bench(cmd::bench::Args),
+    /// Recommend the quantization to ship to each device from measured accuracy, size and speed.
+    Recommend(cmd::recommend::Args),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => cmd::verify::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Release(args) => cmd::release::run(args),
+        Command::Recommend(args) => cmd::recommend::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

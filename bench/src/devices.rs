@@ -24,7 +24,15 @@ pub struct Device {
     pub isa: Vec<String>,
     pub peak_int8_tops: f64,
     pub peak_fp16_tflops: f64,
+    /// Share of `memory_bytes` kept free for what is not the model (the OS, a GPU runtime's
+    /// context, other processes) when `g4q recommend` checks whether a model fits; absent:
+    /// [`DEFAULT_HEADROOM`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headroom: Option<f64>,
 }
+
+/// The headroom of a device whose profile sets none: a tenth of its memory.
+pub const DEFAULT_HEADROOM: f64 = 0.1;
 
 /// The bundled profiles: (file stem, TOML text).
 const BUNDLED: [(&str, &str); 15] = [
@@ -130,7 +138,15 @@ impl Device {
             isa: r.host.features.clone(),
             peak_int8_tops: flops,
             peak_fp16_tflops: flops,
+            headroom: None,
         }
+    }
+
+    /// Bytes a model may use on this device: its memory less the headroom (`headroom` when
+    /// given, else the profile's, else [`DEFAULT_HEADROOM`]).
+    pub fn usable_bytes(&self, headroom: Option<f64>) -> u64 {
+        let h = headroom.or(self.headroom).unwrap_or(DEFAULT_HEADROOM);
+        (self.memory_bytes as f64 * (1.0 - h)).floor() as u64
     }
 
     /// Why the figures are implausible, or `None`: sizes and rates inside what any current
@@ -160,6 +176,10 @@ impl Device {
             (
                 self.peak_int8_tops >= self.peak_fp16_tflops,
                 "int8 slower than fp16",
+            ),
+            (
+                self.headroom.is_none_or(|h| (0.0..1.0).contains(&h)),
+                "headroom outside 0..1",
             ),
             (
                 self.kind == "cpu" || self.kind == "gpu",

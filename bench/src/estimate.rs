@@ -298,8 +298,7 @@ pub fn from_plan(
 ) -> Result<(Gemma4Config, Vec<ModelTensor>), String> {
     let ftype: quantize::ftype::FileType =
         ftype.parse().map_err(|e: String| format!("--type: {e}"))?;
-    let dir = tempfile::tempdir().map_err(|e| format!("temporary folder: {e}"))?;
-    write_sparse_checkpoint(dir.path(), variant)?;
+    let dir = sparse_checkpoint(variant)?;
     let ckpt = convert::Checkpoint::open(dir.path()).map_err(|e| e.to_string())?;
     let opts = quantize::gguf_release::ReleaseOptions {
         ftype,
@@ -307,8 +306,17 @@ pub fn from_plan(
         imatrix: None,
         progress: None,
     };
-    let rows = quantize::gguf_release::plan(&ckpt, &opts).map_err(|e| e.to_string())?;
-    let tensors = rows
+    let tensors = plan_tensors(&ckpt, &opts)?;
+    Ok((ckpt.config().clone(), tensors))
+}
+
+/// The tensors `g4q convert --dry-run` plans for `ckpt` with `opts` (exact bytes per tensor).
+pub fn plan_tensors(
+    ckpt: &convert::Checkpoint,
+    opts: &quantize::gguf_release::ReleaseOptions<'_>,
+) -> Result<Vec<ModelTensor>, String> {
+    let rows = quantize::gguf_release::plan(ckpt, opts).map_err(|e| e.to_string())?;
+    Ok(rows
         .into_iter()
         .map(|r| ModelTensor {
             dims: r.tensor.shape.iter().rev().map(|&d| d as u64).collect(),
@@ -316,8 +324,16 @@ pub fn from_plan(
             ty: r.choice.ty,
             bytes: r.bytes,
         })
-        .collect();
-    Ok((ckpt.config().clone(), tensors))
+        .collect())
+}
+
+/// A temporary folder holding the released `variant`'s real-width checkpoint as a header only
+/// (`config.json` and a `model.safetensors` whose data is a hole): enough to plan any release
+/// of it without disk space or a download. Removed when dropped.
+pub fn sparse_checkpoint(variant: Variant) -> Result<tempfile::TempDir, String> {
+    let dir = tempfile::tempdir().map_err(|e| format!("temporary folder: {e}"))?;
+    write_sparse_checkpoint(dir.path(), variant)?;
+    Ok(dir)
 }
 
 /// Writes `config.json` and a sparse `model.safetensors` (a real header, data left as a hole)

@@ -8,4 +8,5 @@ pub mod estimate;
 pub mod formats;
 pub mod host;
 pub mod limits;
+pub mod recommend;
 pub mod report;

@@ -10,6 +10,7 @@ mod mix_args;
 mod progress;
 pub mod quantize;
 pub mod release;
+pub mod recommend;
 pub mod synth;
 mod threads;
 pub mod verify;

@@ -27,11 +27,14 @@ pub struct Thresholds {
     pub max_ppl_ratio: Option<f64>,
 }
 
-/// The whole of `g4q.toml`: `[verify.gates]` is its only table, so anything else is a typo.
+/// The whole of `g4q.toml`: `[verify.gates]` and `[recommend]` (read by `g4q recommend`) are
+/// its only tables, so anything else is a typo.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
     verify: Option<VerifySection>,
+    #[allow(dead_code)]
+    recommend: Option<toml::Value>,
 }
 
 #[derive(Deserialize)]
