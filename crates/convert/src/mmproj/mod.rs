@@ -11,6 +11,7 @@
 
 pub mod metadata;
 pub mod names;
+mod softplus;
 pub mod transform;
 pub mod types;
 
