@@ -76,7 +76,7 @@ pub fn tensor_type(hf: &str, gguf: &str, n_dims: usize, row_len: usize, out: Out
         forced = Some(GgmlType::F32);
     }
     let ty = forced.unwrap_or(out.ggml());
-    if ty == GgmlType::Q8_0 && row_len % 32 != 0 {
+    if ty == GgmlType::Q8_0 && !row_len.is_multiple_of(32) {
         // gguf-py cannot quantize the row ("falling back to F16").
         GgmlType::F16
     } else {
