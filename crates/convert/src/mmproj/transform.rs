@@ -67,7 +67,11 @@ pub fn plan(hf: &str, shape: &[usize], file: &std::path::Path) -> Result<(Transf
 pub fn apply(t: Transform, values: Vec<f32>) -> Vec<f32> {
     match t {
         Transform::None => values,
-        Transform::Softplus => values.into_iter().map(super::softplus::softplus).collect(),
+        Transform::Softplus => {
+            let mut values = values;
+            super::softplus::softplus_tensor(&mut values);
+            values
+        }
         Transform::PatchToChw { patch: p } => {
             let k = 3 * p * p;
             let mut out = vec![0f32; values.len()];
