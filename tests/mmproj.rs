@@ -175,6 +175,36 @@ fn dry_run_plans_the_written_file() {
     println!("mmproj dry run: {} tensors planned as written", got.len());
 }
 
+/// The towers read across the shards of a sharded checkpoint give the same file.
+#[test]
+fn sharded_checkpoint_gives_the_same_file() {
+    let Some(manifest) = testkit::fixture("e2b-s0/llamacpp/mmproj-manifest.json") else {
+        return;
+    };
+    let manifest: Json = serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("released-bf16");
+    testkit::copy_checkpoint_to(
+        &testkit::fixtures_dir().join("e2b-s0/released-bf16"),
+        &model,
+    );
+    let shards = testkit::safetensors_file::shard_by_size(&model, 64 << 10);
+    assert!(shards.len() > 2, "{shards:?}");
+    let out = tmp.path().join("mmproj.gguf");
+    g4q_ok!(&[
+        "convert",
+        s(&model),
+        "--mmproj",
+        "--type",
+        "Q8_0",
+        "--out",
+        s(&out)
+    ]);
+    let want = &manifest["files"]["mmproj-q8_0.gguf"];
+    assert_matches("e2b-s0 sharded/mmproj-q8_0.gguf", &out, want);
+    println!("mmproj: {} shards give llama.cpp's file", shards.len());
+}
+
 /// Exit 2, one line on stderr naming the problem, nothing written.
 fn assert_refused(args: &[&str], out_file: &Path, says: &str) {
     let out = g4q!(args);

@@ -22,7 +22,7 @@ use kernels::GgmlType;
 pub use metadata::TowerConfig;
 pub use types::OutType;
 
-use crate::checkpoint::{Checkpoint, SkippedKind};
+use crate::checkpoint::Checkpoint;
 use crate::error::{ConvertError, Result};
 use crate::gguf::finite::check_encoded;
 use crate::gguf::{GgufWriter, TensorInfo};
@@ -52,52 +52,58 @@ impl MmprojTensor {
     }
 }
 
-/// The projector file's tensors in llama.cpp's order (the checkpoint names' lexicographic
-/// order, as the text converter) with their types for `out`. A checkpoint without towers is an
-/// error naming its config.
+/// The projector file's tensors in llama.cpp's order (its converter reads the weight files in
+/// the order of their sorted names and each file's tensors sorted by name) with their types for
+/// `out`. A checkpoint without towers is an error naming its config.
 pub fn plan(ckpt: &Checkpoint, out: OutType) -> Result<Vec<MmprojTensor>> {
     // The config decides whether there are towers; the tensors must then be there.
     TowerConfig::read(ckpt.dir(), ckpt.config().hidden_size)?;
-    let mut towers: Vec<_> = ckpt
-        .skipped()
-        .iter()
-        .filter(|t| matches!(t.kind, SkippedKind::Vision | SkippedKind::Audio))
-        .collect();
-    towers.sort_by(|a, b| a.name.cmp(&b.name));
-    if towers.is_empty() {
+    let files = TowerFiles::open(ckpt)?;
+    let mut rows = Vec::new();
+    for f in &files.files {
+        let mut towers: Vec<_> = f
+            .tensors()
+            .iter()
+            .filter(|t| names::is_tower(&t.name))
+            .collect();
+        towers.sort_by(|a, b| a.name.cmp(&b.name));
+        for t in towers {
+            rows.push(plan_tensor(&t.name, &t.shape, f.path(), out)?);
+        }
+    }
+    if rows.is_empty() {
         return Err(ConvertError::format(
             ckpt.dir(),
             "holds no vision or audio tower tensors to write",
         ));
     }
-    let source = ckpt.files().next().unwrap_or(ckpt.dir()).to_path_buf();
-    towers
-        .into_iter()
-        .map(|t| {
-            let gguf_name = names::gguf_name(&t.name).ok_or_else(|| {
-                ConvertError::tensor(
-                    &source,
-                    &t.name,
-                    "not a Gemma 4 vision/audio tensor llama.cpp can map",
-                )
-            })?;
-            let (transform, shape) = transform::plan(&t.name, &t.shape, &source)?;
-            let row_len = shape.last().copied().unwrap_or(1);
-            let ty = types::tensor_type(&t.name, &gguf_name, shape.len(), row_len, out);
-            let info = TensorInfo::from_torch_shape(&gguf_name, &shape, ty);
-            let bytes = info.checked_n_bytes().ok_or_else(|| {
-                ConvertError::tensor(&source, &t.name, format!("shape {shape:?} overflows"))
-            })?;
-            Ok(MmprojTensor {
-                hf_name: t.name.clone(),
-                gguf_name,
-                shape,
-                ty,
-                transform,
-                bytes,
-            })
-        })
-        .collect()
+    Ok(rows)
+}
+
+/// One tower tensor's name, transform, written shape and type.
+fn plan_tensor(hf: &str, shape: &[usize], file: &Path, out: OutType) -> Result<MmprojTensor> {
+    let gguf_name = names::gguf_name(hf).ok_or_else(|| {
+        ConvertError::tensor(
+            file,
+            hf,
+            "not a Gemma 4 vision/audio tensor llama.cpp can map",
+        )
+    })?;
+    let (transform, shape) = transform::plan(hf, shape, file)?;
+    let row_len = shape.last().copied().unwrap_or(1);
+    let ty = types::tensor_type(hf, &gguf_name, shape.len(), row_len, out);
+    let info = TensorInfo::from_torch_shape(&gguf_name, &shape, ty);
+    let bytes = info
+        .checked_n_bytes()
+        .ok_or_else(|| ConvertError::tensor(file, hf, format!("shape {shape:?} overflows")))?;
+    Ok(MmprojTensor {
+        hf_name: hf.to_string(),
+        gguf_name,
+        shape,
+        ty,
+        transform,
+        bytes,
+    })
 }
 
 /// Writes the projector file of `ckpt` to `out` (atomically) and returns its tensors.
@@ -130,8 +136,8 @@ fn encode(t: &MmprojTensor, values: &[f32], row_len: usize, out: &Path) -> Resul
     Ok(bytes)
 }
 
-/// The checkpoint's weight files, opened again to read the tower tensors the text checkpoint
-/// skips (mmapped: opening costs a header parse).
+/// The checkpoint's weight files (in the checkpoint's order: sorted shard names), opened again
+/// to read the tower tensors the text checkpoint skips (mmapped: opening costs a header parse).
 struct TowerFiles {
     files: Vec<StFile>,
 }
