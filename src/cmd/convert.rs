@@ -25,6 +25,24 @@ pub enum Format {
     Onnx,
 }
 
+/// `--intermediate`: the converter's `--outtype` in the llama.cpp chain.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Intermediate {
+    F32,
+    Bf16,
+    F16,
+}
+
+impl Intermediate {
+    fn ggml(self) -> kernels::GgmlType {
+        match self {
+            Intermediate::F32 => kernels::GgmlType::F32,
+            Intermediate::Bf16 => kernels::GgmlType::BF16,
+            Intermediate::F16 => kernels::GgmlType::F16,
+        }
+    }
+}
+
 /// Flags of `g4q convert`. `--type` is optional so that `--format awq` (int4 by definition) can
 /// go without it; [`run`] requires it for GGUF.
 #[derive(clap::Args, Debug)]
@@ -55,6 +73,17 @@ pub struct Args {
     pub awq: bool,
     #[command(flatten)]
     pub awq_args: awq::AwqArgs,
+    /// Write the vision/audio projector file (`mmproj`) that llama.cpp's multimodal tools load
+    /// beside the text model, as `convert_hf_to_gguf.py --mmproj` writes it: --type F32, F16,
+    /// BF16 or Q8_0.
+    #[arg(long)]
+    pub mmproj: bool,
+    /// The type of llama.cpp's intermediate file in the chain this file reproduces
+    /// (`convert_hf_to_gguf.py --outtype T`, then `llama-quantize`): the tensors llama-quantize
+    /// leaves unquantized keep it, and the others are quantized from its values. llama.cpp's
+    /// converter defaults to bf16 for bf16 checkpoints. Default f32.
+    #[arg(long, value_enum, value_name = "TYPE")]
+    pub intermediate: Option<Intermediate>,
     /// ONNX int4: input columns per MatMulNBits block (32, 64 or 128).
     #[arg(long, default_value_t = 32, value_name = "N")]
     pub block_size: usize,
@@ -91,6 +120,12 @@ fn resolve_mix(args: &Args, ckpt: &Checkpoint) -> anyhow::Result<Resolved> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.mmproj {
+        return super::mmproj::run(&args);
+    }
+    if args.intermediate.is_some() && !matches!(args.format, Format::Gguf) {
+        return Err(usage("--intermediate applies to GGUF output only"));
+    }
     if let Format::Awq = args.format {
         if args.awq || args.dry_run {
             return Err(usage("--format awq takes neither --awq nor --dry-run"));
@@ -129,7 +164,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ckpt = scaled;
         _scaled_dir = Some(dir);
     }
-    let (ftype, mix, imatrix) = resolve_mix(&args, &ckpt)?;
+    let (ftype, mut mix, imatrix) = resolve_mix(&args, &ckpt)?;
+    if let Some(i) = args.intermediate {
+        if !ftype.default_type().is_quantized() && i != Intermediate::F32 {
+            return Err(usage(format!(
+                "--intermediate applies to quantized types (with --type {ftype} the file is the converter's own output)"
+            )));
+        }
+        mix.intermediate = Some(i.ggml());
+    }
     let bar = progress::bar(0, "convert");
     let tick = |done: usize, all: usize| {
         bar.set_length(all as u64);

@@ -169,6 +169,7 @@ impl MixArgs {
             overrides,
             token_embedding_type,
             output_tensor_type,
+            intermediate: None,
         };
         Ok((ftype, mix, imatrix))
     }

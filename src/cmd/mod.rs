@@ -7,6 +7,7 @@ pub mod forward;
 pub mod imatrix;
 pub mod inspect;
 mod mix_args;
+mod mmproj;
 mod progress;
 pub mod quantize;
 pub mod release;

@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod gguf;
 pub mod llama;
+pub mod mmproj;
 pub mod onnx;
 pub mod output;
 pub mod pack_quantized;

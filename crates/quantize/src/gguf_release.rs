@@ -67,7 +67,7 @@ pub fn plan(ckpt: &Checkpoint, opts: &ReleaseOptions<'_>) -> Result<Vec<PlanRow>
         .map(|t| TensorDesc {
             name: t.gguf_name.clone(),
             dims: t.shape.iter().rev().map(|&d| d as u64).collect(),
-            input_type: GgmlType::F32,
+            input_type: intermediate_type(t, &opts.mix),
         })
         .collect();
     let mut mix = opts.mix.clone();
@@ -109,6 +109,28 @@ pub fn plan(ckpt: &Checkpoint, opts: &ReleaseOptions<'_>) -> Result<Vec<PlanRow>
         .collect()
 }
 
+/// The type `t` has in llama.cpp's intermediate file: what its converter writes for
+/// `--outtype` = `mix.intermediate` (F32 by default). llama-quantize keeps this type for the
+/// tensors it does not quantize (`per_layer_model_proj` among them) and quantizes the others
+/// from these values.
+pub fn intermediate_type(t: &PlannedTensor, mix: &MixOptions) -> GgmlType {
+    llama::unquantized_type(t, mix.intermediate.unwrap_or(GgmlType::F32))
+}
+
+/// Rounds values through the intermediate type `ty` (F16 or BF16; F32 is exact), as the chain's
+/// intermediate file stores them before llama-quantize reads them back.
+fn through_intermediate(values: &mut [f32], ty: GgmlType) {
+    match ty {
+        GgmlType::BF16 => values
+            .iter_mut()
+            .for_each(|v| *v = kernels::fp::bf16_to_f32(kernels::fp::f32_to_bf16(*v))),
+        GgmlType::F16 => values
+            .iter_mut()
+            .for_each(|v| *v = kernels::fp::f16_to_f32(kernels::fp::f32_to_f16(*v))),
+        _ => {}
+    }
+}
+
 /// Writes the release to `out` and returns its plan.
 pub fn write(ckpt: &Checkpoint, out: &Path, opts: &ReleaseOptions<'_>) -> Result<Vec<PlanRow>> {
     let rows = plan(ckpt, opts)?;
@@ -132,6 +154,7 @@ pub fn write(ckpt: &Checkpoint, out: &Path, opts: &ReleaseOptions<'_>) -> Result
     let imatrix = opts.imatrix.as_ref().map(|(im, _)| *im);
     for (i, row) in rows.iter().enumerate() {
         let t = &row.tensor;
+        let via = intermediate_type(t, &opts.mix);
         let weights = if row.weighted {
             imatrix.and_then(|im| im.weights(&t.gguf_name))
         } else {
@@ -145,6 +168,7 @@ pub fn write(ckpt: &Checkpoint, out: &Path, opts: &ReleaseOptions<'_>) -> Result
             weights.as_deref(),
             |r0, n, out| {
                 llama::source_rows(ckpt, t, r0, n, out)?;
+                through_intermediate(out, via);
                 // Keep only the chunk in flight resident, however large the tensor.
                 if let llama::Source::Checkpoint(name) = &t.source {
                     ckpt.release_rows(name, r0, n);

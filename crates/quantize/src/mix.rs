@@ -43,6 +43,9 @@ pub struct MixOptions {
     pub overrides: Vec<(Regex, GgmlType)>,
     pub token_embedding_type: Option<GgmlType>,
     pub output_tensor_type: Option<GgmlType>,
+    /// The type of llama.cpp's intermediate file (the converter's `--outtype` before
+    /// llama-quantize), which the tensors the mix leaves unquantized keep; `None` is F32.
+    pub intermediate: Option<GgmlType>,
 }
 
 /// The type chosen for one tensor, and the type the mix wanted before a shape fallback.

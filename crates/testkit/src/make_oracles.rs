@@ -10,7 +10,8 @@ use serde_json::Value;
 use crate::safetensors_file::{files_under, shard_by_size};
 
 /// One fixture folder of each variant shaped like a released model (hidden 128), without the
-/// `causal-f32/` twin, llama.cpp's whole debug files and logits, or the projector files.
+/// `causal-f32/` twin, llama.cpp's whole debug files and logits, or the projector files (their
+/// manifest, with every key, tensor and whole-file sha256, stays).
 const VARIANTS: [&str; 4] = ["e2b-s0", "e4b-s0", "26b-a4b-s0", "31b-s0"];
 
 /// What the tests read from a variant folder.
@@ -21,6 +22,7 @@ const VARIANT_FILES: &[&str] = &[
     "llamacpp/manifest.json",
     "llamacpp/imatrix.gguf",
     "llamacpp/imatrix-input.txt",
+    "llamacpp/mmproj-manifest.json",
 ];
 
 /// The trained fixture, where quantization and an imatrix visibly change the model.

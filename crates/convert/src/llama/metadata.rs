@@ -30,17 +30,7 @@ pub struct MetadataInputs<'a> {
 pub fn gemma4_metadata(inp: &MetadataInputs<'_>) -> Result<Metadata> {
     let c = inp.config;
     let mut md = Metadata::new();
-    md.set("general.architecture", Value::String("gemma4".into()));
-    md.set("general.type", Value::String("model".into()));
-    add_sampling(&mut md, inp.dir)?;
-    let folder = inp
-        .dir
-        .canonicalize()
-        .unwrap_or_else(|_| inp.dir.to_path_buf());
-    if let Some(name) = folder.file_name().and_then(|n| n.to_str()) {
-        md.set("general.name", Value::String(id_to_title(name)));
-    }
-    md.set("general.size_label", Value::String(size_label(inp.tensors)));
+    add_general(&mut md, "gemma4", "model", inp.dir, inp.tensors)?;
 
     // Validated configs keep every size far below 2^32; a value that does not fit is still an
     // error here, never a truncated key.
@@ -129,6 +119,26 @@ pub fn gemma4_metadata(inp: &MetadataInputs<'_>) -> Result<Metadata> {
     );
     super::vocab::add_tokenizer(&mut md, inp.dir, c.vocab_size)?;
     Ok(md)
+}
+
+/// The `general.*` keys gguf-py writes first for any file: architecture, type (`model`,
+/// `mmproj`), the sampling defaults, the name from the folder and the size label.
+pub(crate) fn add_general(
+    md: &mut Metadata,
+    architecture: &str,
+    kind: &str,
+    dir: &Path,
+    tensors: &[TensorInfo],
+) -> Result<()> {
+    md.set("general.architecture", Value::String(architecture.into()));
+    md.set("general.type", Value::String(kind.into()));
+    add_sampling(md, dir)?;
+    let folder = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    if let Some(name) = folder.file_name().and_then(|n| n.to_str()) {
+        md.set("general.name", Value::String(id_to_title(name)));
+    }
+    md.set("general.size_label", Value::String(size_label(tensors)));
+    Ok(())
 }
 
 /// `general.sampling.*` from `generation_config.json`, when present.

@@ -14,6 +14,7 @@ use kernels::fp::{f32_to_bf16, f32_to_f16};
 use kernels::GgmlType;
 
 pub use config::config_from_gguf;
+pub(crate) use metadata::add_general;
 pub use metadata::{
     gemma4_metadata, id_to_title, size_label, MetadataInputs, QUANTIZATION_VERSION,
 };
@@ -127,10 +128,16 @@ pub fn source_rows(
     }
 }
 
-/// The type llama.cpp's converter gives a tensor for `--outtype` `out`: 1-D tensors and norms
-/// stay F32.
+/// The type llama.cpp's converter gives a tensor for `--outtype` `out`: 1-D tensors, norms,
+/// names not ending in `.weight` and the MoE router (`ffn_gate_inp.weight`, which its
+/// `prepare_tensors` always keeps in F32) stay F32.
 pub fn unquantized_type(t: &PlannedTensor, out: GgmlType) -> GgmlType {
-    if t.n_dims() <= 1 || t.gguf_name.ends_with("_norm.weight") {
+    let n = &t.gguf_name;
+    if t.n_dims() <= 1
+        || n.ends_with("_norm.weight")
+        || !n.ends_with(".weight")
+        || (n.starts_with("blk.") && n.ends_with(".ffn_gate_inp.weight"))
+    {
         GgmlType::F32
     } else {
         out
