@@ -370,62 +370,45 @@ pub fn search_scale_per_input(
 }
 
 /// Searches one clip bound per (row, group) of `w` `[rows, cols]` for activations `a`; returns
-/// `[rows, cols / group]` bounds (the group absmax where clipping does not help).
+/// `[rows, ceil(cols / group)]` bounds (the group absmax where clipping does not help). A
+/// `group` that does not divide `cols` leaves a shorter last group, searched the same way.
 pub fn search_clip(a: Acts<'_>, w: &[f32], rows: usize, group: usize) -> Vec<f32> {
     let k = a.cols;
-    let ng = k / group;
+    let ng = k.div_ceil(group);
     let per_group: Vec<Vec<f32>> = (0..ng)
         .into_par_iter()
         .map(|j| {
-            // C_j = X_jᵀ X_j, [group, group].
-            let mut cov = vec![0f32; group * group];
-            let xj = &a.x[j * group..];
-            gemm_f32(
-                group,
-                group,
-                a.rows,
-                xj,
-                (1, k),
-                xj,
-                (k, 1),
-                &mut cov,
-                (group, 1),
-            );
+            let c0 = j * group;
+            let gw = group.min(k - c0);
+            // C_j = X_jᵀ X_j, [gw, gw].
+            let mut cov = vec![0f32; gw * gw];
+            let xj = &a.x[c0..];
+            gemm_f32(gw, gw, a.rows, xj, (1, k), xj, (k, 1), &mut cov, (gw, 1));
             let absmax: Vec<f32> = (0..rows)
                 .map(|r| {
-                    w[r * k + j * group..r * k + (j + 1) * group]
+                    w[r * k + c0..r * k + c0 + gw]
                         .iter()
                         .fold(0f32, |m, v| m.max(v.abs()))
                 })
                 .collect();
             let mut best_err = vec![f64::INFINITY; rows];
             let mut best = absmax.clone();
-            let mut d = vec![0f32; rows * group];
-            let mut e = vec![0f32; rows * group];
-            let mut fq = vec![0f32; group];
+            let mut d = vec![0f32; rows * gw];
+            let mut e = vec![0f32; rows * gw];
+            let mut fq = vec![0f32; gw];
             for step in 0..CLIP_STEPS {
                 let ratio = 1.0 - step as f32 / 20.0;
                 for r in 0..rows {
-                    let wr = &w[r * k + j * group..r * k + (j + 1) * group];
+                    let wr = &w[r * k + c0..r * k + c0 + gw];
                     fake_quant_group(wr, absmax[r] * ratio, &mut fq);
-                    for c in 0..group {
-                        d[r * group + c] = fq[c] - wr[c];
+                    for c in 0..gw {
+                        d[r * gw + c] = fq[c] - wr[c];
                     }
                 }
-                gemm_f32(
-                    rows,
-                    group,
-                    group,
-                    &d,
-                    (group, 1),
-                    &cov,
-                    (group, 1),
-                    &mut e,
-                    (group, 1),
-                );
+                gemm_f32(rows, gw, gw, &d, (gw, 1), &cov, (gw, 1), &mut e, (gw, 1));
                 for r in 0..rows {
-                    let err: f64 = (0..group)
-                        .map(|c| e[r * group + c] as f64 * d[r * group + c] as f64)
+                    let err: f64 = (0..gw)
+                        .map(|c| e[r * gw + c] as f64 * d[r * gw + c] as f64)
                         .sum();
                     if err < best_err[r] {
                         best_err[r] = err;
