@@ -18,7 +18,7 @@ use verify::{forward_streaming, ForwardOptions, LinearSite, Observer, Weights};
 
 use crate::awq::plan::{AwqPlan, GroupFit, LayerScales};
 use crate::awq::search::{
-    abs_mean_of, search_clip, search_scale, search_scale_per_input, Acts, Dense, HeadNorm, Mat,
+    abs_mean_of, search_clip, search_scale, search_scale_streamed, Acts, Dense, HeadNorm, Mat,
     ScaleChoice,
 };
 use crate::error::{QuantizeError, Result};
@@ -325,53 +325,64 @@ impl Collector<'_> {
         let name = |s: &str| format!("layers.{l}.{s}");
         let g_in = self.group_of(&name("experts.gate_up_proj"), b)?;
         let g_down = self.group_of(&name("experts.down_proj"), i)?;
-        let acts =
-            |down: bool, expert: usize| experts.get(&ExpertInput { down, expert }).map(Dense::acts);
-        // Experts' pre-norm → every expert's gate_up rows.
-        let gate_up = self.weight(&name("experts.gate_up_proj"))?.values;
-        let items: Vec<(Acts<'_>, Mat<'_>)> = (0..ne)
-            .filter_map(|e| {
-                let a = acts(false, e)?;
-                let w = &gate_up[e * 2 * i * b..(e + 1) * 2 * i * b];
-                Some((
-                    a,
-                    Mat {
-                        w,
-                        rows: 2 * i,
-                        head: None,
-                    },
-                ))
-            })
-            .collect();
-        let blocks: Vec<Acts<'_>> = items.iter().map(|&(a, _)| a).collect();
-        let choice = search_scale_per_input(&abs_mean_of(&blocks, b), &items, g_in);
+        let none = Acts {
+            x: &[],
+            rows: 0,
+            cols: 0,
+        };
+        let acts = |down: bool, expert: usize| {
+            experts
+                .get(&ExpertInput { down, expert })
+                .map_or(none, Dense::acts)
+        };
+        // Experts' pre-norm → every expert's gate_up rows, one expert in f32 at a time.
+        let gate_up = name("experts.gate_up_proj");
+        let blocks: Vec<Acts<'_>> = (0..ne).map(|e| acts(false, e)).collect();
+        let present: Vec<Acts<'_>> = blocks.iter().copied().filter(|a| a.rows > 0).collect();
+        let x_mean = abs_mean_of(&present, b);
+        let choice = search_scale_streamed(&x_mean, &blocks, 2 * i, g_in, &mut |e| {
+            self.expert_rows(&gate_up, e * 2 * i, 2 * i)
+        })?;
         self.report(l, GroupKind::Moe, &choice);
-        drop(items);
-        drop(gate_up);
         // Per expert: up rows → down columns.
-        let down = self.weight(&name("experts.down_proj"))?.values;
+        let down = name("experts.down_proj");
         let mut moe_down = Vec::with_capacity(ne);
         for e in 0..ne {
-            let s = match acts(true, e) {
-                Some(a) => {
-                    let w = &down[e * b * i..(e + 1) * b * i];
-                    let c = search_scale(
-                        a,
-                        &[Mat {
-                            w,
-                            rows: b,
-                            head: None,
-                        }],
-                        g_down,
-                    );
-                    self.report(l, GroupKind::ExpertDown, &c);
-                    c.s
-                }
-                None => vec![1.0; i],
+            let a = acts(true, e);
+            let s = if experts.contains_key(&ExpertInput {
+                down: true,
+                expert: e,
+            }) {
+                let w = self.expert_rows(&down, e * b, b)?;
+                let c = search_scale(
+                    a,
+                    &[Mat {
+                        w: &w,
+                        rows: b,
+                        head: None,
+                    }],
+                    g_down,
+                );
+                self.report(l, GroupKind::ExpertDown, &c);
+                c.s
+            } else {
+                vec![1.0; i]
             };
             moe_down.push(s);
         }
         Ok((choice.s, moe_down))
+    }
+
+    /// Rows `row0 .. row0 + n` of the fused expert stack `name`, widened to f32; the stack's
+    /// mapped pages are released after each read, so neither the f32 nor the stored stack is
+    /// held whole.
+    fn expert_rows(&self, name: &str, row0: usize, n: usize) -> Result<Vec<f32>> {
+        let m = self.src.matrix(name)?;
+        let mut out = vec![0f32; n * m.cols()];
+        m.rows_to_f32(row0, n, &mut out)?;
+        drop(m);
+        self.src.release(name);
+        Ok(out)
     }
 
     fn report(&mut self, layer: usize, group: GroupKind, c: &ScaleChoice) {
