@@ -116,11 +116,15 @@ impl Towers {
     }
 }
 
-/// Writes a safetensors file: the header from `units`' entries, then each unit's bytes.
+/// Writes the bytes of one unit, in order, in as many pieces as the source likes.
+type Sink<'a> = dyn FnMut(&[u8]) -> Result<()> + 'a;
+
+/// Writes a safetensors file: the header from `units`' entries, then each unit's bytes, which
+/// `produce` hands to its sink (whole, or piece by piece for the expert stacks).
 fn write_safetensors(
     path: &Path,
     units: &[(Vec<StEntry>, Source)],
-    mut produce: impl FnMut(&Source) -> Result<Vec<Vec<u8>>>,
+    mut produce: impl FnMut(&Source, &mut Sink<'_>) -> Result<()>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<()> {
     let mut metadata = Map::new();
@@ -129,17 +133,23 @@ fn write_safetensors(
     let out = BufWriter::with_capacity(1 << 20, OutputFile::create(path)?);
     let mut w = StWriter::new(path, out, Some(&metadata), entries)?;
     for (i, (entries, source)) in units.iter().enumerate() {
-        let parts = produce(source)?;
-        if parts.len() != entries.len() {
+        let planned: u64 = entries
+            .iter()
+            .map(|e| {
+                convert::stfile::dtype_size(&e.dtype).unwrap_or(0) as u64
+                    * e.shape.iter().product::<usize>() as u64
+            })
+            .sum();
+        let mut written = 0u64;
+        produce(source, &mut |bytes: &[u8]| {
+            written += bytes.len() as u64;
+            Ok(w.write(bytes)?)
+        })?;
+        if written != planned {
             return Err(QuantizeError::Options(format!(
-                "tensor '{}': produced {} parts, planned {}",
-                entries[0].name,
-                parts.len(),
-                entries.len()
+                "tensor '{}': produced {written} bytes, planned {planned}",
+                entries[0].name
             )));
-        }
-        for bytes in &parts {
-            w.write_tensor(bytes)?;
         }
         progress(i + 1, units.len());
     }
@@ -148,6 +158,15 @@ fn write_safetensors(
         .map_err(|e| io_error(path, e.into_error()))?
         .commit()?;
     Ok(())
+}
+
+/// Hands `name` through `w`, scaled, to `sink` as F32 bytes: an expert stack one expert at a
+/// time, anything else whole.
+fn scaled_bytes(w: &ScaledWeights<'_>, name: &str, sink: &mut Sink<'_>) -> Result<()> {
+    match w.expert_blocks(name) {
+        Some(ne) => (0..ne).try_for_each(|e| sink(&f32_bytes(&w.expert_block(name, e)?.values))),
+        None => sink(&f32_bytes(&dense_f32(w, name)?.values)),
+    }
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
@@ -438,22 +457,20 @@ pub fn write_compressed_tensors(
         );
     }
     let towers = &layout.towers;
-    let bytes = |source: &Source| {
-        Ok(match source {
-            Source::Raw(n) => vec![ckpt.tensor(n)?.data.to_vec()],
-            Source::Norm(n) => vec![f32_bytes(&scaled.vector(n)?)],
-            Source::Scaled(n) => vec![f32_bytes(&dense_f32(&scaled, n)?.values)],
-            Source::Int4(n, g) => {
-                let d = dense_f32(&scaled, n)?;
-                let m = quantize(&d.values, d.rows, d.cols, *g, None);
-                Weights::release(ckpt, n);
-                int4_tensors(&m)
-            }
-            Source::Tower(i) => {
-                let (f, t) = towers.entry(*i);
-                vec![f.bytes(t).to_vec()]
-            }
-        })
+    let bytes = |source: &Source, sink: &mut Sink<'_>| match source {
+        Source::Raw(n) => sink(ckpt.tensor(n)?.data),
+        Source::Norm(n) => sink(&f32_bytes(&scaled.vector(n)?)),
+        Source::Scaled(n) => scaled_bytes(&scaled, n, sink),
+        Source::Int4(n, g) => {
+            let d = dense_f32(&scaled, n)?;
+            let m = quantize(&d.values, d.rows, d.cols, *g, None);
+            Weights::release(ckpt, n);
+            int4_tensors(&m).iter().try_for_each(|part| sink(part))
+        }
+        Source::Tower(i) => {
+            let (f, t) = towers.entry(*i);
+            sink(f.bytes(t))
+        }
     };
     write_release(ckpt, out_dir, &layout.units, &config, bytes, progress)?;
     Ok(summary)
@@ -466,7 +483,7 @@ fn write_release(
     out_dir: &Path,
     units: &[(Vec<StEntry>, Source)],
     config: &Value,
-    bytes: impl FnMut(&Source) -> Result<Vec<Vec<u8>>>,
+    bytes: impl FnMut(&Source, &mut Sink<'_>) -> Result<()>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<()> {
     write_folder(out_dir, |dir| {
@@ -517,19 +534,13 @@ pub fn write_scaled_checkpoint(
         units.push((vec![StEntry::new(hf, dtype, view.shape.clone())], source));
     }
     let config = read_config(ckpt)?;
-    let bytes = |source: &Source| {
-        Ok(match source {
-            Source::Raw(n) => vec![ckpt.tensor(n)?.data.to_vec()],
-            Source::Norm(n) => vec![f32_bytes(&scaled.vector(n)?)],
-            Source::Scaled(n) | Source::Int4(n, _) => {
-                vec![f32_bytes(&dense_f32(&scaled, n)?.values)]
-            }
-            Source::Tower(_) => {
-                return Err(QuantizeError::Options(
-                    "internal: the scaled checkpoint plans no tower tensors".into(),
-                ))
-            }
-        })
+    let bytes = |source: &Source, sink: &mut Sink<'_>| match source {
+        Source::Raw(n) => sink(ckpt.tensor(n)?.data),
+        Source::Norm(n) => sink(&f32_bytes(&scaled.vector(n)?)),
+        Source::Scaled(n) | Source::Int4(n, _) => scaled_bytes(&scaled, n, sink),
+        Source::Tower(_) => Err(QuantizeError::Options(
+            "internal: the scaled checkpoint plans no tower tensors".into(),
+        )),
     };
     write_release(ckpt, out_dir, &units, &config, bytes, progress)
 }

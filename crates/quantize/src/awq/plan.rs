@@ -321,6 +321,68 @@ impl ScaledWeights<'_> {
     }
 }
 
+impl ScaledWeights<'_> {
+    /// How many experts the fused expert stack `name` is scaled as, when the plan scales it and
+    /// clips nothing of it: a writer can then produce it one [`ScaledWeights::expert_block`] at
+    /// a time instead of whole (2 GB of f32 per layer's gate_up on 26B-A4B).
+    pub fn expert_blocks(&self, name: &str) -> Option<usize> {
+        let cfg = self.base.config();
+        let clipped = self.clip && self.plan.clips.contains_key(name);
+        match self.plan.role(cfg, name)? {
+            Role::Experts { sc, .. } if !clipped && sc.moe_down.len() == cfg.num_experts => {
+                Some(cfg.num_experts)
+            }
+            _ => None,
+        }
+    }
+
+    /// Expert `e`'s rows of the fused stack `name` (see [`ScaledWeights::expert_blocks`]),
+    /// scaled: the same f32 values as the same rows of [`ScaledWeights::transformed`].
+    pub fn expert_block(&self, name: &str, e: usize) -> VResult<Dense> {
+        let cfg = self.base.config();
+        let (Some(Role::Experts { down, sc }), Some(ne)) =
+            (self.plan.role(cfg, name), self.expert_blocks(name))
+        else {
+            return Err(shape_error(name, "not a scaled expert stack"));
+        };
+        let m = self.base.matrix(name)?;
+        let (r, c) = (m.rows(), m.cols());
+        let per = r / ne;
+        if per * ne != r || e >= ne {
+            return Err(shape_error(name, "AWQ expert scales do not fit"));
+        }
+        let mut w = vec![0f32; per * c];
+        m.rows_to_f32(e * per, per, &mut w)?;
+        drop(m);
+        let s = &sc.moe_down[e];
+        if down {
+            if s.len() != c {
+                return Err(shape_error(name, "AWQ expert down scales do not fit"));
+            }
+            scale_matrix(&mut w, c, Some(s), None);
+        } else {
+            if !sc.moe_in.is_empty() {
+                if sc.moe_in.len() != c {
+                    return Err(shape_error(name, "AWQ expert input scales do not fit"));
+                }
+                scale_matrix(&mut w, c, Some(&sc.moe_in), None);
+            }
+            // Rows I..2I of the expert's block are its up projection.
+            let i = per / 2;
+            if s.len() != i {
+                return Err(shape_error(name, "AWQ expert up scales do not fit"));
+            }
+            scale_matrix(&mut w[i * c..], c, None, Some(s));
+        }
+        self.base.release(name);
+        Ok(Dense {
+            values: w,
+            rows: per,
+            cols: c,
+        })
+    }
+}
+
 impl Weights for ScaledWeights<'_> {
     fn config(&self) -> &Gemma4Config {
         self.base.config()
