@@ -12,8 +12,11 @@ use std::time::Instant;
 use anyhow::Context;
 use convert::output::{check_target, Kind, ScratchDir};
 use convert::Checkpoint;
-use quantize::awq::export::{write_compressed_tensors, write_scaled_checkpoint};
-use quantize::awq::{compute_awq, AwqOptions, AwqPlan};
+use quantize::awq::export::{
+    plan_compressed_tensors, uniform_group, write_compressed_tensors, write_scaled_checkpoint,
+    ExportSummary,
+};
+use quantize::awq::{compute_awq_with_fit, AwqOptions, AwqPlan, GroupFit};
 use quantize::calibrate::calibration_tokens;
 
 use super::{progress, usage};
@@ -31,10 +34,16 @@ pub struct AwqArgs {
     /// AWQ: skip the per-group clip search (scales only).
     #[arg(long)]
     pub no_clip: bool,
+    /// `--format awq`: let each linear take its own group size (--group-size where it divides
+    /// the linear's input width, else the largest of 128, 64, 32 below it that does) instead of
+    /// one size for the whole model. vLLM loads such a folder; transformers 5.24 does not (it
+    /// dequantizes every linear with the first group's size).
+    #[arg(long)]
+    pub mixed_groups: bool,
 }
 
 /// Runs the AWQ search of `ckpt` on the start of `data`, with a progress bar; prints the
-/// throughput.
+/// throughput. `fit` says how each weight's int4 group follows from `--group-size`.
 pub fn search(
     model: &Path,
     ckpt: &Checkpoint,
@@ -42,6 +51,7 @@ pub fn search(
     args: &AwqArgs,
     clip: bool,
     experts: bool,
+    fit: GroupFit,
 ) -> anyhow::Result<AwqPlan> {
     if args.awq_tokens < 2 {
         return Err(usage("--awq-tokens must be at least 2"));
@@ -62,7 +72,7 @@ pub fn search(
     let layers = ckpt.config().num_hidden_layers;
     let bar = progress::bar(layers as u64, "awq");
     let started = Instant::now();
-    let run = compute_awq(ckpt, &tokens, &opts, &mut |done, _| {
+    let run = compute_awq_with_fit(ckpt, &tokens, &opts, fit, &mut |done, _| {
         bar.set_position(done as u64)
     })
     .context("AWQ search")?;
@@ -80,6 +90,22 @@ pub fn search(
     Ok(run.plan)
 }
 
+/// The `--group-size` a compressed-tensors release is planned with: as given with
+/// `--mixed-groups` (each linear then falls back on its own), else the one size that divides
+/// every int4 linear ([`uniform_group`]).
+fn release_group(ckpt: &Checkpoint, args: &AwqArgs) -> anyhow::Result<usize> {
+    let g = args.group_size;
+    if args.mixed_groups {
+        return Ok(g);
+    }
+    uniform_group(ckpt, g).ok_or_else(|| {
+        usage(format!(
+            "--format awq: neither --group-size {g} nor any of 128, 64, 32 below it divides the input width of every linear of {}; try --mixed-groups",
+            ckpt.dir().display()
+        ))
+    })
+}
+
 /// `--format awq`: writes the int4 release folder `out`.
 pub fn write_int4(
     model: &Path,
@@ -90,7 +116,21 @@ pub fn write_int4(
     let data = data.ok_or_else(|| usage("--format awq needs --data FILE.txt"))?;
     check_target(out, Kind::Folder, &[model, data])?;
     let ckpt = Checkpoint::open(model)?;
-    let plan = search(model, &ckpt, data, args, !args.no_clip, false)?;
+    let args = &AwqArgs {
+        group_size: release_group(&ckpt, args)?,
+        ..args.clone()
+    };
+    // The layout is checked (every width has a group) before the search runs.
+    plan_compressed_tensors(&ckpt, args.group_size).map_err(|e| usage(e.to_string()))?;
+    let plan = search(
+        model,
+        &ckpt,
+        data,
+        args,
+        !args.no_clip,
+        false,
+        GroupFit::Divide,
+    )?;
     let bar = progress::bar(0, "write");
     let s = write_compressed_tensors(&ckpt, &plan, out, &mut |done, all| {
         bar.set_length(all as u64);
@@ -99,13 +139,124 @@ pub fn write_int4(
     .with_context(|| format!("writing {}", out.display()))?;
     bar.finish_and_clear();
     eprintln!(
-        "g4q: wrote {} (compressed-tensors pack-quantized, int4 g{}: {} linears int4, {} tensors dense)",
+        "g4q: wrote {} (compressed-tensors pack-quantized, int4 {}: {} linears int4, {} tensors dense, {} of them vision/audio)",
         out.display(),
-        args.group_size,
+        group_counts(&s),
         s.quantized,
-        s.dense
+        s.dense,
+        s.towers
     );
     Ok(())
+}
+
+/// "g128 ×31, g64 ×6": the group sizes of a release and how many linears use each.
+fn group_counts(s: &ExportSummary) -> String {
+    let mut counts: Vec<(usize, usize)> = Vec::new();
+    for t in &s.targets {
+        match counts.iter_mut().find(|(g, _)| *g == t.group) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((t.group, 1)),
+        }
+    }
+    counts.sort_by_key(|&(g, _)| std::cmp::Reverse(g));
+    let parts: Vec<String> = counts.iter().map(|(g, n)| format!("g{g} ×{n}")).collect();
+    parts.join(", ")
+}
+
+/// `--format awq --dry-run`: the int4 linears and the group size each gets, and why a size
+/// other than `--group-size` was chosen, without searching or writing.
+pub fn dry_run_int4(model: &Path, args: &AwqArgs, json: bool) -> anyhow::Result<()> {
+    let ckpt = Checkpoint::open(model)?;
+    let requested = args.group_size;
+    let chosen = release_group(&ckpt, args)?;
+    let s = plan_compressed_tensors(&ckpt, chosen).map_err(|e| usage(e.to_string()))?;
+    // The linears whose width --group-size does not divide: why another size was chosen.
+    let odd: Vec<_> = (plan_compressed_tensors(&ckpt, requested).ok())
+        .map(|p| p.targets.into_iter().filter(|t| t.group != requested))
+        .into_iter()
+        .flatten()
+        .collect();
+    if json {
+        let targets: Vec<serde_json::Value> = s
+            .targets
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "module": t.module,
+                    "shape": [t.rows, t.cols],
+                    "group_size": t.group,
+                })
+            })
+            .collect();
+        let v = serde_json::json!({
+            "format": "compressed-tensors pack-quantized int4",
+            "requested_group_size": requested,
+            "mixed_groups": args.mixed_groups,
+            "not_divided_by_requested": odd.iter().map(|t| &t.module).collect::<Vec<_>>(),
+            "targets": targets,
+            "dense_tensors": s.dense,
+            "tower_tensors": s.towers,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "compressed-tensors int4, --group-size {requested}: {} linears int4 ({}), {} tensors dense ({} vision/audio, as released)",
+        s.quantized,
+        group_counts(&s),
+        s.dense,
+        s.towers
+    );
+    for t in &odd {
+        let got = s
+            .targets
+            .iter()
+            .find(|x| x.module == t.module)
+            .map_or(t.group, |x| x.group);
+        println!(
+            "  {}: {} input columns, not a multiple of {requested}: group {got}",
+            t.module, t.cols
+        );
+    }
+    if chosen != requested {
+        println!(
+            "  one group size for the whole model (what transformers loads): {chosen}; --mixed-groups keeps {requested} where it divides"
+        );
+    }
+    Ok(())
+}
+
+/// `--awq --dry-run`: what the search will do about widths the group does not divide (their
+/// last group per row is shorter in the scale search; the GGUF types keep their own blocks).
+pub fn dry_run_note(ckpt: &Checkpoint, args: &AwqArgs) {
+    let cfg = ckpt.config();
+    let g = args.group_size;
+    let mut widths: Vec<(usize, &str)> = vec![(cfg.hidden_size, "hidden")];
+    for l in 0..cfg.num_hidden_layers {
+        widths.push((
+            cfg.num_attention_heads * cfg.head_dim_of(l),
+            "attention output",
+        ));
+        widths.push((cfg.intermediate_size_of(l), "MLP"));
+    }
+    if cfg.enable_moe_block {
+        widths.push((cfg.moe_intermediate_size, "expert"));
+    }
+    widths.sort();
+    widths.dedup();
+    let odd: Vec<String> = widths
+        .iter()
+        .filter(|(w, _)| !w.is_multiple_of(g))
+        .map(|(w, what)| format!("{what} width {w} (last group {} wide)", w % g))
+        .collect();
+    if odd.is_empty() {
+        eprintln!("g4q: --awq: the scale search evaluates int4 in groups of {g}");
+    } else {
+        eprintln!(
+            "g4q: --awq: the scale search evaluates int4 in groups of {g}; {g} does not divide the {}",
+            odd.join(", ")
+        );
+    }
 }
 
 /// `--awq`: the checkpoint with AWQ scales folded in (no clipping: k-quants pick their own
@@ -119,7 +270,7 @@ pub fn scaled_checkpoint(
     out: &Path,
     args: &AwqArgs,
 ) -> anyhow::Result<(ScratchDir, Checkpoint)> {
-    let plan = search(model, ckpt, data, args, false, true)?;
+    let plan = search(model, ckpt, data, args, false, true, GroupFit::Partial)?;
     let guard = ScratchDir::beside(out)?;
     let name = model
         .canonicalize()

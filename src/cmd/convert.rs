@@ -127,8 +127,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Err(usage("--intermediate applies to GGUF output only"));
     }
     if let Format::Awq = args.format {
-        if args.awq || args.dry_run {
-            return Err(usage("--format awq takes neither --awq nor --dry-run"));
+        if args.awq {
+            return Err(usage("--format awq does not take --awq"));
+        }
+        if args.dry_run {
+            return awq::dry_run_int4(&args.model, &args.awq_args, args.json);
         }
         let out = args
             .out
@@ -185,6 +188,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         progress: Some(&tick),
     };
     if args.dry_run {
+        if args.awq {
+            awq::dry_run_note(&ckpt, &args.awq_args);
+        }
         print_plan(&gguf_release::plan(&ckpt, &opts)?, ftype, args.json);
         return Ok(());
     }
@@ -249,7 +255,15 @@ fn onnx(args: &Args) -> anyhow::Result<()> {
     if let Some(data) = args.data.as_deref() {
         let mut a = args.awq_args.clone();
         a.group_size = args.block_size;
-        let plan = awq::search(&args.model, &ckpt, data, &a, !a.no_clip, true)?;
+        let plan = awq::search(
+            &args.model,
+            &ckpt,
+            data,
+            &a,
+            !a.no_clip,
+            true,
+            quantize::awq::GroupFit::Partial,
+        )?;
         let Some(out) = out else {
             return Err(usage("--out is required"));
         };

@@ -16,9 +16,9 @@ use std::time::Instant;
 
 use verify::{forward_streaming, ForwardOptions, LinearSite, Observer, Weights};
 
-use crate::awq::plan::{AwqPlan, LayerScales};
+use crate::awq::plan::{AwqPlan, GroupFit, LayerScales};
 use crate::awq::search::{
-    abs_mean_of, search_clip, search_scale, search_scale_per_input, Acts, Dense, HeadNorm, Mat,
+    abs_mean_of, search_clip, search_scale, search_scale_streamed, Acts, Dense, HeadNorm, Mat,
     ScaleChoice,
 };
 use crate::error::{QuantizeError, Result};
@@ -204,23 +204,12 @@ impl Collector<'_> {
         experts: &BTreeMap<ExpertInput, Dense>,
     ) -> Result<()> {
         let cfg = self.src.config();
-        let g = self.opts.group;
         let get = |i: Input| {
             inputs.get(&i).ok_or_else(|| {
                 QuantizeError::Options(format!("AWQ: layer {l} did not report its {i:?} input"))
             })
         };
         let name = |s: &str| format!("layers.{l}.{s}");
-        for (input, width) in [
-            (Input::Attn, cfg.hidden_size),
-            (Input::Down, cfg.intermediate_size_of(l)),
-        ] {
-            if width % g != 0 {
-                return Err(QuantizeError::Options(format!(
-                    "AWQ: group size {g} does not divide layer {l}'s {input:?} width {width}"
-                )));
-            }
-        }
 
         // Group 1: input norm → q (k, v).
         let mut attn_names = vec![name("self_attn.q_proj.weight")];
@@ -235,7 +224,7 @@ impl Collector<'_> {
             .map(|n| self.weight(n))
             .collect::<Result<Vec<_>>>()?;
         let x_attn = get(Input::Attn)?;
-        let attn = self.group(l, GroupKind::Attn, x_attn.acts(), &attn_w);
+        let attn = self.group(l, GroupKind::Attn, x_attn.acts(), &attn_w)?;
 
         // Group 2: pre-FFN norm → gate, up; group 3: up → down.
         let gate = self.weight(&name("mlp.gate_proj.weight"))?;
@@ -243,13 +232,13 @@ impl Collector<'_> {
         let down = self.weight(&name("mlp.down_proj.weight"))?;
         let x_ffn = get(Input::Ffn)?;
         let x_down = get(Input::Down)?;
-        let ffn = self.group(l, GroupKind::Ffn, x_ffn.acts(), &[gate.clone(), up.clone()]);
+        let ffn = self.group(l, GroupKind::Ffn, x_ffn.acts(), &[gate.clone(), up.clone()])?;
         let down_s = self.group(
             l,
             GroupKind::Down,
             x_down.acts(),
             std::slice::from_ref(&down),
-        );
+        )?;
 
         if self.opts.clip {
             // Clip search on the scaled weights with the scaled inputs (AutoAWQ skips q and k).
@@ -300,12 +289,7 @@ impl Collector<'_> {
             });
             for job in jobs {
                 let cols = job.scaled.values.len() / job.scaled.rows.max(1);
-                if cols % g != 0 {
-                    return Err(QuantizeError::Options(format!(
-                        "AWQ: group size {g} does not divide the {cols} columns of {}",
-                        job.weight
-                    )));
-                }
+                let g = self.group_of(&job.weight, cols)?;
                 let a = Acts {
                     x: &job.input.values,
                     rows: job.input.rows,
@@ -337,65 +321,68 @@ impl Collector<'_> {
         experts: &BTreeMap<ExpertInput, Dense>,
     ) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
         let cfg = self.src.config();
-        let (b, i, ne, g) = (
-            cfg.hidden_size,
-            cfg.moe_intermediate_size,
-            cfg.num_experts,
-            self.opts.group,
-        );
-        if !i.is_multiple_of(g) {
-            return Err(QuantizeError::Options(format!(
-                "AWQ: group size {g} does not divide layer {l}'s expert width {i}"
-            )));
-        }
+        let (b, i, ne) = (cfg.hidden_size, cfg.moe_intermediate_size, cfg.num_experts);
         let name = |s: &str| format!("layers.{l}.{s}");
-        let acts =
-            |down: bool, expert: usize| experts.get(&ExpertInput { down, expert }).map(Dense::acts);
-        // Experts' pre-norm → every expert's gate_up rows.
-        let gate_up = self.weight(&name("experts.gate_up_proj"))?.values;
-        let items: Vec<(Acts<'_>, Mat<'_>)> = (0..ne)
-            .filter_map(|e| {
-                let a = acts(false, e)?;
-                let w = &gate_up[e * 2 * i * b..(e + 1) * 2 * i * b];
-                Some((
-                    a,
-                    Mat {
-                        w,
-                        rows: 2 * i,
-                        head: None,
-                    },
-                ))
-            })
-            .collect();
-        let blocks: Vec<Acts<'_>> = items.iter().map(|&(a, _)| a).collect();
-        let choice = search_scale_per_input(&abs_mean_of(&blocks, b), &items, g);
+        let g_in = self.group_of(&name("experts.gate_up_proj"), b)?;
+        let g_down = self.group_of(&name("experts.down_proj"), i)?;
+        let none = Acts {
+            x: &[],
+            rows: 0,
+            cols: 0,
+        };
+        let acts = |down: bool, expert: usize| {
+            experts
+                .get(&ExpertInput { down, expert })
+                .map_or(none, Dense::acts)
+        };
+        // Experts' pre-norm → every expert's gate_up rows, one expert in f32 at a time.
+        let gate_up = name("experts.gate_up_proj");
+        let blocks: Vec<Acts<'_>> = (0..ne).map(|e| acts(false, e)).collect();
+        let present: Vec<Acts<'_>> = blocks.iter().copied().filter(|a| a.rows > 0).collect();
+        let x_mean = abs_mean_of(&present, b);
+        let choice = search_scale_streamed(&x_mean, &blocks, 2 * i, g_in, &mut |e| {
+            self.expert_rows(&gate_up, e * 2 * i, 2 * i)
+        })?;
         self.report(l, GroupKind::Moe, &choice);
-        drop(items);
-        drop(gate_up);
         // Per expert: up rows → down columns.
-        let down = self.weight(&name("experts.down_proj"))?.values;
+        let down = name("experts.down_proj");
         let mut moe_down = Vec::with_capacity(ne);
         for e in 0..ne {
-            let s = match acts(true, e) {
-                Some(a) => {
-                    let w = &down[e * b * i..(e + 1) * b * i];
-                    let c = search_scale(
-                        a,
-                        &[Mat {
-                            w,
-                            rows: b,
-                            head: None,
-                        }],
-                        g,
-                    );
-                    self.report(l, GroupKind::ExpertDown, &c);
-                    c.s
-                }
-                None => vec![1.0; i],
+            let a = acts(true, e);
+            let s = if experts.contains_key(&ExpertInput {
+                down: true,
+                expert: e,
+            }) {
+                let w = self.expert_rows(&down, e * b, b)?;
+                let c = search_scale(
+                    a,
+                    &[Mat {
+                        w: &w,
+                        rows: b,
+                        head: None,
+                    }],
+                    g_down,
+                );
+                self.report(l, GroupKind::ExpertDown, &c);
+                c.s
+            } else {
+                vec![1.0; i]
             };
             moe_down.push(s);
         }
         Ok((choice.s, moe_down))
+    }
+
+    /// Rows `row0 .. row0 + n` of the fused expert stack `name`, widened to f32; the stack's
+    /// mapped pages are released after each read, so neither the f32 nor the stored stack is
+    /// held whole.
+    fn expert_rows(&self, name: &str, row0: usize, n: usize) -> Result<Vec<f32>> {
+        let m = self.src.matrix(name)?;
+        let mut out = vec![0f32; n * m.cols()];
+        m.rows_to_f32(row0, n, &mut out)?;
+        drop(m);
+        self.src.release(name);
+        Ok(out)
     }
 
     fn report(&mut self, layer: usize, group: GroupKind, c: &ScaleChoice) {
@@ -408,16 +395,37 @@ impl Collector<'_> {
         });
     }
 
-    fn group(&mut self, layer: usize, group: GroupKind, a: Acts<'_>, ws: &[Dense]) -> Vec<f32> {
+    /// The int4 group the search evaluates `weight` (`cols` input columns) at: the plan's
+    /// group, or one that divides `cols` under [`GroupFit::Divide`] (an error naming the weight
+    /// when there is none).
+    fn group_of(&self, weight: &str, cols: usize) -> Result<usize> {
+        self.plan.group_of(cols).ok_or_else(|| {
+            QuantizeError::Options(format!(
+                "AWQ: no int4 group size of {} or below (of {}, {:?}) divides the {cols} input columns of {weight}",
+                self.plan.group, self.plan.group, crate::awq::plan::FALLBACK_GROUPS
+            ))
+        })
+    }
+
+    /// Searches the scale of one group: weights `ws` reading activations `a` (their input
+    /// width `a.cols`).
+    fn group(
+        &mut self,
+        layer: usize,
+        group: GroupKind,
+        a: Acts<'_>,
+        ws: &[Dense],
+    ) -> Result<Vec<f32>> {
         let cfg = self.src.config();
         let head = (group == GroupKind::Attn).then(|| HeadNorm {
             size: cfg.head_dim_of(layer),
             eps: cfg.rms_norm_eps,
         });
+        let g = self.group_of(&format!("layer {layer}'s {group} group"), a.cols)?;
         let mats: Vec<Mat<'_>> = ws.iter().map(|w| w.mat(head)).collect();
-        let choice = search_scale(a, &mats, self.opts.group);
+        let choice = search_scale(a, &mats, g);
         self.report(layer, group, &choice);
-        choice.s
+        Ok(choice.s)
     }
 }
 
@@ -430,12 +438,25 @@ fn dense(x: &[f32], rows: usize, cols: usize) -> Dense {
     }
 }
 
-/// Runs the AWQ search for `src` on `tokens` (one sequence, BOS first). `progress(done, total)`
-/// is called after each layer's search.
+/// Runs the AWQ search for `src` on `tokens` (one sequence, BOS first) for a compressed-tensors
+/// release: each weight evaluated at a group that divides its width ([`GroupFit::Divide`]).
+/// `progress(done, total)` is called after each layer's search.
 pub fn compute_awq(
     src: &dyn Weights,
     tokens: &[u32],
     opts: &AwqOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<AwqRun> {
+    compute_awq_with_fit(src, tokens, opts, GroupFit::Divide, progress)
+}
+
+/// [`compute_awq`] with the groups chosen by `fit`: [`GroupFit::Partial`] for the GGUF and
+/// ONNX `--awq` searches, which evaluate int4 at `opts.group` whether it divides a width or not.
+pub fn compute_awq_with_fit(
+    src: &dyn Weights,
+    tokens: &[u32],
+    opts: &AwqOptions,
+    fit: GroupFit,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<AwqRun> {
     if opts.group == 0 || !opts.group.is_multiple_of(8) {
@@ -451,7 +472,10 @@ pub fn compute_awq(
         current: None,
         inputs: BTreeMap::new(),
         experts: BTreeMap::new(),
-        plan: AwqPlan::identity(cfg, opts.group),
+        plan: AwqPlan {
+            fit,
+            ..AwqPlan::identity(cfg, opts.group)
+        },
         groups: Vec::new(),
         layer_seconds: Vec::new(),
         started: Instant::now(),

@@ -12,6 +12,11 @@
 //! reconstructs exactly the weights the search evaluated.
 //!
 //! An optional clip bound per (row, group) clamps the row to `[-c, c]` first (AWQ's clip search).
+//!
+//! When `group` does not divide the row, the last group of each row is shorter (`cols % group`
+//! columns): the GGUF and ONNX `--awq` searches evaluate int4 at the requested group size
+//! whatever the widths. compressed-tensors releases use a group that divides (see
+//! [`crate::awq::plan::dividing_group`]).
 
 use kernels::fp::{bf16_to_f32, f32_to_bf16};
 
@@ -34,9 +39,9 @@ pub struct Int4Matrix {
 }
 
 impl Int4Matrix {
-    /// Groups per row.
+    /// Groups per row, the last one shorter when `group` does not divide `cols`.
     pub fn groups(&self) -> usize {
-        self.cols / self.group
+        self.cols.div_ceil(self.group)
     }
 
     /// The dequantized matrix, row-major f32.
@@ -48,7 +53,7 @@ impl Int4Matrix {
                 let s = bf16_to_f32(self.scale[r * ng + j]);
                 let z = self.zero[r * ng + j] as f32;
                 let base = r * self.cols + j * self.group;
-                let span = base..base + self.group;
+                let span = base..base + self.group.min(self.cols - j * self.group);
                 for (o, &q) in out[span.clone()].iter_mut().zip(&self.q[span]) {
                     *o = dequant(q as f32 - z, s);
                 }
@@ -91,8 +96,8 @@ fn quantize_group(x: &[f32], q: &mut [i8]) -> (u16, i8) {
 }
 
 /// Quantizes a row-major `[rows, cols]` matrix; `clip`, when given, holds one bound per
-/// (row, group) and clamps that group to `[-c, c]` first. `cols` must be a multiple of `group`
-/// (checked by the caller, which names the tensor).
+/// (row, group) and clamps that group to `[-c, c]` first. A `group` that does not divide `cols`
+/// leaves each row a shorter last group.
 pub fn quantize(
     w: &[f32],
     rows: usize,
@@ -100,8 +105,8 @@ pub fn quantize(
     group: usize,
     clip: Option<&[f32]>,
 ) -> Int4Matrix {
-    debug_assert!(group > 0 && cols.is_multiple_of(group) && w.len() == rows * cols);
-    let ng = cols / group;
+    debug_assert!(group > 0 && w.len() == rows * cols);
+    let ng = cols.div_ceil(group);
     let mut q = vec![0i8; rows * cols];
     let mut scale = vec![0u16; rows * ng];
     let mut zero = vec![0i8; rows * ng];
@@ -109,12 +114,14 @@ pub fn quantize(
     for r in 0..rows {
         for j in 0..ng {
             let at = r * cols + j * group;
-            buf.copy_from_slice(&w[at..at + group]);
+            let width = group.min(cols - j * group);
+            let buf = &mut buf[..width];
+            buf.copy_from_slice(&w[at..at + width]);
             if let Some(c) = clip {
                 let c = c[r * ng + j];
                 buf.iter_mut().for_each(|v| *v = v.clamp(-c, c));
             }
-            let (s, z) = quantize_group(&buf, &mut q[at..at + group]);
+            let (s, z) = quantize_group(buf, &mut q[at..at + width]);
             scale[r * ng + j] = s;
             zero[r * ng + j] = z;
         }
@@ -181,5 +188,23 @@ mod tests {
         assert!(out.iter().all(|&v| v.abs() <= 2.0 + 0.02), "{out:?}");
         let m = quantize(&w, 1, 16, 16, Some(&[2.0]));
         assert_eq!(m.dequantize(), out);
+    }
+
+    #[test]
+    fn a_group_that_does_not_divide_leaves_a_short_last_group() {
+        // 40 columns at group 16: groups of 16, 16 and 8 per row, each quantized on its own.
+        let w: Vec<f32> = (0..80)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.07)
+            .collect();
+        let m = quantize(&w, 2, 40, 16, None);
+        assert_eq!((m.groups(), m.scale.len(), m.zero.len()), (3, 6, 6));
+        let d = m.dequantize();
+        for r in 0..2 {
+            for (j, (c0, c1)) in [(0, 16), (16, 32), (32, 40)].into_iter().enumerate() {
+                let part = quantize(&w[r * 40 + c0..r * 40 + c1], 1, c1 - c0, c1 - c0, None);
+                assert_eq!(part.scale[0], m.scale[r * 3 + j], "row {r} group {j}");
+                assert_eq!(&part.dequantize()[..], &d[r * 40 + c0..r * 40 + c1]);
+            }
+        }
     }
 }

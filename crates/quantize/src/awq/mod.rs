@@ -14,5 +14,7 @@ pub mod int4;
 pub mod plan;
 pub mod search;
 
-pub use calibrate::{compute_awq, AwqOptions, AwqRun, GroupKind, GroupReport};
-pub use plan::{AwqPlan, LayerScales, ScaledWeights};
+pub use calibrate::{
+    compute_awq, compute_awq_with_fit, AwqOptions, AwqRun, GroupKind, GroupReport,
+};
+pub use plan::{dividing_group, group_candidates, AwqPlan, GroupFit, LayerScales, ScaledWeights};

@@ -43,13 +43,50 @@ pub struct LayerScales {
     pub moe_down: Vec<Vec<f32>>,
 }
 
+/// How the int4 group of a weight follows from the requested group size and the weight's
+/// input width (its columns).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupFit {
+    /// The requested group everywhere; where it does not divide the width, each row's last
+    /// group is shorter. The GGUF and ONNX `--awq` searches: the scales they fold in do not
+    /// depend on the formats' own blocks, so no width has to fit the group.
+    Partial,
+    /// Per weight, a group that divides its width ([`dividing_group`]): compressed-tensors
+    /// stores `[rows, cols / group]` scales, and vLLM's kernels need the group to divide the
+    /// input width.
+    Divide,
+}
+
+/// Group sizes tried, largest first, when the requested one does not divide a width: those of
+/// vLLM's Marlin kernels for compressed-tensors WNA16 (`MARLIN_SUPPORTED_GROUP_SIZES`: 32, 64,
+/// 128, or a whole row), so the fallback group still runs on vLLM's fast path.
+pub const FALLBACK_GROUPS: [usize; 3] = [128, 64, 32];
+
+/// The int4 group of a compressed-tensors weight `width` columns wide: `requested` when it
+/// divides the width, else the largest of [`FALLBACK_GROUPS`] below it that does (64 for the
+/// real 26B-A4B's 2112 and 704 at 128); `None` when none does.
+pub fn dividing_group(requested: usize, width: usize) -> Option<usize> {
+    group_candidates(requested).find(|&g| width.is_multiple_of(g))
+}
+
+/// The group sizes a compressed-tensors release may use for `requested`, in order of
+/// preference: `requested`, then the [`FALLBACK_GROUPS`] below it.
+pub fn group_candidates(requested: usize) -> impl Iterator<Item = usize> {
+    std::iter::once(requested)
+        .chain(FALLBACK_GROUPS.into_iter().filter(move |&g| g < requested))
+        .filter(|&g| g > 0)
+}
+
 /// The result of an AWQ search over a model.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AwqPlan {
-    /// Quantization group size (input columns per scale).
+    /// Requested quantization group size (input columns per scale).
     pub group: usize,
+    /// How each weight's group follows from `group` (see [`AwqPlan::group_of`]).
+    pub fit: GroupFit,
     pub layers: Vec<LayerScales>,
-    /// Canonical weight name → clip bound per (row, group), `[rows, cols / group]`.
+    /// Canonical weight name → clip bound per (row, group), `[rows, ceil(cols / g)]` with `g`
+    /// the weight's group ([`AwqPlan::group_of`] its columns).
     pub clips: BTreeMap<String, Vec<f32>>,
 }
 
@@ -88,11 +125,13 @@ enum Role<'p> {
 }
 
 impl AwqPlan {
-    /// The plan that changes nothing (all scales 1, no clipping): plain round-to-nearest int4.
+    /// The plan that changes nothing (all scales 1, no clipping): plain round-to-nearest int4,
+    /// each weight at a group that divides it ([`GroupFit::Divide`]).
     pub fn identity(cfg: &Gemma4Config, group: usize) -> AwqPlan {
         let b = cfg.hidden_size;
         AwqPlan {
             group,
+            fit: GroupFit::Divide,
             layers: (0..cfg.num_hidden_layers)
                 .map(|l| LayerScales {
                     attn: vec![1.0; b],
@@ -143,6 +182,15 @@ impl AwqPlan {
             "experts.down_proj" if !sc.moe_down.is_empty() => Role::Experts { down: true, sc },
             _ => return None,
         })
+    }
+
+    /// The int4 group of a weight with `cols` input columns; `None` when [`GroupFit::Divide`]
+    /// finds no group that divides it.
+    pub fn group_of(&self, cols: usize) -> Option<usize> {
+        match self.fit {
+            GroupFit::Partial => Some(self.group),
+            GroupFit::Divide => dividing_group(self.group, cols),
+        }
     }
 
     /// Whether the plan changes `name` (scales or clips it).
@@ -209,9 +257,10 @@ fn scale_experts(
     Ok(())
 }
 
-/// Clamps each (row, group) of a row-major `[r, c]` matrix to `[-bound, bound]`.
+/// Clamps each (row, group) of a row-major `[r, c]` matrix to `[-bound, bound]` (the last
+/// group of a row shorter when `group` does not divide `c`).
 pub fn clip_matrix(w: &mut [f32], c: usize, group: usize, bounds: &[f32]) {
-    let ng = c / group;
+    let ng = c.div_ceil(group);
     for (i, row) in w.chunks_exact_mut(c).enumerate() {
         for (j, chunk) in row.chunks_mut(group).enumerate() {
             let b = bounds[i * ng + j];
@@ -255,16 +304,82 @@ impl ScaledWeights<'_> {
             scale_experts(&mut w, r, c, down, sc).map_err(|m| shape_error(name, &m))?;
         }
         if let Some(b) = bounds {
-            if c % self.plan.group != 0 || b.len() != r * (c / self.plan.group) {
+            let g = self
+                .plan
+                .group_of(c)
+                .filter(|g| b.len() == r * c.div_ceil(*g));
+            let Some(g) = g else {
                 return Err(shape_error(name, "AWQ clip bounds do not fit this matrix"));
-            }
-            clip_matrix(&mut w, c, self.plan.group, b);
+            };
+            clip_matrix(&mut w, c, g, b);
         }
         Ok(Some(Dense {
             values: w,
             rows: r,
             cols: c,
         }))
+    }
+}
+
+impl ScaledWeights<'_> {
+    /// How many experts the fused expert stack `name` is scaled as, when the plan scales it and
+    /// clips nothing of it: a writer can then produce it one [`ScaledWeights::expert_block`] at
+    /// a time instead of whole (2 GB of f32 per layer's gate_up on 26B-A4B).
+    pub fn expert_blocks(&self, name: &str) -> Option<usize> {
+        let cfg = self.base.config();
+        let clipped = self.clip && self.plan.clips.contains_key(name);
+        match self.plan.role(cfg, name)? {
+            Role::Experts { sc, .. } if !clipped && sc.moe_down.len() == cfg.num_experts => {
+                Some(cfg.num_experts)
+            }
+            _ => None,
+        }
+    }
+
+    /// Expert `e`'s rows of the fused stack `name` (see [`ScaledWeights::expert_blocks`]),
+    /// scaled: the same f32 values as the same rows of [`ScaledWeights::transformed`].
+    pub fn expert_block(&self, name: &str, e: usize) -> VResult<Dense> {
+        let cfg = self.base.config();
+        let (Some(Role::Experts { down, sc }), Some(ne)) =
+            (self.plan.role(cfg, name), self.expert_blocks(name))
+        else {
+            return Err(shape_error(name, "not a scaled expert stack"));
+        };
+        let m = self.base.matrix(name)?;
+        let (r, c) = (m.rows(), m.cols());
+        let per = r / ne;
+        if per * ne != r || e >= ne {
+            return Err(shape_error(name, "AWQ expert scales do not fit"));
+        }
+        let mut w = vec![0f32; per * c];
+        m.rows_to_f32(e * per, per, &mut w)?;
+        drop(m);
+        let s = &sc.moe_down[e];
+        if down {
+            if s.len() != c {
+                return Err(shape_error(name, "AWQ expert down scales do not fit"));
+            }
+            scale_matrix(&mut w, c, Some(s), None);
+        } else {
+            if !sc.moe_in.is_empty() {
+                if sc.moe_in.len() != c {
+                    return Err(shape_error(name, "AWQ expert input scales do not fit"));
+                }
+                scale_matrix(&mut w, c, Some(&sc.moe_in), None);
+            }
+            // Rows I..2I of the expert's block are its up projection.
+            let i = per / 2;
+            if s.len() != i {
+                return Err(shape_error(name, "AWQ expert up scales do not fit"));
+            }
+            scale_matrix(&mut w[i * c..], c, None, Some(s));
+        }
+        self.base.release(name);
+        Ok(Dense {
+            values: w,
+            rows: per,
+            cols: c,
+        })
     }
 }
 

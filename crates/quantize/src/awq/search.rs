@@ -122,22 +122,48 @@ pub fn abs_mean(a: Acts<'_>) -> Vec<f32> {
 /// AutoAWQ's `w_mean`: |w| divided by its group's absmax (+1e-6), averaged per column over the
 /// rows of every weight of the group.
 pub fn weight_mean(ws: &[Mat<'_>], cols: usize, group: usize) -> Vec<f32> {
-    let mut sum = vec![0f64; cols];
-    let mut n = 0usize;
+    let mut acc = WeightMean::new(cols, group);
     for m in ws {
-        for row in m.w.chunks_exact(cols) {
+        acc.add(m.w);
+    }
+    acc.finish()
+}
+
+/// [`weight_mean`] accumulated one weight at a time, so the weights need not all be in memory
+/// (the MoE experts are widened, added and dropped one by one); the same sums in the same order.
+pub struct WeightMean {
+    sum: Vec<f64>,
+    rows: usize,
+    group: usize,
+}
+
+impl WeightMean {
+    pub fn new(cols: usize, group: usize) -> WeightMean {
+        WeightMean {
+            sum: vec![0f64; cols],
+            rows: 0,
+            group,
+        }
+    }
+
+    /// Adds the rows of a row-major weight `[_, cols]`.
+    pub fn add(&mut self, w: &[f32]) {
+        let (cols, group) = (self.sum.len(), self.group);
+        for row in w.chunks_exact(cols) {
             for (g, chunk) in row.chunks(group).enumerate() {
                 let amax = chunk.iter().fold(0f32, |a, v| a.max(v.abs())) + 1e-6;
                 for (c, v) in chunk.iter().enumerate() {
-                    sum[g * group + c] += (v.abs() / amax) as f64;
+                    self.sum[g * group + c] += (v.abs() / amax) as f64;
                 }
             }
-            n += 1;
+            self.rows += 1;
         }
     }
-    sum.into_iter()
-        .map(|s| (s / n.max(1) as f64) as f32)
-        .collect()
+
+    pub fn finish(self) -> Vec<f32> {
+        let n = self.rows.max(1) as f64;
+        self.sum.into_iter().map(|s| (s / n) as f32).collect()
+    }
 }
 
 /// `Σ (X Wᵀ − X Ŵᵀ)²` over all outputs, in f64 (the GEMM itself is f32).
@@ -276,70 +302,105 @@ pub fn search_scale_per_input(
     items: &[(Acts<'_>, Mat<'_>)],
     group: usize,
 ) -> ScaleChoice {
-    let k = x_mean.len();
     let items: Vec<(Acts<'_>, Mat<'_>)> =
         items.iter().copied().filter(|(a, _)| a.rows > 0).collect();
     let mats: Vec<Mat<'_>> = items.iter().map(|&(_, m)| m).collect();
-    let w_mean = weight_mean(&mats, k, group);
-    // Each item's rows in FOLDS contiguous parts (fewer when there are too few rows).
-    let folds: Vec<Vec<Acts<'_>>> = items
+    let w_mean = weight_mean(&mats, x_mean.len(), group);
+    let scales = candidates(x_mean, &w_mean);
+    let errors: Vec<Vec<Vec<f64>>> = items
         .iter()
-        .map(|&(a, _)| {
-            let n = FOLDS.min(a.rows).max(1);
-            (0..n)
-                .map(|f| (f * a.rows / n, (f + 1) * a.rows / n))
-                .filter(|&(r0, r1)| r1 > r0)
-                .map(|(r0, r1)| Acts {
-                    x: &a.x[r0 * k..r1 * k],
-                    rows: r1 - r0,
-                    cols: k,
-                })
-                .collect()
+        .map(|&(a, m)| item_errors(a, m, group, &scales))
+        .collect();
+    choose(x_mean, &w_mean, &errors)
+}
+
+/// [`search_scale_per_input`] for weights read one at a time: item `i` reads activations
+/// `acts[i]` and has the `rows`-row weight `read(i)` returns, read once for the weight mean and
+/// once for the candidates' errors and dropped after each, so memory holds one weight whatever
+/// the number of items. The same result, bit for bit, as with every weight in memory.
+pub fn search_scale_streamed<E>(
+    x_mean: &[f32],
+    acts: &[Acts<'_>],
+    rows: usize,
+    group: usize,
+    read: &mut dyn FnMut(usize) -> Result<Vec<f32>, E>,
+) -> Result<ScaleChoice, E> {
+    let live: Vec<usize> = (0..acts.len()).filter(|&i| acts[i].rows > 0).collect();
+    let mut mean = WeightMean::new(x_mean.len(), group);
+    for &i in &live {
+        mean.add(&read(i)?);
+    }
+    let w_mean = mean.finish();
+    let scales = candidates(x_mean, &w_mean);
+    let mut errors = Vec::with_capacity(live.len());
+    for &i in &live {
+        let w = read(i)?;
+        let m = Mat {
+            w: &w,
+            rows,
+            head: None,
+        };
+        errors.push(item_errors(acts[i], m, group, &scales));
+    }
+    Ok(choose(x_mean, &w_mean, &errors))
+}
+
+/// Candidate 0 is "no scaling"; candidate i + 1 is α = i / GRID.
+fn candidates(x_mean: &[f32], w_mean: &[f32]) -> Vec<Vec<f32>> {
+    (0..=GRID)
+        .map(|c| match c {
+            0 => vec![1f32; x_mean.len()],
+            _ => candidate_scale(x_mean, w_mean, (c - 1) as f32 / GRID as f32),
+        })
+        .collect()
+}
+
+/// One item's error under each candidate scale, per fold: `[candidate][fold]`. The item's rows
+/// are cut into [`FOLDS`] contiguous parts (fewer when there are too few rows); candidates run
+/// in parallel.
+fn item_errors(a: Acts<'_>, m: Mat<'_>, group: usize, scales: &[Vec<f32>]) -> Vec<Vec<f64>> {
+    let k = a.cols;
+    let n = FOLDS.min(a.rows).max(1);
+    let folds: Vec<Acts<'_>> = (0..n)
+        .map(|f| (f * a.rows / n, (f + 1) * a.rows / n))
+        .filter(|&(r0, r1)| r1 > r0)
+        .map(|(r0, r1)| Acts {
+            x: &a.x[r0 * k..r1 * k],
+            rows: r1 - r0,
+            cols: k,
         })
         .collect();
-    let inv: Vec<Vec<Option<Vec<f64>>>> = folds
-        .iter()
-        .zip(&mats)
-        .map(|(fs, &m)| fs.iter().map(|&h| head_weights(h, m)).collect())
-        .collect();
-    // Candidate 0 is "no scaling"; candidate i + 1 is α = i / GRID. errors[c][w][f]: item w's
-    // error on its fold f.
-    let errors: Vec<Vec<Vec<f64>>> = (0..=GRID)
-        .into_par_iter()
-        .map(|c| {
-            let s = match c {
-                0 => vec![1f32; k],
-                _ => candidate_scale(x_mean, &w_mean, (c - 1) as f32 / GRID as f32),
-            };
-            mats.iter()
-                .zip(&folds)
+    let inv: Vec<Option<Vec<f64>>> = folds.iter().map(|&h| head_weights(h, m)).collect();
+    scales
+        .par_iter()
+        .map(|s| {
+            let rt = scaled_round_trip(m.w, m.rows, k, group, s);
+            folds
+                .iter()
                 .zip(&inv)
-                .map(|((&m, fs), inv)| {
-                    let rt = scaled_round_trip(m.w, m.rows, k, group, &s);
-                    fs.iter()
-                        .zip(inv)
-                        .map(|(&h, inv)| weighted_error(h, m, &rt, inv.as_deref()))
-                        .collect()
-                })
+                .map(|(&h, inv)| weighted_error(h, m, &rt, inv.as_deref()))
                 .collect()
         })
-        .collect();
-    // Each item's error is taken relative to its own error without scaling, so a small layer
-    // (k: one head, read by every q head and by the KV-shared layers) weighs as much as a large
-    // one; a candidate's loss is the worst over the folds of the items' mean relative error, so
-    // a scale must help on every part of the data to win (a guard against fitting noise, which
-    // showed on held-out text as q-only groups that got worse).
-    let base = &errors[0];
-    let losses: Vec<f64> = errors
-        .iter()
-        .map(|per_item| {
+        .collect()
+}
+
+/// The winning scale from `errors[item][candidate][fold]`.
+///
+/// Each item's error is taken relative to its own error without scaling, so a small layer
+/// (k: one head, read by every q head and by the KV-shared layers) weighs as much as a large
+/// one; a candidate's loss is the worst over the folds of the items' mean relative error, so
+/// a scale must help on every part of the data to win (a guard against fitting noise, which
+/// showed on held-out text as q-only groups that got worse).
+fn choose(x_mean: &[f32], w_mean: &[f32], errors: &[Vec<Vec<f64>>]) -> ScaleChoice {
+    let k = x_mean.len();
+    let losses: Vec<f64> = (0..=GRID)
+        .map(|c| {
             (0..FOLDS)
                 .filter_map(|f| {
-                    let rel: Vec<f64> = per_item
+                    let rel: Vec<f64> = errors
                         .iter()
-                        .zip(base)
-                        .filter_map(|(e, b)| {
-                            let (e, b) = (*e.get(f)?, *b.get(f)?);
+                        .filter_map(|per_c| {
+                            let (e, b) = (*per_c[c].get(f)?, *per_c[0].get(f)?);
                             Some(if b > 0.0 { e / b } else { 1.0 })
                         })
                         .collect();
@@ -358,74 +419,57 @@ pub fn search_scale_per_input(
         0 => (vec![1f32; k], None),
         b => {
             let alpha = (b - 1) as f32 / GRID as f32;
-            (candidate_scale(x_mean, &w_mean, alpha), Some(alpha))
+            (candidate_scale(x_mean, w_mean, alpha), Some(alpha))
         }
     };
     ScaleChoice {
         s,
         alpha,
-        loss: if items.is_empty() { 1.0 } else { losses[best] },
-        loss_identity: base.iter().flatten().sum(),
+        loss: if errors.is_empty() { 1.0 } else { losses[best] },
+        loss_identity: errors.iter().flat_map(|per_c| &per_c[0]).sum(),
     }
 }
 
 /// Searches one clip bound per (row, group) of `w` `[rows, cols]` for activations `a`; returns
-/// `[rows, cols / group]` bounds (the group absmax where clipping does not help).
+/// `[rows, ceil(cols / group)]` bounds (the group absmax where clipping does not help). A
+/// `group` that does not divide `cols` leaves a shorter last group, searched the same way.
 pub fn search_clip(a: Acts<'_>, w: &[f32], rows: usize, group: usize) -> Vec<f32> {
     let k = a.cols;
-    let ng = k / group;
+    let ng = k.div_ceil(group);
     let per_group: Vec<Vec<f32>> = (0..ng)
         .into_par_iter()
         .map(|j| {
-            // C_j = X_jᵀ X_j, [group, group].
-            let mut cov = vec![0f32; group * group];
-            let xj = &a.x[j * group..];
-            gemm_f32(
-                group,
-                group,
-                a.rows,
-                xj,
-                (1, k),
-                xj,
-                (k, 1),
-                &mut cov,
-                (group, 1),
-            );
+            let c0 = j * group;
+            let gw = group.min(k - c0);
+            // C_j = X_jᵀ X_j, [gw, gw].
+            let mut cov = vec![0f32; gw * gw];
+            let xj = &a.x[c0..];
+            gemm_f32(gw, gw, a.rows, xj, (1, k), xj, (k, 1), &mut cov, (gw, 1));
             let absmax: Vec<f32> = (0..rows)
                 .map(|r| {
-                    w[r * k + j * group..r * k + (j + 1) * group]
+                    w[r * k + c0..r * k + c0 + gw]
                         .iter()
                         .fold(0f32, |m, v| m.max(v.abs()))
                 })
                 .collect();
             let mut best_err = vec![f64::INFINITY; rows];
             let mut best = absmax.clone();
-            let mut d = vec![0f32; rows * group];
-            let mut e = vec![0f32; rows * group];
-            let mut fq = vec![0f32; group];
+            let mut d = vec![0f32; rows * gw];
+            let mut e = vec![0f32; rows * gw];
+            let mut fq = vec![0f32; gw];
             for step in 0..CLIP_STEPS {
                 let ratio = 1.0 - step as f32 / 20.0;
                 for r in 0..rows {
-                    let wr = &w[r * k + j * group..r * k + (j + 1) * group];
+                    let wr = &w[r * k + c0..r * k + c0 + gw];
                     fake_quant_group(wr, absmax[r] * ratio, &mut fq);
-                    for c in 0..group {
-                        d[r * group + c] = fq[c] - wr[c];
+                    for c in 0..gw {
+                        d[r * gw + c] = fq[c] - wr[c];
                     }
                 }
-                gemm_f32(
-                    rows,
-                    group,
-                    group,
-                    &d,
-                    (group, 1),
-                    &cov,
-                    (group, 1),
-                    &mut e,
-                    (group, 1),
-                );
+                gemm_f32(rows, gw, gw, &d, (gw, 1), &cov, (gw, 1), &mut e, (gw, 1));
                 for r in 0..rows {
-                    let err: f64 = (0..group)
-                        .map(|c| e[r * group + c] as f64 * d[r * group + c] as f64)
+                    let err: f64 = (0..gw)
+                        .map(|c| e[r * gw + c] as f64 * d[r * gw + c] as f64)
                         .sum();
                     if err < best_err[r] {
                         best_err[r] = err;
