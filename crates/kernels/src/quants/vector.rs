@@ -41,6 +41,14 @@ pub(crate) trait Vector: Copy {
     type Ints: Copy + Index<usize, Output = i32>;
     /// [`Vector::LANES`] vectors: a square of `LANES × LANES` values.
     type Tile: Copy + Index<usize, Output = Self::F>;
+    /// The vectors of one sub-block of 16 values (`16 / LANES` of them).
+    type Sub16: Copy + Index<usize, Output = Self::F> + IndexMut<usize>;
+
+    /// How far inside a level's rounding cell a quotient estimated with [`Vector::rcp`] must
+    /// lie for Q3_K's search to trust that it rounds to that level: above the estimate's error
+    /// `|q|·(rcp's relative error + 2^-23)` for `|q| ≤ 4.5` (cells of larger levels are not
+    /// used), plus half an ulp of the true quotient.
+    const RCP_CELL_TOL: f32;
 
     /// A row of copies of `v`.
     fn row(self, v: Self::F) -> Self::Row;
@@ -93,6 +101,25 @@ pub(crate) trait Vector: Copy {
     fn tile(self, f: impl FnMut(usize) -> Self::F) -> Self::Tile;
     /// The tile transposed: lane `j` of vector `i` becomes lane `i` of vector `j`.
     fn transpose(self, t: Self::Tile) -> Self::Tile;
+    /// A sub-block of copies of `v`.
+    fn sub16(self, v: Self::F) -> Self::Sub16;
+    /// `a >= b` (ordered).
+    fn ge(self, a: Self::F, b: Self::F) -> Self::M;
+    fn or(self, a: Self::M, b: Self::M) -> Self::M;
+    /// `a && !b` per lane.
+    fn and_not(self, a: Self::M, b: Self::M) -> Self::M;
+    /// Lane `j` holds where bit `j` of `bits` is set (higher bits are ignored).
+    fn from_bits(self, bits: u32) -> Self::M;
+    /// An estimate of `1/a`, within [`Vector::RCP_CELL_TOL`]'s bound for normal `a`.
+    fn rcp(self, a: Self::F) -> Self::F;
+    /// Integer-valued floats as integers (exact).
+    fn to_i(self, f: Self::F) -> Self::I;
+    /// Lane `at.trailing_zeros()` of the sub-block `s`, or `default` when `at` is 0; `at` has
+    /// at most one bit set.
+    fn lane_at(self, s: Self::Sub16, at: u32, default: f32) -> f32;
+    /// `fl(a·b) > fl(c·d)` in f32, exactly, on every lane: the slow path of
+    /// [`super::lanes::products_gt`] (see there), whatever the magnitudes.
+    fn products_gt_exact(self, a: Self::F, b: Self::F, c: Self::F, d: Self::F) -> Self::M;
 
     /// Vector `k` of a row of `N` groups.
     #[inline(always)]
@@ -190,6 +217,11 @@ impl Vector for Portable {
     type Row = [[f32; P]; MAX_GROUPS / P];
     type Ints = [i32; P];
     type Tile = [[f32; P]; P];
+    type Sub16 = [[f32; P]; 16 / P];
+
+    /// The reciprocal is the correctly rounded `1/a`: the quotient estimate is within three
+    /// roundings (`|q|·2^-22`) of the quotient.
+    const RCP_CELL_TOL: f32 = 1.0 / 1024.0;
 
     #[inline(always)]
     fn row(self, v: Self::F) -> Self::Row {
@@ -324,5 +356,44 @@ impl Vector for Portable {
     #[inline(always)]
     fn transpose(self, t: Self::Tile) -> Self::Tile {
         std::array::from_fn(|i| std::array::from_fn(|j| t[j][i]))
+    }
+    #[inline(always)]
+    fn sub16(self, v: Self::F) -> Self::Sub16 {
+        [v; 16 / P]
+    }
+    #[inline(always)]
+    fn ge(self, a: Self::F, b: Self::F) -> Self::M {
+        zip(a, b, |a, b| a >= b)
+    }
+    #[inline(always)]
+    fn or(self, a: Self::M, b: Self::M) -> Self::M {
+        zip(a, b, |a, b| a | b)
+    }
+    #[inline(always)]
+    fn and_not(self, a: Self::M, b: Self::M) -> Self::M {
+        zip(a, b, |a, b| a & !b)
+    }
+    #[inline(always)]
+    fn from_bits(self, bits: u32) -> Self::M {
+        std::array::from_fn(|j| bits >> j & 1 != 0)
+    }
+    #[inline(always)]
+    fn rcp(self, a: Self::F) -> Self::F {
+        map(a, |a| 1.0 / a)
+    }
+    #[inline(always)]
+    fn to_i(self, f: Self::F) -> Self::I {
+        map(f, |f| f as i32)
+    }
+    #[inline(always)]
+    fn lane_at(self, s: Self::Sub16, at: u32, default: f32) -> f32 {
+        match at.trailing_zeros() as usize {
+            32 => default,
+            j => s[j / P][j % P],
+        }
+    }
+    #[inline(always)]
+    fn products_gt_exact(self, a: Self::F, b: Self::F, c: Self::F, d: Self::F) -> Self::M {
+        std::array::from_fn(|j| a[j] * b[j] > c[j] * d[j])
     }
 }
