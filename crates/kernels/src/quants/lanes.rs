@@ -112,7 +112,8 @@ pub(crate) trait Lanes: Copy {
         super::q3k::q3_scales(scales)
     }
     /// Q3_K's block headers for `y.len()` blocks ([`super::q3k::block_header`] of
-    /// `scales[b]`, with each block's sub-block steps in `steps[b]`).
+    /// `scales[b]`, with each block's sub-block steps in `steps[b]`): [`q3_lanes::q3_headers`]
+    /// on this backend.
     #[inline(always)]
     fn q3_headers(
         self,
@@ -120,8 +121,13 @@ pub(crate) trait Lanes: Copy {
         y: &mut [crate::blocks::BlockQ3K],
         steps: &mut [[f32; 16]],
     ) {
-        for ((s, yb), d) in scales.iter().zip(y.iter_mut()).zip(steps.iter_mut()) {
-            *d = super::q3k::block_header(self, s, yb);
+        let lanes = <Portable as Vector>::LANES;
+        for ((s, yb), d) in scales
+            .chunks(lanes)
+            .zip(y.chunks_mut(lanes))
+            .zip(steps.chunks_mut(lanes))
+        {
+            q3_lanes::q3_headers(Portable, s, yb, d);
         }
     }
     /// [`requant`] on this backend.
@@ -204,15 +210,6 @@ pub(crate) struct Avx2(());
 
 #[cfg(target_arch = "x86_64")]
 impl Avx2 {
-    /// The token, inside code compiled for AVX2: such code runs only after a check found it
-    /// (a safe `target_feature` function can be called safely only from code with the
-    /// feature).
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    pub(crate) fn within() -> Self {
-        Avx2(())
-    }
-
     /// The token, if this CPU has AVX2.
     #[inline]
     pub(crate) fn detect() -> Option<Self> {
@@ -329,7 +326,7 @@ macro_rules! x86_lanes {
                     .zip(steps.chunks_mut(lanes))
                 {
                     // SAFETY: `self` exists only if the CPU has the instruction set (`detect`).
-                    unsafe { super::$module::q3_headers(s, yb, d) }
+                    unsafe { super::$module::q3_headers(self, s, yb, d) }
                 }
             }
             #[inline(always)]
@@ -841,6 +838,18 @@ macro_rules! search_entries {
         #[target_feature(enable = $feature)]
         pub(crate) fn q3_rest(t: $token, jobs: &mut [super::q3_lanes::Q3Job<'_>], nmax: i32) {
             super::q3_lanes::q3_rest(t, jobs, nmax)
+        }
+
+        /// [`super::q3_lanes::q3_headers`] compiled for this backend.
+        #[inline]
+        #[target_feature(enable = $feature)]
+        pub(crate) fn q3_headers(
+            t: $token,
+            scales: &[[f32; 16]],
+            y: &mut [crate::blocks::BlockQ3K],
+            steps: &mut [[f32; 16]],
+        ) {
+            super::q3_lanes::q3_headers(t, scales, y, steps)
         }
 
         /// [`super::q3_lanes::first_levels`] compiled for this backend.
@@ -1584,6 +1593,7 @@ mod tests {
                     checked += 1;
                 }
             };
+            check("portable", &|y, d| Portable.q3_headers(&scales, y, d));
             #[cfg(target_arch = "x86_64")]
             if let Some(avx512) = Avx512::detect() {
                 check("avx512", &|y, d| avx512.q3_headers(&scales, y, d));

@@ -12,7 +12,7 @@ use std::arch::x86_64::*;
 
 use super::lanes::{self, Avx2};
 use super::vector::{intrinsics, Vector, MAX_GROUPS};
-use crate::fp::ROUND_MAGIC;
+use crate::fp::{f16_to_f32, f32_to_f16, ROUND_MAGIC};
 
 /// The 8-lane operations of the shared searches (AVX2, which the token proves).
 impl Vector for Avx2 {
@@ -81,7 +81,41 @@ impl Vector for Avx2 {
         lanes[16] = default;
         lanes[(at | 1 << 16).trailing_zeros() as usize]
     }
+    #[inline(always)]
+    fn shl<const S: u32>(self, i: __m256i) -> __m256i {
+        // SAFETY: the token proves the CPU has the instruction set.
+        unsafe { _mm256_sll_epi32(i, _mm_cvtsi32_si128(S as i32)) }
+    }
+    #[inline(always)]
+    fn shr<const S: u32>(self, i: __m256i) -> __m256i {
+        // SAFETY: the token proves the CPU has the instruction set.
+        unsafe { _mm256_srl_epi32(i, _mm_cvtsi32_si128(S as i32)) }
+    }
+    #[inline(always)]
+    fn to_f16(self, f: __m256, bits: &mut [u16]) -> __m256 {
+        // The scalar conversion, lane by lane (F16C is not assumed).
+        let mut v = [0f32; 8];
+        self.store(f, &mut v);
+        for j in 0..8 {
+            bits[j] = f32_to_f16(v[j]);
+        }
+        let back: [f32; 8] = std::array::from_fn(|j| f16_to_f32(bits[j]));
+        self.load(&back)
+    }
     intrinsics! {
+        nearest(v: __m256) -> __m256i {
+            let t = _mm256_castps_si256(_mm256_add_ps(v, _mm256_set1_ps(ROUND_MAGIC)));
+            _mm256_sub_epi32(
+                _mm256_and_si256(t, _mm256_set1_epi32(0x007f_ffff)),
+                _mm256_set1_epi32(0x0040_0000),
+            )
+        }
+        low_byte(i: __m256i) -> __m256i { _mm256_srai_epi32::<24>(_mm256_slli_epi32::<24>(i)) }
+        clamp_i(i: __m256i, lo: i32, hi: i32) -> __m256i {
+            _mm256_min_epi32(_mm256_max_epi32(i, _mm256_set1_epi32(lo)), _mm256_set1_epi32(hi))
+        }
+        and_i(i: __m256i, c: i32) -> __m256i { _mm256_and_si256(i, _mm256_set1_epi32(c)) }
+        or_i(a: __m256i, b: __m256i) -> __m256i { _mm256_or_si256(a, b) }
         ge(a: __m256, b: __m256) -> __m256 { _mm256_cmp_ps::<_CMP_GE_OQ>(a, b) }
         or(a: __m256, b: __m256) -> __m256 { _mm256_or_ps(a, b) }
         and_not(a: __m256, b: __m256) -> __m256 { _mm256_andnot_ps(b, a) }
@@ -126,108 +160,6 @@ impl Vector for Avx2 {
 }
 
 lanes::search_entries!(Avx2, "avx2");
-
-/// See [`super::lanes_avx512::q3_headers`]; up to 8 blocks side by side, their sub-block
-/// scales transposed as two 8×8 tiles. The fp16 round trip of `d` is the scalar one (one
-/// conversion per block).
-#[inline]
-#[target_feature(enable = "avx2")]
-pub(crate) fn q3_headers(
-    scales: &[[f32; 16]],
-    y: &mut [crate::blocks::BlockQ3K],
-    steps: &mut [[f32; 16]],
-) {
-    let vx = Avx2::within();
-    use crate::fp::{f16_to_f32, f32_to_f16};
-    let n = scales.len();
-    assert!(n <= 8 && y.len() == n && steps.len() == n);
-    let zero = _mm256_setzero_ps();
-    let tile = |h: usize| {
-        transpose8(std::array::from_fn(|b| {
-            if b < n {
-                vx.ld(&scales[b], h)
-            } else {
-                zero
-            }
-        }))
-    };
-    let (lo, hi) = (tile(0), tile(1));
-    let s: [__m256; 16] = std::array::from_fn(|j| if j < 8 { lo[j] } else { hi[j - 8] });
-    // The first scale of largest magnitude (a NaN never wins ggml's `>`).
-    let (mut amax, mut max) = (zero, zero);
-    for sj in s {
-        let g = vx.gt(vx.abs(sj), amax);
-        amax = vx.sel(g, vx.abs(sj), amax);
-        max = vx.sel(g, sj, max);
-    }
-    let live = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_NEQ_OQ>(max, zero));
-    let iscale = _mm256_div_ps(vx.splat(-32.0), max);
-    let l6: [__m256i; 16] = std::array::from_fn(|j| {
-        let t = _mm256_castps_si256(_mm256_add_ps(
-            _mm256_mul_ps(iscale, s[j]),
-            vx.splat(ROUND_MAGIC),
-        ));
-        let rounded = _mm256_sub_epi32(
-            _mm256_and_si256(t, _mm256_set1_epi32(0x007f_ffff)),
-            _mm256_set1_epi32(0x0040_0000),
-        );
-        // ggml's int8_t store keeps the low byte, signed.
-        let byte = _mm256_srai_epi32::<24>(_mm256_slli_epi32::<24>(rounded));
-        let clamped = _mm256_min_epi32(
-            _mm256_max_epi32(byte, _mm256_set1_epi32(-32)),
-            _mm256_set1_epi32(31),
-        );
-        _mm256_and_si256(live, _mm256_add_epi32(clamped, _mm256_set1_epi32(32)))
-    });
-    // fp16 d = 1/iscale (0 for all-zero blocks), read back as the dequantizer reads it.
-    let mut d = [0f32; 8];
-    vx.st(
-        &mut d,
-        0,
-        _mm256_and_ps(
-            _mm256_castsi256_ps(live),
-            _mm256_div_ps(vx.splat(1.0), iscale),
-        ),
-    );
-    let d_bits = d.map(f32_to_f16);
-    let dd = vx.ld(&d_bits.map(f16_to_f32), 0);
-    let per_sub: [__m256; 16] = std::array::from_fn(|j| {
-        _mm256_mul_ps(
-            dd,
-            _mm256_cvtepi32_ps(_mm256_sub_epi32(l6[j], _mm256_set1_epi32(32))),
-        )
-    });
-    let (d_lo, d_hi) = (
-        transpose8(std::array::from_fn(|j| per_sub[j])),
-        transpose8(std::array::from_fn(|j| per_sub[8 + j])),
-    );
-    // The 12 bytes of `pack_scales_q3`, byte `k` of every block in vector `k` (see the
-    // AVX-512 version).
-    let (nibble, two) = (_mm256_set1_epi32(0xF), _mm256_set1_epi32(3));
-    let bytes: [[i32; 8]; 12] = std::array::from_fn(|k| {
-        vx.to_ints(if k < 8 {
-            _mm256_or_si256(
-                _mm256_and_si256(l6[k], nibble),
-                _mm256_slli_epi32::<4>(_mm256_and_si256(l6[k + 8], nibble)),
-            )
-        } else {
-            let top = |t: usize| _mm256_and_si256(_mm256_srli_epi32::<4>(l6[k - 8 + 4 * t]), two);
-            _mm256_or_si256(
-                _mm256_or_si256(top(0), _mm256_slli_epi32::<2>(top(1))),
-                _mm256_or_si256(
-                    _mm256_slli_epi32::<4>(top(2)),
-                    _mm256_slli_epi32::<6>(top(3)),
-                ),
-            )
-        })
-    });
-    for b in 0..n {
-        y[b].scales = std::array::from_fn(|k| bytes[k][b] as u8);
-        y[b].d = d_bits[b];
-        vx.st(&mut steps[b], 0, d_lo[b]);
-        vx.st(&mut steps[b], 1, d_hi[b]);
-    }
-}
 
 /// An 8×8 transpose in registers (`out[i]` lane `j` = `r[j]` lane `i`): 32-bit interleaves,
 /// 64-bit shuffles within 128-bit lanes, then 128-bit lane swaps.

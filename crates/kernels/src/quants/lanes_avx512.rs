@@ -89,7 +89,40 @@ impl Vector for Avx512 {
     fn from_bits(self, bits: u32) -> __mmask16 {
         bits as __mmask16
     }
+    #[inline(always)]
+    fn shl<const S: u32>(self, i: __m512i) -> __m512i {
+        // SAFETY: the token proves the CPU has the instruction set.
+        unsafe { _mm512_slli_epi32::<S>(i) }
+    }
+    #[inline(always)]
+    fn shr<const S: u32>(self, i: __m512i) -> __m512i {
+        // SAFETY: the token proves the CPU has the instruction set.
+        unsafe { _mm512_srli_epi32::<S>(i) }
+    }
+    #[inline(always)]
+    fn to_f16(self, f: __m512, bits: &mut [u16]) -> __m512 {
+        let bits = &mut bits[..16];
+        // SAFETY: AVX-512F (the token); `bits` is 32 writable bytes and the store is unaligned.
+        unsafe {
+            let h = _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(f);
+            _mm256_storeu_si256(bits.as_mut_ptr().cast(), h);
+            _mm512_cvtph_ps(h)
+        }
+    }
     intrinsics! {
+        nearest(v: __m512) -> __m512i {
+            let t = _mm512_castps_si512(_mm512_add_ps(v, _mm512_set1_ps(ROUND_MAGIC)));
+            _mm512_sub_epi32(
+                _mm512_and_si512(t, _mm512_set1_epi32(0x007f_ffff)),
+                _mm512_set1_epi32(0x0040_0000),
+            )
+        }
+        low_byte(i: __m512i) -> __m512i { _mm512_srai_epi32::<24>(_mm512_slli_epi32::<24>(i)) }
+        clamp_i(i: __m512i, lo: i32, hi: i32) -> __m512i {
+            _mm512_min_epi32(_mm512_max_epi32(i, _mm512_set1_epi32(lo)), _mm512_set1_epi32(hi))
+        }
+        and_i(i: __m512i, c: i32) -> __m512i { _mm512_and_si512(i, _mm512_set1_epi32(c)) }
+        or_i(a: __m512i, b: __m512i) -> __m512i { _mm512_or_si512(a, b) }
         ge(a: __m512, b: __m512) -> __mmask16 { _mm512_cmp_ps_mask::<_CMP_GE_OQ>(a, b) }
         rcp(a: __m512) -> __m512 { _mm512_rcp14_ps(a) }
         to_i(f: __m512) -> __m512i { _mm512_cvtps_epi32(f) }
@@ -212,108 +245,6 @@ pub(crate) fn qx16_candidates(x: &[f32; 16], w: &[f32; 16], nmax: i32, l: &mut [
     qx16_pick(x, nmax, &iscale, &sumlx, &suml2, l)
 }
 
-/// Q3_K's 6-bit scale levels `clamp(nearest_int(iscale·scale) as int8_t, -32, 31) + 32` on
-/// 16 lanes (ggml stores the rounded value in an `int8_t`, keeping its low byte, before
-/// clamping).
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn scale_levels(iscale: __m512, scale: __m512) -> __m512i {
-    let vx = Avx512::within();
-    let t = _mm512_castps_si512(_mm512_add_ps(
-        _mm512_mul_ps(iscale, scale),
-        vx.splat(ROUND_MAGIC),
-    ));
-    let rounded = _mm512_sub_epi32(
-        _mm512_and_si512(t, _mm512_set1_epi32(0x007f_ffff)),
-        _mm512_set1_epi32(0x0040_0000),
-    );
-    let byte = _mm512_srai_epi32::<24>(_mm512_slli_epi32::<24>(rounded));
-    let clamped = _mm512_min_epi32(
-        _mm512_max_epi32(byte, _mm512_set1_epi32(-32)),
-        _mm512_set1_epi32(31),
-    );
-    _mm512_add_epi32(clamped, _mm512_set1_epi32(32))
-}
-
-/// See [`super::lanes::Lanes::q3_headers`]: up to 16 blocks side by side, one per lane, with
-/// their sub-block scales transposed into 16 vectors, so that each block's search for its
-/// largest scale and its 16 roundings are plain vector steps rather than a horizontal
-/// reduction, a scalar division and a chain of scalar packing per block. Every step is the
-/// scalar one's (`q3_scales`, `pack_scales_q3`, fp16 round trip) on each lane.
-#[inline]
-#[target_feature(enable = "avx512f")]
-pub(crate) fn q3_headers(
-    scales: &[[f32; 16]],
-    y: &mut [crate::blocks::BlockQ3K],
-    steps: &mut [[f32; 16]],
-) {
-    let vx = Avx512::within();
-    let n = scales.len();
-    assert!(n <= 16 && y.len() == n && steps.len() == n);
-    let zero = _mm512_setzero_ps();
-    let s = transpose_regs(std::array::from_fn(|b| {
-        if b < n {
-            vx.ld(&scales[b], 0)
-        } else {
-            zero
-        }
-    }));
-    // The first scale of largest magnitude (a NaN never wins ggml's `>`).
-    let (mut amax, mut max) = (zero, zero);
-    for sj in s {
-        let g = vx.gt(vx.abs(sj), amax);
-        amax = vx.sel(g, vx.abs(sj), amax);
-        max = vx.sel(g, sj, max);
-    }
-    let live = _mm512_cmp_ps_mask::<_CMP_NEQ_OQ>(max, zero);
-    let iscale = _mm512_div_ps(vx.splat(-32.0), max);
-    let l6: [__m512i; 16] =
-        std::array::from_fn(|j| _mm512_maskz_mov_epi32(live, scale_levels(iscale, s[j])));
-    // fp16 d = 1/iscale (0 for all-zero blocks), read back as the dequantizer reads it.
-    let d16 = _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-        _mm512_maskz_div_ps(live, vx.splat(1.0), iscale),
-    );
-    let dd = _mm512_cvtph_ps(d16);
-    let per_sub = transpose_regs(std::array::from_fn(|j| {
-        _mm512_mul_ps(
-            dd,
-            _mm512_cvtepi32_ps(_mm512_sub_epi32(l6[j], _mm512_set1_epi32(32))),
-        )
-    }));
-    let mut d_bits = [0u16; 16];
-    // SAFETY: `d_bits` is 32 writable bytes; the store is unaligned.
-    unsafe { _mm256_storeu_si256(d_bits.as_mut_ptr().cast(), d16) };
-    // The 12 bytes of `pack_scales_q3`, byte `k` of every block in vector `k`: low nibbles of
-    // scales j and j + 8, then bits 4-5 of scales m, m + 4, m + 8, m + 12.
-    let (nibble, two) = (_mm512_set1_epi32(0xF), _mm512_set1_epi32(3));
-    let mut bytes = [[0i8; 16]; 16];
-    for k in 0..12 {
-        let v = if k < 8 {
-            _mm512_or_si512(
-                _mm512_and_si512(l6[k], nibble),
-                _mm512_slli_epi32::<4>(_mm512_and_si512(l6[k + 8], nibble)),
-            )
-        } else {
-            let top = |t: usize| _mm512_and_si512(_mm512_srli_epi32::<4>(l6[k - 8 + 4 * t]), two);
-            _mm512_or_si512(
-                _mm512_or_si512(top(0), _mm512_slli_epi32::<2>(top(1))),
-                _mm512_or_si512(
-                    _mm512_slli_epi32::<4>(top(2)),
-                    _mm512_slli_epi32::<6>(top(3)),
-                ),
-            )
-        };
-        // SAFETY: `bytes[k]` is 16 writable bytes; the store is unaligned.
-        unsafe { _mm_storeu_si128(bytes[k].as_mut_ptr().cast(), _mm512_cvtepi32_epi8(v)) };
-    }
-    let by_block = super::q3k::transpose_bytes(std::array::from_fn(|k| &bytes[k]));
-    for b in 0..n {
-        y[b].scales = std::array::from_fn(|k| by_block[b][k] as u8);
-        y[b].d = d_bits[b];
-        vx.st(&mut steps[b], 0, per_sub[b]);
-    }
-}
-
 /// [`super::q3k::q3_scales`] on one vector: the largest |scale| as an integer maximum of the
 /// bit patterns (which order like the values; NaN lanes count as zero, as ggml's `>` skips
 /// them) and its first lane, then the sixteen roundings side by side.
@@ -330,7 +261,8 @@ pub(crate) fn q3_scales(scales: &[f32; 16]) -> Option<([i32; 16], f32)> {
     }
     let first = _mm512_cmpeq_epi32_mask(bits, _mm512_set1_epi32(top as i32)).trailing_zeros();
     let iscale = -32.0 / scales[first as usize];
-    Some((vx.to_ints(scale_levels(vx.splat(iscale), s)), 1.0 / iscale))
+    let levels = super::q3_lanes::scale_levels(vx, vx.splat(iscale), s);
+    Some((vx.to_ints(levels), 1.0 / iscale))
 }
 
 /// A 16×16 transpose in registers (`out[i]` lane `j` = `r[j]` lane `i`), in the usual four

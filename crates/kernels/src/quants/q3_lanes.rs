@@ -14,6 +14,7 @@
 use super::lanes::Slots;
 use super::search::GROUP_MAX_EPS;
 use super::vector::{Vector, MAX_GROUPS, MAX_VECTORS};
+use crate::blocks::BlockQ3K;
 
 /// The largest quotient estimate [`q3_unsure`] trusts: ggml's `nearest_int` is exact below
 /// 2^22, and the estimate is within 2^-11 of the quotient (relative).
@@ -477,6 +478,86 @@ fn q3_rounds<V: Vector>(v: V, jobs: &mut [Q3Job<'_>], nmax: i32) {
         }
         let [sumlx, suml2] = sums[j];
         job.scale = if suml2 > 0.0 { sumlx / suml2 } else { 0.0 };
+    }
+}
+
+/// Q3_K's 6-bit scale levels `clamp(nearest_int(iscale·scale) as int8_t, -32, 31) + 32` per
+/// lane (ggml stores the rounded value in an `int8_t`, keeping its low byte, before clamping).
+#[inline(always)]
+pub(crate) fn scale_levels<V: Vector>(v: V, iscale: V::F, scale: V::F) -> V::I {
+    let byte = v.low_byte(v.nearest(v.mul(iscale, scale)));
+    v.add_i(v.clamp_i(byte, -32, 31), 32)
+}
+
+/// Q3_K's block headers ([`super::q3k::block_header`]) of up to [`Vector::LANES`] blocks side
+/// by side, one per lane, with their sub-block scales transposed into 16 vectors, so that each
+/// block's search for its largest scale and its 16 roundings are plain vector steps rather
+/// than a horizontal reduction, a scalar division and a chain of scalar packing per block.
+/// Every step is the scalar one's (`q3_scales`, `pack_scales_q3`, fp16 round trip) on each
+/// lane. Writes `y[b].scales`, `y[b].d` and block `b`'s sub-block steps `d·(l6 - 32)` (as the
+/// dequantizer reads them back) to `steps[b]`.
+#[inline(always)]
+pub(crate) fn q3_headers<V: Vector>(
+    v: V,
+    scales: &[[f32; 16]],
+    y: &mut [BlockQ3K],
+    steps: &mut [[f32; 16]],
+) {
+    let n = scales.len();
+    assert!(n <= V::LANES && y.len() == n && steps.len() == n);
+    let zero = v.zero();
+    let per_sub = 16 / V::LANES;
+    // Scale `j` of every block in vector `j`.
+    let mut s = [zero; 16];
+    for h in 0..per_sub {
+        let t = v.transpose(v.tile(|b| if b < n { v.ld(&scales[b], h) } else { zero }));
+        for i in 0..V::LANES {
+            s[V::LANES * h + i] = t[i];
+        }
+    }
+    // The first scale of largest magnitude (a NaN never wins ggml's `>`, so `max` is not NaN).
+    let (mut amax, mut max) = (zero, zero);
+    for sj in s {
+        let g = v.gt(v.abs(sj), amax);
+        amax = v.sel(g, v.abs(sj), amax);
+        max = v.sel(g, sj, max);
+    }
+    let all_zero = v.eq(max, zero);
+    let iscale = v.div(v.splat(-32.0), max);
+    let l6: [V::I; 16] =
+        std::array::from_fn(|j| v.zero_where(all_zero, scale_levels(v, iscale, s[j])));
+    // fp16 d = 1/iscale (0 for all-zero blocks), read back as the dequantizer reads it.
+    let mut d_bits = [0u16; 16];
+    let dd = v.to_f16(
+        v.sel(all_zero, zero, v.div(v.splat(1.0), iscale)),
+        &mut d_bits,
+    );
+    let per_sub_step: [V::F; 16] = std::array::from_fn(|j| v.mul(dd, v.to_f(v.add_i(l6[j], -32))));
+    for h in 0..per_sub {
+        let t = v.transpose(v.tile(|i| per_sub_step[V::LANES * h + i]));
+        for b in 0..n {
+            v.st(&mut steps[b], h, t[b]);
+        }
+    }
+    // The 12 bytes of `pack_scales_q3`, byte `k` of every block in vector `k`: low nibbles of
+    // scales j and j + 8, then bits 4-5 of scales m, m + 4, m + 8, m + 12.
+    let mut bytes = [[0i8; 16]; 16];
+    for k in 0..12 {
+        let packed = if k < 8 {
+            v.or_i(v.and_i(l6[k], 0xF), v.shl::<4>(v.and_i(l6[k + 8], 0xF)))
+        } else {
+            let top = |t: usize| v.and_i(v.shr::<4>(l6[k - 8 + 4 * t]), 3);
+            v.or_i(
+                v.or_i(top(0), v.shl::<2>(top(1))),
+                v.or_i(v.shl::<4>(top(2)), v.shl::<6>(top(3))),
+            )
+        };
+        v.store_bytes(packed, &mut bytes[k]);
+    }
+    let by_block = super::q3k::transpose_bytes(std::array::from_fn(|k| &bytes[k]));
+    for b in 0..n {
+        y[b].scales = std::array::from_fn(|k| by_block[b][k] as u8);
+        y[b].d = d_bits[b];
     }
 }
 

@@ -17,7 +17,7 @@
 
 use std::ops::{Index, IndexMut};
 
-use crate::fp::{nearest_int, ROUND_MAGIC};
+use crate::fp::{f16_to_f32, f32_to_f16, nearest_int, ROUND_MAGIC};
 
 /// The most groups one search handles: two super-blocks of 16 sub-blocks.
 pub(crate) const MAX_GROUPS: usize = 32;
@@ -118,8 +118,25 @@ pub(crate) trait Vector: Copy {
     /// at most one bit set.
     fn lane_at(self, s: Self::Sub16, at: u32, default: f32) -> f32;
     /// `fl(a·b) > fl(c·d)` in f32, exactly, on every lane: the slow path of
-    /// [`super::lanes::products_gt`] (see there), whatever the magnitudes.
+    /// [`super::q3_lanes::products_gt`] (see there), whatever the magnitudes.
     fn products_gt_exact(self, a: Self::F, b: Self::F, c: Self::F, d: Self::F) -> Self::M;
+    /// ggml's `nearest_int` (no clamp).
+    fn nearest(self, v: Self::F) -> Self::I;
+    /// The low byte of each lane, sign-extended (`i as i8 as i32`).
+    fn low_byte(self, i: Self::I) -> Self::I;
+    /// `i.clamp(lo, hi)` per lane.
+    fn clamp_i(self, i: Self::I, lo: i32, hi: i32) -> Self::I;
+    /// `i & c` per lane.
+    fn and_i(self, i: Self::I, c: i32) -> Self::I;
+    /// `a | b` per lane.
+    fn or_i(self, a: Self::I, b: Self::I) -> Self::I;
+    /// `i << S` per lane.
+    fn shl<const S: u32>(self, i: Self::I) -> Self::I;
+    /// `i >> S` per lane, shifting in zeros.
+    fn shr<const S: u32>(self, i: Self::I) -> Self::I;
+    /// Each lane rounded to fp16 as [`crate::fp::f32_to_f16`] rounds it: the bits go to the
+    /// first [`Vector::LANES`] values of `bits`, the values read back are returned.
+    fn to_f16(self, f: Self::F, bits: &mut [u16]) -> Self::F;
 
     /// Vector `k` of a row of `N` groups.
     #[inline(always)]
@@ -395,5 +412,40 @@ impl Vector for Portable {
     #[inline(always)]
     fn products_gt_exact(self, a: Self::F, b: Self::F, c: Self::F, d: Self::F) -> Self::M {
         std::array::from_fn(|j| a[j] * b[j] > c[j] * d[j])
+    }
+    #[inline(always)]
+    fn nearest(self, v: Self::F) -> Self::I {
+        map(v, nearest_int)
+    }
+    #[inline(always)]
+    fn low_byte(self, i: Self::I) -> Self::I {
+        map(i, |i| i as i8 as i32)
+    }
+    #[inline(always)]
+    fn clamp_i(self, i: Self::I, lo: i32, hi: i32) -> Self::I {
+        map(i, |i| i.clamp(lo, hi))
+    }
+    #[inline(always)]
+    fn and_i(self, i: Self::I, c: i32) -> Self::I {
+        map(i, |i| i & c)
+    }
+    #[inline(always)]
+    fn or_i(self, a: Self::I, b: Self::I) -> Self::I {
+        zip(a, b, |a, b| a | b)
+    }
+    #[inline(always)]
+    fn shl<const S: u32>(self, i: Self::I) -> Self::I {
+        map(i, |i| i << S)
+    }
+    #[inline(always)]
+    fn shr<const S: u32>(self, i: Self::I) -> Self::I {
+        map(i, |i| ((i as u32) >> S) as i32)
+    }
+    #[inline(always)]
+    fn to_f16(self, f: Self::F, bits: &mut [u16]) -> Self::F {
+        for j in 0..P {
+            bits[j] = f32_to_f16(f[j]);
+        }
+        std::array::from_fn(|j| f16_to_f32(bits[j]))
     }
 }
