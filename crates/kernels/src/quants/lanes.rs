@@ -17,8 +17,8 @@
 //!
 //! This module holds the searches written once over the lane operations of
 //! [`super::vector::Vector`] ([`qkx`], [`qx`], [`requant`], and the tiled
-//! [`sums_of_squares_tiled`] and [`transpose16_tiled`]), the portable versions of the
-//! Q3_K searches, and the dispatch: [`quantize_fast`] picks the AVX-512 or AVX2 backend
+//! [`sums_of_squares_tiled`] and [`transpose16_tiled`]; Q3_K's searches, written the same
+//! way, are in [`super::q3_lanes`]), and the dispatch: [`quantize_fast`] picks the AVX-512 or AVX2 backend
 //! ([`super::lanes_avx512`], [`super::lanes_avx2`]) when the CPU has it, in a copy of the row
 //! loop compiled for that instruction set (plain SSE2 is the x86-64 baseline), and the
 //! backends instantiate the shared searches inside their `#[target_feature]` entries. The
@@ -1939,7 +1939,8 @@ mod tests {
             let (mut s, mut l) = ([0f32; 16], [[0i8; 16]; 16]);
             qx(Portable, &xt, &wt, 32, &mut s, &mut l);
             // Q3_K's whole search on every backend this CPU has.
-            let q3_on = |lanes: &dyn Fn(&mut [f32; 16], &mut [[i8; 16]; 16])| {
+            type Search<'a> = dyn Fn(&mut [f32; 16], &mut [[i8; 16]; 16]) + 'a;
+            let q3_on = |lanes: &Search<'_>| {
                 let (mut s3, mut l3) = ([0f32; 16], [[0i8; 16]; 16]);
                 lanes(&mut s3, &mut l3);
                 (s3, l3)

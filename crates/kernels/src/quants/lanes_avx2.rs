@@ -1,8 +1,9 @@
-//! The AVX2 backend of the lane searches in [`super::lanes`] (8 groups per 256-bit vector,
-//! `N / 8` vectors per row of the transposed data): the [`Vector`] operations, the
-//! `#[target_feature]` entries that instantiate the shared searches, and the Q3_K searches
-//! still written per backend. Every lane operation is one vector instruction with the scalar
-//! operation's IEEE semantics (see [`super::vector`]); branches become `vblendvps`.
+//! The AVX2 backend of the lane searches in [`super::lanes`] and [`super::q3_lanes`] (8 groups
+//! per 256-bit vector, `N / 8` vectors per row of the transposed data): the [`Vector`]
+//! operations, with the register transpose and the f64 product comparison they use, and the
+//! `#[target_feature]` entries that instantiate the shared searches. Every lane operation is
+//! one vector instruction (a few for fp16 rounding) with the scalar operation's IEEE semantics
+//! (see [`super::vector`]); branches become `vblendvps`.
 //!
 //! Everything here requires AVX2; [`super::lanes::Avx2`] is the token proving it is present.
 
@@ -65,8 +66,14 @@ impl Vector for Avx2 {
         }
     }
     #[inline(always)]
-    fn tile(self, f: impl FnMut(usize) -> __m256) -> [__m256; 8] {
-        std::array::from_fn(f)
+    fn tile(self, mut f: impl FnMut(usize) -> __m256) -> [__m256; 8] {
+        // A plain loop: `std::array::from_fn` would compile `f` apart from the caller's
+        // instruction set, each intrinsic in it a call.
+        let mut t = [self.zero(); 8];
+        for (i, v) in t.iter_mut().enumerate() {
+            *v = f(i);
+        }
+        t
     }
     #[inline(always)]
     fn sub16(self, v: __m256) -> [__m256; 2] {
@@ -119,7 +126,7 @@ impl Vector for Avx2 {
         ge(a: __m256, b: __m256) -> __m256 { _mm256_cmp_ps::<_CMP_GE_OQ>(a, b) }
         or(a: __m256, b: __m256) -> __m256 { _mm256_or_ps(a, b) }
         and_not(a: __m256, b: __m256) -> __m256 { _mm256_andnot_ps(b, a) }
-        from_bits(bits: u32) -> __m256 { lane_mask(bits) }
+        lanes_set(bits: u32) -> __m256 { lane_mask(bits) }
         rcp(a: __m256) -> __m256 { _mm256_rcp_ps(a) }
         to_i(f: __m256) -> __m256i { _mm256_cvtps_epi32(f) }
         products_gt_exact(a: __m256, b: __m256, c: __m256, d: __m256) -> __m256 {

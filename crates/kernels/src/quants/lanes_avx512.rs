@@ -1,6 +1,8 @@
-//! The AVX-512 backend of the lane searches in [`super::lanes`]: 16 groups per 512-bit vector
-//! (`N / 16` vectors per row of the transposed data), where AVX2 holds 8. As
-//! [`super::lanes_avx2`], with mask registers in place of blend masks.
+//! The AVX-512 backend of the lane searches in [`super::lanes`] and [`super::q3_lanes`]: 16
+//! groups per 512-bit vector (`N / 16` vectors per row of the transposed data), where AVX2
+//! holds 8. As [`super::lanes_avx2`], with mask registers in place of blend masks; plus two
+//! searches only this backend has its own version of (Q3_K's weighted scale of scales,
+//! [`qx16_candidates`], and one block's header scales, [`q3_scales`]).
 //!
 //! Everything here requires AVX-512F; [`super::lanes::Avx512`] is the token proving it is
 //! present.
@@ -70,8 +72,14 @@ impl Vector for Avx512 {
         unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(i)) }
     }
     #[inline(always)]
-    fn tile(self, f: impl FnMut(usize) -> __m512) -> [__m512; 16] {
-        std::array::from_fn(f)
+    fn tile(self, mut f: impl FnMut(usize) -> __m512) -> [__m512; 16] {
+        // A plain loop: `std::array::from_fn` would compile `f` apart from the caller's
+        // instruction set, each intrinsic in it a call.
+        let mut t = [self.zero(); 16];
+        for (i, v) in t.iter_mut().enumerate() {
+            *v = f(i);
+        }
+        t
     }
     #[inline(always)]
     fn sub16(self, v: __m512) -> [__m512; 1] {
@@ -86,7 +94,7 @@ impl Vector for Avx512 {
         a & !b
     }
     #[inline(always)]
-    fn from_bits(self, bits: u32) -> __mmask16 {
+    fn lanes_set(self, bits: u32) -> __mmask16 {
         bits as __mmask16
     }
     #[inline(always)]

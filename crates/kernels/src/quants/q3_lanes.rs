@@ -432,7 +432,7 @@ fn q3_rounds<V: Vector>(v: V, jobs: &mut [Q3Job<'_>], nmax: i32) {
                 let g = if plain[j] {
                     v.gt(v.mul(p, suml2), v.mul(c, cand_sl2[a][h]))
                 } else {
-                    let care = v.from_bits(cand >> (V::LANES * h));
+                    let care = v.lanes_set(cand >> (V::LANES * h));
                     products_gt(v, care, p, suml2, c, cand_sl2[a][h])
                 };
                 better |= v.bits(g) << (V::LANES * h);
@@ -449,7 +449,7 @@ fn q3_rounds<V: Vector>(v: V, jobs: &mut [Q3Job<'_>], nmax: i32) {
             let take = ahead_accepted | (accepted & 0u32.wrapping_sub(next_pass));
             let step = take & take.wrapping_neg();
             for h in 0..per_sub {
-                let m = v.from_bits(step >> (V::LANES * h));
+                let m = v.lanes_set(step >> (V::LANES * h));
                 let new_l = cand_l[a][h];
                 l[j][h] = v.sel(m, new_l, l[j][h]);
                 let new_wxl = v.mul(wx[j][h], new_l);
@@ -524,15 +524,22 @@ pub(crate) fn q3_headers<V: Vector>(
     }
     let all_zero = v.eq(max, zero);
     let iscale = v.div(v.splat(-32.0), max);
-    let l6: [V::I; 16] =
-        std::array::from_fn(|j| v.zero_where(all_zero, scale_levels(v, iscale, s[j])));
+    // Plain loops rather than `std::array::from_fn`, whose closures would be compiled apart
+    // from the caller's instruction set, with every intrinsic a call.
+    let mut l6 = [v.cast_i(zero); 16];
+    for j in 0..16 {
+        l6[j] = v.zero_where(all_zero, scale_levels(v, iscale, s[j]));
+    }
     // fp16 d = 1/iscale (0 for all-zero blocks), read back as the dequantizer reads it.
     let mut d_bits = [0u16; 16];
     let dd = v.to_f16(
         v.sel(all_zero, zero, v.div(v.splat(1.0), iscale)),
         &mut d_bits,
     );
-    let per_sub_step: [V::F; 16] = std::array::from_fn(|j| v.mul(dd, v.to_f(v.add_i(l6[j], -32))));
+    let mut per_sub_step = [zero; 16];
+    for j in 0..16 {
+        per_sub_step[j] = v.mul(dd, v.to_f(v.add_i(l6[j], -32)));
+    }
     for h in 0..per_sub {
         let t = v.transpose(v.tile(|i| per_sub_step[V::LANES * h + i]));
         for b in 0..n {
@@ -602,7 +609,7 @@ mod tests {
                     m | ((((vals[0][j] * vals[1][j]) > (vals[2][j] * vals[3][j])) as u32) << t)
                 });
                 let [a, b, c, d] = vals.map(|r| v.ld(&r, k));
-                let got = v.bits(products_gt(v, v.from_bits(u32::MAX), a, b, c, d));
+                let got = v.bits(products_gt(v, v.lanes_set(u32::MAX), a, b, c, d));
                 assert_eq!(got, want, "{vals:?}");
                 checked += V::LANES;
             }

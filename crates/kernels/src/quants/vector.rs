@@ -109,7 +109,7 @@ pub(crate) trait Vector: Copy {
     /// `a && !b` per lane.
     fn and_not(self, a: Self::M, b: Self::M) -> Self::M;
     /// Lane `j` holds where bit `j` of `bits` is set (higher bits are ignored).
-    fn from_bits(self, bits: u32) -> Self::M;
+    fn lanes_set(self, bits: u32) -> Self::M;
     /// An estimate of `1/a`, within [`Vector::RCP_CELL_TOL`]'s bound for normal `a`.
     fn rcp(self, a: Self::F) -> Self::F;
     /// Integer-valued floats as integers (exact).
@@ -391,7 +391,7 @@ impl Vector for Portable {
         zip(a, b, |a, b| a & !b)
     }
     #[inline(always)]
-    fn from_bits(self, bits: u32) -> Self::M {
+    fn lanes_set(self, bits: u32) -> Self::M {
         std::array::from_fn(|j| bits >> j & 1 != 0)
     }
     #[inline(always)]
