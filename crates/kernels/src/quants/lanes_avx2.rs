@@ -66,14 +66,11 @@ impl Vector for Avx2 {
         }
     }
     #[inline(always)]
-    fn tile(self, mut f: impl FnMut(usize) -> __m256) -> [__m256; 8] {
-        // A plain loop: `std::array::from_fn` would compile `f` apart from the caller's
-        // instruction set, each intrinsic in it a call.
-        let mut t = [self.zero(); 8];
-        for (i, v) in t.iter_mut().enumerate() {
-            *v = f(i);
-        }
-        t
+    fn tile(self, f: impl FnMut(usize) -> __m256) -> [__m256; 8] {
+        // Eight lanes: `std::array::from_fn` inlines here (checked with `objdump`: no intrinsic
+        // is left a call), and a loop measured a few per cent slower on Q6_K; the 16-lane
+        // tile needs the loop.
+        std::array::from_fn(f)
     }
     #[inline(always)]
     fn sub16(self, v: __m256) -> [__m256; 2] {
