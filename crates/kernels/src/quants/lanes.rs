@@ -17,8 +17,8 @@
 //!
 //! This module holds the searches written once over the lane operations of
 //! [`super::vector::Vector`] ([`qkx`], [`qx`], [`requant`], and the tiled
-//! [`sums_of_squares_tiled`] and [`transpose16_tiled`]), the portable versions of the
-//! Q3_K searches, and the dispatch: [`quantize_fast`] picks the AVX-512 or AVX2 backend
+//! [`sums_of_squares_tiled`] and [`transpose16_tiled`]; Q3_K's searches, written the same
+//! way, are in [`super::q3_lanes`]), and the dispatch: [`quantize_fast`] picks the AVX-512 or AVX2 backend
 //! ([`super::lanes_avx512`], [`super::lanes_avx2`]) when the CPU has it, in a copy of the row
 //! loop compiled for that instruction set (plain SSE2 is the x86-64 baseline), and the
 //! backends instantiate the shared searches inside their `#[target_feature]` entries. The
@@ -32,6 +32,8 @@ use super::search::GROUP_MAX_EPS;
 use crate::blocks::QK_K;
 use crate::fp::{nearest_int, ROUND_MAGIC};
 
+use super::q3_lanes;
+pub(crate) use super::q3_lanes::Q3Job;
 pub(crate) use super::vector::Portable;
 use super::vector::{Vector, MAX_GROUPS, MAX_VECTORS};
 
@@ -64,7 +66,7 @@ pub(crate) trait Lanes: Copy {
         scale_out: &mut [f32; N],
         l_out: &mut [[i8; N]; M],
     );
-    /// [`q3`] on this backend.
+    /// [`q3_lanes::q3`] on this backend.
     fn q3<const N: usize, const M: usize>(
         self,
         x: &[[f32; N]; M],
@@ -72,7 +74,7 @@ pub(crate) trait Lanes: Copy {
         scale_out: &mut [f32; N],
         l_out: &mut [[i8; N]; M],
     );
-    /// [`q3_first`] on this backend: ggml's first rounding and the lanes whose first
+    /// [`q3_lanes::q3_first`] on this backend: ggml's first rounding and the lanes whose first
     /// refinement pass might change a level (bit `j` of the result; never an all-zero group),
     /// which go to [`Lanes::q3_rest`]. The other lanes' searches end there: their scales
     /// (`scale_out`) are final and their levels are the first rounding's
@@ -86,12 +88,12 @@ pub(crate) trait Lanes: Copy {
         scale_out: &mut [f32; N],
         state: &mut [[f32; N]; 3],
     ) -> u64 {
-        q3_first(x, nmax, scale_out, state)
+        q3_lanes::q3_first(Portable, x, nmax, scale_out, state)
     }
-    /// [`first_levels`] on this backend.
+    /// [`q3_lanes::first_levels`] on this backend.
     #[inline(always)]
     fn first_levels(self, x: &[f32; 16], iscale: f32, nmax: i32) -> [i8; 16] {
-        first_levels(x, iscale, nmax)
+        q3_lanes::first_levels(Portable, x, iscale, nmax)
     }
     /// Finishes the searches [`Lanes::q3_first`] left unsettled. This default searches them
     /// again from the start, 32 side by side with [`Lanes::q3`] ([`q3_gathered`]).
@@ -110,7 +112,8 @@ pub(crate) trait Lanes: Copy {
         super::q3k::q3_scales(scales)
     }
     /// Q3_K's block headers for `y.len()` blocks ([`super::q3k::block_header`] of
-    /// `scales[b]`, with each block's sub-block steps in `steps[b]`).
+    /// `scales[b]`, with each block's sub-block steps in `steps[b]`): [`q3_lanes::q3_headers`]
+    /// on this backend.
     #[inline(always)]
     fn q3_headers(
         self,
@@ -118,8 +121,13 @@ pub(crate) trait Lanes: Copy {
         y: &mut [crate::blocks::BlockQ3K],
         steps: &mut [[f32; 16]],
     ) {
-        for ((s, yb), d) in scales.iter().zip(y.iter_mut()).zip(steps.iter_mut()) {
-            *d = super::q3k::block_header(self, s, yb);
+        let lanes = <Portable as Vector>::LANES;
+        for ((s, yb), d) in scales
+            .chunks(lanes)
+            .zip(y.chunks_mut(lanes))
+            .zip(steps.chunks_mut(lanes))
+        {
+            q3_lanes::q3_headers(Portable, s, yb, d);
         }
     }
     /// [`requant`] on this backend.
@@ -186,7 +194,7 @@ impl Lanes for Portable {
         scale_out: &mut [f32; N],
         l_out: &mut [[i8; N]; M],
     ) {
-        q3(x, nmax, scale_out, l_out)
+        q3_lanes::q3(self, x, nmax, scale_out, l_out)
     }
     #[inline(always)]
     fn requant(self, x: &Super, d: &[f32; 16], nmax: i32, l: &mut [i8; QK_K]) -> u16 {
@@ -202,15 +210,6 @@ pub(crate) struct Avx2(());
 
 #[cfg(target_arch = "x86_64")]
 impl Avx2 {
-    /// The token, inside code compiled for AVX2: such code runs only after a check found it
-    /// (a safe `target_feature` function can be called safely only from code with the
-    /// feature).
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    pub(crate) fn within() -> Self {
-        Avx2(())
-    }
-
     /// The token, if this CPU has AVX2.
     #[inline]
     pub(crate) fn detect() -> Option<Self> {
@@ -306,7 +305,12 @@ macro_rules! x86_lanes {
             #[inline(always)]
             fn q3_rest(self, jobs: &mut [Q3Job<'_>], nmax: i32) {
                 // SAFETY: `self` exists only if the CPU has the instruction set (`detect`).
-                unsafe { super::$module::q3_rest(jobs, nmax) }
+                unsafe { super::$module::q3_rest(self, jobs, nmax) }
+            }
+            #[inline(always)]
+            fn first_levels(self, x: &[f32; 16], iscale: f32, nmax: i32) -> [i8; 16] {
+                // SAFETY: `self` exists only if the CPU has the instruction set (`detect`).
+                unsafe { super::$module::first_levels(self, x, iscale, nmax) }
             }
             #[inline(always)]
             fn q3_headers(
@@ -322,7 +326,7 @@ macro_rules! x86_lanes {
                     .zip(steps.chunks_mut(lanes))
                 {
                     // SAFETY: `self` exists only if the CPU has the instruction set (`detect`).
-                    unsafe { super::$module::q3_headers(s, yb, d) }
+                    unsafe { super::$module::q3_headers(self, s, yb, d) }
                 }
             }
             #[inline(always)]
@@ -382,11 +386,6 @@ impl Avx512 {
 #[cfg(target_arch = "x86_64")]
 x86_lanes!(Avx512, lanes_avx512, narrow: avx2;
     #[inline(always)]
-    fn first_levels(self, x: &[f32; 16], iscale: f32, nmax: i32) -> [i8; 16] {
-        // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
-        unsafe { super::lanes_avx512::first_levels(x, iscale, nmax) }
-    }
-    #[inline(always)]
     fn qx16_candidates(self, x: &[f32; 16], w: &[f32; 16], nmax: i32, l: &mut [i8; 16]) -> f32 {
         // SAFETY: `self` exists only if the CPU has AVX-512F (see `Avx512::detect`).
         unsafe { super::lanes_avx512::qx16_candidates(x, w, nmax, l) }
@@ -397,33 +396,6 @@ x86_lanes!(Avx512, lanes_avx512, narrow: avx2;
         unsafe { super::lanes_avx512::q3_scales(scales) }
     }
 );
-
-/// A Q3_K sub-block that [`Lanes::q3_first`] left unsettled, for [`Lanes::q3_rest`].
-pub(crate) struct Q3Job<'a> {
-    /// Its 16 values.
-    pub(crate) x: &'a [f32; 16],
-    /// The first rounding's `iscale` (`-nmax/max`), as `q3_first` reports it.
-    pub(crate) iscale: f32,
-    /// ggml's `sumlx` and `suml2` after the first rounding, as `q3_first` reports them.
-    pub(crate) sums: [f32; 2],
-    /// Out: the scale `make_q3_quants` returns.
-    pub(crate) scale: f32,
-    /// Out: the levels, offset by `nmax`.
-    pub(crate) l: [i8; 16],
-}
-
-impl<'a> Q3Job<'a> {
-    /// A job for `x` with the state `q3_first` reports for it; the outputs start at zero.
-    pub(crate) fn new(x: &'a [f32; 16], [iscale, sumlx, suml2]: [f32; 3]) -> Self {
-        Q3Job {
-            x,
-            iscale,
-            sums: [sumlx, suml2],
-            scale: 0.0,
-            l: [0; 16],
-        }
-    }
-}
 
 /// [`Lanes::q3_rest`] by searching the jobs again from the start, 32 side by side with
 /// `lanes.q3` (unused lanes hold zeros, an all-zero group whose result is dropped).
@@ -760,7 +732,7 @@ pub(crate) fn transpose16_tiled<V: Vector, const N: usize, const B: usize>(
 }
 
 /// The `#[target_feature]` entries of the searches written once ([`qkx`], [`qx`], [`requant`],
-/// [`sums_of_squares_tiled`])
+/// [`sums_of_squares_tiled`] and the Q3_K searches of [`super::q3_lanes`])
 /// for one x86 backend: each instantiates the generic search with the backend's token, so its
 /// body is compiled for that instruction set. Callers need the token, and `unsafe` for the
 /// target feature.
@@ -833,6 +805,58 @@ macro_rules! search_entries {
         #[target_feature(enable = $feature)]
         pub(crate) fn sums_of_squares(t: $token, x: &[f32], out: &mut [f32]) {
             lanes::sums_of_squares_tiled(t, x, out)
+        }
+
+        /// [`super::q3_lanes::q3`] compiled for this backend.
+        #[inline]
+        #[target_feature(enable = $feature)]
+        pub(crate) fn q3<const N: usize, const M: usize>(
+            t: $token,
+            x: &[[f32; N]; M],
+            nmax: i32,
+            scale_out: &mut [f32; N],
+            l_out: &mut [[i8; N]; M],
+        ) {
+            super::q3_lanes::q3(t, x, nmax, scale_out, l_out)
+        }
+
+        /// [`super::q3_lanes::q3_first`] compiled for this backend.
+        #[inline]
+        #[target_feature(enable = $feature)]
+        pub(crate) fn q3_first<const N: usize, const M: usize>(
+            t: $token,
+            x: &[[f32; N]; M],
+            nmax: i32,
+            scale_out: &mut [f32; N],
+            state: &mut [[f32; N]; 3],
+        ) -> u64 {
+            super::q3_lanes::q3_first(t, x, nmax, scale_out, state)
+        }
+
+        /// [`super::q3_lanes::q3_rest`] compiled for this backend.
+        #[inline]
+        #[target_feature(enable = $feature)]
+        pub(crate) fn q3_rest(t: $token, jobs: &mut [super::q3_lanes::Q3Job<'_>], nmax: i32) {
+            super::q3_lanes::q3_rest(t, jobs, nmax)
+        }
+
+        /// [`super::q3_lanes::q3_headers`] compiled for this backend.
+        #[inline]
+        #[target_feature(enable = $feature)]
+        pub(crate) fn q3_headers(
+            t: $token,
+            scales: &[[f32; 16]],
+            y: &mut [crate::blocks::BlockQ3K],
+            steps: &mut [[f32; 16]],
+        ) {
+            super::q3_lanes::q3_headers(t, scales, y, steps)
+        }
+
+        /// [`super::q3_lanes::first_levels`] compiled for this backend.
+        #[inline]
+        #[target_feature(enable = $feature)]
+        pub(crate) fn first_levels(t: $token, x: &[f32; 16], iscale: f32, nmax: i32) -> [i8; 16] {
+            super::q3_lanes::first_levels(t, x, iscale, nmax)
         }
     };
 }
@@ -1236,24 +1260,6 @@ pub(crate) fn qp_candidates<const N: usize>(
 /// Largest |x| per group and the signed value holding it (first one wins), as ggml computes
 /// `max`/`amax` in `make_qx_quants` and `make_q3_quants`.
 #[inline(always)]
-fn signed_absmax_groups<const N: usize, const M: usize>(x: &[[f32; N]; M]) -> ([f32; N], [f32; N]) {
-    let mut max = [0f32; N];
-    let mut amax = [0f32; N];
-    for i in 0..M {
-        for j in 0..N {
-            let ax = x[i][j].abs();
-            if ax > amax[j] {
-                amax[j] = ax;
-                max[j] = x[i][j];
-            }
-        }
-    }
-    (max, amax)
-}
-
-/// Largest |x| per group and the signed value holding it (first one wins), as ggml computes
-/// `max`/`amax` in `make_qx_quants` and `make_q3_quants`.
-#[inline(always)]
 pub(crate) fn signed_absmax<V: Vector, const N: usize, const M: usize>(
     v: V,
     x: &[[f32; N]; M],
@@ -1366,175 +1372,14 @@ pub(crate) fn qx<V: Vector, const N: usize, const M: usize>(
     }
 }
 
-/// ggml's first rounding in `make_q3_quants` on `N` groups: against each group's first value
-/// of largest magnitude, `iscale = -nmax/max`, the levels, and the sums `Σ w·x·l` and
-/// `Σ w·l·l` (`w = x²`) in index order.
-struct FirstRounding<const N: usize, const M: usize> {
-    l: [[f32; N]; M],
-    sumlx: [f32; N],
-    suml2: [f32; N],
-    iscale: [f32; N],
-    amax: [f32; N],
-}
-
-#[inline(always)]
-fn first_rounding<const N: usize, const M: usize>(
-    x: &[[f32; N]; M],
-    nmax: i32,
-) -> FirstRounding<N, M> {
-    let (max, amax) = signed_absmax_groups(x);
-    let iscale: [f32; N] = std::array::from_fn(|j| -(nmax as f32) / max[j]);
-    let mut l = [[0f32; N]; M];
-    let (mut sumlx, mut suml2) = ([0f32; N], [0f32; N]);
-    for i in 0..M {
-        for j in 0..N {
-            let li = round_clamp(iscale[j] * x[i][j], -nmax, nmax - 1) as f32;
-            let wv = x[i][j] * x[i][j];
-            l[i][j] = li;
-            sumlx[j] += wv * x[i][j] * li;
-            suml2[j] += wv * li * li;
-        }
-    }
-    FirstRounding {
-        l,
-        sumlx,
-        suml2,
-        iscale,
-        amax,
-    }
-}
-
-/// One step of ggml's refinement at value `x` with level `l`, against the sums: whether ggml
-/// accepts the new level, and the new level and sums.
-#[inline(always)]
-fn q3_step(x: f32, l: f32, sumlx: f32, suml2: f32, nmax: i32) -> (bool, f32, f32, f32) {
-    let w = x * x;
-    let slx0 = sumlx - w * x * l;
-    let sl20 = suml2 - w * l * l;
-    let new_l = round_clamp(x * sl20 / slx0, -nmax, nmax - 1) as f32;
-    let slx = slx0 + w * x * new_l;
-    let sl2 = sl20 + w * new_l * new_l;
-    let accept = slx0 > 0.0 && new_l != l && sl2 > 0.0 && slx * slx * suml2 > sumlx * sumlx * sl2;
-    (accept, new_l, slx, sl2)
-}
-
-/// `make_q3_quants(M, nmax, x, L, true)` on `N` groups: the x²-weighted fit refined by up to five
-/// coordinate-descent passes. A pass that changes nothing leaves the state as it found it, so
-/// running further passes on a lane that ggml would already have stopped is a no-op; the loop
-/// stops when no lane changed. Writes the scales and the levels (offset by `nmax`).
-#[inline(always)]
-pub(crate) fn q3<const N: usize, const M: usize>(
-    x: &[[f32; N]; M],
-    nmax: i32,
-    scale_out: &mut [f32; N],
-    l_out: &mut [[i8; N]; M],
-) {
-    let FirstRounding {
-        mut l,
-        mut sumlx,
-        mut suml2,
-        amax,
-        ..
-    } = first_rounding(x, nmax);
-    for _itry in 0..5 {
-        let mut changed = [false; N];
-        for i in 0..M {
-            for j in 0..N {
-                let (accept, new_l, slx, sl2) = q3_step(x[i][j], l[i][j], sumlx[j], suml2[j], nmax);
-                if accept {
-                    l[i][j] = new_l;
-                    sumlx[j] = slx;
-                    suml2[j] = sl2;
-                }
-                changed[j] |= accept;
-            }
-        }
-        if !changed.iter().any(|&c| c) {
-            break;
-        }
-    }
-    for i in 0..M {
-        for j in 0..N {
-            l_out[i][j] = if amax[j] < GROUP_MAX_EPS {
-                0
-            } else {
-                (l[i][j] as i32 + nmax) as i8
-            };
-        }
-    }
-    for j in 0..N {
-        // `amax` is never NaN, so `>= EPS` is exactly "not all zero"; a NaN `suml2` gives 0
-        // as in ggml's `suml2 > 0 ? sumlx/suml2 : 0`.
-        scale_out[j] = if amax[j] >= GROUP_MAX_EPS && suml2[j] > 0.0 {
-            sumlx[j] / suml2[j]
-        } else {
-            0.0
-        };
-    }
-}
-
-/// [`q3`]'s first rounding and first refinement pass on `N` groups, without changing them: a
-/// lane is returned (bit `j`) when some row's step, taken against the initial state, would be
-/// accepted. Then ggml's pass changes that lane (its first such row is its first change);
-/// otherwise the pass changes nothing and ggml's search ends with the first rounding. See
-/// [`Lanes::q3_first`] for the outputs.
-#[inline(always)]
-pub(crate) fn q3_first<const N: usize, const M: usize>(
-    x: &[[f32; N]; M],
-    nmax: i32,
-    scale_out: &mut [f32; N],
-    state: &mut [[f32; N]; 3],
-) -> u64 {
-    assert!(N <= 64);
-    let FirstRounding {
-        l,
-        sumlx,
-        suml2,
-        iscale,
-        amax,
-    } = first_rounding(x, nmax);
-    let mut unsure = 0u64;
-    for i in 0..M {
-        for j in 0..N {
-            let (accept, ..) = q3_step(x[i][j], l[i][j], sumlx[j], suml2[j], nmax);
-            unsure |= ((accept && amax[j] >= GROUP_MAX_EPS) as u64) << j;
-        }
-    }
-    for j in 0..N {
-        let live = amax[j] >= GROUP_MAX_EPS;
-        scale_out[j] = if live && suml2[j] > 0.0 {
-            sumlx[j] / suml2[j]
-        } else {
-            0.0
-        };
-        state[0][j] = if live { iscale[j] } else { f32::NAN };
-        state[1][j] = sumlx[j];
-        state[2][j] = suml2[j];
-    }
-    unsure
-}
-
-/// The levels of [`q3`]'s first rounding of one group of 16, offset by `nmax`, from its
-/// `iscale` as [`Lanes::q3_first`] reports it (NaN for an all-zero group, whose levels ggml
-/// leaves at zero).
-#[inline(always)]
-pub(crate) fn first_levels(x: &[f32; 16], iscale: f32, nmax: i32) -> [i8; 16] {
-    if iscale.is_nan() {
-        return [0; 16];
-    }
-    std::array::from_fn(|i| (round_clamp(iscale * x[i], -nmax, nmax - 1) + nmax) as i8)
-}
-
 /// Up to `N` values, written in order before they are read, in an array that is not zeroed
 /// first: the searches' per-row and per-job state runs to kilobytes per call, and zeroing it
 /// cost more than some of the work done in it.
-#[cfg(target_arch = "x86_64")]
 pub(crate) struct Slots<T: Copy, const N: usize> {
     v: [std::mem::MaybeUninit<T>; N],
     pub(crate) len: usize,
 }
 
-#[cfg(target_arch = "x86_64")]
 impl<T: Copy, const N: usize> Slots<T, N> {
     #[inline(always)]
     pub(crate) fn new() -> Self {
@@ -1748,6 +1593,7 @@ mod tests {
                     checked += 1;
                 }
             };
+            check("portable", &|y, d| Portable.q3_headers(&scales, y, d));
             #[cfg(target_arch = "x86_64")]
             if let Some(avx512) = Avx512::detect() {
                 check("avx512", &|y, d| avx512.q3_headers(&scales, y, d));
@@ -2083,6 +1929,7 @@ mod tests {
 
     #[test]
     fn qx_and_q3_lanes_match_scalar_search() {
+        let mut checked = 0;
         for seed in 0..20 {
             let mut x = data(seed, 256);
             x[16..32].iter_mut().for_each(|v| *v = 0.0); // an all-zero group
@@ -2091,8 +1938,22 @@ mod tests {
             let wt = transpose::<16, 16>(&w);
             let (mut s, mut l) = ([0f32; 16], [[0i8; 16]; 16]);
             qx(Portable, &xt, &wt, 32, &mut s, &mut l);
-            let (mut s3, mut l3) = ([0f32; 16], [[0i8; 16]; 16]);
-            q3(&xt, 4, &mut s3, &mut l3);
+            // Q3_K's whole search on every backend this CPU has.
+            type Search<'a> = dyn Fn(&mut [f32; 16], &mut [[i8; 16]; 16]) + 'a;
+            let q3_on = |lanes: &Search<'_>| {
+                let (mut s3, mut l3) = ([0f32; 16], [[0i8; 16]; 16]);
+                lanes(&mut s3, &mut l3);
+                (s3, l3)
+            };
+            let mut q3s = vec![("portable", q3_on(&|s, l| Portable.q3(&xt, 4, s, l)))];
+            #[cfg(target_arch = "x86_64")]
+            if let Some(avx2) = Avx2::detect() {
+                q3s.push(("avx2", q3_on(&|s, l| avx2.q3(&xt, 4, s, l))));
+            }
+            #[cfg(target_arch = "x86_64")]
+            if let Some(avx512) = Avx512::detect() {
+                q3s.push(("avx512", q3_on(&|s, l| avx512.q3(&xt, 4, s, l))));
+            }
             for j in 0..16 {
                 let xs = &x[16 * j..16 * j + 16];
                 let mut lr = [0i8; 16];
@@ -2102,11 +1963,19 @@ mod tests {
                     assert_eq!(l[i][j], lr[i], "qx seed {seed} group {j} elem {i}");
                 }
                 let sr = search::make_q3_quants(16, 4, xs, &mut lr, true);
-                assert_eq!(s3[j].to_bits(), sr.to_bits(), "q3 seed {seed} group {j}");
-                for i in 0..16 {
-                    assert_eq!(l3[i][j], lr[i], "q3 seed {seed} group {j} elem {i}");
+                for (name, (s3, l3)) in &q3s {
+                    assert_eq!(
+                        s3[j].to_bits(),
+                        sr.to_bits(),
+                        "q3 {name} seed {seed} group {j}"
+                    );
+                    for i in 0..16 {
+                        assert_eq!(l3[i][j], lr[i], "q3 {name} seed {seed} group {j} elem {i}");
+                    }
                 }
+                checked += q3s.len();
             }
         }
+        println!("q3: checked {checked} groups (all backends)");
     }
 }

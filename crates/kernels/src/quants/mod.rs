@@ -17,6 +17,7 @@ mod lanes_avx2;
 mod lanes_avx512;
 pub mod legacy;
 pub mod q2k;
+mod q3_lanes;
 pub mod q3k;
 pub mod q4k;
 pub mod q5k;

@@ -17,7 +17,7 @@
 
 use std::ops::{Index, IndexMut};
 
-use crate::fp::{nearest_int, ROUND_MAGIC};
+use crate::fp::{f16_to_f32, f32_to_f16, nearest_int, ROUND_MAGIC};
 
 /// The most groups one search handles: two super-blocks of 16 sub-blocks.
 pub(crate) const MAX_GROUPS: usize = 32;
@@ -41,6 +41,14 @@ pub(crate) trait Vector: Copy {
     type Ints: Copy + Index<usize, Output = i32>;
     /// [`Vector::LANES`] vectors: a square of `LANES × LANES` values.
     type Tile: Copy + Index<usize, Output = Self::F>;
+    /// The vectors of one sub-block of 16 values (`16 / LANES` of them).
+    type Sub16: Copy + Index<usize, Output = Self::F> + IndexMut<usize>;
+
+    /// How far inside a level's rounding cell a quotient estimated with [`Vector::rcp`] must
+    /// lie for Q3_K's search to trust that it rounds to that level: above the estimate's error
+    /// `|q|·(rcp's relative error + 2^-23)` for `|q| ≤ 4.5` (cells of larger levels are not
+    /// used), plus half an ulp of the true quotient.
+    const RCP_CELL_TOL: f32;
 
     /// A row of copies of `v`.
     fn row(self, v: Self::F) -> Self::Row;
@@ -93,6 +101,42 @@ pub(crate) trait Vector: Copy {
     fn tile(self, f: impl FnMut(usize) -> Self::F) -> Self::Tile;
     /// The tile transposed: lane `j` of vector `i` becomes lane `i` of vector `j`.
     fn transpose(self, t: Self::Tile) -> Self::Tile;
+    /// A sub-block of copies of `v`.
+    fn sub16(self, v: Self::F) -> Self::Sub16;
+    /// `a >= b` (ordered).
+    fn ge(self, a: Self::F, b: Self::F) -> Self::M;
+    fn or(self, a: Self::M, b: Self::M) -> Self::M;
+    /// `a && !b` per lane.
+    fn and_not(self, a: Self::M, b: Self::M) -> Self::M;
+    /// Lane `j` holds where bit `j` of `bits` is set (higher bits are ignored).
+    fn lanes_set(self, bits: u32) -> Self::M;
+    /// An estimate of `1/a`, within [`Vector::RCP_CELL_TOL`]'s bound for normal `a`.
+    fn rcp(self, a: Self::F) -> Self::F;
+    /// Integer-valued floats as integers (exact).
+    fn to_i(self, f: Self::F) -> Self::I;
+    /// Lane `at.trailing_zeros()` of the sub-block `s`, or `default` when `at` is 0; `at` has
+    /// at most one bit set.
+    fn lane_at(self, s: Self::Sub16, at: u32, default: f32) -> f32;
+    /// `fl(a·b) > fl(c·d)` in f32, exactly, on every lane: the slow path of
+    /// [`super::q3_lanes::products_gt`] (see there), whatever the magnitudes.
+    fn products_gt_exact(self, a: Self::F, b: Self::F, c: Self::F, d: Self::F) -> Self::M;
+    /// ggml's `nearest_int` (no clamp).
+    fn nearest(self, v: Self::F) -> Self::I;
+    /// The low byte of each lane, sign-extended (`i as i8 as i32`).
+    fn low_byte(self, i: Self::I) -> Self::I;
+    /// `i.clamp(lo, hi)` per lane.
+    fn clamp_i(self, i: Self::I, lo: i32, hi: i32) -> Self::I;
+    /// `i & c` per lane.
+    fn and_i(self, i: Self::I, c: i32) -> Self::I;
+    /// `a | b` per lane.
+    fn or_i(self, a: Self::I, b: Self::I) -> Self::I;
+    /// `i << S` per lane.
+    fn shl<const S: u32>(self, i: Self::I) -> Self::I;
+    /// `i >> S` per lane, shifting in zeros.
+    fn shr<const S: u32>(self, i: Self::I) -> Self::I;
+    /// Each lane rounded to fp16 as [`crate::fp::f32_to_f16`] rounds it: the bits go to the
+    /// first [`Vector::LANES`] values of `bits`, the values read back are returned.
+    fn to_f16(self, f: Self::F, bits: &mut [u16]) -> Self::F;
 
     /// Vector `k` of a row of `N` groups.
     #[inline(always)]
@@ -190,6 +234,11 @@ impl Vector for Portable {
     type Row = [[f32; P]; MAX_GROUPS / P];
     type Ints = [i32; P];
     type Tile = [[f32; P]; P];
+    type Sub16 = [[f32; P]; 16 / P];
+
+    /// The reciprocal is the correctly rounded `1/a`: the quotient estimate is within three
+    /// roundings (`|q|·2^-22`) of the quotient.
+    const RCP_CELL_TOL: f32 = 1.0 / 1024.0;
 
     #[inline(always)]
     fn row(self, v: Self::F) -> Self::Row {
@@ -324,5 +373,79 @@ impl Vector for Portable {
     #[inline(always)]
     fn transpose(self, t: Self::Tile) -> Self::Tile {
         std::array::from_fn(|i| std::array::from_fn(|j| t[j][i]))
+    }
+    #[inline(always)]
+    fn sub16(self, v: Self::F) -> Self::Sub16 {
+        [v; 16 / P]
+    }
+    #[inline(always)]
+    fn ge(self, a: Self::F, b: Self::F) -> Self::M {
+        zip(a, b, |a, b| a >= b)
+    }
+    #[inline(always)]
+    fn or(self, a: Self::M, b: Self::M) -> Self::M {
+        zip(a, b, |a, b| a | b)
+    }
+    #[inline(always)]
+    fn and_not(self, a: Self::M, b: Self::M) -> Self::M {
+        zip(a, b, |a, b| a & !b)
+    }
+    #[inline(always)]
+    fn lanes_set(self, bits: u32) -> Self::M {
+        std::array::from_fn(|j| bits >> j & 1 != 0)
+    }
+    #[inline(always)]
+    fn rcp(self, a: Self::F) -> Self::F {
+        map(a, |a| 1.0 / a)
+    }
+    #[inline(always)]
+    fn to_i(self, f: Self::F) -> Self::I {
+        map(f, |f| f as i32)
+    }
+    #[inline(always)]
+    fn lane_at(self, s: Self::Sub16, at: u32, default: f32) -> f32 {
+        match at.trailing_zeros() as usize {
+            32 => default,
+            j => s[j / P][j % P],
+        }
+    }
+    #[inline(always)]
+    fn products_gt_exact(self, a: Self::F, b: Self::F, c: Self::F, d: Self::F) -> Self::M {
+        std::array::from_fn(|j| a[j] * b[j] > c[j] * d[j])
+    }
+    #[inline(always)]
+    fn nearest(self, v: Self::F) -> Self::I {
+        map(v, nearest_int)
+    }
+    #[inline(always)]
+    fn low_byte(self, i: Self::I) -> Self::I {
+        map(i, |i| i as i8 as i32)
+    }
+    #[inline(always)]
+    fn clamp_i(self, i: Self::I, lo: i32, hi: i32) -> Self::I {
+        map(i, |i| i.clamp(lo, hi))
+    }
+    #[inline(always)]
+    fn and_i(self, i: Self::I, c: i32) -> Self::I {
+        map(i, |i| i & c)
+    }
+    #[inline(always)]
+    fn or_i(self, a: Self::I, b: Self::I) -> Self::I {
+        zip(a, b, |a, b| a | b)
+    }
+    #[inline(always)]
+    fn shl<const S: u32>(self, i: Self::I) -> Self::I {
+        map(i, |i| i << S)
+    }
+    #[inline(always)]
+    fn shr<const S: u32>(self, i: Self::I) -> Self::I {
+        map(i, |i| ((i as u32) >> S) as i32)
+    }
+    #[inline(always)]
+    fn to_f16(self, f: Self::F, bits: &mut [u16]) -> Self::F {
+        for j in 0..P {
+            bits[j] = f32_to_f16(f[j]);
+        }
+        std::array::from_fn(|j| f16_to_f32(bits[j]))
     }
 }
