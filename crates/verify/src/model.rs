@@ -6,6 +6,13 @@
 //!
 //! Both modes run the same functions in the same order; the tied head reads the embedding in
 //! fixed row chunks ([`HEAD_CHUNK`]) in both modes, and streaming releases each chunk after use.
+//!
+//! [`LayerMajor`] runs many independent sequences (the chunks of a verify or imatrix run)
+//! layer-major: every chunk through layer `i` before layer `i + 1`, so each layer's tensors are
+//! fetched from the source (and their pages read from disk) once per run instead of once per
+//! chunk. Each chunk still runs through the same per-layer function with the same length, so its
+//! values are bit-identical to a [`forward_streaming`] pass of that chunk alone; what a chunk
+//! carries between layers lives in a [`crate::spill::ChunkStore`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -19,6 +26,7 @@ use crate::linear::{linear, linear_rows, PANEL};
 use crate::observer::Observer;
 use crate::ops::{add_assign, rms_norm_rows, scale, softcap};
 use crate::rope::RopeTable;
+use crate::spill::{ChunkState, ChunkStore, MemoryBudget};
 use crate::weights::{matrix_of, vector_of, Matrix, Weights};
 
 /// Embedding rows per head chunk: a multiple of [`PANEL`], so chunking never changes a result,
@@ -250,15 +258,7 @@ fn run_layers(
     let t = ids.len();
     let b = cfg.hidden_size;
     let nl = cfg.num_hidden_layers;
-    if t == 0 {
-        return Err(VerifyError::Input("no tokens to run".into()));
-    }
-    if let Some(&bad) = ids.iter().find(|&&id| id as usize >= cfg.vocab_size) {
-        return Err(VerifyError::Input(format!(
-            "token id {bad} is outside the vocabulary of {}",
-            cfg.vocab_size
-        )));
-    }
+    check_ids(cfg, ids)?;
 
     let mut h = embed(g, cfg, ids)?;
     let ple = match &g.ple {
@@ -305,6 +305,171 @@ fn run_layers(
         progress(l + 1, nl);
     }
     Ok((h, hidden))
+}
+
+/// Refuses an empty sequence or a token outside the vocabulary.
+fn check_ids(cfg: &Gemma4Config, ids: &[u32]) -> Result<()> {
+    if ids.is_empty() {
+        return Err(VerifyError::Input("no tokens to run".into()));
+    }
+    if let Some(&bad) = ids.iter().find(|&&id| id as usize >= cfg.vocab_size) {
+        return Err(VerifyError::Input(format!(
+            "token id {bad} is outside the vocabulary of {}",
+            cfg.vocab_size
+        )));
+    }
+    Ok(())
+}
+
+/// A layer-major pass of one weight source over many chunks (each an independent sequence).
+///
+/// [`LayerMajor::start`] embeds every chunk; each [`LayerMajor::step`] fetches the next layer's
+/// tensors once, runs every chunk through it in chunk order and releases them; after the last
+/// step, [`LayerMajor::logits`] runs the final norm and the tied head on one chunk. The observer
+/// sees every chunk's inputs of a weight in chunk order, so sums it keeps per weight are the
+/// same as with one pass per chunk.
+pub struct LayerMajor<'a, 'b> {
+    src: &'a dyn Weights,
+    globals: GlobalWeights<'a>,
+    chunks: &'a [Vec<u32>],
+    /// Sliding and full RoPE tables per chunk length.
+    ropes: BTreeMap<usize, (RopeTable, RopeTable)>,
+    /// Layers whose K/V a later KV-shared layer reads.
+    sources: BTreeSet<usize>,
+    store: ChunkStore<'b>,
+    done: usize,
+}
+
+impl<'a, 'b> LayerMajor<'a, 'b> {
+    /// Checks the chunks, loads the model-level weights once and embeds every chunk (and its
+    /// per-layer inputs on E models); the states are kept under `budget`.
+    pub fn start(
+        src: &'a dyn Weights,
+        chunks: &'a [Vec<u32>],
+        budget: &'b MemoryBudget,
+        observer: &mut dyn Observer,
+    ) -> Result<Self> {
+        let cfg = src.config();
+        for ids in chunks {
+            check_ids(cfg, ids)?;
+        }
+        let globals = GlobalWeights::load(src)?;
+        let mut ropes = BTreeMap::new();
+        for ids in chunks {
+            let t = ids.len();
+            if !ropes.contains_key(&t) {
+                let sliding = RopeTable::new(&cfg.rope_sliding, cfg.head_dim, t)?;
+                let full = RopeTable::new(&cfg.rope_full, cfg.global_head_dim, t)?;
+                ropes.insert(t, (sliding, full));
+            }
+        }
+        let mut store = ChunkStore::new(budget, chunks.len());
+        for (ci, ids) in chunks.iter().enumerate() {
+            let h = embed(&globals, cfg, ids)?;
+            let ple = match &globals.ple {
+                Some(p) => Some(per_layer_inputs(p, cfg, ids, &h, observer)?),
+                None => None,
+            };
+            store.put(
+                ci,
+                ChunkState {
+                    h,
+                    ple,
+                    kv_stash: BTreeMap::new(),
+                },
+            )?;
+        }
+        src.release("embed_tokens_per_layer.weight");
+        let nl = cfg.num_hidden_layers;
+        Ok(LayerMajor {
+            src,
+            globals,
+            chunks,
+            ropes,
+            sources: (0..nl).filter_map(|l| cfg.kv_source_layer(l)).collect(),
+            store,
+            done: 0,
+        })
+    }
+
+    /// Decoder layers run so far.
+    pub fn layers_done(&self) -> usize {
+        self.done
+    }
+
+    /// Decoder layers of the model.
+    pub fn num_layers(&self) -> usize {
+        self.src.config().num_hidden_layers
+    }
+
+    /// Runs every chunk through the next decoder layer, whose tensors are fetched once and
+    /// released after the last chunk.
+    pub fn step(&mut self, observer: &mut dyn Observer) -> Result<()> {
+        let (src, cfg) = (self.src, self.src.config());
+        let (l, nl) = (self.done, cfg.num_hidden_layers);
+        if l >= nl {
+            return Err(VerifyError::Input(format!(
+                "internal: layer {l} of a model with {nl}"
+            )));
+        }
+        let w = LayerWeights::load(src, l)?;
+        for (ci, ids) in self.chunks.iter().enumerate() {
+            let t = ids.len();
+            let (rope_sliding, rope_full) = &self.ropes[&t];
+            let mut state = self.store.take(ci)?;
+            let ChunkState { h, ple, kv_stash } = &mut state;
+            let mut ctx = LayerCtx {
+                cfg,
+                t,
+                rope_sliding,
+                rope_full,
+                ple: ple.as_deref(),
+                kv_stash,
+                stash_kv: self.sources.contains(&l),
+                observer: &mut *observer,
+            };
+            run_layer(&w, h, &mut ctx)?;
+            // A stashed K/V is no longer needed once no later layer reads it.
+            kv_stash.retain(|&s, _| (l + 1..nl).any(|m| cfg.kv_source_layer(m) == Some(s)));
+            if l + 1 == nl {
+                // Only the head is left: the per-layer inputs are done with.
+                state.ple = None;
+            }
+            self.store.put(ci, state)?;
+        }
+        drop(w);
+        for name in LayerWeights::tensor_names(cfg, l) {
+            src.release(&name);
+        }
+        self.done += 1;
+        Ok(())
+    }
+
+    /// Calls `f` with chunk `ci`'s residual stream as it is now (`[T, B]`).
+    pub fn with_hidden<R>(&self, ci: usize, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+        self.store.with_hidden(ci, f)
+    }
+
+    /// The final norm, the tied head and the softcap on chunk `ci` once every layer has run:
+    /// its logits `[T, vocab]`, row-major. Consumes the chunk's state.
+    pub fn logits(&mut self, ci: usize, observer: &mut dyn Observer) -> Result<Vec<f32>> {
+        let cfg = self.src.config();
+        if self.done != cfg.num_hidden_layers {
+            return Err(VerifyError::Input(format!(
+                "internal: the head after {} of {} layers",
+                self.done, cfg.num_hidden_layers
+            )));
+        }
+        let mut h = self.store.take(ci)?.h;
+        rms_norm_rows(
+            &mut h,
+            cfg.hidden_size,
+            Some(&self.globals.final_norm),
+            cfg.rms_norm_eps as f32,
+        );
+        let t = self.chunks[ci].len();
+        head(self.src, &self.globals, cfg, &h, t, true, observer)
+    }
 }
 
 fn to_array(h: &[f32], t: usize, b: usize) -> Array2<f32> {
