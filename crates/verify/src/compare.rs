@@ -117,7 +117,8 @@ pub fn compare_many(
 /// every chunk, then layer `i` of each candidate, so each tensor is fetched once per run and the
 /// residual-stream errors of layer `i` are summed before the next layer (chunk by chunk, as one
 /// pass per chunk sums them). The chunks' states are kept under `budget` and spilled beyond it.
-/// Then, chunk by chunk, the tied heads give both models' logits, whose positions are scored and
+/// Then the tied heads give every model's logits for groups of chunks whose logits fit the
+/// budget (each embedding row block read once per group), and the positions are scored and
 /// folded in chunk order, then position order. `progress(done, total)` is called after each
 /// layer and each chunk's heads.
 pub fn compare_many_with(
@@ -172,28 +173,43 @@ pub fn compare_many_with(
             progress(stream, total);
         }
     }
-    for (ci, chunk) in chunks.iter().enumerate() {
-        let rl = r.logits(ci, obs)?;
-        check_finite("reference", ci, &rl, vocab, first_bad[0][ci])?;
-        let first = opts.span.first(chunk.len());
-        for (k, (c, acc)) in cands.iter_mut().zip(sums.iter_mut()).enumerate() {
-            let which = candidate_name(k, n);
-            let cl = c.logits(ci, obs).map_err(|e| of_candidate(e, k, n))?;
-            check_finite(&which, ci, &cl, vocab, first_bad[k + 1][ci])
-                .map_err(|e| VerifyError::CandidateNotFinite(e.to_string()))?;
-            // Scored in parallel, folded in position order: the sums never depend on threads.
-            let scores: Vec<_> = (first..chunk.len().saturating_sub(1))
-                .into_par_iter()
-                .map(|j| {
-                    let row = j * vocab..(j + 1) * vocab;
-                    score_position(&rl[row.clone()], &cl[row], chunk[j + 1] as usize)
-                })
-                .collect();
-            for s in &scores {
-                acc.metrics.add(s);
-            }
+    // The heads run over groups of chunks whose logits (every model's) fit the budget, so the
+    // embedding is read once per group; scoring still goes chunk by chunk in order.
+    let per_chunk = r.logits_bytes().saturating_mul(n + 1).max(1);
+    let group = (budget.limit() / per_chunk).clamp(1, chunks.len().max(1));
+    let mut g0 = 0;
+    while g0 < chunks.len() {
+        let g1 = (g0 + group).min(chunks.len());
+        let rls = r.logits(g0..g1, obs)?;
+        let mut cls = Vec::with_capacity(n);
+        for (k, c) in cands.iter_mut().enumerate() {
+            cls.push(c.logits(g0..g1, obs).map_err(|e| of_candidate(e, k, n))?);
         }
-        progress(nl + ci + 1, total);
+        for (gi, ci) in (g0..g1).enumerate() {
+            let chunk = &chunks[ci];
+            let rl = &rls[gi];
+            check_finite("reference", ci, rl, vocab, first_bad[0][ci])?;
+            let first = opts.span.first(chunk.len());
+            for (k, acc) in sums.iter_mut().enumerate() {
+                let which = candidate_name(k, n);
+                let cl = &cls[k][gi];
+                check_finite(&which, ci, cl, vocab, first_bad[k + 1][ci])
+                    .map_err(|e| VerifyError::CandidateNotFinite(e.to_string()))?;
+                // Scored in parallel, folded in position order: the sums never depend on threads.
+                let scores: Vec<_> = (first..chunk.len().saturating_sub(1))
+                    .into_par_iter()
+                    .map(|j| {
+                        let row = j * vocab..(j + 1) * vocab;
+                        score_position(&rl[row.clone()], &cl[row], chunk[j + 1] as usize)
+                    })
+                    .collect();
+                for s in &scores {
+                    acc.metrics.add(s);
+                }
+            }
+            progress(nl + ci + 1, total);
+        }
+        g0 = g1;
     }
     sums.into_iter()
         .enumerate()

@@ -450,9 +450,15 @@ impl<'a, 'b> LayerMajor<'a, 'b> {
         self.store.with_hidden(ci, f)
     }
 
-    /// The final norm, the tied head and the softcap on chunk `ci` once every layer has run:
-    /// its logits `[T, vocab]`, row-major. Consumes the chunk's state.
-    pub fn logits(&mut self, ci: usize, observer: &mut dyn Observer) -> Result<Vec<f32>> {
+    /// The final norm, the tied head and the softcap on chunks `cis` once every layer has run:
+    /// their logits `[T, vocab]`, row-major, in order. Each embedding row chunk is read once for
+    /// all of them (the caller sizes `cis` so that their logits fit in memory). Consumes the
+    /// chunks' states.
+    pub fn logits(
+        &mut self,
+        cis: std::ops::Range<usize>,
+        observer: &mut dyn Observer,
+    ) -> Result<Vec<Vec<f32>>> {
         let cfg = self.src.config();
         if self.done != cfg.num_hidden_layers {
             return Err(VerifyError::Input(format!(
@@ -460,15 +466,31 @@ impl<'a, 'b> LayerMajor<'a, 'b> {
                 self.done, cfg.num_hidden_layers
             )));
         }
-        let mut h = self.store.take(ci)?.h;
-        rms_norm_rows(
-            &mut h,
-            cfg.hidden_size,
-            Some(&self.globals.final_norm),
-            cfg.rms_norm_eps as f32,
-        );
-        let t = self.chunks[ci].len();
-        head(self.src, &self.globals, cfg, &h, t, true, observer)
+        let mut finals = Vec::with_capacity(cis.len());
+        for ci in cis.clone() {
+            let mut h = self.store.take(ci)?.h;
+            rms_norm_rows(
+                &mut h,
+                cfg.hidden_size,
+                Some(&self.globals.final_norm),
+                cfg.rms_norm_eps as f32,
+            );
+            finals.push(h);
+        }
+        let hs: Vec<(&[f32], usize)> = finals
+            .iter()
+            .zip(cis)
+            .map(|(h, ci)| (h.as_slice(), self.chunks[ci].len()))
+            .collect();
+        head_many(self.src, &self.globals, cfg, &hs, true, observer)
+    }
+
+    /// Bytes of one chunk's logits at the longest chunk length: what [`LayerMajor::logits`]
+    /// allocates per chunk.
+    pub fn logits_bytes(&self) -> usize {
+        let t = self.chunks.iter().map(Vec::len).max().unwrap_or(0);
+        t.saturating_mul(self.src.config().vocab_size)
+            .saturating_mul(4)
     }
 }
 
@@ -529,16 +551,36 @@ fn head(
     release: bool,
     observer: &mut dyn Observer,
 ) -> Result<Vec<f32>> {
+    let mut out = head_many(src, g, cfg, &[(h, t)], release, observer)?;
+    Ok(out.remove(0))
+}
+
+/// [`head`] over several sequences' final hidden states `(h [T, B], T)` at once: each
+/// embedding row chunk is widened for every sequence (in order) before it is released, so the
+/// embedding is read once for all of them. Each sequence's logits are the same as alone.
+fn head_many(
+    src: &dyn Weights,
+    g: &GlobalWeights<'_>,
+    cfg: &Gemma4Config,
+    hs: &[(&[f32], usize)],
+    release: bool,
+    observer: &mut dyn Observer,
+) -> Result<Vec<Vec<f32>>> {
     let v = cfg.vocab_size;
-    observe(observer, None, g.embed.name(), h, t);
-    let mut logits = vec![0f32; t * v];
+    let mut out = Vec::with_capacity(hs.len());
+    for &(h, t) in hs {
+        observe(observer, None, g.embed.name(), h, t);
+        out.push(vec![0f32; t * v]);
+    }
     let mut r0 = 0;
     while r0 < v {
         let r1 = (r0 + HEAD_CHUNK).min(v);
-        let part = linear_rows(h, t, g.embed.as_ref(), r0..r1)?;
         let w = r1 - r0;
-        for i in 0..t {
-            logits[i * v + r0..i * v + r1].copy_from_slice(&part[i * w..(i + 1) * w]);
+        for (&(h, t), logits) in hs.iter().zip(out.iter_mut()) {
+            let part = linear_rows(h, t, g.embed.as_ref(), r0..r1)?;
+            for i in 0..t {
+                logits[i * v + r0..i * v + r1].copy_from_slice(&part[i * w..(i + 1) * w]);
+            }
         }
         if release {
             src.release("embed_tokens.weight");
@@ -546,7 +588,9 @@ fn head(
         r0 = r1;
     }
     if let Some(cap) = cfg.final_logit_softcapping {
-        softcap(&mut logits, cap as f32);
+        for logits in &mut out {
+            softcap(logits, cap as f32);
+        }
     }
-    Ok(logits)
+    Ok(out)
 }

@@ -38,6 +38,11 @@ impl MemoryBudget {
         }
     }
 
+    /// The budget in bytes.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// Whether anything was written to disk so far.
     pub fn spilled(&self) -> bool {
         self.scratch.borrow().is_some()
