@@ -109,9 +109,26 @@ pub fn compare_many(
     )
 }
 
+/// [`compare_each`] that fails as a whole on the first candidate (in `candidates` order) whose
+/// weights, logits or metrics are not finite.
+pub fn compare_many_with(
+    reference: &dyn Weights,
+    candidates: &[&dyn Weights],
+    chunks: &[Vec<u32>],
+    opts: CompareOptions,
+    budget: &MemoryBudget,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<Comparison>> {
+    compare_each(reference, candidates, chunks, opts, budget, progress)?
+        .into_iter()
+        .collect()
+}
+
 /// Scores several candidates against one reference in one pass, so a sweep over quantization
 /// types costs one reference pass instead of one per type. Results come back in `candidates`
-/// order and equal what [`compare`] gives for each alone.
+/// order and equal what [`compare`] gives for each alone. A candidate whose weights, logits or
+/// metrics are not finite gets its [`VerifyError::CandidateNotFinite`] in its place and drops
+/// out of the pass; any other error (the reference's, unreadable input) fails the whole call.
 ///
 /// The models run layer-major and in lockstep ([`LayerMajor`]): layer `i` of the reference over
 /// every chunk, then layer `i` of each candidate, so each tensor is fetched once per run and the
@@ -121,14 +138,14 @@ pub fn compare_many(
 /// budget (each embedding row block read once per group), and the positions are scored and
 /// folded in chunk order, then position order. `progress(done, total)` is called after each
 /// layer and each chunk's heads.
-pub fn compare_many_with(
+pub fn compare_each(
     reference: &dyn Weights,
     candidates: &[&dyn Weights],
     chunks: &[Vec<u32>],
     opts: CompareOptions,
     budget: &MemoryBudget,
     progress: &mut dyn FnMut(usize, usize),
-) -> Result<Vec<Comparison>> {
+) -> Result<Vec<Result<Comparison>>> {
     for c in candidates {
         check_compatible(reference, *c)?;
     }
@@ -138,10 +155,13 @@ pub fn compare_many_with(
     let total = nl + chunks.len();
     let obs = &mut NoObserver;
     let mut sums: Vec<Sums> = candidates.iter().map(|_| Sums::default()).collect();
+    // A candidate that failed: its error, and no pass any more.
+    let mut failed: Vec<Option<VerifyError>> = candidates.iter().map(|_| None).collect();
     let mut r = LayerMajor::start(reference, chunks, budget, obs)?;
     let mut cands = Vec::with_capacity(n);
     for (k, c) in candidates.iter().enumerate() {
-        cands.push(LayerMajor::start(*c, chunks, budget, obs).map_err(|e| of_candidate(e, k, n))?);
+        let pass = LayerMajor::start(*c, chunks, budget, obs).map_err(|e| of_candidate(e, k, n));
+        cands.push(alive(pass, &mut failed[k])?);
     }
     // Per model (reference first) and chunk: the first residual stream that went non-finite,
     // named when the logits turn out non-finite (only while the streams are compared).
@@ -149,15 +169,21 @@ pub fn compare_many_with(
     for stream in 0..=nl {
         if stream > 0 {
             r.step(obs)?;
-            for (k, c) in cands.iter_mut().enumerate() {
-                c.step(obs).map_err(|e| of_candidate(e, k, n))?;
+            for (k, slot) in cands.iter_mut().enumerate() {
+                if let Some(c) = slot {
+                    let stepped = c.step(obs).map_err(|e| of_candidate(e, k, n));
+                    if alive(stepped, &mut failed[k])?.is_none() {
+                        *slot = None;
+                    }
+                }
             }
         }
         if opts.layer_errors {
             for (ci, bad) in first_bad[0].iter_mut().enumerate() {
                 note_non_finite(&r, ci, stream, bad)?;
             }
-            for (k, (c, acc)) in cands.iter().zip(sums.iter_mut()).enumerate() {
+            for (k, (slot, acc)) in cands.iter().zip(sums.iter_mut()).enumerate() {
+                let Some(c) = slot else { continue };
                 if acc.layers.is_empty() {
                     acc.layers = vec![(0.0, 0.0); nl + 1];
                 }
@@ -182,8 +208,19 @@ pub fn compare_many_with(
         let g1 = (g0 + group).min(chunks.len());
         let rls = r.logits(g0..g1, obs)?;
         let mut cls = Vec::with_capacity(n);
-        for (k, c) in cands.iter_mut().enumerate() {
-            cls.push(c.logits(g0..g1, obs).map_err(|e| of_candidate(e, k, n))?);
+        for (k, slot) in cands.iter_mut().enumerate() {
+            let logits = match slot {
+                Some(c) => {
+                    let l = c.logits(g0..g1, obs).map_err(|e| of_candidate(e, k, n));
+                    let l = alive(l, &mut failed[k])?;
+                    if l.is_none() {
+                        *slot = None;
+                    }
+                    l
+                }
+                None => None,
+            };
+            cls.push(logits);
         }
         for (gi, ci) in (g0..g1).enumerate() {
             let chunk = &chunks[ci];
@@ -191,10 +228,18 @@ pub fn compare_many_with(
             check_finite("reference", ci, rl, vocab, first_bad[0][ci])?;
             let first = opts.span.first(chunk.len());
             for (k, acc) in sums.iter_mut().enumerate() {
+                if failed[k].is_some() {
+                    continue;
+                }
+                let Some(cl) = cls[k].as_ref().map(|l| &l[gi]) else {
+                    continue;
+                };
                 let which = candidate_name(k, n);
-                let cl = &cls[k][gi];
-                check_finite(&which, ci, cl, vocab, first_bad[k + 1][ci])
-                    .map_err(|e| VerifyError::CandidateNotFinite(e.to_string()))?;
+                if let Err(e) = check_finite(&which, ci, cl, vocab, first_bad[k + 1][ci]) {
+                    failed[k] = Some(VerifyError::CandidateNotFinite(e.to_string()));
+                    cands[k] = None;
+                    continue;
+                }
                 // Scored in parallel, folded in position order: the sums never depend on threads.
                 let scores: Vec<_> = (first..chunk.len().saturating_sub(1))
                     .into_par_iter()
@@ -211,38 +256,55 @@ pub fn compare_many_with(
         }
         g0 = g1;
     }
-    sums.into_iter()
-        .enumerate()
-        .map(|(k, acc)| {
-            if acc.metrics.is_empty() {
-                return Err(VerifyError::Input("no positions to score".into()));
-            }
-            let metrics = acc.metrics.finish();
-            if let Some((name, value)) = metrics.first_non_finite() {
-                let which = candidate_name(k, candidates.len());
-                return Err(VerifyError::CandidateNotFinite(format!(
-                    "metric {name} is {value}: the {which}'s logits are finite but too far from \
-                     the reference's to score"
-                )));
-            }
-            Ok(Comparison {
-                metrics,
-                layers: acc
-                    .layers
-                    .iter()
-                    .enumerate()
-                    .map(|(index, &(diff, norm))| LayerError {
-                        index,
-                        relative_error: if norm > 0.0 {
-                            (diff / norm).sqrt()
-                        } else {
-                            0.0
-                        },
-                    })
-                    .collect(),
-            })
-        })
-        .collect()
+    let mut out = Vec::with_capacity(n);
+    for (k, (acc, fail)) in sums.into_iter().zip(failed).enumerate() {
+        if let Some(e) = fail {
+            out.push(Err(e));
+            continue;
+        }
+        if acc.metrics.is_empty() {
+            return Err(VerifyError::Input("no positions to score".into()));
+        }
+        let metrics = acc.metrics.finish();
+        if let Some((name, value)) = metrics.first_non_finite() {
+            let which = candidate_name(k, n);
+            out.push(Err(VerifyError::CandidateNotFinite(format!(
+                "metric {name} is {value}: the {which}'s logits are finite but too far from \
+                 the reference's to score"
+            ))));
+            continue;
+        }
+        out.push(Ok(Comparison {
+            metrics,
+            layers: acc
+                .layers
+                .iter()
+                .enumerate()
+                .map(|(index, &(diff, norm))| LayerError {
+                    index,
+                    relative_error: if norm > 0.0 {
+                        (diff / norm).sqrt()
+                    } else {
+                        0.0
+                    },
+                })
+                .collect(),
+        }));
+    }
+    Ok(out)
+}
+
+/// Sorts a candidate's step result: a value goes on, a [`VerifyError::CandidateNotFinite`] is
+/// recorded in `failed` (the candidate drops out: `None`), any other error fails the run.
+fn alive<T>(res: Result<T>, failed: &mut Option<VerifyError>) -> Result<Option<T>> {
+    match res {
+        Ok(v) => Ok(Some(v)),
+        Err(e @ VerifyError::CandidateNotFinite(_)) => {
+            *failed = Some(e);
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// A candidate's forward-pass error: a non-finite weight makes it a candidate that fails.
