@@ -110,7 +110,7 @@ fn models() -> Vec<(String, Checkpoint, Checkpoint)> {
         let dir = fixtures_dir().join(name);
         let (r, c) = (dir.join("causal-f32"), dir.join("released-bf16"));
         if !r.is_dir() || !c.is_dir() {
-            testkit::oracles::skip(&format!("{name}: no causal-f32 and released-bf16 folders"));
+            testkit::oracles::skip(format!("{name}: no causal-f32 and released-bf16 folders"));
             continue;
         }
         out.push((

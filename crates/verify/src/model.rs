@@ -357,10 +357,10 @@ impl<'a, 'b> LayerMajor<'a, 'b> {
         let mut ropes = BTreeMap::new();
         for ids in chunks {
             let t = ids.len();
-            if !ropes.contains_key(&t) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = ropes.entry(t) {
                 let sliding = RopeTable::new(&cfg.rope_sliding, cfg.head_dim, t)?;
                 let full = RopeTable::new(&cfg.rope_full, cfg.global_head_dim, t)?;
-                ropes.insert(t, (sliding, full));
+                slot.insert((sliding, full));
             }
         }
         let mut store = ChunkStore::new(budget, chunks.len());
