@@ -8,9 +8,10 @@ use std::time::Instant;
 use anyhow::Context;
 use convert::output::{check_target, Kind};
 use convert::Checkpoint;
-use quantize::calibrate::{calibration_tokens, compute_imatrix, ImatrixOptions};
+use quantize::calibrate::{calibration_tokens, compute_imatrix_with, ImatrixOptions};
 use quantize::imatrix::TensorStats;
 use quantize::Imatrix;
+use verify::spill::MemoryBudget;
 
 use super::{progress, usage};
 
@@ -23,6 +24,10 @@ pub struct Chunking {
     /// Use at most N chunks of the text (llama-imatrix `--chunks`); default: all it fills.
     #[arg(long, value_name = "N")]
     pub chunks: Option<usize>,
+    /// Chunk activations (residual streams, per-layer inputs, stashed K/V) kept in memory
+    /// before spilling to a temporary folder: bytes, or with a K, M or G suffix.
+    #[arg(long, value_name = "SIZE", default_value = "4G", value_parser = super::verify::parse_size)]
+    pub max_memory: usize,
 }
 
 /// Flags of `g4q imatrix`.
@@ -98,7 +103,8 @@ pub fn compute(
         bar.set_position(done as u64);
     };
     let start = Instant::now();
-    let im = compute_imatrix(ckpt, &tokens, &opts, &mut tick)
+    let budget = MemoryBudget::new(chunking.max_memory);
+    let im = compute_imatrix_with(ckpt, &tokens, &opts, &budget, &mut tick)
         .with_context(|| format!("imatrix over {}", data.display()))?;
     bar.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();

@@ -9,13 +9,14 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
-use convert::output::{check_target, write_file, Kind};
+use convert::output::{check_target, write_dir, write_file, Kind};
 use verify::candidate::{fingerprint, sha256_bytes, sha256_tokens, InputRecord, Opened};
-use verify::compare::{compare, CompareOptions};
+use verify::compare::{compare_each, CompareOptions};
 use verify::data::{chunk_tokens, parse_token_ids, ScoreSpan, BUNDLED_TEXT};
 use verify::gates::{GateFailed, GateResult, Thresholds};
 use verify::gguf_weights::GgufMath;
 use verify::report::{BaselineComparison, DataRecord, Report};
+use verify::spill::MemoryBudget;
 use verify::{Tokenizer, VerifyError};
 
 use super::progress;
@@ -29,9 +30,10 @@ pub struct Args {
     /// The reference model folder (config.json, safetensors, tokenizer.json).
     #[arg(long)]
     pub reference: PathBuf,
-    /// What to check: a GGUF file or another safetensors folder of the same model.
-    #[arg(long)]
-    pub candidate: PathBuf,
+    /// What to check: a GGUF file, a safetensors, AWQ or ONNX folder of the same model. Repeat
+    /// to score several candidates against one reference pass (one report each).
+    #[arg(long, required = true)]
+    pub candidate: Vec<PathBuf>,
     /// Plain text to evaluate on, tokenized with the reference's tokenizer.json (default: the
     /// bundled data/eval.txt).
     #[arg(long, conflicts_with = "tokens_file")]
@@ -51,13 +53,19 @@ pub struct Args {
     /// Skip the per-layer hidden-state errors (saves `2 (L + 1)` chunk-sized buffers).
     #[arg(long)]
     pub no_layer_errors: bool,
-    /// Write the full report as JSON here.
+    /// Write the full report as JSON here. With several candidates, a folder: one report per
+    /// candidate, named after the candidate's file or folder name plus `.json`.
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// An earlier JSON report: flag metrics that got worse beyond the statistical noise (and
-    /// fail, exit 1, when one did).
+    /// fail, exit 1, when one did). One candidate only.
     #[arg(long)]
     pub baseline: Option<PathBuf>,
+    /// Chunk activations kept in memory (residual streams, per-layer inputs, stashed K/V, the
+    /// logits of a group of chunks) before spilling to a temporary folder: bytes, or with a
+    /// K, M or G suffix (powers of 1024).
+    #[arg(long, value_name = "SIZE", default_value = "4G", value_parser = parse_size)]
+    pub max_memory: usize,
     /// Gate: mean KL divergence at most this.
     #[arg(long)]
     pub max_kld: Option<f64>,
@@ -89,19 +97,28 @@ pub enum MathArg {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let several = args.candidate.len() > 1;
+    if several && args.baseline.is_some() {
+        return Err(super::usage(
+            "--baseline compares one candidate; give one --candidate",
+        ));
+    }
+    let names = report_names(&args.candidate)?;
     if let Some(json) = &args.json {
-        let inputs: Vec<&Path> = [
-            Some(args.reference.as_path()),
-            Some(args.candidate.as_path()),
-            args.data.as_deref(),
-            args.tokens_file.as_deref(),
-            args.baseline.as_deref(),
-            Some(args.config.as_deref().unwrap_or(Path::new(DEFAULT_CONFIG))),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        check_target(json, Kind::File, &inputs)?;
+        let mut inputs: Vec<&Path> = vec![args.reference.as_path()];
+        inputs.extend(args.candidate.iter().map(PathBuf::as_path));
+        inputs.extend(
+            [
+                args.data.as_deref(),
+                args.tokens_file.as_deref(),
+                args.baseline.as_deref(),
+                Some(args.config.as_deref().unwrap_or(Path::new(DEFAULT_CONFIG))),
+            ]
+            .into_iter()
+            .flatten(),
+        );
+        let kind = if several { Kind::Folder } else { Kind::File };
+        check_target(json, kind, &inputs)?;
     }
     let thresholds = thresholds(&args)?;
     let math = match args.gguf_math {
@@ -111,11 +128,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let reference = Opened::open(&args.reference, math)?;
     // A candidate with a NaN or infinite weight is a candidate that fails (the `finite` gate,
     // in the report), not unreadable input; a reference must be finite.
-    let candidate = match Opened::open(&args.candidate, math) {
-        Ok(c) => Ok(c),
-        Err(e @ VerifyError::NonFinite { .. }) => Err(format!("the candidate's {e}")),
-        Err(e) => return Err(e.into()),
-    };
+    let mut candidates = Vec::with_capacity(args.candidate.len());
+    for path in &args.candidate {
+        candidates.push(match Opened::open(path, math) {
+            Ok(c) => Ok(c),
+            Err(e @ VerifyError::NonFinite { .. }) => Err(format!("the candidate's {e}")),
+            Err(e) => return Err(e.into()),
+        });
+    }
     let bos = reference.weights().config().bos_token_id;
     let (data_input, tokens) = load_tokens(&args, bos)?;
     let chunks = chunk_tokens(&tokens, args.ctx, args.chunks, bos)?;
@@ -147,90 +167,163 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     let pool = super::threads::pool(args.threads)?;
     let start = Instant::now();
-    let scored = match &candidate {
-        Ok(candidate) => {
-            let bar = progress::bar(chunks.len() as u64, "verify");
-            let opts = CompareOptions {
-                span,
-                layer_errors: !args.no_layer_errors,
-            };
-            let cmp = pool.install(|| {
-                compare(
-                    reference.weights(),
-                    candidate.weights(),
-                    &chunks,
-                    opts,
-                    &mut |done, _| bar.set_position(done as u64),
-                )
-            });
-            bar.finish_and_clear();
-            match cmp {
+    let opened: Vec<&dyn verify::Weights> = candidates
+        .iter()
+        .filter_map(|c| c.as_ref().ok().map(Opened::weights))
+        .collect();
+    let mut results = if opened.is_empty() {
+        Vec::new()
+    } else {
+        let bar = progress::bar(0, "verify");
+        let opts = CompareOptions {
+            span,
+            layer_errors: !args.no_layer_errors,
+        };
+        let cmp = pool.install(|| {
+            compare_each(
+                reference.weights(),
+                &opened,
+                &chunks,
+                opts,
+                &MemoryBudget::new(args.max_memory),
+                &mut |done, all| {
+                    bar.set_length(all as u64);
+                    bar.set_position(done as u64)
+                },
+            )
+        });
+        bar.finish_and_clear();
+        cmp?
+    }
+    .into_iter();
+    let seconds = start.elapsed().as_secs_f64();
+
+    let mut reports = Vec::with_capacity(candidates.len());
+    for (path, candidate) in args.candidate.iter().zip(&candidates) {
+        let scored = match candidate {
+            Ok(_) => match results.next().expect("one result per opened candidate") {
                 Ok(cmp) => Ok(cmp),
                 Err(VerifyError::CandidateNotFinite(why)) => Err(why),
                 Err(e) => return Err(e.into()),
+            },
+            Err(why) => Err(why.clone()),
+        };
+        let (metrics, layers, gates, baseline, tokens_per_second) = match scored {
+            Ok(cmp) => {
+                let mut gates = thresholds.evaluate(&cmp.metrics);
+                let baseline = baseline.as_ref().and_then(|b| {
+                    let file = args.baseline.as_deref().unwrap_or(Path::new("")).display();
+                    let base = b.metrics.as_ref()?;
+                    Some(BaselineComparison::new(
+                        &file.to_string(),
+                        base,
+                        &b.data,
+                        &cmp.metrics,
+                        &data,
+                    ))
+                });
+                if let Some(b) = &baseline {
+                    gates.push(b.gate());
+                }
+                let speed = (chunks.len() * args.ctx) as f64 / seconds.max(1e-9);
+                (Some(cmp.metrics), cmp.layers, gates, baseline, speed)
             }
-        }
-        Err(why) => Err(why.clone()),
-    };
-    let seconds = start.elapsed().as_secs_f64();
-
-    let (metrics, layers, gates, baseline, tokens_per_second) = match scored {
-        Ok(cmp) => {
-            let mut gates = thresholds.evaluate(&cmp.metrics);
-            let baseline = baseline.as_ref().and_then(|b| {
-                let file = args.baseline.as_deref().unwrap_or(Path::new("")).display();
-                let base = b.metrics.as_ref()?;
-                Some(BaselineComparison::new(
-                    &file.to_string(),
-                    base,
-                    &b.data,
-                    &cmp.metrics,
-                    &data,
-                ))
-            });
-            if let Some(b) = &baseline {
-                gates.push(b.gate());
-            }
-            let speed = (chunks.len() * args.ctx) as f64 / seconds.max(1e-9);
-            (Some(cmp.metrics), cmp.layers, gates, baseline, speed)
-        }
-        // Nothing to compare with the gates or the baseline: the one verdict is the failure.
-        Err(why) => (
-            None,
-            Vec::new(),
-            vec![GateResult::not_finite(why)],
-            None,
-            0.0,
-        ),
-    };
-    let candidate_kind = match &candidate {
-        Ok(c) => c.kind(),
-        Err(_) => Opened::kind_of(&args.candidate)?,
-    };
-    let report = Report {
-        tool: "g4q".into(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        command: command_line(),
-        reference: reference_record,
-        candidate: record(&args.candidate, candidate_kind)?,
-        gguf_math: math.name().into(),
-        data,
-        metrics,
-        layers,
-        gates,
-        baseline,
-        seconds,
-        tokens_per_second,
-    };
-    print!("{}", report.table());
-    if let Some(path) = &args.json {
-        write_file(path, (report.to_json() + "\n").as_bytes())
-            .with_context(|| format!("writing {}", path.display()))?;
+            // Nothing to compare with the gates or the baseline: the one verdict is the failure.
+            Err(why) => (
+                None,
+                Vec::new(),
+                vec![GateResult::not_finite(why)],
+                None,
+                0.0,
+            ),
+        };
+        let candidate_kind = match candidate {
+            Ok(c) => c.kind(),
+            Err(_) => Opened::kind_of(path)?,
+        };
+        reports.push(Report {
+            tool: "g4q".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            command: command_line(),
+            reference: reference_record.clone(),
+            candidate: record(path, candidate_kind)?,
+            gguf_math: math.name().into(),
+            data: data.clone(),
+            metrics,
+            layers,
+            gates,
+            baseline,
+            seconds,
+            tokens_per_second,
+        });
     }
-    match GateFailed::check(&report.gates) {
-        Some(failed) => Err(failed.into()),
+    for (i, report) in reports.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        print!("{}", report.table());
+    }
+    if let Some(path) = &args.json {
+        if several {
+            write_dir(path, |dir| {
+                for (name, report) in names.iter().zip(&reports) {
+                    convert::output::write_file(
+                        &dir.join(name),
+                        (report.to_json() + "\n").as_bytes(),
+                    )?;
+                }
+                Ok(())
+            })
+        } else {
+            write_file(path, (reports[0].to_json() + "\n").as_bytes())
+        }
+        .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let mut failed = reports.iter().filter_map(|r| GateFailed::check(&r.gates));
+    match failed.next() {
+        Some(mut first) => {
+            for more in failed {
+                first.failed.extend(more.failed);
+            }
+            Err(first.into())
+        }
         None => Ok(()),
     }
+}
+
+/// The report file name of each candidate in a `--json` folder: its file or folder name plus
+/// `.json`; two candidates with one name are refused.
+fn report_names(candidates: &[PathBuf]) -> anyhow::Result<Vec<String>> {
+    let mut names: Vec<String> = Vec::with_capacity(candidates.len());
+    for c in candidates {
+        let name = c
+            .file_name()
+            .map(|n| format!("{}.json", n.to_string_lossy()))
+            .ok_or_else(|| super::usage(format!("--candidate {}: no file name", c.display())))?;
+        if names.contains(&name) {
+            return Err(super::usage(format!(
+                "two candidates named {name}: their reports would share a name"
+            )));
+        }
+        names.push(name);
+    }
+    Ok(names)
+}
+
+/// A byte count with an optional K, M or G suffix (powers of 1024).
+pub(super) fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 10),
+        Some((i, 'm' | 'M')) => (&t[..i], 20),
+        Some((i, 'g' | 'G')) => (&t[..i], 30),
+        _ => (t, 0),
+    };
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (bytes, or with a K, M or G suffix)"))?;
+    n.checked_mul(1usize << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// Thresholds from the config file (explicit, or ./g4q.toml when present) overridden by flags.

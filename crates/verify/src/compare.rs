@@ -1,17 +1,17 @@
-//! One pass over the evaluation chunks with both models: each chunk runs through the reference
-//! and the candidate (streaming: one layer's weights at a time each), its scored positions are
-//! folded into [`MetricSums`], the residual streams into per-layer error sums, and the logits
-//! are dropped. Nothing is written to disk, unlike llama.cpp's `--kl-divergence-base` two-step.
+//! One pass over the evaluation chunks with both models: every chunk runs through the reference
+//! and the candidates layer-major (one layer's weights at a time, fetched once per run), the
+//! residual streams are folded into per-layer error sums, then each chunk's logits are scored
+//! into [`MetricSums`] and dropped.
 
-use ndarray::Array2;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::data::ScoreSpan;
 use crate::error::{Result, VerifyError};
 use crate::metrics::{score_position, MetricSums, Metrics};
-use crate::model::{forward_streaming, ForwardOptions, ForwardOutput};
+use crate::model::LayerMajor;
 use crate::observer::NoObserver;
+use crate::spill::MemoryBudget;
 use crate::weights::Weights;
 
 /// How to compare.
@@ -90,10 +90,8 @@ struct Sums {
     layers: Vec<(f64, f64)>,
 }
 
-/// Scores several candidates against one reference in one pass: each chunk runs through the
-/// reference once and through every candidate, so a sweep over quantization types costs one
-/// reference pass instead of one per type. Results come back in `candidates` order and equal
-/// what [`compare`] gives for each alone.
+/// Scores several candidates against one reference in one pass, under the default
+/// [`MemoryBudget`]: see [`compare_many_with`].
 pub fn compare_many(
     reference: &dyn Weights,
     candidates: &[&dyn Weights],
@@ -101,82 +99,222 @@ pub fn compare_many(
     opts: CompareOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<Comparison>> {
+    compare_many_with(
+        reference,
+        candidates,
+        chunks,
+        opts,
+        &MemoryBudget::default(),
+        progress,
+    )
+}
+
+/// [`compare_each`] that fails as a whole on the first candidate (in `candidates` order) whose
+/// weights, logits or metrics are not finite.
+pub fn compare_many_with(
+    reference: &dyn Weights,
+    candidates: &[&dyn Weights],
+    chunks: &[Vec<u32>],
+    opts: CompareOptions,
+    budget: &MemoryBudget,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<Comparison>> {
+    compare_each(reference, candidates, chunks, opts, budget, progress)?
+        .into_iter()
+        .collect()
+}
+
+/// Scores several candidates against one reference in one pass, so a sweep over quantization
+/// types costs one reference pass instead of one per type. Results come back in `candidates`
+/// order and equal what [`compare`] gives for each alone. A candidate whose weights, logits or
+/// metrics are not finite gets its [`VerifyError::CandidateNotFinite`] in its place and drops
+/// out of the pass; any other error (the reference's, unreadable input) fails the whole call.
+///
+/// The models run layer-major and in lockstep ([`LayerMajor`]): layer `i` of the reference over
+/// every chunk, then layer `i` of each candidate, so each tensor is fetched once per run and the
+/// residual-stream errors of layer `i` are summed before the next layer (chunk by chunk, as one
+/// pass per chunk sums them). The chunks' states are kept under `budget` and spilled beyond it.
+/// Then the tied heads give every model's logits for groups of chunks whose logits fit the
+/// budget (each embedding row block read once per group), and the positions are scored and
+/// folded in chunk order, then position order. `progress(done, total)` is called after each
+/// layer and each chunk's heads.
+pub fn compare_each(
+    reference: &dyn Weights,
+    candidates: &[&dyn Weights],
+    chunks: &[Vec<u32>],
+    opts: CompareOptions,
+    budget: &MemoryBudget,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<Result<Comparison>>> {
     for c in candidates {
         check_compatible(reference, *c)?;
     }
-    let fwd = ForwardOptions {
-        hidden_states: opts.layer_errors,
-    };
+    let n = candidates.len();
+    let nl = reference.config().num_hidden_layers;
+    let vocab = reference.config().vocab_size;
+    let total = nl + chunks.len();
+    let obs = &mut NoObserver;
     let mut sums: Vec<Sums> = candidates.iter().map(|_| Sums::default()).collect();
-    for (ci, chunk) in chunks.iter().enumerate() {
-        let r = forward_streaming(reference, chunk, fwd, &mut NoObserver, &mut |_, _| {})?;
-        check_finite("reference", ci, &r)?;
-        let first = opts.span.first(chunk.len());
-        for (k, (cand, acc)) in candidates.iter().zip(sums.iter_mut()).enumerate() {
-            let which = candidate_name(k, candidates.len());
-            let c = forward_streaming(*cand, chunk, fwd, &mut NoObserver, &mut |_, _| {}).map_err(
-                |e| match e {
-                    VerifyError::NonFinite { .. } => {
-                        VerifyError::CandidateNotFinite(format!("the {which}'s {e}"))
+    // A candidate that failed: its error, and no pass any more.
+    let mut failed: Vec<Option<VerifyError>> = candidates.iter().map(|_| None).collect();
+    let mut r = LayerMajor::start(reference, chunks, budget, obs)?;
+    let mut cands = Vec::with_capacity(n);
+    for (k, c) in candidates.iter().enumerate() {
+        let pass = LayerMajor::start(*c, chunks, budget, obs).map_err(|e| of_candidate(e, k, n));
+        cands.push(alive(pass, &mut failed[k])?);
+    }
+    // Per model (reference first) and chunk: the first residual stream that went non-finite,
+    // named when the logits turn out non-finite (only while the streams are compared).
+    let mut first_bad = vec![vec![None; chunks.len()]; n + 1];
+    for stream in 0..=nl {
+        if stream > 0 {
+            r.step(obs)?;
+            for (k, slot) in cands.iter_mut().enumerate() {
+                if let Some(c) = slot {
+                    let stepped = c.step(obs).map_err(|e| of_candidate(e, k, n));
+                    if alive(stepped, &mut failed[k])?.is_none() {
+                        *slot = None;
                     }
-                    e => e,
-                },
-            )?;
-            check_finite(&which, ci, &c)
-                .map_err(|e| VerifyError::CandidateNotFinite(e.to_string()))?;
-            // Scored in parallel, folded in position order: the sums never depend on threads.
-            let scores: Vec<_> = (first..chunk.len().saturating_sub(1))
-                .into_par_iter()
-                .map(|j| {
-                    let (rl, cl) = (r.logits.row(j), c.logits.row(j));
-                    let (rl, cl) = (
-                        rl.as_slice().expect("logits rows are contiguous"),
-                        cl.as_slice().expect("logits rows are contiguous"),
-                    );
-                    score_position(rl, cl, chunk[j + 1] as usize)
-                })
-                .collect();
-            for s in &scores {
-                acc.metrics.add(s);
-            }
-            if let (Some(hr), Some(hc)) = (&r.hidden_states, &c.hidden_states) {
-                add_layer_errors(&mut acc.layers, hr, hc);
+                }
             }
         }
-        progress(ci + 1, chunks.len());
+        if opts.layer_errors {
+            for (ci, bad) in first_bad[0].iter_mut().enumerate() {
+                note_non_finite(&r, ci, stream, bad)?;
+            }
+            for (k, (slot, acc)) in cands.iter().zip(sums.iter_mut()).enumerate() {
+                let Some(c) = slot else { continue };
+                if acc.layers.is_empty() {
+                    acc.layers = vec![(0.0, 0.0); nl + 1];
+                }
+                for (ci, bad) in first_bad[k + 1].iter_mut().enumerate() {
+                    note_non_finite(c, ci, stream, bad)?;
+                    // Added chunk by chunk, in element order within each chunk.
+                    let sum = &mut acc.layers[stream];
+                    r.with_hidden(ci, |hr| c.with_hidden(ci, |hc| add_sq_errors(sum, hr, hc)))??;
+                }
+            }
+        }
+        if stream > 0 {
+            progress(stream, total);
+        }
     }
-    sums.into_iter()
-        .enumerate()
-        .map(|(k, acc)| {
-            if acc.metrics.is_empty() {
-                return Err(VerifyError::Input("no positions to score".into()));
-            }
-            let metrics = acc.metrics.finish();
-            if let Some((name, value)) = metrics.first_non_finite() {
-                let which = candidate_name(k, candidates.len());
-                return Err(VerifyError::CandidateNotFinite(format!(
-                    "metric {name} is {value}: the {which}'s logits are finite but too far from \
-                     the reference's to score"
-                )));
-            }
-            Ok(Comparison {
-                metrics,
-                layers: acc
-                    .layers
-                    .iter()
-                    .enumerate()
-                    .map(|(index, &(diff, norm))| LayerError {
-                        index,
-                        relative_error: if norm > 0.0 {
-                            (diff / norm).sqrt()
-                        } else {
-                            0.0
-                        },
+    // The heads run over groups of chunks whose logits (every model's) fit the budget, so the
+    // embedding is read once per group; scoring still goes chunk by chunk in order.
+    let per_chunk = r.logits_bytes().saturating_mul(n + 1).max(1);
+    let group = (budget.limit() / per_chunk).clamp(1, chunks.len().max(1));
+    let mut g0 = 0;
+    while g0 < chunks.len() {
+        let g1 = (g0 + group).min(chunks.len());
+        let rls = r.logits(g0..g1, obs)?;
+        let mut cls = Vec::with_capacity(n);
+        for (k, slot) in cands.iter_mut().enumerate() {
+            let logits = match slot {
+                Some(c) => {
+                    let l = c.logits(g0..g1, obs).map_err(|e| of_candidate(e, k, n));
+                    let l = alive(l, &mut failed[k])?;
+                    if l.is_none() {
+                        *slot = None;
+                    }
+                    l
+                }
+                None => None,
+            };
+            cls.push(logits);
+        }
+        for (gi, ci) in (g0..g1).enumerate() {
+            let chunk = &chunks[ci];
+            let rl = &rls[gi];
+            check_finite("reference", ci, rl, vocab, first_bad[0][ci])?;
+            let first = opts.span.first(chunk.len());
+            for (k, acc) in sums.iter_mut().enumerate() {
+                if failed[k].is_some() {
+                    continue;
+                }
+                let Some(cl) = cls[k].as_ref().map(|l| &l[gi]) else {
+                    continue;
+                };
+                let which = candidate_name(k, n);
+                if let Err(e) = check_finite(&which, ci, cl, vocab, first_bad[k + 1][ci]) {
+                    failed[k] = Some(VerifyError::CandidateNotFinite(e.to_string()));
+                    cands[k] = None;
+                    continue;
+                }
+                // Scored in parallel, folded in position order: the sums never depend on threads.
+                let scores: Vec<_> = (first..chunk.len().saturating_sub(1))
+                    .into_par_iter()
+                    .map(|j| {
+                        let row = j * vocab..(j + 1) * vocab;
+                        score_position(&rl[row.clone()], &cl[row], chunk[j + 1] as usize)
                     })
-                    .collect(),
-            })
-        })
-        .collect()
+                    .collect();
+                for s in &scores {
+                    acc.metrics.add(s);
+                }
+            }
+            progress(nl + ci + 1, total);
+        }
+        g0 = g1;
+    }
+    let mut out = Vec::with_capacity(n);
+    for (k, (acc, fail)) in sums.into_iter().zip(failed).enumerate() {
+        if let Some(e) = fail {
+            out.push(Err(e));
+            continue;
+        }
+        if acc.metrics.is_empty() {
+            return Err(VerifyError::Input("no positions to score".into()));
+        }
+        let metrics = acc.metrics.finish();
+        if let Some((name, value)) = metrics.first_non_finite() {
+            let which = candidate_name(k, n);
+            out.push(Err(VerifyError::CandidateNotFinite(format!(
+                "metric {name} is {value}: the {which}'s logits are finite but too far from \
+                 the reference's to score"
+            ))));
+            continue;
+        }
+        out.push(Ok(Comparison {
+            metrics,
+            layers: acc
+                .layers
+                .iter()
+                .enumerate()
+                .map(|(index, &(diff, norm))| LayerError {
+                    index,
+                    relative_error: if norm > 0.0 {
+                        (diff / norm).sqrt()
+                    } else {
+                        0.0
+                    },
+                })
+                .collect(),
+        }));
+    }
+    Ok(out)
+}
+
+/// Sorts a candidate's step result: a value goes on, a [`VerifyError::CandidateNotFinite`] is
+/// recorded in `failed` (the candidate drops out: `None`), any other error fails the run.
+fn alive<T>(res: Result<T>, failed: &mut Option<VerifyError>) -> Result<Option<T>> {
+    match res {
+        Ok(v) => Ok(Some(v)),
+        Err(e @ VerifyError::CandidateNotFinite(_)) => {
+            *failed = Some(e);
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A candidate's forward-pass error: a non-finite weight makes it a candidate that fails.
+fn of_candidate(e: VerifyError, k: usize, n: usize) -> VerifyError {
+    match e {
+        VerifyError::NonFinite { .. } => {
+            VerifyError::CandidateNotFinite(format!("the {}'s {e}", candidate_name(k, n)))
+        }
+        e => e,
+    }
 }
 
 /// How errors name candidate `k` of `n`.
@@ -188,22 +326,37 @@ fn candidate_name(k: usize, n: usize) -> String {
     }
 }
 
+/// Records `stream` as chunk `ci`'s first non-finite residual stream if it is the first.
+fn note_non_finite(
+    pass: &LayerMajor<'_, '_>,
+    ci: usize,
+    stream: usize,
+    bad: &mut Option<usize>,
+) -> Result<()> {
+    if bad.is_none() && pass.with_hidden(ci, |h| h.iter().any(|v| !v.is_finite()))? {
+        *bad = Some(stream);
+    }
+    Ok(())
+}
+
 /// Fails when a model's logits for chunk `ci` hold a NaN or an infinity (the metrics would be
 /// NaN, and NaN passes no gate and fails none): names the model, the position and, when the
-/// residual streams were kept, the first layer whose output went non-finite. The weights were
-/// checked when opened, so this is an overflow in the arithmetic.
-fn check_finite(which: &str, ci: usize, out: &ForwardOutput) -> Result<()> {
-    let Some(flat) = out.logits.iter().position(|v| !v.is_finite()) else {
+/// residual streams were compared, the first layer whose output went non-finite. The weights
+/// were checked when opened, so this is an overflow in the arithmetic.
+fn check_finite(
+    which: &str,
+    ci: usize,
+    logits: &[f32],
+    vocab: usize,
+    first_bad: Option<usize>,
+) -> Result<()> {
+    let Some(flat) = logits.iter().position(|v| !v.is_finite()) else {
         return Ok(());
     };
-    let vocab = out.logits.ncols().max(1);
-    let layer = out.hidden_states.as_ref().and_then(|hs| {
-        hs.iter()
-            .position(|h| h.iter().any(|v| !v.is_finite()))
-            .map(|i| match i {
-                0 => ", first in the scaled embedding".to_string(),
-                i => format!(", first in the output of layer {}", i - 1),
-            })
+    let vocab = vocab.max(1);
+    let layer = first_bad.map(|i| match i {
+        0 => ", first in the scaled embedding".to_string(),
+        i => format!(", first in the output of layer {}", i - 1),
     });
     Err(VerifyError::Input(format!(
         "the {which}'s logits are not finite at chunk {ci}, position {}, token {}{}",
@@ -213,16 +366,11 @@ fn check_finite(which: &str, ci: usize, out: &ForwardOutput) -> Result<()> {
     )))
 }
 
-/// Adds one chunk's squared differences and squared reference norms per residual stream.
-fn add_layer_errors(acc: &mut Vec<(f64, f64)>, reference: &[Array2<f32>], cand: &[Array2<f32>]) {
-    if acc.is_empty() {
-        *acc = vec![(0.0, 0.0); reference.len()];
-    }
-    for ((sum, a), b) in acc.iter_mut().zip(reference).zip(cand) {
-        for (&x, &y) in a.iter().zip(b.iter()) {
-            let d = (y - x) as f64;
-            sum.0 += d * d;
-            sum.1 += (x as f64) * (x as f64);
-        }
+/// Adds one chunk's squared differences and squared reference norms of a residual stream.
+fn add_sq_errors(sum: &mut (f64, f64), reference: &[f32], cand: &[f32]) {
+    for (&x, &y) in reference.iter().zip(cand) {
+        let d = (y - x) as f64;
+        sum.0 += d * d;
+        sum.1 += (x as f64) * (x as f64);
     }
 }

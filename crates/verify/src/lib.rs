@@ -27,11 +27,12 @@ pub mod ops;
 pub mod output;
 pub mod report;
 pub mod rope;
+pub mod spill;
 pub mod tokenizer;
 pub mod weights;
 
 pub use error::{Result, VerifyError};
-pub use model::{forward_streaming, ForwardOptions, ForwardOutput, Model};
+pub use model::{forward_streaming, ForwardOptions, ForwardOutput, LayerMajor, Model};
 pub use observer::{LinearSite, NoObserver, Observer};
 pub use tokenizer::Tokenizer;
 pub use weights::{Dims, Matrix, RowSource, Weights};

@@ -6,6 +6,13 @@
 //!
 //! Both modes run the same functions in the same order; the tied head reads the embedding in
 //! fixed row chunks ([`HEAD_CHUNK`]) in both modes, and streaming releases each chunk after use.
+//!
+//! [`LayerMajor`] runs many independent sequences (the chunks of a verify or imatrix run)
+//! layer-major: every chunk through layer `i` before layer `i + 1`, so each layer's tensors are
+//! fetched from the source (and their pages read from disk) once per run instead of once per
+//! chunk. Each chunk still runs through the same per-layer function with the same length, so its
+//! values are bit-identical to a [`forward_streaming`] pass of that chunk alone; what a chunk
+//! carries between layers lives in a [`crate::spill::ChunkStore`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -19,6 +26,7 @@ use crate::linear::{linear, linear_rows, PANEL};
 use crate::observer::Observer;
 use crate::ops::{add_assign, rms_norm_rows, scale, softcap};
 use crate::rope::RopeTable;
+use crate::spill::{ChunkState, ChunkStore, MemoryBudget};
 use crate::weights::{matrix_of, vector_of, Matrix, Weights};
 
 /// Embedding rows per head chunk: a multiple of [`PANEL`], so chunking never changes a result,
@@ -250,15 +258,7 @@ fn run_layers(
     let t = ids.len();
     let b = cfg.hidden_size;
     let nl = cfg.num_hidden_layers;
-    if t == 0 {
-        return Err(VerifyError::Input("no tokens to run".into()));
-    }
-    if let Some(&bad) = ids.iter().find(|&&id| id as usize >= cfg.vocab_size) {
-        return Err(VerifyError::Input(format!(
-            "token id {bad} is outside the vocabulary of {}",
-            cfg.vocab_size
-        )));
-    }
+    check_ids(cfg, ids)?;
 
     let mut h = embed(g, cfg, ids)?;
     let ple = match &g.ple {
@@ -305,6 +305,193 @@ fn run_layers(
         progress(l + 1, nl);
     }
     Ok((h, hidden))
+}
+
+/// Refuses an empty sequence or a token outside the vocabulary.
+fn check_ids(cfg: &Gemma4Config, ids: &[u32]) -> Result<()> {
+    if ids.is_empty() {
+        return Err(VerifyError::Input("no tokens to run".into()));
+    }
+    if let Some(&bad) = ids.iter().find(|&&id| id as usize >= cfg.vocab_size) {
+        return Err(VerifyError::Input(format!(
+            "token id {bad} is outside the vocabulary of {}",
+            cfg.vocab_size
+        )));
+    }
+    Ok(())
+}
+
+/// A layer-major pass of one weight source over many chunks (each an independent sequence).
+///
+/// [`LayerMajor::start`] embeds every chunk; each [`LayerMajor::step`] fetches the next layer's
+/// tensors once, runs every chunk through it in chunk order and releases them; after the last
+/// step, [`LayerMajor::logits`] runs the final norm and the tied head on one chunk. The observer
+/// sees every chunk's inputs of a weight in chunk order, so sums it keeps per weight are the
+/// same as with one pass per chunk.
+pub struct LayerMajor<'a, 'b> {
+    src: &'a dyn Weights,
+    globals: GlobalWeights<'a>,
+    chunks: &'a [Vec<u32>],
+    /// Sliding and full RoPE tables per chunk length.
+    ropes: BTreeMap<usize, (RopeTable, RopeTable)>,
+    /// Layers whose K/V a later KV-shared layer reads.
+    sources: BTreeSet<usize>,
+    store: ChunkStore<'b>,
+    done: usize,
+}
+
+impl<'a, 'b> LayerMajor<'a, 'b> {
+    /// Checks the chunks, loads the model-level weights once and embeds every chunk (and its
+    /// per-layer inputs on E models); the states are kept under `budget`.
+    pub fn start(
+        src: &'a dyn Weights,
+        chunks: &'a [Vec<u32>],
+        budget: &'b MemoryBudget,
+        observer: &mut dyn Observer,
+    ) -> Result<Self> {
+        let cfg = src.config();
+        for ids in chunks {
+            check_ids(cfg, ids)?;
+        }
+        let globals = GlobalWeights::load(src)?;
+        let mut ropes = BTreeMap::new();
+        for ids in chunks {
+            let t = ids.len();
+            if let std::collections::btree_map::Entry::Vacant(slot) = ropes.entry(t) {
+                let sliding = RopeTable::new(&cfg.rope_sliding, cfg.head_dim, t)?;
+                let full = RopeTable::new(&cfg.rope_full, cfg.global_head_dim, t)?;
+                slot.insert((sliding, full));
+            }
+        }
+        let mut store = ChunkStore::new(budget, chunks.len());
+        for (ci, ids) in chunks.iter().enumerate() {
+            let h = embed(&globals, cfg, ids)?;
+            let ple = match &globals.ple {
+                Some(p) => Some(per_layer_inputs(p, cfg, ids, &h, observer)?),
+                None => None,
+            };
+            store.put(
+                ci,
+                ChunkState {
+                    h,
+                    ple,
+                    kv_stash: BTreeMap::new(),
+                },
+            )?;
+        }
+        src.release("embed_tokens_per_layer.weight");
+        let nl = cfg.num_hidden_layers;
+        Ok(LayerMajor {
+            src,
+            globals,
+            chunks,
+            ropes,
+            sources: (0..nl).filter_map(|l| cfg.kv_source_layer(l)).collect(),
+            store,
+            done: 0,
+        })
+    }
+
+    /// Decoder layers run so far.
+    pub fn layers_done(&self) -> usize {
+        self.done
+    }
+
+    /// Decoder layers of the model.
+    pub fn num_layers(&self) -> usize {
+        self.src.config().num_hidden_layers
+    }
+
+    /// Runs every chunk through the next decoder layer, whose tensors are fetched once and
+    /// released after the last chunk.
+    pub fn step(&mut self, observer: &mut dyn Observer) -> Result<()> {
+        let (src, cfg) = (self.src, self.src.config());
+        let (l, nl) = (self.done, cfg.num_hidden_layers);
+        if l >= nl {
+            return Err(VerifyError::Input(format!(
+                "internal: layer {l} of a model with {nl}"
+            )));
+        }
+        let w = LayerWeights::load(src, l)?;
+        for (ci, ids) in self.chunks.iter().enumerate() {
+            let t = ids.len();
+            let (rope_sliding, rope_full) = &self.ropes[&t];
+            let mut state = self.store.take(ci)?;
+            let ChunkState { h, ple, kv_stash } = &mut state;
+            let mut ctx = LayerCtx {
+                cfg,
+                t,
+                rope_sliding,
+                rope_full,
+                ple: ple.as_deref(),
+                kv_stash,
+                stash_kv: self.sources.contains(&l),
+                observer: &mut *observer,
+            };
+            run_layer(&w, h, &mut ctx)?;
+            // A stashed K/V is no longer needed once no later layer reads it.
+            kv_stash.retain(|&s, _| (l + 1..nl).any(|m| cfg.kv_source_layer(m) == Some(s)));
+            if l + 1 == nl {
+                // Only the head is left: the per-layer inputs are done with.
+                state.ple = None;
+            }
+            self.store.put(ci, state)?;
+        }
+        drop(w);
+        for name in LayerWeights::tensor_names(cfg, l) {
+            src.release(&name);
+        }
+        self.done += 1;
+        Ok(())
+    }
+
+    /// Calls `f` with chunk `ci`'s residual stream as it is now (`[T, B]`).
+    pub fn with_hidden<R>(&self, ci: usize, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+        self.store.with_hidden(ci, f)
+    }
+
+    /// The final norm, the tied head and the softcap on chunks `cis` once every layer has run:
+    /// their logits `[T, vocab]`, row-major, in order. Each embedding row chunk is read once for
+    /// all of them (the caller sizes `cis` so that their logits fit in memory). Consumes the
+    /// chunks' states.
+    pub fn logits(
+        &mut self,
+        cis: std::ops::Range<usize>,
+        observer: &mut dyn Observer,
+    ) -> Result<Vec<Vec<f32>>> {
+        let cfg = self.src.config();
+        if self.done != cfg.num_hidden_layers {
+            return Err(VerifyError::Input(format!(
+                "internal: the head after {} of {} layers",
+                self.done, cfg.num_hidden_layers
+            )));
+        }
+        let mut finals = Vec::with_capacity(cis.len());
+        for ci in cis.clone() {
+            let mut h = self.store.take(ci)?.h;
+            rms_norm_rows(
+                &mut h,
+                cfg.hidden_size,
+                Some(&self.globals.final_norm),
+                cfg.rms_norm_eps as f32,
+            );
+            finals.push(h);
+        }
+        let hs: Vec<(&[f32], usize)> = finals
+            .iter()
+            .zip(cis)
+            .map(|(h, ci)| (h.as_slice(), self.chunks[ci].len()))
+            .collect();
+        head_many(self.src, &self.globals, cfg, &hs, true, observer)
+    }
+
+    /// Bytes of one chunk's logits at the longest chunk length: what [`LayerMajor::logits`]
+    /// allocates per chunk.
+    pub fn logits_bytes(&self) -> usize {
+        let t = self.chunks.iter().map(Vec::len).max().unwrap_or(0);
+        t.saturating_mul(self.src.config().vocab_size)
+            .saturating_mul(4)
+    }
 }
 
 fn to_array(h: &[f32], t: usize, b: usize) -> Array2<f32> {
@@ -364,16 +551,36 @@ fn head(
     release: bool,
     observer: &mut dyn Observer,
 ) -> Result<Vec<f32>> {
+    let mut out = head_many(src, g, cfg, &[(h, t)], release, observer)?;
+    Ok(out.remove(0))
+}
+
+/// [`head`] over several sequences' final hidden states `(h [T, B], T)` at once: each
+/// embedding row chunk is widened for every sequence (in order) before it is released, so the
+/// embedding is read once for all of them. Each sequence's logits are the same as alone.
+fn head_many(
+    src: &dyn Weights,
+    g: &GlobalWeights<'_>,
+    cfg: &Gemma4Config,
+    hs: &[(&[f32], usize)],
+    release: bool,
+    observer: &mut dyn Observer,
+) -> Result<Vec<Vec<f32>>> {
     let v = cfg.vocab_size;
-    observe(observer, None, g.embed.name(), h, t);
-    let mut logits = vec![0f32; t * v];
+    let mut out = Vec::with_capacity(hs.len());
+    for &(h, t) in hs {
+        observe(observer, None, g.embed.name(), h, t);
+        out.push(vec![0f32; t * v]);
+    }
     let mut r0 = 0;
     while r0 < v {
         let r1 = (r0 + HEAD_CHUNK).min(v);
-        let part = linear_rows(h, t, g.embed.as_ref(), r0..r1)?;
         let w = r1 - r0;
-        for i in 0..t {
-            logits[i * v + r0..i * v + r1].copy_from_slice(&part[i * w..(i + 1) * w]);
+        for (&(h, t), logits) in hs.iter().zip(out.iter_mut()) {
+            let part = linear_rows(h, t, g.embed.as_ref(), r0..r1)?;
+            for i in 0..t {
+                logits[i * v + r0..i * v + r1].copy_from_slice(&part[i * w..(i + 1) * w]);
+            }
         }
         if release {
             src.release("embed_tokens.weight");
@@ -381,7 +588,9 @@ fn head(
         r0 = r1;
     }
     if let Some(cap) = cfg.final_logit_softcapping {
-        softcap(&mut logits, cap as f32);
+        for logits in &mut out {
+            softcap(logits, cap as f32);
+        }
     }
-    Ok(logits)
+    Ok(out)
 }

@@ -4,7 +4,7 @@
 //!
 //! - [`chunks`]: calibration text → token chunks, exactly as llama-imatrix cuts them;
 //! - [`collector`]: the [`verify::Observer`] that sums x² per input column and expert;
-//! - [`run`]: the chunk loop that ties both to the forward pass.
+//! - [`run`]: the layer-major pass that ties both to the forward pass.
 
 pub mod chunks;
 pub mod collector;
@@ -12,4 +12,4 @@ pub mod run;
 
 pub use chunks::{calibration_tokens, split_chunks};
 pub use collector::ImatrixCollector;
-pub use run::{compute_imatrix, ImatrixOptions};
+pub use run::{compute_imatrix, compute_imatrix_with, ImatrixOptions};
