@@ -158,6 +158,7 @@ impl<'a> Builder<'a> {
             group_size: a.group_size,
             awq_tokens: a.awq_tokens,
             no_clip: a.no_clip,
+            mixed_groups: false,
         })
     }
 
@@ -189,6 +190,7 @@ impl<'a> Builder<'a> {
                         let chunking = Chunking {
                             ctx: im.ctx.unwrap_or(512),
                             chunks: im.chunks,
+                            max_memory: verify::spill::DEFAULT_MAX_MEMORY,
                         };
                         let model = self.model;
                         let src = self.gguf_source()?;
@@ -268,6 +270,7 @@ fn gguf_options<'a>(
             overrides: Vec::new(),
             token_embedding_type: None,
             output_tensor_type: None,
+            intermediate: None,
         },
         imatrix: imatrix.map(|im| (im, IMATRIX_FILE.to_string())),
         progress,
