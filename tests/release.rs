@@ -1,6 +1,11 @@
 //! `g4q release` end to end on the `trained-e2b` fixture (in the full set and in the bundled
 //! compact one): the default GGUF types with an imatrix computed from `calib.txt`, verified on
-//! `eval-a.txt` (small `--ctx`/`--chunks` so each test takes about a minute on a busy machine).
+//! `eval-a.txt` (small `--ctx`/`--chunks` so each test takes about a minute on a busy machine),
+//! and the vision/audio projector (on by default: the checkpoint has towers).
+//!
+//! The fixture folder has no processor_config.json, which llama.cpp's converter needs for the
+//! projector (image_mean, image_std); the tests use a copy with the one of `e2b-s0`, whose
+//! vision_config is the same. Without it a release refuses to start (checked below).
 //!
 //! - every report equals what a separate `g4q verify` writes for that file (timings and the
 //!   command line aside), `release.json` follows its schema, `SHA256SUMS` passes
@@ -27,10 +32,27 @@ const TYPES: [&str; 7] = [
 ];
 const NAME: &str = "trained-e2b";
 
-/// The fixture's checkpoint folder, calibration and evaluation text; `None` after a loud skip.
+const MMPROJ: &str = "mmproj-trained-e2b-F16.gguf";
+
+/// The fixture's checkpoint folder (the copy with a processor config), calibration and
+/// evaluation text; `None` after a loud skip.
 fn fixture() -> Option<(PathBuf, PathBuf, PathBuf)> {
-    let dir = testkit::fixture("trained-e2b/released-bf16")?;
-    let root = dir.parent().unwrap().to_path_buf();
+    static COPY: OnceLock<Option<PathBuf>> = OnceLock::new();
+    let dir = COPY.get_or_init(|| {
+        let src = testkit::fixture("trained-e2b/released-bf16")?;
+        let proc = testkit::fixture("e2b-s0/released-bf16/processor_config.json")?;
+        // Same folder name, so the card's base model (the folder name) stays the fixture's.
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("release-fixture/released-bf16");
+        let _ = std::fs::remove_dir_all(&dir);
+        copy_dir(&src, &dir);
+        std::fs::copy(proc, dir.join("processor_config.json")).unwrap();
+        Some(dir)
+    });
+    let dir = dir.clone()?;
+    let root = testkit::fixture("trained-e2b/released-bf16")?
+        .parent()
+        .unwrap()
+        .to_path_buf();
     Some((dir, root.join("calib.txt"), root.join("eval-a.txt")))
 }
 
@@ -194,13 +216,14 @@ fn release_reports_equal_verify_and_the_card_matches_them() {
     let names: Vec<&str> = files.iter().map(|f| f["name"].as_str().unwrap()).collect();
     let mut want = vec!["imatrix.gguf".to_string()];
     want.extend(TYPES.iter().map(|t| format!("{NAME}-{t}.gguf")));
+    want.push(MMPROJ.to_string());
     assert_eq!(names, want);
 
     // Each report is what `g4q verify` writes for the file (run in the release folder, so the
     // candidate's path is the same), up to the command line and timings.
     let tmp = tempfile::tempdir().unwrap();
     let mut checked = 0;
-    for f in &files[1..] {
+    for f in files.iter().filter(|f| f["kind"] == "gguf") {
         let name = f["name"].as_str().unwrap();
         let ours = read_json(&out.join("reports").join(format!("{name}.json")));
         assert_valid(&report_schema, &ours, name);
@@ -316,6 +339,12 @@ fn release_reports_equal_verify_and_the_card_matches_them() {
             assert_eq!(row[4], "—");
             continue;
         }
+        if f["kind"] == "mmproj" {
+            assert_eq!(row[1], "mmproj F16");
+            assert_eq!(row[4], "not verified (projector)");
+            assert!(f["report"].is_null() && f["kld_mean"].is_null(), "{f}");
+            continue;
+        }
         let r = read_json(&out.join(f["report"].as_str().unwrap()));
         let num = |k: &str| r[k].as_f64().unwrap();
         assert_eq!(row[1], f["type"].as_str().unwrap());
@@ -358,8 +387,29 @@ fn release_reports_equal_verify_and_the_card_matches_them() {
         std::fs::read(&again).unwrap() == std::fs::read(out.join(&q4)).unwrap(),
         "{q4}"
     );
+    // The projector is what `g4q convert --mmproj` writes (llama.cpp's default type, F16), and
+    // the card says so.
+    let proj = tmp.path().join("mmproj.gguf");
+    let args = [
+        "convert",
+        s(&model),
+        "--mmproj",
+        "--type",
+        "F16",
+        "--out",
+        s(&proj),
+    ];
+    testkit::expect_success(g4q!(&args), &args);
+    assert!(
+        std::fs::read(&proj).unwrap() == std::fs::read(out.join(MMPROJ)).unwrap(),
+        "{MMPROJ} != g4q convert --mmproj"
+    );
+    assert!(
+        card.contains(&format!("--mmproj --type F16 --out {MMPROJ}\n")),
+        "no mmproj command in the card"
+    );
     println!(
-        "{checked} reports equal g4q verify's; {} card rows checked",
+        "{checked} reports equal g4q verify's; the projector equals g4q convert --mmproj; {} card rows checked",
         rows.len() - 1
     );
 }
@@ -467,7 +517,9 @@ fn sharded_release_merges_to_the_same_folder() {
     }
     seen.sort();
     seen.dedup();
-    assert_eq!(seen.len(), TYPES.len() + 1, "{seen:?}");
+    // The GGUF types, the imatrix and the projector.
+    assert_eq!(seen.len(), TYPES.len() + 2, "{seen:?}");
+    assert!(seen.iter().any(|f| f == MMPROJ), "{seen:?}");
     let merged = tmp.path().join("merged");
     let mut m: Vec<String> = vec!["release".into(), "--merge".into()];
     m.extend(parts.iter().map(|p| s(p).to_string()));
@@ -526,13 +578,11 @@ fn failed_gates_exit_1_with_every_report_written() {
     let res = g4q!(&args);
     let err = String::from_utf8_lossy(&res.stderr);
     assert_eq!(res.status.code(), Some(1), "{err}");
-    assert!(
-        !err.contains("wrote trained-e2b-"),
-        "files were remade: {err}"
-    );
+    assert!(!err.contains("release: wrote "), "files were remade: {err}");
     let release = read_json(&out.join("release.json"));
     let mut failed = 0;
-    for f in &release["files"].as_array().unwrap()[1..] {
+    let files = release["files"].as_array().unwrap();
+    for f in files.iter().filter(|f| f["kind"] == "gguf") {
         let r = read_json(&out.join(f["report"].as_str().unwrap()));
         let gate = &r["gates"][0];
         assert_eq!(gate["name"], "max_kld");
@@ -560,8 +610,20 @@ fn bad_flags_exit_2_before_any_work() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("r");
-    let cases: [(Vec<&str>, &str); 5] = [
+    let cases: [(Vec<&str>, &str); 8] = [
         (vec!["--types", "Q9_X"], "Q9_X"),
+        (
+            vec!["--mmproj-type", "Q4_K_M"],
+            "is not F16, BF16, F32 or Q8_0",
+        ),
+        (
+            vec!["--no-mmproj", "--mmproj-type", "F16"],
+            "not read with --no-mmproj",
+        ),
+        (
+            vec!["--formats", "onnx", "--mmproj"],
+            "add gguf to --formats",
+        ),
         (vec!["--imatrix", "auto"], "need --data"),
         (vec!["--data", s(&calib)], "--data is only read"),
         (vec!["--types", "Q8_0,Q8_0"], "Q8_0 twice"),
@@ -579,7 +641,18 @@ fn bad_flags_exit_2_before_any_work() {
         );
     }
     assert!(!out.exists());
-    println!("{} bad flag sets refused", cases.len());
+    // The fixture folder as shipped has towers but no processor config: the projector cannot
+    // be written, and the release says so (and how to go without it) before any work.
+    let bare = testkit::fixture("trained-e2b/released-bf16").unwrap();
+    let res = g4q!(&["release", s(&bare), "--out", s(&out)]);
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(res.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("image_mean") && err.contains("--no-mmproj") && err.lines().count() == 1,
+        "{err}"
+    );
+    assert!(!out.exists());
+    println!("{} bad flag sets refused", cases.len() + 1);
 }
 
 /// sha256 (hex) of a file.
@@ -628,8 +701,11 @@ fn awq_and_onnx_folders_equal_the_card_commands() {
         .iter()
         .map(|f| f["kind"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, ["gguf", "awq", "onnx"]);
+    assert_eq!(kinds, ["gguf", "mmproj", "awq", "onnx"]);
     for f in release["files"].as_array().unwrap() {
+        if f["kind"] == "mmproj" {
+            continue;
+        }
         assert!(f["kld_mean"].as_f64().unwrap() > 0.0, "{f}");
     }
     // Every `g4q convert` line of the card, run in an empty folder, makes the same bytes.
@@ -652,7 +728,7 @@ fn awq_and_onnx_folders_equal_the_card_commands() {
         );
         commands += 1;
     }
-    assert_eq!(commands, 3);
+    assert_eq!(commands, 4);
     let sums = std::fs::read_to_string(out.join("SHA256SUMS")).unwrap();
     for line in sums.lines() {
         let (sha, path) = line.split_once("  ").unwrap();

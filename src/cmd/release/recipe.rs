@@ -31,6 +31,8 @@ pub struct Recipe {
     pub awq: Option<AwqRecipe>,
     /// Present with `--formats onnx`.
     pub onnx_type: Option<String>,
+    /// The projector's type (F16, BF16, F32, Q8_0) when the release ships one.
+    pub mmproj: Option<String>,
     pub eval: EvalRecipe,
     pub gates: Gates,
     pub quantized_by: String,
@@ -271,6 +273,7 @@ impl Recipe {
             imatrix,
             awq,
             onnx_type: has(FormatArg::Onnx).then(|| args.onnx_type.name().to_string()),
+            mmproj: mmproj_recipe(args, model, has(FormatArg::Gguf))?,
             eval,
             gates: Gates {
                 max_kld: t.max_kld,
@@ -336,6 +339,11 @@ impl Recipe {
         if let Some(t) = &self.onnx_type {
             a.extend(["--onnx-type".into(), t.clone()]);
         }
+        match &self.mmproj {
+            Some(t) => a.extend(["--mmproj".into(), "--mmproj-type".into(), t.clone()]),
+            None if self.formats.iter().any(|f| f == "gguf") => a.push("--no-mmproj".into()),
+            None => {}
+        }
         if self.eval.data.kind != "bundled" {
             a.extend(["--eval".into(), self.eval.data.path.clone()]);
         }
@@ -358,6 +366,51 @@ impl Recipe {
         a.extend(["--quantized-by".into(), self.quantized_by.clone()]);
         a
     }
+}
+
+/// Whether the release ships the projector, and its type: with `--formats gguf`, on when
+/// config.json has a vision_config (a multimodal GGUF release without it cannot see images in
+/// llama.cpp) unless `--no-mmproj`. Checks here that the projector can be written, so a
+/// checkpoint llama.cpp's converter would refuse fails before any work.
+fn mmproj_recipe(args: &Args, model: &Path, gguf: bool) -> anyhow::Result<Option<String>> {
+    if args.no_mmproj {
+        if args.mmproj_type.is_some() {
+            return Err(usage("--mmproj-type is not read with --no-mmproj"));
+        }
+        return Ok(None);
+    }
+    let config = model.join("config.json");
+    let towers = std::fs::read(&config)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|c| c.get("vision_config").and_then(|v| v.as_object()).cloned())
+        .is_some_and(|m| !m.is_empty());
+    let asked = args.mmproj || args.mmproj_type.is_some();
+    if !gguf {
+        return match asked {
+            true => Err(usage(
+                "--mmproj ships beside GGUF files: add gguf to --formats",
+            )),
+            false => Ok(None),
+        };
+    }
+    if !towers {
+        return match asked {
+            true => Err(usage(format!(
+                "{}: --mmproj: no vision_config, the model has no towers to write",
+                config.display()
+            ))),
+            false => Ok(None),
+        };
+    }
+    let ty = args.mmproj_type.unwrap_or(convert::mmproj::OutType::F16);
+    let ckpt = convert::Checkpoint::open(model)?;
+    convert::mmproj::plan(&ckpt, ty).map_err(|e| {
+        usage(format!(
+            "{e} (the projector; --no-mmproj releases the text model only)"
+        ))
+    })?;
+    Ok(Some(super::outputs::mmproj_type_name(ty)))
 }
 
 /// The checkpoint folder's own name (canonical, so `.` works).
