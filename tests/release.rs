@@ -14,7 +14,10 @@
 //!   folder byte for byte as an uninterrupted run (report timings aside);
 //! - `--plan` / `--shard I/3` / `--merge` gives the same folder too, and parts of different
 //!   releases, or a missing shard, are refused with exit code 2;
-//! - a failed gate exits 1 with every report written.
+//! - a failed gate exits 1 with every report written;
+//! - the projector equals `g4q convert --mmproj` (and the card's command remakes it); it is in
+//!   the release by default when the checkpoint has towers, out with `--no-mmproj` or without
+//!   towers, and `--mmproj` on a checkpoint without towers is refused.
 //!
 //! "Report timings" are the `seconds` and `tokens_per_second` of each report: the only bytes of a
 //! release that depend on when it ran.
@@ -311,7 +314,7 @@ fn release_reports_equal_verify_and_the_card_matches_them() {
     for key in [
         "base_model: ",
         "quantized_by: g4q",
-        "pipeline_tag: text-generation",
+        "pipeline_tag: image-text-to-text",
         "- gguf",
     ] {
         assert!(yaml.contains(key), "front matter lacks {key:?}: {yaml}");
@@ -737,5 +740,63 @@ fn awq_and_onnx_folders_equal_the_card_commands() {
     println!(
         "{commands} card commands remade {} files byte for byte",
         sums.lines().count()
+    );
+}
+
+#[test]
+fn projector_default_follows_the_towers() {
+    let Some((model, _, _)) = fixture() else {
+        return;
+    };
+    let Some(text_only) = testkit::fixture("e2b-s0/causal-f32") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("r");
+    // The files `--plan` splits: the release's file list, without making anything.
+    let planned = |m: &Path, extra: &[&str]| -> Vec<String> {
+        let mut a = vec!["release", s(m), "--out", s(&out), "--name", NAME];
+        a.extend(extra);
+        a.extend(["--plan", "--shards", "1"]);
+        let res = g4q!(&a);
+        assert!(
+            res.status.success(),
+            "{a:?}: {}",
+            String::from_utf8_lossy(&res.stderr)
+        );
+        let v: Value = serde_json::from_slice(&res.stdout).unwrap();
+        let files = v["include"][0]["files"].as_str().unwrap();
+        files.split(' ').map(String::from).collect()
+    };
+    let cases: [(&Path, Vec<&str>, Option<&str>); 5] = [
+        (&model, vec![], Some(MMPROJ)),
+        (&model, vec!["--mmproj"], Some(MMPROJ)),
+        (
+            &model,
+            vec!["--mmproj-type", "Q8_0"],
+            Some("mmproj-trained-e2b-Q8_0.gguf"),
+        ),
+        (&model, vec!["--no-mmproj"], None),
+        (&text_only, vec![], None),
+    ];
+    for (m, extra, want) in &cases {
+        let files = planned(m, extra);
+        let proj: Vec<&String> = files.iter().filter(|f| f.starts_with("mmproj-")).collect();
+        assert_eq!(proj.first().map(|f| f.as_str()), *want, "{extra:?}");
+        assert_eq!(files.len(), TYPES.len() + proj.len(), "{files:?}");
+    }
+    // Asking for the projector of a checkpoint without towers: exit 2, naming its config.
+    let a = ["release", s(&text_only), "--out", s(&out), "--mmproj"];
+    let res = g4q!(&a);
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(res.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("config.json") && err.contains("no vision_config") && err.lines().count() == 1,
+        "{err}"
+    );
+    assert!(!out.exists());
+    println!(
+        "{} projector defaults planned; --mmproj without towers refused",
+        cases.len()
     );
 }

@@ -136,7 +136,7 @@ impl Header {
                 files: checkpoint_files(model)?,
             },
             recipe: recipe.clone(),
-            card: card_facts(model)?,
+            card: card_facts(model, recipe.mmproj.is_some())?,
         })
     }
 }
@@ -469,8 +469,9 @@ fn checkpoint_files(model: &Path) -> anyhow::Result<Vec<FileHash>> {
 
 /// The card's front matter from the checkpoint: its README.md's `base_model`, `license` and
 /// `pipeline_tag` when it has them, else `_name_or_path` from config.json for the base model
-/// (else the folder name) and `text-generation` (the GGUF files hold the text model only).
-fn card_facts(model: &Path) -> anyhow::Result<CardFacts> {
+/// (else the folder name) and `text-generation`, or `image-text-to-text` when the release ships
+/// the projector (what the Hub lists llama.cpp's multimodal releases under).
+fn card_facts(model: &Path, multimodal: bool) -> anyhow::Result<CardFacts> {
     let readme = std::fs::read_to_string(model.join("README.md")).unwrap_or_default();
     let front = front_matter(&readme);
     let get = |k: &str| {
@@ -495,7 +496,13 @@ fn card_facts(model: &Path) -> anyhow::Result<CardFacts> {
     Ok(CardFacts {
         base_model,
         license: get("license"),
-        pipeline_tag: get("pipeline_tag").unwrap_or_else(|| "text-generation".into()),
+        pipeline_tag: get("pipeline_tag").unwrap_or_else(|| {
+            match multimodal {
+                true => "image-text-to-text",
+                false => "text-generation",
+            }
+            .into()
+        }),
     })
 }
 
