@@ -1,6 +1,11 @@
 //! `g4q release` end to end on the `trained-e2b` fixture (in the full set and in the bundled
 //! compact one): the default GGUF types with an imatrix computed from `calib.txt`, verified on
-//! `eval-a.txt` (small `--ctx`/`--chunks` so each test takes about a minute on a busy machine).
+//! `eval-a.txt` (small `--ctx`/`--chunks` so each test takes about a minute on a busy machine),
+//! and the vision/audio projector (on by default: the checkpoint has towers).
+//!
+//! The fixture folder has no processor_config.json, which llama.cpp's converter needs for the
+//! projector (image_mean, image_std); the tests use a copy with the one of `e2b-s0`, whose
+//! vision_config is the same. Without it a release refuses to start (checked below).
 //!
 //! - every report equals what a separate `g4q verify` writes for that file (timings and the
 //!   command line aside), `release.json` follows its schema, `SHA256SUMS` passes
@@ -9,7 +14,10 @@
 //!   folder byte for byte as an uninterrupted run (report timings aside);
 //! - `--plan` / `--shard I/3` / `--merge` gives the same folder too, and parts of different
 //!   releases, or a missing shard, are refused with exit code 2;
-//! - a failed gate exits 1 with every report written.
+//! - a failed gate exits 1 with every report written;
+//! - the projector equals `g4q convert --mmproj` (and the card's command remakes it); it is in
+//!   the release by default when the checkpoint has towers, out with `--no-mmproj` or without
+//!   towers, and `--mmproj` on a checkpoint without towers is refused.
 //!
 //! "Report timings" are the `seconds` and `tokens_per_second` of each report: the only bytes of a
 //! release that depend on when it ran.
@@ -27,10 +35,27 @@ const TYPES: [&str; 7] = [
 ];
 const NAME: &str = "trained-e2b";
 
-/// The fixture's checkpoint folder, calibration and evaluation text; `None` after a loud skip.
+const MMPROJ: &str = "mmproj-trained-e2b-F16.gguf";
+
+/// The fixture's checkpoint folder (the copy with a processor config), calibration and
+/// evaluation text; `None` after a loud skip.
 fn fixture() -> Option<(PathBuf, PathBuf, PathBuf)> {
-    let dir = testkit::fixture("trained-e2b/released-bf16")?;
-    let root = dir.parent().unwrap().to_path_buf();
+    static COPY: OnceLock<Option<PathBuf>> = OnceLock::new();
+    let dir = COPY.get_or_init(|| {
+        let src = testkit::fixture("trained-e2b/released-bf16")?;
+        let proc = testkit::fixture("e2b-s0/released-bf16/processor_config.json")?;
+        // Same folder name, so the card's base model (the folder name) stays the fixture's.
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("release-fixture/released-bf16");
+        let _ = std::fs::remove_dir_all(&dir);
+        copy_dir(&src, &dir);
+        std::fs::copy(proc, dir.join("processor_config.json")).unwrap();
+        Some(dir)
+    });
+    let dir = dir.clone()?;
+    let root = testkit::fixture("trained-e2b/released-bf16")?
+        .parent()
+        .unwrap()
+        .to_path_buf();
     Some((dir, root.join("calib.txt"), root.join("eval-a.txt")))
 }
 
@@ -194,13 +219,14 @@ fn release_reports_equal_verify_and_the_card_matches_them() {
     let names: Vec<&str> = files.iter().map(|f| f["name"].as_str().unwrap()).collect();
     let mut want = vec!["imatrix.gguf".to_string()];
     want.extend(TYPES.iter().map(|t| format!("{NAME}-{t}.gguf")));
+    want.push(MMPROJ.to_string());
     assert_eq!(names, want);
 
     // Each report is what `g4q verify` writes for the file (run in the release folder, so the
     // candidate's path is the same), up to the command line and timings.
     let tmp = tempfile::tempdir().unwrap();
     let mut checked = 0;
-    for f in &files[1..] {
+    for f in files.iter().filter(|f| f["kind"] == "gguf") {
         let name = f["name"].as_str().unwrap();
         let ours = read_json(&out.join("reports").join(format!("{name}.json")));
         assert_valid(&report_schema, &ours, name);
@@ -288,7 +314,7 @@ fn release_reports_equal_verify_and_the_card_matches_them() {
     for key in [
         "base_model: ",
         "quantized_by: g4q",
-        "pipeline_tag: text-generation",
+        "pipeline_tag: image-text-to-text",
         "- gguf",
     ] {
         assert!(yaml.contains(key), "front matter lacks {key:?}: {yaml}");
@@ -314,6 +340,12 @@ fn release_reports_equal_verify_and_the_card_matches_them() {
         );
         if f["kind"] == "imatrix" {
             assert_eq!(row[4], "—");
+            continue;
+        }
+        if f["kind"] == "mmproj" {
+            assert_eq!(row[1], "mmproj F16");
+            assert_eq!(row[4], "not verified (projector)");
+            assert!(f["report"].is_null() && f["kld_mean"].is_null(), "{f}");
             continue;
         }
         let r = read_json(&out.join(f["report"].as_str().unwrap()));
@@ -358,8 +390,29 @@ fn release_reports_equal_verify_and_the_card_matches_them() {
         std::fs::read(&again).unwrap() == std::fs::read(out.join(&q4)).unwrap(),
         "{q4}"
     );
+    // The projector is what `g4q convert --mmproj` writes (llama.cpp's default type, F16), and
+    // the card says so.
+    let proj = tmp.path().join("mmproj.gguf");
+    let args = [
+        "convert",
+        s(&model),
+        "--mmproj",
+        "--type",
+        "F16",
+        "--out",
+        s(&proj),
+    ];
+    testkit::expect_success(g4q!(&args), &args);
+    assert!(
+        std::fs::read(&proj).unwrap() == std::fs::read(out.join(MMPROJ)).unwrap(),
+        "{MMPROJ} != g4q convert --mmproj"
+    );
+    assert!(
+        card.contains(&format!("--mmproj --type F16 --out {MMPROJ}\n")),
+        "no mmproj command in the card"
+    );
     println!(
-        "{checked} reports equal g4q verify's; {} card rows checked",
+        "{checked} reports equal g4q verify's; the projector equals g4q convert --mmproj; {} card rows checked",
         rows.len() - 1
     );
 }
@@ -467,7 +520,9 @@ fn sharded_release_merges_to_the_same_folder() {
     }
     seen.sort();
     seen.dedup();
-    assert_eq!(seen.len(), TYPES.len() + 1, "{seen:?}");
+    // The GGUF types, the imatrix and the projector.
+    assert_eq!(seen.len(), TYPES.len() + 2, "{seen:?}");
+    assert!(seen.iter().any(|f| f == MMPROJ), "{seen:?}");
     let merged = tmp.path().join("merged");
     let mut m: Vec<String> = vec!["release".into(), "--merge".into()];
     m.extend(parts.iter().map(|p| s(p).to_string()));
@@ -526,13 +581,11 @@ fn failed_gates_exit_1_with_every_report_written() {
     let res = g4q!(&args);
     let err = String::from_utf8_lossy(&res.stderr);
     assert_eq!(res.status.code(), Some(1), "{err}");
-    assert!(
-        !err.contains("wrote trained-e2b-"),
-        "files were remade: {err}"
-    );
+    assert!(!err.contains("release: wrote "), "files were remade: {err}");
     let release = read_json(&out.join("release.json"));
     let mut failed = 0;
-    for f in &release["files"].as_array().unwrap()[1..] {
+    let files = release["files"].as_array().unwrap();
+    for f in files.iter().filter(|f| f["kind"] == "gguf") {
         let r = read_json(&out.join(f["report"].as_str().unwrap()));
         let gate = &r["gates"][0];
         assert_eq!(gate["name"], "max_kld");
@@ -560,8 +613,20 @@ fn bad_flags_exit_2_before_any_work() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("r");
-    let cases: [(Vec<&str>, &str); 5] = [
+    let cases: [(Vec<&str>, &str); 8] = [
         (vec!["--types", "Q9_X"], "Q9_X"),
+        (
+            vec!["--mmproj-type", "Q4_K_M"],
+            "is not F16, BF16, F32 or Q8_0",
+        ),
+        (
+            vec!["--no-mmproj", "--mmproj-type", "F16"],
+            "not read with --no-mmproj",
+        ),
+        (
+            vec!["--formats", "onnx", "--mmproj"],
+            "add gguf to --formats",
+        ),
         (vec!["--imatrix", "auto"], "need --data"),
         (vec!["--data", s(&calib)], "--data is only read"),
         (vec!["--types", "Q8_0,Q8_0"], "Q8_0 twice"),
@@ -579,7 +644,18 @@ fn bad_flags_exit_2_before_any_work() {
         );
     }
     assert!(!out.exists());
-    println!("{} bad flag sets refused", cases.len());
+    // The fixture folder as shipped has towers but no processor config: the projector cannot
+    // be written, and the release says so (and how to go without it) before any work.
+    let bare = testkit::fixture("trained-e2b/released-bf16").unwrap();
+    let res = g4q!(&["release", s(&bare), "--out", s(&out)]);
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(res.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("image_mean") && err.contains("--no-mmproj") && err.lines().count() == 1,
+        "{err}"
+    );
+    assert!(!out.exists());
+    println!("{} bad flag sets refused", cases.len() + 1);
 }
 
 /// sha256 (hex) of a file.
@@ -628,8 +704,11 @@ fn awq_and_onnx_folders_equal_the_card_commands() {
         .iter()
         .map(|f| f["kind"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, ["gguf", "awq", "onnx"]);
+    assert_eq!(kinds, ["gguf", "mmproj", "awq", "onnx"]);
     for f in release["files"].as_array().unwrap() {
+        if f["kind"] == "mmproj" {
+            continue;
+        }
         assert!(f["kld_mean"].as_f64().unwrap() > 0.0, "{f}");
     }
     // Every `g4q convert` line of the card, run in an empty folder, makes the same bytes.
@@ -652,7 +731,7 @@ fn awq_and_onnx_folders_equal_the_card_commands() {
         );
         commands += 1;
     }
-    assert_eq!(commands, 3);
+    assert_eq!(commands, 4);
     let sums = std::fs::read_to_string(out.join("SHA256SUMS")).unwrap();
     for line in sums.lines() {
         let (sha, path) = line.split_once("  ").unwrap();
@@ -661,5 +740,63 @@ fn awq_and_onnx_folders_equal_the_card_commands() {
     println!(
         "{commands} card commands remade {} files byte for byte",
         sums.lines().count()
+    );
+}
+
+#[test]
+fn projector_default_follows_the_towers() {
+    let Some((model, _, _)) = fixture() else {
+        return;
+    };
+    let Some(text_only) = testkit::fixture("e2b-s0/causal-f32") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("r");
+    // The files `--plan` splits: the release's file list, without making anything.
+    let planned = |m: &Path, extra: &[&str]| -> Vec<String> {
+        let mut a = vec!["release", s(m), "--out", s(&out), "--name", NAME];
+        a.extend(extra);
+        a.extend(["--plan", "--shards", "1"]);
+        let res = g4q!(&a);
+        assert!(
+            res.status.success(),
+            "{a:?}: {}",
+            String::from_utf8_lossy(&res.stderr)
+        );
+        let v: Value = serde_json::from_slice(&res.stdout).unwrap();
+        let files = v["include"][0]["files"].as_str().unwrap();
+        files.split(' ').map(String::from).collect()
+    };
+    let cases: [(&Path, Vec<&str>, Option<&str>); 5] = [
+        (&model, vec![], Some(MMPROJ)),
+        (&model, vec!["--mmproj"], Some(MMPROJ)),
+        (
+            &model,
+            vec!["--mmproj-type", "Q8_0"],
+            Some("mmproj-trained-e2b-Q8_0.gguf"),
+        ),
+        (&model, vec!["--no-mmproj"], None),
+        (&text_only, vec![], None),
+    ];
+    for (m, extra, want) in &cases {
+        let files = planned(m, extra);
+        let proj: Vec<&String> = files.iter().filter(|f| f.starts_with("mmproj-")).collect();
+        assert_eq!(proj.first().map(|f| f.as_str()), *want, "{extra:?}");
+        assert_eq!(files.len(), TYPES.len() + proj.len(), "{files:?}");
+    }
+    // Asking for the projector of a checkpoint without towers: exit 2, naming its config.
+    let a = ["release", s(&text_only), "--out", s(&out), "--mmproj"];
+    let res = g4q!(&a);
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(res.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("config.json") && err.contains("no vision_config") && err.lines().count() == 1,
+        "{err}"
+    );
+    assert!(!out.exists());
+    println!(
+        "{} projector defaults planned; --mmproj without towers refused",
+        cases.len()
     );
 }

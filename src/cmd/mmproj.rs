@@ -13,9 +13,10 @@ use serde_json::json;
 use super::convert::{Args, Format};
 use super::usage;
 
-/// The projector file type of `--type`: F32, F16, BF16 or Q8_0, as llama.cpp's `--outtype`.
-fn out_type(args: &Args) -> anyhow::Result<OutType> {
-    match args.mix.required_ftype()? {
+/// The projector file type of a `--type` (`g4q convert --mmproj`, `g4q release --mmproj-type`):
+/// F32, F16, BF16 or Q8_0, as llama.cpp's `--outtype`.
+pub fn projector_type(ftype: FileType) -> anyhow::Result<OutType> {
+    match ftype {
         FileType::AllF32 => Ok(OutType::F32),
         FileType::F16 => Ok(OutType::F16),
         FileType::BF16 => Ok(OutType::BF16),
@@ -44,7 +45,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             "--mmproj takes --type, --out, --dry-run and --json only (the towers are not quantized with a mix)",
         ));
     }
-    let ty = out_type(args)?;
+    let ty = projector_type(args.mix.required_ftype()?)?;
     if let Some(out) = &args.out {
         check_target(out, Kind::File, &[args.model.as_path()])?;
     }

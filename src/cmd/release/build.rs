@@ -92,7 +92,8 @@ impl<'a> Builder<'a> {
                 v["awq"] = json!(awq_search);
                 v["no_clip"] = json!(r.awq.as_ref().map(|a| a.no_clip));
             }
-            Output::Onnx(_) => {}
+            // The type is in the name; the towers are read unscaled, as `g4q convert --mmproj`.
+            Output::Onnx(_) | Output::Mmproj(_) => {}
         }
         Ok(state::key(&v))
     }
@@ -233,6 +234,17 @@ impl<'a> Builder<'a> {
                     .with_context(|| format!("writing {}", target.display()))?;
                 self.folder_bits(target, &["onnx", "data"])
             }
+            Output::Mmproj(ty) => {
+                // The writer of `g4q convert --mmproj`, on the checkpoint as given (`--awq`
+                // scales text-model weights only).
+                let tensors = convert::mmproj::write(&self.ckpt, target, *ty)
+                    .with_context(|| format!("writing {}", target.display()))?;
+                let weights = tensors
+                    .iter()
+                    .map(|t| t.shape.iter().product::<usize>() as u64)
+                    .sum();
+                Ok(Some(bits(tensors.iter().map(|t| t.bytes).sum(), weights)))
+            }
         }
     }
 
@@ -270,6 +282,7 @@ fn gguf_options<'a>(
             overrides: Vec::new(),
             token_embedding_type: None,
             output_tensor_type: None,
+            // `g4q convert`'s default (no `--intermediate`), as the card's commands run it.
             intermediate: None,
         },
         imatrix: imatrix.map(|im| (im, IMATRIX_FILE.to_string())),

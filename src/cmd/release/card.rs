@@ -3,7 +3,7 @@
 //!
 //! Sections from other commands slot in between the table and the commands: the device table of
 //! `g4q recommend` (and its plot) would be one more `push_section` call fed by the release's
-//! files and reports; the `mmproj` file is one more row of [`render`]'s table, unscored.
+//! files and reports.
 
 use super::super::shell_quote;
 use super::finish::{Entry, SHA256SUMS};
@@ -78,6 +78,18 @@ pub fn render(header: &Header, entries: &[Entry]) -> String {
             }
         ));
     }
+    if let Some(e) = entries
+        .iter()
+        .find(|e| matches!(e.output, Output::Mmproj(_)))
+    {
+        s.push_str(&format!(
+            "`{}` is the vision/audio projector llama.cpp's multimodal tools load beside any of \
+             the GGUF files (`llama-mtmd-cli -m FILE.gguf --mmproj {}`, `llama-server --mmproj`); \
+             it holds no text model, so it has no KLD: it is the checkpoint's towers as \
+             llama.cpp's converter writes them.\n\n",
+            e.name, e.name
+        ));
+    }
     let failed: Vec<&str> = entries
         .iter()
         .filter(|e| {
@@ -133,6 +145,9 @@ pub fn table_row(e: &Entry) -> String {
             format!("{:.4}", m.ppl_ratio),
         ),
         (None, Some(_)) => ("not finite".into(), "—".into(), "—".into()),
+        (None, None) if matches!(e.output, Output::Mmproj(_)) => {
+            ("not verified (projector)".into(), "—".into(), "—".into())
+        }
         (None, None) => ("—".into(), "—".into(), "—".into()),
     };
     format!(
@@ -226,6 +241,15 @@ fn file_command(header: &Header, o: &Output, name: &str) -> Option<String> {
             }
             a.extend(["--out".into(), name.into()]);
         }
+        Output::Mmproj(t) => a.extend([
+            "convert".into(),
+            r.model.clone(),
+            "--mmproj".into(),
+            "--type".into(),
+            super::outputs::mmproj_type_name(*t),
+            "--out".into(),
+            name.into(),
+        ]),
         Output::Onnx(t) => a.extend([
             "convert".into(),
             r.model.clone(),

@@ -100,6 +100,18 @@ pub struct Args {
     pub awq: bool,
     #[command(flatten)]
     pub awq_args: AwqArgs,
+    /// Ship the vision/audio projector as mmproj-NAME-F16.gguf (what `g4q convert --mmproj`
+    /// writes), for llama.cpp's multimodal tools. On by default when config.json has a
+    /// vision_config; this flag makes a checkpoint without towers an error.
+    #[arg(long, conflicts_with = "no_mmproj")]
+    pub mmproj: bool,
+    /// Leave the projector out of a multimodal checkpoint's release (text only).
+    #[arg(long)]
+    pub no_mmproj: bool,
+    /// The projector's type: F16 (default), BF16, F32 or Q8_0 (llama.cpp converter's
+    /// `--outtype`; norms, biases and convolutions stay F32 as it writes them).
+    #[arg(long, value_name = "TYPE", value_parser = parse_mmproj_type)]
+    pub mmproj_type: Option<convert::mmproj::OutType>,
     /// `--formats onnx`: the weight type (f32, f16, int8, int4).
     #[arg(long, default_value = "int4", value_parser = parse_onnx_type)]
     pub onnx_type: quantize::onnx_release::OnnxType,
@@ -158,6 +170,13 @@ pub struct Args {
 
 fn parse_ftype(s: &str) -> Result<quantize::FileType, String> {
     s.parse()
+}
+
+fn parse_mmproj_type(s: &str) -> Result<convert::mmproj::OutType, String> {
+    s.parse::<quantize::FileType>()
+        .ok()
+        .and_then(|t| super::mmproj::projector_type(t).ok())
+        .ok_or_else(|| format!("'{s}' is not F16, BF16, F32 or Q8_0"))
 }
 
 fn parse_onnx_type(s: &str) -> Result<quantize::onnx_release::OnnxType, String> {

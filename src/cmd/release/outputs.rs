@@ -1,9 +1,9 @@
 //! The outputs a recipe makes, in release order, their names, and the split into shards.
 //!
-//! Adding an output kind (the `mmproj` file once `g4q convert --mmproj` exists) is a variant
-//! here with its name and `verified() == false` (llama.cpp's projector is not a text model to
-//! score), a build arm in `build.rs`, and an entry in [`list`].
+//! Adding an output kind is a variant here with its name and whether it is scored, a build arm
+//! in `build.rs`, a reproduce command in `card.rs`, and an entry in [`list`].
 
+use convert::mmproj::OutType;
 use quantize::onnx_release::OnnxType;
 use quantize::FileType;
 
@@ -25,17 +25,22 @@ pub enum Output {
     Awq { group_size: usize },
     /// The ONNX release folder.
     Onnx(OnnxType),
+    /// The vision/audio projector llama.cpp's multimodal tools load beside a GGUF file.
+    Mmproj(OutType),
 }
 
 impl Output {
     /// File (or folder) name inside the release: `NAME-Q4_K_M.gguf`, `NAME-AWQ-int4-g128`,
-    /// `NAME-ONNX-int4`.
+    /// `NAME-ONNX-int4`, `mmproj-NAME-F16.gguf` (llama.cpp's converter prefixes `mmproj-` to
+    /// the name it would give the text model; tools that look for a projector beside a model
+    /// match `mmproj` in the name).
     pub fn file_name(&self, name: &str) -> String {
         match self {
             Output::Imatrix => IMATRIX_FILE.to_string(),
             Output::Gguf(t) => format!("{name}-{}.gguf", t.name()),
             Output::Awq { group_size } => format!("{name}-AWQ-int4-g{group_size}"),
             Output::Onnx(t) => format!("{name}-ONNX-{}", t.name()),
+            Output::Mmproj(t) => format!("mmproj-{name}-{}.gguf", mmproj_type_name(*t)),
         }
     }
 
@@ -44,18 +49,19 @@ impl Output {
         matches!(self, Output::Awq { .. } | Output::Onnx(_))
     }
 
-    /// Whether it is a model the verification pass scores.
+    /// Whether it is a model the verification pass scores (the projector holds no text model).
     pub fn verified(&self) -> bool {
-        !matches!(self, Output::Imatrix)
+        !matches!(self, Output::Imatrix | Output::Mmproj(_))
     }
 
-    /// `imatrix`, `gguf`, `awq` or `onnx`.
+    /// `imatrix`, `gguf`, `awq`, `onnx` or `mmproj`.
     pub fn kind(&self) -> &'static str {
         match self {
             Output::Imatrix => "imatrix",
             Output::Gguf(_) => "gguf",
             Output::Awq { .. } => "awq",
             Output::Onnx(_) => "onnx",
+            Output::Mmproj(_) => "mmproj",
         }
     }
 
@@ -66,12 +72,19 @@ impl Output {
             Output::Gguf(t) => t.name().into(),
             Output::Awq { group_size } => format!("AWQ int4 g{group_size}"),
             Output::Onnx(t) => format!("ONNX {}", t.name()),
+            Output::Mmproj(t) => format!("mmproj {}", mmproj_type_name(*t)),
         }
     }
 }
 
-/// Every output of `recipe`, in release order: the imatrix, the GGUF types as given, the AWQ
-/// folder, the ONNX folder.
+/// A projector type as `--mmproj-type` and file names spell it: F32, F16, BF16, Q8_0 (the
+/// llama.cpp file type names, as the GGUF files use).
+pub fn mmproj_type_name(t: OutType) -> String {
+    t.name().to_ascii_uppercase()
+}
+
+/// Every output of `recipe`, in release order: the imatrix, the GGUF types as given, the
+/// projector, the AWQ folder, the ONNX folder.
 pub fn list(recipe: &Recipe) -> Vec<Output> {
     let mut out = Vec::new();
     if recipe.imatrix.is_some() {
@@ -82,6 +95,9 @@ pub fn list(recipe: &Recipe) -> Vec<Output> {
         if let Ok(t) = t.parse::<FileType>() {
             out.push(Output::Gguf(t));
         }
+    }
+    if let Some(t) = recipe.mmproj.as_deref().and_then(parse_mmproj_type) {
+        out.push(Output::Mmproj(t));
     }
     if recipe.formats.iter().any(|f| f == "awq") {
         if let Some(a) = &recipe.awq {
@@ -96,9 +112,16 @@ pub fn list(recipe: &Recipe) -> Vec<Output> {
     out
 }
 
+/// The projector type of a recipe's `mmproj` (a name [`mmproj_type_name`] wrote).
+pub fn parse_mmproj_type(s: &str) -> Option<OutType> {
+    [OutType::F32, OutType::F16, OutType::BF16, OutType::Q8_0]
+        .into_iter()
+        .find(|t| mmproj_type_name(*t) == s)
+}
+
 /// The outputs shard `i` of `n` makes: every `n`-th model file starting at the `i`-th
 /// (round robin over the release order, so the big types spread out), plus the importance
-/// matrix when the shard has a GGUF file. Every such shard computes the imatrix itself, with the
+/// matrix when the shard has a quantized GGUF file (the projector does not read it). Every such shard computes the imatrix itself, with the
 /// same bytes; `--merge` checks that the copies agree.
 pub fn shard(all: &[Output], i: usize, n: usize) -> anyhow::Result<Vec<Output>> {
     let models: Vec<&Output> = all.iter().filter(|o| **o != Output::Imatrix).collect();
@@ -136,9 +159,12 @@ mod tests {
         ];
         let mut all = vec![Output::Imatrix];
         all.extend(types.iter().map(|t| Output::Gguf(t.parse().unwrap())));
+        all.push(Output::Mmproj(OutType::F16));
         all.push(Output::Onnx(OnnxType::Int4));
+        // Every split up to one file per shard; the projector's shard gets no imatrix.
+        let files = all.len() - 1;
         let mut cases = 0;
-        for n in 1..=8 {
+        for n in 1..=files {
             let mut seen = Vec::new();
             for i in 0..n {
                 let part = shard(&all, i, n).unwrap();
@@ -153,7 +179,7 @@ mod tests {
             got.sort();
             assert_eq!(got, want, "{n} shards");
         }
-        assert!(shard(&all, 0, 9).is_err());
+        assert!(shard(&all, 0, files + 1).is_err());
         assert!(shard(&all, 3, 3).is_err());
         println!("{cases} shards checked");
     }

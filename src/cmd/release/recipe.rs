@@ -31,6 +31,8 @@ pub struct Recipe {
     pub awq: Option<AwqRecipe>,
     /// Present with `--formats onnx`.
     pub onnx_type: Option<String>,
+    /// The projector's type (F16, BF16, F32, Q8_0) when the release ships one.
+    pub mmproj: Option<String>,
     pub eval: EvalRecipe,
     pub gates: Gates,
     pub quantized_by: String,
@@ -134,7 +136,7 @@ impl Header {
                 files: checkpoint_files(model)?,
             },
             recipe: recipe.clone(),
-            card: card_facts(model)?,
+            card: card_facts(model, recipe.mmproj.is_some())?,
         })
     }
 }
@@ -271,6 +273,7 @@ impl Recipe {
             imatrix,
             awq,
             onnx_type: has(FormatArg::Onnx).then(|| args.onnx_type.name().to_string()),
+            mmproj: mmproj_recipe(args, model, has(FormatArg::Gguf))?,
             eval,
             gates: Gates {
                 max_kld: t.max_kld,
@@ -336,6 +339,11 @@ impl Recipe {
         if let Some(t) = &self.onnx_type {
             a.extend(["--onnx-type".into(), t.clone()]);
         }
+        match &self.mmproj {
+            Some(t) => a.extend(["--mmproj".into(), "--mmproj-type".into(), t.clone()]),
+            None if self.formats.iter().any(|f| f == "gguf") => a.push("--no-mmproj".into()),
+            None => {}
+        }
         if self.eval.data.kind != "bundled" {
             a.extend(["--eval".into(), self.eval.data.path.clone()]);
         }
@@ -358,6 +366,51 @@ impl Recipe {
         a.extend(["--quantized-by".into(), self.quantized_by.clone()]);
         a
     }
+}
+
+/// Whether the release ships the projector, and its type: with `--formats gguf`, on when
+/// config.json has a vision_config (a multimodal GGUF release without it cannot see images in
+/// llama.cpp) unless `--no-mmproj`. Checks here that the projector can be written, so a
+/// checkpoint llama.cpp's converter would refuse fails before any work.
+fn mmproj_recipe(args: &Args, model: &Path, gguf: bool) -> anyhow::Result<Option<String>> {
+    if args.no_mmproj {
+        if args.mmproj_type.is_some() {
+            return Err(usage("--mmproj-type is not read with --no-mmproj"));
+        }
+        return Ok(None);
+    }
+    let config = model.join("config.json");
+    let towers = std::fs::read(&config)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|c| c.get("vision_config").and_then(|v| v.as_object()).cloned())
+        .is_some_and(|m| !m.is_empty());
+    let asked = args.mmproj || args.mmproj_type.is_some();
+    if !gguf {
+        return match asked {
+            true => Err(usage(
+                "--mmproj ships beside GGUF files: add gguf to --formats",
+            )),
+            false => Ok(None),
+        };
+    }
+    if !towers {
+        return match asked {
+            true => Err(usage(format!(
+                "{}: --mmproj: no vision_config, the model has no towers to write",
+                config.display()
+            ))),
+            false => Ok(None),
+        };
+    }
+    let ty = args.mmproj_type.unwrap_or(convert::mmproj::OutType::F16);
+    let ckpt = convert::Checkpoint::open(model)?;
+    convert::mmproj::plan(&ckpt, ty).map_err(|e| {
+        usage(format!(
+            "{e} (the projector; --no-mmproj releases the text model only)"
+        ))
+    })?;
+    Ok(Some(super::outputs::mmproj_type_name(ty)))
 }
 
 /// The checkpoint folder's own name (canonical, so `.` works).
@@ -416,8 +469,9 @@ fn checkpoint_files(model: &Path) -> anyhow::Result<Vec<FileHash>> {
 
 /// The card's front matter from the checkpoint: its README.md's `base_model`, `license` and
 /// `pipeline_tag` when it has them, else `_name_or_path` from config.json for the base model
-/// (else the folder name) and `text-generation` (the GGUF files hold the text model only).
-fn card_facts(model: &Path) -> anyhow::Result<CardFacts> {
+/// (else the folder name) and `text-generation`, or `image-text-to-text` when the release ships
+/// the projector (what the Hub lists llama.cpp's multimodal releases under).
+fn card_facts(model: &Path, multimodal: bool) -> anyhow::Result<CardFacts> {
     let readme = std::fs::read_to_string(model.join("README.md")).unwrap_or_default();
     let front = front_matter(&readme);
     let get = |k: &str| {
@@ -442,7 +496,13 @@ fn card_facts(model: &Path) -> anyhow::Result<CardFacts> {
     Ok(CardFacts {
         base_model,
         license: get("license"),
-        pipeline_tag: get("pipeline_tag").unwrap_or_else(|| "text-generation".into()),
+        pipeline_tag: get("pipeline_tag").unwrap_or_else(|| {
+            match multimodal {
+                true => "image-text-to-text",
+                false => "text-generation",
+            }
+            .into()
+        }),
     })
 }
 

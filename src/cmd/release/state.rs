@@ -25,7 +25,7 @@ pub const REPORTS_DIR: &str = "reports";
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Built {
     pub name: String,
-    /// `imatrix`, `gguf`, `awq`, `onnx`.
+    /// `imatrix`, `gguf`, `awq`, `onnx`, `mmproj`.
     pub kind: String,
     /// sha256 of what made it ([`key`] of the build inputs).
     pub inputs: String,
@@ -36,7 +36,7 @@ pub struct Built {
     /// A folder's files, by name.
     pub members: Vec<FileHash>,
     /// Tensor bytes × 8 / text-model weights (GGUF: from the plan; folders: their weight
-    /// files); absent for the imatrix.
+    /// files; the projector: its own tower weights); absent for the imatrix.
     pub bits_per_weight: Option<f64>,
 }
 
