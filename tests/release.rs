@@ -9,7 +9,9 @@
 //!
 //! - every report equals what a separate `g4q verify` writes for that file (timings and the
 //!   command line aside), `release.json` follows its schema, `SHA256SUMS` passes
-//!   `sha256sum -c`, and the model card parses as Markdown with a table that matches the reports;
+//!   `sha256sum -c`, and the model card parses as Markdown with a table that matches the reports
+//!   and device tables (and plot) equal to `g4q recommend --reports` on the release folder for
+//!   every bundled profile;
 //! - a run killed (SIGKILL) after its first model file appeared, then run again, leaves the same
 //!   folder byte for byte as an uninterrupted run (report timings aside);
 //! - `--plan` / `--shard I/3` / `--merge` gives the same folder too, and parts of different
@@ -181,11 +183,11 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// The text of each cell of each table row (header first) and the YAML front matter.
-fn parse_card(md: &str) -> (String, Vec<Vec<String>>) {
+/// The YAML front matter and each table: the text of each cell of each row (header first).
+fn parse_card(md: &str) -> (String, Vec<Vec<Vec<String>>>) {
     use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
     let opts = Options::ENABLE_TABLES | Options::ENABLE_YAML_STYLE_METADATA_BLOCKS;
-    let (mut yaml, mut rows) = (String::new(), Vec::new());
+    let (mut yaml, mut tables, mut rows) = (String::new(), Vec::new(), Vec::new());
     let (mut in_yaml, mut row, mut cell): (bool, Vec<String>, Option<String>) =
         (false, Vec::new(), None);
     for ev in Parser::new_ext(md, opts) {
@@ -195,6 +197,7 @@ fn parse_card(md: &str) -> (String, Vec<Vec<String>>) {
             Event::Start(Tag::TableCell) => cell = Some(String::new()),
             Event::End(TagEnd::TableCell) => row.push(cell.take().unwrap()),
             Event::End(TagEnd::TableHead | TagEnd::TableRow) => rows.push(std::mem::take(&mut row)),
+            Event::End(TagEnd::Table) => tables.push(std::mem::take(&mut rows)),
             Event::Text(t) | Event::Code(t) => {
                 if in_yaml {
                     yaml.push_str(&t);
@@ -205,7 +208,97 @@ fn parse_card(md: &str) -> (String, Vec<Vec<String>>) {
             _ => {}
         }
     }
-    (yaml, rows)
+    (yaml, tables)
+}
+
+/// The bundled device profiles (devices/*.toml), by name in file-name order.
+fn profiles() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(testkit::repo_root().join("devices"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Checks the card's device tables (`tables`: the pick summary, then one per profile) against
+/// `g4q recommend` run on the release folder with its reports, for every bundled profile: the
+/// same Markdown, and each cell the JSON report's figure. Returns the rows checked.
+fn card_devices_equal_recommend(out: &Path, card: &str, tables: &[Vec<Vec<String>>]) -> usize {
+    let tmp = tempfile::tempdir().unwrap();
+    let (json, md) = (tmp.path().join("rec.json"), tmp.path().join("rec.md"));
+    let mut args = vec![
+        "recommend".to_string(),
+        ".".into(),
+        "--reports".into(),
+        "reports".into(),
+        "--json".into(),
+        s(&json).into(),
+        "--markdown".into(),
+        s(&md).into(),
+    ];
+    let names = profiles();
+    for d in &names {
+        args.extend(["--device".to_string(), d.clone()]);
+    }
+    let res = g4q!().current_dir(out).args(&args).output().unwrap();
+    assert!(
+        matches!(res.status.code(), Some(0 | 1)),
+        "g4q {args:?}: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let md = std::fs::read_to_string(&md).unwrap();
+    let (summary, per_device) = md.split_at(md.find("\n### ").unwrap());
+    assert!(card.contains(summary), "the card lacks recommend's summary");
+    assert!(
+        card.contains(per_device),
+        "the card lacks recommend's tables"
+    );
+    // The card links the plot, and the command it gives remakes the same JSON figures.
+    assert!(card.contains("](recommend.svg)"));
+    assert!(card.contains("g4q recommend . --reports reports --ctx 4096 --device PROFILE"));
+
+    let rec = read_json(&json);
+    let devices = rec["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), names.len());
+    assert_eq!(tables.len(), 1 + devices.len());
+    let mut rows = 0;
+    for (k, d) in devices.iter().enumerate() {
+        assert_eq!(d["name"].as_str().unwrap(), names[k]);
+        let pick = &tables[0][1 + k];
+        assert_eq!(pick[0], d["display"].as_str().unwrap());
+        assert_eq!(pick[1], d["pick"].as_str().unwrap_or("none"));
+        let cands = d["candidates"].as_array().unwrap();
+        let table = &tables[1 + k];
+        assert_eq!(table.len(), 1 + cands.len(), "{}", names[k]);
+        // Every release GGUF is a candidate, with the figures of its report.
+        assert_eq!(cands.len(), TYPES.len());
+        for (row, c) in table[1..].iter().zip(cands) {
+            let num = |key: &str| c[key].as_f64().unwrap();
+            let name = c["name"].as_str().unwrap();
+            assert_eq!(row[0], name);
+            let file = c["file"].as_str().unwrap();
+            let report = read_json(&out.join("reports").join(format!("{file}.json")));
+            assert_eq!(c["kld_mean"], report["kld_mean"], "{name}");
+            assert_eq!(c["sha256"], report["candidate"]["sha256"], "{name}");
+            assert_eq!(row[1], format!("{:.2}", num("bytes") / 1048576.0));
+            assert_eq!(row[2], format!("{:.2}", num("bits_per_weight")));
+            assert_eq!(row[3], format!("{:.2}", num("memory_bytes") / 1073741824.0));
+            assert_eq!(row[4], if c["fits"] == true { "yes" } else { "no" });
+            assert_eq!(row[5], format!("{:.1}", num("decode_tokens_per_s")));
+            assert_eq!(row[6], format!("{:.1}", num("prefill_tokens_per_s")));
+            assert_eq!(
+                row[7],
+                format!("{:.6} ± {:.6}", num("kld_mean"), num("kld_mean_stderr"))
+            );
+            assert_eq!(row[8], format!("{:.4}", num("top1_agreement")));
+            assert_eq!(row[9], format!("{:.4}", num("ppl_ratio")));
+            rows += 1;
+        }
+    }
+    rows
 }
 
 #[test]
@@ -220,7 +313,14 @@ fn release_reports_equal_verify_and_the_card_matches_them() {
     let mut want = vec!["imatrix.gguf".to_string()];
     want.extend(TYPES.iter().map(|t| format!("{NAME}-{t}.gguf")));
     want.push(MMPROJ.to_string());
+    want.push("recommend.svg".into());
     assert_eq!(names, want);
+    let plot = files.last().unwrap();
+    assert_eq!(plot["kind"], "plot");
+    assert_eq!(
+        plot["sha256"].as_str().unwrap(),
+        sha256_file(&out.join("recommend.svg"))
+    );
 
     // Each report is what `g4q verify` writes for the file (run in the release folder, so the
     // candidate's path is the same), up to the command line and timings.
@@ -310,7 +410,10 @@ fn release_reports_equal_verify_and_the_card_matches_them() {
 
     // The card: YAML front matter, and one table row per file that matches its report.
     let card = std::fs::read_to_string(out.join("README.md")).unwrap();
-    let (yaml, rows) = parse_card(&card);
+    let (yaml, tables) = parse_card(&card);
+    let rows = &tables[0];
+    // The files of the table: every file but the plot (linked below it).
+    let files = &files[..files.len() - 1];
     for key in [
         "base_model: ",
         "quantized_by: g4q",
@@ -411,8 +514,9 @@ fn release_reports_equal_verify_and_the_card_matches_them() {
         card.contains(&format!("--mmproj --type F16 --out {MMPROJ}\n")),
         "no mmproj command in the card"
     );
+    let device_rows = card_devices_equal_recommend(out, &card, &tables[1..]);
     println!(
-        "{checked} reports equal g4q verify's; the projector equals g4q convert --mmproj; {} card rows checked",
+        "{checked} reports equal g4q verify's; the projector equals g4q convert --mmproj; {} card rows and {device_rows} device rows checked",
         rows.len() - 1
     );
 }
@@ -600,6 +704,8 @@ fn failed_gates_exit_1_with_every_report_written() {
     assert!(failed > 0 && failed < TYPES.len(), "{failed} failed");
     let card = std::fs::read_to_string(out.join("README.md")).unwrap();
     assert!(card.contains("Failed a verification gate"));
+    // The device table takes the gate as its constraint.
+    assert!(card.contains("g4q recommend . --reports reports --ctx 4096 --max-kld 0.0002 --device"));
     println!(
         "{failed} of {} files failed the gate; exit 1, reports written",
         TYPES.len()
@@ -704,9 +810,9 @@ fn awq_and_onnx_folders_equal_the_card_commands() {
         .iter()
         .map(|f| f["kind"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, ["gguf", "mmproj", "awq", "onnx"]);
+    assert_eq!(kinds, ["gguf", "mmproj", "awq", "onnx", "plot"]);
     for f in release["files"].as_array().unwrap() {
-        if f["kind"] == "mmproj" {
+        if f["kind"] == "mmproj" || f["kind"] == "plot" {
             continue;
         }
         assert!(f["kld_mean"].as_f64().unwrap() > 0.0, "{f}");
@@ -735,7 +841,13 @@ fn awq_and_onnx_folders_equal_the_card_commands() {
     let sums = std::fs::read_to_string(out.join("SHA256SUMS")).unwrap();
     for line in sums.lines() {
         let (sha, path) = line.split_once("  ").unwrap();
-        assert_eq!(sha256_file(&again.join(path)), sha, "{path}");
+        // The plot is made by `g4q release` from the files and reports, not by a convert.
+        let dir = if path == "recommend.svg" {
+            &out
+        } else {
+            &again
+        };
+        assert_eq!(sha256_file(&dir.join(path)), sha, "{path}");
     }
     println!(
         "{commands} card commands remade {} files byte for byte",

@@ -48,7 +48,7 @@ pub struct Args {
     #[arg(long = "device", required = true)]
     pub devices: Vec<String>,
     /// Context length the memory and speeds are for.
-    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    #[arg(long, default_value_t = recommend::DEFAULT_CTX as u64, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     pub ctx: u64,
     /// Only these candidates, comma-separated (Q8_0,Q4_K_M,Q4_K_M-imatrix,…).
     #[arg(long)]

@@ -154,21 +154,42 @@ fn gguf_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(files)
 }
 
-/// The GGUF files of a release folder (sorted by file name) as candidates, named by their
-/// `general.file_type` (plus [`IMATRIX_SUFFIX`] when `quantize.imatrix.file` is set) or, where two
-/// files would share a name, by their file stems; and the config of the model they hold (every
-/// file must hold the same model). `fingerprint` gives a file's sha256.
+/// The GGUF model files of a release folder (sorted by file name; importance matrices and
+/// vision/audio projectors, which are no text model to rank, left out) as candidates: see
+/// [`from_files`].
 pub fn from_release(
     dir: &Path,
     fingerprint: &dyn Fn(&Path) -> Result<String, String>,
 ) -> Result<(Gemma4Config, Vec<Candidate>), String> {
     let files = gguf_files(dir)?;
+    let mut models = Vec::with_capacity(files.len());
+    for f in files {
+        let file = convert::gguf::GgufFile::open(&f).map_err(|e| e.to_string())?;
+        let kind = file.metadata().get("general.type").and_then(|v| v.as_str());
+        if !matches!(kind, Some("imatrix" | "mmproj")) {
+            models.push(f);
+        }
+    }
+    if models.is_empty() {
+        return Err(format!("{}: no *.gguf model files", dir.display()));
+    }
+    from_files(&models, fingerprint)
+}
+
+/// Release files as candidates, named by their `general.file_type` (plus [`IMATRIX_SUFFIX`]
+/// when `quantize.imatrix.file` is set) or, where two files would share a name, by their file
+/// stems; and the config of the model they hold (every file must hold the same model).
+/// `fingerprint` gives a file's sha256.
+pub fn from_files(
+    files: &[PathBuf],
+    fingerprint: &dyn Fn(&Path) -> Result<String, String>,
+) -> Result<(Gemma4Config, Vec<Candidate>), String> {
     if files.is_empty() {
-        return Err(format!("{}: no *.gguf release files", dir.display()));
+        return Err("no release files".into());
     }
     let mut cfg0: Option<Gemma4Config> = None;
     let mut out: Vec<Candidate> = Vec::new();
-    for f in &files {
+    for f in files {
         let file = convert::gguf::GgufFile::open(f).map_err(|e| e.to_string())?;
         let md = file.metadata();
         let ftype = md

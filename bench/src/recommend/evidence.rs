@@ -39,7 +39,9 @@ impl Evidence {
 }
 
 /// Every `*.json` of `dir` (sorted by name) as a verify report; the error names the first file
-/// that is not one.
+/// that is not one. The combined report `g4q release` writes beside the per-file ones (an object
+/// with `reports` and no `candidate`) repeats them and is passed over, so the `reports/` folder
+/// of a release reads as it is.
 pub fn read_reports(dir: &Path) -> Result<Vec<(String, VerifyReport)>, String> {
     let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut files: Vec<_> = entries
@@ -50,15 +52,29 @@ pub fn read_reports(dir: &Path) -> Result<Vec<(String, VerifyReport)>, String> {
     if files.is_empty() {
         return Err(format!("{}: no *.json verify reports", dir.display()));
     }
-    files
-        .iter()
-        .map(|p| {
-            let name = p.display().to_string();
-            let text = std::fs::read_to_string(p).map_err(|e| format!("{name}: {e}"))?;
-            let r = VerifyReport::from_json(&text, &name).map_err(|e| e.to_string())?;
-            Ok((name, r))
-        })
-        .collect()
+    let mut out = Vec::with_capacity(files.len());
+    for p in &files {
+        let name = p.display().to_string();
+        let text = std::fs::read_to_string(p).map_err(|e| format!("{name}: {e}"))?;
+        if is_combined(&text) {
+            continue;
+        }
+        out.push((
+            name.clone(),
+            VerifyReport::from_json(&text, &name).map_err(|e| e.to_string())?,
+        ));
+    }
+    if out.is_empty() {
+        return Err(format!("{}: no *.json verify reports", dir.display()));
+    }
+    Ok(out)
+}
+
+/// Whether `text` is a combined release report (`{"tool", "version", "reports": [...]}`).
+fn is_combined(text: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(text).is_ok_and(|v| {
+        v.get("reports").is_some_and(|r| r.is_array()) && v.get("candidate").is_none()
+    })
 }
 
 /// Whether the file name of `path` (without extension, case-insensitive) ends with `name` after

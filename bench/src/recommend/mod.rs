@@ -25,6 +25,10 @@ use choose::{Constraints, Row};
 use evidence::Evidence;
 use target::Target;
 
+/// The context length the memory and speeds are for unless one is given (`g4q recommend
+/// --ctx`, and the device table of `g4q release`'s model card).
+pub const DEFAULT_CTX: usize = 4096;
+
 /// The `schema` value of the reports this version writes.
 pub const SCHEMA: &str = "g4q-recommend/1";
 

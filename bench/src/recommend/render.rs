@@ -76,6 +76,11 @@ pub fn text(r: &Report) -> String {
 
 /// Markdown for a model card: a summary of the picks, then each device's table.
 pub fn markdown(r: &Report) -> String {
+    summary(r) + &device_tables(r)
+}
+
+/// The `## Which file to use` heading and the table of each device's pick.
+pub fn summary(r: &Report) -> String {
     let mut out = format!(
         "## Which file to use\n\nAt a context of {} tokens; accuracy: mean KL divergence against the unquantized model ({}).\n\n| device | file | memory GiB | decode tok/s | KLD mean ± se | why |\n|---|---|---:|---:|---:|---|\n",
         r.ctx, r.evidence
@@ -103,6 +108,12 @@ pub fn markdown(r: &Report) -> String {
             )),
         }
     }
+    out
+}
+
+/// Each device's table under a `###` heading.
+pub fn device_tables(r: &Report) -> String {
+    let mut out = String::new();
     for d in &r.devices {
         out.push_str(&format!("\n### {}\n\n", d.display));
         out.push_str(&device_table(d));

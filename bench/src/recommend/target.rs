@@ -54,11 +54,16 @@ pub fn open(value: &str) -> Result<Target, String> {
         }
         return Ok(from_report(&r));
     }
-    Ok(Target {
-        device: crate::devices::find(value)?,
+    Ok(profile(crate::devices::find(value)?))
+}
+
+/// A bundled profile as a target (its speeds modelled from its bandwidth and peak).
+pub fn profile(device: Device) -> Target {
+    Target {
+        device,
         source: "profile".into(),
         measured: None,
-    })
+    }
 }
 
 /// A measured machine: the device its fingerprint describes, with the speeds it measured on

@@ -1,17 +1,19 @@
 //! The release's `README.md`: a Hugging Face model card with YAML front matter, the table of
 //! files and their verification figures, and the commands that reproduce each file.
 //!
-//! Sections from other commands slot in between the table and the commands: the device table of
-//! `g4q recommend` (and its plot) would be one more `push_section` call fed by the release's
-//! files and reports.
+//! Between the table and the commands: the device table of `g4q recommend` and its plot
+//! ([`super::devices`]), fed by the release's files and reports. The `mmproj` file is one more
+//! row of [`render`]'s table, unscored.
+
+use ::bench::recommend::Report;
 
 use super::super::shell_quote;
 use super::finish::{Entry, SHA256SUMS};
 use super::outputs::Output;
 use super::recipe::Header;
 
-/// The card as Markdown.
-pub fn render(header: &Header, entries: &[Entry]) -> String {
+/// The card as Markdown; `devices` is the recommendation for the bundled device profiles.
+pub fn render(header: &Header, entries: &[Entry], devices: Option<&Report>) -> String {
     let r = &header.recipe;
     let c = &header.card;
     let mut s = String::from("---\n");
@@ -110,6 +112,10 @@ pub fn render(header: &Header, entries: &[Entry]) -> String {
          record in `release.json`; check the downloads with `sha256sum -c {SHA256SUMS}`.\n\n"
     ));
 
+    if let Some(r) = devices {
+        s.push_str(&super::devices::section(r));
+        s.push('\n');
+    }
     s.push_str("## Reproduce\n\n");
     s.push_str(
         "The whole release (paths as given to the run that made it; run in the release \

@@ -1,5 +1,5 @@
 //! Assembling a release folder whose outputs and reports are all there: the combined report,
-//! `release.json`, `SHA256SUMS` and the model card, all from the state records and reports (so
+//! `release.json`, `SHA256SUMS`, the model card and its device plot, all from the state records and reports (so
 //! an unsharded run and a merge of shards write the same bytes), then the gates.
 
 use std::path::Path;
@@ -14,6 +14,7 @@ use verify::report::Report;
 use super::super::usage;
 use super::card;
 use super::check::read_report;
+use super::devices;
 use super::outputs::Output;
 use super::recipe::{CardFacts, CheckpointRecord, Header, Recipe};
 use super::state::{self, Built};
@@ -107,10 +108,25 @@ pub fn assemble(
         &out.join(state::REPORTS_DIR).join(COMBINED_REPORT),
         &(serde_json::to_string_pretty(&combined)? + "\n"),
     )?;
-    let release = release_json(header, &entries)?;
+    let advice = devices::report(out, header, &entries)?;
+    let plot = match &advice {
+        Some(r) => {
+            let svg = ::bench::recommend::plot::svg(r);
+            write(&out.join(devices::PLOT), &svg)?;
+            Some(Plot {
+                sha256: verify::candidate::sha256_bytes(svg.as_bytes()),
+                bytes: svg.len() as u64,
+            })
+        }
+        None => None,
+    };
+    let release = release_json(header, &entries, plot.as_ref())?;
     write(&out.join(RELEASE_JSON), &release)?;
-    write(&out.join(SHA256SUMS), &sha256sums(&entries))?;
-    write(&out.join(MODEL_CARD), &card::render(header, &entries))?;
+    write(&out.join(SHA256SUMS), &sha256sums(&entries, plot.as_ref()))?;
+    write(
+        &out.join(MODEL_CARD),
+        &card::render(header, &entries, advice.as_ref()),
+    )?;
     eprintln!(
         "g4q: release: {} is complete ({} files)",
         out.display(),
@@ -144,8 +160,14 @@ fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     write_file(path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))
 }
 
-fn release_json(header: &Header, entries: &[Entry]) -> anyhow::Result<String> {
-    let files = entries
+/// The written plot of the device table.
+struct Plot {
+    sha256: String,
+    bytes: u64,
+}
+
+fn release_json(header: &Header, entries: &[Entry], plot: Option<&Plot>) -> anyhow::Result<String> {
+    let mut files: Vec<FileRow> = entries
         .iter()
         .map(|e| {
             let m = e.report.as_ref().and_then(|r| r.metrics.as_ref());
@@ -169,6 +191,23 @@ fn release_json(header: &Header, entries: &[Entry]) -> anyhow::Result<String> {
             }
         })
         .collect();
+    if let Some(p) = plot {
+        files.push(FileRow {
+            name: devices::PLOT,
+            kind: "plot",
+            ty: "SVG plot".into(),
+            sha256: &p.sha256,
+            bytes: p.bytes,
+            bits_per_weight: None,
+            kld_mean: None,
+            kld_mean_stderr: None,
+            top1_agreement: None,
+            ppl_ratio: None,
+            gates_passed: None,
+            report: None,
+            members: &[],
+        });
+    }
     let doc = ReleaseJson {
         tool: &header.tool,
         version: &header.version,
@@ -180,8 +219,9 @@ fn release_json(header: &Header, entries: &[Entry]) -> anyhow::Result<String> {
     Ok(serde_json::to_string_pretty(&doc)? + "\n")
 }
 
-/// `sha256sum -c` lines for every released file (a folder's files as `FOLDER/FILE`).
-fn sha256sums(entries: &[Entry]) -> String {
+/// `sha256sum -c` lines for every released file (a folder's files as `FOLDER/FILE`), the plot
+/// last.
+fn sha256sums(entries: &[Entry], plot: Option<&Plot>) -> String {
     let mut s = String::new();
     for e in entries {
         if e.built.members.is_empty() {
@@ -190,6 +230,9 @@ fn sha256sums(entries: &[Entry]) -> String {
         for m in &e.built.members {
             s.push_str(&format!("{}  {}/{}\n", m.sha256, e.name, m.name));
         }
+    }
+    if let Some(p) = plot {
+        s.push_str(&format!("{}  {}\n", p.sha256, devices::PLOT));
     }
     s
 }

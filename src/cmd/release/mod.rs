@@ -23,6 +23,7 @@
 mod build;
 mod card;
 mod check;
+mod devices;
 mod finish;
 mod outputs;
 mod recipe;
