@@ -68,6 +68,22 @@ MODEL=$WORK/e2b-$LAYERS
 if [ ! -f "$MODEL/model.safetensors" ]; then
     "$G4Q" synth --variant e2b --layers "$LAYERS" --out "$MODEL"
 fi
+# llama.cpp's gemma4 vocabulary refuses a BPE tokenizer without merges, and synth's has none
+# (every character falls back to bytes). Give it one merge that can never fire: its two parts
+# are multi-character tokens, which BPE never starts from, so both tools tokenize as before.
+"$PY" - "$MODEL/tokenizer.json" <<'PYEOF'
+import json, sys
+path = sys.argv[1]
+tok = json.load(open(path, encoding="utf-8"))
+bpe = tok["model"]
+if not bpe["merges"]:
+    vocab = bpe["vocab"]
+    last = max(vocab, key=vocab.get)
+    a, b = [k for k, _ in sorted(vocab.items(), key=lambda kv: kv[1])[-3:-1]]
+    vocab[a + b] = vocab.pop(last)
+    bpe["merges"] = [[a, b]]
+    json.dump(tok, open(path, "w", encoding="utf-8"), ensure_ascii=False)
+PYEOF
 
 # --- measurements ---------------------------------------------------------------------------
 export RAYON_NUM_THREADS=$THREADS
