@@ -1,12 +1,18 @@
 //! Scaled-dot-product attention of one layer: scale 1.0, causal mask, optional
 //! sliding window, GQA by `repeat_interleave` (query head `j` reads KV head `j / (Hq / Hkv)`).
 //!
-//! Heads run in parallel; each head's two GEMMs and its softmax are single-threaded, so the
-//! result does not depend on the thread count.
+//! Work is cut into (head, block of [`QUERY_BLOCK`] query rows) tasks run in parallel: heads ×
+//! ⌈T / 64⌉ tasks, e.g. 16 for 8 heads at T = 128 and 512 at T = 4096, so a large pool has work
+//! without a task per token. Each task's two GEMMs and its softmax rows are single-threaded, and
+//! a GEMM output element is one sum over the shared dimension whatever rows are around it (see
+//! [`crate::linear`]), so the result depends neither on the cut nor on the thread count.
 
 use rayon::prelude::*;
 
 use crate::linear::gemm_f32;
+
+/// Query rows per attention task.
+pub const QUERY_BLOCK: usize = 64;
 
 /// Geometry of one attention call.
 #[derive(Clone, Copy, Debug)]
@@ -34,30 +40,35 @@ pub fn attend(q: &[f32], k: &[f32], v: &[f32], s: AttnShape) -> Vec<f32> {
     } = s;
     let group = hq / hkv;
     let (qs, ks) = (hq * hd, hkv * hd);
-    let heads: Vec<Vec<f32>> = (0..hq)
+    let blocks = t.div_ceil(QUERY_BLOCK);
+    // Task `h * blocks + b`: head h, query rows b*QUERY_BLOCK.., as [rows, hd].
+    let parts: Vec<Vec<f32>> = (0..hq * blocks)
         .into_par_iter()
-        .map(|h| {
+        .map(|task| {
+            let (h, i0) = (task / blocks, (task % blocks) * QUERY_BLOCK);
+            let rows = (t - i0).min(QUERY_BLOCK);
             let g = h / group;
-            let mut scores = vec![0f32; t * t];
-            // scores[i, j] = q_h[i] . k_g[j]
+            let mut scores = vec![0f32; rows * t];
+            // scores[i, j] = q_h[i0 + i] . k_g[j]
             gemm_f32(
-                t,
+                rows,
                 t,
                 hd,
-                &q[h * hd..],
+                &q[i0 * qs + h * hd..],
                 (qs, 1),
                 &k[g * hd..],
                 (1, ks),
                 &mut scores,
                 (t, 1),
             );
-            for (i, row) in scores.chunks_mut(t).enumerate() {
+            for (r, row) in scores.chunks_mut(t).enumerate() {
+                let i = i0 + r;
                 let lo = window.map_or(0, |w| (i + 1).saturating_sub(w));
                 softmax_range(row, lo, i + 1);
             }
-            let mut out = vec![0f32; t * hd];
+            let mut out = vec![0f32; rows * hd];
             gemm_f32(
-                t,
+                rows,
                 hd,
                 t,
                 &scores,
@@ -71,11 +82,18 @@ pub fn attend(q: &[f32], k: &[f32], v: &[f32], s: AttnShape) -> Vec<f32> {
         })
         .collect();
     let mut o = vec![0f32; t * qs];
-    for (h, head) in heads.iter().enumerate() {
-        for i in 0..t {
-            o[i * qs + h * hd..i * qs + (h + 1) * hd].copy_from_slice(&head[i * hd..(i + 1) * hd]);
-        }
+    if qs == 0 {
+        return o;
     }
+    o.par_chunks_mut(qs)
+        .enumerate()
+        .with_min_len(crate::ops::MIN_ROWS)
+        .for_each(|(i, row)| {
+            let (b, r) = (i / QUERY_BLOCK, i % QUERY_BLOCK);
+            for (h, dst) in row.chunks_mut(hd).enumerate() {
+                dst.copy_from_slice(&parts[h * blocks + b][r * hd..(r + 1) * hd]);
+            }
+        });
     o
 }
 
@@ -138,8 +156,88 @@ mod tests {
 
     #[test]
     fn matches_naive_with_gqa_and_window() {
+        for t in [11, QUERY_BLOCK + 13] {
+            check_against_naive(t);
+        }
+    }
+
+    /// The whole sequence of each head in one pair of GEMMs: what every cut must equal bit for
+    /// bit.
+    fn uncut(q: &[f32], k: &[f32], v: &[f32], s: AttnShape) -> Vec<f32> {
+        let (qs, ks) = (s.hq * s.hd, s.hkv * s.hd);
+        let (t, hd) = (s.t, s.hd);
+        let mut o = vec![0f32; t * qs];
+        for h in 0..s.hq {
+            let g = h / (s.hq / s.hkv);
+            let mut sc = vec![0f32; t * t];
+            gemm_f32(
+                t,
+                t,
+                hd,
+                &q[h * hd..],
+                (qs, 1),
+                &k[g * hd..],
+                (1, ks),
+                &mut sc,
+                (t, 1),
+            );
+            for (i, row) in sc.chunks_mut(t).enumerate() {
+                let lo = s.window.map_or(0, |w| (i + 1).saturating_sub(w));
+                softmax_range(row, lo, i + 1);
+            }
+            gemm_f32(
+                t,
+                hd,
+                t,
+                &sc,
+                (t, 1),
+                &v[g * hd..],
+                (ks, 1),
+                &mut o[h * hd..],
+                (qs, 1),
+            );
+        }
+        o
+    }
+
+    #[test]
+    fn query_blocks_and_threads_do_not_change_bits() {
         let s = AttnShape {
-            t: 11,
+            t: 2 * QUERY_BLOCK + 7,
+            hq: 4,
+            hkv: 1,
+            hd: 40,
+            window: Some(50),
+        };
+        let gen = |n: usize, m: f32| -> Vec<f32> { (0..n).map(|i| (i as f32 * m).sin()).collect() };
+        let q = gen(s.t * s.hq * s.hd, 0.37);
+        let k = gen(s.t * s.hkv * s.hd, 0.71);
+        let v = gen(s.t * s.hkv * s.hd, 1.13);
+        let mut checked = 0;
+        for window in [None, s.window] {
+            let s = AttnShape { window, ..s };
+            let want = uncut(&q, &k, &v, s);
+            for threads in [1, 3] {
+                let got = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap()
+                    .install(|| attend(&q, &k, &v, s));
+                assert!(
+                    got.iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "window {window:?}, {threads} threads"
+                );
+                checked += 1;
+            }
+        }
+        println!("attention: {checked} cut/thread cases bit-identical");
+    }
+
+    fn check_against_naive(t: usize) {
+        let s = AttnShape {
+            t,
             hq: 4,
             hkv: 2,
             hd: 6,

@@ -22,6 +22,11 @@ use crate::weights::RowSource;
 /// that results do not depend on it.
 pub const PANEL: usize = 64;
 
+/// Weight rows per task when the source computes the product itself (quantized GGUF): each
+/// call rounds all `T` activation rows again, so a task must hold many rows for that to stay
+/// small (1024 rows x T dot products against T roundings of one row).
+pub const SOURCE_PANEL: usize = 16 * PANEL;
+
 /// `C[m, n] = A[m, k] · B[k, n]` in f32 with explicit element strides (row, column) for each
 /// operand; single-threaded, deterministic. Panics if a stride pattern reaches outside a slice
 /// (a programming error, never user input).
@@ -86,6 +91,26 @@ pub fn gemm_f32(
 
 /// `y[T, rows.len()] = x[T, in] @ W[rows, :].T`, parallel over fixed weight panels.
 pub fn linear_rows(x: &[f32], t: usize, w: &dyn RowSource, rows: Range<usize>) -> Result<Vec<f32>> {
+    let mut y = vec![0f32; t * rows.len()];
+    linear_rows_into(x, t, w, rows.clone(), &mut y, rows.len())?;
+    Ok(y)
+}
+
+/// [`linear_rows`] written into the first `rows.len()` values of each of the `t` rows of `out`,
+/// which are `stride` values apart (`out` may end right after the last row's values): e.g.
+/// columns `r0..r1` of the `[T, vocab]` logits straight from the tied head, without a copy.
+///
+/// Work is split by weight rows only, in fixed panels, into tasks run by rayon: [`PANEL`] rows
+/// per task for the f32 GEMM, [`SOURCE_PANEL`] for a source's own (quantized) product. Results
+/// are then scattered into `out` in parallel over tokens.
+pub fn linear_rows_into(
+    x: &[f32],
+    t: usize,
+    w: &dyn RowSource,
+    rows: Range<usize>,
+    out: &mut [f32],
+    stride: usize,
+) -> Result<()> {
     let k = w.cols();
     if x.len() != t * k {
         return Err(VerifyError::shape(
@@ -101,10 +126,24 @@ pub fn linear_rows(x: &[f32], t: usize, w: &dyn RowSource, rows: Range<usize>) -
     }
     let n_out = rows.len();
     if t == 0 || n_out == 0 {
-        return Ok(Vec::new());
+        return Ok(());
     }
-    if let Some(y) = w.linear_rows(x, t, rows.clone()) {
-        return y;
+    let fits = stride >= n_out
+        && (t - 1)
+            .checked_mul(stride)
+            .and_then(|v| v.checked_add(n_out))
+            .is_some_and(|end| end <= out.len());
+    if !fits {
+        return Err(VerifyError::shape(
+            w.name(),
+            format!(
+                "output of {} values cannot hold {t} rows of {n_out} every {stride}",
+                out.len()
+            ),
+        ));
+    }
+    if let Some(done) = source_product(x, t, w, rows.clone(), out, stride) {
+        return done;
     }
     // Panels fill a transposed [out, T] buffer: each panel owns a contiguous chunk.
     let mut yt = vec![0f32; n_out * t];
@@ -118,26 +157,59 @@ pub fn linear_rows(x: &[f32], t: usize, w: &dyn RowSource, rows: Range<usize>) -
             Ok(())
         },
     )?;
-    Ok(transpose(&yt, n_out, t))
+    out.par_chunks_mut(stride)
+        .take(t)
+        .enumerate()
+        .for_each(|(i, dst)| {
+            for (r, d) in dst[..n_out].iter_mut().enumerate() {
+                *d = yt[r * t + i];
+            }
+        });
+    Ok(())
+}
+
+/// The source's own product ([`RowSource::linear_rows`]) over blocks of [`SOURCE_PANEL`] rows in
+/// parallel, or `None` when the source leaves the product to the f32 GEMM. Every output value is
+/// one dot product whatever the block, so the cut changes no bit; what it buys is that each
+/// block's own serial steps (rounding the activations, laying out its result) run on all
+/// threads at once.
+fn source_product(
+    x: &[f32],
+    t: usize,
+    w: &dyn RowSource,
+    rows: Range<usize>,
+    out: &mut [f32],
+    stride: usize,
+) -> Option<Result<()>> {
+    let n_out = rows.len();
+    let blocks: Vec<Option<Result<Vec<f32>>>> = (0..n_out.div_ceil(SOURCE_PANEL))
+        .into_par_iter()
+        .map(|b| {
+            let r0 = rows.start + b * SOURCE_PANEL;
+            w.linear_rows(x, t, r0..(r0 + SOURCE_PANEL).min(rows.end))
+        })
+        .collect();
+    // A source either computes every product of a matrix or none.
+    let blocks: Vec<Vec<f32>> = match blocks.into_iter().collect::<Option<Result<_>>>()? {
+        Ok(b) => b,
+        Err(e) => return Some(Err(e)),
+    };
+    out.par_chunks_mut(stride)
+        .take(t)
+        .enumerate()
+        .for_each(|(i, dst)| {
+            for (b, y) in blocks.iter().enumerate() {
+                let n = y.len() / t;
+                let c0 = b * SOURCE_PANEL;
+                dst[c0..c0 + n].copy_from_slice(&y[i * n..(i + 1) * n]);
+            }
+        });
+    Some(Ok(()))
 }
 
 /// `y[T, out] = x[T, in] @ W.T` over all rows of W.
 pub fn linear(x: &[f32], t: usize, w: &dyn RowSource) -> Result<Vec<f32>> {
     linear_rows(x, t, w, 0..w.rows())
-}
-
-/// Transposes a row-major `[rows, cols]` matrix, parallel over output rows.
-pub fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0f32; rows * cols];
-    if rows == 0 || cols == 0 {
-        return out;
-    }
-    out.par_chunks_mut(rows).enumerate().for_each(|(j, dst)| {
-        for (i, d) in dst.iter_mut().enumerate() {
-            *d = a[i * cols + j];
-        }
-    });
-    out
 }
 
 #[cfg(test)]
@@ -207,6 +279,88 @@ mod tests {
         let a = run(1);
         let b = run(2);
         assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()));
+    }
+
+    #[test]
+    fn into_a_strided_output_fills_only_its_columns() {
+        let (t, out, k) = (5, 70, 9);
+        let x = pseudo(t * k, 5);
+        let w = pseudo(out * k, 6);
+        let m = DenseMatrix::from_f32("w", out, k, &w).unwrap();
+        let want = linear_rows(&x, t, &m, 3..70).unwrap();
+        let stride = 100;
+        // Columns 10..77 of a [t, 100] buffer that ends right after the last row's values.
+        let mut buf = vec![-7f32; 10 + (t - 1) * stride + 67];
+        linear_rows_into(&x, t, &m, 3..70, &mut buf[10..], stride).unwrap();
+        for i in 0..t {
+            let row = &buf[i * stride..];
+            assert!(row[..10].iter().all(|&v| v == -7.0));
+            assert_eq!(&row[10..77], &want[i * 67..(i + 1) * 67]);
+            if i + 1 < t {
+                assert!(row[77..stride].iter().all(|&v| v == -7.0));
+            }
+        }
+        let short = &mut buf[11..];
+        assert!(linear_rows_into(&x, t, &m, 3..70, short, stride).is_err());
+    }
+
+    /// A source that multiplies by itself (as a quantized GGUF does), one plain f32 dot per
+    /// output, and counts its calls.
+    struct OwnProduct {
+        w: Vec<f32>,
+        rows: usize,
+        cols: usize,
+        calls: std::sync::atomic::AtomicUsize,
+    }
+
+    impl RowSource for OwnProduct {
+        fn dims(&self) -> crate::weights::Dims<'_> {
+            crate::weights::Dims::new("own", self.rows, self.cols)
+        }
+        fn read_rows(&self, _: usize, _: usize, _: &mut [f32]) -> Result<()> {
+            panic!("a source with its own product is never widened")
+        }
+        fn linear_rows(&self, x: &[f32], t: usize, rows: Range<usize>) -> Option<Result<Vec<f32>>> {
+            self.calls
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let k = self.cols;
+            let mut y = vec![0f32; t * rows.len()];
+            for i in 0..t {
+                for (j, r) in rows.clone().enumerate() {
+                    y[i * rows.len() + j] = (0..k).map(|c| x[i * k + c] * self.w[r * k + c]).sum();
+                }
+            }
+            Some(Ok(y))
+        }
+    }
+
+    #[test]
+    fn own_products_run_in_row_blocks_with_the_same_bits() {
+        let (t, rows, k) = (3, 2 * SOURCE_PANEL + 5, 8);
+        let src = OwnProduct {
+            w: pseudo(rows * k, 7),
+            rows,
+            cols: k,
+            calls: Default::default(),
+        };
+        let x = pseudo(t * k, 8);
+        let whole = src.linear_rows(&x, t, 0..rows).unwrap().unwrap();
+        for threads in [1, 2] {
+            let got = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| linear(&x, t, &src).unwrap());
+            assert!(got
+                .iter()
+                .zip(&whole)
+                .all(|(a, b)| a.to_bits() == b.to_bits()));
+        }
+        // One whole call above, then three blocks per run.
+        assert_eq!(
+            src.calls.load(std::sync::atomic::Ordering::Relaxed),
+            1 + 2 * 3
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ use convert::Gemma4Config;
 
 use crate::error::{Result, VerifyError};
 use crate::layer::{observe, run_layer, LayerCtx, LayerWeights};
-use crate::linear::{linear, linear_rows, PANEL};
+use crate::linear::{linear, linear_rows_into, PANEL};
 use crate::observer::Observer;
 use crate::ops::{add_assign, rms_norm_rows, scale, softcap};
 use crate::rope::RopeTable;
@@ -575,12 +575,8 @@ fn head_many(
     let mut r0 = 0;
     while r0 < v {
         let r1 = (r0 + HEAD_CHUNK).min(v);
-        let w = r1 - r0;
         for (&(h, t), logits) in hs.iter().zip(out.iter_mut()) {
-            let part = linear_rows(h, t, g.embed.as_ref(), r0..r1)?;
-            for i in 0..t {
-                logits[i * v + r0..i * v + r1].copy_from_slice(&part[i * w..(i + 1) * w]);
-            }
+            linear_rows_into(h, t, g.embed.as_ref(), r0..r1, &mut logits[r0..], v)?;
         }
         if release {
             src.release("embed_tokens.weight");

@@ -2,9 +2,12 @@
 //! softmax over all experts, exact top-k, renormalise, per-expert scale, the routed GeGLU experts
 //! and their post-norm. The dense MLP beside it lives in the layer.
 //!
-//! Experts run in parallel (each one's GEMMs are themselves deterministic); their weighted
-//! outputs are then summed into each token's row in ascending expert order, as transformers'
-//! `index_add_` loop does, so the result does not depend on the thread count.
+//! Parallel and still deterministic: the router runs over tokens in parallel (each token's
+//! top-k is its own); tokens are grouped per expert in token order and the experts run in
+//! parallel (each one's GEMMs are themselves deterministic, and an expert with few tokens is
+//! one small task, not one per token); each token's row then sums its experts' weighted outputs
+//! in ascending expert order, as transformers' `index_add_` loop does, with tokens in parallel.
+//! None of it depends on the thread count.
 
 use rayon::prelude::*;
 
@@ -14,7 +17,7 @@ use crate::error::Result;
 use crate::layer::{lname, observe};
 use crate::linear::{linear, linear_rows};
 use crate::observer::{LinearSite, Observer};
-use crate::ops::{gelu_tanh, rms_norm_rows};
+use crate::ops::{gelu_tanh, rms_norm_rows, MIN_ROWS};
 use crate::weights::{matrix_of, vector_of, Matrix, Weights};
 
 /// Router and expert weights of one MoE layer.
@@ -94,26 +97,35 @@ impl<'w> MoeWeights<'w> {
         let mut z = h.to_vec();
         rms_norm_rows(&mut z, b, None, cfg.rms_norm_eps as f32);
         let root = (b as f64).powf(-0.5) as f32;
-        for row in z.chunks_mut(b) {
-            for (v, s) in row.iter_mut().zip(&self.router_scale) {
-                *v = (*v * *s) * root;
-            }
+        if b > 0 {
+            z.par_chunks_mut(b).with_min_len(MIN_ROWS).for_each(|row| {
+                for (v, s) in row.iter_mut().zip(&self.router_scale) {
+                    *v = (*v * *s) * root;
+                }
+            });
         }
         observe(obs, Some(l), self.router.name(), &z, t);
         let logits = linear(&z, t, self.router.as_ref())?;
-        let mut index = Vec::with_capacity(t * k);
-        let mut weight = Vec::with_capacity(t * k);
-        for row in logits.chunks(ne) {
-            let probs = softmax(row);
-            // Exact top-k on the probabilities; ties go to the lower expert id.
-            let mut order: Vec<usize> = (0..ne).collect();
-            order.sort_by(|&a, &c| probs[c].total_cmp(&probs[a]).then(a.cmp(&c)));
-            let top = &order[..k];
-            let sum: f32 = top.iter().map(|&e| probs[e]).sum();
-            for &e in top {
-                index.push(e);
-                weight.push((probs[e] / sum) * self.per_expert_scale[e]);
-            }
+        let mut index = vec![0usize; t * k];
+        let mut weight = vec![0f32; t * k];
+        if ne > 0 && k > 0 {
+            index
+                .par_chunks_mut(k)
+                .zip(weight.par_chunks_mut(k))
+                .zip(logits.par_chunks(ne))
+                .with_min_len(MIN_ROWS)
+                .for_each(|((index, weight), row)| {
+                    let probs = softmax(row);
+                    // Exact top-k on the probabilities; ties go to the lower expert id.
+                    let mut order: Vec<usize> = (0..ne).collect();
+                    order.sort_by(|&a, &c| probs[c].total_cmp(&probs[a]).then(a.cmp(&c)));
+                    let top = &order[..k];
+                    let sum: f32 = top.iter().map(|&e| probs[e]).sum();
+                    for ((&e, i), w) in top.iter().zip(index).zip(weight) {
+                        *i = e;
+                        *w = (probs[e] / sum) * self.per_expert_scale[e];
+                    }
+                });
         }
         Ok(Routing {
             top_k: k,
@@ -149,7 +161,7 @@ impl<'w> MoeWeights<'w> {
             }
         }
         let inputs: Vec<Vec<f32>> = routed
-            .iter()
+            .par_iter()
             .map(|(toks, _)| {
                 toks.iter()
                     .flat_map(|&tok| xe[tok * b..(tok + 1) * b].iter().copied())
@@ -190,14 +202,26 @@ impl<'w> MoeWeights<'w> {
                 linear_rows(&acts[e], n, self.down.as_ref(), e * b..(e + 1) * b)
             })
             .collect::<Result<_>>()?;
-        let mut f2 = vec![0f32; t * b];
+        // Per token, its (expert, row in that expert's output, weight) in ascending expert
+        // order: the order of transformers' per-expert `index_add_`.
+        let mut slots: Vec<Vec<(usize, usize, f32)>> = vec![Vec::new(); t];
         for (e, (toks, ws)) in routed.iter().enumerate() {
             for (r, (&tok, &wt)) in toks.iter().zip(ws).enumerate() {
-                let dst = &mut f2[tok * b..(tok + 1) * b];
-                for (d, &y) in dst.iter_mut().zip(&outs[e][r * b..(r + 1) * b]) {
-                    *d += y * wt;
-                }
+                slots[tok].push((e, r, wt));
             }
+        }
+        let mut f2 = vec![0f32; t * b];
+        if b > 0 {
+            f2.par_chunks_mut(b)
+                .zip(slots.par_iter())
+                .with_min_len(MIN_ROWS)
+                .for_each(|(dst, slots)| {
+                    for &(e, r, wt) in slots {
+                        for (d, &y) in dst.iter_mut().zip(&outs[e][r * b..(r + 1) * b]) {
+                            *d += y * wt;
+                        }
+                    }
+                });
         }
         rms_norm_rows(&mut f2, b, Some(&self.post_norm_2), eps);
         Ok(f2)

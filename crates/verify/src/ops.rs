@@ -3,8 +3,19 @@
 //! Reductions (the RMSNorm mean square) are summed in f64 in a fixed order per row, so they are
 //! both closer to exact than torch's f32 sums and independent of the thread count; rows are
 //! independent, so running them in parallel never changes a bit.
+//!
+//! Granularity: elementwise work goes to rayon in fixed chunks of [`CHUNK`] values and row-wise
+//! work in at least [`MIN_ROWS`] rows per task, so a pool of 64 threads gets a few dozen tasks
+//! per call (rayon splits a range only as far as idle threads steal it) rather than one per
+//! token or per value.
 
 use rayon::prelude::*;
+
+/// Values per task of the elementwise operations.
+pub const CHUNK: usize = 4096;
+
+/// Fewest rows (tokens, or heads of a token) per task of the row-wise operations.
+pub const MIN_ROWS: usize = 4;
 
 /// In-place RMSNorm over every `d`-wide row of `x`: `x * (mean(x^2) + eps)^-0.5 * w`, with a
 /// plain `w` (Gemma 4 stores weights centred on 1; no `1 + w`). `w = None` is the weightless norm
@@ -14,6 +25,7 @@ pub fn rms_norm_rows(x: &mut [f32], d: usize, w: Option<&[f32]>, eps: f32) {
         return;
     }
     x.par_chunks_mut(d)
+        .with_min_len(MIN_ROWS)
         .for_each(|row| rms_norm_row(row, w, eps));
 }
 
@@ -47,7 +59,7 @@ pub fn gelu_tanh(x: f32) -> f32 {
 
 /// Final logit softcap `tanh(x / cap) * cap` in f32 steps, as transformers does.
 pub fn softcap(x: &mut [f32], cap: f32) {
-    x.par_chunks_mut(4096).for_each(|c| {
+    x.par_chunks_mut(CHUNK).for_each(|c| {
         for v in c {
             let q = *v / cap;
             *v = ((q as f64).tanh() as f32) * cap;
@@ -57,21 +69,21 @@ pub fn softcap(x: &mut [f32], cap: f32) {
 
 /// Multiplies every element by `s` (f32), in parallel chunks.
 pub fn scale(x: &mut [f32], s: f32) {
-    x.par_chunks_mut(4096)
+    x.par_chunks_mut(CHUNK)
         .for_each(|c| c.iter_mut().for_each(|v| *v *= s));
 }
 
 /// `a += b` elementwise.
 pub fn add_assign(a: &mut [f32], b: &[f32]) {
-    a.par_chunks_mut(4096)
-        .zip(b.par_chunks(4096))
+    a.par_chunks_mut(CHUNK)
+        .zip(b.par_chunks(CHUNK))
         .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(x, y)| *x += *y));
 }
 
 /// GeGLU core on a fused `[T, 2I]`-free layout: `gelu(gate) * up`, written into `gate`.
 pub fn geglu(gate: &mut [f32], up: &[f32]) {
-    gate.par_chunks_mut(4096)
-        .zip(up.par_chunks(4096))
+    gate.par_chunks_mut(CHUNK)
+        .zip(up.par_chunks(CHUNK))
         .for_each(|(g, u)| {
             g.iter_mut()
                 .zip(u)

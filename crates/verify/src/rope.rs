@@ -6,6 +6,7 @@
 //! which passes values through bit-exactly). Pairing is half-split (`i` with `i + hd/2`).
 
 use convert::RopeParams;
+use rayon::prelude::*;
 
 use crate::error::{Result, VerifyError};
 
@@ -34,25 +35,32 @@ impl RopeTable {
     }
 
     /// Rotates `x` laid out `[T, heads, hd]` in place: `x*cos + rotate_half(x)*sin`, each
-    /// product rounded to f32 before the sum, like torch.
+    /// product rounded to f32 before the sum, like torch. Positions are independent, so they
+    /// run in parallel (at least [`crate::ops::MIN_ROWS`] per task) without changing a bit.
     pub fn apply(&self, x: &mut [f32], heads: usize) {
         let hd = 2 * self.half;
-        for (pos, row) in x.chunks_mut(heads * hd).enumerate() {
-            let cos = &self.cos[pos * self.half..(pos + 1) * self.half];
-            let sin = &self.sin[pos * self.half..(pos + 1) * self.half];
-            for head in row.chunks_mut(hd) {
-                let (a, b) = head.split_at_mut(self.half);
-                for i in 0..self.half {
-                    let (x1, x2) = (a[i], b[i]);
-                    let c1 = x1 * cos[i];
-                    let s1 = x2 * sin[i];
-                    let c2 = x2 * cos[i];
-                    let s2 = x1 * sin[i];
-                    a[i] = c1 - s1;
-                    b[i] = c2 + s2;
-                }
-            }
+        if hd == 0 || heads == 0 {
+            return;
         }
+        x.par_chunks_mut(heads * hd)
+            .enumerate()
+            .with_min_len(crate::ops::MIN_ROWS)
+            .for_each(|(pos, row)| {
+                let cos = &self.cos[pos * self.half..(pos + 1) * self.half];
+                let sin = &self.sin[pos * self.half..(pos + 1) * self.half];
+                for head in row.chunks_mut(hd) {
+                    let (a, b) = head.split_at_mut(self.half);
+                    for i in 0..self.half {
+                        let (x1, x2) = (a[i], b[i]);
+                        let c1 = x1 * cos[i];
+                        let s1 = x2 * sin[i];
+                        let c2 = x2 * cos[i];
+                        let s2 = x1 * sin[i];
+                        a[i] = c1 - s1;
+                        b[i] = c2 + s2;
+                    }
+                }
+            });
     }
 }
 
