@@ -1,8 +1,10 @@
 //! Quantized matrix × vector and matrix × matrix over rows of a weight tensor stored in a ggml
 //! type, as ggml-cpu's `mul_mat` computes them: the activations are quantized once to the
-//! weight type's `vec_dot_type`, then every output is one [`crate::dot`] product. Rows run in
-//! parallel (rayon); each output value comes from exactly one dot product computed the same way
-//! whatever the thread count, so results are identical for any pool size.
+//! weight type's `vec_dot_type`, then every output is one [`crate::dot`] product. The rows are
+//! cut into contiguous panels that rayon runs in parallel, and a panel goes to the kernels whole
+//! (one dispatch, the per-type set-up done once per panel, not per row). Each output value comes
+//! from exactly one dot product computed the same way whatever the panel or thread count, so
+//! results are identical for any pool size.
 
 use rayon::prelude::*;
 
@@ -87,32 +89,59 @@ pub fn matmul_with(
         n: cols,
         block: at.block_size(),
     })?;
+    if row_bytes == 0 {
+        y.fill(0.0);
+        return Ok(());
+    }
     let mut acts = Vec::with_capacity(act_bytes.saturating_mul(t));
     let mut buf = Vec::with_capacity(act_bytes);
-    for xi in x.chunks_exact(cols.max(1)).take(t) {
+    for xi in x.chunks_exact(cols).take(t) {
         quantize_activation(ty, xi, &mut buf)?;
         check_row(at, &buf, cols)?;
         acts.extend_from_slice(&buf);
     }
 
-    // Row-major over weight rows: each task reads one weight row once for all t activations.
-    let mut by_row = vec![0f32; y_len];
-    // At least 8 rows per rayon task: a row is microseconds of work, a task split is not free.
-    by_row
-        .par_chunks_mut(t)
-        .zip(weights.par_chunks(row_bytes.max(1)))
-        .with_min_len(8)
-        .for_each(|(out, w)| {
-            for (o, a) in out.iter_mut().zip(acts.chunks_exact(act_bytes.max(1))) {
-                *o = simd::vec_dot_checked(path, ty, w, a);
+    let panel = panel_rows(rows, row_bytes, t);
+    if t == 1 {
+        // Decode: each panel streams its weight rows once and writes its outputs in place.
+        y.par_chunks_mut(panel)
+            .zip(weights.par_chunks(panel * row_bytes))
+            .for_each(|(out, w)| simd::vec_dot_rows_checked(path, ty, w, row_bytes, &acts, out));
+        return Ok(());
+    }
+    // Prefill: a panel small enough to stay in L1/L2 is multiplied by every token in turn, so
+    // each weight row is read from memory once for all `t` tokens. A panel's outputs are
+    // token-major ([t, panel]); they are copied into `y` ([t, rows]) afterwards.
+    let panels: Vec<Vec<f32>> = weights
+        .par_chunks(panel * row_bytes)
+        .map(|w| {
+            let n = w.len() / row_bytes;
+            let mut out = vec![0f32; n * t];
+            for (o, a) in out.chunks_exact_mut(n).zip(acts.chunks_exact(act_bytes)) {
+                simd::vec_dot_rows_checked(path, ty, w, row_bytes, a, o);
             }
-        });
-    for (r, vals) in by_row.chunks_exact(t).enumerate() {
-        for (i, v) in vals.iter().enumerate() {
-            y[i * rows + r] = *v;
+            out
+        })
+        .collect();
+    for (p, vals) in panels.iter().enumerate() {
+        let (r0, n) = (p * panel, vals.len() / t);
+        for (i, v) in vals.chunks_exact(n).enumerate() {
+            y[i * rows + r0..i * rows + r0 + n].copy_from_slice(v);
         }
     }
     Ok(())
+}
+
+/// Rows per parallel panel. Decode: about four panels per thread (work stealing evens out a
+/// busy core) of at least 16 rows; prefill: about 32 KiB of weights, which stay in L1/L2 while
+/// every token passes over them. Any value gives the same outputs.
+fn panel_rows(rows: usize, row_bytes: usize, t: usize) -> usize {
+    let n = if t == 1 {
+        rows.div_ceil(4 * rayon::current_num_threads()).max(16)
+    } else {
+        ((32 << 10) / row_bytes).clamp(4, 64)
+    };
+    n.min(rows).max(1)
 }
 
 /// Fails unless a buffer has the length the shapes call for.

@@ -196,3 +196,44 @@ fn matmul_rejects_bad_shapes() {
     assert!(matmul_with(p, ty, &w, 2, 64, &x, 2, &mut y).is_err());
     assert!(matvec_with(p, ty, &w, usize::MAX, 64, &x, &mut y).is_err());
 }
+
+/// The product runs panels of rows through one kernel call (`vec_dot_rows`), not one call per
+/// output: every output must still equal the one-row `vec_dot_with` of its row bit for bit, on
+/// every path, for row counts that leave ragged panels (odd, prime, below and above a panel),
+/// odd token counts, and block counts that leave the four-block loops a tail.
+#[test]
+fn panels_equal_one_dot_per_row() {
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let mut cases = 0;
+    for ty in TYPES {
+        let bs = ty.block_size();
+        // 3 / 7 / 13 blocks (K-quants: 768, 1792, 3328 columns; legacy: 96, 224, 416).
+        for (rows, blocks, t) in [(1, 3, 1), (37, 7, 1), (101, 13, 1), (67, 3, 5), (5, 7, 3)] {
+            let cols = blocks * bs;
+            let w = random_vec(&mut rng, rows * cols);
+            let wq = quantize_matrix(ty, &w, rows, cols);
+            let x = random_vec(&mut rng, t * cols);
+            let rb = ty.row_bytes(cols).unwrap();
+            for path in available_paths() {
+                let mut y = vec![f32::NAN; t * rows];
+                matmul_with(path, ty, &wq, rows, cols, &x, t, &mut y).unwrap();
+                for i in 0..t {
+                    let mut act = Vec::new();
+                    quantize_activation(ty, &x[i * cols..(i + 1) * cols], &mut act).unwrap();
+                    for r in 0..rows {
+                        let one =
+                            vec_dot_with(path, ty, &wq[r * rb..(r + 1) * rb], &act, cols).unwrap();
+                        let got = y[i * rows + r];
+                        assert_eq!(
+                            got.to_bits(),
+                            one.to_bits(),
+                            "{ty} on {path}, {rows}x{cols}, token {i} row {r}: {got} vs {one}"
+                        );
+                        cases += 1;
+                    }
+                }
+            }
+        }
+    }
+    println!("panels vs one dot per row: checked {cases} outputs");
+}

@@ -11,16 +11,19 @@
 /// Sums `d · q` terms of consecutive legacy blocks into four independent FMA accumulators (one
 /// chain would wait the FMA latency on every 32-value block). The scales `d = dx · dy` of four
 /// blocks are converted and multiplied in one go (`halves4`), since per-block scalar fp16 work
-/// is most of a 32-value block's cost. `$body` maps one weight block `$xb` and activation block
-/// `$yb` to the `__m256` whose lanes sum to the block's integer dot. Used inside
-/// `x86_kernels!` so the body inlines with the enclosing function's target features.
+/// is most of a 32-value block's cost; the activation's `dy` come already widened to f32 in
+/// `$dy` (one per block, converted once per activation row by `act_halves`, not once per weight
+/// row). `$body` maps one weight block `$xb` and activation block `$yb` to the `__m256` whose
+/// lanes sum to the block's integer dot. Used inside `x86_kernels!` so the body inlines with the
+/// enclosing function's target features.
 macro_rules! sum_blocks {
-    ($x:expr, $y:expr, $xs:expr, $ys:expr, |$xb:ident, $yb:ident| $body:expr) => {{
+    ($x:expr, $y:expr, $dy:expr, $xs:expr, $ys:expr, |$xb:ident, $yb:ident| $body:expr) => {{
         let mut acc = [_mm256_setzero_ps(); 4];
         let mut xc = $x.chunks_exact(4 * $xs);
         let mut yc = $y.chunks_exact(4 * $ys);
-        for (x4, y4) in (&mut xc).zip(&mut yc) {
-            let d4 = _mm256_castps128_ps256(_mm_mul_ps(halves4(x4, 0, $xs), halves4(y4, 0, $ys)));
+        let mut dc = $dy.chunks_exact(4);
+        for ((x4, y4), dy4) in (&mut xc).zip(&mut yc).zip(&mut dc) {
+            let d4 = _mm256_castps128_ps256(_mm_mul_ps(halves4(x4, 0, $xs), load_f32x4(dy4)));
             for (k, a) in acc.iter_mut().enumerate() {
                 let $xb = &x4[k * $xs..(k + 1) * $xs];
                 let $yb = &y4[k * $ys..(k + 1) * $ys];
@@ -29,8 +32,9 @@ macro_rules! sum_blocks {
             }
         }
         let xr = xc.remainder().chunks_exact($xs);
-        for ($xb, $yb) in xr.zip(yc.remainder().chunks_exact($ys)) {
-            let d = _mm256_set1_ps(f16_at($xb, 0) * f16_at($yb, 0));
+        let rest = xr.zip(yc.remainder().chunks_exact($ys)).zip(dc.remainder());
+        for (($xb, $yb), dy) in rest {
+            let d = _mm256_set1_ps(f16_at($xb, 0) * *dy);
             acc[0] = _mm256_fmadd_ps(d, $body, acc[0]);
         }
         _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]))
@@ -49,8 +53,10 @@ macro_rules! per_block {
 }
 
 /// Emits the x86 kernels for one target-feature set. `$feat` is the `target_feature` string;
-/// the invoking module must define `mul_sum_us8_pairs(acc, ax, sy)` (adds the u8 × i8 products
-/// of `ax` and `sy`, four per i32 lane, to `acc`) for that feature set.
+/// the invoking module must define, for that feature set, `mul_sum_us8_pairs(acc, ax, sy)`
+/// (adds the u8 × i8 products of `ax` and `sy`, four per i32 lane, to `acc`) and
+/// `bits32(b, off)` (the 32 bits of the u32 at byte `off` of `b` as 32 bytes, 0xFF where the
+/// bit is set).
 macro_rules! x86_kernels {
     ($feat:literal) => {
         use std::arch::x86_64::*;
@@ -108,12 +114,12 @@ macro_rules! x86_kernels {
                 F32 => dot_f32(x, y),
                 F16 => dot_f16(x, y),
                 BF16 => dot_bf16(x, y),
-                Q4_0 => dot_q4_0(x, y),
-                Q4_1 => dot_q4_1(x, y),
-                Q5_0 => dot_q5_0(x, y),
-                Q5_1 => dot_q5_1(x, y),
-                Q8_0 => dot_q8_0(x, y),
-                IQ4NL => dot_iq4_nl(x, y),
+                Q4_0 => dot_q4_0(x, y, &act_halves(y, 34, 0)),
+                Q4_1 => dot_q4_1(x, y, &act_halves(y, 36, 0), &act_halves(y, 36, Q8_1_S)),
+                Q5_0 => dot_q5_0(x, y, &act_halves(y, 34, 0)),
+                Q5_1 => dot_q5_1(x, y, &act_halves(y, 36, 0), &act_halves(y, 36, Q8_1_S)),
+                Q8_0 => dot_q8_0(x, y, &act_halves(y, 34, 0)),
+                IQ4NL => dot_iq4_nl(x, y, &act_halves(y, 34, 0)),
                 Q2K => dot_q2_k(x, y),
                 Q3K => dot_q3_k(x, y),
                 Q4K => dot_q4_k(x, y),
@@ -121,6 +127,66 @@ macro_rules! x86_kernels {
                 Q6K => dot_q6_k(x, y),
                 IQ4XS => dot_iq4_xs(x, y),
                 Q8_1 | Q8K => scalar::vec_dot(ty, x, y),
+            }
+        }
+
+        /// Dot products of the consecutive weight rows in `x` (`row_bytes` each, one per value
+        /// of `out`) with one activation row `y` (lengths checked by the dispatcher). The type
+        /// is matched once and its kernel inlined into the row loop, so a short row (E2B's 1536
+        /// columns are six K-quant super-blocks) pays no dispatch or set-up per row; each
+        /// output is the same kernel code as [`vec_dot`], so bit-identical to it.
+        ///
+        /// # Safety
+        /// The CPU must support the features in this module's `target_feature` string.
+        #[target_feature(enable = $feat)]
+        pub unsafe fn vec_dot_rows(
+            ty: GgmlType,
+            x: &[u8],
+            row_bytes: usize,
+            y: &[u8],
+            out: &mut [f32],
+        ) {
+            use GgmlType::*;
+            macro_rules! each_row {
+                (|$w:ident| $e:expr) => {
+                    for (o, $w) in out.iter_mut().zip(x.chunks_exact(row_bytes.max(1))) {
+                        *o = $e;
+                    }
+                };
+            }
+            match ty {
+                F32 => each_row!(|w| dot_f32(w, y)),
+                F16 => each_row!(|w| dot_f16(w, y)),
+                BF16 => each_row!(|w| dot_bf16(w, y)),
+                Q4_0 | Q5_0 | Q8_0 | IQ4NL => {
+                    let dy = act_halves(y, 34, 0);
+                    match ty {
+                        Q4_0 => each_row!(|w| dot_q4_0(w, y, &dy)),
+                        Q5_0 => each_row!(|w| dot_q5_0(w, y, &dy)),
+                        Q8_0 => each_row!(|w| dot_q8_0(w, y, &dy)),
+                        _ => each_row!(|w| dot_iq4_nl(w, y, &dy)),
+                    }
+                }
+                Q4_1 | Q5_1 => {
+                    let (dy, sy) = (act_halves(y, 36, 0), act_halves(y, 36, Q8_1_S));
+                    match ty {
+                        Q4_1 => each_row!(|w| dot_q4_1(w, y, &dy, &sy)),
+                        _ => each_row!(|w| dot_q5_1(w, y, &dy, &sy)),
+                    }
+                }
+                Q2K => each_row!(|w| dot_q2_k(w, y)),
+                Q3K => each_row!(|w| dot_q3_k(w, y)),
+                Q4K => {
+                    let masks = k4_scale_masks();
+                    each_row!(|w| dot_k4(w, y, 144, Q4K_SCALES, &masks, |xb, c| q4k_quants(xb, c)))
+                }
+                Q5K => {
+                    let masks = k4_scale_masks();
+                    each_row!(|w| dot_k4(w, y, 176, Q5K_SCALES, &masks, |xb, c| q5k_quants(xb, c)))
+                }
+                Q6K => each_row!(|w| dot_q6_k(w, y)),
+                IQ4XS => each_row!(|w| dot_iq4_xs(w, y)),
+                Q8_1 | Q8K => each_row!(|w| scalar::vec_dot(ty, w, y)),
             }
         }
 
@@ -151,24 +217,48 @@ macro_rules! x86_kernels {
             _mm_cvtph_ps(h)
         }
 
-        /// Σ over blocks of `m · s`: the Q4_1/Q5_1 minimum (fp16 at offset 2 of the weight
-        /// block) times the Q8_1 block sum `s` (fp16 at offset 2), four blocks at a time.
+        /// The fp16 field at `off` of every `stride`-byte activation block of `y`, widened to
+        /// f32 (the Q8_0/Q8_1 scale `d`, or the Q8_1 block sum `s`): converted once per
+        /// activation row and shared by every weight row it meets.
         #[target_feature(enable = $feat)]
-        fn min_sums(x: &[u8], y: &[u8], xs: usize) -> f32 {
+        fn act_halves(y: &[u8], stride: usize, off: usize) -> Vec<f32> {
+            let mut out = Vec::with_capacity(y.len() / stride);
+            let mut yc = y.chunks_exact(4 * stride);
+            for y4 in &mut yc {
+                let mut v = [0f32; 4];
+                // SAFETY: `v` holds 4 writable floats; the store is unaligned.
+                unsafe { _mm_storeu_ps(v.as_mut_ptr(), halves4(y4, off, stride)) };
+                out.extend_from_slice(&v);
+            }
+            out.extend(yc.remainder().chunks_exact(stride).map(|b| f16_at(b, off)));
+            out
+        }
+
+        /// Four f32 from the first 16 bytes of `v`.
+        #[target_feature(enable = $feat)]
+        #[inline]
+        fn load_f32x4(v: &[f32]) -> __m128 {
+            let s = &v[..4];
+            // SAFETY: `s` holds 4 readable floats; the load is unaligned.
+            unsafe { _mm_loadu_ps(s.as_ptr()) }
+        }
+
+        /// Σ over blocks of `m · s`: the Q4_1/Q5_1 minimum (fp16 at offset 2 of the weight
+        /// block) times the Q8_1 block sum `s` (`act_halves(y, 36, Q8_1_S)`), four blocks at a
+        /// time.
+        #[target_feature(enable = $feat)]
+        #[inline]
+        fn min_sums(x: &[u8], sy: &[f32], xs: usize) -> f32 {
             let mut acc = _mm_setzero_ps();
             let mut xc = x.chunks_exact(4 * xs);
-            let mut yc = y.chunks_exact(4 * 36);
-            for (x4, y4) in (&mut xc).zip(&mut yc) {
-                let p = _mm_mul_ps(halves4(x4, 2, xs), halves4(y4, Q8_1_S, 36));
+            let mut sc = sy.chunks_exact(4);
+            for (x4, s4) in (&mut xc).zip(&mut sc) {
+                let p = _mm_mul_ps(halves4(x4, 2, xs), load_f32x4(s4));
                 acc = _mm_add_ps(acc, p);
             }
             let mut tail = 0f32;
-            for (xb, yb) in xc
-                .remainder()
-                .chunks_exact(xs)
-                .zip(yc.remainder().chunks_exact(36))
-            {
-                tail += f16_at(xb, 2) * f16_at(yb, Q8_1_S);
+            for (xb, s) in xc.remainder().chunks_exact(xs).zip(sc.remainder()) {
+                tail += f16_at(xb, 2) * *s;
             }
             let r = _mm_add_ps(acc, _mm_movehl_ps(acc, acc));
             let r = _mm_add_ss(r, _mm_movehdup_ps(r));
@@ -233,22 +323,6 @@ macro_rules! x86_kernels {
             let t = load128(b, off);
             let v = _mm256_set_m128i(_mm_srli_epi16::<4>(t), t);
             _mm256_and_si256(v, _mm256_set1_epi8(0x0f))
-        }
-
-        /// The 32 bits of the u32 at `off` as 32 bytes, 0xFF where the bit is set.
-        #[target_feature(enable = $feat)]
-        #[inline]
-        fn bits32(b: &[u8], off: usize) -> __m256i {
-            let x = u32_at(b, off) as i32;
-            let shuf = _mm256_set_epi64x(
-                0x0303_0303_0303_0303,
-                0x0202_0202_0202_0202,
-                0x0101_0101_0101_0101,
-                0,
-            );
-            let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x), shuf);
-            let bit_mask = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe_u64 as i64);
-            _mm256_cmpeq_epi8(_mm256_or_si256(bytes, bit_mask), _mm256_set1_epi64x(-1))
         }
 
         /// Σ of the i8 × i8 products of `x` and `y` into 8 f32 lanes, by the sign trick
@@ -544,6 +618,7 @@ macro_rules! x86_kernels {
         // ------------------------------------------------------------ dot products
 
         #[target_feature(enable = $feat)]
+        #[inline]
         fn dot_f32(x: &[u8], y: &[u8]) -> f32 {
             let mut acc = [_mm256_setzero_ps(); 4];
             let mut xc = x.chunks_exact(128);
@@ -560,6 +635,7 @@ macro_rules! x86_kernels {
         }
 
         #[target_feature(enable = $feat)]
+        #[inline]
         fn dot_f16(x: &[u8], y: &[u8]) -> f32 {
             let mut acc = [_mm256_setzero_ps(); 4];
             let mut xc = x.chunks_exact(64);
@@ -576,6 +652,7 @@ macro_rules! x86_kernels {
         }
 
         #[target_feature(enable = $feat)]
+        #[inline]
         fn dot_bf16(x: &[u8], y: &[u8]) -> f32 {
             let mut acc = [_mm256_setzero_ps(); 4];
             let mut xc = x.chunks_exact(64);
@@ -592,8 +669,9 @@ macro_rules! x86_kernels {
         }
 
         #[target_feature(enable = $feat)]
-        fn dot_q4_0(x: &[u8], y: &[u8]) -> f32 {
-            let acc = sum_blocks!(x, y, 18, 34, |xb, yb| {
+        #[inline]
+        fn dot_q4_0(x: &[u8], y: &[u8], dy: &[f32]) -> f32 {
+            let acc = sum_blocks!(x, y, dy, 18, 34, |xb, yb| {
                 let qx = _mm256_sub_epi8(nibbles32(xb, Q4_0_QS), _mm256_set1_epi8(8));
                 mul_sum_i8_pairs_float(qx, load256(yb, Q8_0_QS))
             });
@@ -601,18 +679,20 @@ macro_rules! x86_kernels {
         }
 
         #[target_feature(enable = $feat)]
-        fn dot_q4_1(x: &[u8], y: &[u8]) -> f32 {
-            let acc = sum_blocks!(x, y, 20, 36, |xb, yb| {
+        #[inline]
+        fn dot_q4_1(x: &[u8], y: &[u8], dy: &[f32], sy: &[f32]) -> f32 {
+            let acc = sum_blocks!(x, y, dy, 20, 36, |xb, yb| {
                 let zero = _mm256_setzero_si256();
                 let p = mul_sum_us8_pairs(zero, nibbles32(xb, Q4_1_QS), load256(yb, Q8_1_QS));
                 _mm256_cvtepi32_ps(p)
             });
-            hsum_f32x8(acc) + min_sums(x, y, 20)
+            hsum_f32x8(acc) + min_sums(x, sy, 20)
         }
 
         #[target_feature(enable = $feat)]
-        fn dot_q5_0(x: &[u8], y: &[u8]) -> f32 {
-            let acc = sum_blocks!(x, y, 22, 34, |xb, yb| {
+        #[inline]
+        fn dot_q5_0(x: &[u8], y: &[u8], dy: &[f32]) -> f32 {
+            let acc = sum_blocks!(x, y, dy, 22, 34, |xb, yb| {
                 let hi = _mm256_andnot_si256(bits32(xb, Q5_0_QH), _mm256_set1_epi8(0xf0u8 as i8));
                 let qx = _mm256_or_si256(nibbles32(xb, Q5_0_QS), hi);
                 mul_sum_i8_pairs_float(qx, load256(yb, Q8_0_QS))
@@ -621,33 +701,37 @@ macro_rules! x86_kernels {
         }
 
         #[target_feature(enable = $feat)]
-        fn dot_q5_1(x: &[u8], y: &[u8]) -> f32 {
-            let acc = sum_blocks!(x, y, 24, 36, |xb, yb| {
+        #[inline]
+        fn dot_q5_1(x: &[u8], y: &[u8], dy: &[f32], sy: &[f32]) -> f32 {
+            let acc = sum_blocks!(x, y, dy, 24, 36, |xb, yb| {
                 let hi = _mm256_and_si256(bits32(xb, Q5_1_QH), _mm256_set1_epi8(0x10));
                 let qx = _mm256_or_si256(nibbles32(xb, Q5_1_QS), hi);
                 let p = mul_sum_us8_pairs(_mm256_setzero_si256(), qx, load256(yb, Q8_1_QS));
                 _mm256_cvtepi32_ps(p)
             });
-            hsum_f32x8(acc) + min_sums(x, y, 24)
+            hsum_f32x8(acc) + min_sums(x, sy, 24)
         }
 
         #[target_feature(enable = $feat)]
-        fn dot_q8_0(x: &[u8], y: &[u8]) -> f32 {
-            let acc = sum_blocks!(x, y, 34, 34, |xb, yb| {
+        #[inline]
+        fn dot_q8_0(x: &[u8], y: &[u8], dy: &[f32]) -> f32 {
+            let acc = sum_blocks!(x, y, dy, 34, 34, |xb, yb| {
                 mul_sum_i8_pairs_float(load256(xb, Q8_0_QS), load256(yb, Q8_0_QS))
             });
             hsum_f32x8(acc)
         }
 
         #[target_feature(enable = $feat)]
-        fn dot_iq4_nl(x: &[u8], y: &[u8]) -> f32 {
-            let acc = sum_blocks!(x, y, 18, 34, |xb, yb| {
+        #[inline]
+        fn dot_iq4_nl(x: &[u8], y: &[u8], dy: &[f32]) -> f32 {
+            let acc = sum_blocks!(x, y, dy, 18, 34, |xb, yb| {
                 mul_sum_i8_pairs_float(iq4_lookup(xb, Q4_0_QS), load256(yb, Q8_0_QS))
             });
             hsum_f32x8(acc)
         }
 
         #[target_feature(enable = $feat)]
+        #[inline]
         fn dot_q2_k(x: &[u8], y: &[u8]) -> f32 {
             let mut acc = _mm256_setzero_ps();
             let mut acc_m = _mm256_setzero_ps();
@@ -680,6 +764,7 @@ macro_rules! x86_kernels {
         }
 
         #[target_feature(enable = $feat)]
+        #[inline]
         fn dot_q3_k(x: &[u8], y: &[u8]) -> f32 {
             let mut acc = _mm256_setzero_ps();
             let m3 = _mm256_set1_epi8(3);
@@ -727,12 +812,18 @@ macro_rules! x86_kernels {
             _mm_madd_epi16(_mm256_extracti128_si256::<1>(sm), pairs)
         }
 
-        /// 16 i16 lanes all holding scale `j` of the 8 in `scales` (duplicated halves).
+        /// The eight `vpshufb` controls that put scale `j` of the 8 in a Q4_K/Q5_K `scales`
+        /// vector (duplicated halves) in all 16 i16 lanes, hidden from the optimiser: with the
+        /// constants in view LLVM rewrites each byte shuffle as `pshuflw`/`pshufhw` + `pshufd`,
+        /// two port-5 uops where one `pshufb` with a memory operand needs one, and port 5 is
+        /// what bounds this loop (`bench/README.md`).
         #[target_feature(enable = $feat)]
         #[inline]
-        fn k4_scale(scales: __m256i, j: usize) -> __m256i {
-            let pair = (2 * j as i16) | ((2 * j as i16 + 1) << 8);
-            _mm256_shuffle_epi8(scales, _mm256_set1_epi16(pair))
+        fn k4_scale_masks() -> [__m256i; 8] {
+            let masks: [__m256i; 8] = std::array::from_fn(|j| {
+                _mm256_set1_epi16((2 * j as i16) | ((2 * j as i16 + 1) << 8))
+            });
+            std::hint::black_box(masks)
         }
 
         /// The shared Q4_K/Q5_K super-block loop; `quants(xb, c)` gives the two 32-byte value
@@ -744,6 +835,7 @@ macro_rules! x86_kernels {
             y: &[u8],
             ts: usize,
             scales_off: usize,
+            masks: &[__m256i; 8],
             quants: impl Fn(&[u8], usize) -> (__m256i, __m256i),
         ) -> f32 {
             let mut acc = _mm256_setzero_ps();
@@ -763,8 +855,8 @@ macro_rules! x86_kernels {
                     let (lo, hi) = quants(xb, c);
                     let pl = _mm256_maddubs_epi16(lo, q8k(yb, 2 * c));
                     let ph = _mm256_maddubs_epi16(hi, q8k(yb, 2 * c + 1));
-                    let pl = _mm256_madd_epi16(k4_scale(scales, 2 * c), pl);
-                    let ph = _mm256_madd_epi16(k4_scale(scales, 2 * c + 1), ph);
+                    let pl = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, masks[2 * c]), pl);
+                    let ph = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, masks[2 * c + 1]), ph);
                     sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
                 }
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
@@ -803,16 +895,19 @@ macro_rules! x86_kernels {
         }
 
         #[target_feature(enable = $feat)]
+        #[inline]
         fn dot_q4_k(x: &[u8], y: &[u8]) -> f32 {
-            dot_k4(x, y, 144, Q4K_SCALES, |xb, c| q4k_quants(xb, c))
+            dot_k4(x, y, 144, Q4K_SCALES, &k4_scale_masks(), |xb, c| q4k_quants(xb, c))
         }
 
         #[target_feature(enable = $feat)]
+        #[inline]
         fn dot_q5_k(x: &[u8], y: &[u8]) -> f32 {
-            dot_k4(x, y, 176, Q5K_SCALES, |xb, c| q5k_quants(xb, c))
+            dot_k4(x, y, 176, Q5K_SCALES, &k4_scale_masks(), |xb, c| q5k_quants(xb, c))
         }
 
         #[target_feature(enable = $feat)]
+        #[inline]
         fn dot_q6_k(x: &[u8], y: &[u8]) -> f32 {
             let mut acc = _mm256_setzero_ps();
             let m32 = _mm256_set1_epi8(32);
@@ -839,6 +934,7 @@ macro_rules! x86_kernels {
         }
 
         #[target_feature(enable = $feat)]
+        #[inline]
         fn dot_iq4_xs(x: &[u8], y: &[u8]) -> f32 {
             let mut acc = _mm256_setzero_ps();
             for (xb, yb) in x.chunks_exact(136).zip(y.chunks_exact(292)) {
@@ -858,6 +954,22 @@ macro_rules! x86_kernels {
 }
 
 x86_kernels!("avx2,fma,f16c");
+
+/// The 32 bits of the u32 at `off` as 32 bytes, 0xFF where the bit is set.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn bits32(b: &[u8], off: usize) -> __m256i {
+    let x = u32_at(b, off) as i32;
+    let shuf = _mm256_set_epi64x(
+        0x0303_0303_0303_0303,
+        0x0202_0202_0202_0202,
+        0x0101_0101_0101_0101,
+        0,
+    );
+    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x), shuf);
+    let bit_mask = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe_u64 as i64);
+    _mm256_cmpeq_epi8(_mm256_or_si256(bytes, bit_mask), _mm256_set1_epi64x(-1))
+}
 
 /// u8 × i8 products summed four to an i32 lane, added to `acc`: `maddubs` to i16 pairs, then
 /// `madd` with ones (ggml's non-VNNI `mul_sum_us8_pairs_float`).

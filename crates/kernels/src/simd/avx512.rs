@@ -21,6 +21,15 @@ mod k256 {
     fn mul_sum_us8_pairs(acc: __m256i, ax: __m256i, sy: __m256i) -> __m256i {
         _mm256_dpbusd_epi32(acc, ax, sy)
     }
+
+    /// The 32 bits of the u32 at `off` as 32 bytes, 0xFF where the bit is set: the bits go
+    /// straight into a mask register (`kmovd`) and out as bytes (`vpmovm2b`), where AVX2 needs
+    /// a broadcast, a shuffle, an or and a compare.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[inline]
+    fn bits32(b: &[u8], off: usize) -> __m256i {
+        _mm256_movm_epi8(_cvtu32_mask32(u32_at(b, off)))
+    }
 }
 
 /// Dequantizes whole blocks of `ty` (lengths checked by the dispatcher).
@@ -66,6 +75,24 @@ pub unsafe fn vec_dot(ty: GgmlType, x: &[u8], y: &[u8]) -> f32 {
     }
 }
 
+/// Dot products of consecutive weight rows (`row_bytes` each, one per value of `out`) with one
+/// activation row (lengths checked by the dispatcher); bit-identical to [`vec_dot`] per row.
+///
+/// # Safety
+/// The CPU must support avx2, fma, f16c, avx512f, avx512bw, avx512vl and avx512vnni.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn vec_dot_rows(ty: GgmlType, x: &[u8], row_bytes: usize, y: &[u8], out: &mut [f32]) {
+    match ty {
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
+            for (o, w) in out.iter_mut().zip(x.chunks_exact(row_bytes.max(1))) {
+                *o = dot_float(ty, w, y);
+            }
+        }
+        // SAFETY: this function's features are the ones `k256` is compiled for.
+        _ => unsafe { k256::vec_dot_rows(ty, x, row_bytes, y, out) },
+    }
+}
+
 /// 16 values of a float format at byte offset `off`, widened to f32.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
@@ -105,6 +132,7 @@ fn store16(out: &mut [f32], v: __m512) {
 /// F32/F16/BF16 dot: four 16-lane FMA accumulators over 64 values at a time, the tail by the
 /// scalar loop.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
 fn dot_float(ty: GgmlType, x: &[u8], y: &[u8]) -> f32 {
     let step = 64 * ty.type_size();
     let lane = 16 * ty.type_size();

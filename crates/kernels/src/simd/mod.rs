@@ -257,6 +257,33 @@ pub(crate) fn vec_dot_checked(path: Path, ty: GgmlType, x: &[u8], y: &[u8]) -> f
     }
 }
 
+/// Dot products of the consecutive weight rows in `x` (`row_bytes` each, one per value of
+/// `out`, lengths already checked) with one activation row `y` on a supported `path`. Each
+/// output is bit-identical to [`vec_dot_checked`] of its row: the x86 paths run the same kernel
+/// code with the type matched once for all rows, the others call it row by row.
+pub(crate) fn vec_dot_rows_checked(
+    path: Path,
+    ty: GgmlType,
+    x: &[u8],
+    row_bytes: usize,
+    y: &[u8],
+    out: &mut [f32],
+) {
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: callers checked the path with `ensure_supported`.
+        Path::Avx2 => unsafe { avx2::vec_dot_rows(ty, x, row_bytes, y, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: callers checked the path with `ensure_supported`.
+        Path::Avx512 => unsafe { avx512::vec_dot_rows(ty, x, row_bytes, y, out) },
+        _ => {
+            for (o, w) in out.iter_mut().zip(x.chunks_exact(row_bytes.max(1))) {
+                *o = vec_dot_checked(path, ty, w, y);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
