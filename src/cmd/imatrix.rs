@@ -25,7 +25,8 @@ pub struct Chunking {
     #[arg(long, value_name = "N")]
     pub chunks: Option<usize>,
     /// Chunk activations (residual streams, per-layer inputs, stashed K/V) kept in memory
-    /// before spilling to a temporary folder: bytes, or with a K, M or G suffix.
+    /// before spilling to a temporary folder: bytes, or with a unit as
+    /// `verify --max-memory` takes (4G, 512MiB, 2GB).
     #[arg(long, value_name = "SIZE", default_value = "4G", value_parser = super::verify::parse_size)]
     pub max_memory: usize,
 }

@@ -63,7 +63,7 @@ pub struct Args {
     pub baseline: Option<PathBuf>,
     /// Chunk activations kept in memory (residual streams, per-layer inputs, stashed K/V, the
     /// logits of a group of chunks) before spilling to a temporary folder: bytes, or with a
-    /// K, M or G suffix (powers of 1024).
+    /// unit: K/KiB, M/MiB, G/GiB, T/TiB (powers of 1024) or KB, MB, GB, TB (powers of 1000).
     #[arg(long, value_name = "SIZE", default_value = "4G", value_parser = parse_size)]
     pub max_memory: usize,
     /// Gate: mean KL divergence at most this.
@@ -310,20 +310,10 @@ fn report_names(candidates: &[PathBuf]) -> anyhow::Result<Vec<String>> {
     Ok(names)
 }
 
-/// A byte count with an optional K, M or G suffix (powers of 1024).
+/// `--max-memory`'s value through the one size parser (`verify::size`).
 pub(super) fn parse_size(text: &str) -> Result<usize, String> {
-    let t = text.trim();
-    let (digits, shift) = match t.char_indices().last() {
-        Some((i, 'k' | 'K')) => (&t[..i], 10),
-        Some((i, 'm' | 'M')) => (&t[..i], 20),
-        Some((i, 'g' | 'G')) => (&t[..i], 30),
-        _ => (t, 0),
-    };
-    let n: usize = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size (bytes, or with a K, M or G suffix)"))?;
-    n.checked_mul(1usize << shift)
-        .ok_or_else(|| format!("{text:?} is too large"))
+    let bytes = verify::size::parse_size(text)?;
+    usize::try_from(bytes).map_err(|_| format!("'{text}' is too large"))
 }
 
 /// Thresholds from the config file (explicit, or ./g4q.toml when present) overridden by flags.

@@ -27,6 +27,7 @@ pub mod ops;
 pub mod output;
 pub mod report;
 pub mod rope;
+pub mod size;
 pub mod spill;
 pub mod tokenizer;
 pub mod weights;
