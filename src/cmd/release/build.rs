@@ -155,6 +155,7 @@ impl<'a> Builder<'a> {
     fn awq_args(&self) -> anyhow::Result<AwqArgs> {
         let a = (self.recipe.awq.as_ref()).ok_or_else(|| internal("no AWQ in the recipe"))?;
         Ok(AwqArgs {
+            mixed_groups: false,
             group_size: a.group_size,
             awq_tokens: a.awq_tokens,
             no_clip: a.no_clip,
@@ -189,6 +190,7 @@ impl<'a> Builder<'a> {
                         let chunking = Chunking {
                             ctx: im.ctx.unwrap_or(512),
                             chunks: im.chunks,
+                            max_memory: verify::spill::DEFAULT_MAX_MEMORY,
                         };
                         let model = self.model;
                         let src = self.gguf_source()?;
@@ -268,6 +270,7 @@ fn gguf_options<'a>(
             overrides: Vec::new(),
             token_embedding_type: None,
             output_tensor_type: None,
+            intermediate: None,
         },
         imatrix: imatrix.map(|im| (im, IMATRIX_FILE.to_string())),
         progress,
