@@ -225,7 +225,7 @@ pub fn compare_each_from(
         }
         if let (true, Some(r)) = (opts.layer_errors, &r) {
             for (ci, bad) in first_bad[0].iter_mut().enumerate() {
-                note_non_finite(&r, ci, stream, bad)?;
+                note_non_finite(r, ci, stream, bad)?;
             }
             for (k, (slot, acc)) in cands.iter().zip(sums.iter_mut()).enumerate() {
                 let Some(c) = slot else { continue };
