@@ -204,7 +204,12 @@ fn another_run_or_a_damaged_file_is_exit_2() {
     a[6] = s(&toks);
     a[8] = "16";
     exit_2_one_line(&g4q!(&a), &file, "ctx");
-    cases += 2;
+    // Another reference model (the same architecture, other files).
+    a[8] = "32";
+    let other_model = testkit::fixtures_dir().join("e2b-s0/causal-f32");
+    a[2] = s(&other_model);
+    exit_2_one_line(&g4q!(&a), &file, "model");
+    cases += 3;
     let bytes = std::fs::read(&file).unwrap();
     let bad = t.join("bad.ref");
     for (name, damaged) in [
