@@ -11,10 +11,11 @@ use std::time::Instant;
 use anyhow::Context;
 use convert::output::{check_target, write_dir, write_file, Kind};
 use verify::candidate::{fingerprint, sha256_bytes, sha256_tokens, InputRecord, Opened};
-use verify::compare::{compare_each, CompareOptions};
+use verify::compare::{compare_each_from, CompareOptions, ReferenceSide};
 use verify::data::{chunk_tokens, parse_token_ids, ScoreSpan, BUNDLED_TEXT};
 use verify::gates::{GateFailed, GateResult, Thresholds};
 use verify::gguf_weights::GgufMath;
+use verify::reference_file::{Detail, Identity, ReferenceFile, ReferenceWriter};
 use verify::report::{BaselineComparison, DataRecord, Report};
 use verify::spill::MemoryBudget;
 use verify::{Tokenizer, VerifyError};
@@ -32,8 +33,24 @@ pub struct Args {
     pub reference: PathBuf,
     /// What to check: a GGUF file, a safetensors, AWQ or ONNX folder of the same model. Repeat
     /// to score several candidates against one reference pass (one report each).
-    #[arg(long, required = true)]
+    #[arg(long, required_unless_present = "save_reference")]
     pub candidate: Vec<PathBuf>,
+    /// Also store what the metrics read from the reference at every scored position in this
+    /// file (with no --candidate: only run the reference and store it), for later runs'
+    /// --reference-logits.
+    #[arg(long, value_name = "FILE", conflicts_with = "reference_logits")]
+    pub save_reference: Option<PathBuf>,
+    /// A file from --save-reference of the same reference, data, ctx, chunks and span: its
+    /// rows replace the reference forward pass (no per-layer errors then).
+    #[arg(long, value_name = "FILE")]
+    pub reference_logits: Option<PathBuf>,
+    /// How many of the reference's most likely tokens --save-reference stores per position
+    /// (KLD is then top-k approximated, with a bound in the report).
+    #[arg(long, value_name = "N", default_value_t = 32, conflicts_with = "exact")]
+    pub reference_top_k: usize,
+    /// --save-reference stores the full f32 logit rows: every metric equals the in-process run.
+    #[arg(long, requires = "save_reference")]
+    pub exact: bool,
     /// Plain text to evaluate on, tokenized with the reference's tokenizer.json (default: the
     /// bundled data/eval.txt).
     #[arg(long, conflicts_with = "tokens_file")]
@@ -120,6 +137,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let kind = if several { Kind::Folder } else { Kind::File };
         check_target(json, kind, &inputs)?;
     }
+    if let Some(save) = &args.save_reference {
+        let mut inputs: Vec<&Path> = vec![args.reference.as_path()];
+        inputs.extend(args.candidate.iter().map(PathBuf::as_path));
+        inputs.extend(
+            [args.data.as_deref(), args.tokens_file.as_deref()]
+                .into_iter()
+                .flatten(),
+        );
+        check_target(save, Kind::File, &inputs)?;
+    }
     let thresholds = thresholds(&args)?;
     let math = match args.gguf_math {
         MathArg::Ggml => GgufMath::Ggml,
@@ -152,6 +179,39 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         scored: span.name().into(),
     };
     let reference_record = record(&args.reference, reference.kind())?;
+    let identity = Identity {
+        reference_sha256: reference_record.sha256.clone(),
+        tokens_sha256: data.tokens_sha256.clone(),
+        ctx: args.ctx,
+        chunks: chunks.len(),
+        span,
+        vocab: reference.weights().config().vocab_size,
+    };
+    let stored = match &args.reference_logits {
+        Some(p) => {
+            let f = ReferenceFile::open(p)?;
+            let positions = chunks
+                .iter()
+                .map(|c| {
+                    c.len().saturating_sub(1) - span.first(c.len()).min(c.len().saturating_sub(1))
+                })
+                .sum();
+            f.check_matches(&identity, positions)?;
+            Some(f)
+        }
+        None => None,
+    };
+    let mut writer = match &args.save_reference {
+        Some(_) => {
+            let detail = if args.exact {
+                Detail::Exact
+            } else {
+                Detail::TopK(args.reference_top_k)
+            };
+            Some(ReferenceWriter::new(&identity, detail)?)
+        }
+        None => None,
+    };
     let baseline = match &args.baseline {
         Some(p) => {
             let text = std::fs::read_to_string(p)
@@ -171,7 +231,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .iter()
         .filter_map(|c| c.as_ref().ok().map(Opened::weights))
         .collect();
-    let mut results = if opened.is_empty() {
+    let mut results = if opened.is_empty() && writer.is_none() {
         Vec::new()
     } else {
         let bar = progress::bar(0, "verify");
@@ -180,8 +240,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             layer_errors: !args.no_layer_errors,
         };
         let cmp = pool.install(|| {
-            compare_each(
+            let side = match &stored {
+                Some(f) => ReferenceSide::Stored(f),
+                None => ReferenceSide::Run(writer.as_mut()),
+            };
+            compare_each_from(
                 reference.weights(),
+                side,
                 &opened,
                 &chunks,
                 opts,
@@ -197,6 +262,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     .into_iter();
     let seconds = start.elapsed().as_secs_f64();
+
+    if let (Some(path), Some(w)) = (&args.save_reference, writer) {
+        write_file(path, &w.bytes()).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("saved the reference's scored rows to {}", path.display());
+    }
 
     let mut reports = Vec::with_capacity(candidates.len());
     for (path, candidate) in args.candidate.iter().zip(&candidates) {

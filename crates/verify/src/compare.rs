@@ -11,6 +11,7 @@ use crate::error::{Result, VerifyError};
 use crate::metrics::{score_position, MetricSums, Metrics};
 use crate::model::LayerMajor;
 use crate::observer::NoObserver;
+use crate::reference_file::{ReferenceFile, ReferenceWriter};
 use crate::spill::MemoryBudget;
 use crate::weights::Weights;
 
@@ -146,6 +147,45 @@ pub fn compare_each(
     budget: &MemoryBudget,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<Result<Comparison>>> {
+    compare_each_from(
+        reference,
+        ReferenceSide::Run(None),
+        candidates,
+        chunks,
+        opts,
+        budget,
+        progress,
+    )
+}
+
+/// Where the reference's side of the scores comes from.
+pub enum ReferenceSide<'a> {
+    /// Run the reference forward pass; the writer, when given, stores its scored rows.
+    Run(Option<&'a mut ReferenceWriter>),
+    /// Read them from a stored reference (checked against this run by the caller): no
+    /// reference pass and no per-layer errors (there are no reference hidden states).
+    Stored(&'a ReferenceFile),
+}
+
+/// [`compare_each`] with the reference's rows from `side`; `reference` still gives the
+/// architecture the candidates must match.
+pub fn compare_each_from(
+    reference: &dyn Weights,
+    mut side: ReferenceSide<'_>,
+    candidates: &[&dyn Weights],
+    chunks: &[Vec<u32>],
+    opts: CompareOptions,
+    budget: &MemoryBudget,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<Result<Comparison>>> {
+    let stored = match &side {
+        ReferenceSide::Stored(f) => Some(*f),
+        ReferenceSide::Run(_) => None,
+    };
+    let opts = CompareOptions {
+        layer_errors: opts.layer_errors && stored.is_none(),
+        ..opts
+    };
     for c in candidates {
         check_compatible(reference, *c)?;
     }
@@ -157,7 +197,10 @@ pub fn compare_each(
     let mut sums: Vec<Sums> = candidates.iter().map(|_| Sums::default()).collect();
     // A candidate that failed: its error, and no pass any more.
     let mut failed: Vec<Option<VerifyError>> = candidates.iter().map(|_| None).collect();
-    let mut r = LayerMajor::start(reference, chunks, budget, obs)?;
+    let mut r = match stored {
+        None => Some(LayerMajor::start(reference, chunks, budget, obs)?),
+        Some(_) => None,
+    };
     let mut cands = Vec::with_capacity(n);
     for (k, c) in candidates.iter().enumerate() {
         let pass = LayerMajor::start(*c, chunks, budget, obs).map_err(|e| of_candidate(e, k, n));
@@ -168,7 +211,9 @@ pub fn compare_each(
     let mut first_bad = vec![vec![None; chunks.len()]; n + 1];
     for stream in 0..=nl {
         if stream > 0 {
-            r.step(obs)?;
+            if let Some(r) = &mut r {
+                r.step(obs)?;
+            }
             for (k, slot) in cands.iter_mut().enumerate() {
                 if let Some(c) = slot {
                     let stepped = c.step(obs).map_err(|e| of_candidate(e, k, n));
@@ -178,9 +223,9 @@ pub fn compare_each(
                 }
             }
         }
-        if opts.layer_errors {
+        if let (true, Some(r)) = (opts.layer_errors, &r) {
             for (ci, bad) in first_bad[0].iter_mut().enumerate() {
-                note_non_finite(&r, ci, stream, bad)?;
+                note_non_finite(r, ci, stream, bad)?;
             }
             for (k, (slot, acc)) in cands.iter().zip(sums.iter_mut()).enumerate() {
                 let Some(c) = slot else { continue };
@@ -201,12 +246,43 @@ pub fn compare_each(
     }
     // The heads run over groups of chunks whose logits (every model's) fit the budget, so the
     // embedding is read once per group; scoring still goes chunk by chunk in order.
-    let per_chunk = r.logits_bytes().saturating_mul(n + 1).max(1);
+    let logits_bytes = chunks
+        .iter()
+        .map(Vec::len)
+        .max()
+        .unwrap_or(0)
+        .saturating_mul(vocab)
+        .saturating_mul(4);
+    let models = n + usize::from(r.is_some());
+    let per_chunk = logits_bytes.saturating_mul(models).max(1);
+    // Where each chunk's scored positions start in a stored reference.
+    let mut offsets = Vec::with_capacity(chunks.len());
+    let mut at = 0;
+    for c in chunks {
+        offsets.push(at);
+        at += c
+            .len()
+            .saturating_sub(1)
+            .saturating_sub(opts.span.first(c.len()));
+    }
+    if let Some(f) = stored {
+        if f.positions() != at || f.identity().vocab != vocab {
+            return Err(VerifyError::Input(format!(
+                "the stored reference holds {} positions of vocab {}, this run scores {at} of \
+                 vocab {vocab}",
+                f.positions(),
+                f.identity().vocab
+            )));
+        }
+    }
     let group = (budget.limit() / per_chunk).clamp(1, chunks.len().max(1));
     let mut g0 = 0;
     while g0 < chunks.len() {
         let g1 = (g0 + group).min(chunks.len());
-        let rls = r.logits(g0..g1, obs)?;
+        let rls = match &mut r {
+            Some(r) => r.logits(g0..g1, obs)?,
+            None => Vec::new(),
+        };
         let mut cls = Vec::with_capacity(n);
         for (k, slot) in cands.iter_mut().enumerate() {
             let logits = match slot {
@@ -224,9 +300,17 @@ pub fn compare_each(
         }
         for (gi, ci) in (g0..g1).enumerate() {
             let chunk = &chunks[ci];
-            let rl = &rls[gi];
-            check_finite("reference", ci, rl, vocab, first_bad[0][ci])?;
             let first = opts.span.first(chunk.len());
+            let rl: &[f32] = match rls.get(gi) {
+                Some(rl) => {
+                    check_finite("reference", ci, rl, vocab, first_bad[0][ci])?;
+                    if let ReferenceSide::Run(Some(w)) = &mut side {
+                        w.add_chunk(rl, chunk, first);
+                    }
+                    rl
+                }
+                None => &[],
+            };
             for (k, acc) in sums.iter_mut().enumerate() {
                 if failed[k].is_some() {
                     continue;
@@ -245,11 +329,18 @@ pub fn compare_each(
                     .into_par_iter()
                     .map(|j| {
                         let row = j * vocab..(j + 1) * vocab;
-                        score_position(&rl[row.clone()], &cl[row], chunk[j + 1] as usize)
+                        let target = chunk[j + 1] as usize;
+                        match stored {
+                            Some(f) => f.score(offsets[ci] + j - first, &cl[row], target),
+                            None => (score_position(&rl[row.clone()], &cl[row], target), None),
+                        }
                     })
                     .collect();
-                for s in &scores {
+                for (s, gap) in &scores {
                     acc.metrics.add(s);
+                    if let Some(g) = gap {
+                        acc.metrics.add_kld_gap(*g);
+                    }
                 }
             }
             progress(nl + ci + 1, total);

@@ -25,6 +25,7 @@ pub mod observer;
 pub mod onnx_weights;
 pub mod ops;
 pub mod output;
+pub mod reference_file;
 pub mod report;
 pub mod rope;
 pub mod size;

@@ -77,6 +77,8 @@ pub struct MetricSums {
     delta_p: Moments,
     delta_p_sq: Moments,
     kld_values: Vec<f64>,
+    /// Σ of the per-position KLD bound gaps, when the KLD is top-k approximated.
+    kld_gap: Option<f64>,
 }
 
 /// Sum and sum of squares of a quantity.
@@ -118,6 +120,12 @@ impl MetricSums {
         self.delta_p.add(s.delta_p);
         self.delta_p_sq.add(s.delta_p * s.delta_p);
         self.kld_values.push(s.kld);
+    }
+
+    /// Adds one position's gap between the upper and lower bound of a top-k approximated KLD
+    /// (`reference_file`): the report then carries `kld_bound`.
+    pub fn add_kld_gap(&mut self, gap: f64) {
+        *self.kld_gap.get_or_insert(0.0) += gap;
     }
 
     /// Number of positions added.
@@ -168,6 +176,7 @@ impl MetricSums {
             delta_p_rms: rms,
             // d sqrt(m) = dm / (2 sqrt(m)).
             delta_p_rms_stderr: if rms > 0.0 { dp2_se / (2.0 * rms) } else { 0.0 },
+            kld_bound: self.kld_gap.map(|g| if n > 0 { g / n as f64 } else { 0.0 }),
         }
     }
 }
@@ -212,6 +221,10 @@ pub struct Metrics {
     /// Root mean square of Δp.
     pub delta_p_rms: f64,
     pub delta_p_rms_stderr: f64,
+    /// Only when KLD is approximated from a stored top-k reference: the true `kld_mean` lies in
+    /// `[kld_mean, kld_mean + kld_bound]` (`reference_file` derives the bounds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kld_bound: Option<f64>,
 }
 
 impl Metrics {

@@ -265,6 +265,16 @@ impl Report {
             "KLD median/p99/max",
             format!("{:.6} / {:.6} / {:.6}", m.kld_median, m.kld_p99, m.kld_max),
         );
+        if let Some(b) = m.kld_bound {
+            line(
+                "KLD (top-k approx.)",
+                format!(
+                    "from a stored top-k reference: true mean in [{:.6}, {:.6}]",
+                    m.kld_mean,
+                    m.kld_mean + b
+                ),
+            );
+        }
         line(
             "top-1 agreement",
             format!(
