@@ -132,7 +132,7 @@ fn settings(args: &Args) -> anyhow::Result<config::Settings> {
     let max_memory = args
         .max_memory
         .as_deref()
-        .map(|s| config::parse_size(s).map_err(|e| usage(format!("--max-memory: {e}"))))
+        .map(|s| verify::size::parse_size(s).map_err(|e| usage(format!("--max-memory: {e}"))))
         .transpose()?;
     let flags = Constraints {
         max_kld: args.max_kld,

@@ -156,7 +156,6 @@ impl<'a> Builder<'a> {
     fn awq_args(&self) -> anyhow::Result<AwqArgs> {
         let a = (self.recipe.awq.as_ref()).ok_or_else(|| internal("no AWQ in the recipe"))?;
         Ok(AwqArgs {
-            mixed_groups: false,
             group_size: a.group_size,
             awq_tokens: a.awq_tokens,
             no_clip: a.no_clip,
