@@ -83,19 +83,8 @@ pub struct Args {
     /// unit: K/KiB, M/MiB, G/GiB, T/TiB (powers of 1024) or KB, MB, GB, TB (powers of 1000).
     #[arg(long, value_name = "SIZE", default_value = "4G", value_parser = parse_size)]
     pub max_memory: usize,
-    /// Gate: mean KL divergence at most this.
-    #[arg(long)]
-    pub max_kld: Option<f64>,
-    /// Gate: top-1 agreement at least this fraction (0..1).
-    #[arg(long)]
-    pub min_top1: Option<f64>,
-    /// Gate: candidate / reference perplexity at most this.
-    #[arg(long)]
-    pub max_ppl_ratio: Option<f64>,
-    /// g4q.toml with a `[verify.gates]` section (default: ./g4q.toml when it exists); flags
-    /// override its thresholds.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub gates: GateArgs,
     /// How a GGUF candidate multiplies: `ggml` quantizes the activations to 8 bits inside each
     /// dot product as llama.cpp does; `dequantize` widens the weights and runs the f32 GEMM
     /// (the error of the weights alone).
@@ -129,7 +118,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 args.data.as_deref(),
                 args.tokens_file.as_deref(),
                 args.baseline.as_deref(),
-                Some(args.config.as_deref().unwrap_or(Path::new(DEFAULT_CONFIG))),
+                Some(
+                    args.gates
+                        .config
+                        .as_deref()
+                        .unwrap_or(Path::new(DEFAULT_CONFIG)),
+                ),
             ]
             .into_iter()
             .flatten(),
@@ -147,7 +141,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
         check_target(save, Kind::File, &inputs)?;
     }
-    let thresholds = thresholds(&args)?;
+    let thresholds = args.gates.thresholds()?;
     let math = match args.gguf_math {
         MathArg::Ggml => GgufMath::Ggml,
         MathArg::Dequantize => GgufMath::Dequantize,
@@ -386,14 +380,35 @@ pub(super) fn parse_size(text: &str) -> Result<usize, String> {
     usize::try_from(bytes).map_err(|_| format!("'{text}' is too large"))
 }
 
-/// Thresholds from the config file (explicit, or ./g4q.toml when present) overridden by flags.
-fn thresholds(args: &Args) -> anyhow::Result<Thresholds> {
-    let flags = Thresholds {
-        max_kld: args.max_kld,
-        min_top1: args.min_top1,
-        max_ppl_ratio: args.max_ppl_ratio,
-    };
-    gate_thresholds(args.config.as_deref(), flags)
+/// The gate flags `verify` and `release` share.
+#[derive(clap::Args, Debug, Clone)]
+pub struct GateArgs {
+    /// Gate: mean KL divergence at most this.
+    #[arg(long)]
+    pub max_kld: Option<f64>,
+    /// Gate: top-1 agreement at least this fraction (0..1).
+    #[arg(long)]
+    pub min_top1: Option<f64>,
+    /// Gate: candidate / reference perplexity at most this.
+    #[arg(long)]
+    pub max_ppl_ratio: Option<f64>,
+    /// g4q.toml with a `[verify.gates]` section (default: ./g4q.toml when it exists); flags
+    /// override its thresholds.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+impl GateArgs {
+    /// Thresholds from the config file (explicit, or ./g4q.toml when present) overridden by
+    /// the flags.
+    pub fn thresholds(&self) -> anyhow::Result<Thresholds> {
+        let flags = Thresholds {
+            max_kld: self.max_kld,
+            min_top1: self.min_top1,
+            max_ppl_ratio: self.max_ppl_ratio,
+        };
+        gate_thresholds(self.config.as_deref(), flags)
+    }
 }
 
 /// The gates of `config` (or ./g4q.toml when it exists) overridden by `flags`: what `verify`

@@ -128,18 +128,9 @@ pub struct Args {
     /// Verification: skip the per-layer hidden-state errors in the reports.
     #[arg(long)]
     pub no_layer_errors: bool,
-    /// Gate: mean KL divergence at most this (every verified file).
-    #[arg(long)]
-    pub max_kld: Option<f64>,
-    /// Gate: top-1 agreement at least this fraction (0..1).
-    #[arg(long)]
-    pub min_top1: Option<f64>,
-    /// Gate: candidate / reference perplexity at most this.
-    #[arg(long)]
-    pub max_ppl_ratio: Option<f64>,
-    /// g4q.toml with a `[verify.gates]` section (default: ./g4q.toml when it exists).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
+    /// Gates on every verified file, as `g4q verify` takes them.
+    #[command(flatten)]
+    pub gates: super::verify::GateArgs,
     /// `quantized_by` in the model card.
     #[arg(long, default_value = "g4q")]
     pub quantized_by: String,
@@ -204,7 +195,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(model.as_path()),
         args.data.as_deref(),
         args.eval.as_deref(),
-        args.config.as_deref(),
+        args.gates.config.as_deref(),
         match &args.imatrix {
             Some(ImatrixArg::File(p)) => Some(p.as_path()),
             _ => None,

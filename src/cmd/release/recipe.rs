@@ -254,12 +254,7 @@ impl Recipe {
             chunks: args.chunks,
             layer_errors: !args.no_layer_errors,
         };
-        let flags = Thresholds {
-            max_kld: args.max_kld,
-            min_top1: args.min_top1,
-            max_ppl_ratio: args.max_ppl_ratio,
-        };
-        let t = super::super::verify::gate_thresholds(args.config.as_deref(), flags)?;
+        let t = args.gates.thresholds()?;
         let name = match &args.name {
             Some(n) => n.clone(),
             None => default_name(model)?,
