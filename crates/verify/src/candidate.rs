@@ -90,30 +90,67 @@ pub struct InputRecord {
 
 /// sha256 (hex) of a file, or of a model folder's `*.json` and `*.safetensors` files.
 pub fn fingerprint(path: &Path) -> Result<String> {
-    let mut h = Sha256::new();
     if path.is_dir() {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(|e| io_err(path, e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.is_file()
-                    && matches!(
-                        p.extension().and_then(|e| e.to_str()),
-                        Some("json" | "safetensors" | "onnx" | "data")
-                    )
-            })
-            .collect();
-        files.sort();
-        for f in files {
-            let name = f.file_name().map(|n| n.to_string_lossy().into_owned());
-            h.update(name.unwrap_or_default().as_bytes());
-            h.update([0u8]);
-            hash_file(&f, &mut h)?;
-        }
-    } else {
-        hash_file(path, &mut h)?;
+        return Ok(fingerprint_with_members(path, |_| false)?.0);
     }
+    let mut h = Sha256::new();
+    hash_into(path, &mut [&mut h])?;
     Ok(hex(&h.finalize()))
+}
+
+/// One file of a folder with its own sha256 and size.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemberHash {
+    pub name: String,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// [`fingerprint`] of the folder `dir`, and the sha256 and size of each of its files whose
+/// name `list` accepts (name order), reading every byte once: a release records both for a
+/// checkpoint of tens of gigabytes.
+pub fn fingerprint_with_members(
+    dir: &Path,
+    list: impl Fn(&str) -> bool,
+) -> Result<(String, Vec<MemberHash>)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| io_err(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    let mut folder = Sha256::new();
+    let mut members = Vec::new();
+    for f in files {
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let in_fingerprint = matches!(
+            f.extension().and_then(|e| e.to_str()),
+            Some("json" | "safetensors" | "onnx" | "data")
+        );
+        let listed = list(&name);
+        if in_fingerprint {
+            folder.update(name.as_bytes());
+            folder.update([0u8]);
+        }
+        let mut own = Sha256::new();
+        let bytes = match (in_fingerprint, listed) {
+            (true, true) => hash_into(&f, &mut [&mut folder, &mut own])?,
+            (true, false) => hash_into(&f, &mut [&mut folder])?,
+            (false, true) => hash_into(&f, &mut [&mut own])?,
+            (false, false) => continue,
+        };
+        if listed {
+            members.push(MemberHash {
+                name,
+                sha256: hex(&own.finalize()),
+                bytes,
+            });
+        }
+    }
+    Ok((hex(&folder.finalize()), members))
 }
 
 /// sha256 (hex) of bytes.
@@ -133,15 +170,20 @@ pub fn sha256_tokens(chunks: &[Vec<u32>]) -> String {
     hex(&h.finalize())
 }
 
-fn hash_file(path: &Path, h: &mut Sha256) -> Result<()> {
+/// Feeds the bytes of `path` to every hasher of `hs`; returns how many there were.
+fn hash_into(path: &Path, hs: &mut [&mut Sha256]) -> Result<u64> {
     let mut f = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
     let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
     loop {
         let n = f.read(&mut buf).map_err(|e| io_err(path, e))?;
         if n == 0 {
-            return Ok(());
+            return Ok(total);
         }
-        h.update(&buf[..n]);
+        for h in hs.iter_mut() {
+            h.update(&buf[..n]);
+        }
+        total += n as u64;
     }
 }
 

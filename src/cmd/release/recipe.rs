@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use verify::candidate::{fingerprint, sha256_bytes, InputRecord};
+use verify::candidate::{fingerprint_with_members, sha256_bytes, InputRecord, MemberHash};
 use verify::data::BUNDLED_TEXT;
 use verify::gates::Thresholds;
 
@@ -130,11 +130,7 @@ impl Header {
         Ok(Header {
             tool: "g4q".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            checkpoint: CheckpointRecord {
-                path: recipe.model.clone(),
-                sha256: fingerprint(model)?,
-                files: checkpoint_files(model)?,
-            },
+            checkpoint: checkpoint_record(model, recipe)?,
             recipe: recipe.clone(),
             card: card_facts(model, recipe.mmproj.is_some())?,
         })
@@ -437,29 +433,27 @@ fn check_name(name: &str) -> anyhow::Result<()> {
     }
 }
 
-/// sha256 and size of each `*.json` / `*.safetensors` file of the checkpoint, by name.
-fn checkpoint_files(model: &Path) -> anyhow::Result<Vec<FileHash>> {
-    let mut names: Vec<String> = std::fs::read_dir(model)
-        .with_context(|| format!("reading {}", model.display()))?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().is_file())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".json") || n.ends_with(".safetensors"))
-        .collect();
-    names.sort();
-    names
-        .into_iter()
-        .map(|name| {
-            let p = model.join(&name);
-            Ok(FileHash {
-                sha256: fingerprint(&p)?,
-                bytes: std::fs::metadata(&p)
-                    .with_context(|| format!("reading {}", p.display()))?
-                    .len(),
-                name,
-            })
-        })
-        .collect()
+/// The checkpoint's fingerprint and the sha256 and size of each of its `*.json` /
+/// `*.safetensors` files, by name, from one read of its bytes.
+fn checkpoint_record(model: &Path, recipe: &Recipe) -> anyhow::Result<CheckpointRecord> {
+    let (sha256, members) = fingerprint_with_members(model, |n| {
+        n.ends_with(".json") || n.ends_with(".safetensors")
+    })?;
+    Ok(CheckpointRecord {
+        path: recipe.model.clone(),
+        sha256,
+        files: members.into_iter().map(FileHash::from).collect(),
+    })
+}
+
+impl From<MemberHash> for FileHash {
+    fn from(m: MemberHash) -> Self {
+        FileHash {
+            name: m.name,
+            sha256: m.sha256,
+            bytes: m.bytes,
+        }
+    }
 }
 
 /// The card's front matter from the checkpoint: its README.md's `base_model`, `license` and

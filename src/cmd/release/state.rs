@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use convert::output::write_file;
 use serde::{Deserialize, Serialize};
-use verify::candidate::{fingerprint, sha256_bytes};
+use verify::candidate::{fingerprint, fingerprint_with_members, sha256_bytes};
 
 use super::recipe::FileHash;
 
@@ -146,31 +146,15 @@ pub fn write_verified(dir: &Path, v: &Verified) -> anyhow::Result<()> {
 
 /// sha256 (the fingerprint for a folder), total bytes and, for a folder, each file's hash.
 pub fn describe(target: &Path) -> anyhow::Result<(String, u64, Vec<FileHash>)> {
-    let sha256 = fingerprint(target)?;
     if !target.is_dir() {
+        let sha256 = fingerprint(target)?;
         let bytes = std::fs::metadata(target)
             .with_context(|| format!("reading {}", target.display()))?
             .len();
         return Ok((sha256, bytes, Vec::new()));
     }
-    let mut names: Vec<String> = std::fs::read_dir(target)
-        .with_context(|| format!("reading {}", target.display()))?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().is_file())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    let mut members = Vec::new();
-    for name in names {
-        let p = target.join(&name);
-        members.push(FileHash {
-            sha256: fingerprint(&p)?,
-            bytes: std::fs::metadata(&p)
-                .with_context(|| format!("reading {}", p.display()))?
-                .len(),
-            name,
-        });
-    }
+    let (sha256, members) = fingerprint_with_members(target, |_| true)?;
+    let members: Vec<FileHash> = members.into_iter().map(FileHash::from).collect();
     let bytes = members.iter().map(|m| m.bytes).sum();
     Ok((sha256, bytes, members))
 }
