@@ -401,13 +401,7 @@ fn estimate_jobs(
     let mut v = Vec::new();
     for format in estimate::matrix_types(cfg, tensors) {
         for op in [Op::Decode, Op::Prefill(128)] {
-            v.push((
-                format,
-                shape.clone(),
-                op,
-                plan.estimate_path,
-                threads,
-            ));
+            v.push((format, shape.clone(), op, plan.estimate_path, threads));
         }
     }
     v

@@ -365,7 +365,8 @@ fn evaluate_all(
 
     // The AWQ sources, made by `g4q convert`'s own code: the AWQ-scaled checkpoint the `-awq`
     // mixes quantize (`--awq`), and the int4 folder (`--format awq`).
-    let wants = |f: fn(&candidates::Candidate) -> bool| cands.iter().any(|c| c.file.is_none() && f(c));
+    let wants =
+        |f: fn(&candidates::Candidate) -> bool| cands.iter().any(|c| c.file.is_none() && f(c));
     let needs_scaled = wants(|c| c.awq && c.folder.is_none());
     let needs_folder = wants(|c| matches!(c.folder, Some(candidates::Folder::AwqInt4 { .. })));
     let mut _scaled_guard = None;
