@@ -163,14 +163,21 @@ pub fn evaluate(
     }
     .into_iter();
     let mut out = Vec::with_capacity(cands.len());
+    let mut k = 0;
     for (o, c) in opened.iter().zip(cands.iter()) {
         out.push(match o {
             Err(why) => Err(why.clone()),
-            Ok(_) => match scored.next().expect("one result per opened candidate") {
-                Ok(cmp) => Ok(Evidence::from_metrics(&cmp.metrics, SOURCE)),
-                Err(VerifyError::CandidateNotFinite(why)) => Err(why),
-                Err(e) => return Err(format!("{}: {e}", c.name)),
-            },
+            Ok(_) => {
+                k += 1;
+                match scored.next().expect("one result per opened candidate") {
+                    Ok(cmp) => Ok(Evidence::from_metrics(&cmp.metrics, SOURCE)),
+                    // The row names the candidate: not its index among those scored.
+                    Err(VerifyError::CandidateNotFinite(why)) => {
+                        Err(why.replace(&format!("candidate {}'s", k - 1), "candidate's"))
+                    }
+                    Err(e) => return Err(format!("{}: {e}", c.name)),
+                }
+            }
         });
     }
     Ok(out)
