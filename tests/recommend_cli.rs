@@ -661,6 +661,8 @@ fn awq_and_onnx_candidates_equal_verify_runs() {
     assert_valid(&r);
     let devices = r["devices"].as_array().unwrap();
     let mut checked = 0;
+    let rel = tmp.path().join("release");
+    std::fs::create_dir(&rel).unwrap();
     for name in names {
         // What `g4q convert` writes for the candidate, and its exact tensor bytes.
         let (file, bytes) = if let Some(ty) = name.strip_suffix("-awq") {
@@ -763,6 +765,37 @@ fn awq_and_onnx_candidates_equal_verify_runs() {
         assert!(line.contains(&kld), "{line} lacks verify's {kld}");
         println!("{name}: {bytes} bytes, KLD {kld}");
         checked += 1;
+        // The folders, as a release holds them, for the release-folder check below.
+        if file.is_dir() {
+            std::fs::rename(&file, rel.join(format!("gemma-{name}"))).unwrap();
+        }
+    }
+    // A release folder's AWQ and ONNX folders are read back from their headers: the same
+    // names, bytes and memory as planned, and their sha256 is what verify records.
+    let rel_json = tmp.path().join("rel.json");
+    let back = g4q!(&[
+        "recommend",
+        s(&rel),
+        "--device",
+        "raspberry-pi-5",
+        "--json",
+        s(&rel_json)
+    ]);
+    assert_eq!(back.status.code(), Some(1), "nothing measured");
+    let back = read_json(&rel_json);
+    assert_valid(&back);
+    let pi = devices
+        .iter()
+        .find(|d| d["name"] == "raspberry-pi-5")
+        .unwrap();
+    for name in &names[2..] {
+        let (planned, read) = (candidate(pi, name), candidate(&back["devices"][0], name));
+        for k in ["bytes", "memory_bytes", "sha256"] {
+            assert_eq!(planned[k], read[k], "{name} {k}");
+        }
+        let rel_bpw = |c: &Value| c["bits_per_weight"].as_f64().unwrap();
+        assert!((rel_bpw(planned) - rel_bpw(read)).abs() < 1e-9, "{name}");
+        checked += 1;
     }
     // The -awq plan is the plain mix's plan: AWQ changes values, not types. (Nothing is
     // measured in this run: exit 1.)
@@ -784,7 +817,9 @@ fn awq_and_onnx_candidates_equal_verify_runs() {
         l.split('|').nth(2).unwrap().trim().to_string()
     };
     assert_eq!(row(&plain, "Q4_K_M"), row(&stdout, "Q4_K_M-awq"));
-    println!("checked {checked} AWQ/ONNX candidates × 2 devices against g4q convert + verify");
+    println!(
+        "checked {checked} AWQ/ONNX candidates × 2 devices against g4q convert + verify, and read back from a release folder"
+    );
 }
 
 /// Writes `value` over the first element of the F32 tensor `name` of the GGUF file `p`.

@@ -269,9 +269,11 @@ pub fn plan(
     Ok(c)
 }
 
-/// Whether `dir` is a release folder (it holds `*.gguf` files) rather than a checkpoint.
+/// Whether `dir` is a release folder (it holds `*.gguf` files, or AWQ int4 or ONNX release
+/// folders) rather than a checkpoint.
 pub fn is_release_folder(dir: &Path) -> bool {
     !gguf_files(dir).unwrap_or_default().is_empty()
+        || !release_subfolders(dir).unwrap_or_default().is_empty()
 }
 
 fn gguf_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
@@ -284,9 +286,38 @@ fn gguf_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(files)
 }
 
-/// The GGUF model files of a release folder (sorted by file name; importance matrices and
-/// vision/audio projectors, which are no text model to rank, left out) as candidates: see
-/// [`from_files`].
+/// The AWQ int4 and ONNX release folders inside `dir`, sorted by name.
+fn release_subfolders(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut dirs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| folders::is_folder_release(p))
+        .collect();
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// The key widths of two configs agree: the same model (a GGUF file's config is read back
+/// from its metadata, a folder's from its config.json).
+fn same_model(a: &Gemma4Config, b: &Gemma4Config) -> bool {
+    (
+        a.hidden_size,
+        a.num_hidden_layers,
+        a.vocab_size,
+        a.num_attention_heads,
+    ) == (
+        b.hidden_size,
+        b.num_hidden_layers,
+        b.vocab_size,
+        b.num_attention_heads,
+    )
+}
+
+/// The model files of a release folder as candidates: its GGUF files (sorted by file name;
+/// importance matrices and vision/audio projectors, which are no text model to rank, left out;
+/// see [`from_files`]), then its AWQ int4 and ONNX folders (sized from their headers, see
+/// [`folders::read_folder`]). Where two candidates would share a name, both go by their file
+/// names.
 pub fn from_release(
     dir: &Path,
     fingerprint: &dyn Fn(&Path) -> Result<String, String>,
@@ -300,10 +331,63 @@ pub fn from_release(
             models.push(f);
         }
     }
-    if models.is_empty() {
-        return Err(format!("{}: no *.gguf model files", dir.display()));
+    let subs = release_subfolders(dir)?;
+    if models.is_empty() && subs.is_empty() {
+        return Err(format!(
+            "{}: no *.gguf model files or AWQ/ONNX folders",
+            dir.display()
+        ));
     }
-    from_files(&models, fingerprint)
+    let (mut cfg, mut out) = if models.is_empty() {
+        (None, Vec::new())
+    } else {
+        let (c, v) = from_files(&models, fingerprint)?;
+        (Some(c), v)
+    };
+    for sub in subs {
+        let f = folders::read_folder(&sub)?;
+        match &cfg {
+            Some(c) if !same_model(c, &f.config) => {
+                return Err(format!(
+                    "{}: not the same model as the release's other files",
+                    sub.display()
+                ))
+            }
+            Some(_) => {}
+            None => cfg = Some(f.config.clone()),
+        }
+        let folder = match parse_name(&f.name) {
+            Ok(Planned::AwqInt4 { group }) => Some(Folder::AwqInt4 { group }),
+            Ok(Planned::OnnxInt4 { block }) => Some(Folder::OnnxInt4 { block }),
+            _ => None,
+        };
+        out.push(Candidate {
+            name: f.name,
+            ftype: None,
+            imatrix: false,
+            awq: f.awq,
+            folder,
+            file: Some(sub.clone()),
+            sha256: Some(fingerprint(&sub)?),
+            tensors: f.tensors,
+            unscored: None,
+        });
+    }
+    name_duplicates_by_file(&mut out);
+    Ok((cfg.expect("a model file or folder"), out))
+}
+
+/// Where two candidates share a name, both go by their file (or folder) names, stems for files.
+fn name_duplicates_by_file(out: &mut [Candidate]) {
+    let names: Vec<String> = out.iter().map(|c| c.name.clone()).collect();
+    for c in out.iter_mut() {
+        if names.iter().filter(|n| **n == c.name).count() > 1 {
+            let f = c.file.as_ref().expect("release candidates have files");
+            c.name = f
+                .file_stem()
+                .map_or(String::new(), |s| s.to_string_lossy().into_owned());
+        }
+    }
 }
 
 /// Release files as candidates, named by their `general.file_type` (plus [`IMATRIX_SUFFIX`]
@@ -359,15 +443,7 @@ pub fn from_files(
         });
     }
     // Two files of one mix: both go by their file stems.
-    let names: Vec<String> = out.iter().map(|c| c.name.clone()).collect();
-    for c in &mut out {
-        if names.iter().filter(|n| **n == c.name).count() > 1 {
-            let f = c.file.as_ref().expect("release candidates have files");
-            c.name = f
-                .file_stem()
-                .map_or(String::new(), |s| s.to_string_lossy().into_owned());
-        }
-    }
+    name_duplicates_by_file(&mut out);
     Ok((cfg0.expect("at least one file"), out))
 }
 

@@ -10,14 +10,21 @@
 //! size, and its Q8_0-coded embedding table (the tied head) with Q8_0's. The vision/audio
 //! towers a folder carries are left out, as a GGUF text model leaves them to its `mmproj`.
 
+use std::path::Path;
+
 use convert::onnx::graph::GraphBuilder;
 use convert::onnx::linear::{Experts, LinearWriter, Weight};
+use convert::stfile::StFile;
 use convert::tensor::DType;
 use convert::Checkpoint;
 use kernels::GgmlType;
 use quantize::awq::export::plan_compressed_tensors;
 use quantize::awq::AwqPlan;
 use quantize::onnx_release::{self, block_for, NBitsWriter, OnnxOptions, OnnxType, Q8_BLOCK};
+
+use verify::awq_weights::AwqWeights;
+use verify::onnx_weights::OnnxWeights;
+use verify::Weights;
 
 use crate::estimate::ModelTensor;
 use crate::formats::Format;
@@ -239,10 +246,235 @@ pub fn onnx_tensors(ckpt: &Checkpoint, block: usize) -> Result<Vec<ModelTensor>,
 
 /// Writes the ONNX int4 folder candidate at `block` into `out`, as `g4q convert --format onnx
 /// --type int4 --block-size block` does.
-pub fn write_onnx(ckpt: &Checkpoint, block: usize, out: &std::path::Path) -> Result<(), String> {
+pub fn write_onnx(ckpt: &Checkpoint, block: usize, out: &Path) -> Result<(), String> {
     onnx_release::write(ckpt, Some(out), &onnx_options(block))
         .map(|_| ())
         .map_err(|e| format!("writing {}: {e}", out.display()))
+}
+
+/// A folder of a release read back: its config, which folder it is, and its text tensors.
+pub struct ReadFolder {
+    pub config: convert::Gemma4Config,
+    /// `AWQ_INT4_G…` / `ONNX_INT4_B…` (the largest group or block the folder uses), or the
+    /// folder's own name when it holds no int4 weight (an ONNX f32 folder).
+    pub name: String,
+    pub awq: bool,
+    pub tensors: Vec<ModelTensor>,
+}
+
+/// Whether `dir` is an AWQ int4 or ONNX release folder (as `g4q verify` opens it).
+pub fn is_folder_release(dir: &Path) -> bool {
+    dir.is_dir() && (AwqWeights::is_release(dir) || OnnxWeights::is_release(dir))
+}
+
+/// Reads an AWQ int4 or ONNX release folder's tensors from its headers (no weight data is
+/// read): the same entries [`awq_tensors`] and [`onnx_tensors`] plan.
+pub fn read_folder(dir: &Path) -> Result<ReadFolder, String> {
+    if OnnxWeights::is_release(dir) {
+        read_onnx(dir)
+    } else {
+        read_awq(dir)
+    }
+}
+
+fn dir_name(dir: &Path) -> String {
+    dir.file_name()
+        .map_or(String::new(), |n| n.to_string_lossy().into_owned())
+}
+
+fn read_awq(dir: &Path) -> Result<ReadFolder, String> {
+    let cfg_path = dir.join("config.json");
+    let text =
+        std::fs::read_to_string(&cfg_path).map_err(|e| format!("{}: {e}", cfg_path.display()))?;
+    let config = convert::Gemma4Config::from_json_str(&text, &cfg_path.display().to_string())
+        .map_err(|e| e.to_string())?;
+    let path = dir.join("model.safetensors");
+    let st = StFile::open(&path).map_err(|e| e.to_string())?;
+    let label = path.display().to_string();
+    let prefix = convert::catalogue::text_prefix(st.tensors().iter().map(|t| t.name.as_str()));
+    let find = |n: &str| st.tensors().iter().find(|t| t.name == n);
+    let mut tensors = Vec::new();
+    let mut largest = 0;
+    for t in st.tensors() {
+        let canonical = match t.name.strip_prefix(prefix) {
+            Some(c) => c,
+            None if t.name == convert::catalogue::LM_HEAD => t.name.as_str(),
+            None => continue, // a vision/audio tower tensor
+        };
+        let part = [".weight_scale", ".weight_zero_point", ".weight_shape"];
+        if part.iter().any(|p| canonical.ends_with(p)) {
+            continue;
+        }
+        let bytes = (t.end - t.start) as u64;
+        if let Some(module) = t.name.strip_suffix(".weight_packed") {
+            let entry = |suffix: &str| {
+                find(&format!("{module}{suffix}"))
+                    .ok_or_else(|| format!("{label}: tensor '{module}{suffix}' is missing"))
+            };
+            let (scale, zero, shape) = (
+                entry(".weight_scale")?,
+                entry(".weight_zero_point")?,
+                entry(".weight_shape")?,
+            );
+            // weight_shape holds [rows, cols] as I64 (or I32).
+            let data = st.bytes(shape);
+            let dims: Vec<u64> = match (shape.dtype.as_str(), data.len()) {
+                ("I64", 16) => data
+                    .chunks_exact(8)
+                    .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+                    .collect(),
+                ("I32", 8) => data
+                    .chunks_exact(4)
+                    .map(|c| u64::from(u32::from_le_bytes(c.try_into().expect("4 bytes"))))
+                    .collect(),
+                _ => {
+                    return Err(format!(
+                        "{label}: tensor '{module}.weight_shape' is not two integers"
+                    ))
+                }
+            };
+            let (rows, cols) = (dims[0], dims[1]);
+            let groups = scale.shape.get(1).copied().unwrap_or(0) as u64;
+            if groups == 0 || cols % groups != 0 || scale.shape[0] as u64 != rows {
+                return Err(format!(
+                    "{label}: tensor '{module}.weight_scale' {:?} does not fit the weight [{rows}, {cols}]",
+                    scale.shape
+                ));
+            }
+            let group = (cols / groups) as usize;
+            largest = largest.max(group);
+            let all = [t, scale, zero, shape];
+            tensors.push(ModelTensor {
+                name: gguf_name(&format!(
+                    "{}.weight",
+                    canonical
+                        .strip_suffix(".weight_packed")
+                        .unwrap_or(canonical)
+                )),
+                ty: Format::AwqInt4 { group },
+                dims: vec![cols, rows],
+                bytes: all.iter().map(|e| (e.end - e.start) as u64).sum(),
+            });
+        } else {
+            let dtype = DType::from_safetensors_name(&t.dtype)
+                .ok_or_else(|| format!("{label}: tensor '{}' has dtype {}", t.name, t.dtype))?;
+            tensors.push(ModelTensor {
+                name: gguf_name(canonical),
+                ty: dense_format(dtype),
+                dims: ggml_dims(&t.shape),
+                bytes,
+            });
+        }
+    }
+    let name = if largest > 0 {
+        awq_name(largest)
+    } else {
+        dir_name(dir)
+    };
+    Ok(ReadFolder {
+        config,
+        name,
+        awq: true,
+        tensors,
+    })
+}
+
+fn read_onnx(dir: &Path) -> Result<ReadFolder, String> {
+    let w = OnnxWeights::open(dir).map_err(|e| e.to_string())?;
+    let inits = w.initializers();
+    let get = |n: &str| inits.iter().find(|i| i.name == n);
+    let mut tensors: Vec<ModelTensor> = Vec::new();
+    let mut largest = 0;
+    // As the plan counts them: every weight (a small one's data may lie inline in model.onnx),
+    // and the rest of the external data file as norms and scalars.
+    let data: u64 = inits
+        .iter()
+        .filter(|i| i.external)
+        .map(|i| i.bytes as u64)
+        .sum();
+    for i in &inits {
+        if i.name.ends_with(".scales") || i.name.ends_with(".zero_points") {
+            continue;
+        }
+        let Some(prefix) = i.name.strip_suffix(".qweight") else {
+            // A dense weight under its own name, or a norm or scalar.
+            if i.dims.len() >= 2 {
+                tensors.push(ModelTensor {
+                    name: gguf_name(i.name),
+                    ty: Format::Ggml(GgmlType::F32),
+                    dims: ggml_dims(i.dims),
+                    bytes: i.bytes as u64,
+                });
+            }
+            continue;
+        };
+        let &[rows, kb, width] = i.dims else {
+            return Err(format!(
+                "{}: '{}' is not [N, blocks, bytes]",
+                dir.display(),
+                i.name
+            ));
+        };
+        let bits8 = i.bits == Some("8");
+        let block = if bits8 { width } else { 2 * width };
+        let (ty, cols) = if bits8 {
+            (Format::Ggml(GgmlType::Q8_0), kb * block)
+        } else {
+            largest = largest.max(block);
+            (Format::AwqInt4 { group: block }, kb * block)
+        };
+        let extra: usize = [".scales", ".zero_points"]
+            .iter()
+            .filter_map(|s| get(&format!("{prefix}{s}")))
+            .map(|e| e.bytes)
+            .sum();
+        // A stacked expert weight is one triple per expert, `W.{e}.qweight`.
+        let (weight, expert) = match prefix.rsplit_once('.') {
+            Some((w, e)) if e.parse::<usize>().is_ok() => (w, true),
+            _ => (prefix, false),
+        };
+        let name = gguf_name(weight);
+        match tensors.iter_mut().find(|t| expert && t.name == name) {
+            Some(t) => {
+                t.bytes += (i.bytes + extra) as u64;
+                t.dims[2] += 1;
+            }
+            None => tensors.push(ModelTensor {
+                name,
+                ty,
+                dims: if expert {
+                    vec![cols as u64, rows as u64, 1]
+                } else {
+                    vec![cols as u64, rows as u64]
+                },
+                bytes: (i.bytes + extra) as u64,
+            }),
+        }
+    }
+    let weights: u64 = tensors.iter().map(|t| t.bytes).sum();
+    let rest = data.checked_sub(weights).ok_or_else(|| {
+        format!(
+            "{}: its {data} bytes of external data are fewer than its weights' {weights}",
+            dir.display()
+        )
+    })?;
+    tensors.push(ModelTensor {
+        name: "norms and scalars".into(),
+        ty: Format::Ggml(GgmlType::F32),
+        dims: vec![rest / 4],
+        bytes: rest,
+    });
+    let name = if largest > 0 {
+        onnx_name(largest)
+    } else {
+        dir_name(dir)
+    };
+    Ok(ReadFolder {
+        config: w.config().clone(),
+        name,
+        awq: false,
+        tensors,
+    })
 }
 
 #[cfg(test)]
