@@ -25,7 +25,8 @@ Candidates are every GGUF mix g4q writes (F32 … IQ4_XS; with --imatrix also ea
 made with it, named like Q4_K_M-imatrix; with --awq CALIB.txt each quantized mix made with \
 `g4q convert --awq` (Q4_K_M-awq, Q4_K_M-awq-imatrix) and the AWQ int4 folder of `--format awq` \
 (AWQ_INT4_G128)), and the ONNX int4 folder of `--format onnx --type int4` (ONNX_INT4_B32), sized \
-exactly from the `g4q convert --dry-run` plan of MODEL, or the *.gguf files of a release folder. For each device and candidate: bytes, bits per \
+exactly from the `g4q convert --dry-run` plan of MODEL, or the *.gguf files and AWQ/ONNX \
+folders of a release folder. For each device and candidate: bytes, bits per \
 weight, memory at --ctx (weights + KV cache + compute buffers, Gemma 4's cache layout), whether \
 it fits in the device's memory less its headroom, predicted decode and prefill tokens/s, and \
 the accuracy evidence: mean KLD ± standard error, top-1 agreement, PPL ratio (from --reports or \
@@ -37,7 +38,8 @@ Exit codes: 0 a pick for every device, 1 some device has no acceptable candidate
 Example: g4q recommend ./gemma-4-e2b --device apple-m2 --device nvidia-rtx-4090 --ctx 8192 \
 --evaluate --data eval.txt --max-kld 0.01 --json rec.json --markdown rec.md --plot rec.svg")]
 pub struct Args {
-    /// The checkpoint folder (candidates planned from it), or a release folder of *.gguf files.
+    /// The checkpoint folder (candidates planned from it), or a release folder of *.gguf files
+    /// and AWQ int4 / ONNX folders.
     #[arg(required_unless_present = "variant")]
     pub model: Option<PathBuf>,
     /// Instead of MODEL: the released variant (e2b, e4b, 26b-a4b, 31b) planned at its real
