@@ -909,3 +909,62 @@ fn a_candidate_that_is_not_finite_is_listed_not_measured() {
     }
     println!("checked {checked} candidates, two of them not finite");
 }
+
+#[test]
+fn awq_reports_match_by_their_release_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reports = tmp.path().join("reports");
+    std::fs::create_dir(&reports).unwrap();
+    // The names `g4q release` gives an --awq GGUF file and the AWQ int4 folder.
+    for (file, kld) in [
+        ("gemma-Q4_K_M-awq.gguf", 0.004),
+        ("gemma-AWQ-int4-g128", 0.003),
+    ] {
+        let r = verify_report(&format!("/rel/{file}"), kld, 0.0002, 0.95, 1.01);
+        std::fs::write(reports.join(format!("{file}.json")), r.to_string()).unwrap();
+    }
+    // Sizes need no search: the calibration text is only read with --evaluate.
+    let calib = tmp.path().join("calib.txt");
+    std::fs::write(&calib, "text").unwrap();
+    let json_path = tmp.path().join("r.json");
+    let base = [
+        "recommend",
+        "--variant",
+        "e2b",
+        "--device",
+        "nvidia-l4",
+        "--awq",
+        s(&calib),
+        "--reports",
+        s(&reports),
+    ];
+    let mut args = base.to_vec();
+    args.extend([
+        "--candidates",
+        "Q4_K_M,Q4_K_M-awq,AWQ_INT4_G128",
+        "--json",
+        s(&json_path),
+    ]);
+    let out = g4q!(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = read_json(&json_path);
+    assert_valid(&r);
+    let d = &r["devices"][0];
+    assert_eq!(candidate(d, "Q4_K_M")["kld_mean"], Value::Null);
+    assert_eq!(candidate(d, "Q4_K_M-awq")["kld_mean"], 0.004);
+    assert_eq!(candidate(d, "AWQ_INT4_G128")["kld_mean"], 0.003);
+    // AWQ rescales: the -awq mix has the plain mix's exact size.
+    assert_eq!(
+        candidate(d, "Q4_K_M")["bytes"],
+        candidate(d, "Q4_K_M-awq")["bytes"]
+    );
+    // A real-width plan offers no ONNX folder (its plan quantizes real weights).
+    let mut args = base.to_vec();
+    args.extend(["--candidates", "ONNX_INT4_B32"]);
+    assert_usage(&g4q!(&args), "'ONNX_INT4_B32' is not a candidate here");
+    println!("checked 5 AWQ report and offer cases");
+}
