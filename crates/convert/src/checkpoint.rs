@@ -357,6 +357,15 @@ impl Checkpoint {
     }
 }
 
+/// Sorts `items` into the order in which llama.cpp's converter (`convert_hf_to_gguf.py`) meets
+/// tensors: weight file by weight file in the order of [`Checkpoint::files`] (sorted shard
+/// names, as it takes them from the index), and within a file by name (it reads each header
+/// sorted). `key` gives an item's file index and name. The GGUF text plan and the mmproj plan
+/// both order their tensors with it, so a sharded checkpoint converts like llama.cpp's.
+pub fn sort_in_converter_order<T>(items: &mut [T], key: impl Fn(&T) -> (usize, &str)) {
+    items.sort_by(|a, b| key(a).cmp(&key(b)));
+}
+
 /// HF tensor name → (file index, entry index within that file's header).
 type Located = BTreeMap<String, (usize, usize)>;
 

@@ -55,12 +55,11 @@ impl PlannedTensor {
 }
 
 /// The tensors llama.cpp's converter writes, in its order: `rope_freqs` first, then every text
-/// tensor (the unused K/V of KV-shared layers included when the files carry them) file by file,
-/// and within a file in the lexicographic order of the names. The converter reads the shards in
-/// the sorted order of the names the index lists and each file's header sorted by name, so a
-/// sharded checkpoint is not in one global name order: `layers.10` of shard 2 follows `layers.9`
-/// of shard 1. (llama-quantize re-sorts by its own rule, so this order only shows in F32, F16
-/// and BF16 files.)
+/// tensor (the unused K/V of KV-shared layers included when the files carry them) in
+/// [`crate::checkpoint::sort_in_converter_order`]: file by file, by name within a file, so a
+/// sharded checkpoint is not in one global name order (`layers.10` of shard 2 follows
+/// `layers.9` of shard 1). llama-quantize re-sorts by its own rule, so this order only shows in
+/// F32, F16 and BF16 files.
 pub fn tensor_plan(ckpt: &Checkpoint) -> Result<Vec<PlannedTensor>> {
     let cfg = ckpt.config();
     let mut names: Vec<String> = ckpt
@@ -71,7 +70,9 @@ pub fn tensor_plan(ckpt: &Checkpoint) -> Result<Vec<PlannedTensor>> {
     names.extend(ckpt.unused_shared_kv().map(str::to_string));
     // Canonical names share the checkpoint's text prefix, so their order within a file is that
     // of the names in the file.
-    names.sort_by_cached_key(|n| (ckpt.file_index(n), n.clone()));
+    crate::checkpoint::sort_in_converter_order(&mut names, |n| {
+        (ckpt.file_index(n).unwrap_or(usize::MAX), n.as_str())
+    });
     let mut plan = vec![PlannedTensor {
         gguf_name: "rope_freqs.weight".into(),
         source: Source::RopeFreqs,
