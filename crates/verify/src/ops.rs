@@ -117,11 +117,27 @@ pub fn tanh_f32(q: f32) -> f32 {
     let nr = y * std::f64::consts::LOG2_E + ROUND;
     let n = nr - ROUND;
     let r = (y - n * LN2_HI) - n * LN2_LO;
-    // expm1(r) = r (1 + r/2 (1 + r/3 (1 + ... ))) up to r^11 / 11!.
-    let mut p = 1.0;
-    for d in (2..=11).rev() {
-        p = 1.0 + p * r * (1.0 / d as f64);
-    }
+    // expm1(r) = sum of r^i / i! for i in 1..=11, in Horner form (written out: a loop here
+    // keeps the compiler from vectorising the caller).
+    const C: [f64; 11] = {
+        let mut c = [1.0; 11];
+        let mut i = 1;
+        while i < 11 {
+            c[i] = c[i - 1] / (i + 1) as f64;
+            i += 1;
+        }
+        c
+    };
+    let p = C[9] + r * C[10];
+    let p = C[8] + r * p;
+    let p = C[7] + r * p;
+    let p = C[6] + r * p;
+    let p = C[5] + r * p;
+    let p = C[4] + r * p;
+    let p = C[3] + r * p;
+    let p = C[2] + r * p;
+    let p = C[1] + r * p;
+    let p = C[0] + r * p;
     let p = r * p;
     // 2^n from n's integer bits; n is in 0..=29.
     let n_int = nr.to_bits().wrapping_sub(ROUND.to_bits());
