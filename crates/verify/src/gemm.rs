@@ -452,7 +452,8 @@ mod x86 {
         ldc: usize,
         first: bool,
     ) {
-        // SAFETY (whole body): every pointer formed stays inside the tile's operands.
+        // SAFETY: AVX-512F / AVX2 + FMA per the caller; every pointer formed stays inside the
+        // tile's operands (the tile contract of `Block::tiles`).
         unsafe {
             let mut acc = [[_mm512_setzero_ps(); 2]; M];
             if !first {
@@ -506,7 +507,8 @@ mod x86 {
         ldc: usize,
         first: bool,
     ) {
-        // SAFETY (whole body): every pointer formed stays inside the tile's operands.
+        // SAFETY: AVX-512F / AVX2 + FMA per the caller; every pointer formed stays inside the
+        // tile's operands (the tile contract of `Block::tiles`).
         unsafe {
             let mut acc = [[_mm256_setzero_ps(); 2]; M];
             if !first {

@@ -283,20 +283,36 @@ mod tests {
 
     #[test]
     fn thread_count_does_not_change_bits() {
-        let (t, out, k) = (9, 300, 77);
-        let x = pseudo(t * k, 3);
-        let w = pseudo(out * k, 4);
-        let m = DenseMatrix::from_f32("w", out, k, &w).unwrap();
-        let run = |n| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(n)
-                .build()
-                .unwrap()
-                .install(|| linear(&x, t, &m).unwrap())
-        };
-        let a = run(1);
-        let b = run(2);
-        assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()));
+        let mut cases = 0;
+        for (t, out, k) in [(9, 300, 77), (13, 1000, 600), (64, 200, 1536)] {
+            let x = pseudo(t * k, 3);
+            let w = pseudo(out * k, 4);
+            let bf: Vec<u8> = w
+                .iter()
+                .flat_map(|v| ((v.to_bits() >> 16) as u16).to_le_bytes())
+                .collect();
+            let f32m = DenseMatrix::from_f32("w", out, k, &w).unwrap();
+            let bf16m = DenseMatrix::new("w", ElemType::BF16, out, k, Cow::Owned(bf)).unwrap();
+            for m in [&f32m, &bf16m] {
+                let run = |n| {
+                    rayon::ThreadPoolBuilder::new()
+                        .num_threads(n)
+                        .build()
+                        .unwrap()
+                        .install(|| linear(&x, t, m).unwrap())
+                };
+                let one = run(1);
+                for n in [2, 3, 8] {
+                    let other = run(n);
+                    assert!(one
+                        .iter()
+                        .zip(&other)
+                        .all(|(p, q)| p.to_bits() == q.to_bits()));
+                    cases += 1;
+                }
+            }
+        }
+        println!("linear: {cases} (shape, type, threads) products bit-equal to 1 thread");
     }
 
     #[test]

@@ -109,8 +109,9 @@ pub fn tanh_f32(q: f32) -> f32 {
     // 1.5 * 2^52: adding it rounds a small f64 to an integer held in the low mantissa bits.
     const ROUND: f64 = 6_755_399_441_055_744.0;
     // ln 2 split so that n * LN2_HI is exact for the n used here.
-    const LN2_HI: f64 = 6.931_471_803_691_238_164_9e-1;
-    const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
+    // (fdlibm's split: the high part has 32 significant bits.)
+    const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000);
+    const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
     let a = (q as f64).abs();
     let a = if a > 10.0 { 10.0 } else { a };
     let y = a + a;
