@@ -74,9 +74,9 @@ impl<'a> Panel<'a> {
 pub enum Isa {
     /// Plain Rust (`f32::mul_add`): any CPU, and the twin the SIMD paths are checked against.
     Portable,
-    /// x86-64 AVX2 + FMA: 6 tokens x 16 rows per tile.
+    /// x86-64 AVX2 + FMA: 6 tokens x 16 rows per tile (its pack is the portable one).
     Avx2,
-    /// x86-64 AVX-512F: 8 tokens x 32 rows per tile.
+    /// x86-64 AVX-512F: 12 tokens x 32 rows per tile.
     Avx512,
 }
 
@@ -287,7 +287,7 @@ impl Block {
     }
 }
 
-/// Calls `$tile::<M>($args)` for the runtime token count `$n` in `1..=$max` (at most 8).
+/// Calls `$tile::<M>($args)` for the runtime token count `$n` in `1..=12`.
 macro_rules! by_tokens {
     ($n:expr, $tile:ident, $($arg:expr),*) => {
         match $n {
@@ -423,7 +423,7 @@ mod x86 {
 
     use super::{pack_portable, Block, Panel, KC, NR};
 
-    /// AVX-512 block: tiles of 8 tokens by 32 rows (16 accumulators).
+    /// AVX-512 block: tiles of 12 tokens by 32 rows (24 accumulators).
     ///
     /// # Safety
     /// The CPU must have AVX-512F; otherwise as [`Block::tiles`].
