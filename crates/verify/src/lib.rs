@@ -15,6 +15,7 @@ pub mod compare;
 pub mod data;
 pub mod error;
 pub mod gates;
+pub mod gemm;
 pub mod gguf_weights;
 pub mod layer;
 pub mod linear;
