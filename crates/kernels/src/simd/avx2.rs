@@ -54,8 +54,9 @@ macro_rules! per_block {
 
 /// Emits the x86 kernels for one target-feature set. `$feat` is the `target_feature` string;
 /// the invoking module must define, for that feature set, `mul_sum_us8_pairs(acc, ax, sy)`
-/// (adds the u8 × i8 products of `ax` and `sy`, four per i32 lane, to `acc`) and
-/// `bits32(b, off)` (the 32 bits of the u32 at byte `off` of `b` as 32 bytes, 0xFF where the
+/// (adds the u8 × i8 products of `ax` and `sy`, four per i32 lane, to `acc`),
+/// `madd_acc(acc, a, b)` (adds the i16 × i16 products of `a` and `b`, two per i32 lane, to
+/// `acc`, wrapping like `madd` + `add`) and `bits32(b, off)` (the 32 bits of the u32 at byte `off` of `b` as 32 bytes, 0xFF where the
 /// bit is set).
 macro_rules! x86_kernels {
     ($feat:literal) => {
@@ -784,7 +785,7 @@ macro_rules! x86_kernels {
                         );
                         let p = _mm256_maddubs_epi16(q2, q8k(yb, 4 * half + j));
                         let s = _mm256_shuffle_epi8(*sh, *mask);
-                        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s, p));
+                        sumi = madd_acc(sumi, s, p);
                     }
                 }
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(dall), _mm256_cvtepi32_ps(sumi), acc);
@@ -821,7 +822,7 @@ macro_rules! x86_kernels {
                             _mm256_maddubs_epi16(sub, q8),
                         );
                         let s = _mm256_shuffle_epi8(*sh, *smask);
-                        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s, p));
+                        sumi = madd_acc(sumi, s, p);
                     }
                 }
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
@@ -885,9 +886,8 @@ macro_rules! x86_kernels {
                     let (lo, hi) = quants(xb, c);
                     let pl = _mm256_maddubs_epi16(lo, q8k(yb, 2 * c));
                     let ph = _mm256_maddubs_epi16(hi, q8k(yb, 2 * c + 1));
-                    let pl = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, masks[2 * c]), pl);
-                    let ph = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, masks[2 * c + 1]), ph);
-                    sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+                    sumi = madd_acc(sumi, _mm256_shuffle_epi8(scales, masks[2 * c]), pl);
+                    sumi = madd_acc(sumi, _mm256_shuffle_epi8(scales, masks[2 * c + 1]), ph);
                 }
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
             }
@@ -959,7 +959,7 @@ macro_rules! x86_kernels {
                             offsets(i, yb, k),
                         );
                         let s = _mm256_shuffle_epi8(*sh, *mask);
-                        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s, p));
+                        sumi = madd_acc(sumi, s, p);
                     }
                 }
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
@@ -998,7 +998,7 @@ macro_rules! x86_kernels {
                     let q4 = iq4_lookup(xb, IQ4XS_QS + 16 * ib);
                     let p16 = mul_add_epi8(q4, q8k(yb, ib));
                     let ls = _mm256_set1_epi16(iq4xs_scale(xb, ib) as i16);
-                    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p16, ls));
+                    sumi = madd_acc(sumi, ls, p16);
                 }
                 let d = _mm256_set1_ps(f16_at(xb, 0) * f32_at(yb, 0));
                 acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
@@ -1033,4 +1033,11 @@ fn bits32(b: &[u8], off: usize) -> __m256i {
 fn mul_sum_us8_pairs(acc: __m256i, ax: __m256i, sy: __m256i) -> __m256i {
     let dot = _mm256_maddubs_epi16(ax, sy);
     _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_set1_epi16(1), dot))
+}
+
+/// i16 × i16 products summed two to an i32 lane (`madd`), added to `acc`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn madd_acc(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+    _mm256_add_epi32(acc, _mm256_madd_epi16(a, b))
 }
