@@ -149,6 +149,8 @@ macro_rules! x86_kernels {
         ) {
             use GgmlType::*;
             let rb = row_bytes.max(1);
+            // The quantized kernels prefetch their weights (`prefetch_ahead`); the float ones,
+            // pure streams of loads that the hardware prefetchers follow, ran slower with it.
             macro_rules! each_row {
                 (|$w:ident| $e:expr) => {
                     for (i, (o, $w)) in out.iter_mut().zip(x.chunks_exact(rb)).enumerate() {
@@ -156,11 +158,16 @@ macro_rules! x86_kernels {
                         *o = $e;
                     }
                 };
+                (no_prefetch |$w:ident| $e:expr) => {
+                    for (o, $w) in out.iter_mut().zip(x.chunks_exact(rb)) {
+                        *o = $e;
+                    }
+                };
             }
             match ty {
-                F32 => each_row!(|w| dot_f32(w, y)),
-                F16 => each_row!(|w| dot_f16(w, y)),
-                BF16 => each_row!(|w| dot_bf16(w, y)),
+                F32 => each_row!(no_prefetch |w| dot_f32(w, y)),
+                F16 => each_row!(no_prefetch |w| dot_f16(w, y)),
+                BF16 => each_row!(no_prefetch |w| dot_bf16(w, y)),
                 Q4_0 | Q5_0 | Q8_0 | IQ4NL => {
                     let dy = act_halves(y, 34, 0);
                     match ty {

@@ -8,7 +8,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::simd::{prefetch_ahead, scalar};
+use crate::simd::scalar;
 use crate::GgmlType;
 
 /// The shared x86 kernel bodies compiled for the AVX-512 + VNNI feature set.
@@ -93,9 +93,7 @@ pub unsafe fn vec_dot(ty: GgmlType, x: &[u8], y: &[u8]) -> f32 {
 pub unsafe fn vec_dot_rows(ty: GgmlType, x: &[u8], row_bytes: usize, y: &[u8], out: &mut [f32]) {
     match ty {
         GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
-            let rb = row_bytes.max(1);
-            for (i, (o, w)) in out.iter_mut().zip(x.chunks_exact(rb)).enumerate() {
-                prefetch_ahead(x, i * rb, rb);
+            for (o, w) in out.iter_mut().zip(x.chunks_exact(row_bytes.max(1))) {
                 *o = dot_float(ty, w, y);
             }
         }
