@@ -201,7 +201,7 @@ macro_rules! x86_kernels {
                 }
                 Q6K => {
                     let (masks, offs) = (pair_scale_masks(), q6_offsets(y));
-                    each_row!(|w| dot_q6_k(w, y, &masks, |i, _, k| offs[8 * i + k]))
+                    each_row!(|w| dot_q6_k(w, y, &masks, |i, _, k| offs[i][k]))
                 }
                 IQ4XS => each_row!(|w| dot_iq4_xs(w, y)),
                 Q8_1 | Q8K => each_row!(|w| scalar::vec_dot(ty, w, y)),
@@ -985,14 +985,10 @@ macro_rules! x86_kernels {
         /// [`q6_offset`] of every group of the activation row `y`, eight per block: it depends
         /// on the activation alone, so a row loop computes it once, not once per weight row.
         #[target_feature(enable = $feat)]
-        fn q6_offsets(y: &[u8]) -> Vec<__m256i> {
-            let mut out = Vec::with_capacity(y.len() / 292 * 8);
-            for yb in y.chunks_exact(292) {
-                for k in 0..8 {
-                    out.push(q6_offset(yb, k));
-                }
-            }
-            out
+        fn q6_offsets(y: &[u8]) -> Vec<[__m256i; 8]> {
+            y.chunks_exact(292)
+                .map(|yb| std::array::from_fn(|k| q6_offset(yb, k)))
+                .collect()
         }
 
         #[target_feature(enable = $feat)]
