@@ -172,9 +172,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         chunks: chunks.len(),
         scored: span.name().into(),
     };
-    let reference_record = record(&args.reference, reference.kind())?;
+    // Every input's sha256 (gigabytes of bytes for a real checkpoint) is hashed on a thread of
+    // its own while the passes run; the reference's is waited for first only when a stored or
+    // saved reference or a baseline has to be checked against it.
+    let mut fingerprints = Fingerprints::start(
+        std::iter::once(&args.reference)
+            .chain(&args.candidate)
+            .cloned()
+            .collect(),
+    );
+    let early =
+        args.reference_logits.is_some() || args.save_reference.is_some() || args.baseline.is_some();
+    let early_sha256 = if early {
+        Some(fingerprints.get(0)?)
+    } else {
+        None
+    };
     let identity = Identity {
-        reference_sha256: reference_record.sha256.clone(),
+        reference_sha256: early_sha256.clone().unwrap_or_default(),
         tokens_sha256: data.tokens_sha256.clone(),
         ctx: args.ctx,
         chunks: chunks.len(),
@@ -213,7 +228,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Some(Report::baseline_from_json(
                 &text,
                 &p.display().to_string(),
-                &reference_record.sha256,
+                &identity.reference_sha256,
             )?)
         }
         None => None,
@@ -262,8 +277,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("saved the reference's scored rows to {}", path.display());
     }
 
+    let reference_record = InputRecord {
+        path: args.reference.display().to_string(),
+        kind: reference.kind().into(),
+        sha256: match early_sha256 {
+            Some(sha) => sha,
+            None => fingerprints.get(0)?,
+        },
+    };
     let mut reports = Vec::with_capacity(candidates.len());
-    for (path, candidate) in args.candidate.iter().zip(&candidates) {
+    for (i, (path, candidate)) in args.candidate.iter().zip(&candidates).enumerate() {
         let scored = match candidate {
             Ok(_) => match results.next().expect("one result per opened candidate") {
                 Ok(cmp) => Ok(cmp),
@@ -310,7 +333,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             version: env!("CARGO_PKG_VERSION").into(),
             command: command_line(),
             reference: reference_record.clone(),
-            candidate: record(path, candidate_kind)?,
+            candidate: InputRecord {
+                path: path.display().to_string(),
+                kind: candidate_kind.into(),
+                sha256: fingerprints.get(1 + i)?,
+            },
             gguf_math: math.name().into(),
             data: data.clone(),
             metrics,
@@ -476,12 +503,35 @@ fn read_record(path: &Path, kind: &str, text: &str) -> InputRecord {
     }
 }
 
-fn record(path: &Path, kind: &str) -> anyhow::Result<InputRecord> {
-    Ok(InputRecord {
-        path: path.display().to_string(),
-        kind: kind.into(),
-        sha256: fingerprint(path)?,
-    })
+/// The inputs' fingerprints ([`fingerprint`]), hashed in order on a thread of their own; the
+/// first [`Fingerprints::get`] waits for all of them.
+struct Fingerprints {
+    thread: Option<std::thread::JoinHandle<Vec<verify::Result<String>>>>,
+    done: Vec<Option<verify::Result<String>>>,
+}
+
+impl Fingerprints {
+    fn start(paths: Vec<PathBuf>) -> Self {
+        let thread = std::thread::spawn(move || paths.iter().map(|p| fingerprint(p)).collect());
+        Fingerprints {
+            thread: Some(thread),
+            done: Vec::new(),
+        }
+    }
+
+    /// The `i`-th path's sha256 (each handed out once).
+    fn get(&mut self, i: usize) -> anyhow::Result<String> {
+        if let Some(t) = self.thread.take() {
+            let all = t
+                .join()
+                .map_err(|_| anyhow::anyhow!("internal: the hashing thread panicked"))?;
+            self.done = all.into_iter().map(Some).collect();
+        }
+        match self.done.get_mut(i).and_then(Option::take) {
+            Some(r) => Ok(r?),
+            None => anyhow::bail!("internal: fingerprint {i} asked twice"),
+        }
+    }
 }
 
 /// The command line as typed, arguments with spaces or quotes single-quoted.
