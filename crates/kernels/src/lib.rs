@@ -13,6 +13,7 @@ pub mod fp;
 pub mod matmul;
 pub mod quants;
 pub mod simd;
+mod tile;
 pub mod types;
 
 pub use error::KernelError;
