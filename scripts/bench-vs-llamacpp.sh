@@ -12,9 +12,13 @@
 #   LLAMA_SRC  llama.cpp sources (convert_hf_to_gguf.py, gguf-py): the llama.cpp vendored in
 #              the llama-cpp-python 0.3.36 sdist from PyPI;
 #   LLAMA_BIN  llama-quantize, llama-imatrix, llama-perplexity built from it (CMake, Release,
-#              GGML_NATIVE; half an hour on 2 cores);
-#   PY         a python with torch, transformers, sentencepiece (convert_hf_to_gguf.py imports
-#              torch; PyPI's torch wheel brings CUDA libraries, about 5 GB).
+#              GGML_NATIVE; half an hour on 2 cores). Default: WORKDIR/llama-build/bin, else
+#              the folder of a `llama-perplexity` on PATH; its shared libraries are looked up
+#              there too (LD_LIBRARY_PATH), and an unset LLAMA_SRC is taken from the build's
+#              CMakeCache.txt;
+#   PY         a python with torch and transformers (convert_hf_to_gguf.py imports torch; PyPI's
+#              torch wheel brings CUDA libraries, about 5 GB). Gemma 4's vocabulary is read from
+#              tokenizer.json, so sentencepiece is not needed.
 #
 # Usage: scripts/bench-vs-llamacpp.sh [WORKDIR]   (default /tmp/g4q-vs-llamacpp)
 # Env:   THREADS (2), CTX (128), CHUNKS (4), REPEAT (1), G4Q (target/release/g4q),
@@ -30,8 +34,19 @@ REPEAT=${REPEAT:-1}
 LAYERS=${LAYERS:-4}
 G4Q=${G4Q:-$ROOT/target/release/g4q}
 DATA=${DATA:-$ROOT/data/eval.txt}
-LLAMA_SRC=${LLAMA_SRC:-$WORK/llama-cpp-python/vendor/llama.cpp}
-LLAMA_BIN=${LLAMA_BIN:-$WORK/llama-build/bin}
+if [ -z "${LLAMA_BIN:-}" ]; then
+    LLAMA_BIN=$WORK/llama-build/bin
+    if [ ! -x "$LLAMA_BIN/llama-perplexity" ] && command -v llama-perplexity >/dev/null; then
+        LLAMA_BIN=$(dirname "$(command -v llama-perplexity)")
+    fi
+fi
+if [ -z "${LLAMA_SRC:-}" ]; then
+    LLAMA_SRC=$WORK/llama-cpp-python/vendor/llama.cpp
+    cache=$LLAMA_BIN/../CMakeCache.txt
+    if [ ! -f "$LLAMA_SRC/convert_hf_to_gguf.py" ] && [ -f "$cache" ]; then
+        LLAMA_SRC=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$cache")
+    fi
+fi
 PY=${PY:-$WORK/venv/bin/python}
 mkdir -p "$WORK"
 log() { echo "bench-vs-llamacpp: $*" >&2; }
@@ -55,11 +70,12 @@ if [ ! -x "$LLAMA_BIN/llama-perplexity" ]; then
         --target llama-quantize llama-imatrix llama-perplexity >/dev/null
     LLAMA_BIN=$WORK/llama-build/bin
 fi
-if ! "$PY" -c 'import torch, transformers, sentencepiece' 2>/dev/null; then
-    log "making $WORK/venv (torch, transformers, sentencepiece from PyPI)"
+# A shared-library build keeps libllama and libggml beside the tools.
+export LD_LIBRARY_PATH=$LLAMA_BIN${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+if ! "$PY" -c 'import torch, transformers' 2>/dev/null; then
+    log "making $WORK/venv (torch, transformers from PyPI)"
     python3 -m venv "$WORK/venv"
-    "$WORK/venv/bin/pip" install --quiet torch transformers sentencepiece numpy safetensors \
-        'protobuf<5'
+    "$WORK/venv/bin/pip" install --quiet torch transformers numpy safetensors 'protobuf<5'
     PY=$WORK/venv/bin/python
 fi
 [ -x "$G4Q" ] || (cd "$ROOT" && cargo build --release --bin g4q)
@@ -104,7 +120,10 @@ timed() {
 
 for run in $(seq 1 "$REPEAT"); do
     rm -f "$WORK"/g4q-Q4_K_M.gguf "$WORK"/llama-bf16.gguf "$WORK"/llama-Q4_K_M.gguf
-    timed "convert#$run" g4q "$G4Q" convert "$MODEL" --type Q4_K_M --out "$WORK/g4q-Q4_K_M.gguf"
+    # --intermediate bf16: the chain compared is convert_hf_to_gguf.py --outtype bf16, whose type
+    # the tensors llama-quantize leaves unquantized (per_layer_model_proj) keep.
+    timed "convert#$run" g4q "$G4Q" convert "$MODEL" --type Q4_K_M --intermediate bf16 \
+        --out "$WORK/g4q-Q4_K_M.gguf"
     timed "convert#$run" "convert_hf_to_gguf bf16" \
         "$PY" "$LLAMA_SRC/convert_hf_to_gguf.py" "$MODEL" --outtype bf16 \
         --outfile "$WORK/llama-bf16.gguf"
@@ -124,17 +143,22 @@ for run in $(seq 1 "$REPEAT"); do
     timed "verify#$run" g4q "$G4Q" verify --reference "$MODEL" \
         --candidate "$WORK/g4q-Q4_K_M.gguf" --data "$DATA" --ctx "$CTX" --chunks "$CHUNKS" \
         --threads "$THREADS"
+    # -nr (--no-repack): no extra buffer types. On CPUs with AMX, llama.cpp otherwise puts the
+    # Q4_K/Q6_K weights in its AMX buffer, and the --kl-divergence run segfaults inside
+    # ggml_backend_amx_mul_mat (gdb backtrace, 2026-12-03). Both runs get it, so they compute
+    # alike; the bf16 weights have no AMX kernels (neither has llama-imatrix, which runs on them).
     timed "verify#$run" "llama-perplexity --kl-divergence-base (bf16)" \
         "$LLAMA_BIN/llama-perplexity" -m "$WORK/llama-bf16.gguf" -f "$DATA" -c "$CTX" \
-        --chunks "$CHUNKS" -t "$THREADS" --kl-divergence-base "$WORK/base.kld"
+        --chunks "$CHUNKS" -t "$THREADS" -nr --kl-divergence-base "$WORK/base.kld"
     timed "verify#$run" "llama-perplexity --kl-divergence (Q4_K_M)" \
         "$LLAMA_BIN/llama-perplexity" -m "$WORK/llama-Q4_K_M.gguf" -c "$CTX" \
-        --chunks "$CHUNKS" -t "$THREADS" --kl-divergence-base "$WORK/base.kld" --kl-divergence
+        --chunks "$CHUNKS" -t "$THREADS" -nr --kl-divergence-base "$WORK/base.kld" --kl-divergence
     rm -f "$WORK/base.kld"
 done
 
 echo
-echo "e2b synth, $LAYERS layers, $THREADS threads, ctx $CTX, $CHUNKS chunks; $(date -u +%F)"
+echo "e2b synth, $LAYERS layers, $THREADS threads, ctx $CTX, $CHUNKS chunks;" \
+    "$(date -u '+%F %H:%M UTC'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "Q4_K_M files of g4q and llama-quantize: $same"
 echo
 echo "| step | tool | wall s | peak RSS MiB |"

@@ -587,3 +587,384 @@ fn bench_files_are_devices_with_their_measured_speeds() {
     assert_usage(&out, "slow.json: not a g4q bench report");
     println!("checked 2 bench-file devices and a malformed one");
 }
+
+/// Tensor data bytes of a GGUF file (what a candidate's `bytes` counts).
+fn gguf_tensor_bytes(p: &Path) -> u64 {
+    let f = convert::gguf::GgufFile::open(p).unwrap();
+    f.tensors().iter().map(|t| t.n_bytes()).sum()
+}
+
+/// Tensor data bytes of the text model of a compressed-tensors folder (the towers left out).
+fn awq_text_bytes(dir: &Path) -> u64 {
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    meta.tensors()
+        .iter()
+        .filter(|(name, _)| name.starts_with("model.language_model.") || *name == "lm_head.weight")
+        .map(|(_, info)| (info.data_offsets.1 - info.data_offsets.0) as u64)
+        .sum()
+}
+
+#[test]
+fn awq_and_onnx_candidates_equal_verify_runs() {
+    let Some(model) = testkit::fixture("trained-e2b/released-bf16") else {
+        return;
+    };
+    let dir = model.parent().unwrap();
+    let (data, calib) = (dir.join("eval-a.txt"), dir.join("calib.txt"));
+    let imatrix = dir.join("llamacpp/imatrix.gguf");
+    let tmp = tempfile::tempdir().unwrap();
+    let json_path = tmp.path().join("r.json");
+    // The AWQ group the tool chooses (what `--format awq --dry-run` reports).
+    let plan = g4q_ok!(&[
+        "convert",
+        s(&model),
+        "--format",
+        "awq",
+        "--dry-run",
+        "--json"
+    ]);
+    let plan: Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let group = plan["targets"][0]["group_size"].as_u64().unwrap();
+    let awq_name = format!("AWQ_INT4_G{group}");
+    let names = [
+        "Q4_K_M-awq",
+        "Q4_K_M-awq-imatrix",
+        awq_name.as_str(),
+        "ONNX_INT4_B32",
+    ];
+    let out = g4q_ok!(&[
+        "recommend",
+        s(&model),
+        "--device",
+        "nvidia-rtx-4090",
+        "--device",
+        "raspberry-pi-5",
+        "--imatrix",
+        s(&imatrix),
+        "--awq",
+        s(&calib),
+        "--candidates",
+        &names.join(","),
+        "--evaluate",
+        "--data",
+        s(&data),
+        "--eval-ctx",
+        "64",
+        "--chunks",
+        "3",
+        "--json",
+        s(&json_path),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let r = read_json(&json_path);
+    assert_valid(&r);
+    let devices = r["devices"].as_array().unwrap();
+    let mut checked = 0;
+    let rel = tmp.path().join("release");
+    std::fs::create_dir(&rel).unwrap();
+    for name in names {
+        // What `g4q convert` writes for the candidate, and its exact tensor bytes.
+        let (file, bytes) = if let Some(ty) = name.strip_suffix("-awq") {
+            let f = tmp.path().join(format!("{name}.gguf"));
+            g4q_ok!(&[
+                "convert",
+                s(&model),
+                "--type",
+                ty,
+                "--awq",
+                "--data",
+                s(&calib),
+                "--out",
+                s(&f)
+            ]);
+            let b = gguf_tensor_bytes(&f);
+            (f, b)
+        } else if let Some(ty) = name.strip_suffix("-awq-imatrix") {
+            let f = tmp.path().join(format!("{name}.gguf"));
+            g4q_ok!(&[
+                "convert",
+                s(&model),
+                "--type",
+                ty,
+                "--awq",
+                "--data",
+                s(&calib),
+                "--imatrix",
+                s(&imatrix),
+                "--out",
+                s(&f)
+            ]);
+            let b = gguf_tensor_bytes(&f);
+            (f, b)
+        } else if name.starts_with("AWQ_INT4") {
+            let f = tmp.path().join(name);
+            g4q_ok!(&[
+                "convert",
+                s(&model),
+                "--format",
+                "awq",
+                "--data",
+                s(&calib),
+                "--out",
+                s(&f)
+            ]);
+            let b = awq_text_bytes(&f);
+            (f, b)
+        } else {
+            let f = tmp.path().join(name);
+            g4q_ok!(&[
+                "convert",
+                s(&model),
+                "--format",
+                "onnx",
+                "--type",
+                "int4",
+                "--out",
+                s(&f)
+            ]);
+            let b = std::fs::metadata(f.join("model.onnx.data")).unwrap().len();
+            (f, b)
+        };
+        let v_json = tmp.path().join(format!("{name}.verify.json"));
+        g4q_ok!(&[
+            "verify",
+            "--reference",
+            s(&model),
+            "--candidate",
+            s(&file),
+            "--data",
+            s(&data),
+            "--ctx",
+            "64",
+            "--chunks",
+            "3",
+            "--no-layer-errors",
+            "--json",
+            s(&v_json),
+        ]);
+        let v = read_json(&v_json);
+        for d in devices {
+            let c = candidate(d, name);
+            // The scored bytes are those `g4q convert` writes; the planned size is exact.
+            assert_eq!(c["sha256"], v["candidate"]["sha256"], "{name}");
+            assert_eq!(c["bytes"].as_u64().unwrap(), bytes, "{name} bytes");
+            for k in ["kld_mean", "kld_mean_stderr", "top1_agreement", "ppl_ratio"] {
+                assert_eq!(c[k], v[k], "{name} {k} on {}", d["name"]);
+            }
+        }
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("| {name} |")))
+            .unwrap_or_else(|| panic!("no row {name} in {stdout}"));
+        let kld = format!(
+            "{:.6} ± {:.6}",
+            v["kld_mean"].as_f64().unwrap(),
+            v["kld_mean_stderr"].as_f64().unwrap()
+        );
+        assert!(line.contains(&kld), "{line} lacks verify's {kld}");
+        println!("{name}: {bytes} bytes, KLD {kld}");
+        checked += 1;
+        // The folders, as a release holds them, for the release-folder check below.
+        if file.is_dir() {
+            std::fs::rename(&file, rel.join(format!("gemma-{name}"))).unwrap();
+        }
+    }
+    // A release folder's AWQ and ONNX folders are read back from their headers: the same
+    // names, bytes and memory as planned, and their sha256 is what verify records.
+    let rel_json = tmp.path().join("rel.json");
+    let back = g4q!(&[
+        "recommend",
+        s(&rel),
+        "--device",
+        "raspberry-pi-5",
+        "--json",
+        s(&rel_json)
+    ]);
+    assert_eq!(back.status.code(), Some(1), "nothing measured");
+    let back = read_json(&rel_json);
+    assert_valid(&back);
+    let pi = devices
+        .iter()
+        .find(|d| d["name"] == "raspberry-pi-5")
+        .unwrap();
+    for name in &names[2..] {
+        let (planned, read) = (candidate(pi, name), candidate(&back["devices"][0], name));
+        for k in ["bytes", "memory_bytes", "sha256"] {
+            assert_eq!(planned[k], read[k], "{name} {k}");
+        }
+        let rel_bpw = |c: &Value| c["bits_per_weight"].as_f64().unwrap();
+        assert!((rel_bpw(planned) - rel_bpw(read)).abs() < 1e-9, "{name}");
+        checked += 1;
+    }
+    // The -awq plan is the plain mix's plan: AWQ changes values, not types. (Nothing is
+    // measured in this run: exit 1.)
+    let plain = g4q!(&[
+        "recommend",
+        s(&model),
+        "--device",
+        "nvidia-rtx-4090",
+        "--candidates",
+        "Q4_K_M",
+    ]);
+    assert_eq!(plain.status.code(), Some(1));
+    let plain = String::from_utf8_lossy(&plain.stdout).into_owned();
+    let row = |text: &str, name: &str| -> String {
+        let l = text
+            .lines()
+            .find(|l| l.starts_with(&format!("| {name} |")))
+            .unwrap();
+        l.split('|').nth(2).unwrap().trim().to_string()
+    };
+    assert_eq!(row(&plain, "Q4_K_M"), row(&stdout, "Q4_K_M-awq"));
+    println!(
+        "checked {checked} AWQ/ONNX candidates × 2 devices against g4q convert + verify, and read back from a release folder"
+    );
+}
+
+/// Writes `value` over the first element of the F32 tensor `name` of the GGUF file `p`.
+fn poke_f32(p: &Path, name: &str, value: f32) {
+    let at = {
+        let f = convert::gguf::GgufFile::open(p).unwrap();
+        let h = f.header();
+        let t = h.tensor(name).unwrap();
+        assert_eq!(t.ty, kernels::GgmlType::F32, "{name}");
+        (h.data_offset + t.offset) as usize
+    };
+    let mut bytes = std::fs::read(p).unwrap();
+    bytes[at..at + 4].copy_from_slice(&value.to_le_bytes());
+    std::fs::write(p, bytes).unwrap();
+}
+
+#[test]
+fn a_candidate_that_is_not_finite_is_listed_not_measured() {
+    let Some(model) = testkit::fixture("trained-e2b/released-bf16") else {
+        return;
+    };
+    let data = model.parent().unwrap().join("eval-a.txt");
+    let tmp = tempfile::tempdir().unwrap();
+    let rel = tmp.path().join("release");
+    std::fs::create_dir(&rel).unwrap();
+    for (file, ty) in [
+        ("ok-Q8_0.gguf", "Q8_0"),
+        ("nan-Q4_0.gguf", "Q4_0"),
+        ("inf-Q4_0.gguf", "Q4_0"),
+    ] {
+        g4q_ok!(&[
+            "convert",
+            s(&model),
+            "--type",
+            ty,
+            "--out",
+            s(&rel.join(file))
+        ]);
+    }
+    // A NaN weight (found when the file is opened) and a weight so large that the logits
+    // overflow (found while scoring).
+    poke_f32(&rel.join("nan-Q4_0.gguf"), "output_norm.weight", f32::NAN);
+    poke_f32(&rel.join("inf-Q4_0.gguf"), "output_norm.weight", 3.0e38);
+    let json_path = tmp.path().join("r.json");
+    let out = g4q_ok!(&[
+        "recommend",
+        s(&rel),
+        "--reference",
+        s(&model),
+        "--device",
+        "nvidia-rtx-4090",
+        "--evaluate",
+        "--data",
+        s(&data),
+        "--eval-ctx",
+        "64",
+        "--chunks",
+        "2",
+        "--json",
+        s(&json_path),
+    ]);
+    let r = read_json(&json_path);
+    assert_valid(&r);
+    let d = &r["devices"][0];
+    assert_eq!(
+        d["pick"],
+        "Q8_0",
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(candidate(d, "Q8_0")["kld_mean"].is_number());
+    let mut checked = 1;
+    for name in ["nan-Q4_0", "inf-Q4_0"] {
+        let c = candidate(d, name);
+        assert!(c["kld_mean"].is_null(), "{name}: {c}");
+        let err = c["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: no error: {c}"));
+        assert!(
+            err.contains("finite") || err.contains("NaN"),
+            "{name}: {err}"
+        );
+        let first = c["rejected"][0].as_str().unwrap();
+        assert_eq!(first, format!("not measured: {err}"), "{name}");
+        println!("{name}: not measured: {err}");
+        checked += 1;
+    }
+    println!("checked {checked} candidates, two of them not finite");
+}
+
+#[test]
+fn awq_reports_match_by_their_release_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reports = tmp.path().join("reports");
+    std::fs::create_dir(&reports).unwrap();
+    // The names `g4q release` gives an --awq GGUF file and the AWQ int4 folder.
+    for (file, kld) in [
+        ("gemma-Q4_K_M-awq.gguf", 0.004),
+        ("gemma-AWQ-int4-g128", 0.003),
+    ] {
+        let r = verify_report(&format!("/rel/{file}"), kld, 0.0002, 0.95, 1.01);
+        std::fs::write(reports.join(format!("{file}.json")), r.to_string()).unwrap();
+    }
+    // Sizes need no search: the calibration text is only read with --evaluate.
+    let calib = tmp.path().join("calib.txt");
+    std::fs::write(&calib, "text").unwrap();
+    let json_path = tmp.path().join("r.json");
+    let base = [
+        "recommend",
+        "--variant",
+        "e2b",
+        "--device",
+        "nvidia-l4",
+        "--awq",
+        s(&calib),
+        "--reports",
+        s(&reports),
+    ];
+    let mut args = base.to_vec();
+    args.extend([
+        "--candidates",
+        "Q4_K_M,Q4_K_M-awq,AWQ_INT4_G128",
+        "--json",
+        s(&json_path),
+    ]);
+    let out = g4q!(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = read_json(&json_path);
+    assert_valid(&r);
+    let d = &r["devices"][0];
+    assert_eq!(candidate(d, "Q4_K_M")["kld_mean"], Value::Null);
+    assert_eq!(candidate(d, "Q4_K_M-awq")["kld_mean"], 0.004);
+    assert_eq!(candidate(d, "AWQ_INT4_G128")["kld_mean"], 0.003);
+    // AWQ rescales: the -awq mix has the plain mix's exact size.
+    assert_eq!(
+        candidate(d, "Q4_K_M")["bytes"],
+        candidate(d, "Q4_K_M-awq")["bytes"]
+    );
+    // A real-width plan offers no ONNX folder (its plan quantizes real weights).
+    let mut args = base.to_vec();
+    args.extend(["--candidates", "ONNX_INT4_B32"]);
+    assert_usage(&g4q!(&args), "'ONNX_INT4_B32' is not a candidate here");
+    println!("checked 5 AWQ report and offer cases");
+}

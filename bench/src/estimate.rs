@@ -12,10 +12,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use convert::{Gemma4Config, LayerType, Variant};
-use kernels::GgmlType;
 use serde::{Deserialize, Serialize};
 
-use crate::formats::Measurement;
+use crate::formats::{Format, Measurement};
 
 /// What `g4q bench --model`/`--variant --type` predicts for one model on this machine.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -36,11 +35,13 @@ pub struct Estimate {
     pub measured_decode_tokens_per_s: Option<f64>,
 }
 
-/// One tensor of the model: GGUF name, type, dims in ggml order (row length first), bytes.
+/// One tensor of the model: GGUF name, weight format, dims in ggml order (row length first),
+/// bytes. A GGUF file's tensors are [`Format::Ggml`]; an AWQ int4 folder's int4 linears are
+/// [`Format::AwqInt4`] (the speeds are looked up by the format's name, as `g4q bench` reports it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ModelTensor {
     pub name: String,
-    pub ty: GgmlType,
+    pub ty: Format,
     pub dims: Vec<u64>,
     pub bytes: u64,
 }
@@ -130,13 +131,13 @@ impl Speeds {
     /// Modelled speeds of a device profile for `types`: decode at
     /// [`PROFILE_DECODE_EFFICIENCY`] of its bandwidth, prefill at
     /// [`PROFILE_PREFILL_EFFICIENCY`] of its fp16 peak, whatever the format.
-    pub fn from_device(d: &crate::devices::Device, types: &[GgmlType]) -> Speeds {
+    pub fn from_device(d: &crate::devices::Device, types: &[Format]) -> Speeds {
         let mut s = Speeds {
             read_gbs: d.memory_bandwidth_gbs,
             ..Speeds::default()
         };
         for t in types {
-            let name = t.name().to_ascii_uppercase();
+            let name = t.to_string();
             s.decode_gbs.insert(
                 name.clone(),
                 d.memory_bandwidth_gbs * PROFILE_DECODE_EFFICIENCY,
@@ -189,10 +190,7 @@ impl Speeds {
 /// weight (experts scaled by top-k / experts; the unused K/V of KV-shared layers left out),
 /// `per_layer_model_proj`, and the output head (`output.weight`, or the tied `token_embd`).
 /// Embedding lookups read one row and are left out.
-pub fn per_token_matrices(
-    cfg: &Gemma4Config,
-    tensors: &[ModelTensor],
-) -> Vec<(GgmlType, f64, f64)> {
+pub fn per_token_matrices(cfg: &Gemma4Config, tensors: &[ModelTensor]) -> Vec<(Format, f64, f64)> {
     let has_output = tensors.iter().any(|t| t.name == "output.weight");
     let mut out = Vec::new();
     for t in tensors.iter().filter(|t| t.dims.len() >= 2) {
@@ -237,7 +235,7 @@ pub fn tokens_per_s(
 ) -> Result<(f64, f64), String> {
     let (mut decode_s, mut prefill_s) = (0.0, 0.0);
     for (ty, bytes, flops) in per_token_matrices(cfg, tensors) {
-        let name = ty.name().to_ascii_uppercase();
+        let name = ty.to_string();
         let gbs = speeds.decode_gbs.get(&name).copied().filter(|v| *v > 0.0);
         let gfl = speeds
             .prefill_gflops
@@ -257,8 +255,8 @@ pub fn tokens_per_s(
 }
 
 /// The weight types the matrices of `tensors` use (what must be measured for an estimate).
-pub fn matrix_types(cfg: &Gemma4Config, tensors: &[ModelTensor]) -> Vec<GgmlType> {
-    let mut v: Vec<GgmlType> = per_token_matrices(cfg, tensors)
+pub fn matrix_types(cfg: &Gemma4Config, tensors: &[ModelTensor]) -> Vec<Format> {
+    let mut v: Vec<Format> = per_token_matrices(cfg, tensors)
         .into_iter()
         .map(|(t, _, _)| t)
         .collect();
@@ -280,7 +278,7 @@ pub fn from_gguf(path: &Path) -> Result<(Gemma4Config, Vec<ModelTensor>), String
                 .ok_or_else(|| format!("{}: tensor '{}' size overflows", path.display(), t.name))?;
             Ok(ModelTensor {
                 name: t.name.clone(),
-                ty: t.ty,
+                ty: Format::Ggml(t.ty),
                 dims: t.dims.clone(),
                 bytes,
             })
@@ -321,7 +319,7 @@ pub fn plan_tensors(
         .map(|r| ModelTensor {
             dims: r.tensor.shape.iter().rev().map(|&d| d as u64).collect(),
             name: r.tensor.gguf_name,
-            ty: r.choice.ty,
+            ty: Format::Ggml(r.choice.ty),
             bytes: r.bytes,
         })
         .collect())

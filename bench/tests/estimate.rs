@@ -84,7 +84,7 @@ fn memory_matches_hand_count() {
             ..Speeds::default()
         };
         for t in estimate::matrix_types(&cfg, &tensors) {
-            let name = t.name().to_ascii_uppercase();
+            let name = t.to_string();
             speeds.decode_gbs.insert(name.clone(), 10.0);
             speeds.prefill_gflops.insert(name, 100.0);
         }
@@ -119,7 +119,7 @@ fn decode_time_is_bytes_over_speed() {
     let cfg = variant_config(Variant::E2B);
     let t = |name: &str, dims: Vec<u64>, bytes| estimate::ModelTensor {
         name: name.into(),
-        ty: kernels::GgmlType::Q8_0,
+        ty: bench::formats::Format::Ggml(kernels::GgmlType::Q8_0),
         dims,
         bytes,
     };

@@ -93,7 +93,7 @@ pub fn search(
 /// The `--group-size` a compressed-tensors release is planned with: as given with
 /// `--mixed-groups` (each linear then falls back on its own), else the one size that divides
 /// every int4 linear ([`uniform_group`]).
-fn release_group(ckpt: &Checkpoint, args: &AwqArgs) -> anyhow::Result<usize> {
+pub fn release_group(ckpt: &Checkpoint, args: &AwqArgs) -> anyhow::Result<usize> {
     let g = args.group_size;
     if args.mixed_groups {
         return Ok(g);

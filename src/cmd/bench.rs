@@ -399,15 +399,9 @@ fn estimate_jobs(
         .expect("every Gemma 4 config has an MLP");
     let threads = *plan.threads.iter().max().unwrap_or(&1);
     let mut v = Vec::new();
-    for ty in estimate::matrix_types(cfg, tensors) {
+    for format in estimate::matrix_types(cfg, tensors) {
         for op in [Op::Decode, Op::Prefill(128)] {
-            v.push((
-                Format::Ggml(ty),
-                shape.clone(),
-                op,
-                plan.estimate_path,
-                threads,
-            ));
+            v.push((format, shape.clone(), op, plan.estimate_path, threads));
         }
     }
     v

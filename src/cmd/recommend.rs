@@ -22,8 +22,11 @@ const DEFAULT_CONFIG: &str = "g4q.toml";
 #[derive(clap::Args)]
 #[command(long_about = "Recommend the quantization to ship to each device.\n\n\
 Candidates are every GGUF mix g4q writes (F32 … IQ4_XS; with --imatrix also each quantized mix \
-made with it, named like Q4_K_M-imatrix), sized exactly from the `g4q convert --dry-run` plan of \
-MODEL, or the *.gguf files of a release folder. For each device and candidate: bytes, bits per \
+made with it, named like Q4_K_M-imatrix; with --awq CALIB.txt each quantized mix made with \
+`g4q convert --awq` (Q4_K_M-awq, Q4_K_M-awq-imatrix) and the AWQ int4 folder of `--format awq` \
+(AWQ_INT4_G128)), and the ONNX int4 folder of `--format onnx --type int4` (ONNX_INT4_B32), sized \
+exactly from the `g4q convert --dry-run` plan of MODEL, or the *.gguf files and AWQ/ONNX \
+folders of a release folder. For each device and candidate: bytes, bits per \
 weight, memory at --ctx (weights + KV cache + compute buffers, Gemma 4's cache layout), whether \
 it fits in the device's memory less its headroom, predicted decode and prefill tokens/s, and \
 the accuracy evidence: mean KLD ± standard error, top-1 agreement, PPL ratio (from --reports or \
@@ -35,7 +38,8 @@ Exit codes: 0 a pick for every device, 1 some device has no acceptable candidate
 Example: g4q recommend ./gemma-4-e2b --device apple-m2 --device nvidia-rtx-4090 --ctx 8192 \
 --evaluate --data eval.txt --max-kld 0.01 --json rec.json --markdown rec.md --plot rec.svg")]
 pub struct Args {
-    /// The checkpoint folder (candidates planned from it), or a release folder of *.gguf files.
+    /// The checkpoint folder (candidates planned from it), or a release folder of *.gguf files
+    /// and AWQ int4 / ONNX folders.
     #[arg(required_unless_present = "variant")]
     pub model: Option<PathBuf>,
     /// Instead of MODEL: the released variant (e2b, e4b, 26b-a4b, 31b) planned at its real
@@ -57,6 +61,17 @@ pub struct Args {
     /// made with it as a candidate (`-imatrix`).
     #[arg(long)]
     pub imatrix: Option<PathBuf>,
+    /// AWQ calibration text (`g4q convert --awq --data`): adds each quantized mix made with
+    /// `--awq` (`Q4_K_M-awq`, and `-awq-imatrix` with --imatrix) and the AWQ int4 folder of
+    /// `--format awq` (`AWQ_INT4_G128`, at the group size `--dry-run` chooses) as candidates.
+    #[arg(long, value_name = "FILE.txt")]
+    pub awq: Option<PathBuf>,
+    #[command(flatten)]
+    pub awq_args: super::awq::AwqArgs,
+    /// The ONNX int4 candidate's input columns per MatMulNBits block (`g4q convert --format
+    /// onnx --type int4 --block-size`): 32, 64 or 128.
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub block_size: usize,
     /// Accuracy from the `g4q verify --json` reports in this folder, matched to candidates by
     /// the candidate file's sha256, else by the type in its file name (gemma-Q4_K_M.gguf).
     #[arg(long, conflicts_with = "evaluate")]
@@ -153,6 +168,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let inputs: Vec<&Path> = [
         args.model.as_deref(),
         args.imatrix.as_deref(),
+        args.awq.as_deref(),
         args.reports.as_deref(),
         args.data.as_deref(),
         args.reference.as_deref(),
@@ -214,11 +230,31 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         (None, None) => return Err(usage("give MODEL or --variant")),
     };
+    if !quantize::onnx_release::BLOCK_SIZES.contains(&args.block_size) {
+        return Err(usage(format!(
+            "--block-size {} is not one of 32, 64, 128",
+            args.block_size
+        )));
+    }
     if let Some(ckpt) = &ckpt {
-        let names = candidates::all_names(imatrix.is_some());
+        let offer = candidates::Offer {
+            imatrix: imatrix.is_some(),
+            awq_group: match &args.awq {
+                Some(_) => Some(super::awq::release_group(ckpt, &args.awq_args)?),
+                None => None,
+            },
+            // A real-width plan has no weights to plan the ONNX folder from (its plan
+            // quantizes them).
+            onnx_block: args.model.as_ref().map(|_| args.block_size),
+        };
+        let names = candidates::all_names(offer);
         for name in candidates::narrow(&names, args.candidates.as_deref()).map_err(usage)? {
             cands.push(candidates::plan(ckpt, &name, imatrix.as_ref()).map_err(usage)?);
         }
+    } else if args.awq.is_some() {
+        return Err(usage(
+            "--awq plans candidates from a checkpoint, not a release folder",
+        ));
     }
 
     // The evidence.
@@ -238,7 +274,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut devices = Vec::new();
     for d in &args.devices {
         let target = if d == "this" {
-            let mut types: Vec<_> = cands
+            let mut types: Vec<::bench::formats::Format> = cands
                 .iter()
                 .flat_map(|c| ::bench::estimate::matrix_types(&cfg, &c.tensors))
                 .collect();
@@ -298,7 +334,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// `--evaluate`: the reference (MODEL's checkpoint, or --reference for a release folder), the
-/// chunks of --data, and every candidate scored in one pass.
+/// chunks of --data, every candidate written as `g4q convert` writes it (the AWQ ones through
+/// convert's own AWQ search and writers, on --awq), and all scored in one pass. A candidate
+/// that cannot be scored (not finite) is left without evidence, with its reason.
 fn evaluate_all(
     args: &Args,
     ckpt: Option<&Checkpoint>,
@@ -326,14 +364,47 @@ fn evaluate_all(
     let scratch_target = std::env::temp_dir().join("g4q-recommend");
     let scratch = convert::output::ScratchDir::beside(&scratch_target)?;
     let pool = super::threads::pool(args.threads)?;
+
+    // The AWQ sources, made by `g4q convert`'s own code: the AWQ-scaled checkpoint the `-awq`
+    // mixes quantize (`--awq`), and the int4 folder (`--format awq`).
+    let wants =
+        |f: fn(&candidates::Candidate) -> bool| cands.iter().any(|c| c.file.is_none() && f(c));
+    let needs_scaled = wants(|c| c.awq && c.folder.is_none());
+    let needs_folder = wants(|c| matches!(c.folder, Some(candidates::Folder::AwqInt4 { .. })));
+    let mut _scaled_guard = None;
+    let mut awq_scaled = None;
+    let mut awq_folder = None;
+    if needs_scaled || needs_folder {
+        let (Some(model), Some(ckpt), Some(calib)) = (&args.model, ckpt, &args.awq) else {
+            return Err(usage("AWQ candidates need MODEL and --awq FILE.txt"));
+        };
+        if needs_scaled {
+            let target = scratch.path().join("awq-scaled");
+            let (guard, scaled) = pool.install(|| {
+                super::awq::scaled_checkpoint(model, ckpt, calib, &target, &args.awq_args)
+            })?;
+            _scaled_guard = Some(guard);
+            awq_scaled = Some(scaled);
+        }
+        if needs_folder {
+            let out = scratch.path().join("awq-int4");
+            pool.install(|| super::awq::write_int4(model, Some(calib), &out, &args.awq_args))?;
+            awq_folder = Some(out);
+        }
+    }
+    let sources = evaluate::Sources {
+        ckpt,
+        awq_scaled: awq_scaled.as_ref(),
+        imatrix,
+        awq_folder: awq_folder.as_deref(),
+    };
     let bar = progress::bar(chunks.len() as u64, "evaluate");
     let found = pool
         .install(|| {
             evaluate::evaluate(
                 &reference_ckpt,
-                ckpt,
+                &sources,
                 cands,
-                imatrix,
                 &chunks,
                 scratch.path(),
                 &mut |done, _| bar.set_position(done as u64),
@@ -341,5 +412,15 @@ fn evaluate_all(
         })
         .map_err(usage)?;
     bar.finish_and_clear();
-    Ok(found.into_iter().map(Some).collect())
+    Ok(found
+        .into_iter()
+        .zip(cands.iter_mut())
+        .map(|(r, c)| match r {
+            Ok(e) => Some(e),
+            Err(why) => {
+                c.unscored = Some(why);
+                None
+            }
+        })
+        .collect())
 }

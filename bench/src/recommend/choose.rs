@@ -36,7 +36,11 @@ pub struct Row {
     pub ppl_ratio: Option<f64>,
     /// Where the accuracy comes from (a report file, `evaluated`); `null`: not measured.
     pub evidence: Option<String>,
-    /// Why it cannot be picked: `does not fit`, `not measured`, or a constraint it breaks
+    /// Why `--evaluate` could not score it (a weight or logit that is not finite).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Why it cannot be picked: `does not fit`, `not measured` (with the error, when scoring
+    /// failed: `not measured: …`), or a constraint it breaks
     /// (`kld_mean 0.004 > max_kld 0.002`). Empty: acceptable.
     pub rejected: Vec<String>,
     /// On the Pareto frontier over (memory, KLD, decode speed) among the measured candidates.
@@ -157,7 +161,10 @@ pub fn reject(rows: &mut [Row], c: &Constraints) {
     for r in rows.iter_mut() {
         let mut why = Vec::new();
         if r.kld_mean.is_none() {
-            why.push("not measured".to_string());
+            why.push(match &r.error {
+                Some(e) => format!("not measured: {e}"),
+                None => "not measured".to_string(),
+            });
         }
         if !r.fits {
             why.push("does not fit".to_string());
@@ -261,7 +268,7 @@ pub fn reason(rows: &[Row], picked: Option<&(usize, Vec<usize>)>, usable: u64) -
             .filter(|r| {
                 r.rejected
                     .iter()
-                    .any(|w| w != "not measured" && w != "does not fit")
+                    .any(|w| !w.starts_with("not measured") && w != "does not fit")
             })
             .count();
         parts.push(format!("{broke} break a constraint"));
@@ -319,6 +326,7 @@ mod tests {
             top1_agreement: kld.map(|_| 0.95),
             ppl_ratio: kld.map(|k| 1.0 + k.0),
             evidence: kld.map(|_| "r.json".into()),
+            error: None,
             rejected: Vec::new(),
             frontier: false,
         }

@@ -1,23 +1,30 @@
 //! `--evaluate`: score every candidate against the reference in one pass (verify's
-//! `compare_many`: each chunk runs through the reference once and through every candidate).
+//! `compare_each`: each chunk runs through the reference once and through every candidate).
 //!
-//! A planned candidate is quantized exactly as `g4q convert --type` writes it, into a GGUF file
-//! in a scratch folder (removed afterwards), and opened as `g4q verify` opens a GGUF candidate
-//! (products with ggml's math). The figures therefore equal those of `g4q verify` on the file
-//! `g4q convert` writes, whose sha256 the result records. The scratch folder needs the disk space
-//! of all the candidates at once (they are scored side by side).
+//! A planned candidate is written exactly as `g4q convert` writes it, into a scratch folder
+//! (removed afterwards), and opened as `g4q verify` opens that file or folder (GGUF products with
+//! ggml's math; an AWQ or ONNX folder dequantized as its runtime defines). The figures therefore
+//! equal those of `g4q verify` on what `g4q convert` writes, whose sha256 the result records.
+//! Candidates are scored from files rather than from weights quantized in memory because the
+//! GGUF reader is what `g4q verify` runs (its ggml products and checks) and the written bytes
+//! are what the sha256 names; the scratch folder needs the disk space of all the candidates at
+//! once (they are scored side by side). A candidate with a weight or logit that is not finite
+//! is not scored (its error is returned in its place); the others still are.
 
 use std::path::Path;
 
 use convert::Checkpoint;
 use quantize::Imatrix;
-use verify::compare::{compare_many, CompareOptions};
+use verify::candidate::Opened;
+use verify::compare::{compare_each, CompareOptions};
 use verify::data::ScoreSpan;
-use verify::gguf_weights::{GgufMath, GgufWeights};
-use verify::Weights;
+use verify::gguf_weights::GgufMath;
+use verify::spill::MemoryBudget;
+use verify::{VerifyError, Weights};
 
-use super::candidates::{self, Candidate};
+use super::candidates::{self, Candidate, Planned};
 use super::evidence::Evidence;
+use super::folders;
 
 /// The `source` of evaluated evidence.
 pub const SOURCE: &str = "evaluated";
@@ -36,63 +43,142 @@ pub fn chunks(
     verify::data::chunk_tokens(&ids, ctx, chunks, bos).map_err(|e| e.to_string())
 }
 
+/// What planned candidates are written from.
+#[derive(Clone, Copy, Default)]
+pub struct Sources<'a> {
+    /// The checkpoint (MODEL).
+    pub ckpt: Option<&'a Checkpoint>,
+    /// The AWQ-scaled checkpoint `g4q convert --awq` quantizes: the source of `-awq` GGUF
+    /// candidates.
+    pub awq_scaled: Option<&'a Checkpoint>,
+    /// The importance matrix and the name files record for it.
+    pub imatrix: Option<&'a (Imatrix, String)>,
+    /// The AWQ int4 folder, written by `g4q convert --format awq`'s own code (its AWQ search
+    /// and writer), for the `AWQ_INT4_G…` candidate.
+    pub awq_folder: Option<&'a Path>,
+}
+
+/// Writes planned candidate `c` (no file yet) into `scratch` from `src` and returns its path;
+/// the AWQ int4 folder is [`Sources::awq_folder`], already written.
+fn write_planned(
+    c: &Candidate,
+    src: &Sources<'_>,
+    scratch: &Path,
+) -> Result<std::path::PathBuf, String> {
+    let ckpt = src
+        .ckpt
+        .ok_or_else(|| format!("{}: no checkpoint to write it from", c.name))?;
+    let out = scratch.join(&c.name);
+    match candidates::parse_name(&c.name)? {
+        Planned::Gguf {
+            ftype,
+            imatrix: use_im,
+            awq,
+        } => {
+            let from = if awq {
+                src.awq_scaled
+                    .ok_or_else(|| format!("{}: no AWQ-scaled checkpoint", c.name))?
+            } else {
+                ckpt
+            };
+            let im = if use_im {
+                let (im, file) = src
+                    .imatrix
+                    .ok_or_else(|| format!("{} needs --imatrix", c.name))?;
+                Some((im, file.clone()))
+            } else {
+                None
+            };
+            let opts = quantize::gguf_release::ReleaseOptions {
+                ftype,
+                mix: Default::default(),
+                imatrix: im,
+                progress: None,
+            };
+            let out = out.with_extension("gguf");
+            quantize::gguf_release::write(from, &out, &opts)
+                .map_err(|e| format!("writing {}: {e}", c.name))?;
+            Ok(out)
+        }
+        Planned::OnnxInt4 { block } => {
+            folders::write_onnx(ckpt, block, &out)?;
+            Ok(out)
+        }
+        Planned::AwqInt4 { .. } => src
+            .awq_folder
+            .map(Path::to_path_buf)
+            .ok_or_else(|| format!("{}: the folder is not written", c.name)),
+    }
+}
+
 /// Scores `cands` against `reference` over `chunks` (second-half positions, as verify's
-/// default). Planned candidates (no file) are written from `ckpt` into `scratch` first, and get
-/// the written file's sha256. `progress(done, total)` follows the chunks.
+/// default): one result per candidate, its evidence or why it could not be scored (a weight or
+/// logit that is not finite). Planned candidates (no file) are written from `src` into
+/// `scratch` first; every candidate gets the sha256 of what was scored. `progress(done, total)`
+/// follows the chunks. Errors: a candidate that cannot be written or read, or a reference that
+/// fails.
 pub fn evaluate(
     reference: &dyn Weights,
-    ckpt: Option<&Checkpoint>,
+    src: &Sources<'_>,
     cands: &mut [Candidate],
-    imatrix: Option<&(Imatrix, String)>,
     chunks: &[Vec<u32>],
     scratch: &Path,
     progress: &mut dyn FnMut(usize, usize),
-) -> Result<Vec<Evidence>, String> {
-    let mut opened = Vec::with_capacity(cands.len());
+) -> Result<Vec<Result<Evidence, String>>, String> {
+    let mut opened: Vec<Result<Opened, String>> = Vec::with_capacity(cands.len());
     for c in cands.iter_mut() {
         let path = match &c.file {
             Some(f) => f.clone(),
-            None => {
-                let ckpt =
-                    ckpt.ok_or_else(|| format!("{}: no checkpoint to write it from", c.name))?;
-                let (ftype, use_im) = candidates::parse_name(&c.name)?;
-                let im = if use_im {
-                    let (im, file) =
-                        imatrix.ok_or_else(|| format!("{} needs --imatrix", c.name))?;
-                    Some((im, file.clone()))
-                } else {
-                    None
-                };
-                let opts = quantize::gguf_release::ReleaseOptions {
-                    ftype,
-                    mix: Default::default(),
-                    imatrix: im,
-                    progress: None,
-                };
-                let out = scratch.join(format!("{}.gguf", c.name));
-                quantize::gguf_release::write(ckpt, &out, &opts)
-                    .map_err(|e| format!("writing {}: {e}", c.name))?;
-                c.sha256 = Some(verify::candidate::fingerprint(&out).map_err(|e| e.to_string())?);
-                out
-            }
+            None => write_planned(c, src, scratch)?,
         };
-        opened.push(GgufWeights::open(&path, GgufMath::Ggml).map_err(|e| e.to_string())?);
+        if c.sha256.is_none() {
+            c.sha256 = Some(verify::candidate::fingerprint(&path).map_err(|e| e.to_string())?);
+        }
+        opened.push(match Opened::open(&path, GgufMath::Ggml) {
+            Ok(w) => Ok(w),
+            Err(e @ VerifyError::NonFinite { .. }) => Err(format!("the candidate's {e}")),
+            Err(e) => return Err(format!("{}: {e}", c.name)),
+        });
     }
-    let refs: Vec<&dyn Weights> = opened.iter().map(|w| w as &dyn Weights).collect();
+    let weights: Vec<&dyn Weights> = opened
+        .iter()
+        .filter_map(|o| o.as_ref().ok().map(Opened::weights))
+        .collect();
     let opts = CompareOptions {
         span: ScoreSpan::SecondHalf,
         layer_errors: false,
     };
-    let results = compare_many(reference, &refs, chunks, opts, progress).map_err(|e| {
-        let names: Vec<String> = cands
-            .iter()
-            .enumerate()
-            .map(|(k, c)| format!("candidate {k} is {}", c.name))
-            .collect();
-        format!("{e} ({})", names.join(", "))
-    })?;
-    Ok(results
-        .iter()
-        .map(|r| Evidence::from_metrics(&r.metrics, SOURCE))
-        .collect())
+    let mut scored = if weights.is_empty() {
+        Vec::new()
+    } else {
+        compare_each(
+            reference,
+            &weights,
+            chunks,
+            opts,
+            &MemoryBudget::default(),
+            progress,
+        )
+        .map_err(|e| e.to_string())?
+    }
+    .into_iter();
+    let mut out = Vec::with_capacity(cands.len());
+    let mut k = 0;
+    for (o, c) in opened.iter().zip(cands.iter()) {
+        out.push(match o {
+            Err(why) => Err(why.clone()),
+            Ok(_) => {
+                k += 1;
+                match scored.next().expect("one result per opened candidate") {
+                    Ok(cmp) => Ok(Evidence::from_metrics(&cmp.metrics, SOURCE)),
+                    // The row names the candidate: not its index among those scored.
+                    Err(VerifyError::CandidateNotFinite(why)) => {
+                        Err(why.replace(&format!("candidate {}'s", k - 1), "candidate's"))
+                    }
+                    Err(e) => return Err(format!("{}: {e}", c.name)),
+                }
+            }
+        });
+    }
+    Ok(out)
 }

@@ -77,15 +77,22 @@ fn is_combined(text: &str) -> bool {
     })
 }
 
-/// Whether the file name of `path` (without extension, case-insensitive) ends with `name` after
-/// a separator or is `name`: `gemma-Q4_K_M.gguf` is a `Q4_K_M` and not a `Q4_K_M-imatrix`.
+/// Whether the file name of `path` (without extension, case-insensitive, `-` and `_` alike)
+/// ends with `name` after a separator or is `name`: `gemma-Q4_K_M.gguf` is a `Q4_K_M` and not a
+/// `Q4_K_M-imatrix`; the folder `gemma-AWQ-int4-g128` (as `g4q release` names it) is an
+/// `AWQ_INT4_G128`.
 pub fn path_names(path: &str, name: &str) -> bool {
-    let file = path.rsplit(['/', '\\']).next().unwrap_or(path);
+    let file = path
+        .trim_end_matches(['/', '\\'])
+        .rsplit(['/', '\\'])
+        .next()
+        .unwrap_or(path);
     let stem = file
         .strip_suffix(".gguf")
         .unwrap_or(file)
-        .to_ascii_uppercase();
-    let name = name.to_ascii_uppercase();
+        .to_ascii_uppercase()
+        .replace('-', "_");
+    let name = name.to_ascii_uppercase().replace('-', "_");
     stem == name
         || stem
             .strip_suffix(&name)
@@ -165,6 +172,11 @@ mod tests {
             ("/x/gemma-IQ4_XS.gguf", "Q4_XS", false),
             ("/x/gemma-Q4_K_S.gguf", "Q4_K_M", false),
             ("/x/gemma-Q8_0.gguf", "Q4_K_M", false),
+            ("/x/gemma-Q4_K_M-awq.gguf", "Q4_K_M", false),
+            ("/x/gemma-Q4_K_M-awq.gguf", "Q4_K_M-awq", true),
+            ("/x/gemma-AWQ-int4-g128", "AWQ_INT4_G128", true),
+            ("/x/gemma-AWQ-int4-g128/", "AWQ_INT4_G128", true),
+            ("/x/gemma-AWQ-int4-g64", "AWQ_INT4_G128", false),
         ];
         for (p, n, want) in cases {
             assert_eq!(path_names(p, n), want, "{p} {n}");

@@ -1,7 +1,8 @@
 //! `g4q recommend`: which quantization to ship to each device, from measured accuracy, exact
 //! sizes and predicted speed.
 //!
-//! The pieces, each in its own module: the candidates and their exact sizes ([`candidates`]),
+//! The pieces, each in its own module: the candidates and their exact sizes ([`candidates`];
+//! the AWQ int4 and ONNX int4 folders in [`folders`]),
 //! accuracy evidence from verify reports or scored here ([`evidence`], [`evaluate`]), the
 //! devices and their speeds ([`target`]), each candidate's row and the pick ([`choose`]), the
 //! `[recommend]` settings of g4q.toml ([`config`]), and the outputs ([`render`], [`plot`]).
@@ -12,6 +13,7 @@ pub mod choose;
 pub mod config;
 pub mod evaluate;
 pub mod evidence;
+pub mod folders;
 pub mod plot;
 pub mod render;
 pub mod target;
@@ -111,6 +113,7 @@ pub fn recommend_for(
             top1_agreement: None,
             ppl_ratio: None,
             evidence: None,
+            error: c.unscored.clone(),
             rejected: Vec::new(),
             frontier: false,
         };

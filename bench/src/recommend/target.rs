@@ -4,8 +4,6 @@
 
 use std::path::Path;
 
-use kernels::GgmlType;
-
 use crate::devices::Device;
 use crate::estimate::Speeds;
 use crate::formats::{self, Budget, Format, Op};
@@ -24,7 +22,7 @@ pub struct Target {
 impl Target {
     /// The speeds of `types` on this device: measured figures where there are some, the
     /// profile's model (bandwidth and peak at fixed efficiencies) for the types not measured.
-    pub fn speeds(&self, types: &[GgmlType]) -> Speeds {
+    pub fn speeds(&self, types: &[Format]) -> Speeds {
         let mut s = Speeds::from_device(&self.device, types);
         if let Some(m) = &self.measured {
             s.decode_gbs.extend(m.decode_gbs.clone());
@@ -82,9 +80,9 @@ pub fn from_report(r: &Report) -> Target {
 }
 
 /// `--device this`: the fingerprint and limits of this machine, and the decode and prefill
-/// products of `types` at `cfg`'s MLP shape on the best kernel path and every thread, measured
+/// products of the formats `types` at `cfg`'s MLP shape on the best kernel path and every thread, measured
 /// now over a 128 MiB working set (as `g4q bench --quick`).
-pub fn measure_here(cfg: &convert::Gemma4Config, types: &[GgmlType]) -> Result<Target, String> {
+pub fn measure_here(cfg: &convert::Gemma4Config, types: &[Format]) -> Result<Target, String> {
     let host = crate::host::detect();
     let threads = host.logical_cores.max(1);
     let ws: u64 = 128 << 20;
@@ -104,8 +102,7 @@ pub fn measure_here(cfg: &convert::Gemma4Config, types: &[GgmlType]) -> Result<T
     };
     let path = kernels::simd::best_path();
     let mut results = Vec::new();
-    for &ty in types {
-        let format = Format::Ggml(ty);
+    for &format in types {
         if format.matrix_bytes(shape.rows, shape.cols).is_none() {
             continue;
         }

@@ -263,7 +263,8 @@ impl Checkpoint {
         Ok(())
     }
 
-    /// The weight files, in the order they were opened.
+    /// The weight files: the single file, or the shards in the sorted order of their names (as
+    /// llama.cpp's converter reads them; see `llama::tensor_plan`).
     pub fn files(&self) -> impl Iterator<Item = &Path> {
         self.files.iter().map(|f| f.path.as_path())
     }
@@ -286,6 +287,17 @@ impl Checkpoint {
             shape: entry.shape.clone(),
             data: &file.mmap[entry.start..entry.end],
         })
+    }
+
+    /// Which weight file holds a text tensor (an unused shared K/V one included): its index in
+    /// [`Checkpoint::files`], whose order is the sorted order of the shard names. `None` for a
+    /// name the checkpoint does not hold.
+    pub fn file_index(&self, name: &str) -> Option<usize> {
+        self.by_name
+            .get(name)
+            .map(|&i| &self.text[i])
+            .or_else(|| self.unused_kv.iter().find(|e| e.name == name))
+            .map(|e| e.file)
     }
 
     /// Whether the checkpoint holds this text tensor.
@@ -345,6 +357,15 @@ impl Checkpoint {
     }
 }
 
+/// Sorts `items` into the order in which llama.cpp's converter (`convert_hf_to_gguf.py`) meets
+/// tensors: weight file by weight file in the order of [`Checkpoint::files`] (sorted shard
+/// names, as it takes them from the index), and within a file by name (it reads each header
+/// sorted). `key` gives an item's file index and name. The GGUF text plan and the mmproj plan
+/// both order their tensors with it, so a sharded checkpoint converts like llama.cpp's.
+pub fn sort_in_converter_order<T>(items: &mut [T], key: impl Fn(&T) -> (usize, &str)) {
+    items.sort_by(|a, b| key(a).cmp(&key(b)));
+}
+
 /// HF tensor name → (file index, entry index within that file's header).
 type Located = BTreeMap<String, (usize, usize)>;
 
@@ -357,8 +378,9 @@ fn locate_single(file: &StFile) -> Located {
         .collect()
 }
 
-/// Opens the shards an index names and cross-checks index and headers: every indexed tensor
-/// must be in its shard, every shard tensor in the index, and no tensor in two shards.
+/// Opens the shards an index names, in the sorted order of their names, and cross-checks index
+/// and headers: every indexed tensor must be in its shard, every shard tensor in the index, and
+/// no tensor in two shards.
 fn open_sharded(dir: &Path, index: &Path) -> Result<(Vec<StFile>, Located)> {
     let text = std::fs::read_to_string(index).map_err(|e| ConvertError::io(index, e))?;
     let root: Value = serde_json::from_str(&text)

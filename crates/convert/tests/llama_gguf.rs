@@ -272,3 +272,115 @@ fn config_read_back_from_gguf_equals_the_checkpoints() {
     assert!(n > 0);
     println!("llama gguf: {n} configs read back from GGUF equal the checkpoints'");
 }
+
+/// The tensor order llama.cpp's converter gives a sharded checkpoint, worked out from the files:
+/// `rope_freqs` first, then shard by shard in the sorted order of the names the index lists, each
+/// shard's tensors sorted by name; tensors with no GGUF name (towers) left out.
+fn llamacpp_sharded_order(dir: &std::path::Path) -> Vec<String> {
+    let index: Json =
+        serde_json::from_slice(&std::fs::read(dir.join(convert::checkpoint::INDEX_FILE)).unwrap())
+            .unwrap();
+    let shards: std::collections::BTreeSet<&str> = index["weight_map"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let mut order = vec!["rope_freqs.weight".to_string()];
+    for shard in shards {
+        let mut names: Vec<String> = testkit::safetensors_file::read_entries(&dir.join(shard))
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        names.sort();
+        order.extend(names.iter().filter_map(|n| {
+            let canonical = n
+                .strip_prefix(convert::catalogue::RELEASED_PREFIX)
+                .or_else(|| n.strip_prefix(convert::catalogue::CAUSAL_PREFIX))?;
+            convert::llama::gguf_name(canonical)
+        }));
+    }
+    order
+}
+
+#[test]
+fn sharded_f32_conversion_follows_llamacpp_shard_order() {
+    let dirs = testkit::fixture_dirs("llamacpp/manifest.json");
+    assert!(!dirs.is_empty(), "no fixtures with llama.cpp manifests");
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut n_fixtures, mut n_reordered, mut n_tensors) = (0, 0, 0);
+    for (i, dir) in dirs.iter().enumerate() {
+        let manifest: Json =
+            serde_json::from_slice(&std::fs::read(dir.join("llamacpp/manifest.json")).unwrap())
+                .unwrap();
+        let Some(from) = testkit::llamacpp_source(dir, &manifest) else {
+            continue;
+        };
+        // Same folder name as the source: the name shows in `general.name`.
+        let sharded = tmp
+            .path()
+            .join(i.to_string())
+            .join(from.file_name().unwrap());
+        testkit::copy_checkpoint_to(&from, &sharded);
+        testkit::safetensors_file::shard_in_module_order(&sharded, 3);
+        let ctx = format!("{} (3 shards)", dir.display());
+
+        let single_out = tmp.path().join(format!("{i}-single.gguf"));
+        let sharded_out = tmp.path().join(format!("{i}-sharded.gguf"));
+        let single_ck = Checkpoint::open(&from).unwrap();
+        convert::llama::write_unquantized(&single_ck, &single_out, GgmlType::F32).unwrap();
+        let sharded_ck = Checkpoint::open(&sharded).unwrap();
+        assert_eq!(sharded_ck.files().count(), 3, "{ctx}");
+        convert::llama::write_unquantized(&sharded_ck, &sharded_out, GgmlType::F32).unwrap();
+        let (single, f) = (
+            GgufFile::open(&single_out).unwrap(),
+            GgufFile::open(&sharded_out).unwrap(),
+        );
+
+        let got: Vec<&str> = f.tensors().iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(got, llamacpp_sharded_order(&sharded), "{ctx}: tensor order");
+        let single_order: Vec<&str> = single.tensors().iter().map(|t| t.name.as_str()).collect();
+        if got != single_order {
+            n_reordered += 1;
+        }
+        assert_eq!(f.metadata(), single.metadata(), "{ctx}: metadata");
+
+        // The bytes of each tensor are llama.cpp's, wherever it sits.
+        let want: std::collections::HashMap<&str, &Json> = manifest["files"]["f32.gguf"]["gguf"]
+            ["tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| (t["name"].as_str().unwrap(), t))
+            .collect();
+        assert_eq!(want.len(), got.len(), "{ctx}: tensor count");
+        for t in f.tensors() {
+            let w = want
+                .get(t.name.as_str())
+                .unwrap_or_else(|| panic!("{ctx}: {} is not in llama.cpp's file", t.name));
+            assert_eq!(
+                t.ty.name().to_uppercase(),
+                w["type"].as_str().unwrap().to_uppercase()
+            );
+            let sha = hex::encode(Sha256::digest(f.tensor_data(&t.name).unwrap()));
+            assert_eq!(
+                sha,
+                w["sha256"].as_str().unwrap(),
+                "{ctx}: bytes of {}",
+                t.name
+            );
+            n_tensors += 1;
+        }
+        n_fixtures += 1;
+    }
+    // Some fixture must be cut where shard order and name order disagree, or this checks nothing
+    // beyond the single-file test.
+    assert!(
+        n_reordered > 0,
+        "no fixture's shards change the tensor order: the test cannot tell the rules apart"
+    );
+    println!(
+        "sharded conversion: checked {n_fixtures} fixtures ({n_reordered} reordered by their \
+         shards), {n_tensors} tensors against llama.cpp's order rule and f32.gguf bytes"
+    );
+}

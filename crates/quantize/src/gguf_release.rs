@@ -201,7 +201,10 @@ pub(crate) fn set_quantized_keys(md: &mut Metadata, opts: &ReleaseOptions<'_>) {
             "quantize.imatrix.entries_count",
             Value::U32(im.entries.len() as u32),
         );
-        md.set("quantize.imatrix.chunks_count", Value::U32(im.chunk_count));
+        // llama-quantize records the chunk count only when it is positive.
+        if im.chunk_count > 0 {
+            md.set("quantize.imatrix.chunks_count", Value::U32(im.chunk_count));
+        }
     }
 }
 

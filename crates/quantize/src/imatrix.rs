@@ -172,6 +172,12 @@ impl Imatrix {
         })
     }
 
+    /// The legacy format as `llama-imatrix --output-format dat` writes it and llama.cpp's
+    /// `common_imatrix_load_legacy` reads it (for `llama-quantize` and `llama-imatrix --in-file`
+    /// alike): an entry count (at least 1), per entry the name (cut at a NUL, as a C string), the
+    /// call count, the value count and mean(x²)·ncall, then an optional trailer of the chunk
+    /// count and the dataset's name, which llama-quantize records in `quantize.imatrix.*`.
+    /// A name that comes again replaces the earlier entry, as in llama.cpp's `std::map`.
     fn read_dat(path: &Path) -> Result<Self> {
         let data = std::fs::read(path).map_err(|e| bad(path, format!("cannot read: {e}")))?;
         let mut r = DatReader {
@@ -180,7 +186,7 @@ impl Imatrix {
             path,
         };
         let n = r.i32("entry count")?;
-        if n < 0 || n as usize > data.len() / 12 {
+        if n < 1 || n as usize > data.len() / 12 {
             return Err(bad(
                 path,
                 format!("entry count {n} is not plausible: not an imatrix .dat file?"),
@@ -190,7 +196,7 @@ impl Imatrix {
         for _ in 0..n {
             let len = r.i32("name length")?;
             let len = usize::try_from(len).map_err(|_| bad(path, "negative name length"))?;
-            let name = String::from_utf8(r.bytes(len, "name")?.to_vec())
+            let name = String::from_utf8(until_nul(r.bytes(len, "name")?).to_vec())
                 .map_err(|_| bad(path, "name is not UTF-8"))?;
             let ncall = r.i32("call count")?;
             let nval = usize::try_from(r.i32("value count")?)
@@ -210,7 +216,8 @@ impl Imatrix {
                 return Err(bad(path, format!("'{}' holds NaN or Inf", cut(&name))));
             }
             // Legacy values are mean(x²)·ncall; store them as sums over `ncall` "tokens" so
-            // `weights` divides them back to the mean.
+            // `weights` divides them back to the mean (llama-quantize takes them as they are
+            // when ncall is not positive: a count of 1).
             let count = ncall.max(1) as f32;
             entries.insert(
                 name,
@@ -221,10 +228,11 @@ impl Imatrix {
                 },
             );
         }
+        let (chunk_count, datasets) = r.trailer()?;
         Ok(Imatrix {
             entries,
-            datasets: Vec::new(),
-            chunk_count: 0,
+            datasets,
+            chunk_count,
             chunk_size: 0,
         })
     }
@@ -267,6 +275,43 @@ impl<'a> DatReader<'a> {
         let b = self.bytes(4, what)?;
         Ok(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
+
+    /// The optional trailer after the entries: the chunk count (none, or not positive: 0, which
+    /// llama-quantize leaves out of the metadata) and, when its length is positive, the
+    /// dataset's name (cut at a NUL). A trailer cut short or followed by more bytes is an error.
+    fn trailer(&mut self) -> Result<(u32, Vec<String>)> {
+        if self.pos == self.data.len() {
+            return Ok((0, Vec::new()));
+        }
+        let chunks = u32::try_from(self.i32("chunk count")?).unwrap_or(0);
+        let mut datasets = Vec::new();
+        if self.pos < self.data.len() {
+            let len = self.i32("dataset name length")?;
+            if let Ok(len) = usize::try_from(len) {
+                let name = until_nul(self.bytes(len, "dataset name")?);
+                let name = String::from_utf8(name.to_vec())
+                    .map_err(|_| bad(self.path, "dataset name is not UTF-8"))?;
+                if len > 0 {
+                    datasets.push(name);
+                }
+            }
+        }
+        if self.pos != self.data.len() {
+            return Err(bad(
+                self.path,
+                format!(
+                    "{} bytes after the dataset name: not an imatrix .dat file?",
+                    self.data.len() - self.pos
+                ),
+            ));
+        }
+        Ok((chunks, datasets))
+    }
+}
+
+/// The bytes before the first NUL: what a C string of them holds.
+fn until_nul(b: &[u8]) -> &[u8] {
+    b.iter().position(|&c| c == 0).map_or(b, |i| &b[..i])
 }
 
 impl Imatrix {
@@ -508,5 +553,83 @@ mod stats_tests {
         );
         let s = im.statistics();
         assert!((s[1].cos_prev.unwrap() - 0.5f64.sqrt()).abs() < 1e-12);
+    }
+}
+
+#[cfg(test)]
+mod dat_tests {
+    use super::*;
+
+    /// A `.dat` body: the entry count, then per entry name, ncall and values.
+    fn dat(entries: &[(&[u8], i32, &[f32])]) -> Vec<u8> {
+        let mut out = (entries.len() as i32).to_le_bytes().to_vec();
+        for (name, ncall, values) in entries {
+            out.extend((name.len() as i32).to_le_bytes());
+            out.extend(*name);
+            out.extend(ncall.to_le_bytes());
+            out.extend((values.len() as i32).to_le_bytes());
+            values.iter().for_each(|v| out.extend(v.to_le_bytes()));
+        }
+        out
+    }
+
+    fn read(bytes: &[u8]) -> Result<Imatrix> {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("m.dat");
+        std::fs::write(&path, bytes).unwrap();
+        Imatrix::read(&path)
+    }
+
+    fn err(bytes: &[u8], needle: &str) {
+        let msg = read(bytes).unwrap_err().to_string();
+        assert!(msg.contains("m.dat") && msg.contains(needle), "{msg}");
+    }
+
+    /// The parts of the format llama.cpp's `common_imatrix_load_legacy` reads that the fixture
+    /// tests do not reach: repeated names (the last wins), names and dataset cut at a NUL, the
+    /// trailer's forms, and what it refuses.
+    #[test]
+    fn legacy_names_and_trailer() {
+        let body = dat(&[
+            (b"a.weight", 2, &[4.0, 8.0]),
+            (b"b.weight\0junk", 1, &[1.0]),
+            (b"a.weight", 4, &[2.0, 2.0, 6.0]),
+        ]);
+        let im = read(&body).unwrap();
+        let names: Vec<&str> = im.entries.keys().map(String::as_str).collect();
+        assert_eq!(names, ["a.weight", "b.weight"]);
+        assert_eq!(im.weights("a.weight"), Some(vec![0.5, 0.5, 1.5]));
+        assert_eq!((im.chunk_count, im.datasets.len()), (0, 0));
+
+        let with = |tail: &[u8]| [body.as_slice(), tail].concat();
+        let trailer = |chunks: i32, len: i32, name: &[u8]| {
+            [&chunks.to_le_bytes()[..], &len.to_le_bytes(), name].concat()
+        };
+        let im = read(&with(&trailer(8, 9, b"calib.txt"))).unwrap();
+        assert_eq!((im.chunk_count, im.datasets), (8, vec!["calib.txt".into()]));
+        let im = read(&with(&8i32.to_le_bytes())).unwrap();
+        assert_eq!((im.chunk_count, im.datasets.len()), (8, 0));
+        let im = read(&with(&trailer(-3, 4, b"d\0xy"))).unwrap();
+        assert_eq!((im.chunk_count, im.datasets), (0, vec!["d".into()]));
+        let im = read(&with(&trailer(5, 0, b""))).unwrap();
+        assert_eq!((im.chunk_count, im.datasets.len()), (5, 0));
+        let im = read(&with(&trailer(5, -1, b""))).unwrap();
+        assert_eq!((im.chunk_count, im.datasets.len()), (5, 0));
+
+        err(&with(&[1, 2]), "chunk count");
+        err(&with(&trailer(8, 9, b"calib")), "dataset name");
+        err(
+            &with(&trailer(8, 2, b"abc")),
+            "1 bytes after the dataset name",
+        );
+        err(&dat(&[]), "entry count 0");
+        let mut cases = 9;
+        for cut in 1..body.len() {
+            // Cut anywhere: an error naming the file (short ones fail the magic read or the
+            // count check before the entries).
+            err(&body[..cut], "");
+            cases += 1;
+        }
+        println!("legacy .dat: {cases} cases");
     }
 }

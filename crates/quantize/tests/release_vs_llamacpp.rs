@@ -211,3 +211,126 @@ fn legacy_dat_imatrix_reads_to_the_same_weights() {
         assert!(err.contains("imatrix.dat"), "{err}");
     }
 }
+
+/// One legacy `.dat` entry: name, ncall, values (mean(x²)·ncall).
+fn dat_entry(out: &mut Vec<u8>, name: &str, ncall: i32, values: &[f32]) {
+    out.extend((name.len() as i32).to_le_bytes());
+    out.extend(name.as_bytes());
+    out.extend(ncall.to_le_bytes());
+    out.extend((values.len() as i32).to_le_bytes());
+    for v in values {
+        out.extend(v.to_le_bytes());
+    }
+}
+
+/// A legacy `.dat` in which some names come twice, bogus values first: llama.cpp's loader
+/// (`common_imatrix_load_legacy`, behind both `llama-quantize --imatrix` and `llama-imatrix
+/// --in-file`) assigns entries into a `std::map` in file order, so the last copy of a name is the
+/// one used. Made from llama.cpp's `imatrix.gguf` with ncall 1 (so the values are its weights
+/// exactly) and the trailer carrying its chunk count and dataset, the `.dat` must give every
+/// byte of llama-quantize's own imatrix files, metadata included; without the trailer,
+/// llama-quantize records neither the dataset nor the chunk count.
+#[test]
+fn legacy_dat_with_repeated_names_quantizes_as_llama_quantize_does() {
+    let dirs = testkit::fixture_dirs("llamacpp/imatrix.gguf");
+    assert!(!dirs.is_empty(), "no fixture with llama.cpp's imatrix.gguf");
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut files, mut tensors, mut repeated) = (0, 0, 0);
+    for dir in &dirs {
+        let m = testkit::llamacpp_manifest(dir);
+        let Some(from) = testkit::llamacpp_source(dir, &m) else {
+            continue;
+        };
+        let gguf = Imatrix::read(&dir.join("llamacpp/imatrix.gguf")).unwrap();
+        let names: Vec<&String> = gguf.entries.keys().collect();
+        let mut body = Vec::new();
+        let mut n_entries = 0i32;
+        for (i, name) in names.iter().enumerate() {
+            let w = gguf.weights(name).unwrap();
+            // Every third name first comes with other values (and every sixth another length).
+            if i % 3 == 0 {
+                let len = if i % 6 == 0 { w.len() / 2 } else { w.len() };
+                dat_entry(&mut body, name, 7, &vec![3.5; len.max(1)]);
+                n_entries += 1;
+                repeated += 1;
+            }
+            dat_entry(&mut body, name, 1, &w);
+            n_entries += 1;
+        }
+        let mut dat = n_entries.to_le_bytes().to_vec();
+        dat.extend(&body);
+        let bare = tmp.path().join("bare.dat");
+        std::fs::write(&bare, &dat).unwrap();
+        dat.extend((gguf.chunk_count as i32).to_le_bytes());
+        let dataset = gguf.datasets[0].as_bytes();
+        dat.extend((dataset.len() as i32).to_le_bytes());
+        dat.extend(dataset);
+        let path = tmp.path().join("imatrix.dat");
+        std::fs::write(&path, &dat).unwrap();
+
+        let legacy = Imatrix::read(&path).unwrap();
+        assert_eq!(legacy.entries.len(), names.len(), "{}", dir.display());
+        assert_eq!(legacy.chunk_count, gguf.chunk_count);
+        assert_eq!(legacy.datasets, gguf.datasets[..1]);
+        for name in &names {
+            assert_eq!(legacy.weights(name), gguf.weights(name), "{name}");
+        }
+        let bare = Imatrix::read(&bare).unwrap();
+        assert_eq!((bare.chunk_count, bare.datasets.len()), (0, 0));
+
+        let ckpt = Checkpoint::open(&from).unwrap();
+        for q in testkit::quantized_files(&m)
+            .into_iter()
+            .filter(|q| q.imatrix)
+        {
+            let ctx = format!("{}/{}", dir.display(), q.file);
+            let want = &q.entry["gguf"];
+            let recorded = want["metadata"]["quantize.imatrix.file"]["value"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            for (im, full) in [(&legacy, true), (&bare, false)] {
+                let opts = ReleaseOptions {
+                    ftype: q.mix.parse().unwrap(),
+                    mix: MixOptions::default(),
+                    imatrix: Some((im, recorded.clone())),
+                    progress: None,
+                };
+                let out = tmp.path().join(q.file);
+                gguf_release::write(&ckpt, &out, &opts).unwrap();
+                let f = GgufFile::open(&out).unwrap();
+                let keys: Vec<&str> = f.metadata().iter().map(|(k, _)| k).collect();
+                let want_keys: Vec<&str> = want["metadata"]
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .map(String::as_str)
+                    .filter(|k| {
+                        full || !matches!(
+                            *k,
+                            "quantize.imatrix.dataset" | "quantize.imatrix.chunks_count"
+                        )
+                    })
+                    .collect();
+                assert_eq!(keys, want_keys, "{ctx}: keys (trailer: {full})");
+                for (k, v) in f.metadata().iter() {
+                    if let Some(j) = scalar_json(v) {
+                        assert_eq!(j, want["metadata"][k]["value"], "{ctx}: {k}");
+                    }
+                }
+                for (t, w) in f.tensors().iter().zip(want["tensors"].as_array().unwrap()) {
+                    assert_eq!(t.name, w["name"].as_str().unwrap(), "{ctx}");
+                    let sha = hex::encode(Sha256::digest(f.tensor_data(&t.name).unwrap()));
+                    assert_eq!(sha, w["sha256"].as_str().unwrap(), "{ctx}: {}", t.name);
+                    tensors += 1;
+                }
+                files += 1;
+            }
+        }
+    }
+    assert!(files > 0, "no llama-quantize file made with an imatrix");
+    println!(
+        "legacy .dat: {files} files ({tensors} tensors) from .dat files with {repeated} repeated \
+         names equal llama-quantize's imatrix files"
+    );
+}

@@ -114,9 +114,48 @@ fn write_entries_with(path: &Path, metadata: Option<&Value>, entries: &[Entry]) 
 /// `starts` begins with 0 and rises. Each shard keeps the file's `__metadata__`. Returns the
 /// shard names.
 pub fn shard_at(dir: &Path, starts: &[usize]) -> Vec<String> {
+    let entries = read_entries(&dir.join("model.safetensors"));
+    shard_entries_at(dir, &entries, starts)
+}
+
+/// Shards `dir/model.safetensors` into `n` shards as transformers' `save_pretrained` fills them:
+/// tensors in module order (names compared with their numbers as numbers, so `layers.9` comes
+/// before `layers.10`), cut into `n` runs of about equal count. A shard then ends in the middle
+/// of the name order, as the shards of a real checkpoint do. See [`shard_at`].
+pub fn shard_in_module_order(dir: &Path, n: usize) -> Vec<String> {
+    let mut entries = read_entries(&dir.join("model.safetensors"));
+    entries.sort_by_cached_key(|e| natural_key(&e.name));
+    assert!(
+        n >= 1 && n <= entries.len(),
+        "{n} shards of {} tensors",
+        entries.len()
+    );
+    let starts: Vec<usize> = (0..n).map(|i| i * entries.len() / n).collect();
+    shard_entries_at(dir, &entries, &starts)
+}
+
+/// A name's sort key with each run of digits compared as a number.
+fn natural_key(name: &str) -> Vec<(u64, String)> {
+    let mut key = Vec::new();
+    let mut rest = name;
+    while !rest.is_empty() {
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        if digits > 0 {
+            key.push((rest[..digits].parse().unwrap_or(u64::MAX), String::new()));
+            rest = &rest[digits..];
+        } else {
+            let text = rest.len() - rest.trim_start_matches(|c: char| !c.is_ascii_digit()).len();
+            key.push((0, rest[..text].to_string()));
+            rest = &rest[text..];
+        }
+    }
+    key
+}
+
+/// [`shard_at`] over `entries` (the tensors of `dir/model.safetensors`, in the order to cut).
+fn shard_entries_at(dir: &Path, entries: &[Entry], starts: &[usize]) -> Vec<String> {
     let single = dir.join("model.safetensors");
     let (header, _) = read_safetensors(&single);
-    let entries = read_entries(&single);
     assert!(
         starts.first() == Some(&0) && starts.windows(2).all(|w| w[0] < w[1]),
         "shard starts {starts:?} must begin at 0 and rise"

@@ -246,9 +246,14 @@ pub fn compare_each_from(
     }
     // The heads run over groups of chunks whose logits (every model's) fit the budget, so the
     // embedding is read once per group; scoring still goes chunk by chunk in order.
+    // Only the scored positions go through the heads (see `LayerMajor::logits`).
+    let scored = |len: usize| {
+        let first = opts.span.first(len);
+        first..len.saturating_sub(1).max(first)
+    };
     let logits_bytes = chunks
         .iter()
-        .map(Vec::len)
+        .map(|c| scored(c.len()).len())
         .max()
         .unwrap_or(0)
         .saturating_mul(vocab)
@@ -280,14 +285,16 @@ pub fn compare_each_from(
     while g0 < chunks.len() {
         let g1 = (g0 + group).min(chunks.len());
         let rls = match &mut r {
-            Some(r) => r.logits(g0..g1, obs)?,
+            Some(r) => r.logits(g0..g1, scored, obs)?,
             None => Vec::new(),
         };
         let mut cls = Vec::with_capacity(n);
         for (k, slot) in cands.iter_mut().enumerate() {
             let logits = match slot {
                 Some(c) => {
-                    let l = c.logits(g0..g1, obs).map_err(|e| of_candidate(e, k, n));
+                    let l = c
+                        .logits(g0..g1, scored, obs)
+                        .map_err(|e| of_candidate(e, k, n));
                     let l = alive(l, &mut failed[k])?;
                     if l.is_none() {
                         *slot = None;
@@ -303,7 +310,7 @@ pub fn compare_each_from(
             let first = opts.span.first(chunk.len());
             let rl: &[f32] = match rls.get(gi) {
                 Some(rl) => {
-                    check_finite("reference", ci, rl, vocab, first_bad[0][ci])?;
+                    check_finite("reference", ci, rl, vocab, first, first_bad[0][ci])?;
                     if let ReferenceSide::Run(Some(w)) = &mut side {
                         w.add_chunk(rl, chunk, first);
                     }
@@ -319,7 +326,7 @@ pub fn compare_each_from(
                     continue;
                 };
                 let which = candidate_name(k, n);
-                if let Err(e) = check_finite(&which, ci, cl, vocab, first_bad[k + 1][ci]) {
+                if let Err(e) = check_finite(&which, ci, cl, vocab, first, first_bad[k + 1][ci]) {
                     failed[k] = Some(VerifyError::CandidateNotFinite(e.to_string()));
                     cands[k] = None;
                     continue;
@@ -328,7 +335,7 @@ pub fn compare_each_from(
                 let scores: Vec<_> = (first..chunk.len().saturating_sub(1))
                     .into_par_iter()
                     .map(|j| {
-                        let row = j * vocab..(j + 1) * vocab;
+                        let row = (j - first) * vocab..(j - first + 1) * vocab;
                         let target = chunk[j + 1] as usize;
                         match stored {
                             Some(f) => f.score(offsets[ci] + j - first, &cl[row], target),
@@ -439,6 +446,7 @@ fn check_finite(
     ci: usize,
     logits: &[f32],
     vocab: usize,
+    first: usize,
     first_bad: Option<usize>,
 ) -> Result<()> {
     let Some(flat) = logits.iter().position(|v| !v.is_finite()) else {
@@ -451,7 +459,7 @@ fn check_finite(
     });
     Err(VerifyError::Input(format!(
         "the {which}'s logits are not finite at chunk {ci}, position {}, token {}{}",
-        flat / vocab,
+        first + flat / vocab,
         flat % vocab,
         layer.unwrap_or_default()
     )))

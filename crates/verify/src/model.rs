@@ -450,13 +450,17 @@ impl<'a, 'b> LayerMajor<'a, 'b> {
         self.store.with_hidden(ci, f)
     }
 
-    /// The final norm, the tied head and the softcap on chunks `cis` once every layer has run:
-    /// their logits `[T, vocab]`, row-major, in order. Each embedding row chunk is read once for
-    /// all of them (the caller sizes `cis` so that their logits fit in memory). Consumes the
-    /// chunks' states.
+    /// The final norm, the tied head and the softcap on chunks `cis` once every layer has run,
+    /// for the positions `rows(len)` of each chunk of `len` tokens only: their logits
+    /// `[rows.len(), vocab]`, row-major, in order. The head is most of a pass's arithmetic at a
+    /// 262k vocabulary, so positions nothing scores are not multiplied; each kept row is the
+    /// same as when every position runs. Each embedding row chunk is read once for all of the
+    /// chunks (the caller sizes `cis` so that their logits fit in memory). Consumes the chunks'
+    /// states.
     pub fn logits(
         &mut self,
         cis: std::ops::Range<usize>,
+        rows: impl Fn(usize) -> std::ops::Range<usize>,
         observer: &mut dyn Observer,
     ) -> Result<Vec<Vec<f32>>> {
         let cfg = self.src.config();
@@ -466,22 +470,28 @@ impl<'a, 'b> LayerMajor<'a, 'b> {
                 self.done, cfg.num_hidden_layers
             )));
         }
+        let b = cfg.hidden_size;
         let mut finals = Vec::with_capacity(cis.len());
-        for ci in cis.clone() {
+        for ci in cis {
+            let len = self.chunks[ci].len();
+            let r = rows(len);
+            if r.start > r.end || r.end > len {
+                return Err(VerifyError::Input(format!(
+                    "internal: rows {r:?} of a chunk of {len} tokens"
+                )));
+            }
             let mut h = self.store.take(ci)?.h;
+            h.truncate(r.end * b);
+            h.drain(..r.start * b);
             rms_norm_rows(
                 &mut h,
-                cfg.hidden_size,
+                b,
                 Some(&self.globals.final_norm),
                 cfg.rms_norm_eps as f32,
             );
-            finals.push(h);
+            finals.push((h, r.len()));
         }
-        let hs: Vec<(&[f32], usize)> = finals
-            .iter()
-            .zip(cis)
-            .map(|(h, ci)| (h.as_slice(), self.chunks[ci].len()))
-            .collect();
+        let hs: Vec<(&[f32], usize)> = finals.iter().map(|(h, t)| (h.as_slice(), *t)).collect();
         head_many(self.src, &self.globals, cfg, &hs, true, observer)
     }
 

@@ -42,6 +42,16 @@ struct Init {
     bits: Option<String>,
 }
 
+/// One initializer of an opened folder (see [`OnnxWeights::initializers`]).
+#[derive(Clone, Debug)]
+pub struct InitializerInfo<'a> {
+    pub name: &'a str,
+    pub dims: &'a [usize],
+    pub bytes: usize,
+    pub external: bool,
+    pub bits: Option<&'a str>,
+}
+
 /// An opened ONNX release folder.
 pub struct OnnxWeights {
     dir: PathBuf,
@@ -190,6 +200,27 @@ impl OnnxWeights {
             bytes,
             bits,
         })
+    }
+
+    /// Every initializer (in name order): its name, dims, byte count, whether its data lies
+    /// in `model.onnx.data`, and its `bits` metadata (what `g4q recommend` sizes a folder by).
+    pub fn initializers(&self) -> Vec<InitializerInfo<'_>> {
+        let mut v: Vec<InitializerInfo<'_>> = self
+            .inits
+            .iter()
+            .map(|(name, i)| InitializerInfo {
+                name,
+                dims: &i.dims,
+                bytes: match &i.bytes {
+                    Bytes::Inline(b) => b.len(),
+                    Bytes::External(r) => r.len(),
+                },
+                external: matches!(i.bytes, Bytes::External(_)),
+                bits: i.bits.as_deref(),
+            })
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(b.name));
+        v
     }
 
     fn bytes<'a>(&'a self, init: &'a Init) -> &'a [u8] {

@@ -112,11 +112,12 @@ impl ReferenceWriter {
         })
     }
 
-    /// Adds the scored rows `first .. len - 1` of one chunk's `[len, vocab]` logits.
+    /// Adds one chunk's scored positions `first .. len - 1`, given their logits only
+    /// (`[len - 1 - first, vocab]`, row-major).
     pub fn add_chunk(&mut self, logits: &[f32], chunk: &[u32], first: usize) {
         let v = self.vocab;
         for j in first..chunk.len().saturating_sub(1) {
-            let row = &logits[j * v..(j + 1) * v];
+            let row = &logits[(j - first) * v..(j - first + 1) * v];
             self.positions += 1;
             match self.detail {
                 Detail::Exact => {

@@ -55,8 +55,11 @@ impl PlannedTensor {
 }
 
 /// The tensors llama.cpp's converter writes, in its order: `rope_freqs` first, then every text
-/// tensor in the lexicographic order of the checkpoint names (how the safetensors files list
-/// them), including the unused K/V of KV-shared layers when the files carry them.
+/// tensor (the unused K/V of KV-shared layers included when the files carry them) in
+/// [`crate::checkpoint::sort_in_converter_order`]: file by file, by name within a file, so a
+/// sharded checkpoint is not in one global name order (`layers.10` of shard 2 follows
+/// `layers.9` of shard 1). llama-quantize re-sorts by its own rule, so this order only shows in
+/// F32, F16 and BF16 files.
 pub fn tensor_plan(ckpt: &Checkpoint) -> Result<Vec<PlannedTensor>> {
     let cfg = ckpt.config();
     let mut names: Vec<String> = ckpt
@@ -65,7 +68,11 @@ pub fn tensor_plan(ckpt: &Checkpoint) -> Result<Vec<PlannedTensor>> {
         .map(str::to_string)
         .collect();
     names.extend(ckpt.unused_shared_kv().map(str::to_string));
-    names.sort();
+    // Canonical names share the checkpoint's text prefix, so their order within a file is that
+    // of the names in the file.
+    crate::checkpoint::sort_in_converter_order(&mut names, |n| {
+        (ckpt.file_index(n).unwrap_or(usize::MAX), n.as_str())
+    });
     let mut plan = vec![PlannedTensor {
         gguf_name: "rope_freqs.weight".into(),
         source: Source::RopeFreqs,

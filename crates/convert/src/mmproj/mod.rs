@@ -52,24 +52,21 @@ impl MmprojTensor {
     }
 }
 
-/// The projector file's tensors in llama.cpp's order (its converter reads the weight files in
-/// the order of their sorted names and each file's tensors sorted by name) with their types for
-/// `out`. A checkpoint without towers is an error naming its config.
+/// The projector file's tensors in llama.cpp's order
+/// ([`crate::checkpoint::sort_in_converter_order`]) with their types for `out`. A checkpoint
+/// without towers is an error naming its config.
 pub fn plan(ckpt: &Checkpoint, out: OutType) -> Result<Vec<MmprojTensor>> {
     // The config decides whether there are towers; the tensors must then be there.
     TowerConfig::read(ckpt.dir(), ckpt.config().hidden_size)?;
     let files = TowerFiles::open(ckpt)?;
+    let mut towers: Vec<_> = (files.files.iter().enumerate())
+        .flat_map(|(fi, f)| f.tensors().iter().map(move |t| (fi, t)))
+        .filter(|(_, t)| names::is_tower(&t.name))
+        .collect();
+    crate::checkpoint::sort_in_converter_order(&mut towers, |(fi, t)| (*fi, t.name.as_str()));
     let mut rows = Vec::new();
-    for f in &files.files {
-        let mut towers: Vec<_> = f
-            .tensors()
-            .iter()
-            .filter(|t| names::is_tower(&t.name))
-            .collect();
-        towers.sort_by(|a, b| a.name.cmp(&b.name));
-        for t in towers {
-            rows.push(plan_tensor(&t.name, &t.shape, f.path(), out)?);
-        }
+    for (fi, t) in towers {
+        rows.push(plan_tensor(&t.name, &t.shape, files.files[fi].path(), out)?);
     }
     if rows.is_empty() {
         return Err(ConvertError::format(
