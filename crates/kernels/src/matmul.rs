@@ -102,7 +102,13 @@ pub fn matmul_with(
         acts.extend_from_slice(&buf);
     }
 
-    let panel = panel_rows(rows, row_bytes, t);
+    // Prefill on a path with tiled kernels for the type packs the activations once (`tile`).
+    let tiles =
+        (t > 1 && tile::covers(path, ty)).then(|| tile::Acts::new(ty, &acts, act_bytes, t, cols));
+    let panel = match &tiles {
+        Some(packed) => packed.panel_rows(rows),
+        None => panel_rows(rows, row_bytes, t),
+    };
     if t == 1 {
         // Decode: each panel streams its weight rows once and writes its outputs in place.
         y.par_chunks_mut(panel)
@@ -113,9 +119,9 @@ pub fn matmul_with(
     // Prefill: a panel small enough to stay in L1/L2 is multiplied by every token in turn, so
     // each weight row is read from memory once for all `t` tokens. Where the path has tiled
     // kernels for the type, the panel is unpacked once and runs as tiles of rows × tokens
-    // (`tile`, bit-identical to the dots); otherwise one `vec_dot_rows` per token. A panel's
+    // (`tile`, bit-identical to the dots, panels sized by `Acts::panel_rows`); otherwise one
+    // `vec_dot_rows` per token. A panel's
     // outputs are token-major ([t, panel]); they are copied into `y` ([t, rows]) afterwards.
-    let tiles = tile::covers(path, ty).then(|| tile::Acts::new(ty, &acts, act_bytes, t, cols));
     let panels: Vec<Vec<f32>> = weights
         .par_chunks(panel * row_bytes)
         .map(|w| {

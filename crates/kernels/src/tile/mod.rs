@@ -98,6 +98,17 @@ impl Acts {
     }
 }
 
+impl Acts {
+    /// Rows per parallel panel for a product of `rows` rows: about 256 KiB of packed weights,
+    /// which stay in L2 while every token pair passes over them, so the packed activations
+    /// (which may not fit L2 at 512 tokens) are streamed once per 256 KiB of weights. Any value
+    /// gives the same outputs.
+    pub(crate) fn panel_rows(&self, rows: usize) -> usize {
+        let packed_row = (self.units * self.fam.weight_unit()).max(1);
+        ((256 << 10) / packed_row).clamp(4, 256).min(rows).max(1)
+    }
+}
+
 thread_local! {
     /// Each worker's buffer for the packed weights of its current panel.
     static PANEL: RefCell<Vec<Line>> = const { RefCell::new(Vec::new()) };

@@ -2,7 +2,8 @@
 //! them, within a float-reordering bound of the scalar reference, on every path this CPU has
 //! (plus the portable ones, which keep the dot), for row, token and block counts that leave
 //! every kind of tile tail (odd rows, odd tokens, pair counts not a multiple of the tile's, B32
-//! rows whose block count leaves 1-3 blocks after the last whole four).
+//! rows whose block count leaves 1-3 blocks after the last whole four, and 301 rows: more than
+//! one panel where a row packs to few bytes).
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -71,7 +72,7 @@ fn tiles_match_the_dots_on_every_path() {
             &[1, 3, 4, 5, 7, 13, 48]
         };
         for &nb in blocks {
-            for (rows, t) in [(1, 2), (3, 3), (37, 5), (67, 9), (5, 17), (2, 16)] {
+            for (rows, t) in [(1, 2), (3, 3), (37, 5), (67, 9), (5, 17), (2, 16), (301, 3)] {
                 let cols = nb * bs;
                 let rb = ty.row_bytes(cols).unwrap();
                 let w = random_vec(&mut rng, rows * cols);
