@@ -1,8 +1,8 @@
 //! Forward-pass benches:
 //! - `gemm_backend`: the single-threaded panel GEMM the forward pass runs (64 weight rows x K
-//!   times K x T activations), `gemm` 0.18 against `matrixmultiply` 0.3, in GFLOP/s
-//!   (Criterion's "elements" are floating-point operations here);
-//! - `linear`: `verify::linear::linear` end to end (bf16 widening + rayon over panels) on E2B's
+//!   times K x T activations), `verify::gemm` (f32 and bf16 weights) against `gemm` 0.18 and
+//!   `matrixmultiply` 0.3, in GFLOP/s (Criterion's "elements" are floating-point operations);
+//! - `linear`: `verify::linear::linear` end to end (bf16 GEMM + rayon over panels) on E2B's
 //!   MLP shape, 1 and 2 threads, GFLOP/s;
 //! - `forward/fixture`: the whole forward pass on the largest fixture (tokens/s, 1 and 2 threads);
 //! - `forward/synth-e2b-2l`: the same on a synthetic E2B 2-layer checkpoint made with
@@ -16,6 +16,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use verify::gemm::{Isa, Panel};
 use verify::linear::{gemm_f32, linear};
 use verify::weights::{DenseMatrix, ElemType};
 use verify::{ForwardOptions, Model, NoObserver};
@@ -85,9 +86,21 @@ fn gemm_backend(c: &mut Criterion) {
                 }
             })
         });
-        // What verify::linear runs (matrixmultiply::sgemm, single-threaded).
+        // What verify::linear ran before `verify::gemm` (matrixmultiply::sgemm, one thread).
         g.bench_function(BenchmarkId::new("matrixmultiply", &id), |bch| {
             bch.iter(|| gemm_f32(m, t, k, &a, (k, 1), &b, (1, k), &mut out, (t, 1)))
+        });
+        // What verify::linear runs: verify::gemm on f32 and on bf16 weights ([t, m] output).
+        let isa = Isa::active();
+        g.bench_function(BenchmarkId::new("verify-gemm-f32", &id), |bch| {
+            bch.iter(|| verify::gemm::gemm(isa, &b, t, k, Panel::F32(&a), m, &mut out, m))
+        });
+        let a16: Vec<u8> = a
+            .iter()
+            .flat_map(|v| ((v.to_bits() >> 16) as u16).to_le_bytes())
+            .collect();
+        g.bench_function(BenchmarkId::new("verify-gemm-bf16", &id), |bch| {
+            bch.iter(|| verify::gemm::gemm(isa, &b, t, k, Panel::Bf16(&a16), m, &mut out, m))
         });
     }
     g.finish();

@@ -285,8 +285,8 @@ pub fn compare_each_from(
     while g0 < chunks.len() {
         let g1 = (g0 + group).min(chunks.len());
         let rls = match &mut r {
-            Some(r) => r.logits(g0..g1, scored, obs)?,
-            None => Vec::new(),
+            Some(r) => Some(r.logits(g0..g1, scored, obs)?),
+            None => None,
         };
         let mut cls = Vec::with_capacity(n);
         for (k, slot) in cands.iter_mut().enumerate() {
@@ -308,7 +308,7 @@ pub fn compare_each_from(
         for (gi, ci) in (g0..g1).enumerate() {
             let chunk = &chunks[ci];
             let first = opts.span.first(chunk.len());
-            let rl: &[f32] = match rls.get(gi) {
+            let rl: &[f32] = match rls.as_ref().and_then(|l| l.chunk(gi)) {
                 Some(rl) => {
                     check_finite("reference", ci, rl, vocab, first, first_bad[0][ci])?;
                     if let ReferenceSide::Run(Some(w)) = &mut side {
@@ -322,7 +322,7 @@ pub fn compare_each_from(
                 if failed[k].is_some() {
                     continue;
                 }
-                let Some(cl) = cls[k].as_ref().map(|l| &l[gi]) else {
+                let Some(cl) = cls[k].as_ref().and_then(|l| l.chunk(gi)) else {
                     continue;
                 };
                 let which = candidate_name(k, n);

@@ -15,6 +15,7 @@ pub mod compare;
 pub mod data;
 pub mod error;
 pub mod gates;
+pub mod gemm;
 pub mod gguf_weights;
 pub mod layer;
 pub mod linear;
@@ -34,7 +35,7 @@ pub mod tokenizer;
 pub mod weights;
 
 pub use error::{Result, VerifyError};
-pub use model::{forward_streaming, ForwardOptions, ForwardOutput, LayerMajor, Model};
+pub use model::{forward_streaming, ForwardOptions, ForwardOutput, GroupLogits, LayerMajor, Model};
 pub use observer::{LinearSite, NoObserver, Observer};
 pub use tokenizer::Tokenizer;
 pub use weights::{Dims, Matrix, RowSource, Weights};

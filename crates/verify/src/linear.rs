@@ -1,25 +1,25 @@
 //! The GEMMs of the forward pass.
 //!
-//! `y = x @ W.T` with `x` `[T, in]` f32 and `W` `[out, in]` in any stored type. W is cut into
-//! fixed panels of [`PANEL`] rows; each panel is widened to f32 into a per-task buffer and
-//! multiplied single-threaded by `matrixmultiply`, and rayon runs panels in parallel. Because
-//! the cut is fixed and each output element's sum over `in` happens inside one single-threaded
-//! GEMM call, results are bit-identical for any thread count. Only one panel per worker is ever
-//! widened, so bf16 weights stay bf16 in memory.
+//! `y = x @ W.T` with `x` `[T, in]` f32 and `W` `[out, in]` in any stored type, by the
+//! reference GEMM of [`crate::gemm`]: rayon runs tasks of [`PANEL`] weight rows, each writing its
+//! own columns of the output. Every output is one fixed chain of fused multiply-adds over `in`,
+//! so results are bit-identical for any thread count, any cut and any instruction set. Dense
+//! f32/bf16 weights are read in place (bf16 widened panel by panel inside the GEMM, so it stays
+//! bf16 in memory); other sources widen one task's rows into a per-worker buffer first.
 //!
-//! The backend is `matrixmultiply`, without its own threading (rayon over panels does that,
-//! deterministically): single-threaded on these panel shapes it is the faster of the two
-//! candidates (`bench/README.md`, "Forward pass", has the figures).
+//! [`gemm_f32`] (strided operands, `matrixmultiply`) serves the small products of attention and
+//! of the AWQ search.
 
 use std::ops::Range;
 
 use rayon::prelude::*;
 
 use crate::error::{Result, VerifyError};
+use crate::gemm::{gemm_window, Isa, Panel};
 use crate::weights::RowSource;
 
-/// Weight rows widened and multiplied per task. Fixed (never derived from the thread count) so
-/// that results do not depend on it.
+/// Weight rows per task (two packed panels of the GEMM). Results depend on no cut, but a fixed
+/// one keeps the work per task independent of the thread count too.
 pub const PANEL: usize = 64;
 
 /// Weight rows per task when the source computes the product itself (quantized GGUF): each
@@ -101,8 +101,8 @@ pub fn linear_rows(x: &[f32], t: usize, w: &dyn RowSource, rows: Range<usize>) -
 /// columns `r0..r1` of the `[T, vocab]` logits straight from the tied head, without a copy.
 ///
 /// Work is split by weight rows only, in fixed panels, into tasks run by rayon: [`PANEL`] rows
-/// per task for the f32 GEMM, [`SOURCE_PANEL`] for a source's own (quantized) product. Results
-/// are then scattered into `out` in parallel over tokens.
+/// per task for the f32 GEMM, written straight into `out`; [`SOURCE_PANEL`] for a source's own
+/// (quantized) product, whose blocks are then scattered into `out` in parallel over tokens.
 pub fn linear_rows_into(
     x: &[f32],
     t: usize,
@@ -145,28 +145,46 @@ pub fn linear_rows_into(
     if let Some(done) = source_product(x, t, w, rows.clone(), out, stride) {
         return done;
     }
-    // Panels fill a transposed [out, T] buffer: each panel owns a contiguous chunk.
-    let mut yt = vec![0f32; n_out * t];
-    yt.par_chunks_mut(PANEL * t).enumerate().try_for_each_init(
-        Vec::new,
-        |buf: &mut Vec<f32>, (p, chunk)| -> Result<()> {
-            let n = chunk.len() / t;
-            buf.resize(n * k, 0.0);
-            w.rows_to_f32(rows.start + p * PANEL, n, buf)?;
-            gemm_f32(n, t, k, buf, (k, 1), x, (1, k), chunk, (t, 1));
-            Ok(())
-        },
-    )?;
-    out.par_chunks_mut(stride)
-        .take(t)
-        .enumerate()
-        .for_each(|(i, dst)| {
-            for (r, d) in dst[..n_out].iter_mut().enumerate() {
-                *d = yt[r * t + i];
-            }
-        });
-    Ok(())
+    let isa = Isa::active();
+    let base = OutPtr(out.as_mut_ptr());
+    (0..n_out.div_ceil(PANEL))
+        .into_par_iter()
+        .try_for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(buf, pack): &mut (Vec<f32>, Vec<f32>), p| -> Result<()> {
+                let r0 = p * PANEL;
+                let n = PANEL.min(n_out - r0);
+                let row0 = rows.start + r0;
+                let panel = match w.dense() {
+                    Some(d) => d.rows(k, row0, n),
+                    None => {
+                        buf.resize(n * k, 0.0);
+                        w.rows_to_f32(row0, n, buf)?;
+                        Panel::F32(buf)
+                    }
+                };
+                let base = &base;
+                // SAFETY: `fits` above proves that `out[i * stride + j]` exists for i < t and
+                // j < n_out, so this task's columns r0 .. r0 + n of every token row do too; tasks
+                // own disjoint column ranges, and `out` stays mutably borrowed until they all end.
+                let finite =
+                    unsafe { gemm_window(isa, x, t, k, panel, n, base.0.add(r0), stride, pack) };
+                if finite {
+                    return Ok(());
+                }
+                // The source's own widening names the first bad element.
+                buf.resize(n * k, 0.0);
+                w.rows_to_f32(row0, n, buf)?;
+                Err(VerifyError::non_finite(w.name(), row0 * k))
+            },
+        )
 }
+
+/// The output of a product, shared by the tasks that each write their own columns of it.
+struct OutPtr(*mut f32);
+
+// SAFETY: tasks write disjoint elements through the pointer (see its one use).
+unsafe impl Sync for OutPtr {}
 
 /// The source's own product ([`RowSource::linear_rows`]) over blocks of [`SOURCE_PANEL`] rows in
 /// parallel, or `None` when the source leaves the product to the f32 GEMM. Every output value is
@@ -265,20 +283,36 @@ mod tests {
 
     #[test]
     fn thread_count_does_not_change_bits() {
-        let (t, out, k) = (9, 300, 77);
-        let x = pseudo(t * k, 3);
-        let w = pseudo(out * k, 4);
-        let m = DenseMatrix::from_f32("w", out, k, &w).unwrap();
-        let run = |n| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(n)
-                .build()
-                .unwrap()
-                .install(|| linear(&x, t, &m).unwrap())
-        };
-        let a = run(1);
-        let b = run(2);
-        assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()));
+        let mut cases = 0;
+        for (t, out, k) in [(9, 300, 77), (13, 1000, 600), (64, 200, 1536)] {
+            let x = pseudo(t * k, 3);
+            let w = pseudo(out * k, 4);
+            let bf: Vec<u8> = w
+                .iter()
+                .flat_map(|v| ((v.to_bits() >> 16) as u16).to_le_bytes())
+                .collect();
+            let f32m = DenseMatrix::from_f32("w", out, k, &w).unwrap();
+            let bf16m = DenseMatrix::new("w", ElemType::BF16, out, k, Cow::Owned(bf)).unwrap();
+            for m in [&f32m, &bf16m] {
+                let run = |n| {
+                    rayon::ThreadPoolBuilder::new()
+                        .num_threads(n)
+                        .build()
+                        .unwrap()
+                        .install(|| linear(&x, t, m).unwrap())
+                };
+                let one = run(1);
+                for n in [2, 3, 8] {
+                    let other = run(n);
+                    assert!(one
+                        .iter()
+                        .zip(&other)
+                        .all(|(p, q)| p.to_bits() == q.to_bits()));
+                    cases += 1;
+                }
+            }
+        }
+        println!("linear: {cases} (shape, type, threads) products bit-equal to 1 thread");
     }
 
     #[test]

@@ -452,7 +452,7 @@ impl<'a, 'b> LayerMajor<'a, 'b> {
 
     /// The final norm, the tied head and the softcap on chunks `cis` once every layer has run,
     /// for the positions `rows(len)` of each chunk of `len` tokens only: their logits
-    /// `[rows.len(), vocab]`, row-major, in order. The head is most of a pass's arithmetic at a
+    /// `[rows.len(), vocab]`, row-major, per chunk in order ([`GroupLogits::chunk`]). The head is most of a pass's arithmetic at a
     /// 262k vocabulary, so positions nothing scores are not multiplied; each kept row is the
     /// same as when every position runs. Each embedding row chunk is read once for all of the
     /// chunks (the caller sizes `cis` so that their logits fit in memory). Consumes the chunks'
@@ -462,7 +462,7 @@ impl<'a, 'b> LayerMajor<'a, 'b> {
         cis: std::ops::Range<usize>,
         rows: impl Fn(usize) -> std::ops::Range<usize>,
         observer: &mut dyn Observer,
-    ) -> Result<Vec<Vec<f32>>> {
+    ) -> Result<GroupLogits> {
         let cfg = self.src.config();
         if self.done != cfg.num_hidden_layers {
             return Err(VerifyError::Input(format!(
@@ -471,7 +471,11 @@ impl<'a, 'b> LayerMajor<'a, 'b> {
             )));
         }
         let b = cfg.hidden_size;
-        let mut finals = Vec::with_capacity(cis.len());
+        // Every chunk's kept rows stacked into one `[rows, B]` matrix, so the head (the
+        // embedding's packing and widening included) runs once for the group; each output row
+        // is computed alone, so the rows are the same as one call per chunk.
+        let mut h_all = Vec::new();
+        let mut spans = Vec::with_capacity(cis.len());
         for ci in cis {
             let len = self.chunks[ci].len();
             let r = rows(len);
@@ -480,19 +484,33 @@ impl<'a, 'b> LayerMajor<'a, 'b> {
                     "internal: rows {r:?} of a chunk of {len} tokens"
                 )));
             }
-            let mut h = self.store.take(ci)?.h;
-            h.truncate(r.end * b);
-            h.drain(..r.start * b);
-            rms_norm_rows(
-                &mut h,
-                b,
-                Some(&self.globals.final_norm),
-                cfg.rms_norm_eps as f32,
-            );
-            finals.push((h, r.len()));
+            let h = self.store.take(ci)?.h;
+            let at = h_all.len() / b.max(1);
+            h_all.extend_from_slice(&h[r.start * b..r.end * b]);
+            spans.push(at..at + r.len());
         }
-        let hs: Vec<(&[f32], usize)> = finals.iter().map(|(h, t)| (h.as_slice(), *t)).collect();
-        head_many(self.src, &self.globals, cfg, &hs, true, observer)
+        rms_norm_rows(
+            &mut h_all,
+            b,
+            Some(&self.globals.final_norm),
+            cfg.rms_norm_eps as f32,
+        );
+        for span in &spans {
+            observe(
+                observer,
+                None,
+                self.globals.embed.name(),
+                &h_all[span.start * b..span.end * b],
+                span.len(),
+            );
+        }
+        let t = h_all.len() / b.max(1);
+        let data = head_rows(self.src, &self.globals, cfg, &h_all, t, true)?;
+        let v = cfg.vocab_size;
+        Ok(GroupLogits {
+            data,
+            spans: spans.into_iter().map(|r| r.start * v..r.end * v).collect(),
+        })
     }
 
     /// Bytes of one chunk's logits at the longest chunk length: what [`LayerMajor::logits`]
@@ -561,42 +579,45 @@ fn head(
     release: bool,
     observer: &mut dyn Observer,
 ) -> Result<Vec<f32>> {
-    let mut out = head_many(src, g, cfg, &[(h, t)], release, observer)?;
-    Ok(out.remove(0))
+    observe(observer, None, g.embed.name(), h, t);
+    head_rows(src, g, cfg, h, t, release)
 }
 
-/// [`head`] over several sequences' final hidden states `(h [T, B], T)` at once: each
-/// embedding row chunk is widened for every sequence (in order) before it is released, so the
-/// embedding is read once for all of them. Each sequence's logits are the same as alone.
-fn head_many(
+/// [`head`] without the observer: the logits `[T, vocab]` of `h [T, B]`.
+fn head_rows(
     src: &dyn Weights,
     g: &GlobalWeights<'_>,
     cfg: &Gemma4Config,
-    hs: &[(&[f32], usize)],
+    h: &[f32],
+    t: usize,
     release: bool,
-    observer: &mut dyn Observer,
-) -> Result<Vec<Vec<f32>>> {
+) -> Result<Vec<f32>> {
     let v = cfg.vocab_size;
-    let mut out = Vec::with_capacity(hs.len());
-    for &(h, t) in hs {
-        observe(observer, None, g.embed.name(), h, t);
-        out.push(vec![0f32; t * v]);
-    }
+    let mut out = vec![0f32; t * v];
     let mut r0 = 0;
     while r0 < v {
         let r1 = (r0 + HEAD_CHUNK).min(v);
-        for (&(h, t), logits) in hs.iter().zip(out.iter_mut()) {
-            linear_rows_into(h, t, g.embed.as_ref(), r0..r1, &mut logits[r0..], v)?;
-        }
+        linear_rows_into(h, t, g.embed.as_ref(), r0..r1, &mut out[r0..], v)?;
         if release {
             src.release("embed_tokens.weight");
         }
         r0 = r1;
     }
     if let Some(cap) = cfg.final_logit_softcapping {
-        for logits in &mut out {
-            softcap(logits, cap as f32);
-        }
+        softcap(&mut out, cap as f32);
     }
     Ok(out)
+}
+
+/// The logits of a group of chunks from [`LayerMajor::logits`], stored as one matrix.
+pub struct GroupLogits {
+    data: Vec<f32>,
+    spans: Vec<std::ops::Range<usize>>,
+}
+
+impl GroupLogits {
+    /// The `i`-th chunk's logits `[rows, vocab]`, row-major.
+    pub fn chunk(&self, i: usize) -> Option<&[f32]> {
+        self.spans.get(i).map(|r| &self.data[r.clone()])
+    }
 }

@@ -13,6 +13,7 @@ use std::borrow::Cow;
 use convert::Gemma4Config;
 
 use crate::error::{Result, VerifyError};
+use crate::gemm::Panel;
 
 /// A 2-D weight `[rows, cols]` (`[out, in]` for a linear layer) that widens rows on demand.
 pub trait RowSource: Send + Sync {
@@ -39,6 +40,11 @@ pub trait RowSource: Send + Sync {
     /// What [`RowSource::rows_to_f32`] does once the bounds are checked: each source's hot loop
     /// indexes without re-deriving them.
     fn read_rows(&self, row0: usize, n: usize, out: &mut [f32]) -> Result<()>;
+    /// The whole matrix as stored, when the GEMM can read it in place (dense f32 or bf16); `None`
+    /// (the default) makes it widen rows through [`RowSource::rows_to_f32`] instead.
+    fn dense(&self) -> Option<Panel<'_>> {
+        None
+    }
     /// `x[t, cols] @ W[rows, :].T` computed by the source itself, or `None` (the default) to let
     /// the f32 GEMM widen rows. Quantized GGUF candidates use it to run ggml's own quantized
     /// dot products (activations rounded to 8 bits), so their error matches llama.cpp's.
@@ -152,6 +158,14 @@ impl<'a> DenseMatrix<'a> {
 impl RowSource for DenseMatrix<'_> {
     fn dims(&self) -> Dims<'_> {
         Dims::new(&self.name, self.rows, self.cols)
+    }
+
+    fn dense(&self) -> Option<Panel<'_>> {
+        match self.dtype {
+            ElemType::BF16 => Some(Panel::Bf16(&self.bytes)),
+            ElemType::F32 => Some(Panel::F32Le(&self.bytes)),
+            ElemType::F16 => None,
+        }
     }
 
     fn read_rows(&self, row0: usize, n: usize, out: &mut [f32]) -> Result<()> {

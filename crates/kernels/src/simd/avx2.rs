@@ -54,8 +54,9 @@ macro_rules! per_block {
 
 /// Emits the x86 kernels for one target-feature set. `$feat` is the `target_feature` string;
 /// the invoking module must define, for that feature set, `mul_sum_us8_pairs(acc, ax, sy)`
-/// (adds the u8 × i8 products of `ax` and `sy`, four per i32 lane, to `acc`) and
-/// `bits32(b, off)` (the 32 bits of the u32 at byte `off` of `b` as 32 bytes, 0xFF where the
+/// (adds the u8 × i8 products of `ax` and `sy`, four per i32 lane, to `acc`),
+/// `madd_acc(acc, a, b)` (adds the i16 × i16 products of `a` and `b`, two per i32 lane, to
+/// `acc`, wrapping like `madd` + `add`) and `bits32(b, off)` (the 32 bits of the u32 at byte `off` of `b` as 32 bytes, 0xFF where the
 /// bit is set).
 macro_rules! x86_kernels {
     ($feat:literal) => {
@@ -63,7 +64,7 @@ macro_rules! x86_kernels {
 
         use crate::blocks::KVALUES_IQ4NL;
         use crate::simd::layout::*;
-        use crate::simd::scalar;
+        use crate::simd::{prefetch_ahead, scalar};
         use crate::GgmlType;
 
         /// Dequantizes whole blocks of `ty` (lengths checked by the dispatcher).
@@ -120,11 +121,11 @@ macro_rules! x86_kernels {
                 Q5_1 => dot_q5_1(x, y, &act_halves(y, 36, 0), &act_halves(y, 36, Q8_1_S)),
                 Q8_0 => dot_q8_0(x, y, &act_halves(y, 34, 0)),
                 IQ4NL => dot_iq4_nl(x, y, &act_halves(y, 34, 0)),
-                Q2K => dot_q2_k(x, y),
-                Q3K => dot_q3_k(x, y),
+                Q2K => dot_q2_k(x, y, &pair_scale_masks()),
+                Q3K => dot_q3_k(x, y, &pair_scale_masks()),
                 Q4K => dot_q4_k(x, y),
                 Q5K => dot_q5_k(x, y),
-                Q6K => dot_q6_k(x, y),
+                Q6K => dot_q6_k(x, y, &pair_scale_masks(), |_, yb, k| q6_offset(yb, k)),
                 IQ4XS => dot_iq4_xs(x, y),
                 Q8_1 | Q8K => scalar::vec_dot(ty, x, y),
             }
@@ -147,17 +148,26 @@ macro_rules! x86_kernels {
             out: &mut [f32],
         ) {
             use GgmlType::*;
+            let rb = row_bytes.max(1);
+            // The quantized kernels prefetch their weights (`prefetch_ahead`); the float ones,
+            // pure streams of loads that the hardware prefetchers follow, ran slower with it.
             macro_rules! each_row {
                 (|$w:ident| $e:expr) => {
-                    for (o, $w) in out.iter_mut().zip(x.chunks_exact(row_bytes.max(1))) {
+                    for (i, (o, $w)) in out.iter_mut().zip(x.chunks_exact(rb)).enumerate() {
+                        prefetch_ahead(x, i * rb, rb);
+                        *o = $e;
+                    }
+                };
+                (no_prefetch |$w:ident| $e:expr) => {
+                    for (o, $w) in out.iter_mut().zip(x.chunks_exact(rb)) {
                         *o = $e;
                     }
                 };
             }
             match ty {
-                F32 => each_row!(|w| dot_f32(w, y)),
-                F16 => each_row!(|w| dot_f16(w, y)),
-                BF16 => each_row!(|w| dot_bf16(w, y)),
+                F32 => each_row!(no_prefetch |w| dot_f32(w, y)),
+                F16 => each_row!(no_prefetch |w| dot_f16(w, y)),
+                BF16 => each_row!(no_prefetch |w| dot_bf16(w, y)),
                 Q4_0 | Q5_0 | Q8_0 | IQ4NL => {
                     let dy = act_halves(y, 34, 0);
                     match ty {
@@ -174,8 +184,13 @@ macro_rules! x86_kernels {
                         _ => each_row!(|w| dot_q5_1(w, y, &dy, &sy)),
                     }
                 }
-                Q2K => each_row!(|w| dot_q2_k(w, y)),
-                Q3K => each_row!(|w| dot_q3_k(w, y)),
+                Q2K | Q3K => {
+                    let masks = pair_scale_masks();
+                    match ty {
+                        Q2K => each_row!(|w| dot_q2_k(w, y, &masks)),
+                        _ => each_row!(|w| dot_q3_k(w, y, &masks)),
+                    }
+                }
                 Q4K => {
                     let masks = k4_scale_masks();
                     each_row!(|w| dot_k4(w, y, 144, Q4K_SCALES, &masks, |xb, c| q4k_quants(xb, c)))
@@ -184,13 +199,17 @@ macro_rules! x86_kernels {
                     let masks = k4_scale_masks();
                     each_row!(|w| dot_k4(w, y, 176, Q5K_SCALES, &masks, |xb, c| q5k_quants(xb, c)))
                 }
-                Q6K => each_row!(|w| dot_q6_k(w, y)),
+                Q6K => {
+                    let (masks, offs) = (pair_scale_masks(), q6_offsets(y));
+                    each_row!(|w| dot_q6_k(w, y, &masks, |i, _, k| offs[i][k]))
+                }
                 IQ4XS => each_row!(|w| dot_iq4_xs(w, y)),
                 Q8_1 | Q8K => each_row!(|w| scalar::vec_dot(ty, w, y)),
             }
         }
 
         // ---------------------------------------------------------------- helpers
+
 
         /// The fp16 at `off` as f32 through F16C (exact, like `fp::f16_to_f32`, but one
         /// instruction instead of a call).
@@ -342,14 +361,31 @@ macro_rules! x86_kernels {
             _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
         }
 
-        /// 16 i16 lanes: the first 8 hold `sc[a]`, the last 8 `sc[a + 1]` (i8 scales widened),
-        /// matching the two 16-value sub-blocks that one 32-byte `maddubs` covers.
+        /// The 16 i8 sub-block scales of a Q2_K/Q3_K/Q6_K block widened to i16 once, as two
+        /// vectors (scales 0-7, then 8-15) each holding its eight in both 128-bit lanes, so
+        /// that one `vpshufb` with [`pair_scale_masks`] gives the 16-value pair that one
+        /// 32-byte `maddubs` covers (ggml's `get_scale_shuffle_q3k`), where a per-pair
+        /// shuffle and sign extension would cost two port-5 uops.
         #[target_feature(enable = $feat)]
         #[inline]
-        fn scale_pair(sc: __m128i, a: usize) -> __m256i {
-            const K: u64 = 0x0101_0101_0101_0101;
-            let shuf = _mm_set_epi64x((K * (a as u64 + 1)) as i64, (K * a as u64) as i64);
-            _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc, shuf))
+        fn widen_scales(sc: __m128i) -> [__m256i; 2] {
+            let all = _mm256_cvtepi8_epi16(sc);
+            let (lo, hi) = (_mm256_castsi256_si128(all), _mm256_extracti128_si256::<1>(all));
+            [_mm256_set_m128i(lo, lo), _mm256_set_m128i(hi, hi)]
+        }
+
+        /// The four `vpshufb` controls for [`widen_scales`]: control `j` puts i16 scale `2j` in
+        /// the 8 lanes of the low half and `2j + 1` in the high half. Hidden from the optimiser
+        /// for the reason given at [`k4_scale_masks`].
+        #[target_feature(enable = $feat)]
+        #[inline]
+        fn pair_scale_masks() -> [__m256i; 4] {
+            let masks: [__m256i; 4] = std::array::from_fn(|j| {
+                let lo = (4 * j as i16) | ((4 * j as i16 + 1) << 8);
+                let hi = (4 * j as i16 + 2) | ((4 * j as i16 + 3) << 8);
+                _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo))
+            });
+            std::hint::black_box(masks)
         }
 
         /// 16 i8 values → 16 floats `q * d` at `out`.
@@ -732,7 +768,7 @@ macro_rules! x86_kernels {
 
         #[target_feature(enable = $feat)]
         #[inline]
-        fn dot_q2_k(x: &[u8], y: &[u8]) -> f32 {
+        fn dot_q2_k(x: &[u8], y: &[u8], masks: &[__m256i; 4]) -> f32 {
             let mut acc = _mm256_setzero_ps();
             let mut acc_m = _mm256_setzero_ps();
             let m3 = _mm256_set1_epi8(3);
@@ -745,17 +781,18 @@ macro_rules! x86_kernels {
                 let mins = _mm_and_si128(_mm_srli_epi16::<4>(raw), _mm_set1_epi8(0x0f));
                 let prod = _mm256_madd_epi16(_mm256_cvtepi8_epi16(mins), load256(yb, Q8K_BSUMS));
                 acc_m = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(prod), acc_m);
+                let scales = widen_scales(sc);
                 let mut sumi = _mm256_setzero_si256();
-                for half in 0..2 {
+                for (half, sh) in scales.iter().enumerate() {
                     let bits = load256(xb, Q2K_QS + 32 * half);
-                    for j in 0..4 {
+                    for (j, mask) in masks.iter().enumerate() {
                         let q2 = _mm256_and_si256(
                             _mm256_srl_epi16(bits, _mm_cvtsi32_si128(2 * j as i32)),
                             m3,
                         );
                         let p = _mm256_maddubs_epi16(q2, q8k(yb, 4 * half + j));
-                        let s = scale_pair(sc, 8 * half + 2 * j);
-                        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s, p));
+                        let s = _mm256_shuffle_epi8(*sh, *mask);
+                        sumi = madd_acc(sumi, s, p);
                     }
                 }
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(dall), _mm256_cvtepi32_ps(sumi), acc);
@@ -765,19 +802,20 @@ macro_rules! x86_kernels {
 
         #[target_feature(enable = $feat)]
         #[inline]
-        fn dot_q3_k(x: &[u8], y: &[u8]) -> f32 {
+        fn dot_q3_k(x: &[u8], y: &[u8], masks: &[__m256i; 4]) -> f32 {
             let mut acc = _mm256_setzero_ps();
             let m3 = _mm256_set1_epi8(3);
             let four = _mm256_set1_epi8(4);
             for (xb, yb) in x.chunks_exact(110).zip(y.chunks_exact(292)) {
                 let d = f16_at(xb, Q3K_D) * f32_at(yb, 0);
-                let scales = q3k_scales(&xb[Q3K_SCALES..Q3K_SCALES + 12]);
-                let sc = load128(bytemuck::cast_slice(&scales), 0);
+                let [w0, w1, w2, w3] = q3k_scale_words(&xb[Q3K_SCALES..Q3K_SCALES + 12]);
+                let sc = _mm_setr_epi32(w0 as i32, w1 as i32, w2 as i32, w3 as i32);
+                let scales = widen_scales(_mm_sub_epi8(sc, _mm_set1_epi8(32)));
                 let hbits = load256(xb, Q3K_HMASK);
                 let mut sumi = _mm256_setzero_si256();
-                for half in 0..2 {
+                for (half, sh) in scales.iter().enumerate() {
                     let bits = load256(xb, Q3K_QS + 32 * half);
-                    for j in 0..4 {
+                    for (j, smask) in masks.iter().enumerate() {
                         let low = _mm256_and_si256(
                             _mm256_srl_epi16(bits, _mm_cvtsi32_si128(2 * j as i32)),
                             m3,
@@ -790,8 +828,8 @@ macro_rules! x86_kernels {
                             _mm256_maddubs_epi16(low, q8),
                             _mm256_maddubs_epi16(sub, q8),
                         );
-                        let s = scale_pair(sc, 8 * half + 2 * j);
-                        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s, p));
+                        let s = _mm256_shuffle_epi8(*sh, *smask);
+                        sumi = madd_acc(sumi, s, p);
                     }
                 }
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
@@ -855,9 +893,8 @@ macro_rules! x86_kernels {
                     let (lo, hi) = quants(xb, c);
                     let pl = _mm256_maddubs_epi16(lo, q8k(yb, 2 * c));
                     let ph = _mm256_maddubs_epi16(hi, q8k(yb, 2 * c + 1));
-                    let pl = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, masks[2 * c]), pl);
-                    let ph = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, masks[2 * c + 1]), ph);
-                    sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+                    sumi = madd_acc(sumi, _mm256_shuffle_epi8(scales, masks[2 * c]), pl);
+                    sumi = madd_acc(sumi, _mm256_shuffle_epi8(scales, masks[2 * c + 1]), ph);
                 }
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
             }
@@ -908,29 +945,50 @@ macro_rules! x86_kernels {
 
         #[target_feature(enable = $feat)]
         #[inline]
-        fn dot_q6_k(x: &[u8], y: &[u8]) -> f32 {
+        fn dot_q6_k(
+            x: &[u8],
+            y: &[u8],
+            masks: &[__m256i; 4],
+            offsets: impl Fn(usize, &[u8], usize) -> __m256i,
+        ) -> f32 {
             let mut acc = _mm256_setzero_ps();
-            let m32 = _mm256_set1_epi8(32);
-            for (xb, yb) in x.chunks_exact(210).zip(y.chunks_exact(292)) {
+            for (i, (xb, yb)) in x.chunks_exact(210).zip(y.chunks_exact(292)).enumerate() {
                 let d = f32_at(yb, 0) * f16_at(xb, Q6K_D);
-                let sc = load128(xb, Q6K_SCALES);
+                let scales = widen_scales(load128(xb, Q6K_SCALES));
                 let mut sumi = _mm256_setzero_si256();
-                for half in 0..2 {
+                for (half, sh) in scales.iter().enumerate() {
                     let groups = q6_groups(xb, half);
-                    for (g, q6) in groups.iter().enumerate() {
-                        let q8 = q8k(yb, 4 * half + g);
+                    for (g, (q6, mask)) in groups.iter().zip(masks).enumerate() {
+                        let k = 4 * half + g;
                         // maddubs needs an unsigned operand: use q6 (0..63) and subtract 32·q8.
                         let p = _mm256_sub_epi16(
-                            _mm256_maddubs_epi16(*q6, q8),
-                            _mm256_maddubs_epi16(m32, q8),
+                            _mm256_maddubs_epi16(*q6, q8k(yb, k)),
+                            offsets(i, yb, k),
                         );
-                        let s = scale_pair(sc, 8 * half + 2 * g);
-                        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s, p));
+                        let s = _mm256_shuffle_epi8(*sh, *mask);
+                        sumi = madd_acc(sumi, s, p);
                     }
                 }
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
             }
             hsum_f32x8(acc)
+        }
+
+        /// `32·q8` summed in pairs (`maddubs(32, q8)`) for each 32-value group `k` of Q8_K
+        /// block `yb`: the term of a Q6_K product that removes the weights' 32 offset.
+        #[target_feature(enable = $feat)]
+        #[inline]
+        fn q6_offset(yb: &[u8], k: usize) -> __m256i {
+            _mm256_maddubs_epi16(_mm256_set1_epi8(32), q8k(yb, k))
+        }
+
+        /// [`q6_offset`] of every group of the activation row `y`, eight per block: it depends
+        /// on the activation alone, so a row loop computes it once, not once per weight row.
+        #[target_feature(enable = $feat)]
+        fn q6_offsets(y: &[u8]) -> Vec<[__m256i; 8]> {
+            y.chunks_exact(292)
+                .map(|yb| std::array::from_fn(|k| q6_offset(yb, k)))
+                .collect()
         }
 
         #[target_feature(enable = $feat)]
@@ -943,7 +1001,7 @@ macro_rules! x86_kernels {
                     let q4 = iq4_lookup(xb, IQ4XS_QS + 16 * ib);
                     let p16 = mul_add_epi8(q4, q8k(yb, ib));
                     let ls = _mm256_set1_epi16(iq4xs_scale(xb, ib) as i16);
-                    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p16, ls));
+                    sumi = madd_acc(sumi, ls, p16);
                 }
                 let d = _mm256_set1_ps(f16_at(xb, 0) * f32_at(yb, 0));
                 acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
@@ -978,4 +1036,11 @@ fn bits32(b: &[u8], off: usize) -> __m256i {
 fn mul_sum_us8_pairs(acc: __m256i, ax: __m256i, sy: __m256i) -> __m256i {
     let dot = _mm256_maddubs_epi16(ax, sy);
     _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_set1_epi16(1), dot))
+}
+
+/// i16 × i16 products summed two to an i32 lane (`madd`), added to `acc`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn madd_acc(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+    _mm256_add_epi32(acc, _mm256_madd_epi16(a, b))
 }

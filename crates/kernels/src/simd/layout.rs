@@ -111,23 +111,28 @@ pub fn k4_scales_mins(s: &[u8]) -> [u8; 16] {
     out
 }
 
-/// Unpacks the 16 6-bit Q3_K scales (stored +32) into signed values with the 32 offset removed,
-/// by ggml's `kmask1`/`kmask2` word shuffle.
+/// The 16 6-bit Q3_K scales (stored +32) as four little-endian words of four bytes each, by
+/// ggml's `kmask1`/`kmask2` word shuffle; [`q3k_scales`] removes the offset.
 #[inline(always)]
-pub fn q3k_scales(s: &[u8]) -> [i8; 16] {
+pub fn q3k_scale_words(s: &[u8]) -> [u32; 4] {
     const KMASK1: u32 = 0x0303_0303;
     const KMASK2: u32 = 0x0f0f_0f0f;
     let a0 = u32_at(s, 0);
     let a1 = u32_at(s, 4);
     let tmp = u32_at(s, 8);
-    let aux = [
+    [
         (a0 & KMASK2) | ((tmp & KMASK1) << 4),
         (a1 & KMASK2) | (((tmp >> 2) & KMASK1) << 4),
         ((a0 >> 4) & KMASK2) | (((tmp >> 4) & KMASK1) << 4),
         ((a1 >> 4) & KMASK2) | (((tmp >> 6) & KMASK1) << 4),
-    ];
+    ]
+}
+
+/// Unpacks the 16 6-bit Q3_K scales (stored +32) into signed values with the 32 offset removed.
+#[inline(always)]
+pub fn q3k_scales(s: &[u8]) -> [i8; 16] {
     let mut out = [0i8; 16];
-    for (i, w) in aux.iter().enumerate() {
+    for (i, w) in q3k_scale_words(s).iter().enumerate() {
         for (k, byte) in w.to_le_bytes().iter().enumerate() {
             out[4 * i + k] = *byte as i8 - 32;
         }

@@ -178,6 +178,36 @@ pub(crate) fn ensure_supported(path: Path) -> Result<(), KernelError> {
     }
 }
 
+/// How far ahead of the row being multiplied the x86 row loops ask for weight bytes: a decode
+/// product streams its weights from memory once, and the hardware prefetchers alone leave the
+/// kernel waiting on them (a quarter of its time at Q4_K; `bench/README.md`). About a
+/// kilobyte covers the memory latency at the rate these kernels consume bytes; 512 B to 2 KiB
+/// measured alike, 3 KiB and more worse.
+#[cfg(target_arch = "x86_64")]
+const PREFETCH_AHEAD: usize = 1024;
+
+/// Asks for the cache lines of `x[start + PREFETCH_AHEAD..][..len]` (clipped to `x`): called
+/// once per row of `len` bytes starting at `start`, it prefetches every line of the stream
+/// exactly once, [`PREFETCH_AHEAD`] bytes before the kernel reaches it. A hint only: the
+/// results do not depend on it.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn prefetch_ahead(x: &[u8], start: usize, len: usize) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    let base = x.as_ptr() as usize;
+    let from = start.saturating_add(PREFETCH_AHEAD);
+    let end = from.saturating_add(len).min(x.len());
+    // The first line that starts at or after `from`: the one holding `from` itself, when
+    // `from` is inside a line, belongs to the previous row's range.
+    let mut at = from.saturating_add((64 - (base.wrapping_add(from) & 63)) & 63);
+    while at < end {
+        // SAFETY: `at < x.len()`, so the pointer is inside `x`; a prefetch never faults and
+        // reads nothing the program can observe.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(x.as_ptr().add(at).cast()) };
+        at += 64;
+    }
+}
+
 /// Number of blocks in `bytes` of type `ty`, or the error naming the bad length.
 pub(crate) fn whole_blocks(ty: GgmlType, bytes: &[u8]) -> Result<usize, KernelError> {
     let ts = ty.type_size();

@@ -458,9 +458,13 @@ pub fn write_compressed_tensors(
     }
     let towers = &layout.towers;
     let bytes = |source: &Source, sink: &mut Sink<'_>| match source {
-        Source::Raw(n) => sink(ckpt.tensor(n)?.data),
+        Source::Raw(n) => copied(ckpt, n, sink),
         Source::Norm(n) => sink(&f32_bytes(&scaled.vector(n)?)),
-        Source::Scaled(n) => scaled_bytes(&scaled, n, sink),
+        Source::Scaled(n) => {
+            scaled_bytes(&scaled, n, sink)?;
+            Weights::release(ckpt, n);
+            Ok(())
+        }
         Source::Int4(n, g) => {
             let d = dense_f32(&scaled, n)?;
             let m = quantize(&d.values, d.rows, d.cols, *g, None);
@@ -491,6 +495,14 @@ fn write_release(
         write_json(&dir.join("config.json"), config)?;
         Ok(ckpt.copy_side_files(SIDE_FILES, dir)?)
     })
+}
+
+/// Copies tensor `name` as stored, then drops its pages: a folder written tensor by tensor keeps
+/// about one tensor of the checkpoint resident (the experts of a 26B-A4B layer are gigabytes).
+fn copied(ckpt: &Checkpoint, name: &str, sink: &mut Sink<'_>) -> Result<()> {
+    sink(ckpt.tensor(name)?.data)?;
+    Weights::release(ckpt, name);
+    Ok(())
 }
 
 /// `name` through `w` as row-major f32 with its shape.
@@ -535,9 +547,13 @@ pub fn write_scaled_checkpoint(
     }
     let config = read_config(ckpt)?;
     let bytes = |source: &Source, sink: &mut Sink<'_>| match source {
-        Source::Raw(n) => sink(ckpt.tensor(n)?.data),
+        Source::Raw(n) => copied(ckpt, n, sink),
         Source::Norm(n) => sink(&f32_bytes(&scaled.vector(n)?)),
-        Source::Scaled(n) | Source::Int4(n, _) => scaled_bytes(&scaled, n, sink),
+        Source::Scaled(n) | Source::Int4(n, _) => {
+            scaled_bytes(&scaled, n, sink)?;
+            Weights::release(ckpt, n);
+            Ok(())
+        }
         Source::Tower(_) => Err(QuantizeError::Options(
             "internal: the scaled checkpoint plans no tower tensors".into(),
         )),
