@@ -13,6 +13,9 @@ pub mod fp;
 pub mod matmul;
 pub mod quants;
 pub mod simd;
+// The tiles run only on x86-64; elsewhere the prefill keeps the per-pair dots.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+mod tile;
 pub mod types;
 
 pub use error::KernelError;

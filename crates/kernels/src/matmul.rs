@@ -10,6 +10,7 @@ use rayon::prelude::*;
 
 use crate::dot::{check_row, quantize_activation, vec_dot_type};
 use crate::simd::{self, Path};
+use crate::tile;
 use crate::{GgmlType, KernelError};
 
 /// `y[r] = Σ_c W[r, c] · x[c]` for the `rows × cols` weight matrix `weights` (row-major, each row
@@ -101,7 +102,13 @@ pub fn matmul_with(
         acts.extend_from_slice(&buf);
     }
 
-    let panel = panel_rows(rows, row_bytes, t);
+    // Prefill on a path with tiled kernels for the type packs the activations once (`tile`).
+    let tiles =
+        (t > 1 && tile::covers(path, ty)).then(|| tile::Acts::new(ty, &acts, act_bytes, t, cols));
+    let panel = match &tiles {
+        Some(packed) => packed.panel_rows(rows),
+        None => panel_rows(rows, row_bytes, t),
+    };
     if t == 1 {
         // Decode: each panel streams its weight rows once and writes its outputs in place.
         y.par_chunks_mut(panel)
@@ -110,13 +117,20 @@ pub fn matmul_with(
         return Ok(());
     }
     // Prefill: a panel small enough to stay in L1/L2 is multiplied by every token in turn, so
-    // each weight row is read from memory once for all `t` tokens. A panel's outputs are
-    // token-major ([t, panel]); they are copied into `y` ([t, rows]) afterwards.
+    // each weight row is read from memory once for all `t` tokens. Where the path has tiled
+    // kernels for the type, the panel is unpacked once and runs as tiles of rows × tokens
+    // (`tile`, bit-identical to the dots, panels sized by `Acts::panel_rows`); otherwise one
+    // `vec_dot_rows` per token. A panel's
+    // outputs are token-major ([t, panel]); they are copied into `y` ([t, rows]) afterwards.
     let panels: Vec<Vec<f32>> = weights
         .par_chunks(panel * row_bytes)
         .map(|w| {
             let n = w.len() / row_bytes;
             let mut out = vec![0f32; n * t];
+            if let Some(packed) = &tiles {
+                tile::panel(path, ty, packed, w, row_bytes, &mut out);
+                return out;
+            }
             for (o, a) in out.chunks_exact_mut(n).zip(acts.chunks_exact(act_bytes)) {
                 simd::vec_dot_rows_checked(path, ty, w, row_bytes, a, o);
             }
