@@ -254,6 +254,81 @@ fn authorship_keys_match_llamacpp() {
     println!("{n} folders checked against llama.cpp's keys");
 }
 
+/// `config.json`'s `_name_or_path`, when it reads as a hub id, comes before the folder name.
+#[test]
+fn name_or_path_comes_before_the_folder_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = testkit::fixtures_dir().join("e2b-s0/released-bf16");
+    let dir = tmp.path().join("my-checkpoint");
+    testkit::copy_checkpoint_to(&src, &dir);
+    let config_path = dir.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    config["_name_or_path"] = "google/gemma-4-26b-a4b-it".into();
+    std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    let out = tmp.path().join("out.gguf");
+    let ckpt = Checkpoint::open(&dir).unwrap();
+    convert::llama::write_unquantized(&ckpt, &out, GgmlType::BF16).unwrap();
+    let got = authorship(&GgufFile::open(&out).unwrap());
+    let want: Vec<(String, Value)> = vec![
+        ("general.name", s("Gemma 4 26b A4B It")),
+        ("general.organization", s("Google")),
+        ("general.finetune", s("26b-it")),
+        ("general.basename", s("gemma-4")),
+        ("general.size_label", s("a4B")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(got, want);
+    println!("1 config _name_or_path checked against llama.cpp's keys");
+}
+
+/// The projector file goes through the same derivation (llama.cpp's `--mmproj` run on the same
+/// folder and card); only the size label differs, counted over the projector's tensors.
+#[test]
+fn mmproj_authorship_keys_match_llamacpp() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = testkit::fixtures_dir().join("e2b-s0/released-bf16");
+    let dir = tmp.path().join("gemma-4-31b-it");
+    testkit::copy_checkpoint_to(&src, &dir);
+    std::fs::write(dir.join("README.md"), GEMMA_CARD).unwrap();
+    let out = tmp.path().join("mmproj.gguf");
+    let ckpt = Checkpoint::open(&dir).unwrap();
+    convert::mmproj::write(&ckpt, &out, convert::mmproj::OutType::BF16).unwrap();
+    let got = authorship(&GgufFile::open(&out).unwrap());
+    let want: Vec<(String, Value)> = vec![
+        ("general.name", s("Gemma 4 31b It")),
+        ("general.finetune", s("31b-it")),
+        ("general.basename", s("gemma-4")),
+        ("general.size_label", s("78K")),
+        ("general.license", s("gemma")),
+        ("general.base_model.count", Value::U32(1)),
+        ("general.base_model.0.name", s("Gemma 4 E2B")),
+        ("general.base_model.0.organization", s("Google")),
+        (
+            "general.base_model.0.repo_url",
+            s("https://huggingface.co/google/gemma-4-E2B"),
+        ),
+        (
+            "general.tags",
+            strings(&[
+                "automatic-speech-recognition",
+                "automatic-speech-translation",
+                "audio-text-to-text",
+                "video-text-to-text",
+                "image-text-to-text",
+            ]),
+        ),
+        ("general.languages", strings(&["en"])),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(got, want);
+    println!("1 projector file checked against llama.cpp's keys");
+}
+
 /// llama.cpp stops on a card it cannot read (invalid YAML, a version that is not a string); g4q
 /// refuses those with one line naming the card and writes nothing, and so it does for a tag it
 /// cannot write as a string.
