@@ -61,6 +61,9 @@ version: \"1.2\"
 body
 ";
 
+/// A folder name, its model card, and the authorship keys llama.cpp wrote for them.
+type Case<'a> = (&'a str, Option<&'a str>, Vec<(&'a str, Value)>);
+
 fn s(v: &str) -> Value {
     Value::String(v.to_string())
 }
@@ -120,7 +123,7 @@ fn authorship_keys_match_llamacpp() {
         "video-text-to-text",
         "image-text-to-text",
     ]);
-    let mut cases: Vec<(&str, Option<&str>, Vec<(&str, Value)>)> = vec![
+    let mut cases: Vec<Case> = vec![
         (
             "gemma-4-31b-it",
             Some(GEMMA_CARD),
