@@ -334,7 +334,8 @@ fn mmproj_authorship_keys_match_llamacpp() {
 
 /// llama.cpp stops on a card it cannot read (invalid YAML, a version that is not a string); g4q
 /// refuses those with one line naming the card and writes nothing, and so it does for a tag it
-/// cannot write as a string.
+/// cannot write as a string, for YAML aliases (which the loader would expand without bound) and
+/// for nesting deeper than the parser's limit.
 #[test]
 fn unreadable_model_card_is_an_error_naming_it() {
     let cards = [
@@ -345,6 +346,20 @@ fn unreadable_model_card_is_an_error_naming_it() {
         ),
         ("bad-version", "---\nversion: 1.2\n---\n", "general.version"),
         ("bad-tags", "---\ntags:\n- 3\n---\n", "general.tags"),
+        (
+            "aliases",
+            "---\na: &a [x, x, x]\nb: [*a, *a, *a]\n---\n",
+            "aliases",
+        ),
+        (
+            "deep",
+            &format!(
+                "---\na: {}{}\n---\n",
+                "[".repeat(100_000),
+                "]".repeat(100_000)
+            ),
+            "not valid YAML",
+        ),
     ];
     let tmp = tempfile::tempdir().unwrap();
     for (folder, card, needle) in cards {

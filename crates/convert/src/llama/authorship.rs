@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
 use regex::Regex;
+use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::yaml::Hash;
-use yaml_rust2::{Yaml, YamlLoader};
+use yaml_rust2::{ScanError, Yaml, YamlLoader};
 
 use super::super::gguf::{Array, Metadata, Value};
 use crate::error::{cut, ConvertError, Result};
@@ -255,12 +256,28 @@ fn read_model_card(dir: &Path) -> Result<(PathBuf, Hash)> {
     }
     // gguf-py's two fixes before parsing: the Norway problem, and tabs as indentation.
     let yaml = yaml.replace("- no\n", "- \"no\"\n").replace('\t', "  ");
-    let docs = YamlLoader::load_from_str(&yaml).map_err(|e| {
+    let invalid = |e: ScanError| {
         ConvertError::format(
             &path,
             format!("the model card's front matter is not valid YAML: {e}"),
         )
-    })?;
+    };
+    // The loader copies an alias's node at every use: a few lines of nested aliases would grow
+    // into billions of nodes. Model cards do not use them, so they are refused before loading.
+    let mut events = Parser::new_from_str(&yaml);
+    loop {
+        match events.next_token().map_err(invalid)?.0 {
+            Event::StreamEnd => break,
+            Event::Alias(_) => {
+                return Err(ConvertError::format(
+                    &path,
+                    "the model card's front matter uses YAML aliases (*name), which g4q does not expand",
+                ))
+            }
+            _ => {}
+        }
+    }
+    let docs = YamlLoader::load_from_str(&yaml).map_err(invalid)?;
     let card = match docs.into_iter().next() {
         Some(Yaml::Hash(h)) => h,
         _ => Hash::new(),
