@@ -280,6 +280,12 @@ pub fn scaled_checkpoint(
     let dir = guard.path().join(name);
     write_scaled_checkpoint(ckpt, &plan, &dir, &mut |_, _| {})
         .with_context(|| format!("writing the AWQ-scaled checkpoint {}", dir.display()))?;
+    // The model card too: GGUF's authorship keys (license, base model, tags) are read from it.
+    let card = model.join("README.md");
+    if card.is_file() {
+        std::fs::copy(&card, dir.join("README.md"))
+            .with_context(|| format!("copying {} into {}", card.display(), dir.display()))?;
+    }
     let scaled = Checkpoint::open(&dir)?;
     Ok((guard, scaled))
 }

@@ -122,7 +122,8 @@ pub fn gemma4_metadata(inp: &MetadataInputs<'_>) -> Result<Metadata> {
 }
 
 /// The `general.*` keys gguf-py writes first for any file: architecture, type (`model`,
-/// `mmproj`), the sampling defaults, the name from the folder and the size label.
+/// `mmproj`), the sampling defaults, then the authorship keys (name, basename, license, tags...)
+/// from the model card, `config.json` and the folder name, and the size label.
 pub(crate) fn add_general(
     md: &mut Metadata,
     architecture: &str,
@@ -134,11 +135,12 @@ pub(crate) fn add_general(
     md.set("general.type", Value::String(kind.into()));
     add_sampling(md, dir)?;
     let folder = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    if let Some(name) = folder.file_name().and_then(|n| n.to_str()) {
-        md.set("general.name", Value::String(id_to_title(name)));
-    }
-    md.set("general.size_label", Value::String(size_label(tensors)));
-    Ok(())
+    let folder_name = folder.file_name().and_then(|n| n.to_str());
+    let total_params = tensors
+        .iter()
+        .map(|t| t.checked_numel().unwrap_or(0))
+        .fold(0u64, u64::saturating_add);
+    super::authorship::add_authorship(md, dir, folder_name, total_params, size_label(tensors))
 }
 
 /// `general.sampling.*` from `generation_config.json`, when present.
@@ -177,50 +179,6 @@ fn add_sampling(md: &mut Metadata, dir: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// gguf-py's `Metadata.id_to_title`: words split on '-' and spaces; lowercase words that are not
-/// versions or numbers get title case.
-pub fn id_to_title(id: &str) -> String {
-    id.trim()
-        .replace('-', " ")
-        .split_whitespace()
-        .map(|w| {
-            let is_lower = w.chars().any(char::is_alphabetic) && !w.chars().any(char::is_uppercase);
-            let starts_digit = w.chars().next().is_some_and(|c| c.is_ascii_digit());
-            let is_version = w.len() > 1
-                && w.starts_with('v')
-                && w[1..]
-                    .split('.')
-                    .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
-            if is_lower && !starts_digit && !is_version {
-                title_case(w)
-            } else {
-                w.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// Python's `str.title()`: upper-case a letter that follows a non-letter, lower-case the rest.
-fn title_case(w: &str) -> String {
-    let mut out = String::with_capacity(w.len());
-    let mut prev_alpha = false;
-    for ch in w.chars() {
-        if ch.is_alphabetic() {
-            if prev_alpha {
-                out.extend(ch.to_lowercase());
-            } else {
-                out.extend(ch.to_uppercase());
-            }
-            prev_alpha = true;
-        } else {
-            out.push(ch);
-            prev_alpha = false;
-        }
-    }
-    out
 }
 
 /// gguf-py's size label: `8x619K` for expert models (shared + one expert's parameters),
@@ -268,13 +226,6 @@ fn rounded_notation(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn titles_like_gguf_py() {
-        assert_eq!(id_to_title("released-bf16"), "Released Bf16");
-        assert_eq!(id_to_title("causal-f32"), "Causal F32");
-        assert_eq!(id_to_title("gemma-4-E2B-it"), "Gemma 4 E2B It");
-    }
 
     #[test]
     fn rounded_like_gguf_py() {

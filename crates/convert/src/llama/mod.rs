@@ -3,6 +3,7 @@
 //! and the tokenizer. The quantizing pipeline reuses the plan; [`write_unquantized`] writes the
 //! F32/F16/BF16 file directly.
 
+mod authorship;
 mod config;
 mod metadata;
 mod names;
@@ -13,11 +14,10 @@ use std::path::Path;
 use kernels::fp::{f32_to_bf16, f32_to_f16};
 use kernels::GgmlType;
 
+pub use authorship::id_to_title;
 pub use config::config_from_gguf;
 pub(crate) use metadata::add_general;
-pub use metadata::{
-    gemma4_metadata, id_to_title, size_label, MetadataInputs, QUANTIZATION_VERSION,
-};
+pub use metadata::{gemma4_metadata, size_label, MetadataInputs, QUANTIZATION_VERSION};
 pub use names::{canonical_name, gguf_name};
 
 use crate::checkpoint::Checkpoint;
