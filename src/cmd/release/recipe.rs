@@ -461,14 +461,8 @@ impl From<MemberHash> for FileHash {
 /// (else the folder name) and `text-generation`, or `image-text-to-text` when the release ships
 /// the projector (what the Hub lists llama.cpp's multimodal releases under).
 fn card_facts(model: &Path, multimodal: bool) -> anyhow::Result<CardFacts> {
-    let readme = std::fs::read_to_string(model.join("README.md")).unwrap_or_default();
-    let front = front_matter(&readme);
-    let get = |k: &str| {
-        front
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.clone())
-    };
+    let card = convert::llama::ModelCard::read(model)?;
+    let get = |k: &str| card.text(k);
     let config: serde_json::Value = std::fs::read(model.join("config.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -495,71 +489,9 @@ fn card_facts(model: &Path, multimodal: bool) -> anyhow::Result<CardFacts> {
     })
 }
 
-/// The `key: value` lines (scalar values, quotes removed) of a Markdown file's YAML front
-/// matter; a list value (`key:` followed by `- item` lines) gives its first item.
-pub fn front_matter(text: &str) -> Vec<(String, String)> {
-    let mut lines = text.lines();
-    if lines.next().map(str::trim_end) != Some("---") {
-        return Vec::new();
-    }
-    let mut out: Vec<(String, String)> = Vec::new();
-    let mut open_list: Option<String> = None;
-    for line in lines {
-        if line.trim_end() == "---" {
-            break;
-        }
-        if let Some(key) = &open_list {
-            if let Some(item) = line.trim_start().strip_prefix("- ") {
-                out.push((key.clone(), unquote(item)));
-                open_list = None;
-                continue;
-            }
-        }
-        open_list = None;
-        if line.starts_with(' ') || line.starts_with('#') {
-            continue;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            let v = v.trim();
-            if v.is_empty() {
-                open_list = Some(k.trim().to_string());
-            } else {
-                out.push((k.trim().to_string(), unquote(v)));
-            }
-        }
-    }
-    out
-}
-
-fn unquote(v: &str) -> String {
-    let v = v.trim();
-    let inner = v
-        .strip_prefix('"')
-        .and_then(|s| s.strip_suffix('"'))
-        .or_else(|| v.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')));
-    inner.unwrap_or(v).to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn front_matter_reads_scalars_and_first_list_items() {
-        let text = "---\nlicense: gemma\nbase_model:\n  - google/gemma-4-e2b\npipeline_tag: \"image-text-to-text\"\ntags:\n- a\n---\n# x\nlicense: no\n";
-        let f = front_matter(text);
-        assert_eq!(
-            f,
-            vec![
-                ("license".into(), "gemma".into()),
-                ("base_model".into(), "google/gemma-4-e2b".into()),
-                ("pipeline_tag".into(), "image-text-to-text".into()),
-                ("tags".into(), "a".into()),
-            ]
-        );
-        assert!(front_matter("# no front matter\nlicense: x\n").is_empty());
-        println!("2 front matters read");
-    }
 
     #[test]
     fn names_are_one_plain_component() {

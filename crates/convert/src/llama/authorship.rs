@@ -285,6 +285,33 @@ fn read_model_card(dir: &Path) -> Result<(PathBuf, Hash)> {
     Ok((path, card))
 }
 
+/// A checkpoint's model card front matter, read once by the same rules as the GGUF metadata,
+/// for the other readers of the card (the model card `g4q release` writes).
+pub struct ModelCard(Hash);
+
+impl ModelCard {
+    /// `dir/README.md`'s front matter (empty without a card); an error as for the metadata.
+    pub fn read(dir: &Path) -> Result<Self> {
+        Ok(ModelCard(read_model_card(dir)?.1))
+    }
+
+    /// `card_key`'s value as text: a scalar, or the first scalar item of a list.
+    pub fn text(&self, card_key: &str) -> Option<String> {
+        fn scalar(v: &Yaml) -> Option<String> {
+            match v {
+                Yaml::String(s) | Yaml::Real(s) => Some(s.clone()),
+                Yaml::Integer(i) => Some(i.to_string()),
+                Yaml::Boolean(b) => Some(b.to_string()),
+                _ => None,
+            }
+        }
+        match self.0.get(&key(card_key))? {
+            Yaml::Array(items) => items.iter().find_map(scalar),
+            v => scalar(v),
+        }
+    }
+}
+
 fn key(k: &str) -> Yaml {
     Yaml::String(k.to_string())
 }
@@ -623,6 +650,33 @@ fn name_or_path(dir: &Path) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn model_card_text_reads_scalars_and_first_list_items() {
+        let dir = tempfile::tempdir().unwrap();
+        let card = "---\nlicense: gemma\nbase_model:\n  - google/gemma-4-e2b\npipeline_tag: \"image-text-to-text\"\ntags:\n- a\nversion: 2\n---\n# x\nlicense: no\n";
+        std::fs::write(dir.path().join("README.md"), card).unwrap();
+        let c = ModelCard::read(dir.path()).unwrap();
+        let cases = [
+            ("license", Some("gemma")),
+            ("base_model", Some("google/gemma-4-e2b")),
+            ("pipeline_tag", Some("image-text-to-text")),
+            ("tags", Some("a")),
+            ("version", Some("2")),
+            ("datasets", None),
+        ];
+        for (k, want) in cases {
+            assert_eq!(c.text(k).as_deref(), want, "{k}");
+        }
+        std::fs::write(
+            dir.path().join("README.md"),
+            "# no front matter\nlicense: x\n",
+        )
+        .unwrap();
+        assert_eq!(ModelCard::read(dir.path()).unwrap().text("license"), None);
+        println!("checked {} model card fields", cases.len() + 1);
+    }
+
     use super::*;
 
     fn parts(

@@ -14,7 +14,7 @@ use std::path::Path;
 use kernels::fp::{f32_to_bf16, f32_to_f16};
 use kernels::GgmlType;
 
-pub use authorship::id_to_title;
+pub use authorship::{id_to_title, ModelCard};
 pub use config::config_from_gguf;
 pub(crate) use metadata::add_general;
 pub use metadata::{gemma4_metadata, size_label, MetadataInputs, QUANTIZATION_VERSION};
