@@ -49,6 +49,29 @@ fn assert_usage(out: &Output, msg: &str) {
     );
 }
 
+/// `g4q verify` of `file` against `model` at the tests' evaluation settings (ctx 64 × 3): its
+/// JSON report, the figures `recommend --evaluate` must equal.
+fn verify_json(dir: &Path, model: &Path, file: &Path, data: &Path, name: &str) -> Value {
+    let v_json = dir.join(format!("{name}.verify.json"));
+    g4q_ok!(&[
+        "verify",
+        "--reference",
+        s(model),
+        "--candidate",
+        s(file),
+        "--data",
+        s(data),
+        "--ctx",
+        "64",
+        "--chunks",
+        "3",
+        "--no-layer-errors",
+        "--json",
+        s(&v_json),
+    ]);
+    read_json(&v_json)
+}
+
 fn candidate<'a>(device: &'a Value, name: &str) -> &'a Value {
     device["candidates"]
         .as_array()
@@ -117,24 +140,7 @@ fn evaluated_klds_equal_verify_runs() {
         let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
             std::fs::read(&file).unwrap(),
         ));
-        let v_json = tmp.path().join(format!("{name}.verify.json"));
-        g4q_ok!(&[
-            "verify",
-            "--reference",
-            s(&model),
-            "--candidate",
-            s(&file),
-            "--data",
-            s(&data),
-            "--ctx",
-            "64",
-            "--chunks",
-            "3",
-            "--no-layer-errors",
-            "--json",
-            s(&v_json),
-        ]);
-        let v = read_json(&v_json);
+        let v = verify_json(tmp.path(), &model, &file, &data, name);
         for d in devices {
             let c = candidate(d, name);
             assert_eq!(c["sha256"], sha, "{name}");
@@ -726,24 +732,7 @@ fn awq_and_onnx_candidates_equal_verify_runs() {
             let b = std::fs::metadata(f.join("model.onnx.data")).unwrap().len();
             (f, b)
         };
-        let v_json = tmp.path().join(format!("{name}.verify.json"));
-        g4q_ok!(&[
-            "verify",
-            "--reference",
-            s(&model),
-            "--candidate",
-            s(&file),
-            "--data",
-            s(&data),
-            "--ctx",
-            "64",
-            "--chunks",
-            "3",
-            "--no-layer-errors",
-            "--json",
-            s(&v_json),
-        ]);
-        let v = read_json(&v_json);
+        let v = verify_json(tmp.path(), &model, &file, &data, name);
         for d in devices {
             let c = candidate(d, name);
             // The scored bytes are those `g4q convert` writes; the planned size is exact.

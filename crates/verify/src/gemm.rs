@@ -423,115 +423,96 @@ mod x86 {
 
     use super::{pack_portable, Block, Panel, KC, NR};
 
-    /// AVX-512 block: tiles of 12 tokens by 32 rows (24 accumulators).
-    ///
-    /// # Safety
-    /// The CPU must have AVX-512F; otherwise as [`Block::tiles`].
-    pub(super) unsafe fn block_avx512(b: &Block) {
-        let (kc, ldx, first) = (b.kc, b.ldx, b.first);
-        let mut run = |n: usize, x: *const f32, w: *const f32, c: *mut f32, ldc: usize| {
-            // SAFETY: the tile contract of `Block::tiles`; AVX-512F per the caller.
-            unsafe { by_tokens!(n, tile_avx512, x, ldx, kc, w, c, ldc, first) }
+    /// One ISA's block and tile: `$block` runs [`Block::tiles`] with tiles of `$m` tokens by
+    /// `2 × $w` rows, each `$tile::<M>` holding two `$w`-lane accumulators per token. The two
+    /// widths differ only in the vector type and its intrinsics, so the FMA chain per output (and
+    /// with it every bit) is the same on both.
+    macro_rules! fma_block {
+        ($block:ident, $tile:ident, $feat:literal, $what:literal, $m:literal, $w:literal,
+         $zero:ident, $load:ident, $set1:ident, $fma:ident, $store:ident) => {
+            #[doc = concat!($what, " block: tiles of ", $m, " tokens by 2 × ", $w, " rows.")]
+            ///
+            /// # Safety
+            #[doc = concat!("The CPU must have ", $what, "; otherwise as [`Block::tiles`].")]
+            pub(super) unsafe fn $block(b: &Block) {
+                let (kc, ldx, first) = (b.kc, b.ldx, b.first);
+                let mut run = |n: usize, x: *const f32, w: *const f32, c: *mut f32, ldc: usize| {
+                    // SAFETY: the tile contract of `Block::tiles`; the ISA per the caller.
+                    unsafe { by_tokens!(n, $tile, x, ldx, kc, w, c, ldc, first) }
+                };
+                // SAFETY: forwarded from the caller.
+                unsafe { b.tiles($m, 2 * $w, &mut run) }
+            }
+
+            /// `M` tokens by `2 × $w` rows: two accumulators per token.
+            ///
+            /// # Safety
+            /// The block's ISA, and the tile contract of [`Block::tiles`].
+            #[allow(clippy::too_many_arguments)]
+            #[target_feature(enable = $feat)]
+            unsafe fn $tile<const M: usize>(
+                x: *const f32,
+                ldx: usize,
+                kc: usize,
+                w: *const f32,
+                c: *mut f32,
+                ldc: usize,
+                first: bool,
+            ) {
+                // SAFETY: the ISA per the caller; every pointer formed stays inside the tile's
+                // operands (the tile contract of `Block::tiles`).
+                unsafe {
+                    let mut acc = [[$zero(); 2]; M];
+                    if !first {
+                        for (m, a) in acc.iter_mut().enumerate() {
+                            a[0] = $load(c.add(m * ldc));
+                            a[1] = $load(c.add(m * ldc + $w));
+                        }
+                    }
+                    for kk in 0..kc {
+                        let w0 = $load(w.add(kk * NR));
+                        let w1 = $load(w.add(kk * NR + $w));
+                        for (m, a) in acc.iter_mut().enumerate() {
+                            let xv = $set1(*x.add(m * ldx + kk));
+                            a[0] = $fma(xv, w0, a[0]);
+                            a[1] = $fma(xv, w1, a[1]);
+                        }
+                    }
+                    for (m, a) in acc.iter().enumerate() {
+                        $store(c.add(m * ldc), a[0]);
+                        $store(c.add(m * ldc + $w), a[1]);
+                    }
+                }
+            }
         };
-        // SAFETY: forwarded from the caller.
-        unsafe { b.tiles(12, NR, &mut run) }
     }
 
-    /// `M` tokens by 32 rows: two zmm accumulators per token.
-    ///
-    /// # Safety
-    /// AVX-512F, and the tile contract of [`Block::tiles`].
-    #[allow(clippy::too_many_arguments)]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn tile_avx512<const M: usize>(
-        x: *const f32,
-        ldx: usize,
-        kc: usize,
-        w: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        first: bool,
-    ) {
-        // SAFETY: AVX-512F / AVX2 + FMA per the caller; every pointer formed stays inside the
-        // tile's operands (the tile contract of `Block::tiles`).
-        unsafe {
-            let mut acc = [[_mm512_setzero_ps(); 2]; M];
-            if !first {
-                for (m, a) in acc.iter_mut().enumerate() {
-                    a[0] = _mm512_loadu_ps(c.add(m * ldc));
-                    a[1] = _mm512_loadu_ps(c.add(m * ldc + 16));
-                }
-            }
-            for kk in 0..kc {
-                let w0 = _mm512_loadu_ps(w.add(kk * NR));
-                let w1 = _mm512_loadu_ps(w.add(kk * NR + 16));
-                for (m, a) in acc.iter_mut().enumerate() {
-                    let xv = _mm512_set1_ps(*x.add(m * ldx + kk));
-                    a[0] = _mm512_fmadd_ps(xv, w0, a[0]);
-                    a[1] = _mm512_fmadd_ps(xv, w1, a[1]);
-                }
-            }
-            for (m, a) in acc.iter().enumerate() {
-                _mm512_storeu_ps(c.add(m * ldc), a[0]);
-                _mm512_storeu_ps(c.add(m * ldc + 16), a[1]);
-            }
-        }
-    }
-
-    /// AVX2 block: tiles of 6 tokens by 16 rows (12 accumulators).
-    ///
-    /// # Safety
-    /// The CPU must have AVX2 and FMA; otherwise as [`Block::tiles`].
-    pub(super) unsafe fn block_avx2(b: &Block) {
-        let (kc, ldx, first) = (b.kc, b.ldx, b.first);
-        let mut run = |n: usize, x: *const f32, w: *const f32, c: *mut f32, ldc: usize| {
-            // SAFETY: the tile contract of `Block::tiles`; AVX2 + FMA per the caller.
-            unsafe { by_tokens!(n, tile_avx2, x, ldx, kc, w, c, ldc, first) }
-        };
-        // SAFETY: forwarded from the caller.
-        unsafe { b.tiles(6, 16, &mut run) }
-    }
-
-    /// `M` tokens by 16 rows: two ymm accumulators per token.
-    ///
-    /// # Safety
-    /// AVX2 + FMA, and the tile contract of [`Block::tiles`].
-    #[allow(clippy::too_many_arguments)]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn tile_avx2<const M: usize>(
-        x: *const f32,
-        ldx: usize,
-        kc: usize,
-        w: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        first: bool,
-    ) {
-        // SAFETY: AVX-512F / AVX2 + FMA per the caller; every pointer formed stays inside the
-        // tile's operands (the tile contract of `Block::tiles`).
-        unsafe {
-            let mut acc = [[_mm256_setzero_ps(); 2]; M];
-            if !first {
-                for (m, a) in acc.iter_mut().enumerate() {
-                    a[0] = _mm256_loadu_ps(c.add(m * ldc));
-                    a[1] = _mm256_loadu_ps(c.add(m * ldc + 8));
-                }
-            }
-            for kk in 0..kc {
-                let w0 = _mm256_loadu_ps(w.add(kk * NR));
-                let w1 = _mm256_loadu_ps(w.add(kk * NR + 8));
-                for (m, a) in acc.iter_mut().enumerate() {
-                    let xv = _mm256_set1_ps(*x.add(m * ldx + kk));
-                    a[0] = _mm256_fmadd_ps(xv, w0, a[0]);
-                    a[1] = _mm256_fmadd_ps(xv, w1, a[1]);
-                }
-            }
-            for (m, a) in acc.iter().enumerate() {
-                _mm256_storeu_ps(c.add(m * ldc), a[0]);
-                _mm256_storeu_ps(c.add(m * ldc + 8), a[1]);
-            }
-        }
-    }
+    fma_block!(
+        block_avx512,
+        tile_avx512,
+        "avx512f",
+        "AVX-512F",
+        12,
+        16,
+        _mm512_setzero_ps,
+        _mm512_loadu_ps,
+        _mm512_set1_ps,
+        _mm512_fmadd_ps,
+        _mm512_storeu_ps
+    );
+    fma_block!(
+        block_avx2,
+        tile_avx2,
+        "avx2,fma",
+        "AVX2 and FMA",
+        6,
+        8,
+        _mm256_setzero_ps,
+        _mm256_loadu_ps,
+        _mm256_set1_ps,
+        _mm256_fmadd_ps,
+        _mm256_storeu_ps
+    );
 
     /// AVX-512 pack (see `pack_panel`): 16 rows by 16 columns at a time, widened in registers
     /// and transposed; columns past the last multiple of 16 go through the portable pack.

@@ -279,9 +279,7 @@ macro_rules! x86_kernels {
             for (xb, s) in xc.remainder().chunks_exact(xs).zip(sc.remainder()) {
                 tail += f16_at(xb, 2) * *s;
             }
-            let r = _mm_add_ps(acc, _mm_movehl_ps(acc, acc));
-            let r = _mm_add_ss(r, _mm_movehdup_ps(r));
-            _mm_cvtss_f32(r) + tail
+            hsum_f32x4(acc) + tail
         }
 
         #[target_feature(enable = $feat)]
@@ -325,11 +323,19 @@ macro_rules! x86_kernels {
             )
         }
 
+        /// The sum of 8 lanes in the order every x86 dot (and `kernels::tile`) ends with.
         #[target_feature(enable = $feat)]
         #[inline]
-        fn hsum_f32x8(x: __m256) -> f32 {
+        pub(crate) fn hsum_f32x8(x: __m256) -> f32 {
             let r = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps::<1>(x));
-            let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+            hsum_f32x4(r)
+        }
+
+        /// The sum of 4 lanes: `(0 + 2) + (1 + 3)`, the order of the K-quant dots' min term.
+        #[target_feature(enable = $feat)]
+        #[inline]
+        pub(crate) fn hsum_f32x4(x: __m128) -> f32 {
+            let r = _mm_add_ps(x, _mm_movehl_ps(x, x));
             let r = _mm_add_ss(r, _mm_movehdup_ps(r));
             _mm_cvtss_f32(r)
         }
@@ -898,9 +904,7 @@ macro_rules! x86_kernels {
                 }
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
             }
-            let m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
-            let m = _mm_add_ss(m, _mm_movehdup_ps(m));
-            hsum_f32x8(acc) + _mm_cvtss_f32(m)
+            hsum_f32x8(acc) + hsum_f32x4(acc_m)
         }
 
         #[target_feature(enable = $feat)]

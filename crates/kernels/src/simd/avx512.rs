@@ -12,7 +12,7 @@ use crate::simd::scalar;
 use crate::GgmlType;
 
 /// The shared x86 kernel bodies compiled for the AVX-512 + VNNI feature set.
-mod k256 {
+pub(crate) mod k256 {
     x86_kernels!("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni");
 
     /// u8 × i8 products summed four to an i32 lane and added to `acc` in one VNNI `vpdpbusd`.

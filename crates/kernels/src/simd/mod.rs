@@ -14,9 +14,9 @@ pub(crate) mod scalar;
 
 #[cfg(target_arch = "x86_64")]
 #[macro_use]
-mod avx2;
+pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
-mod avx512;
+pub(crate) mod avx512;
 mod neon;
 
 use std::fmt;

@@ -17,29 +17,13 @@ use std::arch::x86_64::*;
 use super::pack::*;
 use super::Tile;
 use crate::GgmlType;
+// The dots' horizontal sums, so each output ends in the dot's order.
+use crate::simd::avx512::k256::{hsum_f32x4 as hsum4, hsum_f32x8 as hsum8};
 
 /// [`pack_weights`] compiled for this path, so its byte loops vectorize.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(crate) fn pack(fam: Family, ty: GgmlType, w: &[u8], row_bytes: usize, out: &mut [u8]) {
     pack_weights(fam, ty, w, row_bytes, out)
-}
-
-/// The sum of 8 lanes, in the order of the dot kernels' `hsum_f32x8`.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-#[inline]
-fn hsum8(x: __m256) -> f32 {
-    let r = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps::<1>(x));
-    let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-    let r = _mm_add_ss(r, _mm_movehdup_ps(r));
-    _mm_cvtss_f32(r)
-}
-
-/// The sum of 4 lanes, in the order of the K-quant dots' min term.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-#[inline]
-fn hsum4(x: __m128) -> f32 {
-    let m = _mm_add_ps(x, _mm_movehl_ps(x, x));
-    _mm_cvtss_f32(_mm_add_ss(m, _mm_movehdup_ps(m)))
 }
 
 /// The two 8-lane halves of a pair's accumulator.
