@@ -23,6 +23,7 @@ macro_rules! sum_blocks {
         let mut yc = $y.chunks_exact(4 * $ys);
         let mut dc = $dy.chunks_exact(4);
         for ((x4, y4), dy4) in (&mut xc).zip(&mut yc).zip(&mut dc) {
+            prefetch_ahead(x4, 4 * $xs);
             let d4 = _mm256_castps128_ps256(_mm_mul_ps(halves4(x4, 0, $xs), load_f32x4(dy4)));
             for (k, a) in acc.iter_mut().enumerate() {
                 let $xb = &x4[k * $xs..(k + 1) * $xs];
@@ -149,25 +150,17 @@ macro_rules! x86_kernels {
         ) {
             use GgmlType::*;
             let rb = row_bytes.max(1);
-            // The quantized kernels prefetch their weights (`prefetch_ahead`); the float ones,
-            // pure streams of loads that the hardware prefetchers follow, ran slower with it.
             macro_rules! each_row {
                 (|$w:ident| $e:expr) => {
-                    for (i, (o, $w)) in out.iter_mut().zip(x.chunks_exact(rb)).enumerate() {
-                        prefetch_ahead(x, i * rb, rb);
-                        *o = $e;
-                    }
-                };
-                (no_prefetch |$w:ident| $e:expr) => {
                     for (o, $w) in out.iter_mut().zip(x.chunks_exact(rb)) {
                         *o = $e;
                     }
                 };
             }
             match ty {
-                F32 => each_row!(no_prefetch |w| dot_f32(w, y)),
-                F16 => each_row!(no_prefetch |w| dot_f16(w, y)),
-                BF16 => each_row!(no_prefetch |w| dot_bf16(w, y)),
+                F32 => each_row!(|w| dot_f32(w, y)),
+                F16 => each_row!(|w| dot_f16(w, y)),
+                BF16 => each_row!(|w| dot_bf16(w, y)),
                 Q4_0 | Q5_0 | Q8_0 | IQ4NL => {
                     let dy = act_halves(y, 34, 0);
                     match ty {
@@ -779,6 +772,7 @@ macro_rules! x86_kernels {
             let mut acc_m = _mm256_setzero_ps();
             let m3 = _mm256_set1_epi8(3);
             for (xb, yb) in x.chunks_exact(84).zip(y.chunks_exact(292)) {
+                prefetch_ahead(xb, 84);
                 let dy = f32_at(yb, 0);
                 let dall = dy * f16_at(xb, Q2K_D);
                 let dmin = dy * f16_at(xb, Q2K_DMIN);
@@ -813,6 +807,7 @@ macro_rules! x86_kernels {
             let m3 = _mm256_set1_epi8(3);
             let four = _mm256_set1_epi8(4);
             for (xb, yb) in x.chunks_exact(110).zip(y.chunks_exact(292)) {
+                prefetch_ahead(xb, 110);
                 let d = f16_at(xb, Q3K_D) * f32_at(yb, 0);
                 let [w0, w1, w2, w3] = q3k_scale_words(&xb[Q3K_SCALES..Q3K_SCALES + 12]);
                 let sc = _mm_setr_epi32(w0 as i32, w1 as i32, w2 as i32, w3 as i32);
@@ -885,6 +880,7 @@ macro_rules! x86_kernels {
             let mut acc = _mm256_setzero_ps();
             let mut acc_m = _mm_setzero_ps();
             for (xb, yb) in x.chunks_exact(ts).zip(y.chunks_exact(292)) {
+                prefetch_ahead(xb, ts);
                 let dy = f32_at(yb, 0);
                 let d = dy * f16_at(xb, 0);
                 let dmin = -dy * f16_at(xb, 2);
@@ -957,6 +953,7 @@ macro_rules! x86_kernels {
         ) -> f32 {
             let mut acc = _mm256_setzero_ps();
             for (i, (xb, yb)) in x.chunks_exact(210).zip(y.chunks_exact(292)).enumerate() {
+                prefetch_ahead(xb, 210);
                 let d = f32_at(yb, 0) * f16_at(xb, Q6K_D);
                 let scales = widen_scales(load128(xb, Q6K_SCALES));
                 let mut sumi = _mm256_setzero_si256();
@@ -1000,6 +997,7 @@ macro_rules! x86_kernels {
         fn dot_iq4_xs(x: &[u8], y: &[u8]) -> f32 {
             let mut acc = _mm256_setzero_ps();
             for (xb, yb) in x.chunks_exact(136).zip(y.chunks_exact(292)) {
+                prefetch_ahead(xb, 136);
                 let mut sumi = _mm256_setzero_si256();
                 for ib in 0..8 {
                     let q4 = iq4_lookup(xb, IQ4XS_QS + 16 * ib);

@@ -178,33 +178,30 @@ pub(crate) fn ensure_supported(path: Path) -> Result<(), KernelError> {
     }
 }
 
-/// How far ahead of the row being multiplied the x86 row loops ask for weight bytes: a decode
-/// product streams its weights from memory once, and the hardware prefetchers alone leave the
-/// kernel waiting on them (a quarter of its time at Q4_K; `bench/README.md`). About a
-/// kilobyte covers the memory latency at the rate these kernels consume bytes; 512 B to 2 KiB
-/// measured alike, 3 KiB and more worse.
+/// How far ahead of the block being multiplied the x86 quantized kernels ask for weight bytes.
+/// A decode product streams its weights from memory once; the hardware prefetchers alone left
+/// the kernels waiting on it, and asking a whole row ahead in one burst at the start of each
+/// row less so, but still: spread over the block loop, one request per 64 bytes consumed keeps
+/// a steady number of lines in flight. 2 KiB measured best (1-4 KiB tried; `bench/README.md`).
 #[cfg(target_arch = "x86_64")]
-const PREFETCH_AHEAD: usize = 1024;
+const PREFETCH_AHEAD: usize = 2048;
 
-/// Asks for the cache lines of `x[start + PREFETCH_AHEAD..][..len]` (clipped to `x`): called
-/// once per row of `len` bytes starting at `start`, it prefetches every line of the stream
-/// exactly once, [`PREFETCH_AHEAD`] bytes before the kernel reaches it. A hint only: the
-/// results do not depend on it.
+/// Asks for the cache lines [`PREFETCH_AHEAD`] bytes past the start of `block`, one request per
+/// 64 of its first `len` bytes. Called once per iteration of a kernel's block loop with `len`
+/// the loop's stride, so consecutive calls reach every line of the weight stream. A hint only:
+/// the results do not depend on it, and the addresses may lie past the end of the weights.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-pub(crate) fn prefetch_ahead(x: &[u8], start: usize, len: usize) {
+pub(crate) fn prefetch_ahead(block: &[u8], len: usize) {
     use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-    let base = x.as_ptr() as usize;
-    let from = start.saturating_add(PREFETCH_AHEAD);
-    let end = from.saturating_add(len).min(x.len());
-    // The first line that starts at or after `from`: the one holding `from` itself, when
-    // `from` is inside a line, belongs to the previous row's range.
-    let mut at = from.saturating_add((64 - (base.wrapping_add(from) & 63)) & 63);
-    while at < end {
-        // SAFETY: `at < x.len()`, so the pointer is inside `x`; a prefetch never faults and
-        // reads nothing the program can observe.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(x.as_ptr().add(at).cast()) };
-        at += 64;
+    let ahead = block.as_ptr().wrapping_add(PREFETCH_AHEAD);
+    let mut k = 0;
+    while k < len {
+        // SAFETY: `wrapping_add` keeps the address arithmetic defined wherever it lands, and a
+        // prefetch never faults and reads nothing the program can observe, even for an address
+        // outside every allocation.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(k).cast()) };
+        k += 64;
     }
 }
 
