@@ -149,8 +149,9 @@ macro_rules! x86_kernels {
         ) {
             use GgmlType::*;
             let rb = row_bytes.max(1);
-            // The quantized kernels prefetch their weights (`prefetch_ahead`); the float ones,
-            // pure streams of loads that the hardware prefetchers follow, ran slower with it.
+            // The quantized kernels prefetch their weights, per row (`prefetch_ahead`) or, Q3_K
+            // and Q6_K, per block (`prefetch_block`); the float ones, pure streams of loads that
+            // the hardware prefetchers follow, ran slower with `prefetch_ahead`.
             macro_rules! each_row {
                 (|$w:ident| $e:expr) => {
                     for (i, (o, $w)) in out.iter_mut().zip(x.chunks_exact(rb)).enumerate() {
@@ -188,9 +189,10 @@ macro_rules! x86_kernels {
                     let masks = pair_scale_masks();
                     each_row!(|w| dot_q2_k(w, y, &masks))
                 }
+                // Q3_K and Q6_K prefetch inside their block loops (`prefetch_block`).
                 Q3K => {
                     let (masks, offs) = (pair_scale_masks(), k_offsets(4, y));
-                    each_row!(|w| dot_q3_k(w, y, &masks, |i, _, k| offs[i][k]))
+                    each_row!(no_prefetch |w| dot_q3_k(w, y, &masks, |i, _, k| offs[i][k]))
                 }
                 Q4K => {
                     let masks = k4_scale_masks();
@@ -201,7 +203,6 @@ macro_rules! x86_kernels {
                     each_row!(|w| dot_k4(w, y, 176, Q5K_SCALES, &masks, |xb, c| q5k_quants(xb, c)))
                 }
                 Q6K => {
-                    // Q6_K prefetches inside its block loop (`prefetch_block`).
                     let (masks, offs) = (pair_scale_masks(), k_offsets(32, y));
                     each_row!(no_prefetch |w| dot_q6_k(w, y, &masks, |i, _, k| offs[i][k]))
                 }
@@ -825,6 +826,7 @@ macro_rules! x86_kernels {
             let m3 = _mm256_set1_epi8(3);
             let four = _mm256_set1_epi8(4);
             for (i, (xb, yb)) in x.chunks_exact(110).zip(y.chunks_exact(292)).enumerate() {
+                prefetch_block::<2>(xb);
                 let d = f16_at(xb, Q3K_D) * f32_at(yb, 0);
                 let [w0, w1, w2, w3] = q3k_scale_words(&xb[Q3K_SCALES..Q3K_SCALES + 12]);
                 let sc = _mm_setr_epi32(w0 as i32, w1 as i32, w2 as i32, w3 as i32);
@@ -1047,10 +1049,11 @@ macro_rules! x86_kernels {
 
 x86_kernels!("avx2,fma,f16c");
 
-/// How far ahead of its loads the Q6_K block loop asks for weight bytes (`prefetch_block`, one
-/// `prefetcht0` per line of each block, in the loop rather than a burst per row as
-/// `prefetch_ahead` does): with the matrix in L3 it took 7-10 % off the product, from memory
-/// 15-30 % (`bench/README.md`). 1-2 KiB measured alike, 3 KiB and more worse.
+/// How far ahead of their loads the Q6_K and Q3_K block loops ask for weight bytes
+/// (`prefetch_block`, one `prefetcht0` per line of each block, in the loop rather than a burst
+/// per row as `prefetch_ahead` does): with the matrix in L3 it took 2-10 % off the product,
+/// from memory 10-30 % (`bench/README.md`). For Q6_K 1-2 KiB measured alike, 3 KiB and more
+/// worse.
 pub(crate) const BLOCK_PREFETCH: usize = 2048;
 
 /// The 32 bits of the u32 at `off` as 32 bytes, 0xFF where the bit is set.
