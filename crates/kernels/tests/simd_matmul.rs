@@ -237,3 +237,53 @@ fn panels_equal_one_dot_per_row() {
     }
     println!("panels vs one dot per row: checked {cases} outputs");
 }
+
+/// The float formats' decode kernels run several weight rows per pass over the activation
+/// (and F16/BF16 widen the activation once per panel): every output must still equal the
+/// one-row `vec_dot_with` bit for bit and agree with the exact dot, for column counts with and
+/// without a tail after the 64-value steps and row counts that leave every size of last group.
+#[test]
+fn float_row_passes_equal_one_dot_per_row() {
+    let mut rng = ChaCha8Rng::seed_from_u64(33);
+    let mut cases = 0;
+    for ty in [GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
+        for (rows, cols) in [(1, 64), (2, 200), (3, 1553), (5, 128), (9, 1536), (37, 263)] {
+            let w = random_vec(&mut rng, rows * cols);
+            let wq = quantize_matrix(ty, &w, rows, cols);
+            let mut wdeq = vec![0f32; rows * cols];
+            dequantize_row_with(Path::Scalar, ty, &wq, &mut wdeq).unwrap();
+            let x = random_vec(&mut rng, cols);
+            let mut act = Vec::new();
+            quantize_activation(ty, &x, &mut act).unwrap();
+            let rb = ty.row_bytes(cols).unwrap();
+            for path in available_paths() {
+                let mut y = vec![f32::NAN; rows];
+                matvec_with(path, ty, &wq, rows, cols, &x, &mut y).unwrap();
+                for r in 0..rows {
+                    let one =
+                        vec_dot_with(path, ty, &wq[r * rb..(r + 1) * rb], &act, cols).unwrap();
+                    assert_eq!(
+                        y[r].to_bits(),
+                        one.to_bits(),
+                        "{ty} on {path}, {rows}x{cols}, row {r}: {} vs {one}",
+                        y[r]
+                    );
+                    let wrow = &wdeq[r * cols..(r + 1) * cols];
+                    let exact: f64 = wrow
+                        .iter()
+                        .zip(&x)
+                        .map(|(a, b)| *a as f64 * *b as f64)
+                        .sum();
+                    let tol = tolerance(ty, wrow, &x);
+                    assert!(
+                        (y[r] as f64 - exact).abs() <= tol,
+                        "{ty} on {path}, {rows}x{cols}, row {r}: {} vs {exact} (tol {tol:e})",
+                        y[r]
+                    );
+                    cases += 1;
+                }
+            }
+        }
+    }
+    println!("float row passes vs one dot per row: checked {cases} outputs");
+}

@@ -123,10 +123,10 @@ macro_rules! x86_kernels {
                 Q8_0 => dot_q8_0(x, y, &act_halves(y, 34, 0)),
                 IQ4NL => dot_iq4_nl(x, y, &act_halves(y, 34, 0)),
                 Q2K => dot_q2_k(x, y, &pair_scale_masks()),
-                Q3K => dot_q3_k(x, y, &pair_scale_masks()),
+                Q3K => dot_q3_k(x, y, &pair_scale_masks(), |_, yb, k| k_offset(4, yb, k)),
                 Q4K => dot_q4_k(x, y),
                 Q5K => dot_q5_k(x, y),
-                Q6K => dot_q6_k(x, y, &pair_scale_masks(), |_, yb, k| q6_offset(yb, k)),
+                Q6K => dot_q6_k(x, y, &pair_scale_masks(), |_, yb, k| k_offset(32, yb, k)),
                 IQ4XS => dot_iq4_xs(x, y),
                 Q8_1 | Q8K => scalar::vec_dot(ty, x, y),
             }
@@ -177,12 +177,13 @@ macro_rules! x86_kernels {
                         _ => each_row!(|w| dot_q5_1(w, y, &dy, &sy)),
                     }
                 }
-                Q2K | Q3K => {
+                Q2K => {
                     let masks = pair_scale_masks();
-                    match ty {
-                        Q2K => each_row!(|w| dot_q2_k(w, y, &masks)),
-                        _ => each_row!(|w| dot_q3_k(w, y, &masks)),
-                    }
+                    each_row!(|w| dot_q2_k(w, y, &masks))
+                }
+                Q3K => {
+                    let (masks, offs) = (pair_scale_masks(), k_offsets(4, y));
+                    each_row!(|w| dot_q3_k(w, y, &masks, |i, _, k| offs[i][k]))
                 }
                 Q4K => {
                     let masks = k4_scale_masks();
@@ -193,7 +194,7 @@ macro_rules! x86_kernels {
                     each_row!(|w| dot_k4(w, y, 176, Q5K_SCALES, &masks, |xb, c| q5k_quants(xb, c)))
                 }
                 Q6K => {
-                    let (masks, offs) = (pair_scale_masks(), q6_offsets(y));
+                    let (masks, offs) = (pair_scale_masks(), k_offsets(32, y));
                     each_row!(|w| dot_q6_k(w, y, &masks, |i, _, k| offs[i][k]))
                 }
                 IQ4XS => each_row!(|w| dot_iq4_xs(w, y)),
@@ -800,34 +801,46 @@ macro_rules! x86_kernels {
             hsum_f32x8(acc) - hsum_f32x8(acc_m)
         }
 
+        /// Q3_K · Q8_K. Each value is `q3 − 4` with `q3 = low | 4·high` (0..7): the sum takes
+        /// `maddubs(q3, q8)` and subtracts `maddubs(4, q8)`, which depends on the activation
+        /// alone (`offsets(i, yb, k)`, [`k_offset`] with 4, computed once per activation row by
+        /// a row loop), so a group costs one `maddubs` where `low − 4·(1 − high)` took two. The
+        /// i16 pair sums, and so every i32 lane, are the same integers either way.
         #[target_feature(enable = $feat)]
         #[inline]
-        fn dot_q3_k(x: &[u8], y: &[u8], masks: &[__m256i; 4]) -> f32 {
+        fn dot_q3_k(
+            x: &[u8],
+            y: &[u8],
+            masks: &[__m256i; 4],
+            offsets: impl Fn(usize, &[u8], usize) -> __m256i,
+        ) -> f32 {
             let mut acc = _mm256_setzero_ps();
             let m3 = _mm256_set1_epi8(3);
             let four = _mm256_set1_epi8(4);
-            for (xb, yb) in x.chunks_exact(110).zip(y.chunks_exact(292)) {
+            for (i, (xb, yb)) in x.chunks_exact(110).zip(y.chunks_exact(292)).enumerate() {
                 prefetch_ahead(xb, 110);
                 let d = f16_at(xb, Q3K_D) * f32_at(yb, 0);
                 let [w0, w1, w2, w3] = q3k_scale_words(&xb[Q3K_SCALES..Q3K_SCALES + 12]);
                 let sc = _mm_setr_epi32(w0 as i32, w1 as i32, w2 as i32, w3 as i32);
                 let scales = widen_scales(_mm_sub_epi8(sc, _mm_set1_epi8(32)));
                 let hbits = load256(xb, Q3K_HMASK);
+                // Bit k of each hmask byte (group k) moved to bit 2 + j, j = k mod 4, so that
+                // a right shift by j puts it at bit 2; 16-bit shifts lose no bit that is used.
+                let high = [_mm256_slli_epi16::<2>(hbits), _mm256_srli_epi16::<2>(hbits)];
                 let mut sumi = _mm256_setzero_si256();
                 for (half, sh) in scales.iter().enumerate() {
                     let bits = load256(xb, Q3K_QS + 32 * half);
                     for (j, smask) in masks.iter().enumerate() {
+                        let count = _mm_cvtsi32_si128(j as i32);
                         let low = _mm256_and_si256(
                             _mm256_srl_epi16(bits, _mm_cvtsi32_si128(2 * j as i32)),
                             m3,
                         );
-                        let mask = _mm256_set1_epi8((1u8 << (4 * half + j)) as i8);
-                        let set = _mm256_cmpeq_epi8(_mm256_and_si256(hbits, mask), mask);
-                        let sub = _mm256_andnot_si256(set, four);
-                        let q8 = q8k(yb, 4 * half + j);
+                        let h4 = _mm256_and_si256(_mm256_srl_epi16(high[half], count), four);
+                        let k = 4 * half + j;
                         let p = _mm256_sub_epi16(
-                            _mm256_maddubs_epi16(low, q8),
-                            _mm256_maddubs_epi16(sub, q8),
+                            _mm256_maddubs_epi16(_mm256_or_si256(low, h4), q8k(yb, k)),
+                            offsets(i, yb, k),
                         );
                         let s = _mm256_shuffle_epi8(*sh, *smask);
                         sumi = madd_acc(sumi, s, p);
@@ -975,20 +988,21 @@ macro_rules! x86_kernels {
             hsum_f32x8(acc)
         }
 
-        /// `32·q8` summed in pairs (`maddubs(32, q8)`) for each 32-value group `k` of Q8_K
-        /// block `yb`: the term of a Q6_K product that removes the weights' 32 offset.
+        /// `c·q8` summed in pairs (`maddubs(c, q8)`) for each 32-value group `k` of Q8_K
+        /// block `yb`: the term of a Q6_K (`c` = 32) or Q3_K (`c` = 4) product that removes
+        /// the weights' offset.
         #[target_feature(enable = $feat)]
         #[inline]
-        fn q6_offset(yb: &[u8], k: usize) -> __m256i {
-            _mm256_maddubs_epi16(_mm256_set1_epi8(32), q8k(yb, k))
+        fn k_offset(c: i8, yb: &[u8], k: usize) -> __m256i {
+            _mm256_maddubs_epi16(_mm256_set1_epi8(c), q8k(yb, k))
         }
 
-        /// [`q6_offset`] of every group of the activation row `y`, eight per block: it depends
+        /// [`k_offset`] of every group of the activation row `y`, eight per block: it depends
         /// on the activation alone, so a row loop computes it once, not once per weight row.
         #[target_feature(enable = $feat)]
-        fn q6_offsets(y: &[u8]) -> Vec<[__m256i; 8]> {
+        fn k_offsets(c: i8, y: &[u8]) -> Vec<[__m256i; 8]> {
             y.chunks_exact(292)
-                .map(|yb| std::array::from_fn(|k| q6_offset(yb, k)))
+                .map(|yb| std::array::from_fn(|k| k_offset(c, yb, k)))
                 .collect()
         }
 

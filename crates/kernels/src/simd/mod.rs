@@ -189,12 +189,20 @@ const PREFETCH_AHEAD: usize = 2048;
 /// Asks for the cache lines [`PREFETCH_AHEAD`] bytes past the start of `block`, one request per
 /// 64 of its first `len` bytes. Called once per iteration of a kernel's block loop with `len`
 /// the loop's stride, so consecutive calls reach every line of the weight stream. A hint only:
-/// the results do not depend on it, and the addresses may lie past the end of the weights.
+/// the results do not depend on it.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub(crate) fn prefetch_ahead(block: &[u8], len: usize) {
+    prefetch_lines::<PREFETCH_AHEAD>(block.as_ptr(), len);
+}
+
+/// Asks for the cache lines `AHEAD` bytes past `at`, one request per 64 of the next `len` bytes.
+/// The addresses may lie past the end of the weights.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn prefetch_lines<const AHEAD: usize>(at: *const u8, len: usize) {
     use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-    let ahead = block.as_ptr().wrapping_add(PREFETCH_AHEAD);
+    let ahead = at.wrapping_add(AHEAD);
     let mut k = 0;
     while k < len {
         // SAFETY: `wrapping_add` keeps the address arithmetic defined wherever it lands, and a
