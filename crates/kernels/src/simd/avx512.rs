@@ -203,7 +203,7 @@ unsafe fn acc_rows<const W: u8, const A: u8, const N: usize>(
         let (xs, ys) = unsafe { (x.add(4 * sw * i), y.add(4 * sa * i)) };
         if W != FMT_F32 {
             for r in 0..N {
-                prefetch_lines::<FLOAT_PREFETCH>(xs.wrapping_add(r * rb), 4 * sw);
+                prefetch_lines::<FLOAT_PREFETCH, _MM_HINT_T0>(xs.wrapping_add(r * rb), 4 * sw);
             }
         }
         for k in 0..4 {

@@ -178,37 +178,43 @@ pub(crate) fn ensure_supported(path: Path) -> Result<(), KernelError> {
     }
 }
 
-/// How far ahead of the block being multiplied the x86 quantized kernels ask for weight bytes.
-/// A decode product streams its weights from memory once; the hardware prefetchers alone left
-/// the kernels waiting on it, and asking a whole row ahead in one burst at the start of each
-/// row less so, but still: spread over the block loop, one request per 64 bytes consumed keeps
-/// a steady number of lines in flight. 2 KiB measured best (1-4 KiB tried; `bench/README.md`).
+/// How far ahead of the block being multiplied the x86 quantized kernels ask for weight bytes,
+/// into L1 and, further out, into L2. A decode product streams its weights from memory once:
+/// the hardware prefetchers alone left the kernels waiting on it, and so did a burst per row.
+/// Requests spread over the block loop keep a steady number of lines in flight, and the L2
+/// requests further ahead let the L1 ones find their lines closer. Measured 1-8 KiB, in L1 only
+/// and in both (`bench/README.md`).
 #[cfg(target_arch = "x86_64")]
-const PREFETCH_AHEAD: usize = 2048;
+const PREFETCH_L1: usize = 1024;
+/// See [`PREFETCH_L1`].
+#[cfg(target_arch = "x86_64")]
+const PREFETCH_L2: usize = 4096;
 
-/// Asks for the cache lines [`PREFETCH_AHEAD`] bytes past the start of `block`, one request per
-/// 64 of its first `len` bytes. Called once per iteration of a kernel's block loop with `len`
-/// the loop's stride, so consecutive calls reach every line of the weight stream. A hint only:
-/// the results do not depend on it.
+/// Asks for the cache lines [`PREFETCH_L2`] bytes past the start of `block` into L2 and those
+/// [`PREFETCH_L1`] bytes past it into L1, one request per 64 of its first `len` bytes. Called
+/// once per iteration of a kernel's block loop with `len` the loop's stride, so consecutive
+/// calls reach every line of the weight stream. A hint only: the results do not depend on it.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub(crate) fn prefetch_ahead(block: &[u8], len: usize) {
-    prefetch_lines::<PREFETCH_AHEAD>(block.as_ptr(), len);
+    use std::arch::x86_64::{_MM_HINT_T0, _MM_HINT_T1};
+    prefetch_lines::<PREFETCH_L2, _MM_HINT_T1>(block.as_ptr(), len);
+    prefetch_lines::<PREFETCH_L1, _MM_HINT_T0>(block.as_ptr(), len);
 }
 
-/// Asks for the cache lines `AHEAD` bytes past `at`, one request per 64 of the next `len` bytes.
-/// The addresses may lie past the end of the weights.
+/// Asks for the cache lines `AHEAD` bytes past `at` (`HINT`: the `_mm_prefetch` level), one
+/// request per 64 of the next `len` bytes. The addresses may lie past the end of the weights.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-pub(crate) fn prefetch_lines<const AHEAD: usize>(at: *const u8, len: usize) {
-    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+pub(crate) fn prefetch_lines<const AHEAD: usize, const HINT: i32>(at: *const u8, len: usize) {
+    use std::arch::x86_64::_mm_prefetch;
     let ahead = at.wrapping_add(AHEAD);
     let mut k = 0;
     while k < len {
         // SAFETY: `wrapping_add` keeps the address arithmetic defined wherever it lands, and a
         // prefetch never faults and reads nothing the program can observe, even for an address
         // outside every allocation.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(k).cast()) };
+        unsafe { _mm_prefetch::<HINT>(ahead.wrapping_add(k).cast()) };
         k += 64;
     }
 }
