@@ -202,6 +202,15 @@ pub(crate) fn prefetch_ahead(block: &[u8], len: usize) {
     prefetch_lines::<PREFETCH_L1, _MM_HINT_T0>(block.as_ptr(), len);
 }
 
+/// [`prefetch_ahead`] into L1 only, for Q4_1 and Q5_1: with the matrix in L3 their L2 requests
+/// cost 5-10 % and from memory they bring them little (`bench/README.md`).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn prefetch_ahead_l1(block: &[u8], len: usize) {
+    use std::arch::x86_64::_MM_HINT_T0;
+    prefetch_lines::<PREFETCH_L1, _MM_HINT_T0>(block.as_ptr(), len);
+}
+
 /// Asks for the cache lines `AHEAD` bytes past `at` (`HINT`: the `_mm_prefetch` level), one
 /// request per 64 of the next `len` bytes. The addresses may lie past the end of the weights.
 #[cfg(target_arch = "x86_64")]
