@@ -92,6 +92,16 @@ fn py_array(a: &Array) -> (String, Vec<Json>) {
     (format!("[{}]", items.join(", ")), json)
 }
 
+/// Asserts that tensor `name` of `f` has the bytes (sha256) of llama.cpp's entry `want`.
+fn assert_tensor_bytes(ctx: impl std::fmt::Display, f: &GgufFile, name: &str, want: &Json) {
+    let sha = hex::encode(Sha256::digest(f.tensor_data(name).unwrap()));
+    assert_eq!(
+        sha,
+        want["sha256"].as_str().unwrap(),
+        "{ctx}: bytes of {name}"
+    );
+}
+
 fn scalar_json(v: &Value) -> Json {
     match v {
         Value::U32(x) => Json::from(*x),
@@ -182,13 +192,7 @@ fn f32_conversion_matches_llamacpp() {
                 t.offset,
                 w,
             );
-            let sha = hex::encode(Sha256::digest(f.tensor_data(&t.name).unwrap()));
-            assert_eq!(
-                sha,
-                w["sha256"].as_str().unwrap(),
-                "{ctx}: bytes of {}",
-                t.name
-            );
+            assert_tensor_bytes(&ctx, &f, &t.name, w);
             n_tensors += 1;
         }
     }
@@ -362,13 +366,7 @@ fn sharded_f32_conversion_follows_llamacpp_shard_order() {
                 t.ty.name().to_uppercase(),
                 w["type"].as_str().unwrap().to_uppercase()
             );
-            let sha = hex::encode(Sha256::digest(f.tensor_data(&t.name).unwrap()));
-            assert_eq!(
-                sha,
-                w["sha256"].as_str().unwrap(),
-                "{ctx}: bytes of {}",
-                t.name
-            );
+            assert_tensor_bytes(&ctx, &f, &t.name, w);
             n_tensors += 1;
         }
         n_fixtures += 1;

@@ -22,6 +22,32 @@ fn scalar_json(v: &Value) -> Option<Json> {
     })
 }
 
+/// Asserts that `f` has the metadata keys of llama-quantize's file `want` that `keep` accepts,
+/// in its order, and its tensors: names in order and bytes (sha256). Returns the tensor count.
+fn assert_keys_and_tensors(
+    ctx: &str,
+    f: &GgufFile,
+    want: &Json,
+    keep: impl Fn(&str) -> bool,
+) -> usize {
+    let keys: Vec<&str> = f.metadata().iter().map(|(k, _)| k).collect();
+    let want_keys: Vec<&str> = want["metadata"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .filter(|k| keep(k))
+        .collect();
+    assert_eq!(keys, want_keys, "{ctx}: keys");
+    let want_t = want["tensors"].as_array().unwrap();
+    for (t, w) in f.tensors().iter().zip(want_t) {
+        assert_eq!(t.name, w["name"].as_str().unwrap(), "{ctx}");
+        let sha = hex::encode(Sha256::digest(f.tensor_data(&t.name).unwrap()));
+        assert_eq!(sha, w["sha256"].as_str().unwrap(), "{ctx}: {}", t.name);
+    }
+    f.tensors().len().min(want_t.len())
+}
+
 #[test]
 fn releases_match_llama_quantize() {
     let dirs = testkit::fixture_dirs("llamacpp/manifest.json");
@@ -119,25 +145,8 @@ fn requantizing_llamacpps_f32_file_matches_llama_quantize() {
             quantize::requantize::write(&input, &out, &opts).unwrap();
             let f = GgufFile::open(&out).unwrap();
             let want = &m["files"][&file]["gguf"];
-            let keys: Vec<&str> = f.metadata().iter().map(|(k, _)| k).collect();
-            let want_keys: Vec<&str> = want["metadata"]
-                .as_object()
-                .unwrap()
-                .keys()
-                .map(String::as_str)
-                .collect();
-            assert_eq!(keys, want_keys, "{}/{file}", dir.display());
-            for (t, w) in f.tensors().iter().zip(want["tensors"].as_array().unwrap()) {
-                assert_eq!(t.name, w["name"].as_str().unwrap());
-                let sha = hex::encode(Sha256::digest(f.tensor_data(&t.name).unwrap()));
-                assert_eq!(
-                    sha,
-                    w["sha256"].as_str().unwrap(),
-                    "{}/{file}: {}",
-                    dir.display(),
-                    t.name
-                );
-            }
+            let ctx = format!("{}/{file}", dir.display());
+            assert_keys_and_tensors(&ctx, &f, want, |_| true);
             files += 1;
         }
     }
@@ -299,30 +308,18 @@ fn legacy_dat_with_repeated_names_quantizes_as_llama_quantize_does() {
                 let out = tmp.path().join(q.file);
                 gguf_release::write(&ckpt, &out, &opts).unwrap();
                 let f = GgufFile::open(&out).unwrap();
-                let keys: Vec<&str> = f.metadata().iter().map(|(k, _)| k).collect();
-                let want_keys: Vec<&str> = want["metadata"]
-                    .as_object()
-                    .unwrap()
-                    .keys()
-                    .map(String::as_str)
-                    .filter(|k| {
-                        full || !matches!(
-                            *k,
-                            "quantize.imatrix.dataset" | "quantize.imatrix.chunks_count"
-                        )
-                    })
-                    .collect();
-                assert_eq!(keys, want_keys, "{ctx}: keys (trailer: {full})");
+                let trailer = |k: &str| {
+                    full || !matches!(
+                        k,
+                        "quantize.imatrix.dataset" | "quantize.imatrix.chunks_count"
+                    )
+                };
+                tensors +=
+                    assert_keys_and_tensors(&format!("{ctx} (trailer: {full})"), &f, want, trailer);
                 for (k, v) in f.metadata().iter() {
                     if let Some(j) = scalar_json(v) {
                         assert_eq!(j, want["metadata"][k]["value"], "{ctx}: {k}");
                     }
-                }
-                for (t, w) in f.tensors().iter().zip(want["tensors"].as_array().unwrap()) {
-                    assert_eq!(t.name, w["name"].as_str().unwrap(), "{ctx}");
-                    let sha = hex::encode(Sha256::digest(f.tensor_data(&t.name).unwrap()));
-                    assert_eq!(sha, w["sha256"].as_str().unwrap(), "{ctx}: {}", t.name);
-                    tensors += 1;
                 }
                 files += 1;
             }

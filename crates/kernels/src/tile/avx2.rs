@@ -32,16 +32,6 @@ unsafe fn load(p: *const u8) -> __m256i {
     unsafe { _mm256_loadu_si256(p.cast()) }
 }
 
-/// The f32 at `p`.
-///
-/// # Safety
-/// `p` must point at 4 readable bytes.
-#[inline(always)]
-unsafe fn f32p(p: *const u8) -> f32 {
-    // SAFETY: the caller guarantees 4 readable bytes; the read is unaligned.
-    unsafe { p.cast::<f32>().read_unaligned() }
-}
-
 /// K16 (Q6_K, Q3_K) over an `R × P` tile (`2P` tokens).
 ///
 /// # Safety

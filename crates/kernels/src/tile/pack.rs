@@ -346,3 +346,14 @@ pub(crate) fn pack_acts(fam: Family, acts: &[u8], act_bytes: usize, t: usize, ou
         }
     }
 }
+
+/// The f32 at `p` (a packed unit's scale), for the tile kernels.
+///
+/// # Safety
+/// `p` must point at 4 readable bytes.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(super) unsafe fn f32p(p: *const u8) -> f32 {
+    // SAFETY: the caller guarantees 4 readable bytes; the read is unaligned.
+    unsafe { p.cast::<f32>().read_unaligned() }
+}
