@@ -14,17 +14,17 @@
 /// is most of a 32-value block's cost; the activation's `dy` come already widened to f32 in
 /// `$dy` (one per block, converted once per activation row by `act_halves`, not once per weight
 /// row). `$body` maps one weight block `$xb` and activation block `$yb` to the `__m256` whose
-/// lanes sum to the block's integer dot; `$prefetch` asks for the weights ahead of each group of
-/// four blocks (`simd::prefetch_ahead` or its L1-only variant). Used inside `x86_kernels!` so the
-/// body inlines with the enclosing function's target features.
+/// lanes sum to the block's integer dot; `prefetch_ahead` asks for the weights ahead of each
+/// group of four blocks. Used inside `x86_kernels!` so the body inlines with the enclosing
+/// function's target features.
 macro_rules! sum_blocks {
-    ($prefetch:ident, $x:expr, $y:expr, $dy:expr, $xs:expr, $ys:expr, |$xb:ident, $yb:ident| $body:expr) => {{
+    ($x:expr, $y:expr, $dy:expr, $xs:expr, $ys:expr, |$xb:ident, $yb:ident| $body:expr) => {{
         let mut acc = [_mm256_setzero_ps(); 4];
         let mut xc = $x.chunks_exact(4 * $xs);
         let mut yc = $y.chunks_exact(4 * $ys);
         let mut dc = $dy.chunks_exact(4);
         for ((x4, y4), dy4) in (&mut xc).zip(&mut yc).zip(&mut dc) {
-            $prefetch(x4, 4 * $xs);
+            prefetch_ahead(x4, 4 * $xs);
             let d4 = _mm256_castps128_ps256(_mm_mul_ps(halves4(x4, 0, $xs), load_f32x4(dy4)));
             for (k, a) in acc.iter_mut().enumerate() {
                 let $xb = &x4[k * $xs..(k + 1) * $xs];
@@ -66,7 +66,7 @@ macro_rules! x86_kernels {
 
         use crate::blocks::KVALUES_IQ4NL;
         use crate::simd::layout::*;
-        use crate::simd::{prefetch_ahead, prefetch_ahead_l1, scalar};
+        use crate::simd::{prefetch_ahead, scalar, stream_row};
         use crate::GgmlType;
 
         /// Dequantizes whole blocks of `ty` (lengths checked by the dispatcher).
@@ -151,10 +151,13 @@ macro_rules! x86_kernels {
         ) {
             use GgmlType::*;
             let rb = row_bytes.max(1);
+            let n = out.len().min(x.len() / rb);
             macro_rules! each_row {
                 (|$w:ident| $e:expr) => {
-                    for (o, $w) in out.iter_mut().zip(x.chunks_exact(rb)) {
-                        *o = $e;
+                    for j in 0..n {
+                        let r = stream_row(j, n);
+                        let $w = &x[r * rb..(r + 1) * rb];
+                        out[r] = $e;
                     }
                 };
             }
@@ -708,7 +711,7 @@ macro_rules! x86_kernels {
         #[target_feature(enable = $feat)]
         #[inline]
         fn dot_q4_0(x: &[u8], y: &[u8], dy: &[f32]) -> f32 {
-            let acc = sum_blocks!(prefetch_ahead, x, y, dy, 18, 34, |xb, yb| {
+            let acc = sum_blocks!(x, y, dy, 18, 34, |xb, yb| {
                 let qx = _mm256_sub_epi8(nibbles32(xb, Q4_0_QS), _mm256_set1_epi8(8));
                 mul_sum_i8_pairs_float(qx, load256(yb, Q8_0_QS))
             });
@@ -718,7 +721,7 @@ macro_rules! x86_kernels {
         #[target_feature(enable = $feat)]
         #[inline]
         fn dot_q4_1(x: &[u8], y: &[u8], dy: &[f32], sy: &[f32]) -> f32 {
-            let acc = sum_blocks!(prefetch_ahead_l1, x, y, dy, 20, 36, |xb, yb| {
+            let acc = sum_blocks!(x, y, dy, 20, 36, |xb, yb| {
                 let zero = _mm256_setzero_si256();
                 let p = mul_sum_us8_pairs(zero, nibbles32(xb, Q4_1_QS), load256(yb, Q8_1_QS));
                 _mm256_cvtepi32_ps(p)
@@ -729,7 +732,7 @@ macro_rules! x86_kernels {
         #[target_feature(enable = $feat)]
         #[inline]
         fn dot_q5_0(x: &[u8], y: &[u8], dy: &[f32]) -> f32 {
-            let acc = sum_blocks!(prefetch_ahead, x, y, dy, 22, 34, |xb, yb| {
+            let acc = sum_blocks!(x, y, dy, 22, 34, |xb, yb| {
                 let hi = _mm256_andnot_si256(bits32(xb, Q5_0_QH), _mm256_set1_epi8(0xf0u8 as i8));
                 let qx = _mm256_or_si256(nibbles32(xb, Q5_0_QS), hi);
                 mul_sum_i8_pairs_float(qx, load256(yb, Q8_0_QS))
@@ -740,7 +743,7 @@ macro_rules! x86_kernels {
         #[target_feature(enable = $feat)]
         #[inline]
         fn dot_q5_1(x: &[u8], y: &[u8], dy: &[f32], sy: &[f32]) -> f32 {
-            let acc = sum_blocks!(prefetch_ahead_l1, x, y, dy, 24, 36, |xb, yb| {
+            let acc = sum_blocks!(x, y, dy, 24, 36, |xb, yb| {
                 let hi = _mm256_and_si256(bits32(xb, Q5_1_QH), _mm256_set1_epi8(0x10));
                 let qx = _mm256_or_si256(nibbles32(xb, Q5_1_QS), hi);
                 let p = mul_sum_us8_pairs(_mm256_setzero_si256(), qx, load256(yb, Q8_1_QS));
@@ -752,7 +755,7 @@ macro_rules! x86_kernels {
         #[target_feature(enable = $feat)]
         #[inline]
         fn dot_q8_0(x: &[u8], y: &[u8], dy: &[f32]) -> f32 {
-            let acc = sum_blocks!(prefetch_ahead, x, y, dy, 34, 34, |xb, yb| {
+            let acc = sum_blocks!(x, y, dy, 34, 34, |xb, yb| {
                 mul_sum_i8_pairs_float(load256(xb, Q8_0_QS), load256(yb, Q8_0_QS))
             });
             hsum_f32x8(acc)
@@ -761,7 +764,7 @@ macro_rules! x86_kernels {
         #[target_feature(enable = $feat)]
         #[inline]
         fn dot_iq4_nl(x: &[u8], y: &[u8], dy: &[f32]) -> f32 {
-            let acc = sum_blocks!(prefetch_ahead, x, y, dy, 18, 34, |xb, yb| {
+            let acc = sum_blocks!(x, y, dy, 18, 34, |xb, yb| {
                 mul_sum_i8_pairs_float(iq4_lookup(xb, Q4_0_QS), load256(yb, Q8_0_QS))
             });
             hsum_f32x8(acc)
