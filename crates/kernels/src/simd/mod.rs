@@ -182,8 +182,8 @@ pub(crate) fn ensure_supported(path: Path) -> Result<(), KernelError> {
 /// (into L1). A decode product streams its weights from memory once: the hardware prefetchers
 /// alone left the kernels waiting on it, and so did a burst per row. Requests spread over the
 /// block loop keep a steady number of lines in flight. With the rows taken in [`stream_row`]
-/// order, L1 requests 1 KiB ahead were level with or faster than adding L2 requests 4 KiB
-/// ahead for 17 of 20 type × thread cases; other distances and levels are in `bench/README.md`.
+/// order, L1 requests alone did as well as L1 + L2 requests or better (distances and levels
+/// measured in `bench/README.md`).
 #[cfg(target_arch = "x86_64")]
 const PREFETCH_L1: usize = 1024;
 
@@ -215,17 +215,17 @@ pub(crate) fn prefetch_lines<const AHEAD: usize, const HINT: i32>(at: *const u8,
     }
 }
 
-/// How many runs of rows [`stream_order`] interleaves.
+/// How many runs of rows [`stream_row`] interleaves (2-16 measured; 4 was best).
 const ROW_STREAMS: usize = 4;
 
 /// The row that a decode panel of `n` rows multiplies `j`-th: the panel cut into
 /// [`ROW_STREAMS`] equal runs, one row from each run in turn, then the few rows left over.
 ///
 /// A panel's rows are contiguous, so taking them top to bottom reads one ascending stream of
-/// addresses; four streams a run apart let the hardware prefetchers keep more lines in flight
-/// from memory. Measured with the matrix streaming from memory, 2 threads: 18-21 % more weight
-/// GB/s for Q4_K, Q8_0, Q6_K and Q4_0 (`bench/README.md`). Each row is still one call of the
-/// one-row dot, so the order changes no output bit.
+/// addresses, and a core then waits on memory far more than its arithmetic needs; four streams
+/// a run apart keep more lines in flight. From memory on 2 threads every quantized format gained
+/// 17-63 % weight GB/s; with the matrix in L3 most lose 2-8 % (`bench/README.md`). Each row is
+/// still one call of the one-row dot, so the order changes no output bit.
 #[inline(always)]
 pub(crate) fn stream_row(j: usize, n: usize) -> usize {
     let per = n / ROW_STREAMS;
