@@ -39,8 +39,8 @@ pub fn f32_to_bf16(x: f32) -> u16 {
 /// to even) in the low mantissa bits, ggml's `nearest_int` trick.
 pub(crate) const ROUND_MAGIC: f32 = 12_582_912.0;
 
-/// ggml's `nearest_int`: round half to even through the `ROUND_MAGIC` (`1.5·2^23`) trick; valid for
-/// |f| ≤ 4194303.
+/// ggml's `nearest_int`: round half to even through the `ROUND_MAGIC` (`1.5·2^23`) trick;
+/// valid for |f| ≤ 4194303.
 #[inline]
 pub fn nearest_int(f: f32) -> i32 {
     let v = f + ROUND_MAGIC;
