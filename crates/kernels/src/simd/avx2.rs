@@ -66,7 +66,7 @@ macro_rules! x86_kernels {
 
         use crate::blocks::KVALUES_IQ4NL;
         use crate::simd::layout::*;
-        use crate::simd::{prefetch_ahead, scalar, stream_row};
+        use crate::simd::{prefetch_ahead, rows_in_stream_order, scalar};
         use crate::GgmlType;
 
         /// Dequantizes whole blocks of `ty` (lengths checked by the dispatcher).
@@ -151,14 +151,9 @@ macro_rules! x86_kernels {
         ) {
             use GgmlType::*;
             let rb = row_bytes.max(1);
-            let n = out.len().min(x.len() / rb);
             macro_rules! each_row {
                 (|$w:ident| $e:expr) => {
-                    for j in 0..n {
-                        let r = stream_row(j, n);
-                        let $w = &x[r * rb..(r + 1) * rb];
-                        out[r] = $e;
-                    }
+                    rows_in_stream_order(x, rb, out, |$w| $e)
                 };
             }
             match ty {

@@ -228,12 +228,28 @@ const ROW_STREAMS: usize = 4;
 /// 17-63 % weight GB/s; with the matrix in L3 most lose 2-8 % (`bench/README.md`). Each row is
 /// still one call of the one-row dot, so the order changes no output bit.
 #[inline(always)]
-pub(crate) fn stream_row(j: usize, n: usize) -> usize {
+fn stream_row(j: usize, n: usize) -> usize {
     let per = n / ROW_STREAMS;
     if j < per * ROW_STREAMS {
         (j % ROW_STREAMS) * per + j / ROW_STREAMS
     } else {
         j
+    }
+}
+
+/// `out[r] = dot(row r)` for the `rb`-byte rows of `x` (as many as both hold), taken in
+/// [`stream_row`] order: the one row loop of every decode kernel.
+#[inline(always)]
+pub(crate) fn rows_in_stream_order(
+    x: &[u8],
+    rb: usize,
+    out: &mut [f32],
+    mut dot: impl FnMut(&[u8]) -> f32,
+) {
+    let n = out.len().min(x.len() / rb);
+    for j in 0..n {
+        let r = stream_row(j, n);
+        out[r] = dot(&x[r * rb..(r + 1) * rb]);
     }
 }
 
@@ -336,12 +352,9 @@ pub(crate) fn vec_dot_rows_checked(
         // SAFETY: callers checked the path with `ensure_supported`.
         Path::Avx512 => unsafe { avx512::vec_dot_rows(ty, x, row_bytes, y, out) },
         _ => {
-            let rb = row_bytes.max(1);
-            let n = out.len().min(x.len() / rb);
-            for j in 0..n {
-                let r = stream_row(j, n);
-                out[r] = vec_dot_checked(path, ty, &x[r * rb..(r + 1) * rb], y);
-            }
+            rows_in_stream_order(x, row_bytes.max(1), out, |w| {
+                vec_dot_checked(path, ty, w, y)
+            });
         }
     }
 }
